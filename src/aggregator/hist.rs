@@ -1,0 +1,431 @@
+//! Histograms for the aggregator: HdrHistogram's bucket layout, stored in lazily allocated chunks.
+//!
+//! Why not `hdrhistogram::Histogram` directly: a 1 ns – 1 h, 3-digit `Histogram<u64>` is 33 792
+//! counters (264 KiB) whatever it holds, so 64 stages × (3 windows of several slices + cumulative)
+//! would need hundreds of MiB; it cannot subtract one histogram's counts by index (which expiring
+//! a slice needs); and `value_at_quantile` scans every counter per quantile. Here the index math is
+//! HdrHistogram's (the tests convert to the `hdrhistogram` crate and compare, and a profile
+//! format can serialise through it), but counters are allocated 256 at a time only where values
+//! land, every chunk keeps its total so a quantile walks ~130 totals then one chunk, and windows
+//! add and subtract chunk by chunk.
+
+use std::fmt;
+
+/// Counters per chunk. 256 × 4 B = 1 KiB for window counters.
+const CHUNK: usize = 256;
+
+/// The bucket layout: HdrHistogram's, with a lowest discernible value of 1.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// log2 of half the sub-bucket count (10 for 3 significant digits).
+    half_magnitude: u32,
+    /// `sub_bucket_count - 1`.
+    sub_bucket_mask: u64,
+    /// 64 - log2(sub_bucket_count): `leading_zeros(v | mask)` subtracted from it gives the bucket.
+    leading_zero_base: u32,
+    highest: u64,
+    len: usize,
+}
+
+impl fmt::Debug for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Layout")
+            .field("sub_buckets", &(self.sub_bucket_mask + 1))
+            .field("highest", &self.highest)
+            .field("counters", &self.len)
+            .finish()
+    }
+}
+
+impl Layout {
+    /// `digits` in 1..=5, `highest` ≥ 2048 (validated by the collector's configuration).
+    pub(crate) fn new(digits: u8, highest: u64) -> Self {
+        let largest_single_unit = 2 * 10u64.pow(u32::from(digits));
+        let sub_bucket_count_magnitude = largest_single_unit.next_power_of_two().trailing_zeros();
+        let sub_bucket_count = 1u64 << sub_bucket_count_magnitude;
+        let mut layout = Layout {
+            half_magnitude: sub_bucket_count_magnitude - 1,
+            sub_bucket_mask: sub_bucket_count - 1,
+            leading_zero_base: 64 - sub_bucket_count_magnitude,
+            highest,
+            len: 0,
+        };
+        layout.len = layout.index(highest) + 1;
+        layout
+    }
+
+    /// Values above this are recorded as this (and counted as saturated by the caller).
+    pub(crate) fn highest(&self) -> u64 {
+        self.highest
+    }
+
+    fn bucket(&self, v: u64) -> u32 {
+        self.leading_zero_base - (v | self.sub_bucket_mask).leading_zeros()
+    }
+
+    /// The counter index of `v` (saturated to `highest`).
+    #[inline]
+    pub(crate) fn index(&self, v: u64) -> usize {
+        let v = v.min(self.highest);
+        let bucket = self.bucket(v);
+        let sub = v >> bucket;
+        (((bucket as u64 + 1) << self.half_magnitude) + sub - (1 << self.half_magnitude)) as usize
+    }
+
+    /// The smallest value that lands in counter `index`.
+    pub(crate) fn lowest_equivalent(&self, index: usize) -> u64 {
+        let index = index as u64;
+        let half = 1u64 << self.half_magnitude;
+        let bucket = (index >> self.half_magnitude) as i64 - 1;
+        let mut sub = (index & (half - 1)) + half;
+        let bucket = if bucket < 0 {
+            sub -= half;
+            0
+        } else {
+            bucket as u32
+        };
+        sub << bucket
+    }
+
+    /// The largest value that lands in counter `index`.
+    pub(crate) fn highest_equivalent(&self, index: usize) -> u64 {
+        let low = self.lowest_equivalent(index);
+        low + (1u64 << self.bucket(low)) - 1
+    }
+
+    /// Number of counters a dense histogram of this layout would need.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// A counter type: `u32` for slices and windows (at most a minute of records), `u64` cumulative.
+pub(crate) trait Count: Copy + Default + Eq + fmt::Debug + 'static {
+    fn add(&mut self, n: u64);
+    fn sub(&mut self, n: u64);
+    fn get(self) -> u64;
+}
+
+impl Count for u32 {
+    #[inline]
+    fn add(&mut self, n: u64) {
+        // A window or slice holding 2^32 records of one stage would need 70 M records/s for a
+        // minute, above what one aggregator drains; saturate rather than wrap if it ever happens.
+        *self = u32::try_from(u64::from(*self) + n).unwrap_or(u32::MAX);
+    }
+    #[inline]
+    fn sub(&mut self, n: u64) {
+        debug_assert!(u64::from(*self) >= n, "window counter underflow");
+        *self = self.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+    fn get(self) -> u64 {
+        u64::from(self)
+    }
+}
+
+impl Count for u64 {
+    #[inline]
+    fn add(&mut self, n: u64) {
+        *self = self.saturating_add(n);
+    }
+    #[inline]
+    fn sub(&mut self, n: u64) {
+        debug_assert!(*self >= n, "counter underflow");
+        *self = self.saturating_sub(n);
+    }
+    fn get(self) -> u64 {
+        self
+    }
+}
+
+/// Counts per counter index, allocated a chunk at a time where values land; chunks are zeroed, not
+/// freed, on reset, so a histogram that has seen its range never allocates again.
+#[derive(Clone, Default)]
+pub(crate) struct Hist<C: Count> {
+    chunks: Vec<Option<Box<[C; CHUNK]>>>,
+    /// Sum of each chunk's counters (0 for absent chunks).
+    chunk_totals: Vec<u64>,
+    total: u64,
+}
+
+impl<C: Count> fmt::Debug for Hist<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hist")
+            .field("total", &self.total)
+            .field(
+                "chunks",
+                &self.chunks.iter().filter(|c| c.is_some()).count(),
+            )
+            .finish()
+    }
+}
+
+impl<C: Count> Hist<C> {
+    pub(crate) fn new() -> Self {
+        Self {
+            chunks: Vec::new(),
+            chunk_totals: Vec::new(),
+            total: 0,
+        }
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+
+    fn chunk_mut(&mut self, chunk: usize) -> &mut [C; CHUNK] {
+        if chunk >= self.chunks.len() {
+            self.chunks.resize_with(chunk + 1, || None);
+            self.chunk_totals.resize(chunk + 1, 0);
+        }
+        self.chunks[chunk].get_or_insert_with(|| Box::new([C::default(); CHUNK]))
+    }
+
+    /// Adds `n` to the counter at `index`.
+    #[inline]
+    pub(crate) fn record(&mut self, index: usize, n: u64) {
+        let (chunk, offset) = (index / CHUNK, index % CHUNK);
+        self.chunk_mut(chunk)[offset].add(n);
+        self.chunk_totals[chunk] += n;
+        self.total += n;
+    }
+
+    /// Adds every count of `other` (of the same layout).
+    #[cfg(test)]
+    pub(crate) fn add<D: Count>(&mut self, other: &Hist<D>) {
+        for (chunk, counts) in other.chunks.iter().enumerate() {
+            let Some(counts) = counts else { continue };
+            if other.chunk_totals[chunk] == 0 {
+                continue;
+            }
+            let mine = self.chunk_mut(chunk);
+            for (m, o) in mine.iter_mut().zip(counts.iter()) {
+                m.add(o.get());
+            }
+            self.chunk_totals[chunk] += other.chunk_totals[chunk];
+        }
+        self.total += other.total;
+    }
+
+    /// Removes every count of `other`, which must have been added before.
+    pub(crate) fn subtract<D: Count>(&mut self, other: &Hist<D>) {
+        for (chunk, counts) in other.chunks.iter().enumerate() {
+            let Some(counts) = counts else { continue };
+            if other.chunk_totals[chunk] == 0 {
+                continue;
+            }
+            let mine = self.chunk_mut(chunk);
+            for (m, o) in mine.iter_mut().zip(counts.iter()) {
+                m.sub(o.get());
+            }
+            self.chunk_totals[chunk] -= other.chunk_totals[chunk];
+        }
+        self.total -= other.total;
+    }
+
+    /// Zeroes every counter, keeping the chunks for reuse.
+    pub(crate) fn reset(&mut self) {
+        for (chunk, counts) in self.chunks.iter_mut().enumerate() {
+            if let Some(counts) = counts
+                && self.chunk_totals[chunk] != 0
+            {
+                counts.fill(C::default());
+                self.chunk_totals[chunk] = 0;
+            }
+        }
+        self.total = 0;
+    }
+
+    /// For each rank in `ranks` (ascending, each in 1..=total), the counter index holding the
+    /// record of that rank in sorted order. One walk over the chunk totals and into the chunks
+    /// that hold a rank.
+    pub(crate) fn indices_at_ranks(&self, ranks: &[u64], out: &mut [usize]) {
+        debug_assert!(ranks.windows(2).all(|w| w[0] <= w[1]));
+        debug_assert_eq!(ranks.len(), out.len());
+        let mut next = 0;
+        let mut seen = 0u64;
+        for (chunk, &chunk_total) in self.chunk_totals.iter().enumerate() {
+            if next == ranks.len() {
+                return;
+            }
+            if chunk_total == 0 || seen + chunk_total < ranks[next] {
+                seen += chunk_total;
+                continue;
+            }
+            let Some(counts) = &self.chunks[chunk] else {
+                continue;
+            };
+            for (offset, count) in counts.iter().enumerate() {
+                let count = count.get();
+                if count == 0 {
+                    continue;
+                }
+                seen += count;
+                while next < ranks.len() && ranks[next] <= seen {
+                    out[next] = chunk * CHUNK + offset;
+                    next += 1;
+                }
+            }
+        }
+        // Ranks beyond the total (callers never ask) get the last index.
+        let last = out.get(next.wrapping_sub(1)).copied().unwrap_or(0);
+        for o in &mut out[next..] {
+            *o = last;
+        }
+    }
+
+    /// Non-zero counters as (index, count), ascending.
+    #[cfg(test)]
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.chunks.iter().enumerate().flat_map(|(chunk, counts)| {
+            counts
+                .iter()
+                .flat_map(|c| c.iter().enumerate())
+                .filter(|(_, c)| c.get() != 0)
+                .map(move |(offset, c)| (chunk * CHUNK + offset, c.get()))
+        })
+    }
+
+    /// Heap bytes held (chunks plus the two directories).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let chunks = self.chunks.iter().filter(|c| c.is_some()).count();
+        chunks * CHUNK * size_of::<C>()
+            + self.chunks.capacity() * size_of::<Option<Box<[C; CHUNK]>>>()
+            + self.chunk_totals.capacity() * size_of::<u64>()
+    }
+
+    #[cfg(test)]
+    /// The same counts as an `hdrhistogram::Histogram` with the same layout (exact: the bucket
+    /// layouts are identical), for serialisation and merging with other HdrHistogram tools.
+    pub(crate) fn to_hdrhistogram(
+        &self,
+        layout: &Layout,
+        digits: u8,
+    ) -> hdrhistogram::Histogram<u64> {
+        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, layout.highest(), digits)
+            .expect("layout bounds were validated by the collector configuration");
+        for (index, count) in self.iter() {
+            h.record_n(layout.lowest_equivalent(index), count)
+                .expect("values of this layout are within its bounds");
+        }
+        h
+    }
+}
+
+/// The nearest-rank rank of quantile `q` among `n` sorted values: ⌈q·n⌉, at least 1, where a
+/// product within 1e-9 of an integer counts as that integer (so 0.999 × 1000 is rank 999, not
+/// 1000 through floating-point error).
+pub fn rank(q: f64, n: u64) -> u64 {
+    let x = q * n as f64;
+    let nearest = x.round();
+    let r = if (x - nearest).abs() <= 1e-9 * (n as f64).max(1.0) {
+        nearest
+    } else {
+        x.ceil()
+    };
+    (r as u64).clamp(1, n.max(1))
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_matches_hdrhistogram() {
+        for digits in 1..=4u8 {
+            let highest = 3_600_000_000_000u64;
+            let layout = Layout::new(digits, highest);
+            let reference =
+                hdrhistogram::Histogram::<u64>::new_with_bounds(1, highest, digits).unwrap();
+            // HdrHistogram sizes its array to whole buckets; ours ends at `highest`'s counter.
+            assert!(
+                layout.len() <= reference.distinct_values(),
+                "digits {digits}"
+            );
+            assert_eq!(
+                layout.highest_equivalent(layout.len() - 1),
+                reference.highest_equivalent(highest)
+            );
+            let mut v = 0u64;
+            while v < highest {
+                let i = layout.index(v);
+                assert_eq!(
+                    layout.lowest_equivalent(i),
+                    reference.lowest_equivalent(v),
+                    "v={v}"
+                );
+                assert_eq!(
+                    layout.highest_equivalent(i),
+                    reference.highest_equivalent(v),
+                    "v={v}"
+                );
+                v = v * 3 / 2 + 1;
+            }
+        }
+    }
+
+    #[test]
+    fn ranks_follow_nearest_rank_without_float_noise() {
+        assert_eq!(rank(0.999, 1000), 999);
+        assert_eq!(rank(0.5, 3), 2);
+        assert_eq!(rank(0.0, 10), 1);
+        assert_eq!(rank(1.0, 10), 10);
+        assert_eq!(rank(0.95, 1), 1);
+        assert_eq!(rank(0.9, 11), 10);
+    }
+
+    #[test]
+    fn add_subtract_reset_round_trip() {
+        let layout = Layout::new(3, 3_600_000_000_000);
+        let mut a = Hist::<u32>::new();
+        let mut b = Hist::<u32>::new();
+        for v in [1u64, 5, 2048, 1_000_000, 1_000_001, 7_000_000_000] {
+            a.record(layout.index(v), 1);
+            b.record(layout.index(v * 2), 3);
+        }
+        let before: Vec<_> = a.iter().collect();
+        a.add(&b);
+        assert_eq!(a.total(), 6 + 18);
+        a.subtract(&b);
+        assert_eq!(a.iter().collect::<Vec<_>>(), before);
+        a.reset();
+        assert_eq!(a.total(), 0);
+        assert_eq!(a.iter().count(), 0);
+    }
+
+    #[test]
+    fn indices_at_ranks_walks_in_order() {
+        let layout = Layout::new(3, 1 << 40);
+        let mut h = Hist::<u64>::new();
+        let values: Vec<u64> = (1..=1000).map(|i| i * 997).collect();
+        for &v in &values {
+            h.record(layout.index(v), 1);
+        }
+        let ranks = [1, 500, 950, 990, 999, 1000];
+        let mut out = [0; 6];
+        h.indices_at_ranks(&ranks, &mut out);
+        for (r, i) in ranks.iter().zip(out) {
+            assert_eq!(i, layout.index(values[*r as usize - 1]));
+        }
+    }
+
+    #[test]
+    fn converts_to_an_equal_hdrhistogram() {
+        let layout = Layout::new(3, 3_600_000_000_000);
+        let mut h = Hist::<u64>::new();
+        for v in (0..5000u64).map(|i| i * i * 37 + 3) {
+            h.record(layout.index(v), 1);
+        }
+        let hdr = h.to_hdrhistogram(&layout, 3);
+        assert_eq!(hdr.len(), h.total());
+        let mut out = [0usize; 1];
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            h.indices_at_ranks(&[rank(q, h.total())], &mut out);
+            assert_eq!(
+                layout.highest_equivalent(out[0]),
+                hdr.highest_equivalent(hdr.value_at_quantile(q))
+            );
+        }
+    }
+}

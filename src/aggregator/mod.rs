@@ -1,0 +1,620 @@
+//! The aggregator: one background thread per collector that drains every ring, pairs deadline
+//! starts with their ends, converts ticks to nanoseconds, records into per-stage histograms
+//! (sliding windows and cumulative), evaluates SLA rules and publishes an immutable snapshot.
+//!
+//! It wakes every interval, early when a ring passes half full, and at once on `flush`. A panic in
+//! a cycle is caught and counted, and the thread carries on with its state (nothing recorded is
+//! thrown away). On stop it refuses new rings, drains once more, publishes, and exits.
+
+pub(crate) mod hist;
+pub(crate) mod window;
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hist::Layout;
+use window::{CountWindow, Cumulative, Event, SlidingWindow};
+
+use crate::clock::Calibration;
+use crate::collector::{BASE_SAMPLING, CollectorBuilder, CollectorShared};
+use crate::recorder::{CONTROL, Kind, Record, ThreadShared, threshold_to_rate};
+use crate::ring::Consumer;
+use crate::sla::{ReasonInfo, Severity, Violation};
+use crate::stage::{Stage, registry};
+use crate::stats::{GuardTrips, Health, Snapshot, StageSnapshot};
+use crate::sync::Arc;
+
+/// A registered thread's ring, as the aggregator holds it.
+pub(crate) struct ThreadRing {
+    consumer: Consumer<Record>,
+    shared: std::sync::Arc<ThreadShared>,
+    /// Last value seen of each `sampled_out` counter.
+    seen_sampled: Box<[u64]>,
+}
+
+impl ThreadRing {
+    pub(crate) fn new(
+        consumer: Consumer<Record>,
+        shared: std::sync::Arc<ThreadShared>,
+        stages: usize,
+    ) -> Self {
+        Self {
+            consumer,
+            shared,
+            seen_sampled: vec![0; stages].into_boxed_slice(),
+        }
+    }
+}
+
+struct StageState {
+    stage: Stage,
+    windows: Vec<SlidingWindow>,
+    cumulative: Cumulative,
+    /// `StageInfo::dropped` as last seen.
+    dropped_seen: u64,
+    in_flight: u64,
+    /// Changed since the last publish.
+    dirty: bool,
+    published: Option<std::sync::Arc<StageSnapshot>>,
+}
+
+struct InFlight {
+    stage: u32,
+    start_ns: u64,
+    /// Already counted as a deadline miss.
+    overdue: bool,
+}
+
+struct ReasonState {
+    info: &'static ReasonInfo,
+    seen: u64,
+    windows: Vec<CountWindow>,
+    total: u64,
+}
+
+/// Records drained per ring per visit, so one flooding thread cannot starve the others.
+const DRAIN_BATCH: usize = 1 << 16;
+
+pub(crate) struct Aggregator {
+    shared: Arc<CollectorShared>,
+    config: CollectorBuilder,
+    layout: Layout,
+    calibration: Calibration,
+    started: Instant,
+    rings: Vec<ThreadRing>,
+    stages: Vec<StageState>,
+    /// Drop counters of stages that existed before this collector: their earlier drops are not ours.
+    drop_baseline: Vec<u64>,
+    in_flight: HashMap<u64, InFlight>,
+    /// Tracked ends whose start has not been seen yet (start and end on different threads' rings),
+    /// with the cycle they arrived in.
+    early_ends: HashMap<u64, u64>,
+    reasons: Vec<ReasonState>,
+    latency_reason: Option<crate::sla::GuardReason>,
+    rule_stages: Vec<Option<Stage>>,
+    rule_state: Vec<Option<Severity>>,
+    health: Health,
+    oldest_in_cycle: u64,
+    adaptive_mark: (u64, u64),
+    cycle: u64,
+}
+
+impl Aggregator {
+    pub(crate) fn new(shared: Arc<CollectorShared>, config: CollectorBuilder) -> Self {
+        let layout = Layout::new(
+            config.digits,
+            u64::try_from(config.highest.as_nanos()).unwrap_or(u64::MAX),
+        );
+        let calibration = Calibration::new(Duration::from_millis(10));
+        let registered = registry().len();
+        let drop_baseline = (0..registered as u32)
+            .filter_map(|id| registry().get(id))
+            .map(|s| s.dropped())
+            .collect();
+        let rule_stages = config.rules.iter().map(|r| r.resolve().ok()).collect();
+        let rule_state = vec![None; config.rules.len()];
+        let latency_reason = crate::sla::GuardReason::new(config.latency_guard_reason).ok();
+        let health = Health {
+            ring_capacity: config.ring_capacity.max(2).next_power_of_two(),
+            enabled: crate::recorder::is_enabled(),
+            sampling_rate: crate::recorder::sampling_rate(),
+            ..Health::default()
+        };
+        Self {
+            shared,
+            config,
+            layout,
+            calibration,
+            started: Instant::now(),
+            rings: Vec::new(),
+            stages: Vec::new(),
+            drop_baseline,
+            in_flight: HashMap::new(),
+            early_ends: HashMap::new(),
+            reasons: Vec::new(),
+            latency_reason,
+            rule_stages,
+            rule_state,
+            health,
+            oldest_in_cycle: u64::MAX,
+            adaptive_mark: (0, 0),
+            cycle: 0,
+        }
+    }
+
+    /// The thread's body.
+    pub(crate) fn run(mut self) {
+        loop {
+            let stopping = self.shared.stop.load(Ordering::Acquire);
+            if stopping {
+                // No ring may join after the final drain.
+                self.shared.pending.lock().accepting = false;
+            }
+            let ticket = self.shared.flush_requested.load(Ordering::Acquire);
+            if catch_unwind(AssertUnwindSafe(|| self.cycle())).is_err() {
+                self.health.aggregator_restarts += 1;
+                self.publish_health_only();
+            }
+            {
+                let mut done = self.shared.flush_done.lock();
+                *done = (*done).max(ticket);
+                self.shared.flush_cv.notify_all();
+            }
+            if stopping {
+                break;
+            }
+            if self.shared.flush_requested.load(Ordering::Acquire) == ticket
+                && !self.shared.stop.load(Ordering::Acquire)
+            {
+                std::thread::park_timeout(self.config.interval);
+            }
+        }
+        let mut done = self.shared.flush_done.lock();
+        *done = u64::MAX;
+        self.shared.flush_cv.notify_all();
+    }
+
+    fn cycle(&mut self) {
+        #[cfg(feature = "test-util")]
+        if self.shared.inject_panic.swap(false, Ordering::Relaxed) {
+            panic!("laptime: panic injected into the aggregator (test-util)");
+        }
+        let began = Instant::now();
+        self.cycle += 1;
+        self.calibration.refine();
+        let now = self.calibration.now_ns();
+        self.oldest_in_cycle = u64::MAX;
+        self.ensure_stage_states();
+        self.adopt_rings();
+        self.drain(now);
+        self.count_sampled_out(now);
+        self.count_drops(now);
+        self.count_guard_trips(now);
+        self.watch_deadlines(now);
+        self.early_ends.retain(|_, cycle| *cycle + 2 >= self.cycle);
+        for state in &mut self.stages {
+            for w in &mut state.windows {
+                state.dirty |= w.advance(now);
+            }
+        }
+        self.adapt_sampling(now);
+        self.health.lag = Duration::from_nanos(now.saturating_sub(self.oldest_in_cycle.min(now)));
+        self.health.cycles = self.cycle;
+        self.publish(now);
+        self.health.last_cycle = began.elapsed();
+    }
+
+    fn ensure_stage_states(&mut self) {
+        let registered = registry().len();
+        while self.stages.len() < registered {
+            let id = self.stages.len() as u32;
+            let Some(stage) = registry().get(id) else {
+                break;
+            };
+            let windows = self
+                .config
+                .windows
+                .iter()
+                .map(|w| SlidingWindow::new(w.length, w.slice, 0))
+                .collect();
+            let dropped_seen = self.drop_baseline.get(id as usize).copied().unwrap_or(0);
+            self.stages.push(StageState {
+                stage,
+                windows,
+                cumulative: Cumulative::default(),
+                dropped_seen,
+                in_flight: 0,
+                dirty: true,
+                published: None,
+            });
+        }
+        let reasons: Vec<_> = crate::sla::reasons().skip(self.reasons.len()).collect();
+        for (_, info) in reasons {
+            self.reasons.push(ReasonState {
+                info,
+                seen: 0,
+                windows: self
+                    .config
+                    .windows
+                    .iter()
+                    .map(|w| CountWindow::new(w.length, w.slice))
+                    .collect(),
+                total: 0,
+            });
+        }
+    }
+
+    fn adopt_rings(&mut self) {
+        let mut pending = self.shared.pending.lock();
+        self.rings.append(&mut pending.rings);
+    }
+
+    fn drain(&mut self, now: u64) {
+        let mut rings = std::mem::take(&mut self.rings);
+        rings.retain_mut(|ring| {
+            // Read `closed` before draining: if it was set, every push happened before, so this
+            // drain empties the ring for good.
+            let closed = ring.consumer.is_closed();
+            let waiting = ring.consumer.len();
+            self.health.ring_high_water = self.health.ring_high_water.max(waiting);
+            loop {
+                let mut batch = 0;
+                ring.consumer.drain(DRAIN_BATCH, |r| {
+                    batch += 1;
+                    self.process(r);
+                });
+                self.health.records += batch as u64;
+                if batch < DRAIN_BATCH || !closed {
+                    break;
+                }
+            }
+            if closed {
+                self.scan_sampled(ring, now);
+                self.health.rings_reclaimed += 1;
+            }
+            !closed
+        });
+        self.rings = rings;
+    }
+
+    fn stage_state(&mut self, id: u32) -> Option<&mut StageState> {
+        if id as usize >= self.stages.len() {
+            self.ensure_stage_states();
+        }
+        self.stages.get_mut(id as usize)
+    }
+
+    fn process(&mut self, r: Record) {
+        let cal = &self.calibration;
+        match r.kind {
+            Kind::Span => {
+                let duration = cal.to_ns(r.b.saturating_sub(r.a));
+                let end = cal.since_epoch_ns(r.b);
+                let (already_missed, was_in_flight) = if r.span == 0 {
+                    (None, false)
+                } else if let Some(f) = self.in_flight.remove(&r.span) {
+                    (Some(f.overdue), true)
+                } else {
+                    // The start is on a ring not drained yet (or was dropped): remember the end so
+                    // the start, if it comes, is discarded.
+                    self.early_ends.insert(r.span, self.cycle);
+                    (Some(false), false)
+                };
+                self.record_value(r.stage, end, duration, already_missed);
+                if was_in_flight && let Some(state) = self.stage_state(r.stage) {
+                    state.in_flight = state.in_flight.saturating_sub(1);
+                }
+            }
+            Kind::Value => {
+                let at = cal.since_epoch_ns(r.b);
+                self.record_value(r.stage, at, r.a, None);
+            }
+            Kind::Start => {
+                if self.early_ends.remove(&r.span).is_some() {
+                    return;
+                }
+                if self.in_flight.len() >= self.config.max_in_flight {
+                    return; // judged by its duration alone when it ends
+                }
+                let start_ns = cal.since_epoch_ns(r.a);
+                self.in_flight.insert(
+                    r.span,
+                    InFlight {
+                        stage: r.stage,
+                        start_ns,
+                        overdue: false,
+                    },
+                );
+                if let Some(state) = self.stage_state(r.stage) {
+                    state.in_flight += 1;
+                    state.dirty = true;
+                }
+            }
+        }
+    }
+
+    /// Records one duration ending at `at`. `already_missed` is `Some(true)` when the deadline
+    /// watch already counted this span as a miss while it was in flight.
+    fn record_value(&mut self, id: u32, at: u64, duration: u64, already_missed: Option<bool>) {
+        let layout = self.layout;
+        self.oldest_in_cycle = self.oldest_in_cycle.min(at);
+        let Some(state) = self.stage_state(id) else {
+            return;
+        };
+        let saturated = duration > layout.highest();
+        let index = layout.index(duration);
+        state.cumulative.record(index, duration, saturated);
+        for w in &mut state.windows {
+            w.record(at, index, duration, saturated);
+        }
+        let deadline = state.stage.0.deadline_ns.load(Ordering::Relaxed);
+        if deadline != 0 && duration > deadline && already_missed != Some(true) {
+            state.cumulative.count_event(Event::Miss, 1);
+            for w in &mut state.windows {
+                w.count_event(at, Event::Miss, 1);
+            }
+        }
+        state.dirty = true;
+        self.health.saturated += u64::from(saturated);
+    }
+
+    fn count_event(&mut self, id: u32, at: u64, event: Event, n: u64) {
+        let Some(state) = self.stage_state(id) else {
+            return;
+        };
+        state.cumulative.count_event(event, n);
+        for w in &mut state.windows {
+            w.count_event(at, event, n);
+        }
+        state.dirty = true;
+    }
+
+    fn scan_sampled(&mut self, ring: &mut ThreadRing, now: u64) {
+        if !ring.shared.touched.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let counters: &[AtomicU64] = &ring.shared.sampled_out;
+        for (id, (counter, seen)) in counters
+            .iter()
+            .zip(ring.seen_sampled.iter_mut())
+            .enumerate()
+        {
+            let value = counter.load(Ordering::Relaxed);
+            if value != *seen {
+                let delta = value - *seen;
+                *seen = value;
+                self.health.sampled_out += delta;
+                let Some(state) = self.stages.get_mut(id) else {
+                    continue;
+                };
+                state.cumulative.count_event(Event::SampledOut, delta);
+                for w in &mut state.windows {
+                    w.count_event(now, Event::SampledOut, delta);
+                }
+                state.dirty = true;
+            }
+        }
+    }
+
+    fn count_sampled_out(&mut self, now: u64) {
+        let mut rings = std::mem::take(&mut self.rings);
+        for ring in &mut rings {
+            self.scan_sampled(ring, now);
+        }
+        self.rings = rings;
+    }
+
+    fn count_drops(&mut self, now: u64) {
+        for id in 0..self.stages.len() {
+            let state = &mut self.stages[id];
+            let value = state.stage.dropped();
+            if value > state.dropped_seen {
+                let delta = value - state.dropped_seen;
+                state.dropped_seen = value;
+                self.health.dropped += delta;
+                self.count_event(id as u32, now, Event::Dropped, delta);
+            }
+        }
+    }
+
+    fn count_guard_trips(&mut self, now: u64) {
+        for reason in &mut self.reasons {
+            let value = reason.info.trips.load(Ordering::Relaxed);
+            if value > reason.seen {
+                let delta = value - reason.seen;
+                reason.seen = value;
+                reason.total += delta;
+                for w in &mut reason.windows {
+                    w.add(now, delta);
+                }
+            }
+        }
+    }
+
+    fn watch_deadlines(&mut self, now: u64) {
+        let abandon = u64::try_from(self.config.abandon_after.as_nanos()).unwrap_or(u64::MAX);
+        let mut misses: Vec<u32> = Vec::new();
+        let mut abandoned: Vec<u32> = Vec::new();
+        self.in_flight.retain(|_, f| {
+            let age = now.saturating_sub(f.start_ns);
+            if !f.overdue
+                && let Some(stage) = registry().get(f.stage)
+            {
+                let deadline = stage.0.deadline_ns.load(Ordering::Relaxed);
+                if deadline != 0 && age > deadline {
+                    f.overdue = true;
+                    misses.push(f.stage);
+                }
+            }
+            if age > abandon {
+                abandoned.push(f.stage);
+                return false;
+            }
+            true
+        });
+        for id in misses {
+            self.count_event(id, now, Event::Miss, 1);
+        }
+        for id in abandoned {
+            self.health.abandoned += 1;
+            if let Some(state) = self.stage_state(id) {
+                state.in_flight = state.in_flight.saturating_sub(1);
+                state.dirty = true;
+            }
+        }
+    }
+
+    fn adapt_sampling(&mut self, now: u64) {
+        let Some(policy) = self.config.adaptive else {
+            return;
+        };
+        let calls = self.health.records + self.health.sampled_out + self.health.dropped;
+        let (mark_ns, mark_calls) = self.adaptive_mark;
+        let elapsed = now.saturating_sub(mark_ns);
+        if elapsed < 1_000_000_000 {
+            return;
+        }
+        self.adaptive_mark = (now, calls);
+        let rate = (calls - mark_calls) as f64 / (elapsed as f64 / 1e9);
+        let base = BASE_SAMPLING.load(Ordering::Relaxed);
+        let reduced = crate::recorder::rate_to_threshold(policy.reduced_rate).unwrap_or(base);
+        if !self.health.adaptive_engaged && rate > policy.budget_per_sec {
+            self.health.adaptive_engaged = true;
+            CONTROL.set_sampling_threshold(base.min(reduced));
+        } else if self.health.adaptive_engaged && rate < policy.budget_per_sec / 2.0 {
+            self.health.adaptive_engaged = false;
+            CONTROL.set_sampling_threshold(base);
+        }
+    }
+
+    fn publish(&mut self, now: u64) {
+        let layout = self.layout;
+        let mut stages = Vec::with_capacity(self.stages.len());
+        let mut histogram_bytes = 0;
+        for state in &mut self.stages {
+            if state.dirty || state.published.is_none() {
+                let mut stats = Vec::with_capacity(state.windows.len() + 1);
+                for w in &state.windows {
+                    let s = w.stats(state.stage, &layout);
+                    stats.push(active(&s).then_some(s));
+                }
+                let cumulative = state
+                    .cumulative
+                    .stats(state.stage, &layout, state.in_flight);
+                stats.push((active(&cumulative) || state.in_flight > 0).then_some(cumulative));
+                state.published = Some(std::sync::Arc::new(StageSnapshot { stats }));
+                state.dirty = false;
+            }
+            histogram_bytes += state.cumulative.hist.heap_bytes()
+                + state
+                    .windows
+                    .iter()
+                    .map(SlidingWindow::heap_bytes)
+                    .sum::<usize>();
+            stages.push(state.published.clone());
+        }
+        let guard_trips = self
+            .reasons
+            .iter()
+            .map(|r| GuardTrips {
+                reason: r.info.name,
+                counts: r
+                    .windows
+                    .iter()
+                    .map(|w| w.total(now))
+                    .chain([r.total])
+                    .collect(),
+            })
+            .collect();
+        let in_rings: u64 = self.rings.iter().map(|r| r.consumer.len() as u64).sum();
+        let h = &mut self.health;
+        h.in_rings = in_rings;
+        h.produced = h.records + h.dropped + h.in_rings;
+        h.rings = self.rings.len();
+        h.in_flight = self.in_flight.len();
+        h.rejected = registry().rejected();
+        h.sampling_rate = threshold_to_rate(CONTROL.sampling_threshold());
+        h.enabled = crate::recorder::is_enabled();
+        h.histogram_bytes = histogram_bytes;
+        let mut snapshot = Snapshot {
+            taken_at: self.started.elapsed(),
+            windows: self
+                .config
+                .windows
+                .iter()
+                .map(|w| crate::Window::Last(w.length))
+                .chain([crate::Window::Cumulative])
+                .collect(),
+            stages,
+            violations: Vec::new(),
+            guard_trips,
+            health: self.health.clone(),
+        };
+        snapshot.violations = self.evaluate_sla(&snapshot);
+        self.shared.snapshot.store(std::sync::Arc::new(snapshot));
+    }
+
+    /// After a caught panic: keep the last statistics, update the health figures.
+    fn publish_health_only(&mut self) {
+        let old = self.shared.snapshot.load_full();
+        let snapshot = Snapshot {
+            taken_at: self.started.elapsed(),
+            windows: old.windows.clone(),
+            stages: old.stages.clone(),
+            violations: old.violations.clone(),
+            guard_trips: old.guard_trips.clone(),
+            health: self.health.clone(),
+        };
+        self.shared.snapshot.store(std::sync::Arc::new(snapshot));
+    }
+
+    fn evaluate_sla(&mut self, snapshot: &Snapshot) -> Vec<Violation> {
+        let mut violations = Vec::new();
+        let mut changed = Vec::new();
+        let mut critical: Vec<Stage> = Vec::new();
+        for (i, rule) in self.config.rules.iter().enumerate() {
+            let Some(stage) = self.rule_stages[i] else {
+                continue;
+            };
+            let verdict = snapshot
+                .stats(stage, rule.window)
+                .and_then(|s| rule.judge(s));
+            let severity = verdict.as_ref().map(|v| v.severity);
+            if severity != self.rule_state[i] {
+                self.rule_state[i] = severity;
+                if let Some(v) = &verdict {
+                    changed.push(v.clone());
+                }
+            }
+            if let Some(v) = verdict {
+                if v.severity == Severity::Critical && rule.trips_guard {
+                    critical.push(stage);
+                }
+                violations.push(v);
+            }
+        }
+        for stage in self.rule_stages.iter().flatten() {
+            let now_critical = critical.contains(stage);
+            let was = stage.0.tripped.swap(now_critical, Ordering::Relaxed);
+            if now_critical
+                && !was
+                && let Some(reason) = self.latency_reason
+            {
+                reason.trip();
+            }
+        }
+        if !changed.is_empty()
+            && let Some(callback) = &self.config.callback
+            && catch_unwind(AssertUnwindSafe(|| callback(&changed))).is_err()
+        {
+            self.health.callback_panics += 1;
+        }
+        violations
+    }
+}
+
+fn active(s: &crate::StageStats) -> bool {
+    s.count > 0 || s.dropped > 0 || s.sampled_out > 0 || s.deadline_misses > 0
+}

@@ -1,0 +1,460 @@
+//! Sliding windows as rings of preallocated slices, and the exact tallies beside each histogram.
+//!
+//! A window of length `L` split into `n = L / s` slices keeps the `n` most recent slices of length
+//! `s`, the newest one still filling. Its histogram `sum` is the sum of the slices' histograms,
+//! kept up to date as records arrive (each record lands in its slice and in `sum`) and as slices
+//! expire (the expiring slice is subtracted, then reset and reused). So at any time the window
+//! holds exactly the records whose timestamps fall in the last `n` slices: between `(n-1)·s` and
+//! `n·s` of history, "exact to one slice". Every statistic of the window — percentiles from `sum`,
+//! count, min, max, mean, stddev, drops, misses from the slices' tallies — comes from the same
+//! slices, so they expire together.
+//!
+//! Time is passed in (`now_ns`, record timestamps): nothing here reads a clock.
+
+use std::time::Duration;
+
+use super::hist::{Count, Hist, Layout, rank};
+use crate::stats::{QUANTILES, StageStats, Window};
+
+/// Exact figures beside a histogram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tally {
+    pub(crate) count: u64,
+    pub(crate) min: u64,
+    pub(crate) max: u64,
+    pub(crate) sum: u128,
+    pub(crate) sum_sq: u128,
+    pub(crate) dropped: u64,
+    pub(crate) sampled_out: u64,
+    pub(crate) saturated: u64,
+    pub(crate) misses: u64,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            min: u64::MAX,
+            max: 0,
+            sum: 0,
+            sum_sq: 0,
+            dropped: 0,
+            sampled_out: 0,
+            saturated: 0,
+            misses: 0,
+        }
+    }
+}
+
+impl Tally {
+    #[inline]
+    fn record(&mut self, value: u64, saturated: bool) {
+        self.count += 1;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+        self.sum += u128::from(value);
+        self.sum_sq += u128::from(value) * u128::from(value);
+        self.saturated += u64::from(saturated);
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        self.count += other.count;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+        self.sum_sq += other.sum_sq;
+        self.dropped += other.dropped;
+        self.sampled_out += other.sampled_out;
+        self.saturated += other.saturated;
+        self.misses += other.misses;
+    }
+
+    /// Whether anything at all happened.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0 && self.dropped == 0 && self.sampled_out == 0 && self.misses == 0
+    }
+}
+
+/// A counted event that is not a duration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    Dropped,
+    SampledOut,
+    Miss,
+}
+
+impl Tally {
+    fn count_event(&mut self, event: Event, n: u64) {
+        match event {
+            Event::Dropped => self.dropped += n,
+            Event::SampledOut => self.sampled_out += n,
+            Event::Miss => self.misses += n,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slice {
+    /// Which slice of time (`t / slice_ns`) this one holds; `u64::MAX` = never used.
+    number: u64,
+    hist: Hist<u32>,
+    tally: Tally,
+}
+
+/// One stage's sliding window.
+#[derive(Debug)]
+pub(crate) struct SlidingWindow {
+    length: Duration,
+    slice_ns: u64,
+    slices: Box<[Slice]>,
+    /// The newest slice number; slices `current + 1 - n ..= current` are live.
+    current: u64,
+    /// Sum of the live slices' histograms.
+    sum: Hist<u32>,
+}
+
+impl SlidingWindow {
+    /// `length` a whole multiple of `slice` (checked by the configuration).
+    pub(crate) fn new(length: Duration, slice: Duration, now_ns: u64) -> Self {
+        let slice_ns = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let n = (length.as_nanos() / slice.as_nanos()).max(1) as usize;
+        let current = now_ns / slice_ns;
+        let mut slices: Box<[Slice]> = (0..n)
+            .map(|_| Slice {
+                number: u64::MAX,
+                hist: Hist::new(),
+                tally: Tally::default(),
+            })
+            .collect();
+        slices[(current % n as u64) as usize].number = current;
+        Self {
+            length,
+            slice_ns,
+            slices,
+            current,
+            sum: Hist::new(),
+        }
+    }
+
+    pub(crate) fn window(&self) -> Window {
+        Window::Last(self.length)
+    }
+
+    fn n(&self) -> u64 {
+        self.slices.len() as u64
+    }
+
+    /// Moves the window to `now_ns`, expiring slices that fall out. Returns whether anything
+    /// recorded expired (the window's statistics changed).
+    pub(crate) fn advance(&mut self, now_ns: u64) -> bool {
+        let target = now_ns / self.slice_ns;
+        if target <= self.current {
+            return false;
+        }
+        let steps = (target - self.current).min(self.n());
+        let mut changed = false;
+        for number in target + 1 - steps..=target {
+            let slot = (number % self.n()) as usize;
+            let slice = &mut self.slices[slot];
+            if !slice.tally.is_empty() {
+                changed = true;
+                self.sum.subtract(&slice.hist);
+                slice.hist.reset();
+                slice.tally = Tally::default();
+            }
+            slice.number = number;
+        }
+        self.current = target;
+        changed
+    }
+
+    /// The live slice holding time `t_ns`, moving the window forward if `t_ns` is newer; `None`
+    /// when `t_ns` is older than the window.
+    fn slot_for(&mut self, t_ns: u64) -> Option<usize> {
+        let number = t_ns / self.slice_ns;
+        if number > self.current {
+            self.advance(t_ns);
+        }
+        if number + self.n() <= self.current {
+            return None;
+        }
+        let slot = (number % self.n()) as usize;
+        (self.slices[slot].number == number).then_some(slot)
+    }
+
+    /// Records a duration that ended at `t_ns`. Returns false when `t_ns` is older than the
+    /// window (the cumulative histogram still takes it).
+    #[inline]
+    pub(crate) fn record(&mut self, t_ns: u64, index: usize, value: u64, saturated: bool) -> bool {
+        let Some(slot) = self.slot_for(t_ns) else {
+            return false;
+        };
+        let slice = &mut self.slices[slot];
+        slice.hist.record(index, 1);
+        slice.tally.record(value, saturated);
+        self.sum.record(index, 1);
+        true
+    }
+
+    /// Counts `n` non-duration events at `t_ns`.
+    pub(crate) fn count_event(&mut self, t_ns: u64, event: Event, n: u64) -> bool {
+        let Some(slot) = self.slot_for(t_ns) else {
+            return false;
+        };
+        self.slices[slot].tally.count_event(event, n);
+        true
+    }
+
+    /// The merged tally of the live slices.
+    fn tally(&self) -> Tally {
+        let mut t = Tally::default();
+        for s in self.slices.iter().filter(|s| s.number != u64::MAX) {
+            t.merge(&s.tally);
+        }
+        t
+    }
+
+    pub(crate) fn stats(&self, stage: crate::Stage, layout: &Layout) -> StageStats {
+        stats_from(stage, self.window(), &self.sum, &self.tally(), layout, 0)
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.sum.heap_bytes()
+            + self
+                .slices
+                .iter()
+                .map(|s| s.hist.heap_bytes())
+                .sum::<usize>()
+    }
+}
+
+/// Everything since start.
+#[derive(Debug, Default)]
+pub(crate) struct Cumulative {
+    pub(crate) hist: Hist<u64>,
+    pub(crate) tally: Tally,
+}
+
+impl Cumulative {
+    #[inline]
+    pub(crate) fn record(&mut self, index: usize, value: u64, saturated: bool) {
+        self.hist.record(index, 1);
+        self.tally.record(value, saturated);
+    }
+
+    pub(crate) fn count_event(&mut self, event: Event, n: u64) {
+        self.tally.count_event(event, n);
+    }
+
+    pub(crate) fn stats(&self, stage: crate::Stage, layout: &Layout, in_flight: u64) -> StageStats {
+        stats_from(
+            stage,
+            Window::Cumulative,
+            &self.hist,
+            &self.tally,
+            layout,
+            in_flight,
+        )
+    }
+}
+
+fn ns(v: u64) -> Duration {
+    Duration::from_nanos(v)
+}
+
+/// Builds the public figures from a histogram and the tally of the same records.
+pub(crate) fn stats_from<C: Count>(
+    stage: crate::Stage,
+    window: Window,
+    hist: &Hist<C>,
+    tally: &Tally,
+    layout: &Layout,
+    in_flight: u64,
+) -> StageStats {
+    debug_assert_eq!(hist.total(), tally.count, "histogram and tally disagree");
+    let mut stats = StageStats {
+        stage: stage.name(),
+        labels: stage.labels(),
+        window,
+        count: tally.count,
+        min: Duration::ZERO,
+        max: Duration::ZERO,
+        mean: Duration::ZERO,
+        stddev: Duration::ZERO,
+        p50: Duration::ZERO,
+        p90: Duration::ZERO,
+        p95: Duration::ZERO,
+        p99: Duration::ZERO,
+        p999: Duration::ZERO,
+        dropped: tally.dropped,
+        sampled_out: tally.sampled_out,
+        calls: tally.count + tally.sampled_out + tally.dropped,
+        saturated: tally.saturated,
+        deadline_misses: tally.misses,
+        in_flight,
+    };
+    let n = tally.count;
+    if n == 0 {
+        return stats;
+    }
+    stats.min = ns(tally.min);
+    stats.max = ns(tally.max);
+    let mean = tally.sum / u128::from(n);
+    stats.mean = ns(mean as u64);
+    // Population variance, exact in integers: (n·Σx² − (Σx)²) / n².
+    let n128 = u128::from(n);
+    let var_num = (n128 * tally.sum_sq).saturating_sub(tally.sum * tally.sum);
+    let variance = var_num as f64 / (n128 * n128) as f64;
+    stats.stddev = Duration::from_nanos(variance.sqrt().round() as u64);
+
+    let ranks = QUANTILES.map(|q| rank(q, n));
+    let mut indices = [0usize; QUANTILES.len()];
+    hist.indices_at_ranks(&ranks, &mut indices);
+    // HdrHistogram reports a bucket's highest equivalent value; the exact min and max bound it.
+    let value = |i: usize| ns(layout.highest_equivalent(i).clamp(tally.min, tally.max));
+    stats.p50 = value(indices[0]);
+    stats.p90 = value(indices[1]);
+    stats.p95 = value(indices[2]);
+    stats.p99 = value(indices[3]);
+    stats.p999 = value(indices[4]);
+    stats
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn layout() -> Layout {
+        Layout::new(3, 3_600_000_000_000)
+    }
+
+    fn stage() -> crate::Stage {
+        crate::Stage::new("unit_window").unwrap()
+    }
+
+    #[test]
+    fn records_expire_one_slice_at_a_time() {
+        let l = layout();
+        let mut w = SlidingWindow::new(Duration::from_secs(1), Duration::from_millis(250), 0);
+        w.record(10 * MS, l.index(100), 100, false);
+        w.record(260 * MS, l.index(200), 200, false);
+        assert_eq!(w.stats(stage(), &l).count, 2);
+        assert!(!w.advance(999 * MS));
+        assert_eq!(w.stats(stage(), &l).count, 2);
+        // At 1.0 s the slice [0, 250 ms) expires.
+        assert!(w.advance(1000 * MS));
+        let s = w.stats(stage(), &l);
+        assert_eq!(
+            (s.count, s.min, s.max),
+            (1, Duration::from_nanos(200), Duration::from_nanos(200))
+        );
+        assert!(w.advance(1250 * MS));
+        assert_eq!(w.stats(stage(), &l).count, 0);
+        assert_eq!(w.sum.total(), 0);
+    }
+
+    #[test]
+    fn late_records_land_in_their_own_slice_or_are_refused() {
+        let l = layout();
+        let mut w = SlidingWindow::new(Duration::from_secs(1), Duration::from_millis(250), 0);
+        w.advance(1100 * MS); // live slices: [250 ms, 1250 ms)
+        assert!(w.record(300 * MS, l.index(5), 5, false));
+        assert!(
+            !w.record(100 * MS, l.index(5), 5, false),
+            "older than the window"
+        );
+        assert_eq!(w.stats(stage(), &l).count, 1);
+        w.advance(1300 * MS); // expires [250, 500)
+        assert_eq!(w.stats(stage(), &l).count, 0);
+    }
+
+    #[test]
+    fn a_long_gap_clears_everything() {
+        let l = layout();
+        let mut w = SlidingWindow::new(Duration::from_secs(5), Duration::from_secs(1), 0);
+        for t in 0..5 {
+            w.record(t * 1000 * MS, l.index(t + 1), t + 1, false);
+            w.count_event(t * 1000 * MS, Event::Dropped, 2);
+        }
+        assert_eq!(w.stats(stage(), &l).dropped, 10);
+        w.advance(3600 * 1000 * MS);
+        let s = w.stats(stage(), &l);
+        assert_eq!((s.count, s.dropped), (0, 0));
+    }
+
+    #[test]
+    fn stats_are_exact_where_they_can_be() {
+        let l = layout();
+        let mut c = Cumulative::default();
+        let values = [1000u64, 2000, 3000, 4000, 1_000_000];
+        for v in values {
+            c.record(l.index(v), v, false);
+        }
+        let s = c.stats(stage(), &l, 0);
+        assert_eq!(s.mean, Duration::from_nanos(202_000));
+        assert_eq!(s.min, Duration::from_nanos(1000));
+        assert_eq!(s.max, Duration::from_nanos(1_000_000));
+        // Percentiles report their bucket's highest value (3000 shares a 2 ns bucket with 3001).
+        assert_eq!(
+            s.p50,
+            Duration::from_nanos(l.highest_equivalent(l.index(3000)))
+        );
+        assert_eq!(s.p50, Duration::from_nanos(3001));
+        assert_eq!(
+            s.p999,
+            Duration::from_nanos(1_000_000),
+            "clamped to the exact max"
+        );
+        let mean = 202_000f64;
+        let var = values
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / 5.0;
+        assert_eq!(s.stddev, Duration::from_nanos(var.sqrt().round() as u64));
+    }
+}
+
+/// A sliding count (guard trips): the same slices as [`SlidingWindow`], counts only.
+#[derive(Debug)]
+pub(crate) struct CountWindow {
+    slice_ns: u64,
+    /// (slice number, count) per slot.
+    slots: Box<[(u64, u64)]>,
+}
+
+impl CountWindow {
+    pub(crate) fn new(length: Duration, slice: Duration) -> Self {
+        let slice_ns = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let n = (length.as_nanos() / slice.as_nanos()).max(1) as usize;
+        Self {
+            slice_ns,
+            slots: vec![(u64::MAX, 0); n].into_boxed_slice(),
+        }
+    }
+
+    pub(crate) fn add(&mut self, t_ns: u64, n: u64) {
+        let number = t_ns / self.slice_ns;
+        let len = self.slots.len() as u64;
+        let slot = &mut self.slots[(number % len) as usize];
+        if slot.0 != number {
+            *slot = (number, 0);
+        }
+        slot.1 += n;
+    }
+
+    /// The count over the window ending at `now_ns`.
+    pub(crate) fn total(&self, now_ns: u64) -> u64 {
+        let current = now_ns / self.slice_ns;
+        let len = self.slots.len() as u64;
+        self.slots
+            .iter()
+            .filter(|(number, _)| {
+                *number != u64::MAX && *number <= current && number + len > current
+            })
+            .map(|(_, c)| c)
+            .sum()
+    }
+}

@@ -1,0 +1,291 @@
+//! Small per-operation error types whose messages say what to change.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Why a stage could not be registered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StageError {
+    /// The name is empty.
+    EmptyName,
+    /// The name is longer than [`crate::stage::MAX_NAME_LEN`] bytes.
+    NameTooLong {
+        /// The rejected name.
+        name: String,
+    },
+    /// The name has a character outside `[A-Za-z0-9_.:/-]`.
+    InvalidName {
+        /// The rejected name.
+        name: String,
+    },
+    /// A label name is not a Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`, not starting with
+    /// `__`), or is reserved (`stage`, `le`, `quantile`, `window`).
+    InvalidLabelName {
+        /// The rejected label name.
+        label: String,
+    },
+    /// A label value is empty or longer than [`crate::stage::MAX_NAME_LEN`] bytes.
+    InvalidLabelValue {
+        /// The label whose value was rejected.
+        label: String,
+    },
+    /// The same label name appears twice.
+    DuplicateLabel {
+        /// The repeated label name.
+        label: String,
+    },
+    /// The process already has as many stages as its cap allows.
+    TooManyStages {
+        /// The cap in force.
+        cap: usize,
+    },
+}
+
+impl fmt::Display for StageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EmptyName => {
+                f.write_str("stage name is empty: give the stage a name such as \"tick_total\"")
+            }
+            Self::NameTooLong { name } => write!(
+                f,
+                "stage name {name:?} is longer than {} bytes: shorten it",
+                crate::stage::MAX_NAME_LEN
+            ),
+            Self::InvalidName { name } => write!(
+                f,
+                "stage name {name:?} has a character outside [A-Za-z0-9_.:/-]: use only those"
+            ),
+            Self::InvalidLabelName { label } => write!(
+                f,
+                "label name {label:?} is not a Prometheus label name or is reserved (stage, le, quantile, window): use [a-zA-Z_][a-zA-Z0-9_]* not starting with __"
+            ),
+            Self::InvalidLabelValue { label } => write!(
+                f,
+                "label {label:?} has an empty value or one longer than {} bytes",
+                crate::stage::MAX_NAME_LEN
+            ),
+            Self::DuplicateLabel { label } => write!(f, "label {label:?} is given twice: keep one"),
+            Self::TooManyStages { cap } => write!(
+                f,
+                "the process already has {cap} stages, the cap: raise it with CollectorBuilder::with_max_stages, or reuse stage names (labels with unbounded values are a common cause)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StageError {}
+
+/// A collector configuration that cannot work, with what to change.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Ring capacity is zero or above [`crate::collector::MAX_RING_CAPACITY`].
+    RingCapacity {
+        /// The rejected capacity.
+        capacity: usize,
+    },
+    /// The aggregator interval is zero or longer than a minute.
+    Interval {
+        /// The rejected interval.
+        interval: Duration,
+    },
+    /// No sliding window was configured.
+    NoWindows,
+    /// A window or its slice is zero.
+    ZeroWindow,
+    /// A window's length is not a whole multiple of its slice.
+    WindowNotMultipleOfSlice {
+        /// The window length.
+        window: Duration,
+        /// Its slice.
+        slice: Duration,
+    },
+    /// A window is split into more slices than [`crate::collector::MAX_SLICES_PER_WINDOW`].
+    TooManySlices {
+        /// The window length.
+        window: Duration,
+        /// The number of slices asked for.
+        slices: u64,
+    },
+    /// The same window length appears twice.
+    DuplicateWindow {
+        /// The repeated length.
+        window: Duration,
+    },
+    /// Significant digits outside 1..=5.
+    SignificantDigits {
+        /// The rejected value.
+        digits: u8,
+    },
+    /// The highest trackable value is below 2 048 ns (or above 2^62 ns).
+    HighestValue {
+        /// The rejected value.
+        highest: Duration,
+    },
+    /// The stage cap is zero or above [`crate::stage::MAX_STAGES_LIMIT`], or below the number of
+    /// stages the process already has.
+    MaxStages {
+        /// The rejected cap.
+        cap: usize,
+        /// Stages already registered.
+        registered: usize,
+    },
+    /// A sampling rate outside [0, 1] or NaN.
+    SamplingRate {
+        /// The rejected rate.
+        rate: f64,
+    },
+    /// A quantile outside [0, 1] or NaN.
+    Quantile {
+        /// The rejected quantile.
+        quantile: f64,
+    },
+    /// An SLA threshold that is negative, NaN, a ratio above 1, or a warning above its critical.
+    Threshold {
+        /// The stage the rule is for.
+        stage: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An SLA rule names a window the collector does not keep.
+    UnknownWindow {
+        /// The stage the rule is for.
+        stage: String,
+        /// The window it names.
+        window: crate::Window,
+    },
+    /// A deadline of zero.
+    ZeroDeadline {
+        /// The stage.
+        stage: String,
+    },
+    /// An adaptive sampling budget that is not a positive finite number.
+    AdaptiveBudget {
+        /// The rejected budget, in events per second.
+        budget: f64,
+    },
+    /// A stage named in the configuration could not be registered.
+    Stage(StageError),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::collector::{MAX_RING_CAPACITY, MAX_SLICES_PER_WINDOW};
+        match self {
+            Self::RingCapacity { capacity } => write!(
+                f,
+                "ring capacity {capacity} is out of range: use 2..={MAX_RING_CAPACITY} records per thread"
+            ),
+            Self::Interval { interval } => write!(
+                f,
+                "aggregator interval {interval:?} is out of range: use more than zero and at most 60 s (10 ms is the default)"
+            ),
+            Self::NoWindows => f.write_str("no sliding window configured: give at least one, e.g. 1 s split into 250 ms slices"),
+            Self::ZeroWindow => f.write_str("a window or slice of zero length: both must be positive"),
+            Self::WindowNotMultipleOfSlice { window, slice } => write!(
+                f,
+                "window {window:?} is not a whole multiple of its slice {slice:?}: pick a slice that divides the window"
+            ),
+            Self::TooManySlices { window, slices } => write!(
+                f,
+                "window {window:?} would need {slices} slices, more than {MAX_SLICES_PER_WINDOW}: use a longer slice"
+            ),
+            Self::DuplicateWindow { window } => write!(f, "window {window:?} is configured twice: keep one"),
+            Self::SignificantDigits { digits } => write!(
+                f,
+                "{digits} significant digits is out of range: use 1..=5 (3 gives 0.1 % resolution)"
+            ),
+            Self::HighestValue { highest } => write!(
+                f,
+                "highest trackable value {highest:?} is out of range: use at least 2048 ns and at most 2^62 ns"
+            ),
+            Self::MaxStages { cap, registered } => write!(
+                f,
+                "stage cap {cap} is out of range: use 1..={} and at least the {registered} stages already registered",
+                crate::stage::MAX_STAGES_LIMIT
+            ),
+            Self::SamplingRate { rate } => write!(f, "sampling rate {rate} is not in [0, 1]: use e.g. 0.1 for 10 %"),
+            Self::Quantile { quantile } => write!(f, "quantile {quantile} is not in [0, 1]: use e.g. 0.99 for p99"),
+            Self::Threshold { stage, reason } => write!(f, "SLA rule for stage {stage:?}: {reason}"),
+            Self::UnknownWindow { stage, window } => write!(
+                f,
+                "SLA rule for stage {stage:?} names window {window}, which the collector does not keep: add it with with_window or use a kept one"
+            ),
+            Self::ZeroDeadline { stage } => write!(f, "deadline of stage {stage:?} is zero: give a positive duration"),
+            Self::AdaptiveBudget { budget } => write!(
+                f,
+                "adaptive sampling budget {budget} events/s is not a positive number: use e.g. 1000.0"
+            ),
+            Self::Stage(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Stage(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<StageError> for ConfigError {
+    fn from(e: StageError) -> Self {
+        Self::Stage(e)
+    }
+}
+
+/// Why [`crate::CollectorBuilder::install`] failed. Carries the builder back so nothing is lost.
+#[non_exhaustive]
+pub struct InstallError {
+    /// What went wrong.
+    pub kind: InstallErrorKind,
+    /// The builder that could not be installed.
+    pub builder: Box<crate::CollectorBuilder>,
+}
+
+/// The reason inside an [`InstallError`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum InstallErrorKind {
+    /// The configuration is invalid.
+    Config(ConfigError),
+    /// A collector is already running in this process (perhaps the default one, started by the
+    /// first measured span): drop its handle first, or install before the first span.
+    AlreadyRunning,
+    /// The aggregator thread could not be spawned.
+    Spawn(std::io::Error),
+}
+
+impl fmt::Debug for InstallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InstallError")
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for InstallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            InstallErrorKind::Config(e) => write!(f, "invalid collector configuration: {e}"),
+            InstallErrorKind::AlreadyRunning => f.write_str(
+                "a collector is already running in this process (the default one starts on the first measured span): install yours before any span, or drop the running collector's handle first",
+            ),
+            InstallErrorKind::Spawn(e) => write!(f, "could not spawn the aggregator thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for InstallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            InstallErrorKind::Config(e) => Some(e),
+            InstallErrorKind::Spawn(e) => Some(e),
+            InstallErrorKind::AlreadyRunning => None,
+        }
+    }
+}

@@ -1,0 +1,594 @@
+//! The hot path: global switches, the per-thread ring, and the span APIs (guard, split timer,
+//! start/end tokens, manual values).
+//!
+//! A span reads the clock at its start, keeps the reading on the stack, and at its end writes one
+//! 32-byte record into the calling thread's ring. The ring is created (one allocation) and
+//! registered with the collector on the thread's first record; after that nothing here allocates,
+//! locks or blocks. A full ring hands the record back and the stage's drop counter goes up.
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+
+use crate::clock::ticks;
+use crate::collector::{self, CollectorShared};
+use crate::ring::Producer;
+use crate::stage::{FLAG_DISABLED, FLAG_SAMPLED, FLAG_WATCHED, IntoStage, Stage};
+use crate::sync::Arc;
+
+/// What a record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Kind {
+    /// A finished span: `a` = start tick, `b` = end tick, `span` = id if its start was published.
+    Span = 0,
+    /// A deadline-watched span started: `a` = start tick, `span` = id.
+    Start = 1,
+    /// A manual value: `a` = nanoseconds, `b` = tick at which it was recorded.
+    Value = 2,
+}
+
+/// One ring entry. 32 bytes: two per cache line.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub(crate) struct Record {
+    pub(crate) stage: u32,
+    pub(crate) kind: Kind,
+    pub(crate) span: u64,
+    pub(crate) a: u64,
+    pub(crate) b: u64,
+}
+
+const _: () = assert!(size_of::<Record>() == 32);
+
+/// Global switches, on their own cache line: read once per span.
+pub(crate) struct Control {
+    /// `ENABLED` (the user's switch) | `STOPPED` (a collector was stopped and none replaced it) |
+    /// generation << 2 (which collector threads should be registered with; 0 = none yet).
+    state: AtomicU64,
+    /// Sampling threshold: a call is kept when its random draw is below it; `u64::MAX` keeps all.
+    sampling: AtomicU64,
+}
+
+const ENABLED: u64 = 1;
+const STOPPED: u64 = 2;
+const GEN_SHIFT: u32 = 2;
+
+pub(crate) static CONTROL: CachePadded<Control> = CachePadded::new(Control {
+    state: AtomicU64::new(ENABLED),
+    sampling: AtomicU64::new(u64::MAX),
+});
+
+impl Control {
+    #[inline(always)]
+    fn state(&self) -> u64 {
+        self.state.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.state() >> GEN_SHIFT
+    }
+
+    /// A new collector is current: threads re-register with it on their next record.
+    pub(crate) fn set_generation(&self, generation: u64) {
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |s| {
+                Some((s & ENABLED) | (generation << GEN_SHIFT))
+            });
+    }
+
+    /// The current collector stopped: spans record nothing until another is installed.
+    pub(crate) fn set_stopped(&self, generation: u64) {
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |s| {
+                (s >> GEN_SHIFT == generation)
+                    .then_some((s & ENABLED) | STOPPED | (generation << GEN_SHIFT))
+            });
+    }
+
+    pub(crate) fn sampling_threshold(&self) -> u64 {
+        self.sampling.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_sampling_threshold(&self, threshold: u64) {
+        self.sampling.store(threshold, Ordering::Relaxed);
+    }
+}
+
+/// Turns all recording on or off, at once, for every thread. Disabled spans cost one load and a
+/// branch, record nothing and count nothing.
+pub fn set_enabled(enabled: bool) {
+    if enabled {
+        CONTROL.state.fetch_or(ENABLED, Ordering::Relaxed);
+    } else {
+        CONTROL.state.fetch_and(!ENABLED, Ordering::Relaxed);
+    }
+}
+
+/// Whether recording is globally on.
+pub fn is_enabled() -> bool {
+    CONTROL.state() & ENABLED != 0
+}
+
+/// Converts a rate in [0, 1] to a sampling threshold.
+pub(crate) fn rate_to_threshold(rate: f64) -> Result<u64, crate::ConfigError> {
+    if !(0.0..=1.0).contains(&rate) {
+        return Err(crate::ConfigError::SamplingRate { rate });
+    }
+    Ok(if rate >= 1.0 {
+        u64::MAX
+    } else {
+        (rate * 2f64.powi(64)) as u64
+    })
+}
+
+pub(crate) fn threshold_to_rate(threshold: u64) -> f64 {
+    if threshold == u64::MAX {
+        1.0
+    } else {
+        threshold as f64 / 2f64.powi(64)
+    }
+}
+
+/// Sets the global sampling rate: each span is kept with probability `rate`, decided by a random
+/// draw on its own thread (never 1-in-k, which would alias with periodic work). Calls skipped by
+/// sampling are still counted exactly, per stage ([`crate::StageStats::sampled_out`]).
+///
+/// With adaptive sampling configured, this sets the rate it restores when load falls.
+pub fn set_sampling_rate(rate: f64) -> Result<(), crate::ConfigError> {
+    let threshold = rate_to_threshold(rate)?;
+    collector::set_base_sampling(threshold);
+    Ok(())
+}
+
+/// The global sampling rate in force.
+pub fn sampling_rate() -> f64 {
+    threshold_to_rate(CONTROL.sampling_threshold())
+}
+
+/// Per-thread state shared with the aggregator: counters of calls skipped by sampling.
+pub(crate) struct ThreadShared {
+    /// Sampled-out calls per stage id; written only by the owning thread (load + store, no RMW).
+    pub(crate) sampled_out: Box<[AtomicU64]>,
+    /// Set when `sampled_out` changed since the aggregator last looked.
+    pub(crate) touched: std::sync::atomic::AtomicBool,
+}
+
+struct Local {
+    generation: u64,
+    producer: Producer<Record>,
+    shared: std::sync::Arc<ThreadShared>,
+    collector: Arc<CollectorShared>,
+    /// Occupancy at which the aggregator is woken early.
+    wake_at: usize,
+    /// xorshift64* state for sampling draws.
+    rng: u64,
+    /// Span ids: ring id in the top 24 bits, a per-thread sequence below.
+    next_span: u64,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+impl Local {
+    #[cold]
+    fn register() -> Option<Local> {
+        let (collector, generation) = collector::current_or_default()?;
+        let (producer, shared, ring_id) = collector.register_thread()?;
+        let wake_at = producer.capacity() / 2;
+        let seed = (ring_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ ticks() | 1;
+        Some(Local {
+            generation,
+            producer,
+            shared,
+            collector,
+            wake_at,
+            rng: seed,
+            next_span: (ring_id & 0xFF_FFFF) << 40,
+        })
+    }
+
+    #[inline]
+    fn push(&mut self, record: Record) -> bool {
+        match self.producer.push(record) {
+            Ok(len) => {
+                if len == self.wake_at {
+                    self.half_full();
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    #[cold]
+    fn half_full(&mut self) {
+        if self.producer.refresh_len() >= self.wake_at {
+            self.collector.wake();
+        }
+    }
+
+    #[inline]
+    fn draw(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Runs `f` on this thread's registered ring, registering it first if needed. `None` when there is
+/// no ring to be had (thread exiting, re-entered, no collector): the caller counts a drop.
+#[inline(always)]
+fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
+    LOCAL
+        .try_with(|cell| {
+            let mut slot = cell.try_borrow_mut().ok()?;
+            let generation = CONTROL.generation();
+            if !matches!(&*slot, Some(l) if l.generation == generation) {
+                *slot = Some(Local::register()?);
+            }
+            slot.as_mut().map(f)
+        })
+        .ok()
+        .flatten()
+}
+
+#[inline(always)]
+fn push_or_count(stage: Stage, record: Record) {
+    if with_local(|l| l.push(record)) != Some(true) {
+        stage.0.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Decides whether a call of `stage` records. Counts sampled-out calls.
+#[inline(always)]
+fn admit(stage: Stage) -> bool {
+    let state = CONTROL.state();
+    let flags = stage.0.flags();
+    if state & (ENABLED | STOPPED) != ENABLED || flags & FLAG_DISABLED != 0 {
+        return false;
+    }
+    let threshold = if flags & FLAG_SAMPLED != 0 {
+        stage.0.sample_threshold.load(Ordering::Relaxed)
+    } else {
+        CONTROL.sampling_threshold()
+    };
+    threshold == u64::MAX || sample(stage, threshold)
+}
+
+#[cold]
+fn sample(stage: Stage, threshold: u64) -> bool {
+    with_local(|l| {
+        if l.draw() < threshold {
+            return true;
+        }
+        if let Some(c) = l.shared.sampled_out.get(stage.id() as usize) {
+            // Single writer: a plain load + store, no read-modify-write.
+            c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            l.shared.touched.store(true, Ordering::Relaxed);
+        }
+        false
+    })
+    .unwrap_or(false)
+}
+
+/// Publishes the start of a deadline-watched span and returns its id (0 if it could not be
+/// published: the span is then judged by its duration alone when it ends).
+#[cold]
+fn publish_start(stage: Stage, start: u64) -> u64 {
+    with_local(|l| {
+        l.next_span += 1;
+        let span = l.next_span;
+        let published = l.push(Record {
+            stage: stage.id(),
+            kind: Kind::Start,
+            span,
+            a: start,
+            b: 0,
+        });
+        if published { span } else { 0 }
+    })
+    .unwrap_or(0)
+}
+
+#[inline(always)]
+fn span_record(stage: Stage, span: u64, start: u64, end: u64) -> Record {
+    Record {
+        stage: stage.id(),
+        kind: Kind::Span,
+        span,
+        a: start,
+        b: end,
+    }
+}
+
+/// An open span: records `stage` from its creation until it drops.
+///
+/// `Send`: a span may start on one thread and end on another (an async task moved by a
+/// multi-threaded runtime); the end record goes into the ending thread's ring. If the code inside
+/// panics, unwinding drops the guard and the span is still recorded.
+#[must_use = "the span ends when the guard drops: binding it to `_` ends it at once (use `let _span = ...`)"]
+#[derive(Debug)]
+pub struct SpanGuard {
+    stage: Option<Stage>,
+    start: u64,
+    span: u64,
+}
+
+impl SpanGuard {
+    const INERT: SpanGuard = SpanGuard {
+        stage: None,
+        start: 0,
+        span: 0,
+    };
+
+    /// Ends the span now (same as dropping it).
+    pub fn finish(self) {}
+
+    /// Abandons the span: nothing is recorded. A deadline-watched span that published its start
+    /// is still closed, as a zero-length span, so it does not linger in flight.
+    pub fn cancel(mut self) {
+        if let Some(stage) = self.stage.take()
+            && self.span != 0
+        {
+            push_or_count(stage, span_record(stage, self.span, self.start, self.start));
+        }
+    }
+
+    /// Whether this span will record (enabled and sampled in).
+    pub fn is_recording(&self) -> bool {
+        self.stage.is_some()
+    }
+}
+
+impl Drop for SpanGuard {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(stage) = self.stage {
+            let end = ticks();
+            push_or_count(stage, span_record(stage, self.span, self.start, end));
+        }
+    }
+}
+
+/// Starts a span of `stage`; it is recorded when the returned guard drops.
+///
+/// ```
+/// fn spread() -> f64 {
+///     let _span = laptime::start("stage_spread");
+///     0.25 // the work being timed
+/// }
+/// # spread();
+/// ```
+#[inline]
+pub fn start(stage: impl IntoStage) -> SpanGuard {
+    let Some(stage) = stage.into_stage() else {
+        return SpanGuard::INERT;
+    };
+    if !admit(stage) {
+        return SpanGuard::INERT;
+    }
+    let start = ticks();
+    let span = if stage.0.flags() & FLAG_WATCHED != 0 {
+        publish_start(stage, start)
+    } else {
+        0
+    };
+    SpanGuard {
+        stage: Some(stage),
+        start,
+        span,
+    }
+}
+
+/// A span opened in one place and closed in another, by value: the seed's
+/// `record_start(stage)` / `record_end(token)` pair.
+#[must_use = "pass the token to laptime::record_end, or the span is never recorded"]
+#[derive(Debug)]
+pub struct SpanToken {
+    stage: Option<Stage>,
+    start: u64,
+    span: u64,
+}
+
+/// Opens a span and returns its token; close it with [`record_end`].
+pub fn record_start(stage: impl IntoStage) -> SpanToken {
+    let mut guard = start(stage);
+    let token = SpanToken {
+        stage: guard.stage.take(),
+        start: guard.start,
+        span: guard.span,
+    };
+    drop(guard);
+    token
+}
+
+/// Closes a span opened by [`record_start`] and records it.
+#[inline]
+pub fn record_end(token: SpanToken) {
+    if let Some(stage) = token.stage {
+        let end = ticks();
+        push_or_count(stage, span_record(stage, token.span, token.start, end));
+    }
+}
+
+/// Records a duration measured elsewhere (a value from an exchange's reply, a simulated latency).
+/// Sampling and the switches apply as for spans; deadlines are judged on the value.
+pub fn record(stage: impl IntoStage, duration: Duration) {
+    let Some(stage) = stage.into_stage() else {
+        return;
+    };
+    if !admit(stage) {
+        return;
+    }
+    let ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+    push_or_count(
+        stage,
+        Record {
+            stage: stage.id(),
+            kind: Kind::Value,
+            span: 0,
+            a: ns,
+            b: ticks(),
+        },
+    );
+}
+
+/// Most splits a [`Lap`] holds before it writes them out.
+const LAP_SPLITS: usize = 15;
+/// Marks a split whose stage records nothing (disabled, or a name that could not be registered).
+const SKIPPED: u32 = u32::MAX;
+
+/// The split timer: sequential stages of one tick, one clock read per boundary.
+///
+/// ```
+/// let mut lap = laptime::lap("tick_total");
+/// // fetch market data ...
+/// lap.split("stage_fetch_md");
+/// // compute the spread ...
+/// lap.split("stage_spread");
+/// // check guards, emit orders ...
+/// lap.end_with("stage_emit"); // last stage and the total share one clock read
+/// ```
+///
+/// Each split records its stage from the previous boundary (the lap's start or the last split) to
+/// now. The total is recorded when the lap ends: at [`Lap::end_with`]'s boundary, or at
+/// [`Lap::finish`] / drop (one more clock read). Splits are kept on the stack and written to the
+/// ring together when the lap ends (or every 15 splits), so a split costs a clock read and a few
+/// stores. Sampling is decided once per lap: a sampled-out lap records none of its stages.
+#[must_use = "the lap's total is recorded when it drops: binding it to `_` ends it at once"]
+pub struct Lap {
+    total: Option<Stage>,
+    start: u64,
+    span: u64,
+    /// The boundary the first pending split starts at.
+    flushed_at: u64,
+    len: usize,
+    /// (stage id or `SKIPPED`, boundary tick) of each split not yet written.
+    splits: [(u32, u64); LAP_SPLITS],
+    /// Raw tick readings are per-thread only in the sense of rings; a lap is `Send` like a guard.
+    _not_sync: PhantomData<std::cell::Cell<()>>,
+}
+
+impl std::fmt::Debug for Lap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lap")
+            .field("total", &self.total)
+            .field("pending_splits", &self.len)
+            .finish()
+    }
+}
+
+/// Starts a split timer whose total is recorded as `total`.
+#[inline]
+pub fn lap(total: impl IntoStage) -> Lap {
+    let guard = start(total);
+    let mut guard = std::mem::ManuallyDrop::new(guard);
+    Lap {
+        total: guard.stage.take(),
+        start: guard.start,
+        span: guard.span,
+        flushed_at: guard.start,
+        len: 0,
+        splits: [(0, 0); LAP_SPLITS],
+        _not_sync: PhantomData,
+    }
+}
+
+impl Lap {
+    /// Ends the stage `stage` here: it is recorded from the previous boundary to now.
+    #[inline]
+    pub fn split(&mut self, stage: impl IntoStage) {
+        if self.total.is_none() {
+            return;
+        }
+        let now = ticks();
+        self.add_split(stage, now);
+    }
+
+    #[inline(always)]
+    fn add_split(&mut self, stage: impl IntoStage, now: u64) {
+        // A disabled or unknown stage records nothing but still ends at this boundary.
+        let id = match stage.into_stage() {
+            Some(s) if s.0.flags() & FLAG_DISABLED == 0 => s.id(),
+            _ => SKIPPED,
+        };
+        self.splits[self.len] = (id, now);
+        self.len += 1;
+        if self.len == LAP_SPLITS {
+            self.flush();
+        }
+    }
+
+    /// Writes the pending splits into the ring, counting any that do not fit as dropped.
+    fn flush(&mut self) {
+        let splits = &self.splits[..self.len];
+        let first = self.flushed_at;
+        let written = with_local(|l| {
+            let mut from = first;
+            for (i, &(id, at)) in splits.iter().enumerate() {
+                let record = Record {
+                    stage: id,
+                    kind: Kind::Span,
+                    span: 0,
+                    a: from,
+                    b: at,
+                };
+                if id != SKIPPED && !l.push(record) {
+                    return i;
+                }
+                from = at;
+            }
+            splits.len()
+        })
+        .unwrap_or(0);
+        for &(id, _) in &splits[written..] {
+            if let Some(stage) = crate::stage::registry().get(id) {
+                stage.0.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.flushed_at = splits.last().map_or(self.flushed_at, |&(_, at)| at);
+        self.len = 0;
+    }
+
+    /// Ends the lap at the boundary of its last stage: records `stage` and the total with one
+    /// clock read.
+    pub fn end_with(mut self, stage: impl IntoStage) {
+        if self.total.is_none() {
+            return;
+        }
+        let now = ticks();
+        self.add_split(stage, now);
+        self.close(now);
+    }
+
+    /// Ends the lap now (same as dropping it).
+    pub fn finish(self) {}
+
+    fn close(&mut self, end: u64) {
+        if self.len > 0 {
+            self.flush();
+        }
+        if let Some(total) = self.total.take() {
+            push_or_count(total, span_record(total, self.span, self.start, end));
+        }
+    }
+}
+
+impl Drop for Lap {
+    fn drop(&mut self) {
+        if self.total.is_some() {
+            let now = ticks();
+            self.close(now);
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! A bounded, wait-free single-producer single-consumer ring of `Copy` records.
+//!
+//! This module and the TSC read in `clock.rs` are the only places with `unsafe` code. The design
+//! follows rtrb: the SPSC property is a type-level fact (`ring()` returns one [`Producer`] and one
+//! [`Consumer`], each `Send`, neither `Sync`, writes take `&mut self`), head and tail live on their
+//! own cache lines, and each side caches the other's index so the shared atomic is read only when
+//! the ring looks full (producer) or empty (consumer).
+//!
+//! A full ring hands the record back (`Err(record)`); the caller counts the drop. Nothing spills.
+#![allow(unsafe_code)]
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+use std::mem::MaybeUninit;
+
+use crossbeam_utils::CachePadded;
+
+use crate::sync::{Arc, AtomicBool, AtomicUsize, Ordering, UnsafeCell};
+
+struct Shared<T> {
+    /// Index of the next slot the consumer reads. Written only by the consumer.
+    head: CachePadded<AtomicUsize>,
+    /// Index of the next slot the producer writes. Written only by the producer.
+    /// Invariant: `tail - head <= slots.len()` (wrapping arithmetic).
+    tail: CachePadded<AtomicUsize>,
+    /// Set once, by the producer's `Drop`, after its last push.
+    closed: AtomicBool,
+    mask: usize,
+    slots: Box<[UnsafeCell<MaybeUninit<T>>]>,
+}
+
+// SAFETY: a slot is written only by the one producer while it lies outside `head..tail`, and read
+// only by the one consumer while it lies inside; the Release store of `tail` (resp. `head`) and the
+// Acquire load on the other side order those accesses. Values cross threads, hence `T: Send`.
+unsafe impl<T: Send> Sync for Shared<T> {}
+// SAFETY: the shared block owns its `T`s; moving it to another thread moves them, hence `T: Send`.
+unsafe impl<T: Send> Send for Shared<T> {}
+
+/// Creates a ring holding at least `capacity` records (rounded up to a power of two, minimum 2).
+///
+/// Allocates once, here; pushing and popping never allocate.
+pub fn ring<T: Copy>(capacity: usize) -> (Producer<T>, Consumer<T>) {
+    let capacity = capacity.max(2).next_power_of_two();
+    let slots = (0..capacity)
+        .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
+        .collect::<Vec<_>>()
+        .into_boxed_slice();
+    let shared = Arc::new(Shared {
+        head: CachePadded::new(AtomicUsize::new(0)),
+        tail: CachePadded::new(AtomicUsize::new(0)),
+        closed: AtomicBool::new(false),
+        mask: capacity - 1,
+        slots,
+    });
+    let producer = Producer {
+        shared: shared.clone(),
+        tail: 0,
+        cached_head: 0,
+        not_sync: PhantomData,
+    };
+    let consumer = Consumer {
+        shared,
+        head: 0,
+        cached_tail: 0,
+        not_sync: PhantomData,
+    };
+    (producer, consumer)
+}
+
+/// The writing end. Owned by one thread at a time.
+pub struct Producer<T> {
+    shared: Arc<Shared<T>>,
+    /// Our own copy of `shared.tail` (only we write it).
+    tail: usize,
+    /// Last `head` we read; the real head is at or past it.
+    cached_head: usize,
+    not_sync: PhantomData<Cell<()>>,
+}
+
+impl<T: Copy> Producer<T> {
+    /// Appends `value`, or hands it back if the ring is full. Never blocks, never allocates.
+    ///
+    /// On success returns an upper bound on the ring's occupancy after the push (exact when the
+    /// consumer has not popped since the producer last looked at its index).
+    #[inline]
+    pub fn push(&mut self, value: T) -> Result<usize, T> {
+        let capacity = self.shared.mask + 1;
+        if self.tail.wrapping_sub(self.cached_head) == capacity {
+            // Acquire: the consumer's reads of the slots it released happen before our writes.
+            self.cached_head = self.shared.head.load(Ordering::Acquire);
+            if self.tail.wrapping_sub(self.cached_head) == capacity {
+                return Err(value);
+            }
+        }
+        let index = self.tail & self.shared.mask;
+        // SAFETY: `index <= mask < slots.len()`.
+        let slot = unsafe { self.shared.slots.get_unchecked(index) };
+        // SAFETY: the slot is outside `head..tail` (the ring is not full), so the consumer does not
+        // read it until we publish the new tail below; we are the only producer.
+        slot.with_mut(|p| unsafe { p.write(MaybeUninit::new(value)) });
+        self.tail = self.tail.wrapping_add(1);
+        // Release: the slot write above is visible to a consumer that Acquire-loads this tail.
+        self.shared.tail.store(self.tail, Ordering::Release);
+        Ok(self.tail.wrapping_sub(self.cached_head))
+    }
+
+    /// Re-reads the consumer's index and returns the exact occupancy at this instant.
+    pub fn refresh_len(&mut self) -> usize {
+        self.cached_head = self.shared.head.load(Ordering::Acquire);
+        self.tail.wrapping_sub(self.cached_head)
+    }
+
+    /// How many records the ring holds at most.
+    pub fn capacity(&self) -> usize {
+        self.shared.mask + 1
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        // Release: every push happened before this, so a consumer that sees `closed` (Acquire) and
+        // then drains once more has seen everything.
+        self.shared.closed.store(true, Ordering::Release);
+    }
+}
+
+/// The reading end. Owned by one thread at a time.
+pub struct Consumer<T> {
+    shared: Arc<Shared<T>>,
+    /// Our own copy of `shared.head` (only we write it).
+    head: usize,
+    /// Last `tail` we read; the real tail is at or past it.
+    cached_tail: usize,
+    not_sync: PhantomData<Cell<()>>,
+}
+
+impl<T: Copy> Consumer<T> {
+    /// Removes the oldest record, if any.
+    pub fn pop(&mut self) -> Option<T> {
+        let mut out = None;
+        self.drain(1, |v| out = Some(v));
+        out
+    }
+
+    /// Passes up to `limit` of the oldest records to `f`, oldest first, and releases their slots
+    /// to the producer in one store. Returns how many were passed.
+    pub fn drain(&mut self, limit: usize, mut f: impl FnMut(T)) -> usize {
+        if self.cached_tail.wrapping_sub(self.head) < limit {
+            // The cached view cannot satisfy the request: look at the real tail.
+            // Acquire: pairs with the producer's Release store; the slot writes are visible.
+            self.cached_tail = self.shared.tail.load(Ordering::Acquire);
+        }
+        let available = self.cached_tail.wrapping_sub(self.head);
+        let n = available.min(limit);
+        for i in 0..n {
+            let index = self.head.wrapping_add(i) & self.shared.mask;
+            // SAFETY: `index <= mask < slots.len()`.
+            let slot = unsafe { self.shared.slots.get_unchecked(index) };
+            // SAFETY: the slot is inside `head..tail`: the producer initialised it and published it
+            // with the Release store we Acquire-loaded, and it does not touch it until we advance
+            // `head` past it below. `T: Copy`, so reading leaves nothing to drop.
+            let value = slot.with(|p| unsafe { (*p).assume_init_read() });
+            f(value);
+        }
+        if n > 0 {
+            self.head = self.head.wrapping_add(n);
+            // Release: our reads of these slots happen before the producer reuses them.
+            self.shared.head.store(self.head, Ordering::Release);
+        }
+        n
+    }
+
+    /// Records currently waiting (a snapshot; the producer may add more at any time).
+    pub fn len(&self) -> usize {
+        self.shared
+            .tail
+            .load(Ordering::Acquire)
+            .wrapping_sub(self.head)
+    }
+
+    /// Whether nothing is waiting right now.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the producer has been dropped. Once this is true, one more drain empties the ring
+    /// for good.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// How many records the ring holds at most.
+    pub fn capacity(&self) -> usize {
+        self.shared.mask + 1
+    }
+
+    /// Total records ever popped, modulo `usize`.
+    pub fn popped(&self) -> usize {
+        self.head
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fills_to_capacity_then_hands_back() {
+        let (mut p, mut c) = ring::<u32>(4);
+        for i in 0..4 {
+            assert!(p.push(i).is_ok());
+        }
+        assert_eq!(p.push(99), Err(99));
+        assert_eq!(c.pop(), Some(0));
+        assert!(p.push(4).is_ok());
+        let mut got = Vec::new();
+        c.drain(usize::MAX, |v| got.push(v));
+        assert_eq!(got, vec![1, 2, 3, 4]);
+        assert_eq!(c.pop(), None);
+    }
+
+    #[test]
+    fn capacity_rounds_up_to_a_power_of_two() {
+        let (p, c) = ring::<u8>(5);
+        assert_eq!(p.capacity(), 8);
+        assert_eq!(c.capacity(), 8);
+        let (p, _c) = ring::<u8>(0);
+        assert_eq!(p.capacity(), 2);
+    }
+
+    #[test]
+    fn push_reports_occupancy() {
+        let (mut p, mut c) = ring::<u8>(8);
+        assert_eq!(p.push(1), Ok(1));
+        assert_eq!(p.push(2), Ok(2));
+        c.pop();
+        assert_eq!(p.refresh_len(), 1);
+    }
+
+    #[test]
+    fn close_is_seen_after_producer_drop() {
+        let (mut p, mut c) = ring::<u64>(4);
+        p.push(7).unwrap();
+        assert!(!c.is_closed());
+        drop(p);
+        assert!(c.is_closed());
+        assert_eq!(c.pop(), Some(7));
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn wraps_many_times() {
+        let (mut p, mut c) = ring::<usize>(4);
+        let n = if cfg!(miri) { 50 } else { 10_000 };
+        for i in 0..n {
+            p.push(i).unwrap();
+            assert_eq!(c.pop(), Some(i));
+        }
+        assert_eq!(c.popped(), n);
+    }
+
+    #[test]
+    fn two_threads_keep_order_and_lose_nothing() {
+        let n: u64 = if cfg!(miri) { 300 } else { 200_000 };
+        let (mut p, mut c) = ring::<u64>(16);
+        let producer = std::thread::spawn(move || {
+            let mut i = 0;
+            while i < n {
+                if p.push(i).is_ok() {
+                    i += 1;
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let mut expected = 0;
+        while expected < n {
+            if c.drain(usize::MAX, |v| {
+                assert_eq!(v, expected);
+                expected += 1;
+            }) == 0
+            {
+                std::thread::yield_now();
+            }
+        }
+        producer.join().unwrap();
+        assert!(c.is_closed());
+        assert_eq!(c.pop(), None);
+    }
+}

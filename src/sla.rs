@@ -1,0 +1,595 @@
+//! SLA rules, violations, presets from the seeds, and guard trips.
+//!
+//! A rule puts a warning and/or critical threshold on one metric of one stage over one window:
+//! a percentile, the max, the mean, or the deadline-miss rate. The aggregator evaluates every rule
+//! after each cycle; violations are available as data ([`crate::check_sla_violations`]), through
+//! a callback (new or changed violations only), and as latency guards that hot code can test in
+//! about a nanosecond ([`crate::Stage::latency_guard`]).
+//!
+//! Guard trips are counters the application bumps itself (`guard_trip("vol_hard")`) and that the
+//! latency guards bump when they trip; they are kept per reason, per window and cumulatively.
+
+use std::fmt;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::error::{ConfigError, StageError};
+use crate::stage::{Labels, Stage};
+use crate::stats::{StageStats, Window};
+
+/// What a rule looks at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Metric {
+    /// A percentile, as a quantile in [0, 1] (one of 0.5, 0.9, 0.95, 0.99, 0.999).
+    Quantile(f64),
+    /// The longest span.
+    Max,
+    /// The mean span.
+    Mean,
+    /// Deadline misses per completed span, in [0, 1].
+    DeadlineMissRate,
+}
+
+impl Metric {
+    /// The median.
+    pub const P50: Metric = Metric::Quantile(0.5);
+    /// The 90th percentile.
+    pub const P90: Metric = Metric::Quantile(0.9);
+    /// The 95th percentile.
+    pub const P95: Metric = Metric::Quantile(0.95);
+    /// The 99th percentile.
+    pub const P99: Metric = Metric::Quantile(0.99);
+    /// The 99.9th percentile.
+    pub const P999: Metric = Metric::Quantile(0.999);
+
+    fn is_latency(self) -> bool {
+        !matches!(self, Metric::DeadlineMissRate)
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Metric::Quantile(q) => write!(f, "p{}", q * 100.0),
+            Metric::Max => f.write_str("max"),
+            Metric::Mean => f.write_str("mean"),
+            Metric::DeadlineMissRate => f.write_str("deadline_miss_rate"),
+        }
+    }
+}
+
+/// How bad a violation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// Above the warning threshold.
+    Warning,
+    /// Above the critical threshold: the stage's latency guard trips.
+    Critical,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        })
+    }
+}
+
+/// A threshold or an observed value.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub enum Value {
+    /// A duration (percentiles, max, mean).
+    Latency(Duration),
+    /// A fraction in [0, 1] (deadline-miss rate).
+    Ratio(f64),
+}
+
+impl Value {
+    fn as_f64(self) -> f64 {
+        match self {
+            Value::Latency(d) => d.as_nanos() as f64,
+            Value::Ratio(r) => r,
+        }
+    }
+}
+
+impl From<Duration> for Value {
+    fn from(d: Duration) -> Self {
+        Value::Latency(d)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(r: f64) -> Self {
+        Value::Ratio(r)
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Latency(d) => write!(f, "{d:?}"),
+            Value::Ratio(r) => write!(f, "{:.2}%", r * 100.0),
+        }
+    }
+}
+
+/// One SLA rule: thresholds on one metric of one stage over one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlaRule {
+    /// The stage's name.
+    pub stage: &'static str,
+    /// The stage's static labels.
+    pub labels: Labels,
+    /// The window the metric is read over.
+    pub window: Window,
+    /// What is compared.
+    pub metric: Metric,
+    /// Above this: a warning.
+    pub warning: Option<Value>,
+    /// Above this: critical (and the latency guard trips, unless turned off).
+    pub critical: Option<Value>,
+    /// Whether a critical violation trips the stage's latency guard (default true).
+    pub trips_guard: bool,
+}
+
+impl SlaRule {
+    /// A rule with no thresholds yet; add them with [`SlaRule::warning`] and
+    /// [`SlaRule::critical`].
+    pub fn new(stage: &'static str, window: Window, metric: Metric) -> Self {
+        Self {
+            stage,
+            labels: &[],
+            window,
+            metric,
+            warning: None,
+            critical: None,
+            trips_guard: true,
+        }
+    }
+
+    /// Sets the warning threshold (a `Duration`, or an `f64` ratio for the miss rate).
+    pub fn warning(mut self, threshold: impl Into<Value>) -> Self {
+        self.warning = Some(threshold.into());
+        self
+    }
+
+    /// Sets the critical threshold.
+    pub fn critical(mut self, threshold: impl Into<Value>) -> Self {
+        self.critical = Some(threshold.into());
+        self
+    }
+
+    /// Applies the rule to the stage with these static labels.
+    pub fn with_labels(mut self, labels: Labels) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// Whether a critical violation trips the stage's latency guard.
+    pub fn with_guard(mut self, trips_guard: bool) -> Self {
+        self.trips_guard = trips_guard;
+        self
+    }
+
+    pub(crate) fn validate(&self, kept: &[Window]) -> Result<(), ConfigError> {
+        let bad = |reason| {
+            Err(ConfigError::Threshold {
+                stage: self.stage.to_owned(),
+                reason,
+            })
+        };
+        if let Metric::Quantile(q) = self.metric
+            && !(0.0..=1.0).contains(&q)
+        {
+            return Err(ConfigError::Quantile { quantile: q });
+        }
+        if let Metric::Quantile(q) = self.metric
+            && !crate::stats::QUANTILES
+                .iter()
+                .chain(&[0.0, 1.0])
+                .any(|k| (k - q).abs() < 1e-12)
+        {
+            return bad("only the kept quantiles can be judged: 0, 0.5, 0.9, 0.95, 0.99, 0.999, 1");
+        }
+        if self.warning.is_none() && self.critical.is_none() {
+            return bad("the rule has no threshold: add .warning(..) or .critical(..)");
+        }
+        for t in [self.warning, self.critical].into_iter().flatten() {
+            match (self.metric.is_latency(), t) {
+                (true, Value::Ratio(_)) => {
+                    return bad("a latency metric needs Duration thresholds");
+                }
+                (false, Value::Latency(_)) => {
+                    return bad("the deadline-miss rate needs ratio thresholds in [0, 1]");
+                }
+                (false, Value::Ratio(r)) if !(0.0..=1.0).contains(&r) => {
+                    return bad("a ratio threshold must be in [0, 1] (0.02 is 2 %)");
+                }
+                _ => {}
+            }
+        }
+        if let (Some(w), Some(c)) = (self.warning, self.critical)
+            && w.as_f64() > c.as_f64()
+        {
+            return bad("the warning threshold is above the critical one: swap them");
+        }
+        if self.window != Window::Cumulative && !kept.contains(&self.window) {
+            return Err(ConfigError::UnknownWindow {
+                stage: self.stage.to_owned(),
+                window: self.window,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn resolve(&self) -> Result<Stage, StageError> {
+        Stage::with_labels(self.stage, self.labels)
+    }
+
+    fn observe(&self, s: &StageStats) -> Option<Value> {
+        Some(match self.metric {
+            Metric::DeadlineMissRate => {
+                if s.count == 0 && s.deadline_misses == 0 {
+                    return None;
+                }
+                Value::Ratio(s.deadline_miss_rate())
+            }
+            _ if s.count == 0 => return None,
+            Metric::Max => Value::Latency(s.max),
+            Metric::Mean => Value::Latency(s.mean),
+            Metric::Quantile(q) => Value::Latency(s.quantile(q)?),
+        })
+    }
+
+    /// The violation `stats` makes of this rule, if any.
+    pub fn judge(&self, stats: &StageStats) -> Option<Violation> {
+        let observed = self.observe(stats)?;
+        let (severity, threshold) = [
+            (Severity::Critical, self.critical),
+            (Severity::Warning, self.warning),
+        ]
+        .into_iter()
+        .find_map(|(sev, t)| {
+            t.filter(|t| observed.as_f64() > t.as_f64())
+                .map(|t| (sev, t))
+        })?;
+        Some(Violation {
+            stage: self.stage,
+            labels: self.labels,
+            window: self.window,
+            metric: self.metric,
+            severity,
+            threshold,
+            observed,
+        })
+    }
+}
+
+/// A rule broken by the latest snapshot.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Violation {
+    /// The stage.
+    pub stage: &'static str,
+    /// The stage's labels.
+    pub labels: Labels,
+    /// The window.
+    pub window: Window,
+    /// The metric.
+    pub metric: Metric,
+    /// Warning or critical.
+    pub severity: Severity,
+    /// The threshold that was exceeded.
+    pub threshold: Value,
+    /// What was observed.
+    pub observed: Value,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {} over {}: {} > {}",
+            self.severity, self.stage, self.metric, self.window, self.observed, self.threshold
+        )
+    }
+}
+
+/// A set of rules and deadlines to install together.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlaPreset {
+    /// The rules.
+    pub rules: Vec<SlaRule>,
+    /// Stage deadlines.
+    pub deadlines: Vec<(&'static str, Duration)>,
+}
+
+/// The seeds' SLA defaults, ready to install with [`crate::CollectorBuilder::with_sla_preset`].
+pub mod presets {
+    use super::*;
+
+    const fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// The market-making canary's tick budget: `tick_total` has a 200 ms deadline; over the last
+    /// minute P95 above 200 ms or P99 above 250 ms is critical (warnings at 80 %: 160 / 200 ms),
+    /// and more than 2 % of ticks missing the deadline is critical (1 % a warning).
+    pub fn market_maker() -> SlaPreset {
+        SlaPreset {
+            deadlines: vec![("tick_total", ms(200))],
+            rules: vec![
+                SlaRule::new("tick_total", Window::S60, Metric::P95)
+                    .warning(ms(160))
+                    .critical(ms(200)),
+                SlaRule::new("tick_total", Window::S60, Metric::P99)
+                    .warning(ms(200))
+                    .critical(ms(250)),
+                SlaRule::new("tick_total", Window::S60, Metric::DeadlineMissRate)
+                    .warning(0.01)
+                    .critical(0.02),
+            ],
+        }
+    }
+
+    /// The event-pipeline defaults: P95 / P99 ceilings for candle processing (50 / 100 ms), signal
+    /// generation (10 / 20 ms), order placement (20 / 50 ms) and event-bus publish (5 / 10 ms),
+    /// over the last minute, as critical thresholds with warnings at 80 %.
+    pub fn event_pipeline() -> SlaPreset {
+        let mut rules = Vec::new();
+        for (stage, p95, p99) in [
+            ("candle_processing", 50, 100),
+            ("signal_generation", 10, 20),
+            ("order_placement", 20, 50),
+            ("event_bus_publish", 5, 10),
+        ] {
+            rules.push(
+                SlaRule::new(stage, Window::S60, Metric::P95)
+                    .warning(ms(p95 * 4 / 5))
+                    .critical(ms(p95)),
+            );
+            rules.push(
+                SlaRule::new(stage, Window::S60, Metric::P99)
+                    .warning(ms(p99 * 4 / 5))
+                    .critical(ms(p99)),
+            );
+        }
+        SlaPreset {
+            rules,
+            deadlines: Vec::new(),
+        }
+    }
+}
+
+/// Most distinct guard-trip reasons in a process.
+pub const MAX_GUARD_REASONS: usize = 64;
+
+pub(crate) struct ReasonInfo {
+    pub(crate) name: &'static str,
+    pub(crate) trips: AtomicU64,
+}
+
+static REASONS: [OnceLock<&'static ReasonInfo>; MAX_GUARD_REASONS] =
+    [const { OnceLock::new() }; MAX_GUARD_REASONS];
+static REASON_COUNT: AtomicUsize = AtomicUsize::new(0);
+static REASON_LOCK: Mutex<()> = Mutex::new(());
+
+/// A guard-trip reason such as `vol_hard`, resolved once.
+#[derive(Clone, Copy)]
+pub struct GuardReason(&'static ReasonInfo);
+
+impl fmt::Debug for GuardReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GuardReason({})", self.0.name)
+    }
+}
+
+impl GuardReason {
+    /// Registers (or finds) the reason `name` (same rules as a stage name).
+    pub fn new(name: &'static str) -> Result<GuardReason, StageError> {
+        if let Some(r) = find_reason(name) {
+            return Ok(r);
+        }
+        crate::stage::valid_name(name)?;
+        let _lock = REASON_LOCK.lock();
+        if let Some(r) = find_reason(name) {
+            return Ok(r);
+        }
+        let n = REASON_COUNT.load(Ordering::Relaxed);
+        if n >= MAX_GUARD_REASONS {
+            return Err(StageError::TooManyStages {
+                cap: MAX_GUARD_REASONS,
+            });
+        }
+        // Bounded by MAX_GUARD_REASONS: reasons live for the process.
+        let info: &'static ReasonInfo = Box::leak(Box::new(ReasonInfo {
+            name,
+            trips: AtomicU64::new(0),
+        }));
+        let _ = REASONS[n].set(info);
+        // Release: a reader that sees the count finds the slot filled.
+        REASON_COUNT.store(n + 1, Ordering::Release);
+        Ok(GuardReason(info))
+    }
+
+    /// Counts one trip. One relaxed atomic add; no lock, no allocation.
+    #[inline]
+    pub fn trip(self) {
+        self.0.trips.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The reason's name.
+    pub fn name(self) -> &'static str {
+        self.0.name
+    }
+
+    /// Trips since the process started.
+    pub fn trips(self) -> u64 {
+        self.0.trips.load(Ordering::Relaxed)
+    }
+}
+
+fn find_reason(name: &str) -> Option<GuardReason> {
+    let n = REASON_COUNT.load(Ordering::Acquire);
+    REASONS[..n]
+        .iter()
+        .filter_map(|slot| slot.get())
+        .find(|r| std::ptr::eq(r.name, name) || r.name == name)
+        .map(|r| GuardReason(r))
+}
+
+pub(crate) fn reasons() -> impl Iterator<Item = (usize, &'static ReasonInfo)> {
+    let n = REASON_COUNT.load(Ordering::Acquire);
+    REASONS[..n]
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.get().map(|r| (i, *r)))
+}
+
+/// Counts one guard trip for `reason` (e.g. `"vol_hard"`), registering the reason on first use.
+/// Lock-free after the first call with that reason. Returns false, counting nothing, when the
+/// reason is not a valid name or [`MAX_GUARD_REASONS`] reasons exist already.
+#[inline]
+pub fn guard_trip(reason: &'static str) -> bool {
+    match find_reason(reason).map_or_else(|| GuardReason::new(reason).ok(), Some) {
+        Some(r) => {
+            r.trip();
+            true
+        }
+        None => false,
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn stats(count: u64, p95_ms: u64, misses: u64) -> StageStats {
+        let d = Duration::from_millis(p95_ms);
+        StageStats {
+            stage: "tick_total",
+            labels: &[],
+            window: Window::S60,
+            count,
+            min: d,
+            max: d,
+            mean: d,
+            stddev: Duration::ZERO,
+            p50: d,
+            p90: d,
+            p95: d,
+            p99: d,
+            p999: d,
+            dropped: 0,
+            sampled_out: 0,
+            calls: count,
+            saturated: 0,
+            deadline_misses: misses,
+            in_flight: 0,
+        }
+    }
+
+    #[test]
+    fn judges_warning_and_critical() {
+        let rule = SlaRule::new("tick_total", Window::S60, Metric::P95)
+            .warning(Duration::from_millis(160))
+            .critical(Duration::from_millis(200));
+        assert_eq!(rule.judge(&stats(10, 150, 0)), None);
+        assert_eq!(
+            rule.judge(&stats(10, 160, 0)),
+            None,
+            "at the threshold is not above it"
+        );
+        assert_eq!(
+            rule.judge(&stats(10, 170, 0)).unwrap().severity,
+            Severity::Warning
+        );
+        let v = rule.judge(&stats(10, 201, 0)).unwrap();
+        assert_eq!(v.severity, Severity::Critical);
+        assert_eq!(v.observed, Value::Latency(Duration::from_millis(201)));
+        assert_eq!(v.threshold, Value::Latency(Duration::from_millis(200)));
+        assert_eq!(rule.judge(&stats(0, 999, 0)), None, "no data, no verdict");
+    }
+
+    #[test]
+    fn miss_rate_counts_stuck_spans() {
+        let rule = SlaRule::new("tick_total", Window::S60, Metric::DeadlineMissRate).critical(0.02);
+        assert_eq!(rule.judge(&stats(100, 1, 2)), None);
+        assert_eq!(
+            rule.judge(&stats(100, 1, 3)).unwrap().severity,
+            Severity::Critical
+        );
+        // Nothing completed, one span stuck past its deadline: rate 100 %.
+        assert_eq!(
+            rule.judge(&stats(0, 0, 1)).unwrap().observed,
+            Value::Ratio(1.0)
+        );
+    }
+
+    #[test]
+    fn bad_rules_say_what_to_change() {
+        let kept = [Window::S1, Window::S60];
+        let no_threshold = SlaRule::new("a", Window::S60, Metric::P99);
+        assert!(matches!(
+            no_threshold.validate(&kept),
+            Err(ConfigError::Threshold { .. })
+        ));
+        let nan = SlaRule::new("a", Window::S60, Metric::Quantile(f64::NAN))
+            .critical(Duration::from_millis(1));
+        assert!(matches!(
+            nan.validate(&kept),
+            Err(ConfigError::Quantile { .. })
+        ));
+        let odd_q = SlaRule::new("a", Window::S60, Metric::Quantile(0.42))
+            .critical(Duration::from_millis(1));
+        assert!(matches!(
+            odd_q.validate(&kept),
+            Err(ConfigError::Threshold { .. })
+        ));
+        let swapped = SlaRule::new("a", Window::S60, Metric::P99)
+            .warning(Duration::from_millis(5))
+            .critical(Duration::from_millis(1));
+        assert!(matches!(
+            swapped.validate(&kept),
+            Err(ConfigError::Threshold { .. })
+        ));
+        let wrong_unit = SlaRule::new("a", Window::S60, Metric::DeadlineMissRate)
+            .critical(Duration::from_millis(1));
+        assert!(matches!(
+            wrong_unit.validate(&kept),
+            Err(ConfigError::Threshold { .. })
+        ));
+        let big_ratio = SlaRule::new("a", Window::S60, Metric::DeadlineMissRate).critical(2.0);
+        assert!(matches!(
+            big_ratio.validate(&kept),
+            Err(ConfigError::Threshold { .. })
+        ));
+        let window = SlaRule::new("a", Window::S5, Metric::Max).critical(Duration::from_millis(1));
+        assert!(matches!(
+            window.validate(&kept),
+            Err(ConfigError::UnknownWindow { .. })
+        ));
+        for preset in [presets::market_maker(), presets::event_pipeline()] {
+            for rule in &preset.rules {
+                rule.validate(&kept).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn guard_trips_count_by_reason() {
+        let before = GuardReason::new("unit_vol_hard").unwrap().trips();
+        assert!(guard_trip("unit_vol_hard"));
+        assert!(guard_trip("unit_vol_hard"));
+        assert_eq!(
+            GuardReason::new("unit_vol_hard").unwrap().trips(),
+            before + 2
+        );
+        assert!(!guard_trip("not a reason"));
+    }
+}

@@ -1,0 +1,582 @@
+//! Stages: a static name plus optional static labels, resolved once to a dense id.
+//!
+//! The registry is process-wide and append-only: a [`Stage`] is a `&'static` handle that stays valid
+//! for the life of the process, whichever collector is running. Registration takes a lock and may
+//! allocate; it happens once per stage. The hot path never hashes a name:
+//!
+//! * a [`Stage`] handle (from [`Stage::new`], [`crate::stage!`] or the macros) carries its id;
+//! * a `&'static str` is looked up by its *address* in a lock-free, insert-only table, so
+//!   `laptime::start("stage_emit")` costs a multiply and one or two loads after the first call
+//!   from that call site.
+//!
+//! The number of stages is capped (default [`DEFAULT_MAX_STAGES`]); past the cap registration fails
+//! with [`StageError::TooManyStages`] and hot-path calls with a new name record nothing and are
+//! counted in [`crate::Health::rejected`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{LazyLock, OnceLock};
+
+use parking_lot::Mutex;
+
+use crate::error::StageError;
+
+/// Default cap on the number of stages in a process.
+pub const DEFAULT_MAX_STAGES: usize = 1024;
+/// The largest cap [`crate::CollectorBuilder::with_max_stages`] accepts.
+pub const MAX_STAGES_LIMIT: usize = SEGMENT * SEGMENTS;
+/// Longest stage name, label name or label value, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+const SEGMENT: usize = 1024;
+const SEGMENTS: usize = 64;
+/// Slots in the address-keyed table; kept at most half full so probes stay short.
+const LITERAL_SLOTS: usize = 4096;
+const LITERAL_PROBES: usize = 8;
+
+/// Static labels of a stage, e.g. `&[("verb", "post"), ("api", "batch-cancel")]`.
+pub type Labels = &'static [(&'static str, &'static str)];
+
+/// Per-stage state shared by the hot path and the aggregator.
+pub(crate) struct StageInfo {
+    pub(crate) id: u32,
+    pub(crate) name: &'static str,
+    pub(crate) labels: Labels,
+    /// `FLAG_*` bits, read once per span on the hot path.
+    flags: AtomicU32,
+    /// Sampling threshold used when `FLAG_SAMPLED` is set (see `recorder::rate_to_threshold`).
+    pub(crate) sample_threshold: AtomicU64,
+    /// Deadline in nanoseconds; 0 = none. Read by the aggregator.
+    pub(crate) deadline_ns: AtomicU64,
+    /// Records lost to a full ring (or a thread with no ring any more), since process start.
+    pub(crate) dropped: AtomicU64,
+    /// The latency guard: set by the aggregator while a critical SLA violation holds.
+    pub(crate) tripped: AtomicBool,
+}
+
+pub(crate) const FLAG_DISABLED: u32 = 1;
+pub(crate) const FLAG_WATCHED: u32 = 2;
+pub(crate) const FLAG_SAMPLED: u32 = 4;
+
+impl StageInfo {
+    #[inline]
+    pub(crate) fn flags(&self) -> u32 {
+        self.flags.load(Ordering::Relaxed)
+    }
+
+    fn set_flag(&self, flag: u32, on: bool) {
+        if on {
+            self.flags.fetch_or(flag, Ordering::Relaxed);
+        } else {
+            self.flags.fetch_and(!flag, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A resolved stage: a copyable handle, as cheap to pass as a pointer.
+#[derive(Clone, Copy)]
+pub struct Stage(pub(crate) &'static StageInfo);
+
+impl Stage {
+    /// Registers (or finds) the stage `name` with no labels.
+    pub fn new(name: &'static str) -> Result<Stage, StageError> {
+        registry().resolve(name, &[])
+    }
+
+    /// Registers (or finds) the stage `name` with static labels, e.g. an exchange request stage
+    /// labelled by `verb` and `api`. The same name with other label values is another stage.
+    pub fn with_labels(name: &'static str, labels: Labels) -> Result<Stage, StageError> {
+        registry().resolve(name, labels)
+    }
+
+    /// Finds an already registered stage without registering it.
+    pub fn lookup(name: &str, labels: &[(&str, &str)]) -> Option<Stage> {
+        registry().find(name, labels)
+    }
+
+    /// The dense id: 0, 1, 2, … in registration order.
+    pub fn id(self) -> u32 {
+        self.0.id
+    }
+
+    /// The stage's name.
+    pub fn name(self) -> &'static str {
+        self.0.name
+    }
+
+    /// The stage's static labels.
+    pub fn labels(self) -> Labels {
+        self.0.labels
+    }
+
+    /// Turns recording of this stage on or off at run time (one relaxed store; takes effect for
+    /// spans that start afterwards).
+    pub fn set_enabled(self, enabled: bool) {
+        self.0.set_flag(FLAG_DISABLED, !enabled);
+    }
+
+    /// Whether this stage records (ignoring the global switch).
+    pub fn is_enabled(self) -> bool {
+        self.0.flags() & FLAG_DISABLED == 0
+    }
+
+    /// Gives this stage its own sampling rate, or `None` to follow the global one.
+    pub fn set_sampling_rate(self, rate: Option<f64>) -> Result<(), crate::ConfigError> {
+        match rate {
+            Some(r) => {
+                let t = crate::recorder::rate_to_threshold(r)?;
+                self.0.sample_threshold.store(t, Ordering::Relaxed);
+                self.0.set_flag(FLAG_SAMPLED, true);
+            }
+            None => self.0.set_flag(FLAG_SAMPLED, false),
+        }
+        Ok(())
+    }
+
+    /// Sets or clears the stage's deadline. With a deadline, each span also publishes its start,
+    /// so the aggregator counts a miss as soon as a span is overdue, while it is still running.
+    pub fn set_deadline(
+        self,
+        deadline: Option<std::time::Duration>,
+    ) -> Result<(), crate::ConfigError> {
+        let ns = match deadline {
+            Some(d) if d.is_zero() => {
+                return Err(crate::ConfigError::ZeroDeadline {
+                    stage: self.name().to_owned(),
+                });
+            }
+            Some(d) => u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            None => 0,
+        };
+        self.0.deadline_ns.store(ns, Ordering::Relaxed);
+        self.0.set_flag(FLAG_WATCHED, ns != 0);
+        Ok(())
+    }
+
+    /// The stage's deadline, if it has one.
+    pub fn deadline(self) -> Option<std::time::Duration> {
+        match self.0.deadline_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(std::time::Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Records lost to full rings for this stage since the process started.
+    pub fn dropped(self) -> u64 {
+        self.0.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The stage's latency guard, which trips while a critical SLA violation holds.
+    pub fn latency_guard(self) -> LatencyGuard {
+        LatencyGuard(self.0)
+    }
+}
+
+impl PartialEq for Stage {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for Stage {}
+
+impl std::hash::Hash for Stage {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
+}
+
+impl fmt::Debug for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Stage({}", self.0.name)?;
+        for (k, v) in self.0.labels {
+            write!(f, ", {k}={v}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.name)?;
+        if !self.0.labels.is_empty() {
+            f.write_str("{")?;
+            for (i, (k, v)) in self.0.labels.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(",")?;
+                }
+                write!(f, "{k}={v}")?;
+            }
+            f.write_str("}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A stage's latency guard: hot code asks [`LatencyGuard::is_tripped`] (one relaxed load) and sheds
+/// work or widens quotes while the stage is in critical violation of its SLA.
+#[derive(Clone, Copy)]
+pub struct LatencyGuard(&'static StageInfo);
+
+impl LatencyGuard {
+    /// Whether the stage is in critical violation right now.
+    #[inline]
+    pub fn is_tripped(self) -> bool {
+        self.0.tripped.load(Ordering::Relaxed)
+    }
+}
+
+impl fmt::Debug for LatencyGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LatencyGuard")
+            .field("stage", &self.0.name)
+            .field("tripped", &self.is_tripped())
+            .finish()
+    }
+}
+
+/// Anything the hot-path API accepts as a stage: a [`Stage`] handle, or a `&'static str` name
+/// (resolved by address, see the module docs).
+pub trait IntoStage {
+    /// Resolves to a stage, or `None` when the name is invalid or the cap is reached (counted in
+    /// [`crate::Health::rejected`]).
+    fn into_stage(self) -> Option<Stage>;
+}
+
+impl IntoStage for Stage {
+    #[inline(always)]
+    fn into_stage(self) -> Option<Stage> {
+        Some(self)
+    }
+}
+
+impl IntoStage for &'static str {
+    #[inline(always)]
+    fn into_stage(self) -> Option<Stage> {
+        registry().by_literal(self)
+    }
+}
+
+/// Resolves a stage name once per call site and keeps the handle in a call-site static.
+///
+/// ```
+/// let stage = laptime::stage!("stage_spread");
+/// let labelled = laptime::stage!("exchange_req", verb = "post", api = "batch-cancel");
+/// assert_eq!(stage.name(), "stage_spread");
+/// assert_eq!(labelled.labels(), &[("verb", "post"), ("api", "batch-cancel")]);
+/// ```
+///
+/// # Panics
+/// When the name or a label is invalid, or the stage cap is reached: call [`Stage::new`] to get the
+/// error as a value instead.
+#[macro_export]
+macro_rules! stage {
+    ($name:expr $(, $k:ident = $v:expr)* $(,)?) => {{
+        static STAGE: ::std::sync::OnceLock<$crate::Stage> = ::std::sync::OnceLock::new();
+        *STAGE.get_or_init(|| {
+            $crate::Stage::with_labels($name, &[$((::core::stringify!($k), $v)),*])
+                .unwrap_or_else(|e| ::core::panic!("laptime::stage!: {e}"))
+        })
+    }};
+}
+
+struct LiteralSlot {
+    /// Address of the `&'static str`; 0 = empty. Written once, last (Release).
+    ptr: AtomicUsize,
+    len: AtomicUsize,
+    id: AtomicU32,
+}
+
+pub(crate) struct Registry {
+    cap: AtomicUsize,
+    count: AtomicUsize,
+    rejected: AtomicU64,
+    by_key: Mutex<HashMap<(&'static str, Labels), Stage>>,
+    segments: [OnceLock<Box<[OnceLock<Stage>]>>; SEGMENTS],
+    literals: Box<[LiteralSlot]>,
+    literals_used: AtomicUsize,
+}
+
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
+    cap: AtomicUsize::new(DEFAULT_MAX_STAGES),
+    count: AtomicUsize::new(0),
+    rejected: AtomicU64::new(0),
+    by_key: Mutex::new(HashMap::new()),
+    segments: [const { OnceLock::new() }; SEGMENTS],
+    literals: (0..LITERAL_SLOTS)
+        .map(|_| LiteralSlot {
+            ptr: AtomicUsize::new(0),
+            len: AtomicUsize::new(0),
+            id: AtomicU32::new(0),
+        })
+        .collect(),
+    literals_used: AtomicUsize::new(0),
+});
+
+#[inline(always)]
+pub(crate) fn registry() -> &'static Registry {
+    &REGISTRY
+}
+
+pub(crate) fn valid_name(name: &str) -> Result<(), StageError> {
+    if name.is_empty() {
+        return Err(StageError::EmptyName);
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(StageError::NameTooLong {
+            name: name.to_owned(),
+        });
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'/' | b'-'))
+    {
+        return Err(StageError::InvalidName {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+fn valid_labels(labels: &[(&str, &str)]) -> Result<(), StageError> {
+    for (i, (k, v)) in labels.iter().enumerate() {
+        let mut bytes = k.bytes();
+        let first_ok = bytes
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+        let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let reserved = k.starts_with("__") || matches!(*k, "stage" | "le" | "quantile" | "window");
+        if !first_ok || !rest_ok || reserved || k.len() > MAX_NAME_LEN {
+            return Err(StageError::InvalidLabelName {
+                label: (*k).to_owned(),
+            });
+        }
+        if v.is_empty() || v.len() > MAX_NAME_LEN {
+            return Err(StageError::InvalidLabelValue {
+                label: (*k).to_owned(),
+            });
+        }
+        if labels[..i].iter().any(|(k2, _)| k2 == k) {
+            return Err(StageError::DuplicateLabel {
+                label: (*k).to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Registry {
+    fn resolve(&self, name: &'static str, labels: Labels) -> Result<Stage, StageError> {
+        let mut by_key = self.by_key.lock();
+        if let Some(stage) = by_key.get(&(name, labels)) {
+            return Ok(*stage);
+        }
+        valid_name(name)?;
+        valid_labels(labels)?;
+        let id = self.count.load(Ordering::Relaxed);
+        let cap = self.cap.load(Ordering::Relaxed);
+        if id >= cap {
+            return Err(StageError::TooManyStages { cap });
+        }
+        // Stage infos live for the process: the registry is append-only and bounded by the cap,
+        // so this leak is at most `cap` small structs.
+        let info: &'static StageInfo = Box::leak(Box::new(StageInfo {
+            id: id as u32,
+            name,
+            labels,
+            flags: AtomicU32::new(0),
+            sample_threshold: AtomicU64::new(u64::MAX),
+            deadline_ns: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            tripped: AtomicBool::new(false),
+        }));
+        let stage = Stage(info);
+        let segment = self.segments[id / SEGMENT]
+            .get_or_init(|| (0..SEGMENT).map(|_| OnceLock::new()).collect());
+        let _ = segment[id % SEGMENT].set(stage);
+        by_key.insert((name, labels), stage);
+        // Release: a reader that sees the new count (Acquire) finds the stage in its segment.
+        self.count.store(id + 1, Ordering::Release);
+        Ok(stage)
+    }
+
+    fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<Stage> {
+        let by_key = self.by_key.lock();
+        by_key
+            .iter()
+            .find(|((n, l), _)| {
+                *n == name && l.len() == labels.len() && l.iter().zip(labels).all(|(a, b)| a == b)
+            })
+            .map(|(_, s)| *s)
+    }
+
+    /// The stage with dense id `id`, if registered.
+    #[inline]
+    pub(crate) fn get(&self, id: u32) -> Option<Stage> {
+        let id = id as usize;
+        self.segments.get(id / SEGMENT)?.get()?[id % SEGMENT]
+            .get()
+            .copied()
+    }
+
+    /// Stages registered so far.
+    pub(crate) fn len(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_cap(&self, cap: usize) -> Result<(), crate::ConfigError> {
+        let _by_key = self.by_key.lock();
+        let registered = self.count.load(Ordering::Relaxed);
+        if cap == 0 || cap > MAX_STAGES_LIMIT || cap < registered {
+            return Err(crate::ConfigError::MaxStages { cap, registered });
+        }
+        self.cap.store(cap, Ordering::Relaxed);
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn by_literal(&'static self, name: &'static str) -> Option<Stage> {
+        let ptr = name.as_ptr() as usize;
+        let mut slot = literal_hash(ptr);
+        for _ in 0..LITERAL_PROBES {
+            let entry = &self.literals[slot];
+            // Acquire: pairs with the Release in `remember_literal`; `len` and `id` are visible.
+            let p = entry.ptr.load(Ordering::Acquire);
+            if p == ptr && entry.len.load(Ordering::Relaxed) == name.len() {
+                return self.get(entry.id.load(Ordering::Relaxed));
+            }
+            if p == 0 {
+                break;
+            }
+            slot = (slot + 1) & (LITERAL_SLOTS - 1);
+        }
+        self.by_literal_slow(name)
+    }
+
+    #[cold]
+    fn by_literal_slow(&'static self, name: &'static str) -> Option<Stage> {
+        match self.resolve(name, &[]) {
+            Ok(stage) => {
+                self.remember_literal(name, stage);
+                Some(stage)
+            }
+            Err(_) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    fn remember_literal(&self, name: &'static str, stage: Stage) {
+        // One writer at a time: inserts happen under the registry lock.
+        let _by_key = self.by_key.lock();
+        if self.literals_used.load(Ordering::Relaxed) >= LITERAL_SLOTS / 2 {
+            return; // full enough: further literals take the locked path every time
+        }
+        let ptr = name.as_ptr() as usize;
+        let mut slot = literal_hash(ptr);
+        for _ in 0..LITERAL_PROBES {
+            let entry = &self.literals[slot];
+            let p = entry.ptr.load(Ordering::Relaxed);
+            if p == ptr && entry.len.load(Ordering::Relaxed) == name.len() {
+                return;
+            }
+            if p == 0 {
+                entry.len.store(name.len(), Ordering::Relaxed);
+                entry.id.store(stage.id(), Ordering::Relaxed);
+                // Release: publishes `len` and `id` to readers that see this pointer.
+                entry.ptr.store(ptr, Ordering::Release);
+                self.literals_used.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            slot = (slot + 1) & (LITERAL_SLOTS - 1);
+        }
+    }
+}
+
+#[inline(always)]
+fn literal_hash(ptr: usize) -> usize {
+    ((ptr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - LITERAL_SLOTS.trailing_zeros()))
+        as usize
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_name_same_stage_and_dense_ids() {
+        let a = Stage::new("unit_stage_a").unwrap();
+        let b = Stage::new("unit_stage_a").unwrap();
+        assert_eq!(a, b);
+        let c = Stage::with_labels("unit_stage_a", &[("verb", "post")]).unwrap();
+        assert_ne!(a, c);
+        assert_eq!(registry().get(c.id()), Some(c));
+        assert_eq!("unit_stage_a".into_stage(), Some(a));
+    }
+
+    #[test]
+    fn literal_lookup_finds_the_registered_stage() {
+        let name: &'static str = "unit_literal_stage";
+        let first = name.into_stage().unwrap();
+        let again = name.into_stage().unwrap();
+        assert_eq!(first, again);
+        assert_eq!(first.name(), name);
+        // A different allocation with the same text resolves to the same stage.
+        let leaked: &'static str = Box::leak(String::from("unit_literal_stage").into_boxed_str());
+        assert_eq!(leaked.into_stage(), Some(first));
+    }
+
+    #[test]
+    fn bad_names_and_labels_are_typed_errors() {
+        assert_eq!(Stage::new("").unwrap_err(), StageError::EmptyName);
+        assert!(matches!(
+            Stage::new("has space"),
+            Err(StageError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            Stage::with_labels("ok_name", &[("le", "x")]),
+            Err(StageError::InvalidLabelName { .. })
+        ));
+        assert!(matches!(
+            Stage::with_labels("ok_name", &[("verb", "")]),
+            Err(StageError::InvalidLabelValue { .. })
+        ));
+        assert!(matches!(
+            Stage::with_labels("ok_name", &[("verb", "a"), ("verb", "b")]),
+            Err(StageError::DuplicateLabel { .. })
+        ));
+        let long: &'static str = Box::leak("x".repeat(MAX_NAME_LEN + 1).into_boxed_str());
+        assert!(matches!(
+            Stage::new(long),
+            Err(StageError::NameTooLong { .. })
+        ));
+        assert!("bad name".into_stage().is_none());
+        assert!(registry().rejected() >= 1);
+    }
+
+    #[test]
+    fn deadline_and_sampling_set_the_hot_path_flags() {
+        let s = Stage::new("unit_flags").unwrap();
+        assert_eq!(s.0.flags() & FLAG_WATCHED, 0);
+        s.set_deadline(Some(std::time::Duration::from_millis(5)))
+            .unwrap();
+        assert_ne!(s.0.flags() & FLAG_WATCHED, 0);
+        assert!(s.set_deadline(Some(std::time::Duration::ZERO)).is_err());
+        s.set_deadline(None).unwrap();
+        assert_eq!(s.0.flags() & FLAG_WATCHED, 0);
+        assert!(s.set_sampling_rate(Some(1.5)).is_err());
+        assert!(s.set_sampling_rate(Some(f64::NAN)).is_err());
+        s.set_sampling_rate(Some(0.5)).unwrap();
+        assert_ne!(s.0.flags() & FLAG_SAMPLED, 0);
+        s.set_enabled(false);
+        assert!(!s.is_enabled());
+        s.set_enabled(true);
+        assert!(s.is_enabled());
+    }
+}

@@ -1,0 +1,278 @@
+//! Statistics as plain data: what `get_stats` returns and what the snapshot holds.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Which slice of time a statistic covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Window {
+    /// The sliding window of this length (one of those the collector keeps).
+    Last(Duration),
+    /// Everything since the collector started; never resets.
+    Cumulative,
+}
+
+impl Window {
+    /// The last second.
+    pub const S1: Window = Window::Last(Duration::from_secs(1));
+    /// The last five seconds.
+    pub const S5: Window = Window::Last(Duration::from_secs(5));
+    /// The last minute.
+    pub const S60: Window = Window::Last(Duration::from_secs(60));
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Window::Last(d) if d.subsec_nanos() == 0 => write!(f, "{}s", d.as_secs()),
+            Window::Last(d) => write!(f, "{}ms", d.as_millis()),
+            Window::Cumulative => f.write_str("cumulative"),
+        }
+    }
+}
+
+/// One stage's statistics over one window. Durations are nanosecond-exact where they come from
+/// exact sums (mean, min, max); percentiles are within the histogram's resolution (0.1 % with 3
+/// significant digits) of the exact nearest-rank value, and never outside `[min, max]`.
+///
+/// When `count` is 0 (nothing completed in the window, but something was dropped, sampled out or
+/// missed its deadline) every duration is zero.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StageStats {
+    /// The stage's name.
+    pub stage: &'static str,
+    /// The stage's static labels.
+    pub labels: &'static [(&'static str, &'static str)],
+    /// The window these figures cover.
+    pub window: Window,
+    /// Spans recorded into the histogram (the sampled-in ones that reached the aggregator).
+    pub count: u64,
+    /// Shortest span.
+    pub min: Duration,
+    /// Longest span.
+    pub max: Duration,
+    /// Arithmetic mean (exact).
+    pub mean: Duration,
+    /// Population standard deviation (exact).
+    pub stddev: Duration,
+    /// Median.
+    pub p50: Duration,
+    /// 90th percentile.
+    pub p90: Duration,
+    /// 95th percentile.
+    pub p95: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// 99.9th percentile.
+    pub p999: Duration,
+    /// Records lost to full rings.
+    pub dropped: u64,
+    /// Calls skipped by sampling (counted exactly, per thread).
+    pub sampled_out: u64,
+    /// Every call that reached the stage: `count + sampled_out + dropped`. With sampling on this is
+    /// the true call count (the "estimated total" is exact because skipped calls are counted).
+    pub calls: u64,
+    /// Values above the histogram's highest trackable value, recorded as that value.
+    pub saturated: u64,
+    /// Spans that ran past the stage's deadline: counted once each, as soon as the aggregator sees
+    /// them overdue (even while still running) or when they end late.
+    pub deadline_misses: u64,
+    /// Spans of the stage started but not yet ended, as of the snapshot (cumulative window only;
+    /// 0 elsewhere). Only stages with a deadline publish their starts.
+    pub in_flight: u64,
+}
+
+impl StageStats {
+    /// Deadline misses per completed span (`misses / max(count, misses)`), 0 with no data.
+    pub fn deadline_miss_rate(&self) -> f64 {
+        let denom = self.count.max(self.deadline_misses);
+        if denom == 0 {
+            0.0
+        } else {
+            self.deadline_misses as f64 / denom as f64
+        }
+    }
+
+    /// The fraction of calls that were recorded (1.0 without sampling or drops).
+    pub fn sampled_fraction(&self) -> f64 {
+        if self.calls == 0 {
+            1.0
+        } else {
+            self.count as f64 / self.calls as f64
+        }
+    }
+
+    /// The percentile for quantile `q` among the ones kept (0.5, 0.9, 0.95, 0.99, 0.999), the
+    /// minimum for 0 and the maximum for 1.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        const EPS: f64 = 1e-12;
+        [
+            (0.0, self.min),
+            (0.5, self.p50),
+            (0.9, self.p90),
+            (0.95, self.p95),
+            (0.99, self.p99),
+            (0.999, self.p999),
+            (1.0, self.max),
+        ]
+        .into_iter()
+        .find(|(k, _)| (k - q).abs() < EPS)
+        .map(|(_, v)| v)
+    }
+}
+
+/// The quantiles every [`StageStats`] carries, in field order.
+pub(crate) const QUANTILES: [f64; 5] = [0.5, 0.9, 0.95, 0.99, 0.999];
+
+/// How the library itself is doing: the accounting that proves nothing was lost unseen.
+///
+/// At any snapshot `produced == records + dropped + in_rings`, where `produced` is every record the
+/// hot path tried to write.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Health {
+    /// Records the aggregator has taken out of rings.
+    pub records: u64,
+    /// Records lost to full rings, over all stages.
+    pub dropped: u64,
+    /// Records still waiting in rings when the snapshot was taken.
+    pub in_rings: u64,
+    /// Every record written or attempted: `records + dropped + in_rings`.
+    pub produced: u64,
+    /// Calls skipped by sampling, over all stages.
+    pub sampled_out: u64,
+    /// Values above the highest trackable value.
+    pub saturated: u64,
+    /// Calls naming a stage that could not be registered (invalid name, cap reached).
+    pub rejected: u64,
+    /// Rings of live threads.
+    pub rings: usize,
+    /// Rings of exited threads that were drained and freed.
+    pub rings_reclaimed: u64,
+    /// The fullest any ring was seen, in records, since start.
+    pub ring_high_water: usize,
+    /// Capacity of each ring, in records.
+    pub ring_capacity: usize,
+    /// Aggregator cycles run.
+    pub cycles: u64,
+    /// Time the last cycle took.
+    pub last_cycle: Duration,
+    /// Age of the oldest record drained in the last cycle: how far the aggregator lags the hot path.
+    pub lag: Duration,
+    /// Panics caught inside the aggregator (it carries on after each).
+    pub aggregator_restarts: u64,
+    /// Panics caught inside SLA callbacks.
+    pub callback_panics: u64,
+    /// The global sampling rate in force.
+    pub sampling_rate: f64,
+    /// Whether adaptive sampling is holding the rate down right now.
+    pub adaptive_engaged: bool,
+    /// Whether recording is globally enabled.
+    pub enabled: bool,
+    /// Deadline-watched spans in flight.
+    pub in_flight: usize,
+    /// In-flight spans given up on (their end never arrived within the abandon horizon, e.g.
+    /// because the end record was dropped).
+    pub abandoned: u64,
+    /// Heap bytes held by the aggregator's histograms.
+    pub histogram_bytes: usize,
+}
+
+/// Guard trips of one reason in every kept window.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct GuardTrips {
+    /// The reason, e.g. `vol_hard`.
+    pub reason: &'static str,
+    /// Trips per window, in the order of [`Snapshot::windows`].
+    pub counts: Vec<u64>,
+}
+
+/// One stage's statistics in every window, shared between snapshots while the stage is idle.
+#[derive(Debug)]
+pub(crate) struct StageSnapshot {
+    /// One entry per window, in the order of [`Snapshot::windows`]; `None` where the stage had no
+    /// activity in that window.
+    pub(crate) stats: Vec<Option<StageStats>>,
+}
+
+/// An immutable picture of every statistic, published by the aggregator after each cycle. Readers
+/// load it with one atomic operation and never wait on producers or the aggregator.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// When it was taken, as time since the collector started.
+    pub taken_at: Duration,
+    /// The windows kept: the sliding ones in configuration order, then [`Window::Cumulative`].
+    pub windows: Vec<Window>,
+    pub(crate) stages: Vec<Option<std::sync::Arc<StageSnapshot>>>,
+    pub(crate) violations: Vec<crate::sla::Violation>,
+    pub(crate) guard_trips: Vec<GuardTrips>,
+    /// The library's own health and accounting.
+    pub health: Health,
+}
+
+/// Iterator over the stages active in one window of a snapshot.
+pub type StageSnapshotIter<'a> = Box<dyn Iterator<Item = &'a StageStats> + 'a>;
+
+impl Snapshot {
+    pub(crate) fn empty(builder: &crate::CollectorBuilder) -> Self {
+        Self {
+            taken_at: Duration::ZERO,
+            windows: builder
+                .windows
+                .iter()
+                .map(|w| Window::Last(w.length))
+                .chain([Window::Cumulative])
+                .collect(),
+            stages: Vec::new(),
+            violations: Vec::new(),
+            guard_trips: Vec::new(),
+            health: Health::default(),
+        }
+    }
+
+    fn window_index(&self, window: Window) -> Option<usize> {
+        self.windows.iter().position(|w| *w == window)
+    }
+
+    /// One stage's statistics over `window`, if the window is kept and the stage had activity in it.
+    pub fn stats(&self, stage: crate::Stage, window: Window) -> Option<&StageStats> {
+        let w = self.window_index(window)?;
+        self.stages
+            .get(stage.id() as usize)?
+            .as_ref()?
+            .stats
+            .get(w)?
+            .as_ref()
+    }
+
+    /// Every stage with activity in `window`, in stage-id order.
+    pub fn all(&self, window: Window) -> StageSnapshotIter<'_> {
+        match self.window_index(window) {
+            Some(w) => Box::new(
+                self.stages
+                    .iter()
+                    .flatten()
+                    .filter_map(move |s| s.stats.get(w).and_then(Option::as_ref)),
+            ),
+            None => Box::new(std::iter::empty()),
+        }
+    }
+
+    /// The SLA violations of this snapshot, over every window.
+    pub fn violations(&self) -> &[crate::sla::Violation] {
+        &self.violations
+    }
+
+    /// Guard trips per reason over `window` (reasons with no trips in it are left out).
+    pub fn guard_trips(&self, window: Window) -> Vec<(&'static str, u64)> {
+        let Some(w) = self.window_index(window) else {
+            return Vec::new();
+        };
+        self.guard_trips
+            .iter()
+            .filter_map(|g| g.counts.get(w).filter(|c| **c > 0).map(|c| (g.reason, *c)))
+            .collect()
+    }
+}
