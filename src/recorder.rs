@@ -68,10 +68,6 @@ impl Control {
         self.state.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn generation(&self) -> u64 {
-        self.state() >> GEN_SHIFT
-    }
-
     /// A new collector is current: threads re-register with it on their next record.
     pub(crate) fn set_generation(&self, generation: u64) {
         let _ = self
@@ -232,7 +228,11 @@ fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
     LOCAL
         .try_with(|cell| {
             let mut slot = cell.try_borrow_mut().ok()?;
-            let generation = CONTROL.generation();
+            let state = CONTROL.state();
+            if state & STOPPED != 0 {
+                return None; // the collector made its final drain: count, don't strand
+            }
+            let generation = state >> GEN_SHIFT;
             if !matches!(&*slot, Some(l) if l.generation == generation) {
                 *slot = Some(Local::register()?);
             }
