@@ -128,23 +128,27 @@ pub(crate) struct Calibration {
 }
 
 impl Calibration {
-    /// Measures the tick rate against the monotonic clock. For the TSC this spins for about
-    /// `settle` on the calling thread (the aggregator's, never a producer's).
-    pub(crate) fn new(settle: std::time::Duration) -> Self {
+    /// Fixes the epoch: the tick reading that becomes nanosecond 0. Cheap (two tick reads and an
+    /// `Instant`); `install` calls it so that no record can predate its collector's epoch.
+    pub(crate) fn start() -> Self {
         let (tick0, instant0) = paired_read();
-        let mut calibration = Self {
+        Self {
             tick0,
             instant0,
             ns_per_tick: 1.0,
-        };
-        if Self::unit_is_ns() {
-            return calibration;
         }
-        while instant0.elapsed() < settle {
+    }
+
+    /// Measures the tick rate against the monotonic clock. For the TSC this spins until `settle`
+    /// has passed since the epoch, on the calling thread (the aggregator's, never a producer's).
+    pub(crate) fn settle(&mut self, settle: std::time::Duration) {
+        if Self::unit_is_ns() {
+            return;
+        }
+        while self.instant0.elapsed() < settle {
             std::hint::spin_loop();
         }
-        calibration.refine();
-        calibration
+        self.refine();
     }
 
     fn unit_is_ns() -> bool {
@@ -268,7 +272,8 @@ mod tests {
 
     #[test]
     fn calibration_converts_a_spin_to_roughly_its_length() {
-        let cal = Calibration::new(std::time::Duration::from_millis(20));
+        let mut cal = Calibration::start();
+        cal.settle(std::time::Duration::from_millis(20));
         let t0 = ticks();
         let i0 = Instant::now();
         while i0.elapsed() < std::time::Duration::from_millis(5) {}

@@ -15,9 +15,10 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::{Condvar, Mutex};
 
-use crate::aggregator::{Aggregator, ThreadRing};
+use crate::aggregator::{Aggregator, Baseline, ThreadRing};
 use crate::clock::ClockSource;
 use crate::error::{ConfigError, InstallError, InstallErrorKind};
+use crate::handoff::Handoff;
 use crate::recorder::{CONTROL, Record, ThreadShared};
 use crate::ring::{Producer, ring};
 use crate::sla::{SlaPreset, SlaRule, Violation};
@@ -341,6 +342,7 @@ impl CollectorBuilder {
             crate::recorder::rate_to_threshold(a.reduced_rate)?;
         }
         for (stage, deadline) in &self.deadlines {
+            crate::stage::valid_name(stage)?;
             if deadline.is_zero() {
                 return Err(ConfigError::ZeroDeadline {
                     stage: (*stage).to_owned(),
@@ -353,6 +355,8 @@ impl CollectorBuilder {
             .map(|w| Window::Last(w.length))
             .collect();
         for rule in &self.rules {
+            crate::stage::valid_name(rule.stage)?;
+            crate::stage::valid_labels(rule.labels)?;
             rule.validate(&kept)?;
         }
         Ok(())
@@ -394,10 +398,7 @@ impl CollectorBuilder {
             generation,
             ring_capacity: self.ring_capacity,
             stage_cap: self.max_stages,
-            pending: Mutex::new(Pending {
-                accepting: true,
-                rings: Vec::new(),
-            }),
+            pending: Handoff::new(),
             snapshot: ArcSwap::from_pointee(Snapshot::empty(&self)),
             thread: OnceLock::new(),
             stop: AtomicBool::new(false),
@@ -409,13 +410,14 @@ impl CollectorBuilder {
             inject_panic: AtomicBool::new(false),
         });
         let aggregator_shared = shared.clone();
+        let baseline = Baseline::now();
         let spawned = std::thread::Builder::new()
             .name(format!("laptime-aggregator-{generation}"))
             .spawn({
                 let mut builder = Some(self);
                 move || {
                     let builder = builder.take().expect("spawned once");
-                    Aggregator::new(aggregator_shared, builder).run()
+                    Aggregator::new(aggregator_shared, builder, baseline).run()
                 }
             });
         let join = match spawned {
@@ -484,18 +486,13 @@ pub(crate) fn current_or_default() -> Option<(Arc<CollectorShared>, u64)> {
     Some((shared.clone(), shared.generation))
 }
 
-pub(crate) struct Pending {
-    /// False once the aggregator has made its final drain: no ring may join after that.
-    pub(crate) accepting: bool,
-    pub(crate) rings: Vec<ThreadRing>,
-}
-
 /// State shared by the handle, the aggregator thread and registering producer threads.
 pub(crate) struct CollectorShared {
     pub(crate) generation: u64,
     ring_capacity: usize,
     stage_cap: usize,
-    pub(crate) pending: Mutex<Pending>,
+    /// New rings on their way to the aggregator; closed before its final drain.
+    pub(crate) pending: Handoff<ThreadRing>,
     pub(crate) snapshot: ArcSwap<Snapshot>,
     thread: OnceLock<Thread>,
     pub(crate) stop: AtomicBool,
@@ -519,14 +516,9 @@ impl CollectorShared {
             touched: AtomicBool::new(false),
         });
         let ring_id = self.next_ring_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut pending = self.pending.lock();
-        if !pending.accepting {
-            return None;
-        }
-        pending
-            .rings
-            .push(ThreadRing::new(consumer, shared.clone(), self.stage_cap));
-        drop(pending);
+        let ring = ThreadRing::new(consumer, shared.clone(), self.stage_cap);
+        // Refused once the aggregator has made its final drain: no ring may join after that.
+        self.pending.register(ring).ok()?;
         Some((producer, shared, ring_id))
     }
 

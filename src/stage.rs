@@ -339,7 +339,7 @@ pub(crate) fn valid_name(name: &str) -> Result<(), StageError> {
     Ok(())
 }
 
-fn valid_labels(labels: &[(&str, &str)]) -> Result<(), StageError> {
+pub(crate) fn valid_labels(labels: &[(&str, &str)]) -> Result<(), StageError> {
     for (i, (k, v)) in labels.iter().enumerate() {
         let mut bytes = k.bytes();
         let first_ok = bytes

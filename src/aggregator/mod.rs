@@ -74,6 +74,32 @@ struct ReasonState {
     total: u64,
 }
 
+/// Process-wide counters as they stood when the collector was installed: what came before is not
+/// this collector's. Read synchronously by `install`, before any span can reach the new collector.
+pub(crate) struct Baseline {
+    drops: Vec<u64>,
+    trips: Vec<u64>,
+    /// The clock's epoch: nanosecond 0 of this collector's timeline.
+    epoch: Calibration,
+}
+
+impl Baseline {
+    pub(crate) fn now() -> Self {
+        let drops = (0..registry().len() as u32)
+            .filter_map(|id| registry().get(id))
+            .map(Stage::dropped)
+            .collect();
+        let trips = crate::sla::reasons()
+            .map(|(_, r)| r.trips.load(Ordering::Relaxed))
+            .collect();
+        Self {
+            drops,
+            trips,
+            epoch: Calibration::start(),
+        }
+    }
+}
+
 /// Records drained per ring per visit, so one flooding thread cannot starve the others.
 const DRAIN_BATCH: usize = 1 << 16;
 
@@ -85,8 +111,7 @@ pub(crate) struct Aggregator {
     started: Instant,
     rings: Vec<ThreadRing>,
     stages: Vec<StageState>,
-    /// Drop counters of stages that existed before this collector: their earlier drops are not ours.
-    drop_baseline: Vec<u64>,
+    baseline: Baseline,
     in_flight: HashMap<u64, InFlight>,
     /// Tracked ends whose start has not been seen yet (start and end on different threads' rings),
     /// with the cycle they arrived in.
@@ -102,17 +127,17 @@ pub(crate) struct Aggregator {
 }
 
 impl Aggregator {
-    pub(crate) fn new(shared: Arc<CollectorShared>, config: CollectorBuilder) -> Self {
+    pub(crate) fn new(
+        shared: Arc<CollectorShared>,
+        config: CollectorBuilder,
+        baseline: Baseline,
+    ) -> Self {
         let layout = Layout::new(
             config.digits,
             u64::try_from(config.highest.as_nanos()).unwrap_or(u64::MAX),
         );
-        let calibration = Calibration::new(Duration::from_millis(10));
-        let registered = registry().len();
-        let drop_baseline = (0..registered as u32)
-            .filter_map(|id| registry().get(id))
-            .map(|s| s.dropped())
-            .collect();
+        let mut calibration = baseline.epoch.clone();
+        calibration.settle(Duration::from_millis(10));
         let rule_stages = config.rules.iter().map(|r| r.resolve().ok()).collect();
         let rule_state = vec![None; config.rules.len()];
         let latency_reason = crate::sla::GuardReason::new(config.latency_guard_reason).ok();
@@ -130,7 +155,7 @@ impl Aggregator {
             started: Instant::now(),
             rings: Vec::new(),
             stages: Vec::new(),
-            drop_baseline,
+            baseline,
             in_flight: HashMap::new(),
             early_ends: HashMap::new(),
             reasons: Vec::new(),
@@ -150,7 +175,7 @@ impl Aggregator {
             let stopping = self.shared.stop.load(Ordering::Acquire);
             if stopping {
                 // No ring may join after the final drain.
-                self.shared.pending.lock().accepting = false;
+                self.shared.pending.close();
             }
             let ticket = self.shared.flush_requested.load(Ordering::Acquire);
             if catch_unwind(AssertUnwindSafe(|| self.cycle())).is_err() {
@@ -219,7 +244,7 @@ impl Aggregator {
                 .iter()
                 .map(|w| SlidingWindow::new(w.length, w.slice, 0))
                 .collect();
-            let dropped_seen = self.drop_baseline.get(id as usize).copied().unwrap_or(0);
+            let dropped_seen = self.baseline.drops.get(id as usize).copied().unwrap_or(0);
             self.stages.push(StageState {
                 stage,
                 windows,
@@ -231,10 +256,10 @@ impl Aggregator {
             });
         }
         let reasons: Vec<_> = crate::sla::reasons().skip(self.reasons.len()).collect();
-        for (_, info) in reasons {
+        for (i, info) in reasons {
             self.reasons.push(ReasonState {
                 info,
-                seen: 0,
+                seen: self.baseline.trips.get(i).copied().unwrap_or(0),
                 windows: self
                     .config
                     .windows
@@ -247,8 +272,7 @@ impl Aggregator {
     }
 
     fn adopt_rings(&mut self) {
-        let mut pending = self.shared.pending.lock();
-        self.rings.append(&mut pending.rings);
+        self.shared.pending.take_all(&mut self.rings);
     }
 
     fn drain(&mut self, now: u64) {
@@ -553,6 +577,8 @@ impl Aggregator {
             health: self.health.clone(),
         };
         snapshot.violations = self.evaluate_sla(&snapshot);
+        // After the evaluation, so a callback panic in this cycle is already counted.
+        snapshot.health = self.health.clone();
         self.shared.snapshot.store(std::sync::Arc::new(snapshot));
     }
 

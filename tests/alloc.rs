@@ -1,0 +1,124 @@
+//! A counting global allocator proves the hot path allocates nothing after a thread's first
+//! event: guards, the split timer, start/end tokens, manual values, sampled-out and disabled calls,
+//! guard trips, and records dropped on a full ring.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use laptime::{Collector, Stage, Window};
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Only this thread's allocations count: the aggregator allocates freely, by design.
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn counting() -> bool {
+    COUNTING.try_with(Cell::get).unwrap_or(false)
+}
+
+// SAFETY: every method forwards to `System` unchanged; counting has no effect on the memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if counting() {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which we pass on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` with `layout` (we allocate only through it).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if counting() {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: as for `alloc` and `dealloc`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn hot_path(round: u32, stages: &[Stage; 4], sampled_out: Stage, watched: Stage) {
+    {
+        let _g = laptime::start(stages[0]);
+    }
+    {
+        let _g = laptime::start("alloc_literal_stage");
+    }
+    {
+        let _g = laptime::start(watched);
+    }
+    let mut lap = laptime::lap(stages[0]);
+    lap.split(stages[1]);
+    lap.split("alloc_literal_split");
+    lap.split(stages[2]);
+    lap.end_with(stages[3]);
+    let token = laptime::record_start(stages[1]);
+    laptime::record_end(token);
+    laptime::record(stages[2], Duration::from_nanos(u64::from(round)));
+    {
+        let _g = laptime::start(sampled_out);
+    }
+    laptime::guard_trip("alloc_vol_hard");
+    assert!(!stages[3].latency_guard().is_tripped());
+}
+
+#[test]
+fn nothing_on_the_hot_path_allocates_after_the_first_event() {
+    let _s = common::serial();
+    // A tiny ring: most records are dropped, so the drop path is exercised too.
+    let handle = common::install(
+        Collector::builder()
+            .with_ring_capacity(64)
+            .with_deadline("alloc_watched", Duration::from_secs(1)),
+    );
+    let stages = ["alloc_a", "alloc_b", "alloc_c", "alloc_d"].map(|n| Stage::new(n).unwrap());
+    let sampled_out = Stage::new("alloc_sampled_out").unwrap();
+    sampled_out.set_sampling_rate(Some(0.0)).unwrap();
+    let watched = Stage::new("alloc_watched").unwrap();
+
+    // The thread's first event creates its ring; first uses resolve literals and guard reasons.
+    hot_path(0, &stages, sampled_out, watched);
+    COUNTING.with(|c| c.set(true));
+    for round in 0..20_000 {
+        hot_path(round, &stages, sampled_out, watched);
+    }
+    laptime::set_enabled(false);
+    for round in 0..1000 {
+        hot_path(round, &stages, sampled_out, watched);
+    }
+    laptime::set_enabled(true);
+    COUNTING.with(|c| c.set(false));
+    assert_eq!(
+        ALLOCATIONS.load(Ordering::Relaxed),
+        0,
+        "allocations on the hot path"
+    );
+
+    assert!(handle.flush());
+    let a = handle.get_stats(stages[0], Window::Cumulative).unwrap();
+    assert_eq!(
+        a.count + a.dropped,
+        2 * 20_001,
+        "every call is either recorded or counted as dropped"
+    );
+    assert!(
+        a.dropped > 0,
+        "the tiny ring overflowed, exercising the drop path"
+    );
+    let s = handle.get_stats(sampled_out, Window::Cumulative).unwrap();
+    assert_eq!((s.count, s.sampled_out), (0, 20_001));
+}

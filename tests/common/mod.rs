@@ -1,0 +1,30 @@
+//! Helpers shared by the integration tests.
+//!
+//! The collector, the stage registry and the mock clock are process-wide. nextest runs every test
+//! in its own process; `cargo test` runs a file's tests as threads of one process, so each test
+//! takes `serial()` and installs (then drops) its own collector.
+#![allow(dead_code)]
+
+use std::sync::{Mutex, MutexGuard};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Serialises the tests of one binary; a failed test does not poison the others.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Installs `builder`, panicking with the typed error's message if it fails.
+pub fn install(builder: laptime::CollectorBuilder) -> laptime::CollectorHandle {
+    builder
+        .install()
+        .unwrap_or_else(|e| panic!("install failed: {e}"))
+}
+
+/// A fresh, leaked stage name, unique in this process.
+pub fn unique(prefix: &str) -> &'static str {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    Box::leak(format!("{prefix}_{n}").into_boxed_str())
+}
