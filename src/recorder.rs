@@ -274,7 +274,8 @@ fn sample(stage: Stage, threshold: u64) -> bool {
         if let Some(c) = l.shared.sampled_out.get(stage.id() as usize) {
             // Single writer: a plain load + store, no read-modify-write.
             c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            l.shared.touched.store(true, Ordering::Relaxed);
+            // Release: an aggregator that sees the flag (Acquire) sees this count or a later one.
+            l.shared.touched.store(true, Ordering::Release);
         }
         false
     })

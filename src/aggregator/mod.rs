@@ -295,7 +295,7 @@ impl Aggregator {
                 }
             }
             if closed {
-                self.scan_sampled(ring, now);
+                self.scan_sampled(ring, now, true);
                 self.health.rings_reclaimed += 1;
             }
             !closed
@@ -395,8 +395,11 @@ impl Aggregator {
         state.dirty = true;
     }
 
-    fn scan_sampled(&mut self, ring: &mut ThreadRing, now: u64) {
-        if !ring.shared.touched.swap(false, Ordering::Relaxed) {
+    /// Counts the ring's new sampled-out calls. `last` scans even if the flag is clear: the thread
+    /// has exited, and its closed ring (Acquire) orders every counter store before this read.
+    fn scan_sampled(&mut self, ring: &mut ThreadRing, now: u64, last: bool) {
+        // Acquire: pairs with the producer's Release store of the flag.
+        if !ring.shared.touched.swap(false, Ordering::Acquire) && !last {
             return;
         }
         let counters: &[AtomicU64] = &ring.shared.sampled_out;
@@ -425,7 +428,7 @@ impl Aggregator {
     fn count_sampled_out(&mut self, now: u64) {
         let mut rings = std::mem::take(&mut self.rings);
         for ring in &mut rings {
-            self.scan_sampled(ring, now);
+            self.scan_sampled(ring, now, false);
         }
         self.rings = rings;
     }

@@ -17,13 +17,16 @@ use super::hist::{Count, Hist, Layout, rank};
 use crate::stats::{QUANTILES, StageStats, Window};
 
 /// Exact figures beside a histogram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Tally {
     pub(crate) count: u64,
     pub(crate) min: u64,
     pub(crate) max: u64,
     pub(crate) sum: u128,
+    /// Σx², exact; `u128::MAX` once it would overflow (then `sum_sq_f64` takes over).
     pub(crate) sum_sq: u128,
+    /// Σx² in floating point, for totals beyond 2^128 ns².
+    pub(crate) sum_sq_f64: f64,
     pub(crate) dropped: u64,
     pub(crate) sampled_out: u64,
     pub(crate) saturated: u64,
@@ -38,6 +41,7 @@ impl Default for Tally {
             max: 0,
             sum: 0,
             sum_sq: 0,
+            sum_sq_f64: 0.0,
             dropped: 0,
             sampled_out: 0,
             saturated: 0,
@@ -53,7 +57,12 @@ impl Tally {
         self.min = self.min.min(value);
         self.max = self.max.max(value);
         self.sum += u128::from(value);
-        self.sum_sq += u128::from(value) * u128::from(value);
+        // Saturates only past 2^128 ns² (hundreds of years of recorded time, or `record` of absurd
+        // durations); `stddev` then uses the floating-point sum.
+        self.sum_sq = self
+            .sum_sq
+            .saturating_add(u128::from(value) * u128::from(value));
+        self.sum_sq_f64 += value as f64 * value as f64;
         self.saturated += u64::from(saturated);
     }
 
@@ -62,7 +71,8 @@ impl Tally {
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         self.sum += other.sum;
-        self.sum_sq += other.sum_sq;
+        self.sum_sq = self.sum_sq.saturating_add(other.sum_sq);
+        self.sum_sq_f64 += other.sum_sq_f64;
         self.dropped += other.dropped;
         self.sampled_out += other.sampled_out;
         self.saturated += other.saturated;
@@ -262,6 +272,26 @@ fn ns(v: u64) -> Duration {
     Duration::from_nanos(v)
 }
 
+/// Population standard deviation from exact sums: exact in integers, (n·Σx² − (Σx)²) / n², while
+/// the products fit in 128 bits (total recorded time under 2^64 ns, about 584 years); in floating
+/// point beyond that. Never panics.
+fn stddev(n: u64, tally: &Tally) -> f64 {
+    let (sum, sum_sq) = (tally.sum, tally.sum_sq);
+    let n128 = u128::from(n);
+    let exact = n128
+        .checked_mul(sum_sq)
+        .zip(sum.checked_mul(sum))
+        .filter(|_| sum_sq != u128::MAX);
+    let variance = match exact {
+        Some((a, b)) => a.saturating_sub(b) as f64 / (n as f64 * n as f64),
+        None => {
+            let mean = sum as f64 / n as f64;
+            (tally.sum_sq_f64 / n as f64 - mean * mean).max(0.0)
+        }
+    };
+    variance.sqrt()
+}
+
 /// Builds the public figures from a histogram and the tally of the same records.
 pub(crate) fn stats_from<C: Count>(
     stage: crate::Stage,
@@ -301,11 +331,7 @@ pub(crate) fn stats_from<C: Count>(
     stats.max = ns(tally.max);
     let mean = tally.sum / u128::from(n);
     stats.mean = ns(mean as u64);
-    // Population variance, exact in integers: (n·Σx² − (Σx)²) / n².
-    let n128 = u128::from(n);
-    let var_num = (n128 * tally.sum_sq).saturating_sub(tally.sum * tally.sum);
-    let variance = var_num as f64 / (n128 * n128) as f64;
-    stats.stddev = Duration::from_nanos(variance.sqrt().round() as u64);
+    stats.stddev = Duration::from_nanos(stddev(n, tally).round() as u64);
 
     let ranks = QUANTILES.map(|q| rank(q, n));
     let mut indices = [0usize; QUANTILES.len()];

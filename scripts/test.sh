@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The project's test suite: the command the README gives and the one CI runs.
+# Order: cheap static checks first, the model checkers, and the main nextest suite last so its
+# summary line closes the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format"
+cargo fmt --all --check
+
+step "clippy (every target, every feature, warnings are errors)"
+cargo clippy --all-targets --all-features -- -D warnings
+
+step "doc tests"
+cargo test --doc --all-features
+
+step "loom models (bounded preemptions)"
+scripts/loom.sh
+
+step "miri on the ring"
+scripts/miri.sh
+
+step "unit, integration and property tests (nextest: one process per test)"
+cargo nextest run --all-features --no-fail-fast
