@@ -505,8 +505,8 @@ pub(crate) struct CollectorShared {
 }
 
 impl CollectorShared {
-    /// Creates this thread's ring and hands its consumer to the aggregator. The thread's one
-    /// allocation.
+    /// Creates this thread's ring and sampling counters and hands the consumer to the aggregator:
+    /// the allocations of a thread's first record, none after.
     pub(crate) fn register_thread(
         &self,
     ) -> Option<(Producer<Record>, std::sync::Arc<ThreadShared>, u64)> {
@@ -574,8 +574,7 @@ impl CollectorHandle {
     /// One stage's statistics over `window`; `None` if the stage is unknown, the window is not
     /// kept, or nothing happened for the stage in it.
     pub fn get_stats(&self, stage: impl IntoStageQuery, window: Window) -> Option<StageStats> {
-        let stage = stage.resolve()?;
-        self.shared.snapshot.load().stats(stage, window).cloned()
+        query(&self.shared.snapshot.load(), stage, window)
     }
 
     /// Every stage with activity in `window`, in stage-id order.
@@ -627,22 +626,29 @@ impl Drop for CollectorHandle {
     }
 }
 
-/// What the query functions accept: a [`Stage`], or a stage name (looked up, never registered).
+/// What the query functions accept: a [`Stage`], or the name of an unlabelled stage (looked up in
+/// the snapshot's own index: no lock, never registers).
 pub trait IntoStageQuery {
-    /// The stage, if it exists.
-    fn resolve(self) -> Option<Stage>;
+    /// The stage, if `snapshot` knows it.
+    fn find_in(self, snapshot: &Snapshot) -> Option<Stage>;
 }
 
 impl IntoStageQuery for Stage {
-    fn resolve(self) -> Option<Stage> {
+    fn find_in(self, _: &Snapshot) -> Option<Stage> {
         Some(self)
     }
 }
 
 impl IntoStageQuery for &str {
-    fn resolve(self) -> Option<Stage> {
-        Stage::lookup(self, &[])
+    fn find_in(self, snapshot: &Snapshot) -> Option<Stage> {
+        snapshot.stage_named(self)
     }
+}
+
+/// One stage's statistics over `window` from `snapshot`.
+fn query(snapshot: &Snapshot, stage: impl IntoStageQuery, window: Window) -> Option<StageStats> {
+    let stage = stage.find_in(snapshot)?;
+    snapshot.stats(stage, window).cloned()
 }
 
 fn with_current<R>(f: impl FnOnce(&CollectorShared) -> R) -> Option<R> {
@@ -653,8 +659,7 @@ fn with_current<R>(f: impl FnOnce(&CollectorShared) -> R) -> Option<R> {
 /// there is no collector, the stage is unknown, the window is not kept, or nothing happened for the
 /// stage in it. Lock-free: never waits on producers or the aggregator.
 pub fn get_stats(stage: impl IntoStageQuery, window: Window) -> Option<StageStats> {
-    let stage = stage.resolve()?;
-    with_current(|c| c.snapshot.load().stats(stage, window).cloned()).flatten()
+    with_current(|c| query(&c.snapshot.load(), stage, window)).flatten()
 }
 
 /// Every stage with activity in `window`, in stage-id order.

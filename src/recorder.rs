@@ -160,8 +160,12 @@ struct Local {
     producer: Producer<Record>,
     shared: std::sync::Arc<ThreadShared>,
     collector: Arc<CollectorShared>,
-    /// Occupancy at which the aggregator is woken early.
+    /// Occupancy at which the aggregator is woken early (half the ring).
     wake_at: usize,
+    /// Pushes between two looks at the real occupancy (a quarter of the ring): the producer's view
+    /// of the consumer's index is stale, so it re-reads it on this schedule, not on a guess.
+    check_every: u32,
+    since_check: u32,
     /// xorshift64* state for sampling draws.
     rng: u64,
     /// Span ids: ring id in the top 24 bits, a per-thread sequence below.
@@ -178,6 +182,9 @@ impl Local {
         let (collector, generation) = collector::current_or_default()?;
         let (producer, shared, ring_id) = collector.register_thread()?;
         let wake_at = producer.capacity() / 2;
+        let check_every = u32::try_from(producer.capacity() / 4)
+            .unwrap_or(u32::MAX)
+            .max(1);
         let seed = (ring_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ ticks() | 1;
         Some(Local {
             generation,
@@ -185,6 +192,8 @@ impl Local {
             shared,
             collector,
             wake_at,
+            check_every,
+            since_check: 0,
             rng: seed,
             next_span: (ring_id & 0xFF_FFFF) << 40,
         })
@@ -192,19 +201,21 @@ impl Local {
 
     #[inline]
     fn push(&mut self, record: Record) -> bool {
-        match self.producer.push(record) {
-            Ok(len) => {
-                if len == self.wake_at {
-                    self.half_full();
-                }
-                true
-            }
-            Err(_) => false,
+        if self.producer.push(record).is_err() {
+            return false;
         }
+        self.since_check += 1;
+        if self.since_check >= self.check_every {
+            self.check_fill();
+        }
+        true
     }
 
+    /// Wakes the aggregator if the ring is at least half full. Between two checks at most a
+    /// quarter of the ring fills, so the aggregator is woken with a quarter still free.
     #[cold]
-    fn half_full(&mut self) {
+    fn check_fill(&mut self) {
+        self.since_check = 0;
         if self.producer.refresh_len() >= self.wake_at {
             self.collector.wake();
         }
@@ -298,8 +309,15 @@ fn publish_start(stage: Stage, start: u64) -> u64 {
         });
         if published { span } else { 0 }
     })
-    .unwrap_or(0)
+    .filter(|span| *span != 0)
+    .unwrap_or_else(|| {
+        UNTRACKED_STARTS.fetch_add(1, Ordering::Relaxed);
+        0
+    })
 }
+
+/// Deadline-watched starts that could not be published (see [`crate::Health::untracked_starts`]).
+pub(crate) static UNTRACKED_STARTS: AtomicU64 = AtomicU64::new(0);
 
 #[inline(always)]
 fn span_record(stage: Stage, span: u64, start: u64, end: u64) -> Record {
@@ -465,7 +483,9 @@ const SKIPPED: u32 = u32::MAX;
 /// now. The total is recorded when the lap ends: at [`Lap::end_with`]'s boundary, or at
 /// [`Lap::finish`] / drop (one more clock read). Splits are kept on the stack and written to the
 /// ring together when the lap ends (or every 15 splits), so a split costs a clock read and a few
-/// stores. Sampling is decided once per lap: a sampled-out lap records none of its stages.
+/// stores. Sampling and the switches are decided once per lap, by its total stage: a sampled-out
+/// lap (or one whose total stage is disabled) records none of its stages, and counts one skipped
+/// call, for the total only.
 #[must_use = "the lap's total is recorded when it drops: binding it to `_` ends it at once"]
 pub struct Lap {
     total: Option<Stage>,

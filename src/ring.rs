@@ -134,6 +134,23 @@ pub struct Consumer<T> {
     not_sync: PhantomData<Cell<()>>,
 }
 
+/// Advances the consumer's head past the records passed so far, when `drain` ends or unwinds.
+struct HeadAdvance<'a, T> {
+    consumer: &'a mut Consumer<T>,
+    passed: usize,
+}
+
+impl<T> Drop for HeadAdvance<'_, T> {
+    fn drop(&mut self) {
+        if self.passed > 0 {
+            let c = &mut *self.consumer;
+            c.head = c.head.wrapping_add(self.passed);
+            // Release: our reads of these slots happen before the producer reuses them.
+            c.shared.head.store(c.head, Ordering::Release);
+        }
+    }
+}
+
 impl<T: Copy> Consumer<T> {
     /// Removes the oldest record, if any.
     pub fn pop(&mut self) -> Option<T> {
@@ -144,6 +161,9 @@ impl<T: Copy> Consumer<T> {
 
     /// Passes up to `limit` of the oldest records to `f`, oldest first, and releases their slots
     /// to the producer in one store. Returns how many were passed.
+    ///
+    /// If `f` panics, the records already passed to it (the one it panicked on included) stay
+    /// consumed: a record that makes the consumer panic is not handed to it again.
     pub fn drain(&mut self, limit: usize, mut f: impl FnMut(T)) -> usize {
         if self.cached_tail.wrapping_sub(self.head) < limit {
             // The cached view cannot satisfy the request: look at the real tail.
@@ -152,20 +172,21 @@ impl<T: Copy> Consumer<T> {
         }
         let available = self.cached_tail.wrapping_sub(self.head);
         let n = available.min(limit);
-        for i in 0..n {
-            let index = self.head.wrapping_add(i) & self.shared.mask;
+        let mut release = HeadAdvance {
+            consumer: self,
+            passed: 0,
+        };
+        while release.passed < n {
+            let consumer = &*release.consumer;
+            let index = consumer.head.wrapping_add(release.passed) & consumer.shared.mask;
             // SAFETY: `index <= mask < slots.len()`.
-            let slot = unsafe { self.shared.slots.get_unchecked(index) };
+            let slot = unsafe { consumer.shared.slots.get_unchecked(index) };
             // SAFETY: the slot is inside `head..tail`: the producer initialised it and published it
             // with the Release store we Acquire-loaded, and it does not touch it until we advance
-            // `head` past it below. `T: Copy`, so reading leaves nothing to drop.
+            // `head` past it (in `HeadAdvance::drop`). `T: Copy`, so reading leaves nothing to drop.
             let value = slot.with(|p| unsafe { (*p).assume_init_read() });
+            release.passed += 1;
             f(value);
-        }
-        if n > 0 {
-            self.head = self.head.wrapping_add(n);
-            // Release: our reads of these slots happen before the producer reuses them.
-            self.shared.head.store(self.head, Ordering::Release);
         }
         n
     }
@@ -246,6 +267,22 @@ mod tests {
         assert!(c.is_closed());
         assert_eq!(c.pop(), Some(7));
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn a_panicking_consumer_does_not_see_the_same_record_twice() {
+        let (mut p, mut c) = ring::<u32>(8);
+        for i in 0..5 {
+            p.push(i).unwrap();
+        }
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.drain(usize::MAX, |v| assert_ne!(v, 2, "poisoned record"));
+        }));
+        assert!(caught.is_err());
+        let mut rest = Vec::new();
+        c.drain(usize::MAX, |v| rest.push(v));
+        assert_eq!(rest, vec![3, 4]);
+        assert_eq!(p.refresh_len(), 0);
     }
 
     #[test]

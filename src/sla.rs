@@ -109,10 +109,29 @@ impl From<f64> for Value {
     }
 }
 
+/// A duration to three significant digits: `4.11ms`, `250µs`, `1.50s`.
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    let ns = d.as_nanos() as f64;
+    let (v, unit) = match ns {
+        n if n < 1e3 => (n, "ns"),
+        n if n < 1e6 => (n / 1e3, "µs"),
+        n if n < 1e9 => (n / 1e6, "ms"),
+        n => (n / 1e9, "s"),
+    };
+    let decimals = if v >= 99.95 {
+        0
+    } else if v >= 9.995 {
+        1
+    } else {
+        2
+    };
+    format!("{v:.decimals$}{unit}")
+}
+
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Value::Latency(d) => write!(f, "{d:?}"),
+            Value::Latency(d) => f.write_str(&fmt_duration(*d)),
             Value::Ratio(r) => write!(f, "{:.2}%", r * 100.0),
         }
     }
@@ -135,7 +154,15 @@ pub struct SlaRule {
     pub critical: Option<Value>,
     /// Whether a critical violation trips the stage's latency guard (default true).
     pub trips_guard: bool,
+    /// Spans (completed or missed) the window must hold before the rule judges it (default 1):
+    /// a p99 of ten spans is their max.
+    pub min_count: u64,
 }
+
+/// A violation in force is left (for callbacks and latency guards) only once the observed value
+/// falls below this fraction of the threshold, so a metric hovering at its threshold does not
+/// announce or trip again at every cycle.
+pub const CLEAR_BELOW: f64 = 0.9;
 
 impl SlaRule {
     /// A rule with no thresholds yet; add them with [`SlaRule::warning`] and
@@ -149,7 +176,14 @@ impl SlaRule {
             warning: None,
             critical: None,
             trips_guard: true,
+            min_count: 1,
         }
+    }
+
+    /// Judges the window only once it holds at least `spans` spans.
+    pub fn with_min_count(mut self, spans: u64) -> Self {
+        self.min_count = spans;
+        self
     }
 
     /// Sets the warning threshold (a `Duration`, or an `f64` ratio for the miss rate).
@@ -232,6 +266,9 @@ impl SlaRule {
     }
 
     fn observe(&self, s: &StageStats) -> Option<Value> {
+        if s.count.max(s.deadline_misses) < self.min_count.max(1) {
+            return None;
+        }
         Some(match self.metric {
             Metric::DeadlineMissRate => {
                 if s.count == 0 && s.deadline_misses == 0 {
@@ -267,6 +304,34 @@ impl SlaRule {
             threshold,
             observed,
         })
+    }
+
+    fn threshold(&self, severity: Severity) -> Option<Value> {
+        match severity {
+            Severity::Warning => self.warning,
+            Severity::Critical => self.critical,
+        }
+    }
+
+    /// The severity in force after this evaluation, given the one in force before: a drop in
+    /// severity takes effect only once the observed value is below [`CLEAR_BELOW`] of the
+    /// threshold being left.
+    pub(crate) fn settle(
+        &self,
+        stats: Option<&StageStats>,
+        previous: Option<Severity>,
+    ) -> Option<Severity> {
+        let now = stats.and_then(|s| self.judge(s)).map(|v| v.severity);
+        match previous {
+            Some(prev) if now < Some(prev) => {
+                let observed = stats.and_then(|s| self.observe(s));
+                let holding = observed
+                    .zip(self.threshold(prev))
+                    .is_some_and(|(o, t)| o.as_f64() > t.as_f64() * CLEAR_BELOW);
+                if holding { Some(prev) } else { now }
+            }
+            _ => now,
+        }
     }
 }
 
@@ -491,6 +556,7 @@ mod tests {
             saturated: 0,
             deadline_misses: misses,
             in_flight: 0,
+            deadline: None,
         }
     }
 
@@ -514,6 +580,57 @@ mod tests {
         assert_eq!(v.observed, Value::Latency(Duration::from_millis(201)));
         assert_eq!(v.threshold, Value::Latency(Duration::from_millis(200)));
         assert_eq!(rule.judge(&stats(0, 999, 0)), None, "no data, no verdict");
+    }
+
+    #[test]
+    fn durations_display_to_three_significant_digits() {
+        let d = |ns| fmt_duration(Duration::from_nanos(ns));
+        assert_eq!(d(4_108_371), "4.11ms");
+        assert_eq!(d(250_000), "250µs");
+        assert_eq!(d(1_500_000_000), "1.50s");
+        assert_eq!(d(999), "999ns");
+        assert_eq!(d(12_345), "12.3µs");
+        let v = SlaRule::new("tick_total", Window::S60, Metric::P95)
+            .critical(Duration::from_millis(200))
+            .judge(&stats(10, 201, 0))
+            .unwrap();
+        assert_eq!(
+            v.to_string(),
+            "critical tick_total p95 over 60s: 201ms > 200ms"
+        );
+    }
+
+    #[test]
+    fn settled_severity_leaves_a_level_only_well_below_its_threshold() {
+        let rule = SlaRule::new("tick_total", Window::S60, Metric::P95)
+            .warning(Duration::from_millis(100))
+            .critical(Duration::from_millis(200));
+        let crit = Some(Severity::Critical);
+        assert_eq!(rule.settle(Some(&stats(10, 201, 0)), None), crit);
+        assert_eq!(
+            rule.settle(Some(&stats(10, 190, 0)), crit),
+            crit,
+            "above 90 % of 200 ms: holds"
+        );
+        assert_eq!(
+            rule.settle(Some(&stats(10, 170, 0)), crit),
+            Some(Severity::Warning)
+        );
+        assert_eq!(
+            rule.settle(Some(&stats(10, 95, 0)), Some(Severity::Warning)),
+            Some(Severity::Warning)
+        );
+        assert_eq!(
+            rule.settle(Some(&stats(10, 85, 0)), Some(Severity::Warning)),
+            None
+        );
+        assert_eq!(rule.settle(None, crit), None, "no data clears");
+        let picky = rule.clone().with_min_count(20);
+        assert_eq!(
+            picky.settle(Some(&stats(10, 500, 0)), None),
+            None,
+            "too few spans to judge"
+        );
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub struct StageStats {
     pub sampled_out: u64,
     /// Every call that reached the stage: `count + sampled_out + dropped`. With sampling on this is
     /// the true call count (the "estimated total" is exact because skipped calls are counted).
+    /// One exception: a [`crate::Lap`] is sampled as a whole, and a sampled-out lap counts one
+    /// skipped call for its total stage only, not for the splits it never reached.
     pub calls: u64,
     /// Values above the histogram's highest trackable value, recorded as that value.
     pub saturated: u64,
@@ -81,6 +83,8 @@ pub struct StageStats {
     /// Spans of the stage started but not yet ended, as of the snapshot (cumulative window only;
     /// 0 elsewhere). Only stages with a deadline publish their starts.
     pub in_flight: u64,
+    /// The stage's deadline when the snapshot was taken, if it has one.
+    pub deadline: Option<Duration>,
 }
 
 impl StageStats {
@@ -156,7 +160,8 @@ pub struct Health {
     pub ring_capacity: usize,
     /// Aggregator cycles run.
     pub cycles: u64,
-    /// Time the last cycle took.
+    /// Time the cycle before this snapshot's took (a cycle's own time is known only after it
+    /// has published).
     pub last_cycle: Duration,
     /// Age of the oldest record drained in the last cycle: how far the aggregator lags the hot path.
     pub lag: Duration,
@@ -172,6 +177,10 @@ pub struct Health {
     pub enabled: bool,
     /// Deadline-watched spans in flight.
     pub in_flight: usize,
+    /// Deadline-watched spans whose start record did not fit in the ring, since the process
+    /// started: they are judged by their duration alone when they end, and cannot count as a miss
+    /// while stuck.
+    pub untracked_starts: u64,
     /// In-flight spans given up on (their end never arrived within the abandon horizon, e.g.
     /// because the end record was dropped).
     pub abandoned: u64,
@@ -208,6 +217,8 @@ pub struct Snapshot {
     pub(crate) stages: Vec<Option<std::sync::Arc<StageSnapshot>>>,
     pub(crate) violations: Vec<crate::sla::Violation>,
     pub(crate) guard_trips: Vec<GuardTrips>,
+    /// Unlabelled stages by name, for lock-free queries by name.
+    pub(crate) names: std::sync::Arc<std::collections::HashMap<&'static str, u32>>,
     /// The library's own health and accounting.
     pub health: Health,
 }
@@ -228,8 +239,14 @@ impl Snapshot {
             stages: Vec::new(),
             violations: Vec::new(),
             guard_trips: Vec::new(),
+            names: std::sync::Arc::default(),
             health: Health::default(),
         }
+    }
+
+    /// The unlabelled stage called `name`, if the snapshot knows it.
+    pub(crate) fn stage_named(&self, name: &str) -> Option<crate::Stage> {
+        crate::stage::registry().get(*self.names.get(name)?)
     }
 
     fn window_index(&self, window: Window) -> Option<usize> {

@@ -121,6 +121,9 @@ pub(crate) struct Aggregator {
     rule_stages: Vec<Option<Stage>>,
     rule_state: Vec<Option<Severity>>,
     health: Health,
+    /// Unlabelled stage names → ids, shared by snapshots; rebuilt when stages are added (the
+    /// second field is the stage count it was built for).
+    names: (std::sync::Arc<HashMap<&'static str, u32>>, usize),
     oldest_in_cycle: u64,
     adaptive_mark: (u64, u64),
     cycle: u64,
@@ -163,6 +166,7 @@ impl Aggregator {
             rule_stages,
             rule_state,
             health,
+            names: (std::sync::Arc::default(), 0),
             oldest_in_cycle: u64::MAX,
             adaptive_mark: (0, 0),
             cycle: 0,
@@ -275,32 +279,39 @@ impl Aggregator {
         self.shared.pending.take_all(&mut self.rings);
     }
 
-    fn drain(&mut self, now: u64) {
+    /// Runs `f` over the rings, putting them back even if `f` panics (the panic then goes on to
+    /// the cycle's catch): a bug in one cycle must not orphan every thread's ring.
+    fn with_rings(&mut self, f: impl FnOnce(&mut Self, &mut Vec<ThreadRing>)) {
         let mut rings = std::mem::take(&mut self.rings);
-        rings.retain_mut(|ring| {
-            // Read `closed` before draining: if it was set, every push happened before, so this
-            // drain empties the ring for good.
-            let closed = ring.consumer.is_closed();
-            let waiting = ring.consumer.len();
-            self.health.ring_high_water = self.health.ring_high_water.max(waiting);
-            loop {
-                let mut batch = 0;
-                ring.consumer.drain(DRAIN_BATCH, |r| {
-                    batch += 1;
-                    self.process(r);
-                });
-                self.health.records += batch as u64;
-                if batch < DRAIN_BATCH || !closed {
-                    break;
-                }
-            }
-            if closed {
-                self.scan_sampled(ring, now, true);
-                self.health.rings_reclaimed += 1;
-            }
-            !closed
-        });
+        let result = catch_unwind(AssertUnwindSafe(|| f(self, &mut rings)));
+        rings.append(&mut self.rings);
         self.rings = rings;
+        if let Err(panic) = result {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    fn drain(&mut self, now: u64) {
+        self.with_rings(|this, rings| {
+            rings.retain_mut(|ring| {
+                // Read `closed` before draining: if it was set, every push happened before, so
+                // this drain empties the ring for good.
+                let closed = ring.consumer.is_closed();
+                let waiting = ring.consumer.len();
+                this.health.ring_high_water = this.health.ring_high_water.max(waiting);
+                while ring.consumer.drain(DRAIN_BATCH, |r| {
+                    this.health.records += 1;
+                    this.process(r);
+                }) == DRAIN_BATCH
+                    && closed
+                {}
+                if closed {
+                    this.scan_sampled(ring, now, true);
+                    this.health.rings_reclaimed += 1;
+                }
+                !closed
+            });
+        });
     }
 
     fn stage_state(&mut self, id: u32) -> Option<&mut StageState> {
@@ -426,11 +437,11 @@ impl Aggregator {
     }
 
     fn count_sampled_out(&mut self, now: u64) {
-        let mut rings = std::mem::take(&mut self.rings);
-        for ring in &mut rings {
-            self.scan_sampled(ring, now, false);
-        }
-        self.rings = rings;
+        self.with_rings(|this, rings| {
+            for ring in rings {
+                this.scan_sampled(ring, now, false);
+            }
+        });
     }
 
     fn count_drops(&mut self, now: u64) {
@@ -565,6 +576,16 @@ impl Aggregator {
         h.sampling_rate = threshold_to_rate(CONTROL.sampling_threshold());
         h.enabled = crate::recorder::is_enabled();
         h.histogram_bytes = histogram_bytes;
+        h.untracked_starts = crate::recorder::UNTRACKED_STARTS.load(Ordering::Relaxed);
+        if self.names.1 != self.stages.len() {
+            let names = self
+                .stages
+                .iter()
+                .filter(|s| s.stage.labels().is_empty())
+                .map(|s| (s.stage.name(), s.stage.id()))
+                .collect();
+            self.names = (std::sync::Arc::new(names), self.stages.len());
+        }
         let mut snapshot = Snapshot {
             taken_at: self.started.elapsed(),
             windows: self
@@ -577,12 +598,20 @@ impl Aggregator {
             stages,
             violations: Vec::new(),
             guard_trips,
+            names: self.names.0.clone(),
             health: self.health.clone(),
         };
-        snapshot.violations = self.evaluate_sla(&snapshot);
-        // After the evaluation, so a callback panic in this cycle is already counted.
-        snapshot.health = self.health.clone();
+        let changed;
+        (snapshot.violations, changed) = self.evaluate_sla(&snapshot);
         self.shared.snapshot.store(std::sync::Arc::new(snapshot));
+        // After publishing, so a callback that queries sees the figures that triggered it.
+        if !changed.is_empty()
+            && let Some(callback) = &self.config.callback
+            && catch_unwind(AssertUnwindSafe(|| callback(&changed))).is_err()
+        {
+            self.health.callback_panics += 1;
+            self.publish_health_only();
+        }
     }
 
     /// After a caught panic: keep the last statistics, update the health figures.
@@ -594,12 +623,17 @@ impl Aggregator {
             stages: old.stages.clone(),
             violations: old.violations.clone(),
             guard_trips: old.guard_trips.clone(),
+            names: old.names.clone(),
             health: self.health.clone(),
         };
         self.shared.snapshot.store(std::sync::Arc::new(snapshot));
     }
 
-    fn evaluate_sla(&mut self, snapshot: &Snapshot) -> Vec<Violation> {
+    /// Judges every rule against `snapshot`. Returns the violations (as data: this cycle's raw
+    /// verdicts) and those whose settled severity started or changed (for the callback). Latency
+    /// guards follow the settled severity, which leaves a level only below
+    /// [`crate::sla::CLEAR_BELOW`] of its threshold, so one episode trips a guard once.
+    fn evaluate_sla(&mut self, snapshot: &Snapshot) -> (Vec<Violation>, Vec<Violation>) {
         let mut violations = Vec::new();
         let mut changed = Vec::new();
         let mut critical: Vec<Stage> = Vec::new();
@@ -607,22 +641,19 @@ impl Aggregator {
             let Some(stage) = self.rule_stages[i] else {
                 continue;
             };
-            let verdict = snapshot
-                .stats(stage, rule.window)
-                .and_then(|s| rule.judge(s));
-            let severity = verdict.as_ref().map(|v| v.severity);
-            if severity != self.rule_state[i] {
-                self.rule_state[i] = severity;
-                if let Some(v) = &verdict {
+            let stats = snapshot.stats(stage, rule.window);
+            let verdict = stats.and_then(|s| rule.judge(s));
+            let settled = rule.settle(stats, self.rule_state[i]);
+            if settled != self.rule_state[i] {
+                self.rule_state[i] = settled;
+                if let Some(v) = verdict.as_ref().filter(|v| Some(v.severity) == settled) {
                     changed.push(v.clone());
                 }
             }
-            if let Some(v) = verdict {
-                if v.severity == Severity::Critical && rule.trips_guard {
-                    critical.push(stage);
-                }
-                violations.push(v);
+            if settled == Some(Severity::Critical) && rule.trips_guard {
+                critical.push(stage);
             }
+            violations.extend(verdict);
         }
         for stage in self.rule_stages.iter().flatten() {
             let now_critical = critical.contains(stage);
@@ -634,13 +665,7 @@ impl Aggregator {
                 reason.trip();
             }
         }
-        if !changed.is_empty()
-            && let Some(callback) = &self.config.callback
-            && catch_unwind(AssertUnwindSafe(|| callback(&changed))).is_err()
-        {
-            self.health.callback_panics += 1;
-        }
-        violations
+        (violations, changed)
     }
 }
 

@@ -322,6 +322,7 @@ pub(crate) fn stats_from<C: Count>(
         saturated: tally.saturated,
         deadline_misses: tally.misses,
         in_flight,
+        deadline: stage.deadline(),
     };
     let n = tally.count;
     if n == 0 {
