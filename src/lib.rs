@@ -71,41 +71,63 @@
 //! * A span that starts before its collector is stopped and ends after the final drain is lost
 //!   with the ring (the window is a few microseconds at shutdown).
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 // The two modules that read the TSC and own the ring's slots opt back in, each with a SAFETY line
 // on every block.
 #![cfg_attr(not(loom), doc(test(attr(deny(warnings)))))]
 
+// Under `--cfg loom` only the loom-checked core builds (`tests/loom.rs`): the ring, the ring
+// handoff and the sync shim. The rest uses std primitives and statics that loom cannot run.
+#[cfg(not(loom))]
 mod aggregator;
+#[cfg(not(loom))]
 pub mod clock;
+#[cfg(not(loom))]
 mod collector;
+#[cfg(not(loom))]
 mod error;
+#[cfg(loom)]
+pub mod handoff;
+#[cfg(not(loom))]
+mod handoff;
+#[cfg(not(loom))]
 mod recorder;
 pub mod ring;
+#[cfg(not(loom))]
 mod sla;
+#[cfg(not(loom))]
 mod stage;
+#[cfg(not(loom))]
 mod stats;
 mod sync;
 
+#[cfg(not(loom))]
 pub use collector::{
     AdaptiveSampling, Collector, CollectorBuilder, CollectorHandle, IntoStageQuery,
     MAX_RING_CAPACITY, MAX_SLICES_PER_WINDOW, SlaCallback, WindowSpec, check_sla_violations, flush,
     get_all_stats, get_stats, health, snapshot,
 };
+#[cfg(not(loom))]
 pub use error::{ConfigError, InstallError, InstallErrorKind, StageError};
+#[cfg(not(loom))]
 pub use recorder::{
     Lap, SpanGuard, SpanToken, is_enabled, lap, record, record_end, record_start, sampling_rate,
     set_enabled, set_sampling_rate, start,
 };
+#[cfg(not(loom))]
 pub use sla::{
-    GuardReason, MAX_GUARD_REASONS, Metric, Severity, SlaPreset, SlaRule, Value, Violation,
-    guard_trip, presets,
+    CLEAR_BELOW, GuardReason, MAX_GUARD_REASONS, Metric, Severity, SlaPreset, SlaRule, Value,
+    Violation, guard_trip, presets,
 };
+#[cfg(not(loom))]
 pub use stage::{
     DEFAULT_MAX_STAGES, IntoStage, Labels, LatencyGuard, MAX_NAME_LEN, MAX_STAGES_LIMIT, Stage,
 };
+#[cfg(not(loom))]
 pub use stats::{GuardTrips, Health, Snapshot, StageSnapshotIter, StageStats, Window};
 
 /// Guard trips of every reason over `window`, from the current collector's latest snapshot.
+#[cfg(not(loom))]
 pub fn guard_trips(window: Window) -> Vec<(&'static str, u64)> {
     snapshot()
         .map(|s| s.guard_trips(window))
@@ -115,6 +137,7 @@ pub fn guard_trips(window: Window) -> Vec<(&'static str, u64)> {
 /// Trips `reason` when `condition` holds and returns `condition`: `if guard_trip_if(vol > max,
 /// "vol_hard") { return; }`.
 #[inline]
+#[cfg(not(loom))]
 pub fn guard_trip_if(condition: bool, reason: &'static str) -> bool {
     if condition {
         guard_trip(reason);
@@ -125,6 +148,7 @@ pub fn guard_trip_if(condition: bool, reason: &'static str) -> bool {
 /// The exact nearest-rank definition every percentile here follows: the rank of quantile `q` among
 /// `n` sorted values is ⌈q·n⌉ (at least 1), with products within 1e-9 of an integer taken as that
 /// integer. Tests compare reported percentiles with `sorted[rank(q, n) - 1]`.
+#[cfg(not(loom))]
 pub fn rank(q: f64, n: u64) -> u64 {
     aggregator::hist::rank(q, n)
 }
