@@ -39,8 +39,14 @@ unsafe impl<T: Send> Send for Shared<T> {}
 /// Creates a ring holding at least `capacity` records (rounded up to a power of two, minimum 2).
 ///
 /// Allocates once, here; pushing and popping never allocate.
+///
+/// # Panics
+/// If `capacity` rounds up past `usize::MAX` (the collector caps rings far below that).
 pub fn ring<T: Copy>(capacity: usize) -> (Producer<T>, Consumer<T>) {
-    let capacity = capacity.max(2).next_power_of_two();
+    let capacity = capacity
+        .max(2)
+        .checked_next_power_of_two()
+        .expect("ring capacity must round up to a power of two that fits in usize");
     let slots = (0..capacity)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
         .collect::<Vec<_>>()
