@@ -87,6 +87,7 @@ impl Control {
             });
     }
 
+    #[inline(always)]
     pub(crate) fn sampling_threshold(&self) -> u64 {
         self.sampling.load(Ordering::Relaxed)
     }
@@ -260,20 +261,21 @@ fn push_or_count(stage: Stage, record: Record) {
     }
 }
 
-/// Decides whether a call of `stage` records. Counts sampled-out calls.
+/// Decides whether a call of `stage` records, returning the stage's flags if so. Counts
+/// sampled-out calls.
 #[inline(always)]
-fn admit(stage: Stage) -> bool {
+fn admit(stage: Stage) -> Option<u32> {
     let state = CONTROL.state();
     let flags = stage.0.flags();
     if state & (ENABLED | STOPPED) != ENABLED || flags & FLAG_DISABLED != 0 {
-        return false;
+        return None;
     }
     let threshold = if flags & FLAG_SAMPLED != 0 {
         stage.0.sample_threshold.load(Ordering::Relaxed)
     } else {
         CONTROL.sampling_threshold()
     };
-    threshold == u64::MAX || sample(stage, threshold)
+    (threshold == u64::MAX || sample(stage, threshold)).then_some(flags)
 }
 
 #[cold]
@@ -370,13 +372,19 @@ impl SpanGuard {
 }
 
 impl Drop for SpanGuard {
-    #[inline]
+    // Inline only the test, so an inert (disabled, sampled-out) guard costs a branch, not a call.
+    #[inline(always)]
     fn drop(&mut self) {
         if let Some(stage) = self.stage {
-            let end = ticks();
-            push_or_count(stage, span_record(stage, self.span, self.start, end));
+            end_span(stage, self.span, self.start);
         }
     }
+}
+
+#[inline(never)]
+fn end_span(stage: Stage, span: u64, start: u64) {
+    let end = ticks();
+    push_or_count(stage, span_record(stage, span, start, end));
 }
 
 /// Starts a span of `stage`; it is recorded when the returned guard drops.
@@ -393,11 +401,11 @@ pub fn start(stage: impl IntoStage) -> SpanGuard {
     let Some(stage) = stage.into_stage() else {
         return SpanGuard::INERT;
     };
-    if !admit(stage) {
+    let Some(flags) = admit(stage) else {
         return SpanGuard::INERT;
-    }
+    };
     let start = ticks();
-    let span = if stage.0.flags() & FLAG_WATCHED != 0 {
+    let span = if flags & FLAG_WATCHED != 0 {
         publish_start(stage, start)
     } else {
         0
@@ -446,7 +454,7 @@ pub fn record(stage: impl IntoStage, duration: Duration) {
     let Some(stage) = stage.into_stage() else {
         return;
     };
-    if !admit(stage) {
+    if admit(stage).is_none() {
         return;
     }
     let ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
@@ -463,7 +471,7 @@ pub fn record(stage: impl IntoStage, duration: Duration) {
 }
 
 /// Most splits a [`Lap`] holds before it writes them out.
-const LAP_SPLITS: usize = 15;
+const LAP_SPLITS: usize = 7;
 /// Marks a split whose stage records nothing (disabled, or a name that could not be registered).
 const SKIPPED: u32 = u32::MAX;
 
@@ -482,7 +490,7 @@ const SKIPPED: u32 = u32::MAX;
 /// Each split records its stage from the previous boundary (the lap's start or the last split) to
 /// now. The total is recorded when the lap ends: at [`Lap::end_with`]'s boundary, or at
 /// [`Lap::finish`] / drop (one more clock read). Splits are kept on the stack and written to the
-/// ring together when the lap ends (or every 15 splits), so a split costs a clock read and a few
+/// ring together when the lap ends (or every 7 splits), so a split costs a clock read and a few
 /// stores. Sampling and the switches are decided once per lap, by its total stage: a sampled-out
 /// lap (or one whose total stage is disabled) records none of its stages, and counts one skipped
 /// call, for the total only.
@@ -546,15 +554,20 @@ impl Lap {
         self.splits[self.len] = (id, now);
         self.len += 1;
         if self.len == LAP_SPLITS {
-            self.flush();
+            self.flush(None);
         }
     }
 
-    /// Writes the pending splits into the ring, counting any that do not fit as dropped.
-    fn flush(&mut self) {
+    /// Writes the pending splits, and the total if `total_end` is given, into the ring in one
+    /// visit to the thread's ring, counting any record that does not fit as dropped.
+    fn flush(&mut self, total_end: Option<u64>) {
         let splits = &self.splits[..self.len];
         let first = self.flushed_at;
-        let written = with_local(|l| {
+        let total = total_end.and_then(|end| {
+            let stage = self.total.take()?;
+            Some((stage, span_record(stage, self.span, self.start, end)))
+        });
+        let (written, total_written) = with_local(|l| {
             let mut from = first;
             for (i, &(id, at)) in splits.iter().enumerate() {
                 let record = Record {
@@ -565,17 +578,25 @@ impl Lap {
                     b: at,
                 };
                 if id != SKIPPED && !l.push(record) {
-                    return i;
+                    return (i, false);
                 }
                 from = at;
             }
-            splits.len()
+            (
+                splits.len(),
+                total.is_some_and(|(_, record)| l.push(record)),
+            )
         })
-        .unwrap_or(0);
+        .unwrap_or((0, false));
         for &(id, _) in &splits[written..] {
             if let Some(stage) = crate::stage::registry().get(id) {
                 stage.0.dropped.fetch_add(1, Ordering::Relaxed);
             }
+        }
+        if let Some((stage, _)) = total
+            && !total_written
+        {
+            stage.0.dropped.fetch_add(1, Ordering::Relaxed);
         }
         self.flushed_at = splits.last().map_or(self.flushed_at, |&(_, at)| at);
         self.len = 0;
@@ -596,12 +617,7 @@ impl Lap {
     pub fn finish(self) {}
 
     fn close(&mut self, end: u64) {
-        if self.len > 0 {
-            self.flush();
-        }
-        if let Some(total) = self.total.take() {
-            push_or_count(total, span_record(total, self.span, self.start, end));
-        }
+        self.flush(Some(end));
     }
 }
 

@@ -285,7 +285,8 @@ struct LiteralSlot {
     /// Address of the `&'static str`; 0 = empty. Written once, last (Release).
     ptr: AtomicUsize,
     len: AtomicUsize,
-    id: AtomicU32,
+    /// The stage itself, so a hit costs no lookup by id.
+    stage: OnceLock<Stage>,
 }
 
 pub(crate) struct Registry {
@@ -308,7 +309,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
         .map(|_| LiteralSlot {
             ptr: AtomicUsize::new(0),
             len: AtomicUsize::new(0),
-            id: AtomicU32::new(0),
+            stage: OnceLock::new(),
         })
         .collect(),
     literals_used: AtomicUsize::new(0),
@@ -445,10 +446,10 @@ impl Registry {
         let mut slot = literal_hash(ptr);
         for _ in 0..LITERAL_PROBES {
             let entry = &self.literals[slot];
-            // Acquire: pairs with the Release in `remember_literal`; `len` and `id` are visible.
+            // Acquire: pairs with the Release in `remember_literal`; `len` and `stage` are set.
             let p = entry.ptr.load(Ordering::Acquire);
             if p == ptr && entry.len.load(Ordering::Relaxed) == name.len() {
-                return self.get(entry.id.load(Ordering::Relaxed));
+                return entry.stage.get().copied();
             }
             if p == 0 {
                 break;
@@ -488,8 +489,8 @@ impl Registry {
             }
             if p == 0 {
                 entry.len.store(name.len(), Ordering::Relaxed);
-                entry.id.store(stage.id(), Ordering::Relaxed);
-                // Release: publishes `len` and `id` to readers that see this pointer.
+                let _ = entry.stage.set(stage);
+                // Release: publishes `len` and `stage` to readers that see this pointer.
                 entry.ptr.store(ptr, Ordering::Release);
                 self.literals_used.fetch_add(1, Ordering::Relaxed);
                 return;

@@ -101,7 +101,9 @@ impl Baseline {
 }
 
 /// Records drained per ring per visit, so one flooding thread cannot starve the others.
-const DRAIN_BATCH: usize = 1 << 16;
+const DRAIN_BATCH: usize = 1 << 14;
+/// Visits per ring per cycle at most: a cycle ends even if producers keep up with it.
+const MAX_PASSES: usize = 64;
 
 pub(crate) struct Aggregator {
     shared: Arc<CollectorShared>,
@@ -293,24 +295,41 @@ impl Aggregator {
 
     fn drain(&mut self, now: u64) {
         self.with_rings(|this, rings| {
-            rings.retain_mut(|ring| {
-                // Read `closed` before draining: if it was set, every push happened before, so
-                // this drain empties the ring for good.
-                let closed = ring.consumer.is_closed();
-                let waiting = ring.consumer.len();
-                this.health.ring_high_water = this.health.ring_high_water.max(waiting);
-                while ring.consumer.drain(DRAIN_BATCH, |r| {
-                    this.health.records += 1;
-                    this.process(r);
-                }) == DRAIN_BATCH
-                    && closed
-                {}
-                if closed {
-                    this.scan_sampled(ring, now, true);
-                    this.health.rings_reclaimed += 1;
+            // Visit the rings in turn, a batch each, while any of them still had a full batch: a
+            // fast thread is not capped at one batch per cycle, and cannot starve the others.
+            for pass in 0..MAX_PASSES {
+                let mut more = false;
+                rings.retain_mut(|ring| {
+                    // Read `closed` before draining: if it was set, every push happened before,
+                    // so draining until empty empties the ring for good.
+                    let closed = ring.consumer.is_closed();
+                    if pass == 0 {
+                        let waiting = ring.consumer.len();
+                        this.health.ring_high_water = this.health.ring_high_water.max(waiting);
+                    }
+                    loop {
+                        let n = ring.consumer.drain(DRAIN_BATCH, |r| {
+                            this.health.records += 1;
+                            this.process(r);
+                        });
+                        if n < DRAIN_BATCH {
+                            break;
+                        }
+                        if !closed {
+                            more = true;
+                            break;
+                        }
+                    }
+                    if closed {
+                        this.scan_sampled(ring, now, true);
+                        this.health.rings_reclaimed += 1;
+                    }
+                    !closed
+                });
+                if !more {
+                    break;
                 }
-                !closed
-            });
+            }
         });
     }
 
