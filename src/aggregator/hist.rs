@@ -192,7 +192,6 @@ impl<C: Count> Hist<C> {
     }
 
     /// Adds every count of `other` (of the same layout).
-    #[cfg(test)]
     pub(crate) fn add<D: Count>(&mut self, other: &Hist<D>) {
         for (chunk, counts) in other.chunks.iter().enumerate() {
             let Some(counts) = counts else { continue };
@@ -240,39 +239,9 @@ impl<C: Count> Hist<C> {
     /// For each rank in `ranks` (ascending, each in 1..=total), the counter index holding the
     /// record of that rank in sorted order. One walk over the chunk totals and into the chunks
     /// that hold a rank.
+    #[cfg(test)]
     pub(crate) fn indices_at_ranks(&self, ranks: &[u64], out: &mut [usize]) {
-        debug_assert!(ranks.windows(2).all(|w| w[0] <= w[1]));
-        debug_assert_eq!(ranks.len(), out.len());
-        let mut next = 0;
-        let mut seen = 0u64;
-        for (chunk, &chunk_total) in self.chunk_totals.iter().enumerate() {
-            if next == ranks.len() {
-                return;
-            }
-            if chunk_total == 0 || seen + chunk_total < ranks[next] {
-                seen += chunk_total;
-                continue;
-            }
-            let Some(counts) = &self.chunks[chunk] else {
-                continue;
-            };
-            for (offset, count) in counts.iter().enumerate() {
-                let count = count.get();
-                if count == 0 {
-                    continue;
-                }
-                seen += count;
-                while next < ranks.len() && ranks[next] <= seen {
-                    out[next] = chunk * CHUNK + offset;
-                    next += 1;
-                }
-            }
-        }
-        // Ranks beyond the total (callers never ask) get the last index.
-        let last = out.get(next.wrapping_sub(1)).copied().unwrap_or(0);
-        for o in &mut out[next..] {
-            *o = last;
-        }
+        indices_at_ranks(&[self], ranks, out);
     }
 
     /// Non-zero counters as (index, count), ascending.
@@ -310,6 +279,50 @@ impl<C: Count> Hist<C> {
                 .expect("values of this layout are within its bounds");
         }
         h
+    }
+}
+
+/// [`Hist::indices_at_ranks`] over the sum of several histograms of one layout, without building
+/// the sum: their chunk totals and counters are added as the walk goes.
+pub(crate) fn indices_at_ranks<C: Count>(hists: &[&Hist<C>], ranks: &[u64], out: &mut [usize]) {
+    debug_assert!(ranks.windows(2).all(|w| w[0] <= w[1]));
+    debug_assert_eq!(ranks.len(), out.len());
+    let chunks = hists
+        .iter()
+        .map(|h| h.chunk_totals.len())
+        .max()
+        .unwrap_or(0);
+    let mut next = 0;
+    let mut seen = 0u64;
+    for chunk in 0..chunks {
+        if next == ranks.len() {
+            return;
+        }
+        let chunk_total: u64 = hists.iter().filter_map(|h| h.chunk_totals.get(chunk)).sum();
+        if chunk_total == 0 || seen + chunk_total < ranks[next] {
+            seen += chunk_total;
+            continue;
+        }
+        for offset in 0..CHUNK {
+            let count: u64 = hists
+                .iter()
+                .filter_map(|h| h.chunks.get(chunk)?.as_ref())
+                .map(|c| c[offset].get())
+                .sum();
+            if count == 0 {
+                continue;
+            }
+            seen += count;
+            while next < ranks.len() && ranks[next] <= seen {
+                out[next] = chunk * CHUNK + offset;
+                next += 1;
+            }
+        }
+    }
+    // Ranks beyond the total (callers never ask) get the last index.
+    let last = out.get(next.wrapping_sub(1)).copied().unwrap_or(0);
+    for o in &mut out[next..] {
+        *o = last;
     }
 }
 
@@ -408,6 +421,23 @@ mod tests {
         for (r, i) in ranks.iter().zip(out) {
             assert_eq!(i, layout.index(values[*r as usize - 1]));
         }
+    }
+
+    #[test]
+    fn ranks_over_a_sum_of_histograms_match_the_summed_histogram() {
+        let layout = Layout::new(3, 1 << 40);
+        let (mut a, mut b, mut both) = (Hist::<u32>::new(), Hist::<u32>::new(), Hist::<u32>::new());
+        for i in 1..=3000u64 {
+            let v = i * i % 977_771 + 1;
+            let h = if i % 3 == 0 { &mut a } else { &mut b };
+            h.record(layout.index(v), 1);
+            both.record(layout.index(v), 1);
+        }
+        let ranks = [1, 2, 1500, 2999, 3000];
+        let (mut pair, mut summed) = ([0; 5], [0; 5]);
+        indices_at_ranks(&[&a, &b], &ranks, &mut pair);
+        both.indices_at_ranks(&ranks, &mut summed);
+        assert_eq!(pair, summed);
     }
 
     #[test]

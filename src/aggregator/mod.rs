@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hist::Layout;
-use window::{CountWindow, Cumulative, Event, SlidingWindow};
+use window::{CountWindow, Cumulative, Event, StageWindows};
 
 use crate::clock::Calibration;
 use crate::collector::{BASE_SAMPLING, CollectorBuilder, CollectorShared};
@@ -50,7 +50,7 @@ impl ThreadRing {
 
 struct StageState {
     stage: Stage,
-    windows: Vec<SlidingWindow>,
+    windows: StageWindows,
     cumulative: Cumulative,
     /// `StageInfo::dropped` as last seen.
     dropped_seen: u64,
@@ -109,6 +109,8 @@ pub(crate) struct Aggregator {
     shared: Arc<CollectorShared>,
     config: CollectorBuilder,
     layout: Layout,
+    /// The open base slice's length: the greatest common divisor of the windows' slices.
+    base_slice_ns: u64,
     calibration: Calibration,
     started: Instant,
     rings: Vec<ThreadRing>,
@@ -152,10 +154,16 @@ impl Aggregator {
             sampling_rate: crate::recorder::sampling_rate(),
             ..Health::default()
         };
+        let base_slice_ns = config
+            .windows
+            .iter()
+            .map(|w| u64::try_from(w.slice.as_nanos()).unwrap_or(u64::MAX))
+            .fold(0, gcd);
         Self {
             shared,
             config,
             layout,
+            base_slice_ns,
             calibration,
             started: Instant::now(),
             rings: Vec::new(),
@@ -226,9 +234,7 @@ impl Aggregator {
         self.watch_deadlines(now);
         self.early_ends.retain(|_, cycle| *cycle + 2 >= self.cycle);
         for state in &mut self.stages {
-            for w in &mut state.windows {
-                state.dirty |= w.advance(now);
-            }
+            state.dirty |= state.windows.advance(now);
         }
         self.adapt_sampling(now);
         self.health.lag = Duration::from_nanos(now.saturating_sub(self.oldest_in_cycle.min(now)));
@@ -244,12 +250,11 @@ impl Aggregator {
             let Some(stage) = registry().get(id) else {
                 break;
             };
-            let windows = self
-                .config
-                .windows
-                .iter()
-                .map(|w| SlidingWindow::new(w.length, w.slice, 0))
-                .collect();
+            let windows = StageWindows::new(
+                self.config.windows.iter().map(|w| (w.length, w.slice)),
+                self.base_slice_ns,
+                0,
+            );
             let dropped_seen = self.baseline.drops.get(id as usize).copied().unwrap_or(0);
             self.stages.push(StageState {
                 stage,
@@ -400,15 +405,11 @@ impl Aggregator {
         let saturated = duration > layout.highest();
         let index = layout.index(duration);
         state.cumulative.record(index, duration, saturated);
-        for w in &mut state.windows {
-            w.record(at, index, duration, saturated);
-        }
+        state.windows.record(at, index, duration, saturated);
         let deadline = state.stage.0.deadline_ns.load(Ordering::Relaxed);
         if deadline != 0 && duration > deadline && already_missed != Some(true) {
             state.cumulative.count_event(Event::Miss, 1);
-            for w in &mut state.windows {
-                w.count_event(at, Event::Miss, 1);
-            }
+            state.windows.count_event(at, Event::Miss, 1);
         }
         state.dirty = true;
         self.health.saturated += u64::from(saturated);
@@ -419,9 +420,7 @@ impl Aggregator {
             return;
         };
         state.cumulative.count_event(event, n);
-        for w in &mut state.windows {
-            w.count_event(at, event, n);
-        }
+        state.windows.count_event(at, event, n);
         state.dirty = true;
     }
 
@@ -443,14 +442,7 @@ impl Aggregator {
                 let delta = value - *seen;
                 *seen = value;
                 self.health.sampled_out += delta;
-                let Some(state) = self.stages.get_mut(id) else {
-                    continue;
-                };
-                state.cumulative.count_event(Event::SampledOut, delta);
-                for w in &mut state.windows {
-                    w.count_event(now, Event::SampledOut, delta);
-                }
-                state.dirty = true;
+                self.count_event(id as u32, now, Event::SampledOut, delta);
             }
         }
     }
@@ -553,8 +545,8 @@ impl Aggregator {
         for state in &mut self.stages {
             if state.dirty || state.published.is_none() {
                 let mut stats = Vec::with_capacity(state.windows.len() + 1);
-                for w in &state.windows {
-                    let s = w.stats(state.stage, &layout);
+                for i in 0..state.windows.len() {
+                    let s = state.windows.stats(i, state.stage, &layout);
                     stats.push(active(&s).then_some(s));
                 }
                 let cumulative = state
@@ -564,12 +556,7 @@ impl Aggregator {
                 state.published = Some(std::sync::Arc::new(StageSnapshot { stats }));
                 state.dirty = false;
             }
-            histogram_bytes += state.cumulative.hist.heap_bytes()
-                + state
-                    .windows
-                    .iter()
-                    .map(SlidingWindow::heap_bytes)
-                    .sum::<usize>();
+            histogram_bytes += state.cumulative.hist.heap_bytes() + state.windows.heap_bytes();
             stages.push(state.published.clone());
         }
         let guard_trips = self
@@ -686,6 +673,10 @@ impl Aggregator {
         }
         (violations, changed)
     }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 fn active(s: &crate::StageStats) -> bool {

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use super::hist::{Count, Hist, Layout, rank};
+use super::hist::{Count, Hist, Layout, indices_at_ranks, rank};
 use crate::stats::{QUANTILES, StageStats, Window};
 
 /// Exact figures beside a histogram.
@@ -206,6 +206,19 @@ impl SlidingWindow {
         true
     }
 
+    /// Adds a whole base slice that started at `t_ns`: its counts into their window slice and
+    /// the sum, chunk by chunk. Returns false when `t_ns` is older than the window.
+    fn absorb(&mut self, t_ns: u64, hist: &Hist<u32>, tally: &Tally) -> bool {
+        let Some(slot) = self.slot_for(t_ns) else {
+            return false;
+        };
+        let slice = &mut self.slices[slot];
+        slice.hist.add(hist);
+        slice.tally.merge(tally);
+        self.sum.add(hist);
+        true
+    }
+
     /// Counts `n` non-duration events at `t_ns`.
     pub(crate) fn count_event(&mut self, t_ns: u64, event: Event, n: u64) -> bool {
         let Some(slot) = self.slot_for(t_ns) else {
@@ -224,8 +237,19 @@ impl SlidingWindow {
         t
     }
 
-    pub(crate) fn stats(&self, stage: crate::Stage, layout: &Layout) -> StageStats {
-        stats_from(stage, self.window(), &self.sum, &self.tally(), layout, 0)
+    /// The window's figures, with the stage's open base slice `fresh` (newer than every slice
+    /// already absorbed, so always inside the window).
+    fn stats(&self, stage: crate::Stage, layout: &Layout, fresh: &Fresh) -> StageStats {
+        let mut tally = self.tally();
+        tally.merge(&fresh.tally);
+        stats_from(
+            stage,
+            self.window(),
+            &[&self.sum, &fresh.hist],
+            &tally,
+            layout,
+            0,
+        )
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
@@ -234,6 +258,128 @@ impl SlidingWindow {
                 .slices
                 .iter()
                 .map(|s| s.hist.heap_bytes())
+                .sum::<usize>()
+    }
+}
+
+/// The newest base slice of a stage, still open: every record of the stage lands here (and in
+/// the cumulative histogram), two counter writes per record. When the base slice closes, its
+/// counts are added, chunk by chunk, into each window's slice and sum. The base slice length is
+/// the greatest common divisor of the windows' slices, so a base slice always falls inside one
+/// slice of every window.
+#[derive(Debug)]
+struct Fresh {
+    /// Which base slice (`t / base_ns`) this is.
+    number: u64,
+    hist: Hist<u32>,
+    tally: Tally,
+}
+
+/// A stage's sliding windows and the open base slice they are fed from.
+#[derive(Debug)]
+pub(crate) struct StageWindows {
+    base_ns: u64,
+    fresh: Fresh,
+    windows: Vec<SlidingWindow>,
+}
+
+impl StageWindows {
+    /// `specs` as (length, slice); `base_ns` divides every slice.
+    pub(crate) fn new(
+        specs: impl IntoIterator<Item = (Duration, Duration)>,
+        base_ns: u64,
+        now_ns: u64,
+    ) -> Self {
+        let base_ns = base_ns.max(1);
+        Self {
+            base_ns,
+            fresh: Fresh {
+                number: now_ns / base_ns,
+                hist: Hist::new(),
+                tally: Tally::default(),
+            },
+            windows: specs
+                .into_iter()
+                .map(|(length, slice)| SlidingWindow::new(length, slice, now_ns))
+                .collect(),
+        }
+    }
+
+    /// How many windows.
+    pub(crate) fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// Hands the open base slice to the windows and opens base slice `number`.
+    fn fold_to(&mut self, number: u64) {
+        if !self.fresh.tally.is_empty() {
+            let start = self.fresh.number * self.base_ns;
+            for w in &mut self.windows {
+                w.absorb(start, &self.fresh.hist, &self.fresh.tally);
+            }
+            self.fresh.hist.reset();
+            self.fresh.tally = Tally::default();
+        }
+        self.fresh.number = number;
+    }
+
+    /// Records a duration that ended at `t_ns`. A record older than the open base slice (its
+    /// ring was drained late) goes straight into its own slice of each window.
+    #[inline]
+    pub(crate) fn record(&mut self, t_ns: u64, index: usize, value: u64, saturated: bool) {
+        let number = t_ns / self.base_ns;
+        if number < self.fresh.number {
+            for w in &mut self.windows {
+                w.record(t_ns, index, value, saturated);
+            }
+            return;
+        }
+        if number > self.fresh.number {
+            self.fold_to(number);
+        }
+        self.fresh.hist.record(index, 1);
+        self.fresh.tally.record(value, saturated);
+    }
+
+    /// Counts `n` non-duration events at `t_ns`.
+    pub(crate) fn count_event(&mut self, t_ns: u64, event: Event, n: u64) {
+        let number = t_ns / self.base_ns;
+        if number < self.fresh.number {
+            for w in &mut self.windows {
+                w.count_event(t_ns, event, n);
+            }
+            return;
+        }
+        if number > self.fresh.number {
+            self.fold_to(number);
+        }
+        self.fresh.tally.count_event(event, n);
+    }
+
+    /// Moves every window to `now_ns`. Returns whether anything expired.
+    pub(crate) fn advance(&mut self, now_ns: u64) -> bool {
+        let number = now_ns / self.base_ns;
+        if number > self.fresh.number {
+            self.fold_to(number);
+        }
+        let mut changed = false;
+        for w in &mut self.windows {
+            changed |= w.advance(now_ns);
+        }
+        changed
+    }
+
+    /// The figures of window `i`.
+    pub(crate) fn stats(&self, i: usize, stage: crate::Stage, layout: &Layout) -> StageStats {
+        self.windows[i].stats(stage, layout, &self.fresh)
+    }
+
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.fresh.hist.heap_bytes()
+            + self
+                .windows
+                .iter()
+                .map(SlidingWindow::heap_bytes)
                 .sum::<usize>()
     }
 }
@@ -260,7 +406,7 @@ impl Cumulative {
         stats_from(
             stage,
             Window::Cumulative,
-            &self.hist,
+            &[&self.hist],
             &self.tally,
             layout,
             in_flight,
@@ -296,12 +442,16 @@ fn stddev(n: u64, tally: &Tally) -> f64 {
 pub(crate) fn stats_from<C: Count>(
     stage: crate::Stage,
     window: Window,
-    hist: &Hist<C>,
+    hists: &[&Hist<C>],
     tally: &Tally,
     layout: &Layout,
     in_flight: u64,
 ) -> StageStats {
-    debug_assert_eq!(hist.total(), tally.count, "histogram and tally disagree");
+    debug_assert_eq!(
+        hists.iter().map(|h| h.total()).sum::<u64>(),
+        tally.count,
+        "histograms and tally disagree"
+    );
     let mut stats = StageStats {
         stage: stage.name(),
         labels: stage.labels(),
@@ -336,7 +486,7 @@ pub(crate) fn stats_from<C: Count>(
 
     let ranks = QUANTILES.map(|q| rank(q, n));
     let mut indices = [0usize; QUANTILES.len()];
-    hist.indices_at_ranks(&ranks, &mut indices);
+    indices_at_ranks(hists, &ranks, &mut indices);
     // HdrHistogram reports a bucket's highest equivalent value; the exact min and max bound it.
     let value = |i: usize| ns(layout.highest_equivalent(i).clamp(tally.min, tally.max));
     stats.p50 = value(indices[0]);
@@ -361,24 +511,77 @@ mod tests {
         crate::Stage::new("unit_window").unwrap()
     }
 
+    fn stats(w: &SlidingWindow, l: &Layout) -> StageStats {
+        let empty = Fresh {
+            number: 0,
+            hist: Hist::new(),
+            tally: Tally::default(),
+        };
+        w.stats(stage(), l, &empty)
+    }
+
+    #[test]
+    fn folded_base_slices_equal_records_placed_one_by_one() {
+        let l = layout();
+        let specs = [
+            (Duration::from_secs(1), Duration::from_millis(250)),
+            (Duration::from_secs(5), Duration::from_secs(1)),
+        ];
+        let mut folded = StageWindows::new(specs, 250 * MS, 0);
+        let mut direct: Vec<SlidingWindow> = specs
+            .iter()
+            .map(|&(len, sl)| SlidingWindow::new(len, sl, 0))
+            .collect();
+        let mut t = 0;
+        for i in 0..400u64 {
+            t += (i * 7919) % (90 * MS);
+            let v = 1000 + i * i;
+            folded.record(t, l.index(v), v, false);
+            for w in &mut direct {
+                w.record(t, l.index(v), v, false);
+            }
+            if i % 5 == 0 {
+                // A late record, older than the open base slice.
+                let late = t.saturating_sub(300 * MS);
+                folded.record(late, l.index(v), v, false);
+                for w in &mut direct {
+                    w.record(late, l.index(v), v, false);
+                }
+            }
+            if i % 37 == 0 {
+                folded.advance(t);
+                for w in &mut direct {
+                    w.advance(t);
+                }
+                for (k, w) in direct.iter().enumerate() {
+                    assert_eq!(
+                        folded.stats(k, stage(), &l),
+                        stats(w, &l),
+                        "window {k} at {t}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn records_expire_one_slice_at_a_time() {
         let l = layout();
         let mut w = SlidingWindow::new(Duration::from_secs(1), Duration::from_millis(250), 0);
         w.record(10 * MS, l.index(100), 100, false);
         w.record(260 * MS, l.index(200), 200, false);
-        assert_eq!(w.stats(stage(), &l).count, 2);
+        assert_eq!(stats(&w, &l).count, 2);
         assert!(!w.advance(999 * MS));
-        assert_eq!(w.stats(stage(), &l).count, 2);
+        assert_eq!(stats(&w, &l).count, 2);
         // At 1.0 s the slice [0, 250 ms) expires.
         assert!(w.advance(1000 * MS));
-        let s = w.stats(stage(), &l);
+        let s = stats(&w, &l);
         assert_eq!(
             (s.count, s.min, s.max),
             (1, Duration::from_nanos(200), Duration::from_nanos(200))
         );
         assert!(w.advance(1250 * MS));
-        assert_eq!(w.stats(stage(), &l).count, 0);
+        assert_eq!(stats(&w, &l).count, 0);
         assert_eq!(w.sum.total(), 0);
     }
 
@@ -392,9 +595,9 @@ mod tests {
             !w.record(100 * MS, l.index(5), 5, false),
             "older than the window"
         );
-        assert_eq!(w.stats(stage(), &l).count, 1);
+        assert_eq!(stats(&w, &l).count, 1);
         w.advance(1300 * MS); // expires [250, 500)
-        assert_eq!(w.stats(stage(), &l).count, 0);
+        assert_eq!(stats(&w, &l).count, 0);
     }
 
     #[test]
@@ -405,9 +608,9 @@ mod tests {
             w.record(t * 1000 * MS, l.index(t + 1), t + 1, false);
             w.count_event(t * 1000 * MS, Event::Dropped, 2);
         }
-        assert_eq!(w.stats(stage(), &l).dropped, 10);
+        assert_eq!(stats(&w, &l).dropped, 10);
         w.advance(3600 * 1000 * MS);
-        let s = w.stats(stage(), &l);
+        let s = stats(&w, &l);
         assert_eq!((s.count, s.dropped), (0, 0));
     }
 
