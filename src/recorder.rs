@@ -278,7 +278,8 @@ fn admit(stage: Stage) -> Option<u32> {
     (threshold == u64::MAX || sample(stage, threshold)).then_some(flags)
 }
 
-#[cold]
+// Not `#[cold]`: at a low sampling rate this is the common path (3.6 ns cold, 3.0 ns inlined).
+#[inline]
 fn sample(stage: Stage, threshold: u64) -> bool {
     with_local(|l| {
         if l.draw() < threshold {

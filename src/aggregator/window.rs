@@ -311,6 +311,18 @@ impl StageWindows {
     }
 
     /// Hands the open base slice to the windows and opens base slice `number`.
+    /// The base slice holding `t_ns`. Most records fall in the open one: a comparison, not a
+    /// 64-bit division, decides that.
+    #[inline]
+    fn base_number(&self, t_ns: u64) -> u64 {
+        let start = self.fresh.number * self.base_ns;
+        if t_ns >= start && t_ns - start < self.base_ns {
+            self.fresh.number
+        } else {
+            t_ns / self.base_ns
+        }
+    }
+
     fn fold_to(&mut self, number: u64) {
         if !self.fresh.tally.is_empty() {
             let start = self.fresh.number * self.base_ns;
@@ -327,7 +339,7 @@ impl StageWindows {
     /// ring was drained late) goes straight into its own slice of each window.
     #[inline]
     pub(crate) fn record(&mut self, t_ns: u64, index: usize, value: u64, saturated: bool) {
-        let number = t_ns / self.base_ns;
+        let number = self.base_number(t_ns);
         if number < self.fresh.number {
             for w in &mut self.windows {
                 w.record(t_ns, index, value, saturated);
@@ -343,7 +355,7 @@ impl StageWindows {
 
     /// Counts `n` non-duration events at `t_ns`.
     pub(crate) fn count_event(&mut self, t_ns: u64, event: Event, n: u64) {
-        let number = t_ns / self.base_ns;
+        let number = self.base_number(t_ns);
         if number < self.fresh.number {
             for w in &mut self.windows {
                 w.count_event(t_ns, event, n);
