@@ -102,9 +102,10 @@ fn invariant_tsc() -> bool {
     let max_ext = std::arch::x86_64::__cpuid(0x8000_0000).eax;
     let cpuid_says =
         max_ext >= 0x8000_0007 && std::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) != 0;
-    // Virtual machines often hide the bit; the kernel's own choice of the TSC as its clocksource
-    // means it has checked the TSC is stable and synchronised across CPUs.
-    cpuid_says || kernel_uses_tsc()
+    // The bit says nothing about the TSCs of different cores agreeing, and virtual machines often
+    // hide it. Where the kernel says, trust the kernel: it uses the TSC as its clocksource only
+    // after checking it is stable and synchronised across CPUs, and drops it when it is not.
+    kernel_clocksource().map_or(cpuid_says, |source| source == "tsc")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -113,10 +114,10 @@ fn invariant_tsc() -> bool {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn kernel_uses_tsc() -> bool {
+fn kernel_clocksource() -> Option<String> {
     std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
-        .map(|s| s.trim() == "tsc")
-        .unwrap_or(false)
+        .ok()
+        .map(|s| s.trim().to_owned())
 }
 
 /// Converts ticks to nanoseconds. Owned by the aggregator, which refines it as time passes.
@@ -167,7 +168,7 @@ impl Calibration {
             return;
         }
         let (tick1, instant1) = paired_read();
-        let ticks = tick1.wrapping_sub(self.tick0);
+        let ticks = tick1.saturating_sub(self.tick0);
         let ns = instant1.duration_since(self.instant0).as_nanos() as f64;
         if ticks > 0 && ns > 0.0 {
             self.ns_per_tick = ns / ticks as f64;
@@ -202,7 +203,8 @@ fn paired_read() -> (u64, Instant) {
     let a = ticks();
     let instant = Instant::now();
     let b = ticks();
-    (a + (b.wrapping_sub(a)) / 2, instant)
+    // `b < a` if the thread moved to a core whose TSC is slightly behind: take the midpoint anyway.
+    (a.min(b) + a.abs_diff(b) / 2, instant)
 }
 
 #[cfg(feature = "test-util")]

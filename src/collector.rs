@@ -107,7 +107,8 @@ pub struct CollectorBuilder {
     pub(crate) deadlines: Vec<(&'static str, Duration)>,
     pub(crate) callback: Option<SlaCallback>,
     pub(crate) adaptive: Option<AdaptiveSampling>,
-    pub(crate) sampling_rate: f64,
+    /// `None` keeps the rate in force (what `set_sampling_rate` set, or 1).
+    pub(crate) sampling_rate: Option<f64>,
     pub(crate) clock: ClockSource,
     pub(crate) max_in_flight: usize,
     pub(crate) abandon_after: Duration,
@@ -150,7 +151,7 @@ impl Default for CollectorBuilder {
             deadlines: Vec::new(),
             callback: None,
             adaptive: None,
-            sampling_rate: 1.0,
+            sampling_rate: None,
             clock: ClockSource::Auto,
             max_in_flight: 65_536,
             abandon_after: Duration::from_secs(600),
@@ -247,7 +248,7 @@ impl CollectorBuilder {
 
     /// The initial global sampling rate, in [0, 1].
     pub fn with_sampling_rate(mut self, rate: f64) -> Self {
-        self.sampling_rate = rate;
+        self.sampling_rate = Some(rate);
         self
     }
 
@@ -274,6 +275,13 @@ impl CollectorBuilder {
     pub fn with_latency_guard_reason(mut self, reason: &'static str) -> Self {
         self.latency_guard_reason = reason;
         self
+    }
+
+    /// The windows a snapshot of this configuration holds: the sliding ones in order, then
+    /// [`Window::Cumulative`].
+    pub(crate) fn kept_windows(&self) -> Vec<Window> {
+        let sliding = self.windows.iter().map(|w| Window::Last(w.length));
+        sliding.chain([Window::Cumulative]).collect()
     }
 
     /// Checks the configuration without installing anything.
@@ -332,7 +340,20 @@ impl CollectorBuilder {
                 registered,
             });
         }
-        crate::recorder::rate_to_threshold(self.sampling_rate)?;
+        if let Some(rate) = self.sampling_rate {
+            crate::recorder::rate_to_threshold(rate)?;
+        }
+        crate::stage::valid_name(self.latency_guard_reason)?;
+        if self.abandon_after.is_zero() {
+            return Err(ConfigError::DeadlineWatch {
+                reason: "abandon_after is zero: in-flight spans would be given up at once",
+            });
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::DeadlineWatch {
+                reason: "max_in_flight is zero: no deadline-watched span could be tracked",
+            });
+        }
         if let Some(a) = self.adaptive {
             if !(a.budget_per_sec.is_finite() && a.budget_per_sec > 0.0) {
                 return Err(ConfigError::AdaptiveBudget {
@@ -349,11 +370,7 @@ impl CollectorBuilder {
                 });
             }
         }
-        let kept: Vec<Window> = self
-            .windows
-            .iter()
-            .map(|w| Window::Last(w.length))
-            .collect();
+        let kept = self.kept_windows();
         for rule in &self.rules {
             crate::stage::valid_name(rule.stage)?;
             crate::stage::valid_labels(rule.labels)?;
@@ -389,9 +406,12 @@ impl CollectorBuilder {
             return fail(InstallErrorKind::Config(e), self);
         }
         crate::clock::choose(self.clock);
-        let base = crate::recorder::rate_to_threshold(self.sampling_rate).unwrap_or(u64::MAX);
-        BASE_SAMPLING.store(base, Ordering::Relaxed);
-        CONTROL.set_sampling_threshold(base);
+        // Adaptive sampling engaged by a previous collector does not carry over.
+        ADAPTIVE_REDUCED.store(u64::MAX, Ordering::Relaxed);
+        match self.sampling_rate.map(crate::recorder::rate_to_threshold) {
+            Some(Ok(base)) => set_base_sampling(base),
+            _ => set_base_sampling(BASE_SAMPLING.load(Ordering::Relaxed)),
+        }
 
         let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
         let shared = Arc::new(CollectorShared {
@@ -405,32 +425,33 @@ impl CollectorBuilder {
             flush_requested: AtomicU64::new(0),
             flush_done: Mutex::new(0),
             flush_cv: Condvar::new(),
-            next_ring_id: AtomicU64::new(0),
             #[cfg(feature = "test-util")]
             inject_panic: AtomicBool::new(false),
         });
         let aggregator_shared = shared.clone();
         let baseline = Baseline::now();
+        // Shared with the thread's closure, so a failed spawn can still hand the builder back.
+        let builder = std::sync::Arc::new(Mutex::new(Some(self)));
+        let for_thread = builder.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("laptime-aggregator-{generation}"))
-            .spawn({
-                let mut builder = Some(self);
-                move || {
-                    let builder = builder.take().expect("spawned once");
-                    Aggregator::new(aggregator_shared, builder, baseline).run()
+            .spawn(move || {
+                if let Some(builder) = for_thread.lock().take() {
+                    Aggregator::new(aggregator_shared, builder, baseline).run();
                 }
             });
         let join = match spawned {
             Ok(join) => join,
             Err(e) => {
-                // The closure (and the builder in it) is gone with the failed spawn; hand back a
-                // default builder so the caller still gets a typed error.
-                return fail(InstallErrorKind::Spawn(e), CollectorBuilder::default());
+                let builder = builder.lock().take().unwrap_or_default();
+                return fail(InstallErrorKind::Spawn(e), builder);
             }
         };
+        NO_LAZY_DEFAULT.store(true, Ordering::Relaxed);
         let _ = shared.thread.set(join.thread().clone());
         CURRENT.store(Some(shared.clone()));
-        // After CURRENT: a thread that sees the new generation finds the new collector.
+        // After CURRENT (Release, and an Acquire fence on the registering side): a thread that
+        // sees the new generation and registers finds the new collector.
         CONTROL.set_generation(generation);
         Ok(CollectorHandle {
             shared,
@@ -456,14 +477,33 @@ static INSTALL: Mutex<()> = Mutex::new(());
 /// The current collector, for registration (slow path) and queries (lock-free loads).
 static CURRENT: ArcSwapOption<CollectorShared> = ArcSwapOption::const_empty();
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(0);
+static NEXT_RING_ID: AtomicU64 = AtomicU64::new(0);
+/// Set once a collector was installed, or the default one failed to start: from then on the first
+/// span of a thread no longer starts a default collector.
+static NO_LAZY_DEFAULT: AtomicBool = AtomicBool::new(false);
 /// The lazily started default collector's handle: never dropped, it runs for the process.
 static DEFAULT: Mutex<Option<CollectorHandle>> = Mutex::new(None);
 /// The sampling threshold the user asked for; adaptive sampling lowers the live one below it.
-pub(crate) static BASE_SAMPLING: AtomicU64 = AtomicU64::new(u64::MAX);
+static BASE_SAMPLING: AtomicU64 = AtomicU64::new(u64::MAX);
+/// The threshold adaptive sampling holds the rate to while engaged; `u64::MAX` when not.
+static ADAPTIVE_REDUCED: AtomicU64 = AtomicU64::new(u64::MAX);
 
+/// Sets the rate the user asked for; the live rate is it, or lower while adaptive sampling holds.
 pub(crate) fn set_base_sampling(threshold: u64) {
     BASE_SAMPLING.store(threshold, Ordering::Relaxed);
-    CONTROL.set_sampling_threshold(threshold);
+    apply_sampling();
+}
+
+/// Sets adaptive sampling's ceiling (`u64::MAX` = not engaged).
+pub(crate) fn set_adaptive_ceiling(threshold: u64) {
+    ADAPTIVE_REDUCED.store(threshold, Ordering::Relaxed);
+    apply_sampling();
+}
+
+fn apply_sampling() {
+    let base = BASE_SAMPLING.load(Ordering::Relaxed);
+    let ceiling = ADAPTIVE_REDUCED.load(Ordering::Relaxed);
+    CONTROL.set_sampling_threshold(base.min(ceiling));
 }
 
 /// The current collector, starting the default one if none was ever installed.
@@ -472,15 +512,22 @@ pub(crate) fn current_or_default() -> Option<(Arc<CollectorShared>, u64)> {
     if let Some(c) = CURRENT.load_full() {
         return Some((c.clone(), c.generation));
     }
+    if NO_LAZY_DEFAULT.load(Ordering::Relaxed) {
+        // A collector was installed (and stopped), or the default one could not start: stay
+        // quiet until the next install, without taking the lock on every call.
+        return None;
+    }
     let _lock = INSTALL.lock();
     if let Some(c) = CURRENT.load_full() {
         return Some((c.clone(), c.generation));
     }
-    if NEXT_GENERATION.load(Ordering::Relaxed) != 0 {
-        // A collector was installed and stopped: stay quiet until the next install.
+    if NO_LAZY_DEFAULT.load(Ordering::Relaxed) {
         return None;
     }
-    let handle = CollectorBuilder::default().install_locked().ok()?;
+    let Ok(handle) = CollectorBuilder::default().install_locked() else {
+        NO_LAZY_DEFAULT.store(true, Ordering::Relaxed);
+        return None;
+    };
     let shared = handle.shared.clone();
     *DEFAULT.lock() = Some(handle);
     Some((shared.clone(), shared.generation))
@@ -499,7 +546,6 @@ pub(crate) struct CollectorShared {
     pub(crate) flush_requested: AtomicU64,
     pub(crate) flush_done: Mutex<u64>,
     pub(crate) flush_cv: Condvar,
-    next_ring_id: AtomicU64,
     #[cfg(feature = "test-util")]
     pub(crate) inject_panic: AtomicBool,
 }
@@ -515,7 +561,8 @@ impl CollectorShared {
             sampled_out: (0..self.stage_cap).map(|_| AtomicU64::new(0)).collect(),
             touched: AtomicBool::new(false),
         });
-        let ring_id = self.next_ring_id.fetch_add(1, Ordering::Relaxed) + 1;
+        // Process-wide, so span ids stay unique across collectors (a guard may outlive one).
+        let ring_id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed) + 1;
         let ring = ThreadRing::new(consumer, shared.clone(), self.stage_cap);
         // Refused once the aggregator has made its final drain: no ring may join after that.
         self.pending.register(ring).ok()?;
@@ -530,6 +577,13 @@ impl CollectorShared {
     }
 
     fn flush(&self, timeout: Duration) -> bool {
+        if self
+            .thread
+            .get()
+            .is_some_and(|t| t.id() == std::thread::current().id())
+        {
+            return false; // called from an SLA callback: the aggregator cannot wait for itself
+        }
         let ticket = self.flush_requested.fetch_add(1, Ordering::AcqRel) + 1;
         self.wake();
         let deadline = std::time::Instant::now() + timeout;
@@ -574,23 +628,17 @@ impl CollectorHandle {
     /// One stage's statistics over `window`; `None` if the stage is unknown, the window is not
     /// kept, or nothing happened for the stage in it.
     pub fn get_stats(&self, stage: impl IntoStageQuery, window: Window) -> Option<StageStats> {
-        query(&self.shared.snapshot.load(), stage, window)
+        self.shared.get_stats(stage, window)
     }
 
     /// Every stage with activity in `window`, in stage-id order.
     pub fn get_all_stats(&self, window: Window) -> Vec<StageStats> {
-        self.shared.snapshot.load().all(window).cloned().collect()
+        self.shared.get_all_stats(window)
     }
 
     /// The SLA rules for `window` that the latest snapshot violates.
     pub fn check_sla_violations(&self, window: Window) -> Vec<Violation> {
-        let snapshot = self.shared.snapshot.load();
-        snapshot
-            .violations()
-            .iter()
-            .filter(|v| v.window == window)
-            .cloned()
-            .collect()
+        self.shared.check_sla_violations(window)
     }
 
     /// The library's own health and accounting.
@@ -645,10 +693,22 @@ impl IntoStageQuery for &str {
     }
 }
 
-/// One stage's statistics over `window` from `snapshot`.
-fn query(snapshot: &Snapshot, stage: impl IntoStageQuery, window: Window) -> Option<StageStats> {
-    let stage = stage.find_in(snapshot)?;
-    snapshot.stats(stage, window).cloned()
+impl CollectorShared {
+    fn get_stats(&self, stage: impl IntoStageQuery, window: Window) -> Option<StageStats> {
+        let snapshot = self.snapshot.load();
+        let stage = stage.find_in(&snapshot)?;
+        snapshot.stats(stage, window).cloned()
+    }
+
+    fn get_all_stats(&self, window: Window) -> Vec<StageStats> {
+        self.snapshot.load().all(window).cloned().collect()
+    }
+
+    fn check_sla_violations(&self, window: Window) -> Vec<Violation> {
+        let snapshot = self.snapshot.load();
+        let in_window = snapshot.violations().iter().filter(|v| v.window == window);
+        in_window.cloned().collect()
+    }
 }
 
 fn with_current<R>(f: impl FnOnce(&CollectorShared) -> R) -> Option<R> {
@@ -659,26 +719,17 @@ fn with_current<R>(f: impl FnOnce(&CollectorShared) -> R) -> Option<R> {
 /// there is no collector, the stage is unknown, the window is not kept, or nothing happened for the
 /// stage in it. Lock-free: never waits on producers or the aggregator.
 pub fn get_stats(stage: impl IntoStageQuery, window: Window) -> Option<StageStats> {
-    with_current(|c| query(&c.snapshot.load(), stage, window)).flatten()
+    with_current(|c| c.get_stats(stage, window)).flatten()
 }
 
 /// Every stage with activity in `window`, in stage-id order.
 pub fn get_all_stats(window: Window) -> Vec<StageStats> {
-    with_current(|c| c.snapshot.load().all(window).cloned().collect()).unwrap_or_default()
+    with_current(|c| c.get_all_stats(window)).unwrap_or_default()
 }
 
 /// The SLA violations for `window` in the latest snapshot.
 pub fn check_sla_violations(window: Window) -> Vec<Violation> {
-    with_current(|c| {
-        c.snapshot
-            .load()
-            .violations()
-            .iter()
-            .filter(|v| v.window == window)
-            .cloned()
-            .collect()
-    })
-    .unwrap_or_default()
+    with_current(|c| c.check_sla_violations(window)).unwrap_or_default()
 }
 
 /// The current collector's latest snapshot.

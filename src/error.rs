@@ -40,6 +40,8 @@ pub enum StageError {
         /// The cap in force.
         cap: usize,
     },
+    /// The process already has [`crate::MAX_GUARD_REASONS`] guard-trip reasons.
+    TooManyReasons,
 }
 
 impl fmt::Display for StageError {
@@ -67,6 +69,11 @@ impl fmt::Display for StageError {
                 crate::stage::MAX_NAME_LEN
             ),
             Self::DuplicateLabel { label } => write!(f, "label {label:?} is given twice: keep one"),
+            Self::TooManyReasons => write!(
+                f,
+                "the process already has {} guard-trip reasons, the most it keeps: reuse reason names",
+                crate::MAX_GUARD_REASONS
+            ),
             Self::TooManyStages { cap } => write!(
                 f,
                 "the process already has {cap} stages, the cap: raise it with CollectorBuilder::with_max_stages, or reuse stage names (labels with unbounded values are a common cause)"
@@ -81,7 +88,7 @@ impl std::error::Error for StageError {}
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// Ring capacity is zero or above [`crate::collector::MAX_RING_CAPACITY`].
+    /// Ring capacity is below 2 or above [`crate::collector::MAX_RING_CAPACITY`].
     RingCapacity {
         /// The rejected capacity.
         capacity: usize,
@@ -166,6 +173,11 @@ pub enum ConfigError {
         /// The rejected budget, in events per second.
         budget: f64,
     },
+    /// A deadline-watch setting that cannot work.
+    DeadlineWatch {
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A stage named in the configuration could not be registered.
     Stage(StageError),
 }
@@ -218,6 +230,7 @@ impl fmt::Display for ConfigError {
                 f,
                 "adaptive sampling budget {budget} events/s is not a positive number: use e.g. 1000.0"
             ),
+            Self::DeadlineWatch { reason } => write!(f, "deadline watch: {reason}"),
             Self::Stage(e) => write!(f, "{e}"),
         }
     }

@@ -7,7 +7,6 @@
 //! locks or blocks. A full ring hands the record back and the stage's drop counter goes up.
 
 use std::cell::RefCell;
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -29,6 +28,9 @@ pub(crate) enum Kind {
     Start = 1,
     /// A manual value: `a` = nanoseconds, `b` = tick at which it was recorded.
     Value = 2,
+    /// A deadline-watched span abandoned before its end (`SpanGuard::cancel`, a `SpanToken`
+    /// dropped unended): `span` = id. Closes the in-flight entry; records nothing.
+    Cancel = 3,
 }
 
 /// One ring entry. 32 bytes: two per cache line.
@@ -169,7 +171,7 @@ struct Local {
     since_check: u32,
     /// xorshift64* state for sampling draws.
     rng: u64,
-    /// Span ids: ring id in the top 24 bits, a per-thread sequence below.
+    /// Span ids: the ring id (process-wide) in the top 32 bits, a per-thread sequence below.
     next_span: u64,
 }
 
@@ -196,7 +198,7 @@ impl Local {
             check_every,
             since_check: 0,
             rng: seed,
-            next_span: (ring_id & 0xFF_FFFF) << 40,
+            next_span: (ring_id & 0xFFFF_FFFF) << 32,
         })
     }
 
@@ -246,6 +248,9 @@ fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
             }
             let generation = state >> GEN_SHIFT;
             if !matches!(&*slot, Some(l) if l.generation == generation) {
+                // Acquire: the install that published this generation (AcqRel) stored the
+                // collector first; registration must find it, not the one before.
+                std::sync::atomic::fence(Ordering::Acquire);
                 *slot = Some(Local::register()?);
             }
             slot.as_mut().map(f)
@@ -261,13 +266,19 @@ fn push_or_count(stage: Stage, record: Record) {
     }
 }
 
-/// Decides whether a call of `stage` records, returning the stage's flags if so. Counts
+/// Whether recording is on (the user's switch) and a collector may take records. Checked before
+/// a name is resolved, so a switched-off call costs one load and a branch.
+#[inline(always)]
+fn recording() -> bool {
+    CONTROL.state() & (ENABLED | STOPPED) == ENABLED
+}
+
+/// Decides whether a call of `stage` records (after [`recording`]), returning the stage's flags if so. Counts
 /// sampled-out calls.
 #[inline(always)]
 fn admit(stage: Stage) -> Option<u32> {
-    let state = CONTROL.state();
     let flags = stage.0.flags();
-    if state & (ENABLED | STOPPED) != ENABLED || flags & FLAG_DISABLED != 0 {
+    if flags & FLAG_DISABLED != 0 {
         return None;
     }
     let threshold = if flags & FLAG_SAMPLED != 0 {
@@ -281,19 +292,41 @@ fn admit(stage: Stage) -> Option<u32> {
 // Not `#[cold]`: at a low sampling rate this is the common path (3.6 ns cold, 3.0 ns inlined).
 #[inline]
 fn sample(stage: Stage, threshold: u64) -> bool {
-    with_local(|l| {
+    // Some(true): kept; Some(false): skipped and counted; None: no ring or no counter to count
+    // it in (thread exiting, re-entered, no collector), so it is counted as dropped.
+    let kept = with_local(|l| {
         if l.draw() < threshold {
-            return true;
+            return Some(true);
         }
-        if let Some(c) = l.shared.sampled_out.get(stage.id() as usize) {
-            // Single writer: a plain load + store, no read-modify-write.
-            c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            // Release: an aggregator that sees the flag (Acquire) sees this count or a later one.
-            l.shared.touched.store(true, Ordering::Release);
-        }
+        let c = l.shared.sampled_out.get(stage.id() as usize)?;
+        // Single writer: a plain load + store, no read-modify-write.
+        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        // Release: an aggregator that sees the flag (Acquire) sees this count or a later one.
+        l.shared.touched.store(true, Ordering::Release);
+        Some(false)
+    })
+    .flatten();
+    kept.unwrap_or_else(|| {
+        stage.0.dropped.fetch_add(1, Ordering::Relaxed);
         false
     })
-    .unwrap_or(false)
+}
+
+/// Tells the aggregator a published start will never end (best effort: if the ring is full the
+/// entry is given up on after the abandon horizon and counted in `Health::abandoned`).
+#[cold]
+fn cancel_in_flight(stage: Stage, span: u64) {
+    if span != 0 {
+        let _ = with_local(|l| {
+            l.push(Record {
+                stage: stage.id(),
+                kind: Kind::Cancel,
+                span,
+                a: 0,
+                b: 0,
+            })
+        });
+    }
 }
 
 /// Publishes the start of a deadline-watched span and returns its id (0 if it could not be
@@ -357,12 +390,10 @@ impl SpanGuard {
     pub fn finish(self) {}
 
     /// Abandons the span: nothing is recorded. A deadline-watched span that published its start
-    /// is still closed, as a zero-length span, so it does not linger in flight.
+    /// is closed in flight, so it neither lingers nor turns into a miss.
     pub fn cancel(mut self) {
-        if let Some(stage) = self.stage.take()
-            && self.span != 0
-        {
-            push_or_count(stage, span_record(stage, self.span, self.start, self.start));
+        if let Some(stage) = self.stage.take() {
+            cancel_in_flight(stage, self.span);
         }
     }
 
@@ -399,6 +430,9 @@ fn end_span(stage: Stage, span: u64, start: u64) {
 /// ```
 #[inline]
 pub fn start(stage: impl IntoStage) -> SpanGuard {
+    if !recording() {
+        return SpanGuard::INERT;
+    }
     let Some(stage) = stage.into_stage() else {
         return SpanGuard::INERT;
     };
@@ -420,7 +454,7 @@ pub fn start(stage: impl IntoStage) -> SpanGuard {
 
 /// A span opened in one place and closed in another, by value: the seed's
 /// `record_start(stage)` / `record_end(token)` pair.
-#[must_use = "pass the token to laptime::record_end, or the span is never recorded"]
+#[must_use = "pass the token to laptime::record_end, or the span is not recorded"]
 #[derive(Debug)]
 pub struct SpanToken {
     stage: Option<Stage>,
@@ -442,16 +476,28 @@ pub fn record_start(stage: impl IntoStage) -> SpanToken {
 
 /// Closes a span opened by [`record_start`] and records it.
 #[inline]
-pub fn record_end(token: SpanToken) {
-    if let Some(stage) = token.stage {
-        let end = ticks();
-        push_or_count(stage, span_record(stage, token.span, token.start, end));
+pub fn record_end(mut token: SpanToken) {
+    if let Some(stage) = token.stage.take() {
+        end_span(stage, token.span, token.start);
+    }
+}
+
+impl Drop for SpanToken {
+    /// A token dropped without [`record_end`] records nothing; a deadline-watched one is closed
+    /// in flight so it does not turn into a false miss.
+    fn drop(&mut self) {
+        if let Some(stage) = self.stage.take() {
+            cancel_in_flight(stage, self.span);
+        }
     }
 }
 
 /// Records a duration measured elsewhere (a value from an exchange's reply, a simulated latency).
 /// Sampling and the switches apply as for spans; deadlines are judged on the value.
 pub fn record(stage: impl IntoStage, duration: Duration) {
+    if !recording() {
+        return;
+    }
     let Some(stage) = stage.into_stage() else {
         return;
     };
@@ -505,8 +551,6 @@ pub struct Lap {
     len: usize,
     /// (stage id or `SKIPPED`, boundary tick) of each split not yet written.
     splits: [(u32, u64); LAP_SPLITS],
-    /// Raw tick readings are per-thread only in the sense of rings; a lap is `Send` like a guard.
-    _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
 impl std::fmt::Debug for Lap {
@@ -521,8 +565,8 @@ impl std::fmt::Debug for Lap {
 /// Starts a split timer whose total is recorded as `total`.
 #[inline]
 pub fn lap(total: impl IntoStage) -> Lap {
-    let guard = start(total);
-    let mut guard = std::mem::ManuallyDrop::new(guard);
+    // The guard only decides admission and reads the start; taking its stage leaves it inert.
+    let mut guard = start(total);
     Lap {
         total: guard.stage.take(),
         start: guard.start,
@@ -530,7 +574,6 @@ pub fn lap(total: impl IntoStage) -> Lap {
         flushed_at: guard.start,
         len: 0,
         splits: [(0, 0); LAP_SPLITS],
-        _not_sync: PhantomData,
     }
 }
 

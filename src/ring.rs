@@ -225,6 +225,11 @@ impl<T: Copy> Consumer<T> {
     pub fn popped(&self) -> usize {
         self.head
     }
+
+    /// Total records ever pushed, modulo `usize`, as the producer has published so far.
+    pub fn pushed(&self) -> usize {
+        self.shared.tail.load(Ordering::Acquire)
+    }
 }
 
 #[cfg(all(test, not(loom)))]

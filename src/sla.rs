@@ -461,15 +461,16 @@ impl GuardReason {
             return Ok(r);
         }
         crate::stage::valid_name(name)?;
+        if REASON_COUNT.load(Ordering::Acquire) >= MAX_GUARD_REASONS {
+            return Err(StageError::TooManyReasons); // without the lock: this may be every call
+        }
         let _lock = REASON_LOCK.lock();
         if let Some(r) = find_reason(name) {
             return Ok(r);
         }
         let n = REASON_COUNT.load(Ordering::Relaxed);
         if n >= MAX_GUARD_REASONS {
-            return Err(StageError::TooManyStages {
-                cap: MAX_GUARD_REASONS,
-            });
+            return Err(StageError::TooManyReasons);
         }
         // Bounded by MAX_GUARD_REASONS: reasons live for the process.
         let info: &'static ReasonInfo = Box::leak(Box::new(ReasonInfo {

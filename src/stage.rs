@@ -110,8 +110,8 @@ impl Stage {
         self.0.labels
     }
 
-    /// Turns recording of this stage on or off at run time (one relaxed store; takes effect for
-    /// spans that start afterwards).
+    /// Turns recording of this stage on or off at run time (one relaxed atomic update; takes
+    /// effect for spans that start afterwards).
     pub fn set_enabled(self, enabled: bool) {
         self.0.set_flag(FLAG_DISABLED, !enabled);
     }
@@ -285,8 +285,9 @@ struct LiteralSlot {
     /// Address of the `&'static str`; 0 = empty. Written once, last (Release).
     ptr: AtomicUsize,
     len: AtomicUsize,
-    /// The stage itself, so a hit costs no lookup by id.
-    stage: OnceLock<Stage>,
+    /// The stage itself, so a hit costs no lookup by id; `None` for a name that was refused
+    /// (invalid, or past the cap), so calls naming it never take the registry lock again.
+    stage: OnceLock<Option<Stage>>,
 }
 
 pub(crate) struct Registry {
@@ -449,7 +450,13 @@ impl Registry {
             // Acquire: pairs with the Release in `remember_literal`; `len` and `stage` are set.
             let p = entry.ptr.load(Ordering::Acquire);
             if p == ptr && entry.len.load(Ordering::Relaxed) == name.len() {
-                return entry.stage.get().copied();
+                return match entry.stage.get() {
+                    Some(Some(stage)) => Some(*stage),
+                    _ => {
+                        self.rejected.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                };
             }
             if p == 0 {
                 break;
@@ -461,19 +468,15 @@ impl Registry {
 
     #[cold]
     fn by_literal_slow(&'static self, name: &'static str) -> Option<Stage> {
-        match self.resolve(name, &[]) {
-            Ok(stage) => {
-                self.remember_literal(name, stage);
-                Some(stage)
-            }
-            Err(_) => {
-                self.rejected.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+        let stage = self.resolve(name, &[]).ok();
+        self.remember_literal(name, stage);
+        if stage.is_none() {
+            self.rejected.fetch_add(1, Ordering::Relaxed);
         }
+        stage
     }
 
-    fn remember_literal(&self, name: &'static str, stage: Stage) {
+    fn remember_literal(&self, name: &'static str, stage: Option<Stage>) {
         // One writer at a time: inserts happen under the registry lock.
         let _by_key = self.by_key.lock();
         if self.literals_used.load(Ordering::Relaxed) >= LITERAL_SLOTS / 2 {

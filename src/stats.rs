@@ -25,7 +25,11 @@ impl fmt::Display for Window {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Window::Last(d) if d.subsec_nanos() == 0 => write!(f, "{}s", d.as_secs()),
-            Window::Last(d) => write!(f, "{}ms", d.as_millis()),
+            Window::Last(d) if d.subsec_nanos() % 1_000_000 == 0 => {
+                write!(f, "{}ms", d.as_millis())
+            }
+            Window::Last(d) if d.subsec_nanos() % 1_000 == 0 => write!(f, "{}µs", d.as_micros()),
+            Window::Last(d) => write!(f, "{}ns", d.as_nanos()),
             Window::Cumulative => f.write_str("cumulative"),
         }
     }
@@ -129,20 +133,23 @@ impl StageStats {
 /// The quantiles every [`StageStats`] carries, in field order.
 pub(crate) const QUANTILES: [f64; 5] = [0.5, 0.9, 0.95, 0.99, 0.999];
 
-/// How the library itself is doing: the accounting that proves nothing was lost unseen.
+/// How the library itself is doing: the accounting that shows nothing was lost unseen.
 ///
-/// At any snapshot `produced == records + dropped + in_rings`, where `produced` is every record the
-/// hot path tried to write.
+/// `produced` is read from the rings' own indices (every record ever pushed, including into rings
+/// already reclaimed) plus the drops; `records` is what the aggregator counted as it drained. At
+/// any snapshot `produced == records + dropped + in_rings` (rings registered during the cycle are
+/// counted from the next snapshot).
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Health {
-    /// Records the aggregator has taken out of rings.
+    /// Records the aggregator has taken out of rings (span ends, values, and the starts of
+    /// deadline-watched spans).
     pub records: u64,
     /// Records lost to full rings, over all stages.
     pub dropped: u64,
     /// Records still waiting in rings when the snapshot was taken.
     pub in_rings: u64,
-    /// Every record written or attempted: `records + dropped + in_rings`.
+    /// Every record pushed into a ring (from the rings' indices) plus every record dropped.
     pub produced: u64,
     /// Calls skipped by sampling, over all stages.
     pub sampled_out: u64,
@@ -230,12 +237,7 @@ impl Snapshot {
     pub(crate) fn empty(builder: &crate::CollectorBuilder) -> Self {
         Self {
             taken_at: Duration::ZERO,
-            windows: builder
-                .windows
-                .iter()
-                .map(|w| Window::Last(w.length))
-                .chain([Window::Cumulative])
-                .collect(),
+            windows: builder.kept_windows(),
             stages: Vec::new(),
             violations: Vec::new(),
             guard_trips: Vec::new(),

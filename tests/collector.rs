@@ -213,14 +213,27 @@ fn switches_record_nothing_and_count_nothing() {
     }
     laptime::set_enabled(true);
     stage.set_enabled(false);
+    let (total, last) = (unique("switch_total"), unique("switch_last"));
     {
         let _g = laptime::start(stage);
-        let mut lap = laptime::lap(unique("switch_total"));
-        lap.split(stage); // a disabled split still ends its boundary
-        lap.end_with(unique("switch_last"));
+        let mut lap = laptime::lap(total);
+        clock().advance(2 * MS);
+        lap.split(stage); // a disabled split records nothing but still ends its boundary
+        clock().advance(3 * MS);
+        lap.end_with(last);
     }
     assert!(handle.flush());
     assert!(handle.get_stats(stage, Window::Cumulative).is_none());
+    let last = handle.get_stats(last, Window::Cumulative).unwrap();
+    assert_eq!(
+        (last.count, last.max),
+        (1, 3 * MS),
+        "the last stage starts at the disabled split"
+    );
+    assert_eq!(
+        handle.get_stats(total, Window::Cumulative).unwrap().max,
+        5 * MS
+    );
     stage.set_enabled(true);
     let _ = laptime::start(stage);
     assert!(handle.flush());
@@ -487,4 +500,82 @@ fn a_lap_with_many_splits_keeps_every_boundary() {
         handle.get_stats(total, Window::Cumulative).unwrap().max,
         Duration::from_micros(sum)
     );
+}
+
+#[test]
+fn cancelled_and_abandoned_spans_record_nothing_and_leave_nothing_in_flight() {
+    let _s = serial();
+    let clock = clock();
+    let name = unique("cancel");
+    let handle = install(builder().with_deadline(name, 10 * MS));
+    let guard = laptime::start(name);
+    let token = laptime::record_start(name);
+    assert!(handle.flush());
+    assert_eq!(
+        handle
+            .get_stats(name, Window::Cumulative)
+            .unwrap()
+            .in_flight,
+        2
+    );
+    guard.cancel();
+    drop(token); // never ended
+    clock.advance(50 * MS); // past the deadline: a lingering entry would turn into a miss
+    assert!(handle.flush());
+    let s = handle.get_stats(name, Window::Cumulative);
+    assert!(
+        s.as_ref()
+            .is_none_or(|s| (s.count, s.in_flight, s.deadline_misses) == (0, 0, 0)),
+        "{s:?}"
+    );
+    assert_eq!(handle.health().in_flight, 0);
+}
+
+#[test]
+fn a_latency_guard_does_not_stay_tripped_after_its_collector_stops() {
+    let _s = serial();
+    let name = unique("guarded");
+    let handle =
+        install(builder().with_sla_rule(SlaRule::new(name, Window::S1, Metric::Max).critical(MS)));
+    laptime::record(name, 5 * MS);
+    assert!(handle.flush());
+    let guard = Stage::new(name).unwrap().latency_guard();
+    assert!(guard.is_tripped());
+    drop(handle);
+    assert!(!guard.is_tripped());
+}
+
+#[test]
+fn setting_the_rate_while_adaptive_sampling_holds_it_down_keeps_it_down() {
+    let _s = serial();
+    let clock = clock();
+    let handle = install(
+        builder()
+            .with_ring_capacity(1 << 16)
+            .with_adaptive_sampling(AdaptiveSampling {
+                budget_per_sec: 1000.0,
+                reduced_rate: 0.1,
+            }),
+    );
+    let name = unique("adaptive_base");
+    assert!(handle.flush());
+    clock.advance(Duration::from_millis(1100));
+    for _ in 0..5000 {
+        let _g = laptime::start(name);
+    }
+    assert!(handle.flush());
+    assert!(handle.health().adaptive_engaged);
+    laptime::set_sampling_rate(0.5).unwrap();
+    assert!(
+        (laptime::sampling_rate() - 0.1).abs() < 1e-9,
+        "still held to the reduced rate"
+    );
+    clock.advance(Duration::from_millis(1100));
+    assert!(handle.flush());
+    assert!(!handle.health().adaptive_engaged);
+    assert!(
+        (laptime::sampling_rate() - 0.5).abs() < 1e-9,
+        "restored to the rate last set"
+    );
+    laptime::set_sampling_rate(1.0).unwrap();
 }

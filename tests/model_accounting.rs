@@ -240,7 +240,7 @@ proptest! {
     }
 }
 
-/// One thread, one stage, a burst into a ring of 8 straight after `install`: the records that do
+/// Two threads, two stages, a burst into a ring of 8 straight after `install`: the records that do
 /// not fit are dropped while the collector may still be starting, and must still be counted.
 #[test]
 fn a_burst_right_after_install_is_fully_accounted() {

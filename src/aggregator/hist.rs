@@ -346,7 +346,7 @@ mod tests {
 
     #[test]
     fn layout_matches_hdrhistogram() {
-        for digits in 1..=4u8 {
+        for digits in 1..=5u8 {
             let highest = 3_600_000_000_000u64;
             let layout = Layout::new(digits, highest);
             let reference =

@@ -3,8 +3,9 @@
 //! (sliding windows and cumulative), evaluates SLA rules and publishes an immutable snapshot.
 //!
 //! It wakes every interval, early when a ring passes half full, and at once on `flush`. A panic in
-//! a cycle is caught and counted, and the thread carries on with its state (nothing recorded is
-//! thrown away). On stop it refuses new rings, drains once more, publishes, and exits.
+//! a cycle is caught and counted, and the thread carries on with its state; only the record being
+//! processed when it panicked is given up (and it stays counted in `records`). On stop it refuses
+//! new rings, drains once more, publishes, clears its latency guards and exits.
 
 pub(crate) mod hist;
 pub(crate) mod window;
@@ -18,7 +19,7 @@ use hist::Layout;
 use window::{CountWindow, Cumulative, Event, StageWindows};
 
 use crate::clock::Calibration;
-use crate::collector::{BASE_SAMPLING, CollectorBuilder, CollectorShared};
+use crate::collector::{CollectorBuilder, CollectorShared, set_adaptive_ceiling};
 use crate::recorder::{CONTROL, Kind, Record, ThreadShared, threshold_to_rate};
 use crate::ring::Consumer;
 use crate::sla::{ReasonInfo, Severity, Violation};
@@ -60,6 +61,25 @@ struct StageState {
     published: Option<std::sync::Arc<StageSnapshot>>,
 }
 
+/// A tracked span seen from one side only.
+#[derive(Debug, Clone, Copy)]
+enum Orphan {
+    /// Its end (or cancel) arrived before its start: the start's ring is drained later, or the
+    /// start was lost to a full ring.
+    EndFirst { at: u64 },
+    /// Given up on in flight at `at`; `missed` if its deadline miss was already counted.
+    Abandoned { at: u64, missed: bool },
+}
+
+impl Orphan {
+    fn at(self) -> u64 {
+        match self {
+            Orphan::EndFirst { at } | Orphan::Abandoned { at, .. } => at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
 struct InFlight {
     stage: u32,
     start_ns: u64,
@@ -86,8 +106,7 @@ pub(crate) struct Baseline {
 impl Baseline {
     pub(crate) fn now() -> Self {
         let drops = (0..registry().len() as u32)
-            .filter_map(|id| registry().get(id))
-            .map(Stage::dropped)
+            .map(|id| registry().get(id).map_or(0, Stage::dropped))
             .collect();
         let trips = crate::sla::reasons()
             .map(|(_, r)| r.trips.load(Ordering::Relaxed))
@@ -117,9 +136,13 @@ pub(crate) struct Aggregator {
     stages: Vec<StageState>,
     baseline: Baseline,
     in_flight: HashMap<u64, InFlight>,
-    /// Tracked ends whose start has not been seen yet (start and end on different threads' rings),
-    /// with the cycle they arrived in.
-    early_ends: HashMap<u64, u64>,
+    /// Tracked spans whose start and end did not meet in `in_flight`; kept for the abandon
+    /// horizon, then forgotten.
+    orphans: HashMap<u64, Orphan>,
+    /// Start and cancel records drained (not calls: left out of the adaptive event rate).
+    starts: u64,
+    /// Records ever pushed into the rings already reclaimed.
+    pushed_reclaimed: u64,
     reasons: Vec<ReasonState>,
     latency_reason: Option<crate::sla::GuardReason>,
     rule_stages: Vec<Option<Stage>>,
@@ -170,7 +193,9 @@ impl Aggregator {
             stages: Vec::new(),
             baseline,
             in_flight: HashMap::new(),
-            early_ends: HashMap::new(),
+            orphans: HashMap::new(),
+            starts: 0,
+            pushed_reclaimed: 0,
             reasons: Vec::new(),
             latency_reason,
             rule_stages,
@@ -210,6 +235,13 @@ impl Aggregator {
                 std::thread::park_timeout(self.config.interval);
             }
         }
+        // The guards and the adaptive ceiling belong to this collector: none may outlive it.
+        for stage in self.rule_stages.iter().flatten() {
+            stage.0.tripped.store(false, Ordering::Relaxed);
+        }
+        if self.health.adaptive_engaged {
+            set_adaptive_ceiling(u64::MAX);
+        }
         let mut done = self.shared.flush_done.lock();
         *done = u64::MAX;
         self.shared.flush_cv.notify_all();
@@ -232,7 +264,9 @@ impl Aggregator {
         self.count_drops(now);
         self.count_guard_trips(now);
         self.watch_deadlines(now);
-        self.early_ends.retain(|_, cycle| *cycle + 2 >= self.cycle);
+        let horizon = u64::try_from(self.config.abandon_after.as_nanos()).unwrap_or(u64::MAX);
+        self.orphans
+            .retain(|_, o| now.saturating_sub(o.at()) <= horizon);
         for state in &mut self.stages {
             state.dirty |= state.windows.advance(now);
         }
@@ -328,6 +362,7 @@ impl Aggregator {
                     if closed {
                         this.scan_sampled(ring, now, true);
                         this.health.rings_reclaimed += 1;
+                        this.pushed_reclaimed += ring.consumer.pushed() as u64;
                     }
                     !closed
                 });
@@ -351,28 +386,22 @@ impl Aggregator {
             Kind::Span => {
                 let duration = cal.to_ns(r.b.saturating_sub(r.a));
                 let end = cal.since_epoch_ns(r.b);
-                let (already_missed, was_in_flight) = if r.span == 0 {
-                    (None, false)
-                } else if let Some(f) = self.in_flight.remove(&r.span) {
-                    (Some(f.overdue), true)
-                } else {
-                    // The start is on a ring not drained yet (or was dropped): remember the end so
-                    // the start, if it comes, is discarded.
-                    self.early_ends.insert(r.span, self.cycle);
-                    (Some(false), false)
-                };
+                let already_missed = (r.span != 0).then(|| self.close_in_flight(r.span, end));
                 self.record_value(r.stage, end, duration, already_missed);
-                if was_in_flight && let Some(state) = self.stage_state(r.stage) {
-                    state.in_flight = state.in_flight.saturating_sub(1);
-                }
             }
             Kind::Value => {
                 let at = cal.since_epoch_ns(r.b);
                 self.record_value(r.stage, at, r.a, None);
             }
+            Kind::Cancel => {
+                let now = self.calibration.now_ns();
+                self.close_in_flight(r.span, now);
+                self.starts += 1; // not a span: kept out of the event rate, like starts
+            }
             Kind::Start => {
-                if self.early_ends.remove(&r.span).is_some() {
-                    return;
+                self.starts += 1;
+                if self.orphans.remove(&r.span).is_some() {
+                    return; // its end (or cancel) came first, through another thread's ring
                 }
                 if self.in_flight.len() >= self.config.max_in_flight {
                     return; // judged by its duration alone when it ends
@@ -390,6 +419,28 @@ impl Aggregator {
                     state.in_flight += 1;
                     state.dirty = true;
                 }
+            }
+        }
+    }
+
+    /// Closes tracked span `span` at `at`, returning whether its deadline miss was already
+    /// counted (while it was in flight).
+    fn close_in_flight(&mut self, span: u64, at: u64) -> bool {
+        if let Some(f) = self.in_flight.remove(&span) {
+            if let Some(state) = self.stage_state(f.stage) {
+                state.in_flight = state.in_flight.saturating_sub(1);
+                state.dirty = true;
+            }
+            return f.overdue;
+        }
+        match self.orphans.remove(&span) {
+            // Given up on after its miss was counted: do not count it again.
+            Some(Orphan::Abandoned { missed, .. }) => missed,
+            // The start is on a ring not drained yet (or was dropped): remember the end, so the
+            // start, if it comes, is discarded.
+            _ => {
+                self.orphans.insert(span, Orphan::EndFirst { at });
+                false
             }
         }
     }
@@ -485,8 +536,8 @@ impl Aggregator {
     fn watch_deadlines(&mut self, now: u64) {
         let abandon = u64::try_from(self.config.abandon_after.as_nanos()).unwrap_or(u64::MAX);
         let mut misses: Vec<u32> = Vec::new();
-        let mut abandoned: Vec<u32> = Vec::new();
-        self.in_flight.retain(|_, f| {
+        let mut abandoned: Vec<(u64, InFlight)> = Vec::new();
+        self.in_flight.retain(|span, f| {
             let age = now.saturating_sub(f.start_ns);
             if !f.overdue
                 && let Some(stage) = registry().get(f.stage)
@@ -498,7 +549,7 @@ impl Aggregator {
                 }
             }
             if age > abandon {
-                abandoned.push(f.stage);
+                abandoned.push((*span, *f));
                 return false;
             }
             true
@@ -506,9 +557,12 @@ impl Aggregator {
         for id in misses {
             self.count_event(id, now, Event::Miss, 1);
         }
-        for id in abandoned {
+        for (span, f) in abandoned {
             self.health.abandoned += 1;
-            if let Some(state) = self.stage_state(id) {
+            let missed = f.overdue;
+            self.orphans
+                .insert(span, Orphan::Abandoned { at: now, missed });
+            if let Some(state) = self.stage_state(f.stage) {
                 state.in_flight = state.in_flight.saturating_sub(1);
                 state.dirty = true;
             }
@@ -519,7 +573,8 @@ impl Aggregator {
         let Some(policy) = self.config.adaptive else {
             return;
         };
-        let calls = self.health.records + self.health.sampled_out + self.health.dropped;
+        let calls =
+            self.health.records - self.starts + self.health.sampled_out + self.health.dropped;
         let (mark_ns, mark_calls) = self.adaptive_mark;
         let elapsed = now.saturating_sub(mark_ns);
         if elapsed < 1_000_000_000 {
@@ -527,14 +582,13 @@ impl Aggregator {
         }
         self.adaptive_mark = (now, calls);
         let rate = (calls - mark_calls) as f64 / (elapsed as f64 / 1e9);
-        let base = BASE_SAMPLING.load(Ordering::Relaxed);
-        let reduced = crate::recorder::rate_to_threshold(policy.reduced_rate).unwrap_or(base);
+        let reduced = crate::recorder::rate_to_threshold(policy.reduced_rate).unwrap_or(u64::MAX);
         if !self.health.adaptive_engaged && rate > policy.budget_per_sec {
             self.health.adaptive_engaged = true;
-            CONTROL.set_sampling_threshold(base.min(reduced));
+            set_adaptive_ceiling(reduced);
         } else if self.health.adaptive_engaged && rate < policy.budget_per_sec / 2.0 {
             self.health.adaptive_engaged = false;
-            CONTROL.set_sampling_threshold(base);
+            set_adaptive_ceiling(u64::MAX);
         }
     }
 
@@ -572,10 +626,17 @@ impl Aggregator {
                     .collect(),
             })
             .collect();
-        let in_rings: u64 = self.rings.iter().map(|r| r.consumer.len() as u64).sum();
+        // Read from the rings' own indices, independently of what this aggregator counted as
+        // it drained: `produced == records + dropped + in_rings` is then a check, not a sum.
+        let (mut pushed, mut in_rings) = (self.pushed_reclaimed, 0);
+        for ring in &self.rings {
+            let tail = ring.consumer.pushed();
+            pushed += tail as u64;
+            in_rings += tail.wrapping_sub(ring.consumer.popped()) as u64;
+        }
         let h = &mut self.health;
         h.in_rings = in_rings;
-        h.produced = h.records + h.dropped + h.in_rings;
+        h.produced = pushed + h.dropped;
         h.rings = self.rings.len();
         h.in_flight = self.in_flight.len();
         h.rejected = registry().rejected();
@@ -594,13 +655,7 @@ impl Aggregator {
         }
         let mut snapshot = Snapshot {
             taken_at: self.started.elapsed(),
-            windows: self
-                .config
-                .windows
-                .iter()
-                .map(|w| crate::Window::Last(w.length))
-                .chain([crate::Window::Cumulative])
-                .collect(),
+            windows: self.config.kept_windows(),
             stages,
             violations: Vec::new(),
             guard_trips,

@@ -121,6 +121,9 @@ pub(crate) struct SlidingWindow {
     current: u64,
     /// Sum of the live slices' histograms.
     sum: Hist<u32>,
+    /// Something recorded expired since `take_expired` last looked, by whichever path moved the
+    /// window (a cycle, a newer record, an absorbed base slice).
+    expired: bool,
 }
 
 impl SlidingWindow {
@@ -143,6 +146,7 @@ impl SlidingWindow {
             slices,
             current,
             sum: Hist::new(),
+            expired: false,
         }
     }
 
@@ -175,7 +179,13 @@ impl SlidingWindow {
             slice.number = number;
         }
         self.current = target;
+        self.expired |= changed;
         changed
+    }
+
+    /// Whether anything expired since the last call.
+    fn take_expired(&mut self) -> bool {
+        std::mem::take(&mut self.expired)
     }
 
     /// The live slice holding time `t_ns`, moving the window forward if `t_ns` is newer; `None`
@@ -310,7 +320,6 @@ impl StageWindows {
         self.windows.len()
     }
 
-    /// Hands the open base slice to the windows and opens base slice `number`.
     /// The base slice holding `t_ns`. Most records fall in the open one: a comparison, not a
     /// 64-bit division, decides that.
     #[inline]
@@ -323,6 +332,8 @@ impl StageWindows {
         }
     }
 
+    /// Hands the open base slice to the windows and opens base slice `number`, moving every
+    /// window to it so that the open base slice is always inside each window's newest slice.
     fn fold_to(&mut self, number: u64) {
         if !self.fresh.tally.is_empty() {
             let start = self.fresh.number * self.base_ns;
@@ -333,6 +344,9 @@ impl StageWindows {
             self.fresh.tally = Tally::default();
         }
         self.fresh.number = number;
+        for w in &mut self.windows {
+            w.advance(number * self.base_ns);
+        }
     }
 
     /// Records a duration that ended at `t_ns`. A record older than the open base slice (its
@@ -368,7 +382,8 @@ impl StageWindows {
         self.fresh.tally.count_event(event, n);
     }
 
-    /// Moves every window to `now_ns`. Returns whether anything expired.
+    /// Moves every window to `now_ns`. Returns whether anything expired since the last call, on
+    /// any path (so a stage idle since is still republished).
     pub(crate) fn advance(&mut self, now_ns: u64) -> bool {
         let number = now_ns / self.base_ns;
         if number > self.fresh.number {
@@ -376,7 +391,8 @@ impl StageWindows {
         }
         let mut changed = false;
         for w in &mut self.windows {
-            changed |= w.advance(now_ns);
+            w.advance(now_ns);
+            changed |= w.take_expired();
         }
         changed
     }
@@ -530,6 +546,25 @@ mod tests {
             tally: Tally::default(),
         };
         w.stats(stage(), l, &empty)
+    }
+
+    #[test]
+    fn an_expiry_caused_by_a_record_newer_than_the_cycle_is_still_reported() {
+        let l = layout();
+        let mut w = StageWindows::new(
+            [(Duration::from_secs(5), Duration::from_secs(1))],
+            250 * MS,
+            0,
+        );
+        w.record(100 * MS, l.index(7), 7, false);
+        assert!(!w.advance(900 * MS));
+        // A record drained late in a cycle, ending after that cycle's `now`, 5 s on: it expires
+        // the slice holding the first record.
+        w.record(5_100 * MS, l.index(9), 9, false);
+        // The next cycle is in the next base slice: folding the record moves the window.
+        assert!(w.advance(5_300 * MS), "the expiry must not be lost");
+        assert_eq!(w.stats(0, stage(), &l).count, 1);
+        assert!(!w.advance(5_310 * MS));
     }
 
     #[test]
