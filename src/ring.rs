@@ -130,6 +130,18 @@ impl<T> Drop for Producer<T> {
     }
 }
 
+/// What a [`Consumer::visit`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visit {
+    /// The producer is alive; `more` when a full batch was drained (there may be more waiting).
+    Drained {
+        /// A full batch was drained.
+        more: bool,
+    },
+    /// The producer was gone before the visit and the ring is now empty for good: free it.
+    Finished,
+}
+
 /// The reading end. Owned by one thread at a time.
 pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
@@ -195,6 +207,27 @@ impl<T: Copy> Consumer<T> {
             f(value);
         }
         n
+    }
+
+    /// One visit by a consumer that frees the ring once its producer is gone: reads
+    /// [`Consumer::is_closed`] *before* draining, then drains one batch of `batch` records, or, if
+    /// the ring was closed, drains it to empty. Because the producer's last push happened before
+    /// it closed the ring, a visit that reports [`Visit::Finished`] has seen every record.
+    pub fn visit(&mut self, batch: usize, mut f: impl FnMut(T)) -> Visit {
+        let closed = self.is_closed();
+        loop {
+            let n = self.drain(batch, &mut f);
+            if n < batch {
+                return if closed {
+                    Visit::Finished
+                } else {
+                    Visit::Drained { more: false }
+                };
+            }
+            if !closed {
+                return Visit::Drained { more: true };
+            }
+        }
     }
 
     /// Records currently waiting (a snapshot; the producer may add more at any time).

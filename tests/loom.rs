@@ -135,18 +135,10 @@ fn drain_limit_3_cap4_4_items() {
     });
 }
 
-/// The aggregator's visit of one ring (`Aggregator::drain`): read `closed` BEFORE draining, drain
-/// in batches of `batch` (all of it when closed), and report whether the ring can be reclaimed.
-/// Kept line for line with `src/aggregator/mod.rs`.
+/// One visit of a ring, through the same `Consumer::visit` the aggregator calls: true when the
+/// ring may be reclaimed.
 fn visit(c: &mut Consumer<u32>, batch: usize, seen: &mut Vec<u32>) -> bool {
-    let closed = c.is_closed();
-    loop {
-        let n = c.drain(batch, |v| seen.push(v));
-        if n < batch || !closed {
-            break;
-        }
-    }
-    closed
+    c.visit(batch, |v| seen.push(v)) == laptime::ring::Visit::Finished
 }
 
 /// (c) Reclamation: the producer pushes `items` and exits (drops its `Producer`); the consumer

@@ -21,7 +21,7 @@ use window::{CountWindow, Cumulative, Event, StageWindows};
 use crate::clock::Calibration;
 use crate::collector::{CollectorBuilder, CollectorShared, set_adaptive_ceiling};
 use crate::recorder::{CONTROL, Kind, Record, ThreadShared, threshold_to_rate};
-use crate::ring::Consumer;
+use crate::ring::{Consumer, Visit};
 use crate::sla::{ReasonInfo, Severity, Violation};
 use crate::stage::{Stage, registry};
 use crate::stats::{GuardTrips, Health, Snapshot, StageSnapshot};
@@ -339,32 +339,26 @@ impl Aggregator {
             for pass in 0..MAX_PASSES {
                 let mut more = false;
                 rings.retain_mut(|ring| {
-                    // Read `closed` before draining: if it was set, every push happened before,
-                    // so draining until empty empties the ring for good.
-                    let closed = ring.consumer.is_closed();
                     if pass == 0 {
                         let waiting = ring.consumer.len();
                         this.health.ring_high_water = this.health.ring_high_water.max(waiting);
                     }
-                    loop {
-                        let n = ring.consumer.drain(DRAIN_BATCH, |r| {
-                            this.health.records += 1;
-                            this.process(r);
-                        });
-                        if n < DRAIN_BATCH {
-                            break;
+                    let visit = ring.consumer.visit(DRAIN_BATCH, |r| {
+                        this.health.records += 1;
+                        this.process(r);
+                    });
+                    match visit {
+                        Visit::Drained { more: batch_full } => {
+                            more |= batch_full;
+                            true
                         }
-                        if !closed {
-                            more = true;
-                            break;
+                        Visit::Finished => {
+                            this.scan_sampled(ring, now, true);
+                            this.health.rings_reclaimed += 1;
+                            this.pushed_reclaimed += ring.consumer.pushed() as u64;
+                            false
                         }
                     }
-                    if closed {
-                        this.scan_sampled(ring, now, true);
-                        this.health.rings_reclaimed += 1;
-                        this.pushed_reclaimed += ring.consumer.pushed() as u64;
-                    }
-                    !closed
                 });
                 if !more {
                     break;
