@@ -13,9 +13,9 @@
 //! * **Right figures**: percentiles within the histogram's resolution (0.1 % at the default 3
 //!   significant digits) of the exact nearest-rank value; mean, min, max and stddev exact.
 //! * **Overhead**, measured on a 2-vCPU Xeon guest where a bare TSC pair costs 15 ns (figures,
-//!   commands and caveats in `benches/README.md`): a span ≈ 1.8 × a TSC pair (26 ns); a split
+//!   commands and caveats in `benches/README.md`): a span ≈ 1.4 × a TSC pair (21 ns); a split
 //!   ≈ 1.3 × a TSC pair per stage (19 ns); a disabled span 0.3 ns; a 4-stage tick of 10 µs
-//!   +0.56 %.
+//!   +0.6 %.
 //!
 //! # Quickstart
 //!
