@@ -17,21 +17,11 @@ use std::hint::black_box;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::tsc;
 use criterion::{Criterion, Throughput};
 use laptime::{CollectorHandle, Stage, Window};
-
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn tsc() -> u64 {
-    // SAFETY: `rdtsc` only reads the time-stamp counter; every x86_64 CPU has it.
-    unsafe { core::arch::x86_64::_rdtsc() }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[inline(always)]
-fn tsc() -> u64 {
-    laptime::clock::ticks()
-}
 
 /// Stages per figure.
 const STAGES: usize = 64;

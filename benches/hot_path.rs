@@ -13,23 +13,11 @@ use std::hint::black_box;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::tsc;
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
 use laptime::{CollectorHandle, Stage, Window};
-
-/// One TSC read, as bare as it gets: the baseline every figure is divided by.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn tsc() -> u64 {
-    // SAFETY: `rdtsc` only reads the time-stamp counter; every x86_64 CPU has it.
-    unsafe { core::arch::x86_64::_rdtsc() }
-}
-
-/// Elsewhere the library's own tick stands in for the TSC (the figures then compare less).
-#[cfg(not(target_arch = "x86_64"))]
-#[inline(always)]
-fn tsc() -> u64 {
-    laptime::clock::ticks()
-}
 
 /// The process's collector, installed before anything records, with rings big enough that the
 /// aggregator's default 10 ms interval never lets one fill between our flushes.

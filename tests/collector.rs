@@ -5,22 +5,16 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{install, serial, unique};
-use laptime::clock::MockClock;
+use common::{clock, install, serial, unique};
 use laptime::{
     AdaptiveSampling, Collector, InstallErrorKind, Metric, Severity, SlaRule, Stage, Value,
     Violation, Window, WindowSpec,
 };
 
 const MS: Duration = Duration::from_millis(1);
-
-fn clock() -> MockClock {
-    static CLOCK: OnceLock<MockClock> = OnceLock::new();
-    *CLOCK.get_or_init(|| MockClock::install(1_000_000_000))
-}
 
 /// A builder on the mock clock with a long interval, so only `flush` runs cycles that matter.
 fn builder() -> laptime::CollectorBuilder {
@@ -286,11 +280,9 @@ fn sampling_counts_every_call_and_draws_at_random() {
     assert!(laptime::set_sampling_rate(-0.1).is_err());
 }
 
-#[test]
-fn adaptive_sampling_engages_above_the_budget_and_restores_below() {
-    let _s = serial();
-    let clock = clock();
-    // A ring that never passes half full: cycles run only on flush, at known mock times.
+/// A collector with adaptive sampling (budget 1000/s, reduced rate 0.1) that has just seen 5000
+/// calls in 1.1 s. Its ring never passes half full, so cycles run only on flush, at known times.
+fn engaged_adaptive_sampling() -> laptime::CollectorHandle {
     let handle = install(
         builder()
             .with_ring_capacity(1 << 16)
@@ -301,11 +293,19 @@ fn adaptive_sampling_engages_above_the_budget_and_restores_below() {
     );
     let name = unique("adaptive");
     assert!(handle.flush()); // sets the adaptive mark at the current time
-    clock.advance(Duration::from_millis(1100));
+    clock().advance(Duration::from_millis(1100));
     for _ in 0..5000 {
         let _g = laptime::start(name);
     }
     assert!(handle.flush());
+    handle
+}
+
+#[test]
+fn adaptive_sampling_engages_above_the_budget_and_restores_below() {
+    let _s = serial();
+    let clock = clock();
+    let handle = engaged_adaptive_sampling();
     let h = handle.health();
     assert!(h.adaptive_engaged);
     assert!((laptime::sampling_rate() - 0.1).abs() < 1e-9);
@@ -315,8 +315,9 @@ fn adaptive_sampling_engages_above_the_budget_and_restores_below() {
     );
 
     clock.advance(Duration::from_millis(1100));
+    let quiet = unique("adaptive_quiet");
     for _ in 0..10 {
-        let _g = laptime::start(name);
+        let _g = laptime::start(quiet);
     }
     assert!(handle.flush());
     let h = handle.health();
@@ -549,21 +550,7 @@ fn a_latency_guard_does_not_stay_tripped_after_its_collector_stops() {
 fn setting_the_rate_while_adaptive_sampling_holds_it_down_keeps_it_down() {
     let _s = serial();
     let clock = clock();
-    let handle = install(
-        builder()
-            .with_ring_capacity(1 << 16)
-            .with_adaptive_sampling(AdaptiveSampling {
-                budget_per_sec: 1000.0,
-                reduced_rate: 0.1,
-            }),
-    );
-    let name = unique("adaptive_base");
-    assert!(handle.flush());
-    clock.advance(Duration::from_millis(1100));
-    for _ in 0..5000 {
-        let _g = laptime::start(name);
-    }
-    assert!(handle.flush());
+    let handle = engaged_adaptive_sampling();
     assert!(handle.health().adaptive_engaged);
     laptime::set_sampling_rate(0.5).unwrap();
     assert!(

@@ -13,6 +13,8 @@
 mod common;
 
 use std::sync::{Arc, Barrier};
+
+use common::cases;
 use std::time::Duration;
 
 use laptime::{Collector, Stage, Window};
@@ -23,14 +25,6 @@ use proptest::test_runner::FileFailurePersistence;
 /// process-wide drop counter is the collector's business to baseline.
 const STAGES: [&str; 4] = ["acct_a", "acct_b", "acct_c", "acct_d"];
 const RING: usize = 8;
-
-/// `PROPTEST_CASES` if set, else a count that keeps the file quick on two cores.
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(64)
-}
 
 #[derive(Debug, Clone, Copy)]
 enum Api {

@@ -11,10 +11,9 @@
 
 mod common;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use laptime::clock::MockClock;
+use common::{cases, clock};
 use laptime::{Collector, StageStats, Window, WindowSpec};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -29,20 +28,6 @@ const MAX_VALUES: usize = 2_000;
 /// every value too.
 const WINDOW: Duration = Duration::from_secs(1);
 const STAGE: &str = "model_percentiles";
-
-/// Frozen time: every value lands in the current slice of the sliding window.
-fn clock() -> MockClock {
-    static CLOCK: OnceLock<MockClock> = OnceLock::new();
-    *CLOCK.get_or_init(|| MockClock::install(1_000_000_000))
-}
-
-/// `PROPTEST_CASES` if set, else a count that keeps the file quick on two cores.
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(64)
-}
 
 /// Log-uniform over `[1, 2^max_log2)`: every bucket magnitude equally likely.
 fn log_uniform(max_log2: u32) -> impl Strategy<Value = u64> {

@@ -9,26 +9,12 @@
 
 mod common;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use laptime::clock::MockClock;
+use common::{cases, clock};
 use laptime::{Collector, StageStats, Window, WindowSpec};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-
-fn clock() -> MockClock {
-    static CLOCK: OnceLock<MockClock> = OnceLock::new();
-    *CLOCK.get_or_init(|| MockClock::install(1_000_000_000))
-}
-
-/// `PROPTEST_CASES` if set, else a count that keeps the file quick on two cores.
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(64)
-}
 
 /// One stage name for every case: each case's collector starts with empty statistics.
 const STAGE: &str = "model_windows";

@@ -21,6 +21,22 @@ pub fn install(builder: laptime::CollectorBuilder) -> laptime::CollectorHandle {
         .unwrap_or_else(|e| panic!("install failed: {e}"))
 }
 
+/// The process-wide mock clock, installed on first use at 1 s (feature `test-util`). Install it
+/// before the first collector of the process.
+#[cfg(feature = "test-util")]
+pub fn clock() -> laptime::clock::MockClock {
+    static CLOCK: std::sync::OnceLock<laptime::clock::MockClock> = std::sync::OnceLock::new();
+    *CLOCK.get_or_init(|| laptime::clock::MockClock::install(1_000_000_000))
+}
+
+/// Proptest cases: `PROPTEST_CASES` if set, else a count that keeps a file quick on two cores.
+pub fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64)
+}
+
 /// A fresh, leaked stage name, unique in this process.
 pub fn unique(prefix: &str) -> &'static str {
     use std::sync::atomic::{AtomicUsize, Ordering};
