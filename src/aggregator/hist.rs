@@ -13,6 +13,10 @@ use std::fmt;
 
 /// Counters per chunk. 256 × 4 B = 1 KiB for window counters.
 const CHUNK: usize = 256;
+/// A window-slice chunk that held fewer records than this when its slice expired is freed rather
+/// than zeroed: steady-state memory then follows where values land now, not every value ever
+/// seen, at the price of an allocation when a rare value lands there again (aggregator thread).
+const KEEP_CHUNK_AT: u64 = 64;
 
 /// The bucket layout: HdrHistogram's, with a lowest discernible value of 1.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -236,6 +240,22 @@ impl<C: Count> Hist<C> {
         self.total = 0;
     }
 
+    /// Zeroes every counter like [`Hist::reset`], but frees the chunks that held fewer than
+    /// [`KEEP_CHUNK_AT`] records: a window slice that rotates then does not keep a chunk for
+    /// every rare tail value it ever saw. Call only when the counts are no longer needed (a slice
+    /// already subtracted from its window's sum).
+    pub(crate) fn reset_and_trim(&mut self) {
+        for (chunk, counts) in self.chunks.iter_mut().enumerate() {
+            let total = std::mem::take(&mut self.chunk_totals[chunk]);
+            if total < KEEP_CHUNK_AT {
+                *counts = None;
+            } else if let Some(counts) = counts {
+                counts.fill(C::default());
+            }
+        }
+        self.total = 0;
+    }
+
     /// For each rank in `ranks` (ascending, each in 1..=total), the counter index holding the
     /// record of that rank in sorted order. One walk over the chunk totals and into the chunks
     /// that hold a rank.
@@ -402,9 +422,26 @@ mod tests {
         assert_eq!(a.total(), 6 + 18);
         a.subtract(&b);
         assert_eq!(a.iter().collect::<Vec<_>>(), before);
-        a.reset();
+        a.reset_and_trim();
         assert_eq!(a.total(), 0);
         assert_eq!(a.iter().count(), 0);
+        assert_eq!(
+            a.heap_bytes(),
+            a.chunks.capacity() * 8 + a.chunk_totals.capacity() * 8,
+            "sparse chunks are freed"
+        );
+        for _ in 0..KEEP_CHUNK_AT {
+            a.record(layout.index(5000), 1);
+        }
+        let dense = a.heap_bytes();
+        a.reset_and_trim();
+        assert_eq!(a.heap_bytes(), dense, "a dense chunk is kept for reuse");
+        a.record(layout.index(7), 1);
+        a.record(layout.index(5000), 2);
+        assert_eq!(
+            a.iter().collect::<Vec<_>>(),
+            vec![(layout.index(7), 1), (layout.index(5000), 2)]
+        );
     }
 
     #[test]

@@ -173,7 +173,7 @@ impl SlidingWindow {
             if !slice.tally.is_empty() {
                 changed = true;
                 self.sum.subtract(&slice.hist);
-                slice.hist.reset();
+                slice.hist.reset_and_trim();
                 slice.tally = Tally::default();
             }
             slice.number = number;
