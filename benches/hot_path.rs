@@ -38,7 +38,19 @@ const CHUNK_RECORDS: u64 = 1 << 15;
 /// Runs `body` `iters` times and returns the time spent in `body` only: iterations go in chunks
 /// of at most [`CHUNK_RECORDS`] records, each chunk timed on its own, with an untimed flush after
 /// it so no record is ever dropped for want of ring space.
-fn timed_in_chunks(iters: u64, records_per_iter: u64, mut body: impl FnMut()) -> Duration {
+fn timed_in_chunks(iters: u64, records_per_iter: u64, body: impl FnMut()) -> Duration {
+    timed_in_chunks_then(iters, records_per_iter, body, |_| {
+        assert!(laptime::flush(), "the aggregator answers a flush");
+    })
+}
+
+/// [`timed_in_chunks`] with `empty(n)` run, untimed, after each chunk of `n` iterations.
+fn timed_in_chunks_then(
+    iters: u64,
+    records_per_iter: u64,
+    mut body: impl FnMut(),
+    mut empty: impl FnMut(u64),
+) -> Duration {
     let chunk = (CHUNK_RECORDS / records_per_iter).max(1);
     let mut timed = Duration::ZERO;
     let mut left = iters;
@@ -50,7 +62,7 @@ fn timed_in_chunks(iters: u64, records_per_iter: u64, mut body: impl FnMut()) ->
         }
         timed += started.elapsed();
         left -= n;
-        assert!(laptime::flush(), "the aggregator answers a flush");
+        empty(n);
     }
     timed
 }
@@ -114,22 +126,17 @@ fn span(c: &mut Criterion) {
     let (mut producer, mut consumer) = laptime::ring::ring::<[u64; 4]>(CHUNK_RECORDS as usize);
     g.bench_function("floor/tsc_pair_ring_push", |b| {
         b.iter_custom(|iters| {
-            let mut timed = Duration::ZERO;
-            let mut left = iters;
-            while left > 0 {
-                let n = left.min(CHUNK_RECORDS);
-                let started = Instant::now();
-                for _ in 0..n {
+            timed_in_chunks_then(
+                iters,
+                1,
+                || {
                     let start = tsc();
                     let end = tsc();
                     let pushed = producer.push(black_box([1, 0, start, end]));
                     debug_assert!(pushed.is_ok());
-                }
-                timed += started.elapsed();
-                left -= n;
-                assert_eq!(consumer.drain(usize::MAX, drop), n as usize);
-            }
-            timed
+                },
+                |n| assert_eq!(consumer.drain(usize::MAX, drop), n as usize),
+            )
         })
     });
     g.bench_function("guard/stage", |b| {

@@ -36,17 +36,22 @@ unsafe impl<T: Send> Sync for Shared<T> {}
 // SAFETY: the shared block owns its `T`s; moving it to another thread moves them, hence `T: Send`.
 unsafe impl<T: Send> Send for Shared<T> {}
 
-/// Creates a ring holding at least `capacity` records (rounded up to a power of two, minimum 2).
-///
-/// Allocates once, here; pushing and popping never allocate.
+/// The capacity [`ring`] gives for a requested one: rounded up to a power of two, minimum 2.
 ///
 /// # Panics
-/// If `capacity` rounds up past `usize::MAX` (the collector caps rings far below that).
-pub fn ring<T: Copy>(capacity: usize) -> (Producer<T>, Consumer<T>) {
-    let capacity = capacity
+/// If `requested` rounds up past `usize::MAX` (the collector caps rings far below that).
+pub fn capacity_for(requested: usize) -> usize {
+    requested
         .max(2)
         .checked_next_power_of_two()
-        .expect("ring capacity must round up to a power of two that fits in usize");
+        .expect("ring capacity must round up to a power of two that fits in usize")
+}
+
+/// Creates a ring holding [`capacity_for`]`(capacity)` records.
+///
+/// Allocates once, here; pushing and popping never allocate.
+pub fn ring<T: Copy>(capacity: usize) -> (Producer<T>, Consumer<T>) {
+    let capacity = capacity_for(capacity);
     let slots = (0..capacity)
         .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
         .collect::<Vec<_>>()

@@ -14,12 +14,10 @@ mod common;
 
 use std::sync::{Arc, Barrier};
 
-use common::cases;
 use std::time::Duration;
 
 use laptime::{Collector, Stage, Window};
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 /// The same stages in every case: a new collector starts with empty statistics, and a stage's
 /// process-wide drop counter is the collector's business to baseline.
@@ -220,13 +218,7 @@ fn run(case: &Case) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/model_accounting.txt",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config("model_accounting"))]
 
     #[test]
     fn every_call_is_counted_once(case in case()) {

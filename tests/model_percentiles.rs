@@ -13,10 +13,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{cases, clock};
+use common::clock;
 use laptime::{Collector, StageStats, Window, WindowSpec};
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 /// The collector's default highest trackable value, 1 h.
 const HIGHEST: u64 = 3_600_000_000_000;
@@ -178,13 +177,7 @@ fn run(values: &[u64]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/model_percentiles.txt",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config("model_percentiles"))]
 
     #[test]
     fn percentiles_are_within_a_bucket_of_the_exact_nearest_rank(values in values()) {

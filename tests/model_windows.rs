@@ -11,10 +11,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{cases, clock};
+use common::clock;
 use laptime::{Collector, StageStats, Window, WindowSpec};
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
 
 /// One stage name for every case: each case's collector starts with empty statistics.
 const STAGE: &str = "model_windows";
@@ -217,13 +216,7 @@ fn run(offset: u64, specs: &[Spec], steps: &[Step]) -> Result<(), TestCaseError>
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/model_windows.txt",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(common::proptest_config("model_windows"))]
 
     #[test]
     fn windows_hold_exactly_the_samples_of_their_last_slices(

@@ -172,7 +172,7 @@ impl Aggregator {
         let rule_state = vec![None; config.rules.len()];
         let latency_reason = crate::sla::GuardReason::new(config.latency_guard_reason).ok();
         let health = Health {
-            ring_capacity: config.ring_capacity.max(2).next_power_of_two(),
+            ring_capacity: crate::ring::capacity_for(config.ring_capacity),
             enabled: crate::recorder::is_enabled(),
             sampling_rate: crate::recorder::sampling_rate(),
             ..Health::default()

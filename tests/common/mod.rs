@@ -37,6 +37,19 @@ pub fn cases() -> u32 {
         .unwrap_or(64)
 }
 
+/// The proptest configuration of a model file: [`cases`] cases, failures persisted to
+/// `proptest-regressions/<name>.txt` (commit them).
+pub fn proptest_config(name: &str) -> proptest::test_runner::Config {
+    let path: &'static str = Box::leak(format!("proptest-regressions/{name}.txt").into_boxed_str());
+    proptest::test_runner::Config {
+        cases: cases(),
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(path),
+        )),
+        ..proptest::test_runner::Config::default()
+    }
+}
+
 /// A fresh, leaked stage name, unique in this process.
 pub fn unique(prefix: &str) -> &'static str {
     use std::sync::atomic::{AtomicUsize, Ordering};
