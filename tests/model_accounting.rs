@@ -13,7 +13,6 @@
 mod common;
 
 use std::sync::{Arc, Barrier};
-
 use std::time::Duration;
 
 use laptime::{Collector, Stage, Window};
