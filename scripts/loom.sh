@@ -4,7 +4,8 @@
 #   scripts/loom.sh          bounded (LOOM_MAX_PREEMPTIONS=3): what CI runs, about 2 s once built
 #   scripts/loom.sh --full   every interleaving: about 5.5 min on 2 cores
 #
-# `--cfg loom` builds the library down to ring + handoff + sync, in its own target directory so the
+# `--cfg laptime_loom` (our own cfg name: tokio, a dev-dependency, breaks under a global
+# `--cfg loom`) builds the library down to ring + handoff + sync, in its own target directory so the
 # normal build cache is not invalidated. Each model prints how many interleavings it explored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ if [[ "${1:-}" == "--full" ]]; then
   shift
 fi
 
-export RUSTFLAGS="--cfg loom"
+export RUSTFLAGS="--cfg laptime_loom"
 export CARGO_TARGET_DIR="${LOOM_TARGET_DIR:-$PWD/target/loom}"
 start=$SECONDS
 if [[ -n "$preemptions" ]]; then

@@ -258,7 +258,7 @@ mod mock {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(laptime_loom)))]
 mod tests {
     use super::*;
 

@@ -78,60 +78,60 @@
 #![warn(missing_docs)]
 // The two modules that read the TSC and own the ring's slots opt back in, each with a SAFETY line
 // on every block.
-#![cfg_attr(not(loom), doc(test(attr(deny(warnings)))))]
+#![cfg_attr(not(laptime_loom), doc(test(attr(deny(warnings)))))]
 
-// Under `--cfg loom` only the loom-checked core builds (`tests/loom.rs`): the ring, the ring
-// handoff and the sync shim. The rest uses std primitives and statics that loom cannot run.
-#[cfg(not(loom))]
+// Under `--cfg laptime_loom` only the loom-checked core builds (`tests/loom.rs`): the ring, the
+// ring handoff and the sync shim. The rest uses std primitives and statics that loom cannot run.
+#[cfg(not(laptime_loom))]
 mod aggregator;
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 pub mod clock;
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 mod collector;
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 mod error;
-#[cfg(loom)]
+#[cfg(laptime_loom)]
 pub mod handoff;
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 mod handoff;
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 mod recorder;
 pub mod ring;
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 mod sla;
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 mod stage;
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 mod stats;
 mod sync;
 
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 pub use collector::{
     AdaptiveSampling, Collector, CollectorBuilder, CollectorHandle, IntoStageQuery,
     MAX_RING_CAPACITY, MAX_SLICES_PER_WINDOW, SlaCallback, WindowSpec, check_sla_violations, flush,
     get_all_stats, get_stats, health, snapshot,
 };
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 pub use error::{ConfigError, InstallError, InstallErrorKind, StageError};
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 pub use recorder::{
     Lap, SpanGuard, SpanToken, is_enabled, lap, record, record_end, record_start, sampling_rate,
     set_enabled, set_sampling_rate, start,
 };
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 pub use sla::{
     CLEAR_BELOW, GuardReason, MAX_GUARD_REASONS, Metric, Severity, SlaPreset, SlaRule, Value,
     Violation, guard_trip, presets,
 };
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 pub use stage::{
     DEFAULT_MAX_STAGES, IntoStage, Labels, LatencyGuard, MAX_NAME_LEN, MAX_STAGES_LIMIT, Stage,
 };
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 pub use stats::{GuardTrips, Health, Snapshot, StageSnapshotIter, StageStats, Window};
 
 /// Guard trips of every reason over `window`, from the current collector's latest snapshot.
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 pub fn guard_trips(window: Window) -> Vec<(&'static str, u64)> {
     snapshot()
         .map(|s| s.guard_trips(window))
@@ -141,7 +141,7 @@ pub fn guard_trips(window: Window) -> Vec<(&'static str, u64)> {
 /// Trips `reason` when `condition` holds and returns `condition`: `if guard_trip_if(vol > max,
 /// "vol_hard") { return; }`.
 #[inline]
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 pub fn guard_trip_if(condition: bool, reason: &'static str) -> bool {
     if condition {
         guard_trip(reason);
@@ -152,7 +152,7 @@ pub fn guard_trip_if(condition: bool, reason: &'static str) -> bool {
 /// The exact nearest-rank definition every percentile here follows: the rank of quantile `q` among
 /// `n` sorted values is ⌈q·n⌉ (at least 1), with products within 1e-9 of an integer taken as that
 /// integer. Tests compare reported percentiles with `sorted[rank(q, n) - 1]`.
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 pub fn rank(q: f64, n: u64) -> u64 {
     aggregator::hist::rank(q, n)
 }

@@ -270,7 +270,7 @@ impl<T: Copy> Consumer<T> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(laptime_loom)))]
 mod tests {
     use super::*;
 

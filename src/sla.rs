@@ -531,7 +531,7 @@ pub fn guard_trip(reason: &'static str) -> bool {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(laptime_loom)))]
 mod tests {
     use super::*;
 

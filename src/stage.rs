@@ -509,7 +509,7 @@ fn literal_hash(ptr: usize) -> usize {
         as usize
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(laptime_loom)))]
 mod tests {
     use super::*;
 

@@ -1,25 +1,26 @@
-//! The one place atomics and cells come from: std normally, loom under `--cfg loom`, so the ring and
-//! the registration protocol can be model-checked without touching their code.
+//! The one place atomics and cells come from: std normally, loom under `--cfg laptime_loom`, so
+//! the ring and the registration protocol can be model-checked without touching their code.
 
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 pub(crate) use std::sync::{
     Arc,
     atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 
-#[cfg(loom)]
+#[cfg(laptime_loom)]
 pub(crate) use loom::sync::{
     Arc,
     atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 
 /// An `UnsafeCell` with loom's closure-based access, so the ring's slot accesses are tracked by
-/// loom's causality checker under `--cfg loom` and compile to plain pointer accesses otherwise.
-#[cfg(not(loom))]
+/// loom's causality checker under `--cfg laptime_loom` and compile to plain pointer accesses
+/// otherwise.
+#[cfg(not(laptime_loom))]
 #[derive(Debug)]
 pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
-#[cfg(not(loom))]
+#[cfg(not(laptime_loom))]
 impl<T> UnsafeCell<T> {
     pub(crate) const fn new(value: T) -> Self {
         Self(std::cell::UnsafeCell::new(value))
@@ -34,20 +35,20 @@ impl<T> UnsafeCell<T> {
     }
 }
 
-#[cfg(loom)]
+#[cfg(laptime_loom)]
 pub(crate) use loom::cell::UnsafeCell;
 
 /// A mutex whose `lock` returns the guard directly: parking_lot's normally (no poisoning), loom's
-/// under `--cfg loom` so the registration handoff is model-checked with its real lock.
-#[cfg(not(loom))]
+/// under `--cfg laptime_loom` so the registration handoff is model-checked with its real lock.
+#[cfg(not(laptime_loom))]
 pub(crate) use parking_lot::Mutex;
 
 /// loom's mutex behind parking_lot's signature (`lock` returns the guard, no `LockResult`).
-#[cfg(loom)]
+#[cfg(laptime_loom)]
 #[derive(Debug)]
 pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
 
-#[cfg(loom)]
+#[cfg(laptime_loom)]
 impl<T> Mutex<T> {
     pub(crate) fn new(value: T) -> Self {
         Self(loom::sync::Mutex::new(value))

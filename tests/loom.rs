@@ -1,14 +1,15 @@
-//! loom models of the SPSC ring and of ring registration and reclamation. Only under `--cfg loom`,
-//! which builds the library down to `ring`, `handoff` and the `sync` shim (`scripts/loom.sh`):
+//! loom models of the SPSC ring and of ring registration and reclamation. Only under
+//! `--cfg laptime_loom`, which builds the library down to `ring`, `handoff` and the `sync` shim
+//! (`scripts/loom.sh`):
 //!
 //! ```text
-//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=3 \
+//! RUSTFLAGS="--cfg laptime_loom" CARGO_TARGET_DIR=target/loom LOOM_MAX_PREEMPTIONS=3 \
 //!     cargo test --release --test loom -- --nocapture
 //! ```
 //!
 //! Each model prints how many interleavings it explored. Spin loops call `loom::thread::yield_now`
 //! (never `spin_loop`), or loom reports the model as never making progress.
-#![cfg(loom)]
+#![cfg(laptime_loom)]
 
 use std::sync::atomic::{AtomicBool as StdAtomicBool, AtomicUsize as StdAtomicUsize};
 use std::time::Instant;

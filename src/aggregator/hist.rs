@@ -360,7 +360,7 @@ pub fn rank(q: f64, n: u64) -> u64 {
     (r as u64).clamp(1, n.max(1))
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(laptime_loom)))]
 mod tests {
     use super::*;
 

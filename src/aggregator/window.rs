@@ -525,7 +525,7 @@ pub(crate) fn stats_from<C: Count>(
     stats
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(laptime_loom)))]
 mod tests {
     use super::*;
 
