@@ -556,6 +556,7 @@ mod tests {
             calls: count,
             saturated: 0,
             deadline_misses: misses,
+            cancelled: 0,
             in_flight: 0,
             deadline: None,
         }

@@ -74,8 +74,9 @@ pub struct StageStats {
     pub dropped: u64,
     /// Calls skipped by sampling (counted exactly, per thread).
     pub sampled_out: u64,
-    /// Every call that reached the stage: `count + sampled_out + dropped`. With sampling on this is
-    /// the true call count (the "estimated total" is exact because skipped calls are counted).
+    /// Every call that reached the stage: `count + sampled_out + dropped + cancelled`. With
+    /// sampling on this is the true call count (the "estimated total" is exact because skipped
+    /// calls are counted).
     /// One exception: a [`crate::Lap`] is sampled as a whole, and a sampled-out lap counts one
     /// skipped call for its total stage only, not for the splits it never reached.
     pub calls: u64,
@@ -84,6 +85,10 @@ pub struct StageStats {
     /// Spans that ran past the stage's deadline: counted once each, as soon as the aggregator sees
     /// them overdue (even while still running) or when they end late.
     pub deadline_misses: u64,
+    /// Spans abandoned before they ended: [`crate::SpanGuard::cancel`], a [`crate::SpanToken`]
+    /// dropped without [`crate::record_end`], an async `#[measure]` future dropped before it
+    /// completed. Recorded nowhere else: a cancelled span is not a duration.
+    pub cancelled: u64,
     /// Spans of the stage started but not yet ended, as of the snapshot (cumulative window only;
     /// 0 elsewhere). Only stages with a deadline publish their starts.
     pub in_flight: u64,

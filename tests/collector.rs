@@ -507,10 +507,11 @@ fn a_lap_with_many_splits_keeps_every_boundary() {
 }
 
 #[test]
-fn cancelled_and_abandoned_spans_record_nothing_and_leave_nothing_in_flight() {
+fn cancelled_and_abandoned_spans_are_counted_not_recorded_and_leave_nothing_in_flight() {
     let _s = serial();
     let clock = clock();
     let name = unique("cancel");
+    let unwatched = unique("cancel_unwatched");
     let handle = install(builder().with_deadline(name, 10 * MS));
     let guard = laptime::start(name);
     let token = laptime::record_start(name);
@@ -524,14 +525,26 @@ fn cancelled_and_abandoned_spans_record_nothing_and_leave_nothing_in_flight() {
     );
     guard.cancel();
     drop(token); // never ended
+    laptime::start(unwatched).cancel();
+    drop(laptime::record_start(unwatched));
+    laptime::start(unwatched).finish();
     clock.advance(50 * MS); // past the deadline: a lingering entry would turn into a miss
     assert!(handle.flush());
-    let s = handle.get_stats(name, Window::Cumulative);
-    assert!(
-        s.as_ref()
-            .is_none_or(|s| (s.count, s.in_flight, s.deadline_misses) == (0, 0, 0)),
-        "{s:?}"
+    let s = handle.get_stats(name, Window::Cumulative).unwrap();
+    assert_eq!(
+        (
+            s.count,
+            s.cancelled,
+            s.calls,
+            s.in_flight,
+            s.deadline_misses
+        ),
+        (0, 2, 2, 0, 0)
     );
+    let s = handle.get_stats(name, Window::S1).unwrap();
+    assert_eq!(s.cancelled, 2, "windows count cancellations too");
+    let s = handle.get_stats(unwatched, Window::Cumulative).unwrap();
+    assert_eq!((s.count, s.cancelled, s.calls), (1, 2, 3));
     assert_eq!(handle.health().in_flight, 0);
 }
 

@@ -389,7 +389,10 @@ impl Aggregator {
             }
             Kind::Cancel => {
                 let now = self.calibration.now_ns();
-                self.close_in_flight(r.span, now);
+                if r.span != 0 {
+                    self.close_in_flight(r.span, now);
+                }
+                self.count_event(r.stage, now, Event::Cancelled, 1);
                 self.starts += 1; // not a span: kept out of the event rate, like starts
             }
             Kind::Start => {
@@ -729,5 +732,5 @@ fn gcd(a: u64, b: u64) -> u64 {
 }
 
 fn active(s: &crate::StageStats) -> bool {
-    s.count > 0 || s.dropped > 0 || s.sampled_out > 0 || s.deadline_misses > 0
+    s.count > 0 || s.dropped > 0 || s.sampled_out > 0 || s.deadline_misses > 0 || s.cancelled > 0
 }

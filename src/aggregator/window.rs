@@ -31,6 +31,8 @@ pub(crate) struct Tally {
     pub(crate) sampled_out: u64,
     pub(crate) saturated: u64,
     pub(crate) misses: u64,
+    /// Spans abandoned before their end (a cancelled guard, a dropped token or async future).
+    pub(crate) cancelled: u64,
 }
 
 impl Default for Tally {
@@ -46,6 +48,7 @@ impl Default for Tally {
             sampled_out: 0,
             saturated: 0,
             misses: 0,
+            cancelled: 0,
         }
     }
 }
@@ -77,11 +80,16 @@ impl Tally {
         self.sampled_out += other.sampled_out;
         self.saturated += other.saturated;
         self.misses += other.misses;
+        self.cancelled += other.cancelled;
     }
 
     /// Whether anything at all happened.
     pub(crate) fn is_empty(&self) -> bool {
-        self.count == 0 && self.dropped == 0 && self.sampled_out == 0 && self.misses == 0
+        self.count == 0
+            && self.dropped == 0
+            && self.sampled_out == 0
+            && self.misses == 0
+            && self.cancelled == 0
     }
 }
 
@@ -91,6 +99,7 @@ pub(crate) enum Event {
     Dropped,
     SampledOut,
     Miss,
+    Cancelled,
 }
 
 impl Tally {
@@ -99,6 +108,7 @@ impl Tally {
             Event::Dropped => self.dropped += n,
             Event::SampledOut => self.sampled_out += n,
             Event::Miss => self.misses += n,
+            Event::Cancelled => self.cancelled += n,
         }
     }
 }
@@ -496,9 +506,10 @@ pub(crate) fn stats_from<C: Count>(
         p999: Duration::ZERO,
         dropped: tally.dropped,
         sampled_out: tally.sampled_out,
-        calls: tally.count + tally.sampled_out + tally.dropped,
+        calls: tally.count + tally.sampled_out + tally.dropped + tally.cancelled,
         saturated: tally.saturated,
         deadline_misses: tally.misses,
+        cancelled: tally.cancelled,
         in_flight,
         deadline: stage.deadline(),
     };
