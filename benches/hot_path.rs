@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::tsc;
+use common::{CHUNK_RECORDS, timed_in_chunks, timed_in_chunks_then, tsc};
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
 use laptime::{CollectorHandle, Stage, Window};
 
@@ -29,42 +29,6 @@ fn collector() -> &'static CollectorHandle {
             .install()
             .expect("the bench installs the first and only collector of its process")
     })
-}
-
-/// Records written between two flushes: half the aggregator's per-ring batch, so one flush
-/// empties the ring and a chunk never comes near filling it.
-const CHUNK_RECORDS: u64 = 1 << 15;
-
-/// Runs `body` `iters` times and returns the time spent in `body` only: iterations go in chunks
-/// of at most [`CHUNK_RECORDS`] records, each chunk timed on its own, with an untimed flush after
-/// it so no record is ever dropped for want of ring space.
-fn timed_in_chunks(iters: u64, records_per_iter: u64, body: impl FnMut()) -> Duration {
-    timed_in_chunks_then(iters, records_per_iter, body, |_| {
-        assert!(laptime::flush(), "the aggregator answers a flush");
-    })
-}
-
-/// [`timed_in_chunks`] with `empty(n)` run, untimed, after each chunk of `n` iterations.
-fn timed_in_chunks_then(
-    iters: u64,
-    records_per_iter: u64,
-    mut body: impl FnMut(),
-    mut empty: impl FnMut(u64),
-) -> Duration {
-    let chunk = (CHUNK_RECORDS / records_per_iter).max(1);
-    let mut timed = Duration::ZERO;
-    let mut left = iters;
-    while left > 0 {
-        let n = left.min(chunk);
-        let started = Instant::now();
-        for _ in 0..n {
-            body();
-        }
-        timed += started.elapsed();
-        left -= n;
-        empty(n);
-    }
-    timed
 }
 
 fn stats(stage: Stage) -> Option<laptime::StageStats> {

@@ -6,9 +6,11 @@
 //! the middle third of the run the market turns volatile: more slow ticks, more guard trips.
 //!
 //! What it shows:
-//! * the split timer: `lap("tick_total")`, then `split` at each stage boundary (one clock read
-//!   each) and `end_with` for the last stage and the total;
-//! * guard spans of a labelled stage (`exchange_req{verb, api}`) for the exchange requests;
+//! * the split timer: `lap(TickStage::TickTotal)`, then `split` at each stage boundary (one clock
+//!   read each) and `end_with` for the last stage and the total, its stages named by a
+//!   `#[derive(laptime::Stage)]` enum so a misspelt stage does not compile;
+//! * `#[laptime::measure]` on the exchange-request functions, each a series of the labelled stage
+//!   `exchange_req{verb, api}`;
 //! * guard trips the application counts itself (`vol_soft`, `vol_hard`) and the latency guard
 //!   the collector trips while `tick_total` breaks its SLA;
 //! * the market-maker SLA preset scaled to this demo's half-millisecond ticks, a callback that
@@ -208,20 +210,30 @@ enum Quotes {
     Pulled,
 }
 
-/// One tick: four stages timed by the split timer, two exchange requests timed by guards.
+/// The tick's stages: `tick_total`, `stage_fetch_md`, ... (the variants' names in snake_case).
+#[derive(Debug, Clone, Copy, laptime::Stage)]
+enum TickStage {
+    TickTotal,
+    StageFetchMd,
+    StageSpread,
+    StageGuards,
+    StageEmit,
+}
+
+/// One tick: four stages timed by the split timer, two exchange requests by `#[measure]`.
 fn tick(rng: &mut Rng, market: &Market, latency_guard_tripped: bool) -> Quotes {
-    let mut lap = laptime::lap("tick_total");
+    let mut lap = laptime::lap(TickStage::TickTotal);
 
     // Market data: usually about 120 µs; now and then the feed is late.
     work(rng.latency(120.0, 0.35));
     if rng.chance(market.slow_tick) {
         work(rng.between(Duration::from_millis(2), Duration::from_millis(6)));
     }
-    lap.split("stage_fetch_md");
+    lap.split(TickStage::StageFetchMd);
 
     // Fair value and spread.
     work(rng.latency(35.0, 0.25));
-    lap.split("stage_spread");
+    lap.split(TickStage::StageSpread);
 
     // Volatility guards: a hard trip pulls the quotes, a soft one widens them.
     work(rng.latency(15.0, 0.2));
@@ -237,29 +249,29 @@ fn tick(rng: &mut Rng, market: &Market, latency_guard_tripped: bool) -> Quotes {
     } else {
         Quotes::Normal
     };
-    lap.split("stage_guards");
+    lap.split(TickStage::StageGuards);
 
     // Emit: build the orders, cancel the stale quotes in one request, post the new ones in another.
     work(rng.latency(25.0, 0.3));
-    {
-        let _request = laptime::start(laptime::stage!(
-            "exchange_req",
-            verb = "post",
-            api = "batch-cancel"
-        ));
-        work(rng.latency(90.0, 0.4));
-    }
+    cancel_batch(rng);
     if !matches!(quotes, Quotes::Pulled) {
-        let _request = laptime::start(laptime::stage!(
-            "exchange_req",
-            verb = "post",
-            api = "batch-orders"
-        ));
-        work(rng.latency(110.0, 0.4));
+        post_orders(rng);
     }
     // The last stage and the tick's total share one clock read.
-    lap.end_with("stage_emit");
+    lap.end_with(TickStage::StageEmit);
     quotes
+}
+
+// The exchange requests: every call is one span of its `exchange_req{verb, api}` series.
+
+#[laptime::measure(name = "exchange_req", labels(verb = "post", api = "batch-cancel"))]
+fn cancel_batch(rng: &mut Rng) {
+    work(rng.latency(90.0, 0.4));
+}
+
+#[laptime::measure(name = "exchange_req", labels(verb = "post", api = "batch-orders"))]
+fn post_orders(rng: &mut Rng) {
+    work(rng.latency(110.0, 0.4));
 }
 
 /// Simulated work: spins for `d`, as computing code would (a sleep would give the core away).

@@ -12,7 +12,9 @@ step "format"
 cargo fmt --all --check
 
 step "clippy (every target, every feature, warnings are errors)"
-cargo clippy --all-targets --all-features -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+# and the compiled-out build on its own (features unify within one cargo invocation)
+cargo clippy -p laptime-noop-check --all-targets -- -D warnings
 
 step "doc tests"
 cargo test --doc --all-features
@@ -23,5 +25,8 @@ scripts/loom.sh
 step "miri on the ring"
 scripts/miri.sh
 
-step "unit, integration and property tests (nextest: one process per test)"
-cargo nextest run --all-features --no-fail-fast
+step "instrumentation compiled out (default-features = false): the whole API records nothing"
+cargo test -p laptime-noop-check
+
+step "unit, integration, property and trybuild tests (nextest: one process per test)"
+cargo nextest run --workspace --exclude laptime-noop-check --all-features --no-fail-fast

@@ -8,7 +8,7 @@
 //!
 //! We read the TSC ourselves instead of through `quanta`: `quanta::Clock::raw()` costs the same
 //! `rdtsc` (see `benches/README.md`) but needs a `Clock` value on the hot path, and its conversion
-//! state is per `Clock`; here the conversion lives in the aggregator's [`Calibration`].
+//! state is per `Clock`; here the conversion lives in the aggregator's `Calibration`.
 //!
 //! With the `test-util` feature, [`MockClock`] replaces the source for the whole process: ticks are
 //! then the mock's nanoseconds. Without the feature there is no branch for it.

@@ -384,6 +384,9 @@ impl CollectorBuilder {
     /// Fails, handing the builder back, when the configuration is invalid, when a collector is
     /// already running (perhaps the default one, started by the first span), or when the thread
     /// cannot be spawned.
+    ///
+    /// Without the `enable` feature it validates the configuration the same way and returns a
+    /// handle with nothing behind it: no thread is started and its snapshot stays empty.
     pub fn install(self) -> Result<CollectorHandle, InstallError> {
         let _lock = INSTALL.lock();
         self.install_locked()
@@ -428,6 +431,11 @@ impl CollectorBuilder {
             #[cfg(feature = "test-util")]
             inject_panic: AtomicBool::new(false),
         });
+        if !crate::COMPILED_IN {
+            // Instrumentation is compiled out: a handle with no aggregator behind it. Nothing
+            // becomes current, so spans (already inert) never look for it.
+            return Ok(CollectorHandle { shared, join: None });
+        }
         let aggregator_shared = shared.clone();
         let baseline = Baseline::now();
         // Shared with the thread's closure, so a failed spawn can still hand the builder back.
@@ -577,6 +585,9 @@ impl CollectorShared {
     }
 
     fn flush(&self, timeout: Duration) -> bool {
+        if !crate::COMPILED_IN {
+            return false; // no aggregator to run a cycle
+        }
         if self
             .thread
             .get()

@@ -22,22 +22,25 @@
 //! ```
 //! use laptime::Window;
 //!
-//! fn tick() {
-//!     let mut lap = laptime::lap("tick_total");
-//!     // ... fetch market data
-//!     lap.split("stage_fetch_md");
-//!     // ... compute the spread
-//!     lap.split("stage_spread");
-//!     // ... check guards
-//!     if laptime::guard_trip_if(false, "vol_hard") { return; }
+//! #[laptime::measure(name = "stage_spread", deadline = "200us")]
+//! fn spread(bid: f64, ask: f64) -> f64 {
+//!     ask - bid
+//! }
+//!
+//! fn tick(bid: f64, ask: f64) -> Option<f64> {
+//!     let mut lap = laptime::lap("tick_total"); // sequential stages: one clock read per boundary
+//!     let book = laptime::measure_block!("stage_fetch_md", { (bid, ask) });
+//!     lap.split("stage_book");
+//!     let s = spread(book.0, book.1);
+//!     if laptime::guard_trip_if(s > 1.0, "vol_hard") {
+//!         return None; // the lap's total is still recorded when it drops
+//!     }
 //!     lap.end_with("stage_emit");
+//!     Some(s)
 //! }
 //!
 //! for _ in 0..100 {
-//!     tick();
-//! }
-//! {
-//!     let _span = laptime::start("stage_reconcile"); // a guard: recorded when it drops
+//!     tick(99.5, 100.0);
 //! }
 //! laptime::flush(); // normally the aggregator publishes every 10 ms by itself
 //! let stats = laptime::get_stats("stage_spread", Window::S1).unwrap();
@@ -47,9 +50,13 @@
 //!
 //! # Concepts
 //!
-//! * A **stage** ([`Stage`]) is a static name plus optional static labels, resolved once to a dense
-//!   id. Pass a `&'static str` (looked up by address, no hashing) or a [`Stage`] handle
+//! * A **stage** ([`Stage`](struct@Stage)) is a static name plus optional static labels, resolved once to a dense
+//!   id. Pass a `&'static str` (looked up by address, no hashing) or a [`Stage`](struct@Stage) handle
 //!   ([`stage!`] keeps one in a call-site static).
+//! * **Instrumentation**: [`#[measure]`](macro@measure) on functions, methods and `async fn`s,
+//!   [`measure_block!`] around blocks, [`#[measure_all]`](macro@measure_all) on `impl` blocks and
+//!   modules, and [`#[derive(Stage)]`](derive@Stage) for enums of stages; each call site resolves
+//!   its stage once into a `static`.
 //! * A **span** times one stage: [`start`] returns a [`SpanGuard`] that records on drop;
 //!   [`record_start`] / [`record_end`] split the two ends; [`record`] takes a measured duration.
 //! * The **split timer** [`lap`] times a tick's sequential stages with one clock read per boundary.
@@ -64,6 +71,9 @@
 //!
 //! # Feature flags
 //!
+//! * `enable` (default): instrumentation compiled in. Without it (`default-features = false`) the
+//!   macros leave their items as written and every recording entry point returns at once; the API
+//!   is the same, so code builds either way ([`COMPILED_IN`] says which).
 //! * `test-util`: [`clock::MockClock`], a hand-driven clock for deterministic tests, and
 //!   [`CollectorHandle::inject_aggregator_panic`].
 //!
@@ -94,6 +104,8 @@ mod error;
 pub mod handoff;
 #[cfg(not(laptime_loom))]
 mod handoff;
+#[cfg(not(laptime_loom))]
+mod instrument;
 #[cfg(not(laptime_loom))]
 mod recorder;
 pub mod ring;
@@ -130,6 +142,39 @@ pub use stage::{
 #[cfg(not(laptime_loom))]
 pub use stats::{GuardTrips, Health, Snapshot, StageSnapshotIter, StageStats, Window};
 
+#[cfg(not(laptime_loom))]
+pub use instrument::StageEnum;
+#[cfg(not(laptime_loom))]
+#[doc = include_str!("../docs/derive_stage.md")]
+pub use laptime_macros::Stage;
+#[cfg(not(laptime_loom))]
+#[doc = include_str!("../docs/measure.md")]
+pub use laptime_macros::measure;
+#[cfg(not(laptime_loom))]
+#[doc = include_str!("../docs/measure_all.md")]
+pub use laptime_macros::measure_all;
+#[cfg(not(laptime_loom))]
+#[doc = include_str!("../docs/measure_block.md")]
+// Not `measure!`: attribute and function-like macros share one namespace, and a `macro_rules!`
+// that is both (`attr(..)` arms) is unstable in Rust 1.95 (E0658).
+pub use laptime_macros::measure_block;
+#[cfg(not(laptime_loom))]
+/// Leaves a function out of [`macro@measure_all`]. On its own it does nothing.
+pub use laptime_macros::skip;
+
+/// Whether instrumentation is compiled in (the `enable` feature, on by default). When `false`,
+/// every recording entry point returns at once, collectors start no thread, and the macros leave
+/// their items as written.
+pub const COMPILED_IN: bool = cfg!(feature = "enable");
+
+/// What the instrumentation macros expand to. Not part of the API: names here may change in any
+/// release.
+#[doc(hidden)]
+#[cfg(not(laptime_loom))]
+pub mod __private {
+    pub use crate::instrument::{AsyncSpan, CallSite, Outcome, OutcomeSpan};
+}
+
 /// Guard trips of every reason over `window`, from the current collector's latest snapshot.
 #[cfg(not(laptime_loom))]
 pub fn guard_trips(window: Window) -> Vec<(&'static str, u64)> {
@@ -156,3 +201,8 @@ pub fn guard_trip_if(condition: bool, reason: &'static str) -> bool {
 pub fn rank(q: f64, n: u64) -> u64 {
     aggregator::hist::rank(q, n)
 }
+
+/// The README's examples, compiled and run as doc tests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeExamples;

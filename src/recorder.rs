@@ -269,9 +269,11 @@ fn push_or_count(stage: Stage, record: Record) {
 
 /// Whether recording is on (the user's switch) and a collector may take records. Checked before
 /// a name is resolved, so a switched-off call costs one load and a branch.
+/// Without the `enable` feature this is `false` at compile time, and every entry point folds to
+/// an early return.
 #[inline(always)]
 fn recording() -> bool {
-    CONTROL.state() & (ENABLED | STOPPED) == ENABLED
+    crate::COMPILED_IN && CONTROL.state() & (ENABLED | STOPPED) == ENABLED
 }
 
 /// Decides whether a call of `stage` records (after [`recording`]), returning the stage's flags if so. Counts
@@ -405,6 +407,14 @@ impl SpanGuard {
     /// Whether this span will record (enabled and sampled in).
     pub fn is_recording(&self) -> bool {
         self.stage.is_some()
+    }
+
+    /// Makes the span end as `stage` instead (the macros' `outcome`: the series is known only at
+    /// the end). The admission decision already taken (enabled, sampled in) stands.
+    pub(crate) fn retarget(&mut self, stage: Stage) {
+        if let Some(current) = self.stage.as_mut() {
+            *current = stage;
+        }
     }
 }
 

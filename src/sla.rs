@@ -486,6 +486,9 @@ impl GuardReason {
     /// Counts one trip. One relaxed atomic add; no lock, no allocation.
     #[inline]
     pub fn trip(self) {
+        if !crate::COMPILED_IN {
+            return;
+        }
         self.0.trips.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -522,6 +525,9 @@ pub(crate) fn reasons() -> impl Iterator<Item = (usize, &'static ReasonInfo)> {
 /// reason is not a valid name or [`MAX_GUARD_REASONS`] reasons exist already.
 #[inline]
 pub fn guard_trip(reason: &'static str) -> bool {
+    if !crate::COMPILED_IN {
+        return false;
+    }
     match find_reason(reason).map_or_else(|| GuardReason::new(reason).ok(), Some) {
         Some(r) => {
             r.trip();

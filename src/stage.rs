@@ -321,51 +321,137 @@ pub(crate) fn registry() -> &'static Registry {
     &REGISTRY
 }
 
-pub(crate) fn valid_name(name: &str) -> Result<(), StageError> {
-    if name.is_empty() {
-        return Err(StageError::EmptyName);
+/// Why a stage name or label set is refused. Decided by `const fn`s, so the instrumentation macros
+/// check their call sites at compile time with the very rules registration applies at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NameProblem {
+    EmptyName,
+    NameTooLong,
+    InvalidName,
+    /// The label at this index.
+    InvalidLabelName(usize),
+    InvalidLabelValue(usize),
+    DuplicateLabel(usize),
+}
+
+impl NameProblem {
+    /// The compile-time message (a `const` panic cannot format the offending name).
+    pub(crate) const fn message(self) -> &'static str {
+        match self {
+            Self::EmptyName => "laptime: the stage name is empty",
+            Self::NameTooLong => "laptime: the stage name is longer than 128 bytes",
+            Self::InvalidName => {
+                "laptime: the stage name has a character outside [A-Za-z0-9_.:/-]: use only those"
+            }
+            Self::InvalidLabelName(_) => {
+                "laptime: a label name is not [a-zA-Z_][a-zA-Z0-9_]*, starts with __, or is reserved (stage, le, quantile, window)"
+            }
+            Self::InvalidLabelValue(_) => {
+                "laptime: a label value is empty or longer than 128 bytes"
+            }
+            Self::DuplicateLabel(_) => "laptime: a label is given twice: keep one",
+        }
     }
-    if name.len() > MAX_NAME_LEN {
-        return Err(StageError::NameTooLong {
-            name: name.to_owned(),
-        });
+}
+
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
     }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'/' | b'-'))
-    {
-        return Err(StageError::InvalidName {
-            name: name.to_owned(),
-        });
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The rules for a stage name: 1–[`MAX_NAME_LEN`] bytes of `[A-Za-z0-9_.:/-]`.
+pub(crate) const fn check_name(name: &str) -> Result<(), NameProblem> {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() {
+        return Err(NameProblem::EmptyName);
+    }
+    if bytes.len() > MAX_NAME_LEN {
+        return Err(NameProblem::NameTooLong);
+    }
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'/' | b'-')) {
+            return Err(NameProblem::InvalidName);
+        }
+        i += 1;
     }
     Ok(())
 }
 
-pub(crate) fn valid_labels(labels: &[(&str, &str)]) -> Result<(), StageError> {
-    for (i, (k, v)) in labels.iter().enumerate() {
-        let mut bytes = k.bytes();
-        let first_ok = bytes
-            .next()
-            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
-        let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        let reserved = k.starts_with("__") || matches!(*k, "stage" | "le" | "quantile" | "window");
-        if !first_ok || !rest_ok || reserved || k.len() > MAX_NAME_LEN {
-            return Err(StageError::InvalidLabelName {
-                label: (*k).to_owned(),
-            });
+/// The rules for static labels: Prometheus label names (not `__*`, not the names the exports use
+/// themselves), non-empty values of at most [`MAX_NAME_LEN`] bytes, no label twice.
+pub(crate) const fn check_labels(labels: &[(&str, &str)]) -> Result<(), NameProblem> {
+    let mut i = 0;
+    while i < labels.len() {
+        let (k, v) = labels[i];
+        let key = k.as_bytes();
+        let mut ok = !key.is_empty()
+            && key.len() <= MAX_NAME_LEN
+            && (key[0].is_ascii_alphabetic() || key[0] == b'_')
+            && !(key.len() >= 2 && key[0] == b'_' && key[1] == b'_');
+        let mut j = 1;
+        while ok && j < key.len() {
+            ok = key[j].is_ascii_alphanumeric() || key[j] == b'_';
+            j += 1;
+        }
+        let reserved = ["stage", "le", "quantile", "window"];
+        let mut r = 0;
+        while r < reserved.len() {
+            ok &= !str_eq(k, reserved[r]);
+            r += 1;
+        }
+        if !ok {
+            return Err(NameProblem::InvalidLabelName(i));
         }
         if v.is_empty() || v.len() > MAX_NAME_LEN {
-            return Err(StageError::InvalidLabelValue {
-                label: (*k).to_owned(),
-            });
+            return Err(NameProblem::InvalidLabelValue(i));
         }
-        if labels[..i].iter().any(|(k2, _)| k2 == k) {
-            return Err(StageError::DuplicateLabel {
-                label: (*k).to_owned(),
-            });
+        let mut p = 0;
+        while p < i {
+            if str_eq(labels[p].0, k) {
+                return Err(NameProblem::DuplicateLabel(i));
+            }
+            p += 1;
         }
+        i += 1;
     }
     Ok(())
+}
+
+pub(crate) fn valid_name(name: &str) -> Result<(), StageError> {
+    check_name(name).map_err(|problem| match problem {
+        NameProblem::EmptyName => StageError::EmptyName,
+        NameProblem::NameTooLong => StageError::NameTooLong {
+            name: name.to_owned(),
+        },
+        _ => StageError::InvalidName {
+            name: name.to_owned(),
+        },
+    })
+}
+
+pub(crate) fn valid_labels(labels: &[(&str, &str)]) -> Result<(), StageError> {
+    let label = |i: usize| labels.get(i).map_or("", |l| l.0).to_owned();
+    check_labels(labels).map_err(|problem| match problem {
+        NameProblem::InvalidLabelValue(i) => StageError::InvalidLabelValue { label: label(i) },
+        NameProblem::DuplicateLabel(i) => StageError::DuplicateLabel { label: label(i) },
+        NameProblem::InvalidLabelName(i) => StageError::InvalidLabelName { label: label(i) },
+        // `check_labels` reports label problems only.
+        _ => StageError::InvalidLabelName {
+            label: String::new(),
+        },
+    })
 }
 
 impl Registry {

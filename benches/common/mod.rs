@@ -1,4 +1,8 @@
-//! What both bench files share: the bare clock read every figure is divided by.
+//! What the bench files share: the bare clock read every figure is divided by, and the chunked
+//! timing loop that keeps rings from filling.
+#![allow(dead_code)] // each bench file uses its own part
+
+use std::time::{Duration, Instant};
 
 /// One TSC read, as bare as it gets: the baseline every figure is divided by.
 #[cfg(target_arch = "x86_64")]
@@ -13,4 +17,40 @@ pub fn tsc() -> u64 {
 #[inline(always)]
 pub fn tsc() -> u64 {
     laptime::clock::ticks()
+}
+
+/// Records written between two flushes: half the aggregator's per-ring batch, so one flush
+/// empties the ring and a chunk never comes near filling it.
+pub const CHUNK_RECORDS: u64 = 1 << 15;
+
+/// Runs `body` `iters` times and returns the time spent in `body` only: iterations go in chunks
+/// of at most [`CHUNK_RECORDS`] records, each chunk timed on its own, with an untimed flush after
+/// it so no record is ever dropped for want of ring space.
+pub fn timed_in_chunks(iters: u64, records_per_iter: u64, body: impl FnMut()) -> Duration {
+    timed_in_chunks_then(iters, records_per_iter, body, |_| {
+        assert!(laptime::flush(), "the aggregator answers a flush");
+    })
+}
+
+/// [`timed_in_chunks`] with `empty(n)` run, untimed, after each chunk of `n` iterations.
+pub fn timed_in_chunks_then(
+    iters: u64,
+    records_per_iter: u64,
+    mut body: impl FnMut(),
+    mut empty: impl FnMut(u64),
+) -> Duration {
+    let chunk = (CHUNK_RECORDS / records_per_iter).max(1);
+    let mut timed = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(chunk);
+        let started = Instant::now();
+        for _ in 0..n {
+            body();
+        }
+        timed += started.elapsed();
+        left -= n;
+        empty(n);
+    }
+    timed
 }

@@ -1,0 +1,146 @@
+//! Rewriting one function: the call-site statics and the guard around its body.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote};
+use syn::visit::Visit;
+use syn::{Block, Ident, ReturnType, Signature};
+
+use crate::args::Args;
+
+/// `{ static SITE: CallSite = CallSite::new(..); &SITE }`: the stage handle a call site resolves
+/// once. `name` is a `&'static str` expression; `outcome` adds the `outcome` label.
+pub(crate) fn call_site(args: &Args, name: &TokenStream, outcome: Option<&str>) -> TokenStream {
+    let krate = args.krate();
+    let keys = args.labels.iter().map(|(k, _)| k.to_string());
+    let values = args.labels.iter().map(|(_, v)| v);
+    let outcome = outcome.map(|o| quote!(("outcome", #o),));
+    let deadline = args.deadline.unwrap_or(0);
+    let sample = match args.sample {
+        Some(rate) => quote!(::core::option::Option::Some(#rate)),
+        None => quote!(::core::option::Option::None),
+    };
+    quote! {{
+        static __LAPTIME_SITE: #krate::__private::CallSite = #krate::__private::CallSite::new(
+            #name,
+            &[#((#keys, #values),)* #outcome],
+            #deadline,
+            #sample,
+        );
+        &__LAPTIME_SITE
+    }}
+}
+
+/// A local the user's code cannot see (mixed-site hygiene).
+pub(crate) fn local(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
+
+/// Refuses what cannot be timed, whatever the `enable` feature says, so a build without it
+/// accepts exactly the code a build with it accepts.
+pub(crate) fn check_signature(sig: &Signature, args: &Args) -> syn::Result<()> {
+    if let Some(constness) = &sig.constness {
+        return Err(syn::Error::new_spanned(
+            constness,
+            "#[laptime::measure] cannot time a `const fn`: it may run at compile time, where there is no clock. Remove `const`, or time its callers",
+        ));
+    }
+    if args.outcome && matches!(sig.output, ReturnType::Default) {
+        return Err(syn::Error::new_spanned(
+            &sig.ident,
+            "`outcome` needs a function that returns a `Result`: this one returns `()`",
+        ));
+    }
+    Ok(())
+}
+
+/// The body of `sig` with `block` timed as `name`.
+pub(crate) fn instrument(
+    args: &Args,
+    sig: &Signature,
+    block: &Block,
+    name: &TokenStream,
+) -> syn::Result<Block> {
+    let krate = args.krate();
+    let span = local("__laptime_span");
+    let out = local("__laptime_out");
+    let ok = call_site(args, name, args.outcome.then_some("ok"));
+    let tokens = match (sig.asyncness.is_some(), args.outcome) {
+        (false, false) => quote! {{
+            let #span = #krate::start(#ok);
+            #block
+        }},
+        (false, true) => {
+            let err = call_site(args, name, Some("err"));
+            // A closure, so `return` and `?` in the body still yield a value to classify.
+            let arrow = nameable_return(sig).map(|ty| quote!(-> #ty));
+            quote! {{
+                let #span = #krate::__private::OutcomeSpan::start(#ok, #err);
+                #[allow(clippy::redundant_closure_call)]
+                let #out = (move || #arrow #block)();
+                #span.finish(&#out);
+                #out
+            }}
+        }
+        (true, outcome) => {
+            // The body runs as an inner future, so `return` and `?` end it, not the function:
+            // the span is finished only when the body completes; dropped earlier, it is
+            // cancelled.
+            let (start, finish) = if outcome {
+                let err = call_site(args, name, Some("err"));
+                (
+                    quote!(#krate::__private::OutcomeSpan::start_async(#ok, #err)),
+                    quote!(#span.finish(&#out)),
+                )
+            } else {
+                (
+                    quote!(#krate::__private::AsyncSpan::start(#ok)),
+                    quote!(#span.finish()),
+                )
+            };
+            let hint = nameable_return(sig).map(|ty| {
+                // Names the inner future's output for type inference (`?` converts errors into
+                // it); never runs.
+                quote! {
+                    #[allow(unreachable_code, clippy::diverging_sub_expression, clippy::empty_loop, clippy::let_unit_value, clippy::needless_return)]
+                    if false {
+                        let __laptime_never: #ty = loop {};
+                        return __laptime_never;
+                    }
+                }
+            });
+            quote! {{
+                let #span = #start;
+                let #out = async move { #hint #block }.await;
+                #finish;
+                #out
+            }}
+        }
+    };
+    syn::parse2(tokens)
+}
+
+/// The declared return type, unless it cannot be written in a `let` or a closure (`impl Trait`).
+fn nameable_return(sig: &Signature) -> Option<TokenStream> {
+    match &sig.output {
+        ReturnType::Default => Some(quote!(())),
+        ReturnType::Type(_, ty) => {
+            let mut finder = ImplTraitFinder(false);
+            finder.visit_type(ty);
+            (!finder.0).then(|| ty.to_token_stream())
+        }
+    }
+}
+
+struct ImplTraitFinder(bool);
+
+impl<'ast> Visit<'ast> for ImplTraitFinder {
+    fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
+        self.0 = true;
+    }
+}
+
+/// `concat!(module_path!(), "::", path…)`: the default stage name of a function.
+pub(crate) fn default_name(path: &[String]) -> TokenStream {
+    let tail = format!("::{}", path.join("::"));
+    quote!(::core::concat!(::core::module_path!(), #tail))
+}

@@ -1,0 +1,402 @@
+//! What the instrumentation macros record, under the mock clock so every duration is exact: stage
+//! names, labels, outcomes, deadlines and sampling from the attribute's arguments; early returns,
+//! `?` and panics; async spans that migrate between threads and futures dropped before they
+//! complete; `measure_block!`, `#[measure_all]` and `#[derive(Stage)]`.
+#![cfg(all(feature = "test-util", feature = "enable"))]
+
+mod common;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use common::{clock, install, serial};
+use laptime::{Collector, Stage, StageEnum, StageStats, Window};
+
+const MS: Duration = Duration::from_millis(1);
+
+fn handle() -> laptime::CollectorHandle {
+    clock();
+    install(Collector::builder().with_interval(Duration::from_secs(30)))
+}
+
+/// Cumulative statistics of a stage found by name and labels after a flush.
+fn stats(h: &laptime::CollectorHandle, name: &str, labels: &[(&str, &str)]) -> StageStats {
+    assert!(h.flush());
+    let stage = Stage::lookup(name, labels)
+        .unwrap_or_else(|| panic!("no stage {name} {labels:?} was registered"));
+    h.get_stats(stage, Window::Cumulative)
+        .unwrap_or_else(|| panic!("stage {name} {labels:?} recorded nothing"))
+}
+
+#[laptime::measure]
+fn default_named(work: Duration) -> u32 {
+    clock().advance(work);
+    7
+}
+
+#[test]
+fn default_name_is_the_function_path_and_the_duration_is_exact() {
+    let _s = serial();
+    let h = handle();
+    assert_eq!(default_named(3 * MS), 7);
+    assert_eq!(default_named(5 * MS), 7);
+    let s = stats(&h, "macros::default_named", &[]);
+    assert_eq!((s.count, s.min, s.max), (2, 3 * MS, 5 * MS));
+}
+
+#[laptime::measure(
+    name = "exchange_req",
+    labels(verb = "post", api = "batch-cancel"),
+    deadline = "200ms"
+)]
+fn batch_cancel(work: Duration) {
+    clock().advance(work);
+}
+
+#[test]
+fn name_labels_and_deadline_come_from_the_attribute() {
+    let _s = serial();
+    let h = handle();
+    batch_cancel(150 * MS);
+    batch_cancel(250 * MS);
+    let labels = [("verb", "post"), ("api", "batch-cancel")];
+    let stage = Stage::lookup("exchange_req", &labels).unwrap();
+    assert_eq!(stage.deadline(), Some(200 * MS));
+    assert!(
+        Stage::lookup("exchange_req", &[]).is_none(),
+        "no unlabelled series"
+    );
+    let s = stats(&h, "exchange_req", &labels);
+    assert_eq!((s.count, s.deadline_misses), (2, 1));
+}
+
+#[laptime::measure(name = "never_kept", sample = 0.0)]
+fn never_kept() {}
+
+#[test]
+fn per_stage_sampling_comes_from_the_attribute() {
+    let _s = serial();
+    let h = handle();
+    for _ in 0..10 {
+        never_kept();
+    }
+    assert!(h.flush());
+    let stage = Stage::lookup("never_kept", &[]).unwrap();
+    let s = h.get_stats(stage, Window::Cumulative).unwrap();
+    assert_eq!((s.count, s.sampled_out, s.calls), (0, 10, 10));
+}
+
+#[laptime::measure(name = "order_send", outcome)]
+fn send(qty: &str, work: Duration) -> Result<u32, std::num::ParseIntError> {
+    clock().advance(work);
+    let n: u32 = qty.parse()?; // an early exit through `?` is still an `err` value
+    if n == 0 {
+        return Ok(0); // an early `return` of `Ok` is an `ok` value
+    }
+    Ok(n)
+}
+
+#[test]
+fn outcome_splits_ok_from_err_including_early_returns_and_question_marks() {
+    let _s = serial();
+    let h = handle();
+    assert_eq!(send("3", MS), Ok(3));
+    assert_eq!(send("0", 2 * MS), Ok(0));
+    assert!(send("x", 4 * MS).is_err());
+    let ok = stats(&h, "order_send", &[("outcome", "ok")]);
+    let err = stats(&h, "order_send", &[("outcome", "err")]);
+    assert_eq!((ok.count, ok.min, ok.max), (2, MS, 2 * MS));
+    assert_eq!((err.count, err.min), (1, 4 * MS));
+}
+
+#[laptime::measure(name = "may_panic")]
+fn may_panic(work: Duration) {
+    clock().advance(work);
+    panic!("inside measured code");
+}
+
+#[laptime::measure(name = "may_panic_outcome", outcome)]
+fn may_panic_outcome(work: Duration) -> Result<(), ()> {
+    clock().advance(work);
+    panic!("inside measured code");
+}
+
+#[test]
+fn a_panic_inside_measured_code_still_records_its_span() {
+    let _s = serial();
+    let h = handle();
+    assert!(std::panic::catch_unwind(|| may_panic(6 * MS)).is_err());
+    assert!(std::panic::catch_unwind(|| may_panic_outcome(7 * MS)).is_err());
+    assert_eq!(stats(&h, "may_panic", &[]).max, 6 * MS);
+    let err = stats(&h, "may_panic_outcome", &[("outcome", "err")]);
+    assert_eq!(
+        (err.count, err.max),
+        (1, 7 * MS),
+        "no value: counted as err"
+    );
+}
+
+/// A future that is pending until `release` is set, advancing the mock clock when first polled.
+struct Gate {
+    released: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Future for Gate {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if self.released.load(std::sync::atomic::Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+#[laptime::measure(name = "async_fetch")]
+async fn fetch(gate: Gate) -> std::thread::ThreadId {
+    let first = std::thread::current().id();
+    gate.await;
+    assert_ne!(first, std::thread::current().id(), "did not migrate");
+    first
+}
+
+fn poll_once<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
+    f.poll(&mut Context::from_waker(Waker::noop()))
+}
+
+fn assert_send<T: Send>(t: T) -> T {
+    t
+}
+
+#[test]
+fn an_async_span_runs_from_first_poll_to_completion_across_threads() {
+    let _s = serial();
+    let h = handle();
+    let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fut = assert_send(fetch(Gate {
+        released: released.clone(),
+    }));
+    clock().advance(100 * MS); // before the first poll: not part of the span
+    let mut fut = Box::pin(fut);
+    // First poll on this thread, completion on a tokio worker: the span crosses threads.
+    assert!(poll_once(fut.as_mut()).is_pending());
+    clock().advance(8 * MS); // suspended: part of the span
+    released.store(true, std::sync::atomic::Ordering::Release);
+    let first = runtime().block_on(async move { tokio::spawn(fut).await.unwrap() });
+    assert_eq!(first, std::thread::current().id());
+    let s = stats(&h, "async_fetch", &[]);
+    assert_eq!((s.count, s.min, s.cancelled), (1, 8 * MS, 0));
+}
+
+#[laptime::measure(name = "async_cancelled")]
+async fn cancellable(gate: Gate) {
+    gate.await;
+}
+
+#[test]
+fn a_future_dropped_before_completion_counts_as_cancelled_not_as_a_span() {
+    let _s = serial();
+    let h = handle();
+    let gate = || Gate {
+        released: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    let mut started = Box::pin(cancellable(gate()));
+    assert!(poll_once(started.as_mut()).is_pending());
+    clock().advance(3 * MS);
+    drop(started);
+    drop(cancellable(gate())); // never polled: never started, nothing to count
+    let s = stats(&h, "async_cancelled", &[]);
+    assert_eq!((s.count, s.cancelled, s.calls), (0, 1, 1));
+}
+
+#[laptime::measure(name = "async_parse", outcome)]
+async fn parse_later(text: String) -> Result<u32, std::num::ParseIntError> {
+    tokio::task::yield_now().await;
+    let n: u32 = text.parse()?;
+    tokio::task::yield_now().await;
+    Ok(n)
+}
+
+/// A multi-thread tokio runtime (2 workers), so tasks move between threads as they yield.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn async_outcomes_are_exact_on_a_multi_thread_runtime() {
+    let _s = serial();
+    let h = handle();
+    let errs = runtime().block_on(async {
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let text = if i % 4 == 0 {
+                    "x".to_owned()
+                } else {
+                    i.to_string()
+                };
+                tokio::spawn(parse_later(text))
+            })
+            .collect();
+        let mut errs = 0;
+        for t in tasks {
+            errs += u64::from(t.await.unwrap().is_err());
+        }
+        errs
+    });
+    assert_eq!(errs, 50);
+    let ok = stats(&h, "async_parse", &[("outcome", "ok")]);
+    let err = stats(&h, "async_parse", &[("outcome", "err")]);
+    assert_eq!(
+        (ok.count, err.count, ok.cancelled + err.cancelled),
+        (150, 50, 0)
+    );
+}
+
+fn parse_sum(a: &str, b: &str) -> Result<u32, std::num::ParseIntError> {
+    let sum = laptime::measure_block!("block_parse", {
+        clock().advance(2 * MS);
+        a.parse::<u32>()? + b.parse::<u32>()?
+    });
+    Ok(sum)
+}
+
+#[test]
+fn measure_block_evaluates_to_its_value_and_lets_question_marks_through() {
+    let _s = serial();
+    let h = handle();
+    assert_eq!(parse_sum("1", "2"), Ok(3));
+    assert!(parse_sum("1", "x").is_err());
+    let s = stats(&h, "block_parse", &[]);
+    assert_eq!(
+        (s.count, s.max),
+        (2, 2 * MS),
+        "a block left by `?` is still timed"
+    );
+
+    let r: Result<u8, &str> = laptime::measure_block!("block_outcome", outcome, { Err("no") });
+    assert!(r.is_err());
+    assert_eq!(stats(&h, "block_outcome", &[("outcome", "err")]).count, 1);
+}
+
+#[test]
+fn measure_block_works_inside_async_blocks() {
+    let _s = serial();
+    let h = handle();
+    let task = async {
+        laptime::measure_block!("block_async", deadline = "1s", {
+            tokio::task::yield_now().await;
+            clock().advance(4 * MS);
+            5
+        })
+    };
+    let v = runtime().block_on(async { tokio::spawn(task).await.unwrap() });
+    assert_eq!(v, 5);
+    let s = stats(&h, "block_async", &[]);
+    assert_eq!(
+        (s.count, s.max, s.deadline),
+        (1, 4 * MS, Some(Duration::from_secs(1)))
+    );
+}
+
+struct Quoter {
+    spread: f64,
+}
+
+#[laptime::measure_all(labels(venue = "xnas"))]
+impl Quoter {
+    fn quote(&self, mid: f64) -> (f64, f64) {
+        clock().advance(MS);
+        (mid - self.spread, mid + self.spread)
+    }
+
+    fn widen(&mut self) {
+        self.spread *= 2.0;
+    }
+
+    #[laptime::skip]
+    fn not_timed(&self) -> f64 {
+        self.spread
+    }
+
+    #[laptime::measure(name = "quoter_custom")]
+    fn custom(&self) {}
+
+    const fn constant() -> u32 {
+        1
+    }
+}
+
+#[laptime::measure_all]
+mod risk {
+    pub fn check(limit: u32) -> bool {
+        limit > 0
+    }
+
+    #[laptime::skip]
+    pub fn skipped() {}
+}
+
+#[test]
+fn measure_all_times_every_function_but_the_skipped_ones() {
+    let _s = serial();
+    let h = handle();
+    let mut q = Quoter { spread: 0.5 };
+    assert_eq!(q.quote(10.0), (9.5, 10.5));
+    q.widen();
+    assert_eq!(q.not_timed(), 1.0);
+    q.custom();
+    assert_eq!(Quoter::constant(), 1);
+    assert!(risk::check(1));
+    risk::skipped();
+    let venue = [("venue", "xnas")];
+    assert_eq!(stats(&h, "macros::Quoter::quote", &venue).max, MS);
+    assert_eq!(stats(&h, "macros::Quoter::widen", &venue).count, 1);
+    assert_eq!(stats(&h, "quoter_custom", &[]).count, 1);
+    assert_eq!(stats(&h, "macros::risk::check", &[]).count, 1);
+    assert!(Stage::lookup("macros::Quoter::not_timed", &venue).is_none());
+    assert!(Stage::lookup("macros::risk::skipped", &[]).is_none());
+}
+
+#[derive(Debug, Clone, Copy, laptime::Stage)]
+enum EventId {
+    CandleProcessing,
+    HTTPRequest,
+    #[stage(name = "tick_total")]
+    Tick,
+}
+
+#[test]
+fn derived_stage_enums_are_stages_everywhere_a_name_is() {
+    let _s = serial();
+    let h = handle();
+    let names: Vec<_> = EventId::ALL.iter().map(|e| e.stage_name()).collect();
+    assert_eq!(names, ["candle_processing", "http_request", "tick_total"]);
+    {
+        let _span = laptime::start(EventId::CandleProcessing);
+        clock().advance(3 * MS);
+    }
+    laptime::record(EventId::HTTPRequest, 9 * MS);
+    let v = laptime::measure_block!(EventId::Tick, {
+        clock().advance(MS);
+        1
+    });
+    assert_eq!(v, 1);
+    assert!(h.flush());
+    let s = laptime::get_stats(EventId::CandleProcessing, Window::S60).unwrap();
+    assert_eq!((s.stage, s.count, s.max), ("candle_processing", 1, 3 * MS));
+    assert_eq!(
+        h.get_stats(EventId::HTTPRequest, Window::S1).unwrap().max,
+        9 * MS
+    );
+    assert_eq!(
+        h.get_stats(EventId::Tick, Window::Cumulative)
+            .unwrap()
+            .count,
+        1
+    );
+}
