@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::tsc;
+use common::{stages, tsc};
 use criterion::{Criterion, Throughput};
 use laptime::{CollectorHandle, Stage, Window};
 
@@ -40,16 +40,6 @@ fn collector() -> &'static CollectorHandle {
             .install()
             .expect("the bench installs the first and only collector of its process")
     })
-}
-
-/// `count` stages named `{prefix}_00`, `{prefix}_01`, …
-fn stages(prefix: &str, count: usize) -> Vec<Stage> {
-    (0..count)
-        .map(|i| {
-            let name: &'static str = Box::leak(format!("{prefix}_{i:02}").into_boxed_str());
-            Stage::new(name).expect("valid bench stage name")
-        })
-        .collect()
 }
 
 /// A deterministic latency source: lognormal around 5 µs (σ = 0.8 in log space), plus one value in

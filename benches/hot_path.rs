@@ -10,26 +10,13 @@
 //! each is timed, a sanity check proves the path really records (or really records nothing).
 
 use std::hint::black_box;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{CHUNK_RECORDS, timed_in_chunks, timed_in_chunks_then, tsc};
+use common::{CHUNK_RECORDS, collector, timed_in_chunks, timed_in_chunks_then, tsc};
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
-use laptime::{CollectorHandle, Stage, Window};
-
-/// The process's collector, installed before anything records, with rings big enough that the
-/// aggregator's default 10 ms interval never lets one fill between our flushes.
-fn collector() -> &'static CollectorHandle {
-    static HANDLE: OnceLock<CollectorHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        laptime::Collector::builder()
-            .with_ring_capacity(1 << 20)
-            .install()
-            .expect("the bench installs the first and only collector of its process")
-    })
-}
+use laptime::{Stage, Window};
 
 fn stats(stage: Stage) -> Option<laptime::StageStats> {
     laptime::get_stats(stage, Window::Cumulative)

@@ -19,19 +19,9 @@ use std::task::{Context, Poll, Waker};
 
 mod common;
 
-use common::{timed_in_chunks, tsc};
+use common::{collector, timed_in_chunks, tsc};
 use criterion::{Criterion, Throughput};
-use laptime::{CollectorHandle, Stage, Window};
-
-fn collector() -> &'static CollectorHandle {
-    static HANDLE: OnceLock<CollectorHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        laptime::Collector::builder()
-            .with_ring_capacity(1 << 20)
-            .install()
-            .expect("the bench installs the first and only collector of its process")
-    })
-}
+use laptime::{Stage, Window};
 
 #[inline(never)]
 fn bare(x: u64) -> u64 {

@@ -10,7 +10,7 @@
 //! `rdtsc` (see `benches/README.md`) but needs a `Clock` value on the hot path, and its conversion
 //! state is per `Clock`; here the conversion lives in the aggregator's `Calibration`.
 //!
-//! With the `test-util` feature, [`MockClock`] replaces the source for the whole process: ticks are
+//! With the `test-util` feature, `MockClock` replaces the source for the whole process: ticks are
 //! then the mock's nanoseconds. Without the feature there is no branch for it.
 #![allow(unsafe_code)]
 

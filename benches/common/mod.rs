@@ -2,7 +2,10 @@
 //! timing loop that keeps rings from filling.
 #![allow(dead_code)] // each bench file uses its own part
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use laptime::{CollectorHandle, Stage};
 
 /// One TSC read, as bare as it gets: the baseline every figure is divided by.
 #[cfg(target_arch = "x86_64")]
@@ -53,4 +56,26 @@ pub fn timed_in_chunks_then(
         empty(n);
     }
     timed
+}
+
+/// The process's collector, installed before anything records, with rings big enough that the
+/// aggregator's default 10 ms interval never lets one fill between our flushes.
+pub fn collector() -> &'static CollectorHandle {
+    static HANDLE: OnceLock<CollectorHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        laptime::Collector::builder()
+            .with_ring_capacity(1 << 20)
+            .install()
+            .expect("the bench installs the first and only collector of its process")
+    })
+}
+
+/// `count` stages named `{prefix}_00`, `{prefix}_01`, …
+pub fn stages(prefix: &str, count: usize) -> Vec<Stage> {
+    (0..count)
+        .map(|i| {
+            let name: &'static str = Box::leak(format!("{prefix}_{i:02}").into_boxed_str());
+            Stage::new(name).expect("valid bench stage name")
+        })
+        .collect()
 }
