@@ -14,9 +14,15 @@
 //! * guard trips the application counts itself (`vol_soft`, `vol_hard`) and the latency guard
 //!   the collector trips while `tick_total` breaks its SLA;
 //! * the market-maker SLA preset scaled to this demo's half-millisecond ticks, a callback that
-//!   prints violations as they start, and a table per second read from the published snapshot.
+//!   prints violations as they start, and a table per second read from the published snapshot;
+//! * with `--listen` (features `prometheus` and `http`): the Prometheus export under the seeds'
+//!   names (`mm_stage_duration_seconds{stage}`, `mm_exchange_req_seconds{verb,api}`,
+//!   `mm_guard_trips_total{reason}`, `mm_deadline_miss_total{stage}`, `mm_parallel_symbols`, each
+//!   with an `env` label), served on `/metrics` and `/health` while the loop runs.
 //!
 //! Run: `cargo run --release --example trading_tick -- --seconds 10`
+//!
+//! Scraped: `cargo run --release --example trading_tick --features http -- --listen 127.0.0.1:9898`
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -25,21 +31,32 @@ use std::time::{Duration, Instant};
 use laptime::{Collector, Severity, SlaPreset, StageStats, Value, Violation, Window, presets};
 
 const USAGE: &str = "\
-usage: trading_tick [--seconds N]
+usage: trading_tick [--seconds N] [--listen ADDR [--env NAME] [--ms] [--linger N]] [--summary-json]
 
 Runs a simulated market-making tick loop for N seconds, printing per-stage latency
 percentiles, deadline misses, SLA status and guard trips every second, then a summary.
 
 options:
-  --seconds N   how long to run, in whole seconds (1 to 86400; default 10)
-  --help        print this help";
+  --seconds N      how long to run, in whole seconds (1 to 86400; default 10)
+  --listen ADDR    serve the Prometheus metrics on http://ADDR/metrics (and /health) while
+                   running, e.g. 127.0.0.1:9898 (port 0: any free port; the address is printed).
+                   Needs the example built with --features http
+  --env NAME       the env label on every exported series (default local), e.g. canary
+  --ms             export milliseconds under the seeds' _ms names (mm_stage_duration_ms, ...)
+                   instead of seconds
+  --linger N       after the run, keep serving the final figures N more seconds (0 to 3600;
+                   default 0), so a scraper sees them
+  --summary-json   end with one JSON line of the whole-run figures (counts, percentiles in ns,
+                   deadline misses, guard trips), once the SLA rules' windows have emptied: what
+                   the endpoint's histograms and counters must agree with
+  --help           print this help";
 
 /// The market-maker preset budgets a 200 ms tick; this demo's ticks are about 100 times shorter.
 const SCALE: u32 = 100;
 
 fn main() -> ExitCode {
-    let seconds = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(seconds)) => seconds,
+    let options = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(options)) => options,
         Ok(None) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -50,10 +67,31 @@ fn main() -> ExitCode {
         }
     };
 
+    let seconds = options.seconds;
+    #[cfg(feature = "http")]
+    let exporter = match options
+        .listen
+        .map(|_| export::exporter(&options))
+        .transpose()
+    {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            eprintln!("trading_tick: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+
     let started = Instant::now();
     let sla = demo_sla();
     // Install before the first span, or the default collector starts and this one is refused.
-    let collector = Collector::builder()
+    let builder = Collector::builder();
+    // The aggregator feeds the exporter after each cycle; a scrape never touches the hot path.
+    #[cfg(feature = "http")]
+    let builder = match &exporter {
+        Some(exporter) => builder.with_prometheus(exporter.clone()),
+        None => builder,
+    };
+    let collector = builder
         .with_sla_preset(sla.clone())
         .with_sla_callback(move |violations| {
             // Runs on the aggregator thread, with the violations that started or changed severity
@@ -73,6 +111,17 @@ fn main() -> ExitCode {
             eprintln!("trading_tick: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    #[cfg(feature = "http")]
+    let served = match (&exporter, options.listen) {
+        (Some(exporter), Some(addr)) => match export::serve(exporter, addr) {
+            Ok(served) => Some(served),
+            Err(e) => {
+                eprintln!("trading_tick: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
     };
 
     let run = Duration::from_secs(seconds);
@@ -103,6 +152,8 @@ fn main() -> ExitCode {
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let mut quotes = QuoteCounts::default();
     let mut next_report = started + Duration::from_secs(1);
+    #[cfg(feature = "http")]
+    let mut symbols_shown = f64::NAN;
     loop {
         let now = Instant::now();
         if now >= next_report {
@@ -117,25 +168,161 @@ fn main() -> ExitCode {
         } else {
             &CALM
         };
+        // A gauge write is a Prometheus atomic: done when the market changes, not every tick.
+        #[cfg(feature = "http")]
+        if let Some(served) = &served
+            && market.parallel_symbols != symbols_shown
+        {
+            served.parallel_symbols.set(market.parallel_symbols);
+            symbols_shown = market.parallel_symbols;
+        }
         quotes.add(tick(&mut rng, market, tick_guard.is_tripped()));
         // Idle until the next market-data update.
         std::thread::sleep(Duration::from_micros(300));
     }
 
-    // Aggregate what the last ticks wrote before reading the whole-run figures.
+    // Aggregate what the last ticks wrote before reading the whole-run figures. The same cycle
+    // hands the exporter its figures, so /metrics now serves exactly what the summary shows.
     collector.flush();
     print_summary(&collector, &sla, &quotes);
+    if options.summary_json {
+        // The SLA rules go on judging their sliding windows until the run's last spans have left
+        // them, and a rule turning critical trips `latency_hard`: wait that out, so the figures
+        // printed are final and stay what the endpoint serves.
+        let judged = sla.rules.iter().filter_map(|rule| match rule.window {
+            Window::Last(length) => Some(length),
+            Window::Cumulative => None,
+        });
+        std::thread::sleep(judged.max().unwrap_or_default() + Duration::from_millis(100));
+        collector.flush();
+        println!("{}", summary_json(&collector));
+    }
+    #[cfg(feature = "http")]
+    if let Some(served) = served {
+        if options.linger > 0 {
+            println!(
+                "trading_tick: serving the final figures on http://{}/metrics for {} s more",
+                served.server.local_addr(),
+                options.linger
+            );
+            std::thread::sleep(Duration::from_secs(options.linger));
+        }
+        // Stops the endpoint's threads and joins them.
+        drop(served);
+    }
     // Dropping the handle drains the rings one last time, stops the aggregator and joins it.
     drop(collector);
     ExitCode::SUCCESS
 }
 
+/// What the command line asked for.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+struct Options {
+    seconds: u64,
+    listen: Option<std::net::SocketAddr>,
+    env: String,
+    milliseconds: bool,
+    linger: u64,
+    summary_json: bool,
+}
+
+/// The Prometheus export and its endpoint (features `prometheus` and `http`).
+#[cfg(feature = "http")]
+mod export {
+    use laptime::export::http::{MetricsServer, MetricsServerHandle};
+    use laptime::export::prometheus::{Gauge, PrometheusExporter, Unit};
+
+    /// The endpoint, and the gauge the tick loop sets.
+    pub struct Served {
+        pub server: MetricsServerHandle,
+        pub parallel_symbols: Gauge,
+    }
+
+    /// The seeds' namespace `mm`, an `env` label to tell canary from baseline.
+    pub fn exporter(options: &super::Options) -> Result<PrometheusExporter, String> {
+        let unit = if options.milliseconds {
+            Unit::Milliseconds
+        } else {
+            Unit::Seconds
+        };
+        PrometheusExporter::builder()
+            .with_namespace("mm")
+            .with_unit(unit)
+            .with_const_label("env", options.env.as_str())
+            .build()
+            .map_err(|e| e.to_string())
+    }
+
+    /// Starts the endpoint on `addr` (loopback unless told otherwise) and prints where it is.
+    pub fn serve(
+        exporter: &PrometheusExporter,
+        addr: std::net::SocketAddr,
+    ) -> Result<Served, String> {
+        let parallel_symbols = exporter
+            .gauge(
+                "parallel_symbols",
+                "Symbols the market maker quotes in parallel.",
+            )
+            .map_err(|e| e.to_string())?;
+        let server = MetricsServer::builder()
+            .with_addr(addr)
+            .start(exporter.clone())
+            .map_err(|e| e.to_string())?;
+        println!(
+            "trading_tick: serving http://{0}/metrics and http://{0}/health",
+            server.local_addr()
+        );
+        Ok(Served {
+            server,
+            parallel_symbols,
+        })
+    }
+}
+
 /// `Ok(None)` for `--help`; an error message for anything it does not understand.
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<u64>, String> {
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
     let mut seconds = 10;
+    let mut listen = None;
+    let mut env = None;
+    let mut milliseconds = false;
+    let mut linger = None;
+    let mut summary_json = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--help" => return Ok(None),
+            "--listen" => {
+                let value = args
+                    .next()
+                    .ok_or("--listen needs an address, e.g. --listen 127.0.0.1:9898")?;
+                if !cfg!(feature = "http") {
+                    return Err("--listen needs --features http: cargo run --example \
+                                trading_tick --features http -- --listen 127.0.0.1:9898"
+                        .to_owned());
+                }
+                listen = Some(value.parse().map_err(|_| {
+                    format!(
+                        "--listen takes an IP address and port, e.g. 127.0.0.1:9898, not {value:?}"
+                    )
+                })?);
+            }
+            "--env" => {
+                env = Some(args.next().ok_or("--env needs a name, e.g. --env canary")?);
+            }
+            "--ms" => milliseconds = true,
+            "--linger" => {
+                let value = args
+                    .next()
+                    .ok_or("--linger needs a value, e.g. --linger 30")?;
+                linger = match value.parse::<u64>() {
+                    Ok(n) if n <= 3600 => Some(n),
+                    _ => {
+                        return Err(format!(
+                            "--linger takes a whole number of seconds from 0 to 3600, not {value:?}"
+                        ));
+                    }
+                };
+            }
+            "--summary-json" => summary_json = true,
             "--seconds" => {
                 let value = args
                     .next()
@@ -152,7 +339,17 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<u64>, Str
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    Ok(Some(seconds))
+    if listen.is_none() && (env.is_some() || milliseconds || linger.is_some()) {
+        return Err("--env, --ms and --linger shape what --listen serves: add --listen".to_owned());
+    }
+    Ok(Some(Options {
+        seconds,
+        listen,
+        env: env.unwrap_or_else(|| "local".to_owned()),
+        milliseconds,
+        linger: linger.unwrap_or(0),
+        summary_json,
+    }))
 }
 
 /// The seeds' market-maker preset (200 ms deadline on `tick_total`; P95 160/200 ms, P99 200/250 ms
@@ -185,12 +382,20 @@ struct Market {
     vol_soft: f64,
     /// Chance of a hard volatility trip (quotes pulled).
     vol_hard: f64,
+    /// Chance that the venue's batch endpoint is throttled and the stale quotes are cancelled one
+    /// request each (`exchange_req{api="cancel"}` beside `{api="batch-cancel"}`).
+    single_cancel: f64,
+    /// Symbols quoted in parallel (the exported `parallel_symbols` gauge): fewer when volatile.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    parallel_symbols: f64,
 }
 
 const CALM: Market = Market {
     slow_tick: 0.002,
     vol_soft: 0.02,
     vol_hard: 0.001,
+    single_cancel: 0.1,
+    parallel_symbols: 10.0,
 };
 
 /// Slow ticks stay under 5 %, so P95 stays calm while P99 and the miss rate go critical.
@@ -198,6 +403,8 @@ const VOLATILE: Market = Market {
     slow_tick: 0.035,
     vol_soft: 0.15,
     vol_hard: 0.02,
+    single_cancel: 0.3,
+    parallel_symbols: 4.0,
 };
 
 /// What a tick did with its quotes.
@@ -220,7 +427,7 @@ enum TickStage {
     StageEmit,
 }
 
-/// One tick: four stages timed by the split timer, two exchange requests by `#[measure]`.
+/// One tick: four stages timed by the split timer, the exchange requests by `#[measure]`.
 fn tick(rng: &mut Rng, market: &Market, latency_guard_tripped: bool) -> Quotes {
     let mut lap = laptime::lap(TickStage::TickTotal);
 
@@ -251,9 +458,16 @@ fn tick(rng: &mut Rng, market: &Market, latency_guard_tripped: bool) -> Quotes {
     };
     lap.split(TickStage::StageGuards);
 
-    // Emit: build the orders, cancel the stale quotes in one request, post the new ones in another.
+    // Emit: build the orders, cancel the stale quotes (in one request, or one request per quote
+    // when the batch endpoint is throttled), post the new ones in another.
     work(rng.latency(25.0, 0.3));
-    cancel_batch(rng);
+    if rng.chance(market.single_cancel) {
+        for _quote in 0..2 {
+            cancel_one(rng);
+        }
+    } else {
+        cancel_batch(rng);
+    }
     if !matches!(quotes, Quotes::Pulled) {
         post_orders(rng);
     }
@@ -263,6 +477,11 @@ fn tick(rng: &mut Rng, market: &Market, latency_guard_tripped: bool) -> Quotes {
 }
 
 // The exchange requests: every call is one span of its `exchange_req{verb, api}` series.
+
+#[laptime::measure(name = "exchange_req", labels(verb = "delete", api = "cancel"))]
+fn cancel_one(rng: &mut Rng) {
+    work(rng.latency(60.0, 0.4));
+}
 
 #[laptime::measure(name = "exchange_req", labels(verb = "post", api = "batch-cancel"))]
 fn cancel_batch(rng: &mut Rng) {
@@ -404,6 +623,66 @@ fn print_summary(collector: &laptime::CollectorHandle, sla: &SlaPreset, quotes: 
         h.histogram_bytes / 1024
     );
     print!("{out}");
+}
+
+/// The whole run's figures as one JSON line, from one snapshot: per stage (name and labels) the
+/// cumulative count, p50/p95/p99/max in nanoseconds and deadline misses; guard trips per reason;
+/// records aggregated and dropped. `tests/prometheus_live.rs` compares Prometheus' view with it.
+fn summary_json(collector: &laptime::CollectorHandle) -> String {
+    let snapshot = collector.snapshot();
+    let ns = |d: Duration| d.as_nanos();
+    let stages: Vec<String> = snapshot
+        .all(Window::Cumulative)
+        .map(|s| {
+            let labels: Vec<String> = s
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{}:{}", json_str(k), json_str(v)))
+                .collect();
+            format!(
+                "{{\"stage\":{},\"labels\":{{{}}},\"count\":{},\"p50_ns\":{},\"p95_ns\":{},\
+                 \"p99_ns\":{},\"max_ns\":{},\"deadline_misses\":{}}}",
+                json_str(s.stage),
+                labels.join(","),
+                s.count,
+                ns(s.p50),
+                ns(s.p95),
+                ns(s.p99),
+                ns(s.max),
+                s.deadline_misses
+            )
+        })
+        .collect();
+    let trips: Vec<String> = snapshot
+        .guard_trips(Window::Cumulative)
+        .iter()
+        .map(|(reason, n)| format!("{}:{n}", json_str(reason)))
+        .collect();
+    format!(
+        "{{\"summary\":{{\"stages\":[{}],\"guard_trips\":{{{}}},\"records\":{},\"dropped\":{}}}}}",
+        stages.join(","),
+        trips.join(","),
+        snapshot.health.records,
+        snapshot.health.dropped
+    )
+}
+
+/// `s` as a JSON string literal.
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 fn write_table(out: &mut String, stats: &[StageStats], violations: &[Violation], sla: &SlaPreset) {

@@ -113,6 +113,9 @@ pub struct CollectorBuilder {
     pub(crate) max_in_flight: usize,
     pub(crate) abandon_after: Duration,
     pub(crate) latency_guard_reason: &'static str,
+    /// Fed by the aggregator after each cycle (feature `prometheus`).
+    #[cfg(feature = "prometheus")]
+    pub(crate) prometheus: Option<crate::export::prometheus::PrometheusExporter>,
 }
 
 impl std::fmt::Debug for CollectorBuilder {
@@ -156,6 +159,8 @@ impl Default for CollectorBuilder {
             max_in_flight: 65_536,
             abandon_after: Duration::from_secs(600),
             latency_guard_reason: "latency_hard",
+            #[cfg(feature = "prometheus")]
+            prometheus: None,
         }
     }
 }
@@ -274,6 +279,18 @@ impl CollectorBuilder {
     /// The guard-trip reason counted when a latency guard trips (default `latency_hard`).
     pub fn with_latency_guard_reason(mut self, reason: &'static str) -> Self {
         self.latency_guard_reason = reason;
+        self
+    }
+
+    /// Feeds `exporter` from the aggregator after each cycle (feature `prometheus`): bucket counts
+    /// are kept as plain integers on the aggregator thread, never on the hot path. See
+    /// [`crate::export::prometheus`].
+    #[cfg(feature = "prometheus")]
+    pub fn with_prometheus(
+        mut self,
+        exporter: crate::export::prometheus::PrometheusExporter,
+    ) -> Self {
+        self.prometheus = Some(exporter);
         self
     }
 

@@ -74,8 +74,11 @@
 //! * `enable` (default): instrumentation compiled in. Without it (`default-features = false`) the
 //!   macros leave their items as written and every recording entry point returns at once; the API
 //!   is the same, so code builds either way ([`COMPILED_IN`] says which).
-//! * `test-util`: [`clock::MockClock`], a hand-driven clock for deterministic tests, and
-//!   [`CollectorHandle::inject_aggregator_panic`].
+//! * `test-util`: `clock::MockClock`, a hand-driven clock for deterministic tests, and
+//!   `CollectorHandle::inject_aggregator_panic`.
+//! * `prometheus`: `laptime::export::prometheus`, the Prometheus export the aggregator feeds after
+//!   each drain (stage histograms, guard-trip and deadline-miss counters, gauges, health), and
+//!   `CollectorBuilder::with_prometheus`. `prometheus-process` adds the process's own figures.
 //!
 //! # Caveats
 //!
@@ -100,6 +103,8 @@ pub mod clock;
 mod collector;
 #[cfg(not(laptime_loom))]
 mod error;
+#[cfg(all(not(laptime_loom), any(feature = "prometheus", feature = "http")))]
+pub mod export;
 #[cfg(laptime_loom)]
 pub mod handoff;
 #[cfg(not(laptime_loom))]
@@ -202,7 +207,13 @@ pub fn rank(q: f64, n: u64) -> u64 {
     aggregator::hist::rank(q, n)
 }
 
-/// The README's examples, compiled and run as doc tests so they cannot drift from the API.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doc tests so they cannot drift from the API (with
+/// every feature on, as `scripts/test.sh` runs them: some show the optional exports).
+#[cfg(all(
+    doctest,
+    feature = "prometheus",
+    feature = "http",
+    feature = "test-util"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeExamples;

@@ -59,6 +59,9 @@ struct StageState {
     /// Changed since the last publish.
     dirty: bool,
     published: Option<std::sync::Arc<StageSnapshot>>,
+    /// Prometheus bucket counts, when an exporter is attached (feature `prometheus`).
+    #[cfg(feature = "prometheus")]
+    buckets: Option<crate::export::prometheus::StageBuckets>,
 }
 
 /// A tracked span seen from one side only.
@@ -242,6 +245,10 @@ impl Aggregator {
         if self.health.adaptive_engaged {
             set_adaptive_ceiling(u64::MAX);
         }
+        #[cfg(feature = "prometheus")]
+        if let Some(exporter) = &self.config.prometheus {
+            exporter.detach();
+        }
         let mut done = self.shared.flush_done.lock();
         *done = u64::MAX;
         self.shared.flush_cv.notify_all();
@@ -298,6 +305,12 @@ impl Aggregator {
                 in_flight: 0,
                 dirty: true,
                 published: None,
+                #[cfg(feature = "prometheus")]
+                buckets: self
+                    .config
+                    .prometheus
+                    .as_ref()
+                    .map(|p| p.stage_buckets(stage)),
             });
         }
         let reasons: Vec<_> = crate::sla::reasons().skip(self.reasons.len()).collect();
@@ -453,6 +466,12 @@ impl Aggregator {
         let saturated = duration > layout.highest();
         let index = layout.index(duration);
         state.cumulative.record(index, duration, saturated);
+        // Right beside the cumulative histogram and with the same value, so `_count` and `_sum`
+        // (read from its tally) always match the buckets.
+        #[cfg(feature = "prometheus")]
+        if let Some(buckets) = &mut state.buckets {
+            buckets.record(duration);
+        }
         state.windows.record(at, index, duration, saturated);
         let deadline = state.stage.0.deadline_ns.load(Ordering::Relaxed);
         if deadline != 0 && duration > deadline && already_missed != Some(true) {
@@ -661,7 +680,12 @@ impl Aggregator {
         };
         let changed;
         (snapshot.violations, changed) = self.evaluate_sla(&snapshot);
-        self.shared.snapshot.store(std::sync::Arc::new(snapshot));
+        let snapshot = std::sync::Arc::new(snapshot);
+        self.shared.snapshot.store(snapshot.clone());
+        #[cfg(feature = "prometheus")]
+        self.export_prometheus(&snapshot);
+        #[cfg(not(feature = "prometheus"))]
+        drop(snapshot);
         // After publishing, so a callback that queries sees the figures that triggered it.
         if !changed.is_empty()
             && let Some(callback) = &self.config.callback
@@ -684,7 +708,31 @@ impl Aggregator {
             names: old.names.clone(),
             health: self.health.clone(),
         };
-        self.shared.snapshot.store(std::sync::Arc::new(snapshot));
+        let snapshot = std::sync::Arc::new(snapshot);
+        self.shared.snapshot.store(snapshot.clone());
+        #[cfg(feature = "prometheus")]
+        if let Some(exporter) = &self.config.prometheus {
+            exporter.republish(snapshot);
+        }
+    }
+
+    /// Hands the exporter this cycle's figures: the snapshot, and each stage's bucket counts with
+    /// the cumulative count and exact sum they agree with (a stage that did not move shares its
+    /// previous figures).
+    #[cfg(feature = "prometheus")]
+    fn export_prometheus(&mut self, snapshot: &std::sync::Arc<Snapshot>) {
+        let Some(exporter) = &self.config.prometheus else {
+            return;
+        };
+        let stages = self
+            .stages
+            .iter_mut()
+            .map(|s| {
+                let tally = &s.cumulative.tally;
+                s.buckets.as_mut().map(|b| b.export(s.stage, tally))
+            })
+            .collect();
+        exporter.publish(snapshot.clone(), stages, self.config.interval);
     }
 
     /// Judges every rule against `snapshot`. Returns the violations (as data: this cycle's raw

@@ -1,0 +1,276 @@
+//! What does the Prometheus export cost: on the hot path, per drained record in the aggregator, and
+//! per scrape?
+//!
+//! Every question is answered A/B in one process: the same bench runs on a collector without an
+//! exporter and on one with an exporter attached (`CollectorBuilder::with_prometheus`), in that
+//! order (`LAPTIME_BENCH_EXPORTER_FIRST=1` swaps it), and each group also times a bare TSC pair,
+//! so the figures compare as ratios in the same run (the two vCPUs are shared and noisy). Compare
+//! with `benches/hot_path.rs` and `benches/aggregator.rs`, built without the feature, in the same
+//! session. Figures, machine and commands: `benches/README.md`, "Prometheus export".
+//!
+//! * `span`: `let _g = laptime::start(stage)`, in chunks with an untimed flush between chunks
+//!   (`common::timed_in_chunks`, as in `hot_path.rs`), so every record is kept. The exporter adds
+//!   nothing here by design: the recorder never sees it.
+//! * `drain`: write `N` records over 64 stages (untimed), then time `laptime::flush()`, one full
+//!   aggregation cycle (as in `aggregator.rs`). With an exporter, each record also costs a bucket
+//!   lookup (a table lookup and a comparison) and one counter, and each cycle hands the exporter
+//!   the stages that moved. Throughput is `N`, so criterion prints records/s. `drain_one_window`
+//!   is the same with one 1 s window of one slice.
+//! * `scrape`: `exporter.render()` of 64 stages (histograms, counters, health), with and without
+//!   windowed quantiles.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{stages, timed_in_chunks, tsc};
+use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
+use laptime::export::prometheus::PrometheusExporter;
+use laptime::{Collector, CollectorBuilder, CollectorHandle, Stage, Window, WindowSpec};
+
+/// Stages the drain and scrape groups spread records over.
+const STAGES: usize = 64;
+/// Records per timed flush: 1 000 per stage, below the aggregator's per-ring batch (16 384 per
+/// visit, visited again while full) and far below half a ring, so one flush drains them all and no
+/// early wake-up runs a cycle for us.
+const N: usize = 64_000;
+/// Ring capacity, in records.
+const RING: usize = 1 << 20;
+
+/// Installs the process's collector, with `exporter` attached if given.
+fn install(exporter: Option<&PrometheusExporter>, interval: Duration) -> CollectorHandle {
+    install_with(exporter, interval, Collector::builder())
+}
+
+/// [`install`] from `builder`.
+fn install_with(
+    exporter: Option<&PrometheusExporter>,
+    interval: Duration,
+    builder: CollectorBuilder,
+) -> CollectorHandle {
+    let builder = builder.with_ring_capacity(RING).with_interval(interval);
+    let builder = match exporter {
+        Some(e) => builder.with_prometheus(e.clone()),
+        None => builder,
+    };
+    builder
+        .install()
+        .expect("the bench installs one collector at a time")
+}
+
+fn exporter(window_quantiles: bool) -> PrometheusExporter {
+    PrometheusExporter::builder()
+        .with_namespace("mm")
+        .with_const_label("env", "bench")
+        .with_window_quantiles(window_quantiles)
+        .build()
+        .expect("valid exporter configuration")
+}
+
+/// Deterministic durations spread log-uniformly over 1 µs – 10 ms (xorshift64*): every bucket
+/// of the 1-2-5 ladder in that range is hit, so the bucket lookup is not always the same one.
+fn durations(n: usize, seed: u64) -> Vec<Duration> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let u = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+            Duration::from_nanos((1_000.0 * 1e4f64.powf(u)) as u64)
+        })
+        .collect()
+}
+
+/// Without an exporter, then with one; `LAPTIME_BENCH_EXPORTER_FIRST=1` swaps the order, to see
+/// how much of a difference is the order the variants run in (a warmer heap, a busier sibling).
+fn variants() -> [bool; 2] {
+    if std::env::var_os("LAPTIME_BENCH_EXPORTER_FIRST").is_some() {
+        [true, false]
+    } else {
+        [false, true]
+    }
+}
+
+/// The two clock baselines, first in every group.
+fn baselines(g: &mut BenchmarkGroup<'_, WallTime>) {
+    g.bench_function("baseline/tsc_pair", |b| {
+        b.iter(|| (black_box(tsc()), black_box(tsc())))
+    });
+    g.bench_function("baseline/instant_pair", |b| {
+        b.iter(|| (black_box(Instant::now()), black_box(Instant::now())))
+    });
+}
+
+/// The cumulative count of `stage` in the exporter's text: the sanity check that the exporter is
+/// really fed.
+fn exported_count(exporter: &PrometheusExporter, stage: Stage) -> u64 {
+    let text = exporter.render().expect("render");
+    let prefix = format!("mm_stage_duration_seconds_count{{stage=\"{stage}\",env=\"bench\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |v| v.parse().expect("a count"))
+}
+
+/// `let _g = laptime::start(stage)` without and with an exporter attached.
+fn span(c: &mut Criterion) {
+    let stage = Stage::new("bench_prom_span").expect("valid name");
+    let timed = |iters: u64| {
+        timed_in_chunks(iters, 1, || {
+            let _g = laptime::start(black_box(stage));
+        })
+    };
+    let mut g = c.benchmark_group("span");
+    baselines(&mut g);
+    for with in variants() {
+        let exporter = exporter(false);
+        let handle = install(with.then_some(&exporter), Duration::from_millis(10));
+        for _ in 0..100 {
+            let _g = laptime::start(stage);
+        }
+        assert!(handle.flush());
+        assert_eq!(
+            handle.get_stats(stage, Window::Cumulative).map(|s| s.count),
+            Some(100),
+            "the spans are recorded"
+        );
+        assert_eq!(exported_count(&exporter, stage), if with { 100 } else { 0 });
+        let name = if with {
+            "guard/stage/exporter"
+        } else {
+            "guard/stage/no_exporter"
+        };
+        g.bench_function(name, |b| b.iter_custom(timed));
+        drop(handle);
+    }
+    g.finish();
+}
+
+/// One aggregation cycle draining `N` records into 64 stages, without and with an exporter, with
+/// the default windows (`drain`, as in `aggregator.rs`).
+fn drain(c: &mut Criterion) {
+    drain_group(c, "drain", Collector::builder);
+}
+
+/// The same with a single 1 s window of one slice (`drain_one_window`): the windows' slices then
+/// no longer fill (and allocate) one after another while the bench runs, which makes the
+/// wide-values figure noisy; what is left is closer to the exporter's own cost per record.
+fn drain_one_window(c: &mut Criterion) {
+    drain_group(c, "drain_one_window", || {
+        Collector::builder().with_windows([WindowSpec::new(
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )])
+    });
+}
+
+fn drain_group(c: &mut Criterion, group: &str, builder: fn() -> CollectorBuilder) {
+    let stages = stages("bench_prom_drain", STAGES);
+    let values: Vec<(Stage, Duration)> = durations(N, 99)
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| (stages[i % STAGES], d))
+        .collect();
+    let write_values = || {
+        for &(stage, d) in &values {
+            laptime::record(stage, d);
+        }
+    };
+    let write_spans = || {
+        for i in 0..N {
+            let _g = laptime::start(stages[i % STAGES]);
+        }
+    };
+    let timed_flush = |iters: u64, write: &dyn Fn()| {
+        let mut timed = Duration::ZERO;
+        for _ in 0..iters {
+            write();
+            let started = Instant::now();
+            assert!(laptime::flush(), "the aggregator answers a flush");
+            timed += started.elapsed();
+        }
+        timed
+    };
+
+    let mut g = c.benchmark_group(group);
+    baselines(&mut g);
+    for with in variants() {
+        let exporter = exporter(false);
+        let handle = install_with(
+            with.then_some(&exporter),
+            Duration::from_secs(60),
+            builder(),
+        );
+        // Sanity: one flush drains all N records, and the exporter (if any) counts them all.
+        for write in [&write_values as &dyn Fn(), &write_spans] {
+            let before = handle.health();
+            write();
+            assert!(handle.flush());
+            let after = handle.health();
+            assert_eq!(
+                after.records - before.records,
+                N as u64,
+                "one cycle drains N"
+            );
+            assert_eq!((after.in_rings, after.dropped), (0, 0));
+        }
+        let per_stage = 2 * (N / STAGES) as u64;
+        assert_eq!(
+            exported_count(&exporter, stages[0]),
+            if with { per_stage } else { 0 }
+        );
+        let tag = if with { "exporter" } else { "no_exporter" };
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(format!("cycle_empty/{tag}"), |b| {
+            b.iter_custom(|iters| timed_flush(iters, &|| ()))
+        });
+        g.throughput(Throughput::Elements(N as u64));
+        g.bench_function(format!("values_64_stages/{tag}"), |b| {
+            b.iter_custom(|iters| timed_flush(iters, &write_values))
+        });
+        g.bench_function(format!("spans_64_stages/{tag}"), |b| {
+            b.iter_custom(|iters| timed_flush(iters, &write_spans))
+        });
+        drop(handle);
+    }
+    g.finish();
+}
+
+/// `exporter.render()` of 64 active stages.
+fn scrape(c: &mut Criterion) {
+    let stages = stages("bench_prom_scrape", STAGES);
+    let mut g = c.benchmark_group("scrape");
+    baselines(&mut g);
+    for window_quantiles in [false, true] {
+        let exporter = exporter(window_quantiles);
+        let handle = install(Some(&exporter), Duration::from_secs(60));
+        for (i, d) in durations(N, 7).into_iter().enumerate() {
+            laptime::record(stages[i % STAGES], d);
+        }
+        assert!(handle.flush());
+        let text = exporter.render().expect("render");
+        assert_eq!(exported_count(&exporter, stages[0]), (N / STAGES) as u64);
+        println!(
+            "scrape, 64 stages, window quantiles {window_quantiles}: {} bytes, {} lines",
+            text.len(),
+            text.lines().count()
+        );
+        let name = if window_quantiles {
+            "render/64_stages_window_quantiles"
+        } else {
+            "render/64_stages"
+        };
+        g.bench_function(name, |b| b.iter(|| black_box(exporter.render())));
+        drop(handle);
+    }
+    g.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    for group in [span, drain, drain_one_window, scrape] {
+        group(&mut c);
+    }
+    c.final_summary();
+}

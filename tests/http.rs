@@ -1,0 +1,490 @@
+//! The `/metrics` endpoint under good and bad clients: malformed and oversized requests, clients
+//! that never send or drip, floods of connections, other methods and paths, a panicking
+//! exposition. After each, the endpoint must still answer, its own counters must show every
+//! connection and thread bounded, and a collector's aggregator must still be cycling.
+//!
+//! Every wait is bounded; no assertion is on elapsed time.
+#![cfg(feature = "http")]
+
+mod common;
+#[path = "common/http_client.rs"]
+mod http_client;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use http_client::{get, request, send, wait_for};
+use laptime::export::ExportError;
+use laptime::export::http::{
+    Exposition, MetricsServer, MetricsServerBuilder, MetricsServerHandle, ServeError, ServerStats,
+};
+
+/// An exposition the tests steer: it renders the current collector's health, and can be told to
+/// fail, panic or report itself unhealthy on its next call.
+#[derive(Default)]
+struct Steered {
+    calls: AtomicU64,
+    panic_next: AtomicBool,
+    fail_next: AtomicBool,
+    unhealthy: AtomicBool,
+}
+
+impl Exposition for Steered {
+    fn metrics(&self) -> Result<String, ExportError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if self.panic_next.swap(false, Ordering::Relaxed) {
+            panic!("the exposition panics, as a test asked");
+        }
+        if self.fail_next.swap(false, Ordering::Relaxed) {
+            return Err(ExportError::Encode {
+                message: "the test asked for a failure".to_owned(),
+            });
+        }
+        // Reading the published snapshot is what a real exporter does on a scrape.
+        let cycles = laptime::health().map_or(0, |h| h.cycles);
+        Ok(format!("# TYPE test_cycles gauge\ntest_cycles {cycles}\n"))
+    }
+
+    fn health(&self) -> Result<String, String> {
+        if self.unhealthy.load(Ordering::Relaxed) {
+            Err("unhealthy: as the test asked\n".to_owned())
+        } else {
+            Ok("ok\n".to_owned())
+        }
+    }
+}
+
+fn loopback() -> MetricsServerBuilder {
+    MetricsServer::builder().with_addr("127.0.0.1:0".parse().unwrap())
+}
+
+fn start(builder: MetricsServerBuilder) -> (MetricsServerHandle, Arc<Steered>) {
+    let exposition = Arc::new(Steered::default());
+    let server = builder
+        .start(Arc::clone(&exposition))
+        .unwrap_or_else(|e| panic!("server failed to start: {e}"));
+    (server, exposition)
+}
+
+/// `GET /metrics` answers 200 with the exposition, within the bounded client wait.
+fn assert_serves(addr: SocketAddr) {
+    let r = get(addr, "/metrics").expect("GET /metrics");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains("\ntest_cycles "), "{r:?}");
+}
+
+/// Waits (bounded) until every connection is closed, and returns the counters then.
+fn settled(server: &MetricsServerHandle) -> ServerStats {
+    wait_for(Duration::from_secs(20), || {
+        let s = server.stats();
+        (s.open_connections == 0).then_some(s)
+    })
+    .unwrap_or_else(|| panic!("connections still open: {:?}", server.stats()))
+}
+
+/// Names of this process's threads that belong to a metrics server (Linux: `/proc/self/task`).
+fn server_threads() -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| name.starts_with("laptime-http"))
+        .collect()
+}
+
+#[test]
+fn serves_metrics_health_and_head() {
+    let _serial = common::serial();
+    let (server, exposition) = start(loopback());
+    let addr = server.local_addr();
+    assert!(addr.ip().is_loopback() && addr.port() != 0);
+
+    let r = get(addr, "/metrics").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(r.header("content-length"), Some(&*r.body.len().to_string()));
+    assert!(r.body.starts_with("# TYPE test_cycles gauge\n"));
+
+    // A query string does not change the route.
+    assert_eq!(get(addr, "/metrics?name[]=x").unwrap().status, 200);
+
+    // HEAD: the same head, no body.
+    let r = send(addr, request("HEAD", "/metrics").as_bytes()).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    assert!(
+        r.header("content-length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+            > 0
+    );
+
+    let r = get(addr, "/health").unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
+    exposition.unhealthy.store(true, Ordering::Relaxed);
+    let r = get(addr, "/health").unwrap();
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (503, "unhealthy: as the test asked\n")
+    );
+
+    // HTTP/1.0 is served too.
+    let r = send(addr, b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(r.status, 200);
+
+    let s = settled(&server);
+    assert_eq!((s.ok, s.unhealthy, s.accepted), (5, 1, 6), "{s:?}");
+    assert_eq!(exposition.calls.load(Ordering::Relaxed), 4);
+}
+
+#[test]
+fn bind_failure_and_bad_settings_are_typed_errors() {
+    let _serial = common::serial();
+    let (server, _) = start(loopback());
+    let taken = server.local_addr();
+    match loopback().with_addr(taken).start(Steered::default()) {
+        Err(ServeError::Bind { addr, source }) => {
+            assert_eq!(addr, taken);
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+        }
+        other => panic!("expected a bind error, got {other:?}"),
+    }
+    // Not an address of this host.
+    let foreign: SocketAddr = "192.0.2.1:0".parse().unwrap();
+    assert!(matches!(
+        loopback().with_addr(foreign).start(Steered::default()),
+        Err(ServeError::Bind { .. })
+    ));
+    for bad in [
+        loopback().with_workers(0),
+        loopback().with_workers(4).with_max_connections(3),
+        loopback().with_max_header_bytes(10),
+        loopback().with_read_timeout(Duration::ZERO),
+        loopback().with_write_timeout(Duration::from_secs(7200)),
+    ] {
+        let err = bad.start(Steered::default()).unwrap_err();
+        assert!(matches!(err, ServeError::Config { .. }), "{err:?}");
+        assert!(!err.to_string().is_empty());
+    }
+    // The failed starts left no thread behind (a new thread names itself once it runs, hence the
+    // bounded wait), and the first server still serves.
+    wait_for(Duration::from_secs(10), || {
+        (server_threads().len() == 3).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?}", server_threads()));
+    assert_serves(taken);
+}
+
+#[test]
+fn malformed_requests_get_400_and_the_server_goes_on() {
+    let _serial = common::serial();
+    let (server, _) = start(loopback());
+    let addr = server.local_addr();
+    let garbage: [&[u8]; 7] = [
+        b"GARBAGE\r\n\r\n",
+        b"GET /metrics\r\n\r\n",          // no version (HTTP/0.9)
+        b"GET /metrics HTTP/9.9\r\n\r\n", // unknown version
+        b"GET /metrics HTTP/1.1\r\nBad Header\r\n\r\n", // header without a colon
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", // a TLS hello
+        b"\0\0\0\0\0\0\0\0\r\n\r\n",
+        b"GET /met\x01rics HTTP/1.1\r\n\r\n",
+    ];
+    for raw in garbage {
+        let r = send(addr, raw).unwrap_or_else(|e| panic!("{raw:?}: {e}"));
+        assert_eq!(r.status, 400, "{raw:?} -> {r:?}");
+    }
+    assert_serves(addr);
+    let s = settled(&server);
+    assert_eq!(s.bad_request, garbage.len() as u64, "{s:?}");
+    assert_eq!(s.ok, 1);
+}
+
+#[test]
+fn unknown_paths_get_404_and_other_methods_405() {
+    let _serial = common::serial();
+    let (server, exposition) = start(loopback());
+    let addr = server.local_addr();
+    for path in [
+        "/",
+        "/metrics/",
+        "/metricsx",
+        "/../metrics",
+        "/favicon.ico",
+        "http://x/metrics",
+    ] {
+        let r = get(addr, path).unwrap();
+        assert_eq!(r.status, 404, "{path} -> {r:?}");
+    }
+    for method in [
+        "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT", "BREW",
+    ] {
+        for path in ["/metrics", "/health"] {
+            let r = send(addr, request(method, path).as_bytes()).unwrap();
+            assert_eq!(r.status, 405, "{method} {path} -> {r:?}");
+            assert_eq!(r.header("allow"), Some("GET, HEAD"));
+        }
+    }
+    // A POST with a body: answered, and the unread body does not turn the close into a reset.
+    let mut post = b"POST /metrics HTTP/1.1\r\nContent-Length: 5000\r\n\r\n".to_vec();
+    post.extend_from_slice(&[b'x'; 5000]);
+    let r = send(addr, &post).unwrap();
+    assert_eq!(r.status, 405);
+    let s = settled(&server);
+    assert_eq!((s.not_found, s.method_not_allowed), (6, 17), "{s:?}");
+    // Neither rendered anything.
+    assert_eq!(exposition.calls.load(Ordering::Relaxed), 0);
+    assert_serves(addr);
+}
+
+#[test]
+fn oversized_heads_get_431() {
+    let _serial = common::serial();
+    let (server, _) = start(loopback().with_max_header_bytes(8 * 1024));
+    let addr = server.local_addr();
+
+    // One header longer than the limit, complete.
+    let long = format!(
+        "GET /metrics HTTP/1.1\r\nX-Long: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    assert_eq!(send(addr, long.as_bytes()).unwrap().status, 431);
+    // A head that never ends, cut at the limit.
+    let endless = format!("GET /metrics HTTP/1.1\r\nX-Long: {}", "a".repeat(8200));
+    assert_eq!(send(addr, endless.as_bytes()).unwrap().status, 431);
+    // More headers than the server keeps, each short.
+    let many: String = (0..40).map(|i| format!("X-{i}: {i}\r\n")).collect();
+    let many = format!("GET /metrics HTTP/1.1\r\n{many}\r\n");
+    assert!(many.len() < 8 * 1024);
+    assert_eq!(send(addr, many.as_bytes()).unwrap().status, 431);
+
+    // A client that streams 4 MiB of header: the server answers and closes; the client may see
+    // its writes fail; the server reads no more than it must.
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut flooded = 0;
+    let _ = conn.write_all(b"GET /metrics HTTP/1.1\r\nX-Flood: ");
+    for _ in 0..(4 << 20) / 65536 {
+        if conn.write_all(&[b'a'; 65536]).is_err() {
+            break;
+        }
+        flooded += 65536;
+    }
+    drop(conn);
+
+    assert_serves(addr);
+    let s = settled(&server);
+    assert_eq!(s.header_too_large, 4, "{s:?} after {flooded} bytes");
+    assert_eq!(s.ok, 1);
+}
+
+#[test]
+fn silent_and_dripping_clients_do_not_block_others() {
+    let _serial = common::serial();
+    let (server, _) = start(
+        loopback()
+            .with_workers(2)
+            .with_read_timeout(Duration::from_secs(1)),
+    );
+    let addr = server.local_addr();
+
+    // Holds one worker until its read timeout.
+    let mut silent = TcpStream::connect(addr).unwrap();
+    // Let the server take it before the next one (bounded wait on the server's own counter).
+    wait_for(Duration::from_secs(10), || {
+        (server.stats().accepted == 1).then_some(())
+    })
+    .expect("the silent connection was accepted");
+
+    // Meanwhile the other worker answers.
+    assert_serves(addr);
+
+    // The silent client is answered 408 and closed once its read timeout has passed.
+    let r = http_client::read_response(&mut silent).unwrap();
+    assert_eq!(r.status, 408, "{r:?}");
+
+    // A client that drips its request one byte at a time never completes the head in time.
+    let mut drip = TcpStream::connect(addr).unwrap();
+    let head = request("GET", "/metrics");
+    let dripper = std::thread::spawn(move || {
+        // At most 40 s of dripping, whatever happens.
+        for &b in head.as_bytes().iter().cycle().take(400) {
+            if drip.write_all(&[b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut rest = Vec::new();
+        drip.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = drip.read_to_end(&mut rest);
+        String::from_utf8_lossy(&rest).into_owned()
+    });
+    let answer = dripper.join().unwrap();
+    // Either the 408 arrived, or the close came as a reset while bytes were still dripping in;
+    // the server's count says which it sent.
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer:?}"
+    );
+    assert_serves(addr);
+    let s = settled(&server);
+    assert_eq!(s.timed_out, 2, "{s:?}");
+    assert_eq!(s.ok, 2);
+}
+
+#[test]
+fn a_panicking_or_failing_exposition_answers_500_and_the_server_goes_on() {
+    let _serial = common::serial();
+    let (server, exposition) = start(loopback().with_workers(1));
+    let addr = server.local_addr();
+
+    for _ in 0..3 {
+        exposition.panic_next.store(true, Ordering::Relaxed);
+        let r = get(addr, "/metrics").unwrap();
+        assert_eq!(r.status, 500, "{r:?}");
+        assert_eq!(r.body, "the exposition panicked\n");
+        // The one worker survived the panic and answers the next request.
+        assert_serves(addr);
+    }
+    exposition.fail_next.store(true, Ordering::Relaxed);
+    let r = get(addr, "/metrics").unwrap();
+    assert_eq!(r.status, 500);
+    assert!(r.body.contains("the test asked for a failure"), "{r:?}");
+
+    let s = settled(&server);
+    assert_eq!((s.panics, s.internal_error, s.ok), (3, 4, 3), "{s:?}");
+    assert_eq!(s.threads, 2, "the acceptor and the one worker");
+}
+
+#[test]
+fn a_flood_of_connections_stays_bounded_and_the_aggregator_keeps_cycling() {
+    const CLIENTS: usize = 200;
+    const LIMIT: usize = 16;
+    const WORKERS: usize = 2;
+    let _serial = common::serial();
+    let collector =
+        common::install(laptime::Collector::builder().with_interval(Duration::from_millis(5)));
+    // A producer recording spans the whole time.
+    let producing = Arc::new(AtomicBool::new(true));
+    let producer = {
+        let producing = Arc::clone(&producing);
+        std::thread::spawn(move || {
+            let mut spans = 0u64;
+            while producing.load(Ordering::Relaxed) {
+                let _span = laptime::start("http_test_work");
+                spans += 1;
+                if spans.is_multiple_of(1024) {
+                    std::thread::yield_now();
+                }
+            }
+            spans
+        })
+    };
+    assert!(collector.flush());
+    let cycles_before = collector.health().cycles;
+
+    let (server, _) = start(
+        loopback()
+            .with_workers(WORKERS)
+            .with_max_connections(LIMIT)
+            // Long enough that no admitted connection times out while the flood is opened.
+            .with_read_timeout(Duration::from_secs(60)),
+    );
+    let addr = server.local_addr();
+
+    // Open every connection first, so they are all open at once, then send on each.
+    let mut conns: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    wait_for(Duration::from_secs(20), || {
+        (server.stats().accepted == CLIENTS as u64).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not all accepted: {:?}", server.stats()));
+    let during = server.stats();
+    assert_eq!(during.threads, WORKERS + 1, "{during:?}");
+    assert!(during.peak_connections <= LIMIT, "{during:?}");
+    assert_eq!(during.refused, (CLIENTS - LIMIT) as u64, "{during:?}");
+
+    let head = request("GET", "/metrics");
+    let mut answered = [0usize; 6]; // 200, 503, other status, reset, timeout, unparsable
+    for conn in &mut conns {
+        let _ = conn.write_all(head.as_bytes());
+    }
+    for conn in &mut conns {
+        match http_client::read_response(conn) {
+            Ok(r) if r.status == 200 => answered[0] += 1,
+            Ok(r) if r.status == 503 => answered[1] += 1,
+            Ok(_) => answered[2] += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => answered[3] += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => answered[4] += 1,
+            Err(_) => answered[5] += 1,
+        }
+    }
+    drop(conns);
+    // Every admitted connection was served; every other one was refused (503, or a reset when
+    // the request arrived after the refusal closed the socket); none hung.
+    assert_eq!(answered[0], LIMIT, "{answered:?}");
+    assert_eq!(answered[2] + answered[4], 0, "{answered:?}");
+    assert_eq!(
+        answered[1] + answered[3] + answered[5],
+        CLIENTS - LIMIT,
+        "{answered:?}"
+    );
+
+    let s = settled(&server);
+    assert_eq!(s.ok, LIMIT as u64, "{s:?}");
+    assert!(s.peak_connections <= LIMIT, "{s:?}");
+    assert_eq!(s.threads, WORKERS + 1, "{s:?}");
+    assert_serves(addr);
+
+    // The aggregator went on cycling through the flood, and still answers a flush.
+    assert!(collector.flush());
+    let h = collector.health();
+    assert!(
+        h.cycles > cycles_before,
+        "{} -> {}",
+        cycles_before,
+        h.cycles
+    );
+    producing.store(false, Ordering::Relaxed);
+    let spans = producer.join().unwrap();
+    assert!(collector.flush());
+    let h = collector.health();
+    assert_eq!(h.produced, h.records + h.dropped + h.in_rings, "{h:?}");
+    assert!(spans > 0 && h.records > 0);
+    assert_eq!(h.aggregator_restarts, 0);
+}
+
+#[test]
+fn dropping_the_handle_stops_and_joins_every_thread() {
+    let _serial = common::serial();
+    assert!(server_threads().is_empty(), "{:?}", server_threads());
+    let (server, _) = start(loopback().with_workers(3));
+    let addr = server.local_addr();
+    // Even with a connection that never sends holding a worker.
+    let _silent = TcpStream::connect(addr).unwrap();
+    wait_for(Duration::from_secs(10), || {
+        (server.stats().accepted == 1).then_some(())
+    })
+    .expect("accepted");
+    assert_eq!(server.stats().threads, 4);
+    wait_for(Duration::from_secs(10), || {
+        (server_threads().len() == 4).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:?}", server_threads()));
+    drop(server);
+    // Joined: no server thread is left.
+    assert!(server_threads().is_empty(), "{:?}", server_threads());
+    // And nothing listens any more.
+    assert!(TcpStream::connect(addr).is_err());
+}

@@ -1,0 +1,928 @@
+//! The Prometheus export against references computed here, from the values the tests record:
+//! bucket counts, `_count` and `_sum`; labels and const labels; guard-trip and deadline-miss
+//! counters against the library's own; the milliseconds names; custom buckets; typed errors for
+//! bad configuration; and `promtool check metrics` on the rendered text.
+// Needs recording compiled in (`enable`, a default feature): with it off nothing reaches the
+// exporter.
+#![cfg(all(feature = "prometheus", feature = "enable"))]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{install, serial, unique};
+use laptime::export::ExportError;
+use laptime::export::prometheus::{PrometheusExporter, Registry, Unit, default_buckets};
+use laptime::{Collector, CollectorBuilder, Stage, Window};
+
+const US: Duration = Duration::from_micros(1);
+const MS: Duration = Duration::from_millis(1);
+
+/// A collector that runs cycles only when flushed (on the mock clock when `test-util` is on), with
+/// rings large enough that nothing recorded here is dropped.
+fn builder(exporter: &PrometheusExporter) -> CollectorBuilder {
+    #[cfg(feature = "test-util")]
+    common::clock();
+    Collector::builder()
+        .with_interval(Duration::from_secs(60))
+        .with_ring_capacity(1 << 16)
+        .with_prometheus(exporter.clone())
+}
+
+/// One sample line of the text exposition.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Parses the sample lines of a text exposition (comments skipped).
+fn parse(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line
+            .rsplit_once(' ')
+            .expect("a sample line ends with its value");
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|e| panic!("value {v:?}: {e}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}').expect("}"))),
+            None => (series, BTreeMap::new()),
+        };
+        out.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if name.is_empty() {
+            break;
+        }
+        assert_eq!(chars.next(), Some('"'), "label {name} opens its value");
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => panic!("dangling escape"),
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        assert!(
+            labels.insert(name.clone(), value).is_none(),
+            "label {name} appears twice in one series"
+        );
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    labels
+}
+
+/// The samples named `name` whose labels include every pair of `with`.
+fn find<'a>(samples: &'a [Sample], name: &str, with: &[(&str, &str)]) -> Vec<&'a Sample> {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            with.iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .collect()
+}
+
+/// The one sample named `name` with labels `with`.
+fn value(samples: &[Sample], name: &str, with: &[(&str, &str)]) -> f64 {
+    let found = find(samples, name, with);
+    assert_eq!(found.len(), 1, "{name}{with:?}: {found:?}");
+    found[0].value
+}
+
+/// [`assert_histogram`] for a stage without labels of its own, default buckets, in seconds.
+fn assert_stage(samples: &[Sample], family: &str, stage: &str, values: &[u64]) {
+    assert_histogram(
+        samples,
+        family,
+        &[("stage", stage)],
+        values,
+        &default_buckets(),
+        1e9,
+    );
+}
+
+/// Deterministic durations: a lognormal-ish spread over 100 ns – 100 ms (xorshift64*).
+fn spread(n: usize, seed: u64) -> Vec<u64> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let u = (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64;
+            (100.0 * 1e6f64.powf(u)) as u64
+        })
+        .collect()
+}
+
+/// Checks a histogram series against `values` (nanoseconds) and `bounds`, computed here: every
+/// `le` bucket holds the values at or below its bound, `+Inf` and `_count` all of them, `_sum`
+/// their exact sum in `unit`.
+fn assert_histogram(
+    samples: &[Sample],
+    family: &str,
+    with: &[(&str, &str)],
+    values: &[u64],
+    bounds: &[Duration],
+    ns_per_unit: f64,
+) {
+    let buckets = find(samples, &format!("{family}_bucket"), with);
+    assert_eq!(
+        buckets.len(),
+        bounds.len() + 1,
+        "{family}{with:?}: one series per bound and +Inf"
+    );
+    for bound in bounds {
+        let b = bound.as_nanos() as u64;
+        let le = b as f64 / ns_per_unit;
+        let expected = values.iter().filter(|v| **v <= b).count() as f64;
+        let got: Vec<_> = buckets
+            .iter()
+            .filter(|s| s.labels["le"].parse::<f64>().unwrap() == le)
+            .collect();
+        assert_eq!(got.len(), 1, "{family}{with:?}: bucket le={le}");
+        assert_eq!(got[0].value, expected, "{family}{with:?}: bucket le={le}");
+    }
+    let inf: Vec<_> = buckets
+        .iter()
+        .filter(|s| s.labels["le"] == "+Inf")
+        .collect();
+    assert_eq!(inf.len(), 1);
+    assert_eq!(inf[0].value, values.len() as f64, "{family}: +Inf");
+    let count = value(samples, &format!("{family}_count"), with);
+    assert_eq!(count, values.len() as f64, "{family}: _count");
+    let sum: u128 = values.iter().map(|v| u128::from(*v)).sum();
+    let rendered = value(samples, &format!("{family}_sum"), with);
+    assert_eq!(
+        rendered,
+        sum as f64 / ns_per_unit,
+        "{family}: _sum is the exact sum"
+    );
+}
+
+#[test]
+fn buckets_count_and_sum_equal_a_reference_computed_from_the_recorded_values() {
+    let _s = serial();
+    let exporter = PrometheusExporter::builder()
+        .with_namespace("mm")
+        .build()
+        .unwrap();
+    let handle = install(builder(&exporter));
+    let name = unique("prom_exact");
+
+    let mut values: Vec<u64> = vec![
+        0,
+        1,
+        999,
+        1_000,
+        1_001,
+        1_999,
+        2_000,
+        2_001,
+        5_000,
+        123_456,
+        1_000_000,
+        9_999_999_999,
+        10_000_000_000,
+        10_000_000_001,
+        // Above the collector's highest trackable value (1 h): saturated in the quantiles, but
+        // bucketed and summed as measured.
+        7_200_000_000_000,
+    ];
+    values.extend(spread(20_000, 7));
+    for v in &values {
+        laptime::record(name, Duration::from_nanos(*v));
+    }
+    assert!(handle.flush());
+
+    let stats = handle.get_stats(name, Window::Cumulative).unwrap();
+    assert_eq!(stats.dropped, 0, "the reference needs every value recorded");
+    assert_eq!(stats.count, values.len() as u64);
+    assert_eq!(stats.saturated, 1);
+
+    let samples = parse(&exporter.render().unwrap());
+    assert_stage(&samples, "mm_stage_duration_seconds", name, &values);
+    assert_eq!(
+        value(&samples, "mm_values_saturated_total", &[]),
+        handle.health().saturated as f64
+    );
+
+    // A second batch: the histogram is cumulative and stays exact.
+    let more = spread(5_000, 8);
+    for v in &more {
+        laptime::record(name, Duration::from_nanos(*v));
+    }
+    assert!(handle.flush());
+    values.extend(more);
+    let samples = parse(&exporter.render().unwrap());
+    assert_stage(&samples, "mm_stage_duration_seconds", name, &values);
+    assert_eq!(
+        value(
+            &samples,
+            "mm_stage_duration_seconds_count",
+            &[("stage", name)]
+        ),
+        handle.get_stats(name, Window::Cumulative).unwrap().count as f64,
+        "_count is the library's cumulative count"
+    );
+}
+
+#[cfg(feature = "test-util")]
+#[test]
+fn spans_timed_on_the_mock_clock_land_in_their_buckets() {
+    let _s = serial();
+    let clock = common::clock();
+    let exporter = PrometheusExporter::builder().build().unwrap();
+    let handle = install(builder(&exporter));
+    let name = unique("prom_spans");
+    let durations: Vec<u64> = vec![500, 1_000, 1_500, 2_000, 50_000, 3_000_000, 20_000_000_000];
+    for d in &durations {
+        let span = laptime::start(name);
+        clock.advance(Duration::from_nanos(*d));
+        drop(span);
+    }
+    // A lap's splits are spans too.
+    let (a, b) = (unique("prom_lap_a"), unique("prom_lap_total"));
+    let mut lap = laptime::lap(b);
+    clock.advance(Duration::from_nanos(7_000));
+    lap.split(a);
+    clock.advance(Duration::from_nanos(3_000));
+    lap.finish();
+    assert!(handle.flush());
+
+    let samples = parse(&exporter.render().unwrap());
+    let family = "laptime_stage_duration_seconds";
+    assert_stage(&samples, family, name, &durations);
+    assert_stage(&samples, family, a, &[7_000]);
+    assert_stage(&samples, family, b, &[10_000]);
+}
+
+#[test]
+fn labelled_stages_get_their_own_family_and_every_series_the_const_labels() {
+    let _s = serial();
+    let exporter = PrometheusExporter::builder()
+        .with_namespace("mm")
+        .with_unit(Unit::Milliseconds)
+        .with_const_label("env", "canary")
+        .with_const_label("instance", "mm-1")
+        .with_const_label("version", "1.2.3")
+        .with_window_quantiles(true)
+        .build()
+        .unwrap();
+    let handle = install(builder(&exporter));
+    let plain = unique("prom_plain");
+    let req_name = unique("exchange.req");
+    let req = Stage::with_labels(req_name, &[("verb", "post"), ("api", "batch-cancel")]).unwrap();
+    let cancel = Stage::with_labels(req_name, &[("verb", "delete"), ("api", "order")]).unwrap();
+    // Also a label the const labels already use: exported as `exported_env`.
+    let clash = Stage::with_labels(unique("prom_clash"), &[("env", "inner")]).unwrap();
+    // Same family name as `req` once sanitised: goes under the stage family instead.
+    let twin_name: &'static str = Box::leak(req_name.replace('.', "_").into_boxed_str());
+    let twin = Stage::with_labels(twin_name, &[("verb", "get")]).unwrap();
+
+    laptime::record(plain, 3 * MS);
+    laptime::record(req, 250 * US);
+    laptime::record(req, 7 * MS);
+    laptime::record(cancel, 40 * US);
+    laptime::record(clash, 1 * MS);
+    laptime::record(twin, 2 * MS);
+    assert!(handle.flush());
+
+    let text = exporter.render().unwrap();
+    let samples = parse(&text);
+    let consts = [
+        ("env", "canary"),
+        ("instance", "mm-1"),
+        ("version", "1.2.3"),
+    ];
+    for s in &samples {
+        if s.name.starts_with("mm_") {
+            for (k, v) in consts {
+                assert_eq!(s.labels.get(k).map(String::as_str), Some(v), "{s:?}");
+            }
+        }
+    }
+
+    let own = format!("mm_{}_ms", req_name.replace('.', "_"));
+    let bounds = default_buckets();
+    assert_histogram(
+        &samples,
+        &own,
+        &[("verb", "post"), ("api", "batch-cancel")],
+        &[250_000, 7_000_000],
+        &bounds,
+        1e6,
+    );
+    assert_histogram(
+        &samples,
+        &own,
+        &[("verb", "delete"), ("api", "order")],
+        &[40_000],
+        &bounds,
+        1e6,
+    );
+    for s in find(&samples, &format!("{own}_count"), &[]) {
+        let names: Vec<_> = s.labels.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["api", "env", "instance", "verb", "version"],
+            "{s:?}"
+        );
+    }
+    assert_histogram(
+        &samples,
+        "mm_stage_duration_ms",
+        &[("stage", plain)],
+        &[3_000_000],
+        &bounds,
+        1e6,
+    );
+    assert_histogram(
+        &samples,
+        "mm_stage_duration_ms",
+        &[("stage", twin_name), ("verb", "get")],
+        &[2_000_000],
+        &bounds,
+        1e6,
+    );
+    let clash_family = format!("mm_{}_ms", clash.name());
+    assert_eq!(
+        value(
+            &samples,
+            &format!("{clash_family}_count"),
+            &[("exported_env", "inner"), ("env", "canary")]
+        ),
+        1.0
+    );
+    // Milliseconds: `le` in ms.
+    assert!(text.contains(r#"le="0.001""#), "1 µs as ms");
+    assert!(text.contains(r#"le="10000""#), "10 s as ms");
+    // Windowed quantiles are gauges, named as such, in the unit.
+    let p99 = value(
+        &samples,
+        "mm_stage_window_quantile_ms",
+        &[("stage", plain), ("window", "60s"), ("percentile", "99")],
+    );
+    assert_eq!(p99, 3.0);
+    assert!(text.contains("# TYPE mm_stage_window_quantile_ms gauge"));
+    assert!(text.contains(&format!("# TYPE {own} histogram")));
+}
+
+#[test]
+fn windowed_quantiles_are_what_get_stats_reports() {
+    let _s = serial();
+    let exporter = PrometheusExporter::builder()
+        .with_window_quantiles(true)
+        .build()
+        .unwrap();
+    let handle = install(builder(&exporter));
+    let name = unique("prom_quantiles");
+    for v in spread(3_000, 3) {
+        laptime::record(name, Duration::from_nanos(v));
+    }
+    assert!(handle.flush());
+    let samples = parse(&exporter.render().unwrap());
+    let snapshot = handle.snapshot();
+    let mut checked = 0;
+    for w in &snapshot.windows {
+        if *w == Window::Cumulative {
+            assert!(
+                find(
+                    &samples,
+                    "laptime_stage_window_quantile_seconds",
+                    &[("window", "cumulative")]
+                )
+                .is_empty(),
+                "cumulative quantiles are the histogram's job"
+            );
+            continue;
+        }
+        let stats = handle.get_stats(name, *w).unwrap();
+        let label = w.to_string();
+        for (q, l) in [(0.5, "50"), (0.95, "95"), (0.99, "99"), (0.999, "99.9")] {
+            let got = value(
+                &samples,
+                "laptime_stage_window_quantile_seconds",
+                &[("stage", name), ("window", &label), ("percentile", l)],
+            );
+            let want = stats.quantile(q).unwrap().as_nanos() as f64 / 1e9;
+            assert_eq!(got, want, "{label} p{q}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 12, "3 windows × 4 quantiles");
+}
+
+#[test]
+fn guard_trips_and_deadline_misses_equal_the_library_counts() {
+    let _s = serial();
+    let exporter = PrometheusExporter::builder()
+        .with_namespace("mm")
+        .build()
+        .unwrap();
+    let tick = unique("prom_tick");
+    let handle = install(builder(&exporter).with_deadline(tick, 200 * MS));
+    let (vol, pos) = (unique("vol_hard"), unique("pos_limit"));
+    for _ in 0..3 {
+        laptime::guard_trip(vol);
+    }
+    laptime::guard_trip(pos);
+    for d in [100 * MS, 250 * MS, 199 * MS, 201 * MS, 1000 * MS] {
+        laptime::record(tick, d);
+    }
+    let quiet = unique("prom_quiet");
+    laptime::Stage::new(quiet)
+        .unwrap()
+        .set_deadline(Some(5 * MS))
+        .unwrap();
+    assert!(handle.flush());
+
+    let samples = parse(&exporter.render().unwrap());
+    let trips = laptime::guard_trips(Window::Cumulative);
+    for reason in [vol, pos] {
+        let library = trips.iter().find(|(r, _)| *r == reason).unwrap().1;
+        assert_eq!(
+            value(&samples, "mm_guard_trips_total", &[("reason", reason)]),
+            library as f64
+        );
+    }
+    assert_eq!(
+        value(&samples, "mm_guard_trips_total", &[("reason", vol)]),
+        3.0
+    );
+    let misses = handle
+        .get_stats(tick, Window::Cumulative)
+        .unwrap()
+        .deadline_misses;
+    assert_eq!(misses, 3);
+    assert_eq!(
+        value(&samples, "mm_deadline_miss_total", &[("stage", tick)]),
+        misses as f64
+    );
+    // A stage with a deadline and no span yet is exported at 0, so rate() works from the start.
+    assert_eq!(
+        value(&samples, "mm_deadline_miss_total", &[("stage", quiet)]),
+        0.0
+    );
+}
+
+#[test]
+fn custom_buckets_default_and_per_stage() {
+    let _s = serial();
+    let coarse = [10 * US, 100 * US, MS, 10 * MS];
+    let fine = [
+        Duration::from_nanos(100),
+        Duration::from_nanos(200),
+        Duration::from_nanos(400),
+    ];
+    let special = unique("prom_fine");
+    let exporter = PrometheusExporter::builder()
+        .with_buckets(coarse)
+        .with_stage_buckets(special, fine)
+        .build()
+        .unwrap();
+    let handle = install(builder(&exporter));
+    let other = unique("prom_coarse");
+    let values = spread(1_000, 11);
+    for v in &values {
+        laptime::record(special, Duration::from_nanos(*v));
+        laptime::record(other, Duration::from_nanos(*v));
+    }
+    assert!(handle.flush());
+    let samples = parse(&exporter.render().unwrap());
+    let family = "laptime_stage_duration_seconds";
+    assert_histogram(&samples, family, &[("stage", special)], &values, &fine, 1e9);
+    assert_histogram(&samples, family, &[("stage", other)], &values, &coarse, 1e9);
+}
+
+#[test]
+fn drops_health_and_restarts_are_exported() {
+    let _s = serial();
+    let exporter = PrometheusExporter::builder().build().unwrap();
+    // Two-record rings: most of a burst is dropped, and counted.
+    let handle = install(builder(&exporter).with_ring_capacity(2));
+    let name = unique("prom_drops");
+    std::thread::spawn(move || {
+        for _ in 0..500 {
+            laptime::record(name, US);
+        }
+    })
+    .join()
+    .unwrap();
+    assert!(handle.flush());
+    let samples = parse(&exporter.render().unwrap());
+    let stats = handle.get_stats(name, Window::Cumulative).unwrap();
+    assert_eq!(stats.count + stats.dropped, 500);
+    assert!(stats.dropped > 0);
+    assert_eq!(
+        value(
+            &samples,
+            "laptime_records_dropped_total",
+            &[("stage", name)]
+        ),
+        stats.dropped as f64
+    );
+    let cancelled = unique("prom_cancelled");
+    laptime::start(cancelled).cancel();
+    drop(laptime::record_start(cancelled));
+    assert!(handle.flush());
+    let samples = parse(&exporter.render().unwrap());
+    assert_eq!(
+        value(
+            &samples,
+            "laptime_spans_cancelled_total",
+            &[("stage", cancelled)]
+        ),
+        2.0
+    );
+    let h = handle.health();
+    for (metric, want) in [
+        ("laptime_records_aggregated_total", h.records as f64),
+        ("laptime_records_produced_total", h.produced as f64),
+        ("laptime_aggregator_cycles_total", h.cycles as f64),
+        ("laptime_aggregator_restarts_total", 0.0),
+        ("laptime_sampling_rate", h.sampling_rate),
+        ("laptime_enabled", 1.0),
+        ("laptime_ring_capacity_records", 2.0),
+        ("laptime_ring_high_water_records", h.ring_high_water as f64),
+        ("laptime_aggregator_lag_seconds", h.lag.as_secs_f64()),
+    ] {
+        assert_eq!(value(&samples, metric, &[]), want, "{metric}");
+    }
+    assert!(value(&samples, "laptime_aggregator_last_drain_age_seconds", &[]) >= 0.0);
+
+    #[cfg(feature = "test-util")]
+    {
+        handle.inject_aggregator_panic();
+        assert!(handle.flush());
+        let samples = parse(&exporter.render().unwrap());
+        assert_eq!(
+            value(&samples, "laptime_aggregator_restarts_total", &[]),
+            handle.health().aggregator_restarts as f64
+        );
+        assert!(handle.health().aggregator_restarts >= 1);
+    }
+}
+
+#[test]
+fn application_gauges_through_a_small_api() {
+    let _s = serial();
+    let exporter = PrometheusExporter::builder()
+        .with_namespace("mm")
+        .with_const_label("env", "baseline")
+        .build()
+        .unwrap();
+    let gauge = exporter
+        .gauge("parallel_symbols", "Symbols quoted in parallel.")
+        .unwrap();
+    gauge.set(4.0);
+    let again = exporter.gauge("parallel_symbols", "other help").unwrap();
+    again.inc();
+    let samples = parse(&exporter.render().unwrap());
+    assert_eq!(
+        value(&samples, "mm_parallel_symbols", &[("env", "baseline")]),
+        5.0,
+        "the same gauge both times"
+    );
+    for bad in ["", "1x", "a-b", "a:b", "a b", "é"] {
+        assert!(
+            matches!(
+                exporter.gauge(bad, "help"),
+                Err(ExportError::InvalidMetricName { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        exporter.gauge("empty_help", ""),
+        Err(ExportError::EmptyHelp { .. })
+    ));
+    assert!(matches!(
+        exporter.gauge("records_aggregated_total", "mine"),
+        Err(ExportError::AlreadyRegistered { .. })
+    ));
+}
+
+#[test]
+fn bad_configuration_is_a_typed_error_never_a_panic() {
+    let b = PrometheusExporter::builder;
+    let err = |r: Result<PrometheusExporter, ExportError>| r.expect_err("must be refused");
+
+    for ns in ["", "1mm", "m-m", "a:b", "m m"] {
+        assert!(
+            matches!(
+                err(b().with_namespace(ns).build()),
+                ExportError::InvalidNamespace { .. }
+            ),
+            "{ns:?}"
+        );
+    }
+    for label in [
+        "1x",
+        "__x",
+        "a-b",
+        "",
+        "stage",
+        "le",
+        "quantile",
+        "window",
+        "reason",
+        "percentile",
+    ] {
+        assert!(
+            matches!(
+                err(b().with_const_label(label, "v").build()),
+                ExportError::InvalidLabelName { .. }
+            ),
+            "{label:?}"
+        );
+    }
+    assert!(matches!(
+        err(b().with_const_label("env", "").build()),
+        ExportError::EmptyLabelValue { .. }
+    ));
+    assert!(matches!(
+        err(b()
+            .with_const_label("env", "a")
+            .with_const_label("env", "b")
+            .build()),
+        ExportError::DuplicateLabel { .. }
+    ));
+    assert!(matches!(
+        err(b().with_buckets([]).build()),
+        ExportError::EmptyBuckets { stage: None }
+    ));
+    assert_eq!(
+        err(b().with_buckets([MS, US]).build()),
+        ExportError::UnsortedBuckets {
+            stage: None,
+            bound: US
+        }
+    );
+    assert!(matches!(
+        err(b().with_buckets([US, MS, MS]).build()),
+        ExportError::UnsortedBuckets { .. }
+    ));
+    assert!(matches!(
+        err(b().with_stage_buckets("x", [MS, US]).build()),
+        ExportError::UnsortedBuckets { stage: Some(_), .. }
+    ));
+    assert!(matches!(
+        err(b().with_stage_buckets("x", []).build()),
+        ExportError::EmptyBuckets { stage: Some(_) }
+    ));
+    assert!(matches!(
+        err(b().with_stage_buckets("bad name", [US]).build()),
+        ExportError::InvalidStageName { .. }
+    ));
+    let many: Vec<Duration> = (1..=300).map(Duration::from_nanos).collect();
+    assert!(matches!(
+        err(b().with_buckets(many).build()),
+        ExportError::TooManyBuckets { count: 300, .. }
+    ));
+
+    // The same namespace and const labels twice in one registry: refused, typed.
+    let registry = Registry::new();
+    let first = b()
+        .with_registry(registry.clone())
+        .with_namespace("mm")
+        .with_const_label("env", "canary")
+        .build()
+        .unwrap();
+    let again = err(b()
+        .with_registry(registry.clone())
+        .with_namespace("mm")
+        .with_const_label("env", "canary")
+        .build());
+    assert!(
+        matches!(again, ExportError::AlreadyRegistered { .. }),
+        "{again:?}"
+    );
+    // Other const label values are another series set: fine in the same registry.
+    let baseline = b()
+        .with_registry(registry.clone())
+        .with_namespace("mm")
+        .with_const_label("env", "baseline")
+        .build()
+        .unwrap();
+    // The same names with other label names: the registry refuses, typed.
+    let other = err(b()
+        .with_registry(registry.clone())
+        .with_namespace("mm")
+        .build());
+    assert!(matches!(other, ExportError::Registry { .. }), "{other:?}");
+    // Dropping the last clone of an exporter frees its names.
+    drop(first);
+    b().with_registry(registry.clone())
+        .with_namespace("mm")
+        .with_const_label("env", "canary")
+        .build()
+        .expect("the dropped exporter's metrics were unregistered");
+    drop(baseline);
+
+    // Every message says something to act on.
+    for e in [
+        ExportError::InvalidNamespace {
+            namespace: "1".into(),
+        },
+        ExportError::UnsortedBuckets {
+            stage: Some("s".into()),
+            bound: US,
+        },
+        again,
+        other,
+    ] {
+        let msg = e.to_string();
+        assert!(msg.contains(':'), "{msg}");
+    }
+}
+
+#[test]
+fn health_follows_the_collector_and_rendering_needs_none() {
+    let _s = serial();
+    let exporter = PrometheusExporter::builder().build().unwrap();
+    assert!(exporter.health().is_err(), "nothing feeds it yet");
+    let text = exporter.render().unwrap();
+    assert!(
+        parse(&text).is_empty(),
+        "no figures before a collector: {text}"
+    );
+    let handle = install(builder(&exporter));
+    let name = unique("prom_health");
+    laptime::record(name, US);
+    assert!(handle.flush());
+    let ok = exporter.health().expect("fed a moment ago");
+    assert!(ok.starts_with("ok"), "{ok}");
+    drop(handle);
+    let stopped = exporter.health().expect_err("its collector stopped");
+    assert!(stopped.contains("stopped"), "{stopped}");
+    // The last figures stay readable.
+    let samples = parse(&exporter.render().unwrap());
+    assert_eq!(
+        value(
+            &samples,
+            "laptime_stage_duration_seconds_count",
+            &[("stage", name)]
+        ),
+        1.0
+    );
+}
+
+#[cfg(feature = "prometheus-process")]
+#[test]
+fn process_metrics_carry_the_const_labels() {
+    let exporter = PrometheusExporter::builder()
+        .with_const_label("env", "canary")
+        .with_process_metrics(true)
+        .build()
+        .unwrap();
+    let samples = parse(&exporter.render().unwrap());
+    if cfg!(target_os = "linux") {
+        for name in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_threads",
+            "process_open_fds",
+        ] {
+            assert!(value(&samples, name, &[("env", "canary")]) >= 0.0, "{name}");
+        }
+        assert!(value(&samples, "process_threads", &[]) >= 1.0);
+    }
+}
+
+/// `promtool check metrics` on `text`: `None` when promtool is not installed (which fails the
+/// test under CI or `LAPTIME_REQUIRE_PROMTOOL=1`), else its exit code and output.
+fn promtool(text: &str) -> Option<(i32, String)> {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let required = std::env::var_os("CI").is_some()
+                || std::env::var("LAPTIME_REQUIRE_PROMTOOL").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "promtool is required here (CI or LAPTIME_REQUIRE_PROMTOOL=1) but not installed: \
+                 apt-get install --no-install-recommends prometheus"
+            );
+            println!("SKIP: promtool not installed (apt-get install prometheus to run this check)");
+            return None;
+        }
+        Err(e) => panic!("could not run promtool: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut said = String::from_utf8_lossy(&out.stdout).into_owned();
+    said.push_str(&String::from_utf8_lossy(&out.stderr));
+    Some((out.status.code().unwrap_or(-1), said))
+}
+
+/// Everything the export can emit, in one registry.
+fn everything(unit: Unit) -> (PrometheusExporter, laptime::CollectorHandle) {
+    let builder = PrometheusExporter::builder()
+        .with_namespace("mm")
+        .with_unit(unit)
+        .with_const_label("env", "canary")
+        .with_const_label("instance", "mm-1")
+        .with_window_quantiles(true);
+    #[cfg(feature = "prometheus-process")]
+    let builder = builder.with_process_metrics(true);
+    let exporter = builder.build().unwrap();
+    let tick = unique("prom_lint_tick");
+    let handle = install(builder_with_deadline(&exporter, tick));
+    exporter
+        .gauge("parallel_symbols", "Symbols quoted in parallel.")
+        .unwrap()
+        .set(4.0);
+    let req = Stage::with_labels(
+        unique("exchange_req"),
+        &[("verb", "post"), ("api", "batch-cancel")],
+    )
+    .unwrap();
+    for v in spread(2_000, 5) {
+        laptime::record(tick, Duration::from_nanos(v));
+        laptime::record(req, Duration::from_nanos(v / 3));
+    }
+    laptime::record(tick, 2 * Duration::from_secs(1));
+    laptime::guard_trip(unique("vol_hard"));
+    assert!(handle.flush());
+    (exporter, handle)
+}
+
+fn builder_with_deadline(exporter: &PrometheusExporter, tick: &'static str) -> CollectorBuilder {
+    builder(exporter).with_deadline(tick, 200 * MS)
+}
+
+#[test]
+fn promtool_accepts_the_exposition() {
+    let _s = serial();
+    let (exporter, _handle) = everything(Unit::Seconds);
+    let text = exporter.render().unwrap();
+    assert!(text.contains("mm_guard_trips_total"));
+    assert!(text.contains("mm_deadline_miss_total"));
+    assert!(text.contains("mm_stage_window_quantile_seconds"));
+    let Some((code, said)) = promtool(&text) else {
+        return;
+    };
+    assert_eq!(code, 0, "promtool check metrics:\n{said}\n---\n{text}");
+}
+
+#[test]
+fn promtool_flags_only_the_abbreviated_unit_of_the_ms_names() {
+    let _s = serial();
+    let (exporter, _handle) = everything(Unit::Milliseconds);
+    let text = exporter.render().unwrap();
+    assert!(text.contains("mm_stage_duration_ms_bucket"));
+    let Some((code, said)) = promtool(&text) else {
+        return;
+    };
+    // 3 = lint problems (1 would be a parse error): the `_ms` names and nothing else.
+    assert_eq!(code, 3, "promtool check metrics:\n{said}");
+    let problems: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!problems.is_empty());
+    for p in problems {
+        assert!(
+            p.contains("_ms ") && p.contains("abbreviated units"),
+            "unexpected promtool problem: {p}"
+        );
+    }
+}
