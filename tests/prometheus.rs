@@ -288,6 +288,39 @@ fn spans_timed_on_the_mock_clock_land_in_their_buckets() {
 }
 
 #[test]
+fn a_family_name_two_stages_map_to_keeps_its_owner_between_scrapes() {
+    let _s = serial();
+    let exporter = PrometheusExporter::builder().build().unwrap();
+    let handle = install(builder(&exporter));
+    // Both map to the family `laptime_owner_N_a_b_seconds`; the first registered owns it, busy
+    // or idle.
+    let n = unique("owner");
+    let first = Stage::with_labels(format!("{n}_a_b").leak(), &[("k", "v")]).unwrap();
+    let dotted = Stage::with_labels(format!("{n}.a.b").leak(), &[("k", "v")]).unwrap();
+    let own = format!("laptime_{}_seconds_count", first.name());
+    let shared = "laptime_stage_duration_seconds_count";
+
+    laptime::record(dotted, US); // only the later stage is busy
+    assert!(handle.flush());
+    let samples = parse(&exporter.render().unwrap());
+    assert!(
+        find(&samples, &own, &[]).is_empty(),
+        "owned by the idle first stage"
+    );
+    assert_eq!(value(&samples, shared, &[("stage", dotted.name())]), 1.0);
+
+    laptime::record(first, US);
+    assert!(handle.flush());
+    let samples = parse(&exporter.render().unwrap());
+    assert_eq!(value(&samples, &own, &[("k", "v")]), 1.0);
+    assert_eq!(
+        value(&samples, shared, &[("stage", dotted.name())]),
+        1.0,
+        "the later stage stays where it was"
+    );
+}
+
+#[test]
 fn labelled_stages_get_their_own_family_and_every_series_the_const_labels() {
     let _s = serial();
     let exporter = PrometheusExporter::builder()
@@ -697,6 +730,15 @@ fn bad_configuration_is_a_typed_error_never_a_panic() {
         err(b().with_stage_buckets("x", [MS, US]).build()),
         ExportError::UnsortedBuckets { stage: Some(_), .. }
     ));
+    assert_eq!(
+        err(b()
+            .with_stage_buckets("x", [US])
+            .with_stage_buckets("x", [MS])
+            .build()),
+        ExportError::DuplicateStageBuckets {
+            stage: "x".to_owned()
+        }
+    );
     assert!(matches!(
         err(b().with_stage_buckets("x", []).build()),
         ExportError::EmptyBuckets { stage: Some(_) }

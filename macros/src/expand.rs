@@ -35,8 +35,9 @@ pub(crate) fn local(name: &str) -> Ident {
     Ident::new(name, Span::mixed_site())
 }
 
-/// Refuses what cannot be timed, whatever the `enable` feature says, so a build without it
-/// accepts exactly the code a build with it accepts.
+/// Refuses what cannot be timed, whatever the `enable` feature says. (Stage names, labels and
+/// `outcome`'s `Result` are checked by the expansion itself, so only a build with `enable` checks
+/// those.)
 pub(crate) fn check_signature(sig: &Signature, args: &Args) -> syn::Result<()> {
     if let Some(constness) = &sig.constness {
         return Err(syn::Error::new_spanned(

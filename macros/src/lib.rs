@@ -3,7 +3,9 @@
 //! `#[derive(laptime::Stage)]`), where they are documented with examples.
 //!
 //! Without the `enable` feature (which `laptime`'s own `enable` feature turns on) every macro
-//! checks its input the same way and then leaves it as written.
+//! still parses its arguments and refuses what cannot be timed, then leaves its input as written;
+//! the checks the expansion makes at compile time (stage names and labels, `outcome`'s `Result`)
+//! happen only with it.
 
 use proc_macro::TokenStream;
 use quote::{ToTokens, quote};

@@ -17,13 +17,17 @@
 //! | memory | one head buffer per worker; a response is built, written and freed | — |
 //!
 //! A client that never sends (or drips a byte at a time) holds one worker until its read timeout;
-//! the other workers keep answering. A flood beyond the connection limit is refused by the acceptor
-//! without reading or waiting. Nothing here runs on the aggregator thread: a scrape reads what the
-//! aggregator published, so no client can slow the aggregator down.
+//! one that sends a request and never reads the answer holds it for the read timeout, the render,
+//! the write timeout and a 100 ms linger (about 7 s by default). The other workers keep answering.
+//! A flood beyond the connection limit is refused by the acceptor with a `503`, without waiting
+//! (it reads at most one head buffer that is already there, so the client sees the answer rather
+//! than a reset). Nothing here runs on the aggregator thread: a scrape reads what the aggregator
+//! published, so no client can slow the aggregator down.
 //!
 //! What the bounds cost is availability, never the host: a client that keeps opening connections
-//! and sending nothing holds the workers and the connection slots, and scrapes meanwhile get `503`
-//! (or wait up to the read timeout). That is why the default address is loopback.
+//! and sending nothing holds the workers and the connection slots, and scrapes meanwhile get `503`,
+//! or `408` if they waited in the queue past the read timeout (it counts from accept). That is why
+//! the default address is loopback.
 //!
 //! Answers: `200` for `/metrics` (content type `text/plain; version=0.0.4`) and a healthy
 //! `/health`; `503` for an unhealthy one; `400` for a request `httparse` rejects; `404` for any
@@ -31,8 +35,8 @@
 //! or panics (the panic is caught and counted; the server carries on). Every answer closes the
 //! connection (`Connection: close`).
 //!
-//! Dropping the [`MetricsServerHandle`] stops the threads and joins them: within about 100 ms,
-//! unless a call into the [`Exposition`] is in progress, which is waited for up to 5 s (a thread
+//! Dropping the [`MetricsServerHandle`] stops the threads and joins them: usually within about
+//! 100 ms (waking the acceptor is a loopback connect, itself bounded by 1 s), unless a call into the [`Exposition`] is in progress, which is waited for up to 5 s (a thread
 //! still inside it after that is left to finish by itself). An idle server does not wake up: the
 //! acceptor blocks in `accept`, the workers on a condition variable.
 //!
@@ -311,8 +315,8 @@ impl std::error::Error for ServeError {
     }
 }
 
-/// What a server has done since it started, from its own counters. Every answer is counted once,
-/// under its status.
+/// What a server has done since it started, from its own counters. Every answer is counted under
+/// its status; an answer whose write then timed out is also counted in `timed_out`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerStats {
@@ -333,7 +337,8 @@ pub struct ServerStats {
     pub header_too_large: u64,
     /// `500`: the exposition returned an error or panicked.
     pub internal_error: u64,
-    /// Panics caught inside [`Exposition`] calls (each also answered `500`).
+    /// Panics caught in a worker: inside [`Exposition`] calls (each also answered `500`), or in the
+    /// server's own code (the connection is then closed without an answer).
     pub panics: u64,
     /// `503` from `/health`: the exposition reported itself unhealthy.
     pub unhealthy: u64,

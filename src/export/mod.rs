@@ -48,6 +48,11 @@ pub enum ExportError {
         /// The repeated label name.
         label: String,
     },
+    /// Buckets are given twice for the same stage.
+    DuplicateStageBuckets {
+        /// The stage.
+        stage: String,
+    },
     /// A bucket list is empty.
     EmptyBuckets {
         /// The stage the list is for; `None` for the default list.
@@ -124,6 +129,10 @@ impl fmt::Display for ExportError {
             Self::DuplicateLabel { label } => {
                 write!(f, "const label {label:?} is given twice: keep one")
             }
+            Self::DuplicateStageBuckets { stage } => write!(
+                f,
+                "buckets for stage {stage:?} are given twice: keep one with_stage_buckets call"
+            ),
             Self::EmptyBuckets { stage } => {
                 write!(
                     f,

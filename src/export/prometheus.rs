@@ -297,7 +297,12 @@ impl PrometheusBuilder {
                     name: stage.clone(),
                 });
             }
-            stage_bounds.insert(stage.clone(), bounds_ns(bounds, Some(stage))?);
+            let bounds = bounds_ns(bounds, Some(stage))?;
+            if stage_bounds.insert(stage.clone(), bounds).is_some() {
+                return Err(ExportError::DuplicateStageBuckets {
+                    stage: stage.clone(),
+                });
+            }
         }
         let names = Names::new(&self.namespace, self.unit);
         let const_pairs: Vec<proto::LabelPair> =
@@ -513,7 +518,9 @@ impl PrometheusExporter {
             core.state.store(Some(Arc::new(Published {
                 snapshot,
                 stages: old.stages.clone(),
-                at: Instant::now(),
+                // Not now: nothing was drained, so the last-drain age keeps growing and an
+                // aggregator that panics on every cycle shows as stuck.
+                at: old.at,
                 interval: old.interval,
                 running: old.running,
             })));
@@ -996,6 +1003,14 @@ impl Core {
             .filter(|w| *w != Window::Cumulative)
             .collect();
 
+        // A family name two labelled stages map to belongs to the one with the lower id, decided
+        // over every stage (idle ones too), so which stage owns it never changes between scrapes.
+        for e in p.stages.iter().flatten() {
+            if !e.stage.labels().is_empty() {
+                let own = Names::own_family(&c.namespace, unit, e.stage.name());
+                owners.entry(own).or_insert(e.stage.name());
+            }
+        }
         for e in p.stages.iter().flatten() {
             let stage = e.stage;
             let deadline = stage.deadline();
