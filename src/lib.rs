@@ -79,6 +79,8 @@
 //! * `prometheus`: `laptime::export::prometheus`, the Prometheus export the aggregator feeds after
 //!   each drain (stage histograms, guard-trip and deadline-miss counters, gauges, health), and
 //!   `CollectorBuilder::with_prometheus`. `prometheus-process` adds the process's own figures.
+//! * `http`: `laptime::export::http`, a small bounded `/metrics` + `/health` endpoint on std threads
+//!   (implies `prometheus`).
 //!
 //! # Caveats
 //!

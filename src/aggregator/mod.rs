@@ -681,11 +681,9 @@ impl Aggregator {
         let changed;
         (snapshot.violations, changed) = self.evaluate_sla(&snapshot);
         let snapshot = std::sync::Arc::new(snapshot);
-        self.shared.snapshot.store(snapshot.clone());
         #[cfg(feature = "prometheus")]
         self.export_prometheus(&snapshot);
-        #[cfg(not(feature = "prometheus"))]
-        drop(snapshot);
+        self.shared.snapshot.store(snapshot);
         // After publishing, so a callback that queries sees the figures that triggered it.
         if !changed.is_empty()
             && let Some(callback) = &self.config.callback
