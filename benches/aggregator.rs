@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{stages, tsc};
+use common::{DrainLoad, stages, timed_flushes, tsc};
 use criterion::{Criterion, Throughput};
 use laptime::{CollectorHandle, Stage, Window};
 
@@ -164,37 +164,14 @@ fn memory_report() {
 /// Drain rate into 64 stage histograms.
 fn drain(c: &mut Criterion) {
     collector();
-    let stages = stages("drain_stage", STAGES);
     let mut source = Latencies::new(99);
-    let values: Vec<(Stage, Duration)> = (0..N)
-        .map(|i| (stages[i % STAGES], Duration::from_nanos(source.next_ns())))
-        .collect();
-    let write_values = || {
-        for &(stage, d) in &values {
-            laptime::record(stage, d);
-        }
-    };
-    let write_spans = || {
-        for i in 0..N {
-            let _g = laptime::start(stages[i % STAGES]);
-        }
-    };
-
+    let load = DrainLoad::new(
+        stages("drain_stage", STAGES),
+        (0..N).map(|_| Duration::from_nanos(source.next_ns())),
+    );
     // Sanity: one flush drains all N records into the right stages, leaving nothing behind.
-    for write in [&write_values as &dyn Fn(), &write_spans] {
-        let before = laptime::health().expect("a collector is installed");
-        write();
-        assert!(laptime::flush(), "the aggregator answers a flush");
-        let after = laptime::health().expect("a collector is installed");
-        assert_eq!(
-            after.records - before.records,
-            N as u64,
-            "one cycle drains N"
-        );
-        assert_eq!(after.in_rings, 0, "nothing left in the ring");
-        assert_eq!(after.dropped, 0, "nothing dropped");
-    }
-    for s in &stages {
+    load.assert_one_flush_drains_all();
+    for s in &load.stages {
         let st = laptime::get_stats(*s, Window::S60).expect("fed above");
         assert_eq!(
             st.count,
@@ -202,17 +179,6 @@ fn drain(c: &mut Criterion) {
             "{s}: N/64 records per write"
         );
     }
-
-    let timed_flush = |iters: u64, write: &dyn Fn()| {
-        let mut timed = Duration::ZERO;
-        for _ in 0..iters {
-            write();
-            let started = Instant::now();
-            assert!(laptime::flush(), "the aggregator answers a flush");
-            timed += started.elapsed();
-        }
-        timed
-    };
 
     let mut g = c.benchmark_group("drain");
     g.bench_function("baseline/tsc_pair", |b| {
@@ -222,14 +188,14 @@ fn drain(c: &mut Criterion) {
         b.iter(|| (black_box(Instant::now()), black_box(Instant::now())))
     });
     g.bench_function("cycle_empty", |b| {
-        b.iter_custom(|iters| timed_flush(iters, &|| ()))
+        b.iter_custom(|iters| timed_flushes(iters, &|| ()))
     });
     g.throughput(Throughput::Elements(N as u64));
     g.bench_function("values_64_stages", |b| {
-        b.iter_custom(|iters| timed_flush(iters, &write_values))
+        b.iter_custom(|iters| timed_flushes(iters, &|| load.write_values()))
     });
     g.bench_function("spans_64_stages", |b| {
-        b.iter_custom(|iters| timed_flush(iters, &write_spans))
+        b.iter_custom(|iters| timed_flushes(iters, &|| load.write_spans()))
     });
     g.finish();
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{stages, timed_in_chunks, tsc};
+use common::{DrainLoad, stages, timed_flushes, timed_in_chunks, tsc};
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
 use laptime::export::prometheus::PrometheusExporter;
 use laptime::{Collector, CollectorBuilder, CollectorHandle, Stage, Window, WindowSpec};
@@ -166,33 +166,7 @@ fn drain_one_window(c: &mut Criterion) {
 }
 
 fn drain_group(c: &mut Criterion, group: &str, builder: fn() -> CollectorBuilder) {
-    let stages = stages("bench_prom_drain", STAGES);
-    let values: Vec<(Stage, Duration)> = durations(N, 99)
-        .into_iter()
-        .enumerate()
-        .map(|(i, d)| (stages[i % STAGES], d))
-        .collect();
-    let write_values = || {
-        for &(stage, d) in &values {
-            laptime::record(stage, d);
-        }
-    };
-    let write_spans = || {
-        for i in 0..N {
-            let _g = laptime::start(stages[i % STAGES]);
-        }
-    };
-    let timed_flush = |iters: u64, write: &dyn Fn()| {
-        let mut timed = Duration::ZERO;
-        for _ in 0..iters {
-            write();
-            let started = Instant::now();
-            assert!(laptime::flush(), "the aggregator answers a flush");
-            timed += started.elapsed();
-        }
-        timed
-    };
-
+    let load = DrainLoad::new(stages("bench_prom_drain", STAGES), durations(N, 99));
     let mut g = c.benchmark_group(group);
     baselines(&mut g);
     for with in variants() {
@@ -203,34 +177,23 @@ fn drain_group(c: &mut Criterion, group: &str, builder: fn() -> CollectorBuilder
             builder(),
         );
         // Sanity: one flush drains all N records, and the exporter (if any) counts them all.
-        for write in [&write_values as &dyn Fn(), &write_spans] {
-            let before = handle.health();
-            write();
-            assert!(handle.flush());
-            let after = handle.health();
-            assert_eq!(
-                after.records - before.records,
-                N as u64,
-                "one cycle drains N"
-            );
-            assert_eq!((after.in_rings, after.dropped), (0, 0));
-        }
+        load.assert_one_flush_drains_all();
         let per_stage = 2 * (N / STAGES) as u64;
         assert_eq!(
-            exported_count(&exporter, stages[0]),
+            exported_count(&exporter, load.stages[0]),
             if with { per_stage } else { 0 }
         );
         let tag = if with { "exporter" } else { "no_exporter" };
         g.throughput(Throughput::Elements(1));
         g.bench_function(format!("cycle_empty/{tag}"), |b| {
-            b.iter_custom(|iters| timed_flush(iters, &|| ()))
+            b.iter_custom(|iters| timed_flushes(iters, &|| ()))
         });
         g.throughput(Throughput::Elements(N as u64));
         g.bench_function(format!("values_64_stages/{tag}"), |b| {
-            b.iter_custom(|iters| timed_flush(iters, &write_values))
+            b.iter_custom(|iters| timed_flushes(iters, &|| load.write_values()))
         });
         g.bench_function(format!("spans_64_stages/{tag}"), |b| {
-            b.iter_custom(|iters| timed_flush(iters, &write_spans))
+            b.iter_custom(|iters| timed_flushes(iters, &|| load.write_spans()))
         });
         drop(handle);
     }

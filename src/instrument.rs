@@ -1,6 +1,7 @@
 //! What the instrumentation macros expand to: a call-site static that resolves its stage once, and
-//! the guards the expansions hold. Public only so expansions in other crates can name it; not part
-//! of the API (`laptime::__private`).
+//! the guards the expansions hold. Public only so expansions in other crates can name them, under
+//! `laptime::__private`, which is not part of the API. The exception is [`StageEnum`], which
+//! `#[derive(Stage)]` implements for users to call (`laptime::StageEnum`).
 
 use std::sync::OnceLock;
 use std::time::Duration;

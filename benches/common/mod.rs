@@ -79,3 +79,68 @@ pub fn stages(prefix: &str, count: usize) -> Vec<Stage> {
         })
         .collect()
 }
+
+/// The drain benches' load: values spread round-robin over stages, written as manual values or
+/// as spans of the same stages.
+pub struct DrainLoad {
+    pub stages: Vec<Stage>,
+    pub values: Vec<(Stage, Duration)>,
+}
+
+impl DrainLoad {
+    /// `durations[i]` goes to stage `i % stages.len()`.
+    pub fn new(stages: Vec<Stage>, durations: impl IntoIterator<Item = Duration>) -> Self {
+        let values = durations
+            .into_iter()
+            .enumerate()
+            .map(|(i, d)| (stages[i % stages.len()], d))
+            .collect();
+        DrainLoad { stages, values }
+    }
+
+    /// Every value, through `laptime::record`.
+    pub fn write_values(&self) {
+        for &(stage, d) in &self.values {
+            laptime::record(stage, d);
+        }
+    }
+
+    /// As many spans as values, over the same stages.
+    pub fn write_spans(&self) {
+        for i in 0..self.values.len() {
+            let _g = laptime::start(self.stages[i % self.stages.len()]);
+        }
+    }
+
+    /// Checks, before timing, that one flush after each kind of write drains every record of it,
+    /// leaving none in the rings and dropping none.
+    pub fn assert_one_flush_drains_all(&self) {
+        let n = self.values.len() as u64;
+        let check = |write: &dyn Fn()| {
+            let before = laptime::health().expect("a collector is installed");
+            write();
+            assert!(laptime::flush(), "the aggregator answers a flush");
+            let after = laptime::health().expect("a collector is installed");
+            assert_eq!(after.records - before.records, n, "one cycle drains N");
+            assert_eq!(
+                (after.in_rings, after.dropped),
+                (0, 0),
+                "nothing left or lost"
+            );
+        };
+        check(&|| self.write_values());
+        check(&|| self.write_spans());
+    }
+}
+
+/// `iters` times: `write` (untimed), then one `flush()`, timed; returns the flushes' total.
+pub fn timed_flushes(iters: u64, write: &dyn Fn()) -> Duration {
+    let mut timed = Duration::ZERO;
+    for _ in 0..iters {
+        write();
+        let started = Instant::now();
+        assert!(laptime::flush(), "the aggregator answers a flush");
+        timed += started.elapsed();
+    }
+    timed
+}
