@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{CHUNK_RECORDS, collector, timed_in_chunks, timed_in_chunks_then, tsc};
+use common::{
+    CHUNK_RECORDS, collector, timed_in_chunks, timed_in_chunks_then, tsc, tsc_per_ns, work,
+};
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
 use laptime::{Stage, Window};
 
@@ -265,22 +267,6 @@ fn query(c: &mut Criterion) {
         b.iter(|| laptime::get_stats(black_box("bench_query"), Window::S60))
     });
     g.finish();
-}
-
-/// TSC ticks per nanosecond, measured against `Instant` over 20 ms.
-fn tsc_per_ns() -> f64 {
-    let (t0, i0) = (tsc(), Instant::now());
-    std::thread::sleep(Duration::from_millis(20));
-    let (t1, i1) = (tsc(), Instant::now());
-    (t1 - t0) as f64 / (i1 - i0).as_nanos() as f64
-}
-
-/// Busy work: spins on the TSC for `ticks` from the moment it is called, so instrumentation
-/// between stages adds to the tick instead of being absorbed by the spin.
-#[inline(always)]
-fn work(ticks: u64) {
-    let start = tsc();
-    while tsc().wrapping_sub(start) < ticks {}
 }
 
 /// Times `iters` ticks of variant `pick`, each run beside a tick of the other variant (in

@@ -116,12 +116,15 @@ pub struct CollectorBuilder {
     /// Fed by the aggregator after each cycle (feature `prometheus`).
     #[cfg(feature = "prometheus")]
     pub(crate) prometheus: Option<crate::export::prometheus::PrometheusExporter>,
+    /// Which ticks are traced (feature `trace`).
+    #[cfg(feature = "trace")]
+    pub(crate) tracing: Option<crate::trace::TraceConfig>,
 }
 
 impl std::fmt::Debug for CollectorBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CollectorBuilder")
-            .field("ring_capacity", &self.ring_capacity)
+        let mut d = f.debug_struct("CollectorBuilder");
+        d.field("ring_capacity", &self.ring_capacity)
             .field("interval", &self.interval)
             .field("windows", &self.windows)
             .field("digits", &self.digits)
@@ -132,8 +135,10 @@ impl std::fmt::Debug for CollectorBuilder {
             .field("callback", &self.callback.is_some())
             .field("adaptive", &self.adaptive)
             .field("sampling_rate", &self.sampling_rate)
-            .field("clock", &self.clock)
-            .finish_non_exhaustive()
+            .field("clock", &self.clock);
+        #[cfg(feature = "trace")]
+        d.field("tracing", &self.tracing);
+        d.finish_non_exhaustive()
     }
 }
 
@@ -161,6 +166,8 @@ impl Default for CollectorBuilder {
             latency_guard_reason: "latency_hard",
             #[cfg(feature = "prometheus")]
             prometheus: None,
+            #[cfg(feature = "trace")]
+            tracing: None,
         }
     }
 }
@@ -294,6 +301,16 @@ impl CollectorBuilder {
         self
     }
 
+    /// Traces ticks as `config` says (feature `trace`): the aggregator rebuilds kept ticks' nested
+    /// spans from the records it drains (nothing changes on the hot path), keeps the latest for
+    /// [`CollectorHandle::traces`] and writes golden and slow ones to the output directory. See
+    /// [`crate::trace`].
+    #[cfg(feature = "trace")]
+    pub fn with_tracing(mut self, config: crate::trace::TraceConfig) -> Self {
+        self.tracing = Some(config);
+        self
+    }
+
     /// The windows a snapshot of this configuration holds: the sliding ones in order, then
     /// [`Window::Cumulative`].
     pub(crate) fn kept_windows(&self) -> Vec<Window> {
@@ -361,6 +378,10 @@ impl CollectorBuilder {
             crate::recorder::rate_to_threshold(rate)?;
         }
         crate::stage::valid_name(self.latency_guard_reason)?;
+        #[cfg(feature = "trace")]
+        if let Some(tracing) = &self.tracing {
+            tracing.validate()?;
+        }
         if self.abandon_after.is_zero() {
             return Err(ConfigError::DeadlineWatch {
                 reason: "abandon_after is zero: in-flight spans would be given up at once",
@@ -440,6 +461,12 @@ impl CollectorBuilder {
             stage_cap: self.max_stages,
             pending: Handoff::new(),
             snapshot: ArcSwap::from_pointee(Snapshot::empty(&self)),
+            #[cfg(feature = "trace")]
+            traces: self
+                .tracing
+                .as_ref()
+                .filter(|t| t.enabled())
+                .map(|t| std::sync::Arc::new(crate::trace::Store::new(t.keep()))),
             thread: OnceLock::new(),
             stop: AtomicBool::new(false),
             flush_requested: AtomicU64::new(0),
@@ -447,12 +474,26 @@ impl CollectorBuilder {
             flush_cv: Condvar::new(),
             #[cfg(feature = "test-util")]
             inject_panic: AtomicBool::new(false),
+            #[cfg(feature = "profile")]
+            profile: crate::profile::collect::Exchange::new(),
         });
         if !crate::COMPILED_IN {
             // Instrumentation is compiled out: a handle with no aggregator behind it. Nothing
             // becomes current, so spans (already inert) never look for it.
             return Ok(CollectorHandle { shared, join: None });
         }
+        // Before the aggregator, so a directory that cannot be created or a writer that cannot
+        // be spawned fails the install (dropped with the closure if the aggregator's spawn fails).
+        #[cfg(feature = "trace")]
+        let tracer = match (&self.tracing, &shared.traces) {
+            (Some(config), Some(store)) => {
+                match crate::trace::Tracer::start(config, store.clone(), generation) {
+                    Ok(tracer) => Some(tracer),
+                    Err(kind) => return fail(kind, self),
+                }
+            }
+            _ => None,
+        };
         let aggregator_shared = shared.clone();
         let baseline = Baseline::now();
         // Shared with the thread's closure, so a failed spawn can still hand the builder back.
@@ -462,7 +503,10 @@ impl CollectorBuilder {
             .name(format!("laptime-aggregator-{generation}"))
             .spawn(move || {
                 if let Some(builder) = for_thread.lock().take() {
-                    Aggregator::new(aggregator_shared, builder, baseline).run();
+                    let aggregator = Aggregator::new(aggregator_shared, builder, baseline);
+                    #[cfg(feature = "trace")]
+                    let aggregator = aggregator.with_tracer(tracer);
+                    aggregator.run();
                 }
             });
         let join = match spawned {
@@ -492,6 +536,10 @@ impl CollectorBuilder {
         }
         for rule in &self.rules {
             rule.resolve()?;
+        }
+        #[cfg(feature = "trace")]
+        if let Some(tracing) = self.tracing.as_ref().filter(|t| t.enabled()) {
+            Stage::new(tracing.root())?;
         }
         Ok(())
     }
@@ -573,6 +621,13 @@ pub(crate) struct CollectorShared {
     pub(crate) flush_cv: Condvar,
     #[cfg(feature = "test-util")]
     pub(crate) inject_panic: AtomicBool,
+    /// Profile requests to the aggregator and its replies, and when this collector was installed
+    /// (feature `profile`).
+    #[cfg(feature = "profile")]
+    pub(crate) profile: crate::profile::collect::Exchange,
+    /// The latest kept traces, when tracing is on (feature `trace`).
+    #[cfg(feature = "trace")]
+    pub(crate) traces: Option<std::sync::Arc<crate::trace::Store>>,
 }
 
 impl CollectorShared {
@@ -588,10 +643,28 @@ impl CollectorShared {
         });
         // Process-wide, so span ids stay unique across collectors (a guard may outlive one).
         let ring_id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed) + 1;
-        let ring = ThreadRing::new(consumer, shared.clone(), self.stage_cap);
+        let ring = ThreadRing::new(
+            consumer,
+            shared.clone(),
+            self.stage_cap,
+            ring_id,
+            self.traced(),
+        );
         // Refused once the aggregator has made its final drain: no ring may join after that.
         self.pending.register(ring).ok()?;
         Some((producer, shared, ring_id))
+    }
+
+    /// Whether a tracer runs: `traces` exists exactly when tracing is configured and enabled.
+    #[cfg(feature = "trace")]
+    fn traced(&self) -> bool {
+        self.traces.is_some()
+    }
+
+    /// Without feature `trace`, never.
+    #[cfg(not(feature = "trace"))]
+    fn traced(&self) -> bool {
+        false
     }
 
     /// Wakes the aggregator early.
@@ -672,6 +745,58 @@ impl CollectorHandle {
     /// The library's own health and accounting.
     pub fn health(&self) -> Health {
         self.shared.snapshot.load().health.clone()
+    }
+
+    /// The run so far as a perf profile named `name` (feature `profile`): every stage with any
+    /// activity since install, in stage order, with its cumulative histogram and exact figures
+    /// (the same percentiles as `get_stats(stage, Window::Cumulative)`), the collector's
+    /// histogram settings, sampling rate, interval and ring capacity, and the install time as
+    /// its start. Flushes first, so every span that ended before the call is in it.
+    ///
+    /// Fails when instrumentation is compiled out, or when the aggregator does not answer
+    /// within 5 s in all (or is asked from an SLA callback, which runs on the aggregator thread).
+    ///
+    /// ```
+    /// let handle = laptime::Collector::builder().install().unwrap();
+    /// laptime::record("order_send", std::time::Duration::from_micros(40));
+    /// let profile = handle.profile("nightly").unwrap();
+    /// assert_eq!(profile.stage("order_send").unwrap().count, 1);
+    /// # let dir = std::env::temp_dir().join(format!("laptime-doc-{}", std::process::id()));
+    /// profile.write(dir.join("nightly.json")).unwrap();
+    /// # std::fs::remove_dir_all(dir).unwrap();
+    /// ```
+    #[cfg(feature = "profile")]
+    pub fn profile(
+        &self,
+        name: &str,
+    ) -> Result<crate::profile::Profile, crate::profile::ProfileError> {
+        crate::profile::collect::take(&self.shared.profile, name, |deadline| {
+            self.shared
+                .flush(deadline.saturating_duration_since(std::time::Instant::now()))
+        })
+    }
+
+    /// The latest kept traces, oldest first (feature `trace`; at most `TraceConfig::with_keep`);
+    /// empty when tracing is off. Traces are kept as the aggregator drains: call
+    /// [`flush`](Self::flush) first to include ticks that just ended.
+    #[cfg(feature = "trace")]
+    pub fn traces(&self) -> Vec<crate::trace::Trace> {
+        self.shared
+            .traces
+            .as_ref()
+            .map_or_else(Vec::new, |store| store.traces())
+    }
+
+    /// Writes [`traces`](Self::traces) to `path` as Chrome trace-event JSON (feature `trace`; see
+    /// [`crate::trace::chrome_json`]): open it in <https://ui.perfetto.dev> or `chrome://tracing`.
+    /// Missing parent directories are created; the file is written whole (a temporary file
+    /// renamed into place).
+    #[cfg(feature = "trace")]
+    pub fn write_chrome_trace(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+        crate::fs::write_atomic(
+            path.as_ref(),
+            crate::trace::chrome_json(&self.traces()).as_bytes(),
+        )
     }
 
     /// Makes the aggregator panic at its next cycle (feature `test-util`), to show the panic is

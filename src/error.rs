@@ -180,6 +180,14 @@ pub enum ConfigError {
     },
     /// A stage named in the configuration could not be registered.
     Stage(StageError),
+    /// A tracing setting that cannot work (feature `trace`, `laptime::trace::TraceConfig`).
+    Trace {
+        /// The setting, named as its `TraceConfig` getter: `root`, `sample_rate`, `deadline`,
+        /// `golden_interval`, `keep`, `max_spans` or `metadata`.
+        setting: &'static str,
+        /// What is wrong with it and what to use instead.
+        reason: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -232,6 +240,7 @@ impl fmt::Display for ConfigError {
             ),
             Self::DeadlineWatch { reason } => write!(f, "deadline watch: {reason}"),
             Self::Stage(e) => write!(f, "{e}"),
+            Self::Trace { setting, reason } => write!(f, "trace setting {setting}: {reason}"),
         }
     }
 }
@@ -269,8 +278,15 @@ pub enum InstallErrorKind {
     /// A collector is already running in this process (perhaps the default one, started by the
     /// first measured span): drop its handle first, or install before the first span.
     AlreadyRunning,
-    /// The aggregator thread could not be spawned.
+    /// The aggregator thread (or the trace-file writer) could not be spawned.
     Spawn(std::io::Error),
+    /// The trace output directory could not be created (feature `trace`).
+    TraceOutput {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Why it could not be created.
+        error: std::io::Error,
+    },
 }
 
 impl fmt::Debug for InstallError {
@@ -289,6 +305,11 @@ impl fmt::Display for InstallError {
                 "a collector is already running in this process (the default one starts on the first measured span): install yours before any span, or drop the running collector's handle first",
             ),
             InstallErrorKind::Spawn(e) => write!(f, "could not spawn the aggregator thread: {e}"),
+            InstallErrorKind::TraceOutput { dir, error } => write!(
+                f,
+                "cannot create the trace output directory {}: {error}: create it, or pass a writable directory to TraceConfig::with_output_dir",
+                dir.display()
+            ),
         }
     }
 }
@@ -298,6 +319,7 @@ impl std::error::Error for InstallError {
         match &self.kind {
             InstallErrorKind::Config(e) => Some(e),
             InstallErrorKind::Spawn(e) => Some(e),
+            InstallErrorKind::TraceOutput { error, .. } => Some(error),
             InstallErrorKind::AlreadyRunning => None,
         }
     }

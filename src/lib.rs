@@ -81,6 +81,19 @@
 //!   `CollectorBuilder::with_prometheus`. `prometheus-process` adds the process's own figures.
 //! * `http`: `laptime::export::http`, a small bounded `/metrics` + `/health` endpoint on std threads
 //!   (implies `prometheus`).
+//! * `profile`: `laptime::profile`, a versioned JSON perf profile of a run (each stage's figures and
+//!   HDR histogram), taken with `CollectorHandle::profile`, validated on read, mergeable across runs.
+//! * `trace`: `laptime::trace`, golden traces: `CollectorBuilder::with_tracing` makes the
+//!   aggregator rebuild sampled, golden and slow ticks' nested spans from the records it already
+//!   drains (nothing changes on the hot path); `CollectorHandle::traces` returns them, and they are
+//!   written as the seed's golden JSON and as Chrome trace-event JSON (Perfetto).
+//! * `config`: `laptime::config`, one TOML file for the collector's settings, deadlines, SLA rules,
+//!   sampling and tracing, with errors that name the key and the line (implies `trace`).
+//! * `report`: `laptime::report`, a self-contained HTML report of a profile (and a baseline) with
+//!   percentile-distribution plots, and the plots as SVG or PNG (implies `profile`).
+//!
+//! The `laptime` command-line tool (package `laptime-cli`) gates a profile against a baseline,
+//! merges profiles and draws reports.
 //!
 //! # Caveats
 //!
@@ -103,18 +116,26 @@ mod aggregator;
 pub mod clock;
 #[cfg(not(laptime_loom))]
 mod collector;
+#[cfg(all(not(laptime_loom), feature = "config"))]
+pub mod config;
 #[cfg(not(laptime_loom))]
 mod error;
 #[cfg(all(not(laptime_loom), any(feature = "prometheus", feature = "http")))]
 pub mod export;
+#[cfg(all(not(laptime_loom), any(feature = "profile", feature = "trace")))]
+mod fs;
 #[cfg(laptime_loom)]
 pub mod handoff;
 #[cfg(not(laptime_loom))]
 mod handoff;
 #[cfg(not(laptime_loom))]
 mod instrument;
+#[cfg(all(not(laptime_loom), feature = "profile"))]
+pub mod profile;
 #[cfg(not(laptime_loom))]
 mod recorder;
+#[cfg(all(not(laptime_loom), feature = "report"))]
+pub mod report;
 pub mod ring;
 #[cfg(not(laptime_loom))]
 mod sla;
@@ -123,6 +144,8 @@ mod stage;
 #[cfg(not(laptime_loom))]
 mod stats;
 mod sync;
+#[cfg(all(not(laptime_loom), feature = "trace"))]
+pub mod trace;
 
 #[cfg(not(laptime_loom))]
 pub use collector::{

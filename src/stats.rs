@@ -99,12 +99,7 @@ pub struct StageStats {
 impl StageStats {
     /// Deadline misses per completed span (`misses / max(count, misses)`), 0 with no data.
     pub fn deadline_miss_rate(&self) -> f64 {
-        let denom = self.count.max(self.deadline_misses);
-        if denom == 0 {
-            0.0
-        } else {
-            self.deadline_misses as f64 / denom as f64
-        }
+        miss_share(self.count, self.deadline_misses, 1.0)
     }
 
     /// The fraction of calls that were recorded (1.0 without sampling or drops).
@@ -132,6 +127,16 @@ impl StageStats {
         .into_iter()
         .find(|(k, _)| (k - q).abs() < EPS)
         .map(|(_, v)| v)
+    }
+}
+
+/// `whole × misses / max(count, misses)`, 0 when both are 0: the deadline-miss share of
+/// [`StageStats::deadline_miss_rate`] (`whole` 1) and of a profile's `deadline_miss_pct` (100).
+/// A span can be counted as missed while still running, so misses may exceed count.
+pub(crate) fn miss_share(count: u64, misses: u64, whole: f64) -> f64 {
+    match count.max(misses) {
+        0 => 0.0,
+        n => whole * misses as f64 / n as f64,
     }
 }
 
@@ -198,6 +203,17 @@ pub struct Health {
     pub abandoned: u64,
     /// Heap bytes held by the aggregator's histograms.
     pub histogram_bytes: usize,
+    /// Ticks traced and kept: slow, golden and sampled (feature `trace`; 0 without tracing).
+    pub traces_kept: u64,
+    /// Kept traces that may miss spans: their thread recorded more spans between two ticks than
+    /// `TraceConfig::with_max_spans` buffers.
+    pub traces_incomplete: u64,
+    /// Golden and slow trace files written.
+    pub trace_files_written: u64,
+    /// Trace files that could not be written (an I/O error).
+    pub trace_write_errors: u64,
+    /// Trace files not written because the writer thread was `trace::WRITE_QUEUE` files behind.
+    pub trace_writes_skipped: u64,
 }
 
 /// Guard trips of one reason in every kept window.

@@ -123,3 +123,71 @@ fn nothing_on_the_hot_path_allocates_after_the_first_event() {
     let s = handle.get_stats(sampled_out, Window::Cumulative).unwrap();
     assert_eq!((s.count, s.sampled_out), (0, 20_001));
 }
+
+/// Allocations made by a fresh thread's first event (which registers its ring), on a thread named
+/// `name`, or unnamed.
+fn first_event_allocations(stage: Stage, name: Option<&str>) -> usize {
+    let mut thread = std::thread::Builder::new();
+    if let Some(name) = name {
+        thread = thread.name(name.to_owned());
+    }
+    thread
+        .spawn(move || {
+            COUNTING.with(|c| c.set(true));
+            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            {
+                let _g = laptime::start(stage);
+            }
+            let made = ALLOCATIONS.load(Ordering::Relaxed) - before;
+            COUNTING.with(|c| c.set(false));
+            // Left as found: the hot-path test asserts the count stays zero.
+            ALLOCATIONS.fetch_sub(made, Ordering::Relaxed);
+            made
+        })
+        .expect("spawn")
+        .join()
+        .expect("first event ran")
+}
+
+/// (unnamed, named): a registration's allocations on an unnamed and on a named thread, under the
+/// installed collector `handle`.
+fn registration_allocations(handle: &laptime::CollectorHandle, stage: Stage) -> (usize, usize) {
+    // Process-wide first uses and one-time growths (the second thread still allocates once more
+    // than later ones); each flush hands the new ring to the aggregator, so the next
+    // registration finds the list rings join with room.
+    for _ in 0..2 {
+        first_event_allocations(stage, None);
+        assert!(handle.flush());
+    }
+    let unnamed = first_event_allocations(stage, None);
+    assert!(handle.flush());
+    let named = first_event_allocations(stage, Some("alloc-named"));
+    assert!(handle.flush());
+    (unnamed, named)
+}
+
+#[test]
+fn a_ring_copies_its_threads_name_only_for_a_tracer() {
+    let _s = common::serial();
+    let stage = Stage::new("alloc_first_event").unwrap();
+    // A long interval: the aggregator cycles only on flush, never racing a registration for the
+    // lock of the list rings join (contention could allocate, in the lock's parking).
+    let builder = || Collector::builder().with_interval(Duration::from_secs(30));
+    let handle = common::install(builder());
+    let (unnamed, named) = registration_allocations(&handle, stage);
+    assert_eq!(
+        named, unnamed,
+        "without a tracer a thread's name is not copied"
+    );
+    drop(handle);
+
+    // The same measure sees the copy when a tracer labels traces with the name.
+    #[cfg(feature = "trace")]
+    {
+        let handle = common::install(
+            builder().with_tracing(laptime::trace::TraceConfig::new("alloc_first_event")),
+        );
+        let (unnamed, named) = registration_allocations(&handle, stage);
+        assert_eq!(named, unnamed + 1, "the name, copied once");
+    }
+}

@@ -22,6 +22,22 @@ pub fn tsc() -> u64 {
     laptime::clock::ticks()
 }
 
+/// TSC ticks per nanosecond, measured against `Instant` over 20 ms.
+pub fn tsc_per_ns() -> f64 {
+    let (t0, i0) = (tsc(), Instant::now());
+    std::thread::sleep(Duration::from_millis(20));
+    let (t1, i1) = (tsc(), Instant::now());
+    (t1 - t0) as f64 / (i1 - i0).as_nanos() as f64
+}
+
+/// Busy work: spins on the TSC for `ticks` from the moment it is called, so instrumentation
+/// between stages adds to the tick instead of being absorbed by the spin.
+#[inline(always)]
+pub fn work(ticks: u64) {
+    let start = tsc();
+    while tsc().wrapping_sub(start) < ticks {}
+}
+
 /// Records written between two flushes: half the aggregator's per-ring batch, so one flush
 /// empties the ring and a chunk never comes near filling it.
 pub const CHUNK_RECORDS: u64 = 1 << 15;

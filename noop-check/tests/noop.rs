@@ -108,6 +108,11 @@ fn the_whole_api_builds_runs_and_records_nothing() {
     let handle = Collector::builder()
         .with_interval(Duration::from_millis(1))
         .with_deadline("noop_tick", Duration::from_millis(1))
+        .with_tracing(
+            laptime::trace::TraceConfig::new("noop_tick")
+                .with_sample_rate(1.0)
+                .with_output_dir(std::env::temp_dir().join("laptime-noop-check-traces")),
+        )
         .install()
         .expect("the configuration is still validated");
     assert!(
@@ -155,6 +160,14 @@ fn the_whole_api_builds_runs_and_records_nothing() {
     assert!(handle.get_all_stats(Window::Cumulative).is_empty());
     assert_eq!(handle.health().records, 0);
     assert!(!laptime::start("noop_probe").is_recording());
+    assert!(handle.traces().is_empty(), "no tick was traced");
+    assert!(
+        matches!(
+            handle.profile("noop"),
+            Err(laptime::profile::ProfileError::Collector { .. })
+        ),
+        "there is no aggregator to take a profile from"
+    );
 
     // The macros left their functions as written: none registered a stage.
     for (name, labels) in [

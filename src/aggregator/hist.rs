@@ -265,7 +265,7 @@ impl<C: Count> Hist<C> {
     }
 
     /// Non-zero counters as (index, count), ascending.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "profile"))]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
         self.chunks.iter().enumerate().flat_map(|(chunk, counts)| {
             counts
@@ -283,23 +283,27 @@ impl<C: Count> Hist<C> {
             + self.chunks.capacity() * size_of::<Option<Box<[C; CHUNK]>>>()
             + self.chunk_totals.capacity() * size_of::<u64>()
     }
+}
 
-    #[cfg(test)]
-    /// The same counts as an `hdrhistogram::Histogram` with the same layout (exact: the bucket
-    /// layouts are identical), for serialisation and merging with other HdrHistogram tools.
-    pub(crate) fn to_hdrhistogram(
-        &self,
-        layout: &Layout,
-        digits: u8,
-    ) -> hdrhistogram::Histogram<u64> {
-        let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, layout.highest(), digits)
-            .expect("layout bounds were validated by the collector configuration");
-        for (index, count) in self.iter() {
-            h.record_n(layout.lowest_equivalent(index), count)
-                .expect("values of this layout are within its bounds");
-        }
-        h
+/// Counts given as (index, count) pairs of `layout` (from [`Hist::iter`]) as an
+/// `hdrhistogram::Histogram` of the same layout, for serialisation and merging with other
+/// HdrHistogram tools. Exact: the bucket layouts are identical, and each counter's lowest value
+/// lands in the same counter there. Fails only for digits or bounds the collector's configuration
+/// would have refused.
+#[cfg(any(test, feature = "profile"))]
+pub(crate) fn to_hdrhistogram(
+    layout: &Layout,
+    digits: u8,
+    counts: impl IntoIterator<Item = (usize, u64)>,
+) -> Result<hdrhistogram::Histogram<u64>, String> {
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, layout.highest(), digits)
+        .map_err(|e| format!("1 ns to {} ns at {digits} digits: {e}", layout.highest()))?;
+    for (index, count) in counts {
+        let value = layout.lowest_equivalent(index);
+        h.record_n(value, count)
+            .map_err(|e| format!("value {value} ns (counter {index}): {e}"))?;
     }
+    Ok(h)
 }
 
 /// [`Hist::indices_at_ranks`] over the sum of several histograms of one layout, without building
@@ -484,7 +488,7 @@ mod tests {
         for v in (0..5000u64).map(|i| i * i * 37 + 3) {
             h.record(layout.index(v), 1);
         }
-        let hdr = h.to_hdrhistogram(&layout, 3);
+        let hdr = to_hdrhistogram(&layout, 3, h.iter()).unwrap();
         assert_eq!(hdr.len(), h.total());
         let mut out = [0usize; 1];
         for q in [0.5, 0.9, 0.99, 0.999] {

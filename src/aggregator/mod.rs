@@ -33,18 +33,28 @@ pub(crate) struct ThreadRing {
     shared: std::sync::Arc<ThreadShared>,
     /// Last value seen of each `sampled_out` counter.
     seen_sampled: Box<[u64]>,
+    /// The spans since this ring's last tick, for the tracer (feature `trace`).
+    #[cfg(feature = "trace")]
+    trace: crate::trace::RingTrace,
 }
 
 impl ThreadRing {
+    /// Runs on the registering thread; `traced` when a tracer will read the ring's spans.
     pub(crate) fn new(
         consumer: Consumer<Record>,
         shared: std::sync::Arc<ThreadShared>,
         stages: usize,
+        ring_id: u64,
+        traced: bool,
     ) -> Self {
+        #[cfg(not(feature = "trace"))]
+        let _ = (ring_id, traced);
         Self {
             consumer,
             shared,
             seen_sampled: vec![0; stages].into_boxed_slice(),
+            #[cfg(feature = "trace")]
+            trace: crate::trace::RingTrace::new(ring_id, traced),
         }
     }
 }
@@ -157,6 +167,10 @@ pub(crate) struct Aggregator {
     oldest_in_cycle: u64,
     adaptive_mark: (u64, u64),
     cycle: u64,
+    /// Rebuilds and keeps traced ticks (feature `trace`); `None` when tracing is off: then no
+    /// record costs more than this test.
+    #[cfg(feature = "trace")]
+    tracer: Option<crate::trace::Tracer>,
 }
 
 impl Aggregator {
@@ -208,7 +222,16 @@ impl Aggregator {
             oldest_in_cycle: u64::MAX,
             adaptive_mark: (0, 0),
             cycle: 0,
+            #[cfg(feature = "trace")]
+            tracer: None,
         }
+    }
+
+    /// Hands the aggregator the tracer `install` started.
+    #[cfg(feature = "trace")]
+    pub(crate) fn with_tracer(mut self, tracer: Option<crate::trace::Tracer>) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// The thread's body.
@@ -281,7 +304,38 @@ impl Aggregator {
         self.health.lag = Duration::from_nanos(now.saturating_sub(self.oldest_in_cycle.min(now)));
         self.health.cycles = self.cycle;
         self.publish(now);
+        #[cfg(feature = "profile")]
+        self.answer_profile_request();
         self.health.last_cycle = began.elapsed();
+    }
+
+    /// Hands a waiting `CollectorHandle::profile` call the cumulative counters and tallies of
+    /// every stage with activity: plain copies; the caller's thread builds the histograms.
+    #[cfg(feature = "profile")]
+    fn answer_profile_request(&self) {
+        use crate::profile::collect::{Dump, StageDump};
+        let Some(id) = self.shared.profile.wanted() else {
+            return;
+        };
+        let stages = self
+            .stages
+            .iter()
+            .filter(|s| !s.cumulative.tally.is_empty())
+            .map(|s| StageDump {
+                stage: s.stage,
+                counts: s.cumulative.hist.iter().collect(),
+                tally: s.cumulative.tally,
+            })
+            .collect();
+        let dump = Dump {
+            digits: self.config.digits,
+            highest: self.layout.highest(),
+            interval: self.config.interval,
+            ring_capacity: self.health.ring_capacity,
+            sampling_rate: self.health.sampling_rate,
+            stages,
+        };
+        self.shared.profile.answer(id, dump);
     }
 
     fn ensure_stage_states(&mut self) {
@@ -359,6 +413,10 @@ impl Aggregator {
                     let visit = ring.consumer.visit(DRAIN_BATCH, |r| {
                         this.health.records += 1;
                         this.process(r);
+                        #[cfg(feature = "trace")]
+                        if let Some(tracer) = &mut this.tracer {
+                            tracer.observe(&mut ring.trace, &r, &this.calibration);
+                        }
                     });
                     match visit {
                         Visit::Drained { more: batch_full } => {
@@ -660,6 +718,10 @@ impl Aggregator {
         h.enabled = crate::recorder::is_enabled();
         h.histogram_bytes = histogram_bytes;
         h.untracked_starts = crate::recorder::UNTRACKED_STARTS.load(Ordering::Relaxed);
+        #[cfg(feature = "trace")]
+        if let Some(tracer) = &self.tracer {
+            tracer.report(h);
+        }
         if self.names.1 != self.stages.len() {
             let names = self
                 .stages

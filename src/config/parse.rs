@@ -1,0 +1,951 @@
+//! Reading the file: serde shapes that mirror the TOML (every value that a later check may blame
+//! carries its span), durations, and the conversion into the public [`Config`] with each check
+//! pointing at its key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+use toml::Spanned;
+
+use super::{
+    CollectorSection, Config, ConfigFileError, ProfileSection, SamplingSection, SlaRuleConfig,
+    TraceSection,
+};
+use crate::clock::ClockSource;
+use crate::collector::{AdaptiveSampling, WindowSpec};
+use crate::sla::{Metric, Value};
+use crate::stats::Window;
+
+/// Line and column (both 1-based) where each value the file set starts (a section: its header),
+/// by dotted key (`sla[1].critical`), so a check that runs after parsing (or the library's own
+/// validation, in [`Config::builder`]) can point at the line that caused it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Positions(BTreeMap<String, (usize, usize)>);
+
+impl Positions {
+    /// Whether the file set `key`.
+    pub(super) fn has(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    /// Where `key` was set; for a key the file left out, where its nearest enclosing section
+    /// starts; line 1 for the file's defaults.
+    pub(super) fn locate(&self, key: &str) -> (usize, usize) {
+        let mut k = key;
+        loop {
+            if let Some(pos) = self.0.get(k) {
+                return *pos;
+            }
+            match k.rfind(['.', '[']) {
+                Some(cut) => k = &k[..cut],
+                None => return (1, 1),
+            }
+        }
+    }
+}
+
+/// Byte offsets to lines and columns.
+struct Lines<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self { text, starts }
+    }
+
+    /// 1-based line and column (in characters) of byte `offset`.
+    fn at(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.starts.partition_point(|&s| s <= offset) - 1;
+        let start = self.starts[line];
+        // A span never splits a character, but stay total on any offset.
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(offset - start, |s| s.chars().count());
+        (line + 1, column + 1)
+    }
+}
+
+/// `tick_total` stays bare; a stage name with `.`, `:` or `/` is quoted, as TOML requires.
+pub(super) fn key_segment(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+/// `"200ms"`, `"1.5s"`, `"250us"` / `"250µs"`, `"800ns"`, `"10m"`, `"1h"`: an exact whole number
+/// of nanoseconds (zero allowed here; the keys that need a positive one say so).
+///
+/// The same grammar as the `deadline = "…"` argument of `#[laptime::measure]` (whose parser lives
+/// in the proc-macro crate, which cannot export functions), plus minutes and hours for the
+/// longer settings (`abandon_after = "10m"`, `highest = "1h"`).
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let hint = "write a number and a unit (ns, us, µs, ms, s, m, h) with no space, e.g. \"200ms\" or \"1.5s\"";
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("{text:?} has no unit: {hint}"))?;
+    if split == 0 {
+        return Err(format!("{text:?} does not start with a number: {hint}"));
+    }
+    let (number, unit) = text.split_at(split);
+    let unit_ns: u128 = match unit {
+        "ns" => 1,
+        "us" | "µs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        _ => return Err(format!("{text:?} has an unknown unit {unit:?}: {hint}")),
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty() || fraction.contains('.') {
+        return Err(format!("{text:?} does not start with a number: {hint}"));
+    }
+    let too_large = || format!("{text:?} is too large: the longest duration is about 584 years");
+    let digits = |s: &str| -> Result<u128, String> {
+        if s.is_empty() {
+            return Ok(0);
+        }
+        s.parse::<u128>().map_err(|_| too_large())
+    };
+    let scale = u32::try_from(fraction.len())
+        .ok()
+        .and_then(|n| 10u128.checked_pow(n))
+        .ok_or_else(|| {
+            format!("{text:?} has too many decimals: nanoseconds are the finest unit")
+        })?;
+    let frac_ns = digits(fraction)?.checked_mul(unit_ns).ok_or_else(|| {
+        format!("{text:?} has too many decimals: nanoseconds are the finest unit")
+    })?;
+    if !frac_ns.is_multiple_of(scale) {
+        return Err(format!(
+            "{text:?} is not a whole number of nanoseconds: use fewer decimals or a smaller unit"
+        ));
+    }
+    let ns = digits(whole)?
+        .checked_mul(unit_ns)
+        .and_then(|w| w.checked_add(frac_ns / scale))
+        .and_then(|ns| u64::try_from(ns).ok())
+        .ok_or_else(too_large)?;
+    Ok(Duration::from_nanos(ns))
+}
+
+/// A duration written as a string with a unit.
+#[derive(Debug, Clone, Copy)]
+struct Dur(Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration string with a unit, such as \"200ms\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
+                parse_duration(v).map(Dur).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// An SLA threshold as written: a duration string (latency metrics) or a number (the miss rate).
+#[derive(Debug, Clone, Copy)]
+enum Threshold {
+    Latency(Duration),
+    Ratio(f64),
+}
+
+impl<'de> Deserialize<'de> for Threshold {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Threshold;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a duration string such as \"150ms\" (latency metrics) or a fraction such as 0.02 (deadline_miss_rate)",
+                )
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Threshold, E> {
+                parse_duration(v).map(Threshold::Latency).map_err(E::custom)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Threshold, E> {
+                Ok(Threshold::Ratio(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Threshold, E> {
+                Ok(Threshold::Ratio(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Threshold, E> {
+                Ok(Threshold::Ratio(v as f64))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `"1s"`, `"5s"`, `"60s"` (any duration) or `"cumulative"`.
+#[derive(Debug, Clone, Copy)]
+struct RawWindow(Window);
+
+impl<'de> Deserialize<'de> for RawWindow {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawWindow;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a window length such as \"5s\", or \"cumulative\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawWindow, E> {
+                if v == "cumulative" {
+                    return Ok(RawWindow(Window::Cumulative));
+                }
+                parse_duration(v)
+                    .map(|d| RawWindow(Window::Last(d)))
+                    .map_err(|e| E::custom(format!("{e}; or \"cumulative\" for the whole run")))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A table whose keys the file chooses (deadlines by stage, labels, tags, metadata), in the
+/// file's order (labels are an ordered list in the library).
+#[derive(Debug)]
+struct Ordered<V>(Vec<(String, Spanned<V>)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Ordered<V> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Vis<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for Vis<V> {
+            type Value = Ordered<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered<V>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some((k, v)) = map.next_entry()? {
+                    entries.push((k, v));
+                }
+                Ok(Ordered(entries))
+            }
+        }
+        d.deserialize_map(Vis(PhantomData))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a laptime configuration file")]
+struct RawFile {
+    collector: Option<Spanned<RawCollector>>,
+    sampling: Option<Spanned<RawSampling>>,
+    deadlines: Option<Spanned<Ordered<Dur>>>,
+    sla: Option<Vec<Spanned<RawSla>>>,
+    trace: Option<Spanned<RawTrace>>,
+    profile: Option<Spanned<RawProfile>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table: [collector]")]
+struct RawCollector {
+    ring_capacity: Option<Spanned<usize>>,
+    interval: Option<Spanned<Dur>>,
+    windows: Option<Spanned<Vec<Spanned<RawWindowSpec>>>>,
+    significant_digits: Option<Spanned<u8>>,
+    highest: Option<Spanned<Dur>>,
+    max_stages: Option<Spanned<usize>>,
+    max_in_flight: Option<Spanned<usize>>,
+    abandon_after: Option<Spanned<Dur>>,
+    latency_guard_reason: Option<Spanned<String>>,
+    clock: Option<Spanned<RawClock>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a window such as { length = \"1s\", slice = \"250ms\" }"
+)]
+struct RawWindowSpec {
+    length: Spanned<Dur>,
+    slice: Spanned<Dur>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawClock {
+    Auto,
+    Tsc,
+    Monotonic,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table: [sampling]")]
+struct RawSampling {
+    rate: Option<Spanned<f64>>,
+    adaptive: Option<Spanned<RawAdaptive>>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as { budget_per_sec = 1000.0, reduced_rate = 0.1 }"
+)]
+struct RawAdaptive {
+    budget_per_sec: Option<Spanned<f64>>,
+    reduced_rate: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table: [[sla]]")]
+struct RawSla {
+    stage: Spanned<String>,
+    window: Spanned<RawWindow>,
+    metric: Spanned<RawMetric>,
+    warning: Option<Spanned<Threshold>>,
+    critical: Option<Spanned<Threshold>>,
+    min_count: Option<u64>,
+    guard: Option<bool>,
+    labels: Option<Spanned<Ordered<String>>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawMetric {
+    P50,
+    P90,
+    P95,
+    P99,
+    #[serde(alias = "p99.9")]
+    P999,
+    Max,
+    Mean,
+    DeadlineMissRate,
+}
+
+impl RawMetric {
+    fn metric(self) -> Metric {
+        match self {
+            Self::P50 => Metric::P50,
+            Self::P90 => Metric::P90,
+            Self::P95 => Metric::P95,
+            Self::P99 => Metric::P99,
+            Self::P999 => Metric::P999,
+            Self::Max => Metric::Max,
+            Self::Mean => Metric::Mean,
+            Self::DeadlineMissRate => Metric::DeadlineMissRate,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table: [trace]")]
+struct RawTrace {
+    enabled: Option<bool>,
+    root: Option<Spanned<String>>,
+    sample_rate: Option<Spanned<f64>>,
+    deadline_ms: Option<Spanned<f64>>,
+    deadline: Option<Spanned<Dur>>,
+    export_golden: Option<bool>,
+    golden_trace_interval: Option<Spanned<u64>>,
+    output_dir: Option<String>,
+    seed: Option<u64>,
+    keep: Option<Spanned<usize>>,
+    max_spans: Option<Spanned<usize>>,
+    metadata: Option<Spanned<Ordered<toml::Value>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table: [profile]")]
+struct RawProfile {
+    name: Option<String>,
+    output: Option<String>,
+    tags: Option<Ordered<String>>,
+}
+
+/// serde lists names as "`a`", "`a` or `b`" or "one of `a`, `b`, `c`": one way here.
+fn list(allowed: &str) -> String {
+    allowed
+        .trim_start_matches("one of ")
+        .replace("` or `", "`, `")
+}
+
+/// Turns serde's wording into the file's: keys rather than fields, TOML types rather than Rust's,
+/// and what to do about it.
+fn reword(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        return match rest.split_once(", expected ") {
+            Some((key, allowed)) => format!(
+                "unknown key {key}: remove it or fix its spelling; allowed here: {}",
+                list(allowed)
+            ),
+            None => format!("unknown key {rest}: remove it"),
+        };
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant ") {
+        return match rest.split_once(", expected ") {
+            Some((value, allowed)) => format!("unknown value {value}: use {}", list(allowed)),
+            None => format!("unknown value {rest}"),
+        };
+    }
+    if let Some(rest) = message.strip_prefix("missing field ") {
+        return format!("missing key {rest}: add it");
+    }
+    let mut out = message.to_owned();
+    for (rust, toml) in [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected an array"),
+        ("expected a string", "expected a string (in quotes)"),
+        ("invalid type: map", "invalid type: table"),
+        ("invalid type: sequence", "invalid type: array"),
+    ] {
+        if let Some(i) = out.find(rust) {
+            out.replace_range(i..i + rust.len(), toml);
+        }
+    }
+    out
+}
+
+/// The dotted key serde_path_to_error tracked, in the file's notation.
+fn dotted(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut key = String::new();
+    for segment in path {
+        match segment {
+            Segment::Seq { index } => key.push_str(&format!("[{index}]")),
+            // `Spanned` is a struct with private field names to serde: not a key of the file.
+            Segment::Map { key: k } if k.starts_with("$__serde_spanned_private") => {}
+            Segment::Map { key: k } | Segment::Enum { variant: k } => {
+                if !key.is_empty() {
+                    key.push('.');
+                }
+                key.push_str(&key_segment(k));
+            }
+            Segment::Unknown => {}
+        }
+    }
+    key
+}
+
+/// Collects positions and builds errors while the raw file is converted.
+struct Ctx<'a> {
+    lines: Lines<'a>,
+    positions: Positions,
+}
+
+impl Ctx<'_> {
+    fn note(&mut self, key: &str, span: &Range<usize>) {
+        let pos = self.lines.at(span.start);
+        self.positions.0.insert(key.to_owned(), pos);
+    }
+
+    fn err(&self, key: &str, span: &Range<usize>, message: impl Into<String>) -> ConfigFileError {
+        let (line, column) = self.lines.at(span.start);
+        ConfigFileError::Parse {
+            path: None,
+            key: key.to_owned(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    /// The value of a key that must be a positive duration.
+    fn positive(&mut self, key: &str, d: &Spanned<Dur>) -> Result<Duration, ConfigFileError> {
+        self.note(key, &d.span());
+        let value = d.get_ref().0;
+        if value.is_zero() {
+            return Err(self.err(
+                key,
+                &d.span(),
+                "must be more than zero: give a positive duration such as \"10ms\"",
+            ));
+        }
+        Ok(value)
+    }
+
+    /// The value of a key that is a fraction of calls, checked by the library's own rule.
+    fn rate(&mut self, key: &str, r: &Spanned<f64>) -> Result<f64, ConfigFileError> {
+        self.note(key, &r.span());
+        let value = *r.get_ref();
+        crate::recorder::rate_to_threshold(value)
+            .map_err(|e| self.err(key, &r.span(), e.to_string()))?;
+        Ok(value)
+    }
+
+    fn plain<T: Copy>(&mut self, key: &str, v: &Spanned<T>) -> T {
+        self.note(key, &v.span());
+        *v.get_ref()
+    }
+}
+
+/// Parses `text` into a [`Config`], checking everything the file itself decides. The library's own
+/// validation runs afterwards (see [`Config::from_toml_str`]).
+pub(super) fn parse(text: &str) -> Result<Config, ConfigFileError> {
+    let lines = Lines::new(text);
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        let (line, column) = lines.at(e.span().map_or(0, |s| s.start));
+        ConfigFileError::Parse {
+            path: None,
+            key: String::new(),
+            line,
+            column,
+            message: match e.message().trim_end() {
+                "duplicate key" => {
+                    "duplicate key: a key or [table] may appear once in its table; merge the two"
+                        .to_owned()
+                }
+                other => format!("{other}: fix the TOML syntax"),
+            },
+        }
+    })?;
+    let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut key = dotted(e.path());
+        let message = e.inner().message().trim_end().to_owned();
+        if let Some(rest) = message.strip_prefix("missing field `")
+            && let Some(field) = rest.strip_suffix('`')
+        {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(field);
+        }
+        let (line, column) = lines.at(e.inner().span().map_or(0, |s| s.start));
+        let message = if key == "sla" && message.starts_with("invalid type") {
+            "each rule is a table of its own under an [[sla]] header (two brackets), not [sla]"
+                .to_owned()
+        } else {
+            reword(&message)
+        };
+        ConfigFileError::Parse {
+            path: None,
+            key,
+            line,
+            column,
+            message,
+        }
+    })?;
+    let mut ctx = Ctx {
+        lines,
+        positions: Positions::default(),
+    };
+    let collector = convert_collector(&mut ctx, raw.collector)?;
+    let sampling = convert_sampling(&mut ctx, raw.sampling)?;
+    let mut deadlines = Vec::new();
+    if let Some(table) = raw.deadlines {
+        ctx.note("deadlines", &table.span());
+        for (stage, deadline) in &table.get_ref().0 {
+            let key = format!("deadlines.{}", key_segment(stage));
+            deadlines.push((stage.clone(), ctx.positive(&key, deadline)?));
+        }
+    }
+    let mut sla = Vec::new();
+    for (i, rule) in raw.sla.into_iter().flatten().enumerate() {
+        sla.push(convert_rule(&mut ctx, i, rule, &collector)?);
+    }
+    let trace = raw.trace.map(|t| convert_trace(&mut ctx, t)).transpose()?;
+    let profile = raw.profile.map(|p| {
+        ctx.note("profile", &p.span());
+        let p = p.into_inner();
+        ProfileSection {
+            name: p.name,
+            output: p.output.map(PathBuf::from),
+            tags: p
+                .tags
+                .map(|t| t.0.into_iter().map(|(k, v)| (k, v.into_inner())).collect())
+                .unwrap_or_default(),
+        }
+    });
+    Ok(Config {
+        collector,
+        sampling,
+        deadlines,
+        sla,
+        trace,
+        profile,
+        positions: ctx.positions,
+    })
+}
+
+fn convert_collector(
+    ctx: &mut Ctx<'_>,
+    raw: Option<Spanned<RawCollector>>,
+) -> Result<CollectorSection, ConfigFileError> {
+    let mut c = CollectorSection::default();
+    let Some(raw) = raw else {
+        return Ok(c);
+    };
+    ctx.note("collector", &raw.span());
+    let raw = raw.into_inner();
+    if let Some(v) = &raw.ring_capacity {
+        c.ring_capacity = ctx.plain("collector.ring_capacity", v);
+    }
+    if let Some(v) = &raw.interval {
+        c.interval = ctx.positive("collector.interval", v)?;
+    }
+    if let Some(windows) = &raw.windows {
+        ctx.note("collector.windows", &windows.span());
+        c.windows = Vec::new();
+        for (i, w) in windows.get_ref().iter().enumerate() {
+            let key = format!("collector.windows[{i}]");
+            ctx.note(&key, &w.span());
+            let length = ctx.positive(&format!("{key}.length"), &w.get_ref().length)?;
+            let slice = ctx.positive(&format!("{key}.slice"), &w.get_ref().slice)?;
+            c.windows.push(WindowSpec::new(length, slice));
+        }
+    }
+    if let Some(v) = &raw.significant_digits {
+        c.significant_digits = ctx.plain("collector.significant_digits", v);
+    }
+    if let Some(v) = &raw.highest {
+        c.highest = ctx.positive("collector.highest", v)?;
+    }
+    if let Some(v) = &raw.max_stages {
+        c.max_stages = ctx.plain("collector.max_stages", v);
+    }
+    if let Some(v) = &raw.max_in_flight {
+        c.max_in_flight = ctx.plain("collector.max_in_flight", v);
+    }
+    if let Some(v) = &raw.abandon_after {
+        c.abandon_after = ctx.positive("collector.abandon_after", v)?;
+    }
+    if let Some(v) = raw.latency_guard_reason {
+        ctx.note("collector.latency_guard_reason", &v.span());
+        c.latency_guard_reason = v.into_inner();
+    }
+    if let Some(v) = &raw.clock {
+        ctx.note("collector.clock", &v.span());
+        c.clock = match v.get_ref() {
+            RawClock::Auto => ClockSource::Auto,
+            RawClock::Tsc => ClockSource::Tsc,
+            RawClock::Monotonic => ClockSource::Monotonic,
+        };
+    }
+    Ok(c)
+}
+
+fn convert_sampling(
+    ctx: &mut Ctx<'_>,
+    raw: Option<Spanned<RawSampling>>,
+) -> Result<SamplingSection, ConfigFileError> {
+    let mut s = SamplingSection::default();
+    let Some(raw) = raw else {
+        return Ok(s);
+    };
+    ctx.note("sampling", &raw.span());
+    let raw = raw.into_inner();
+    if let Some(r) = &raw.rate {
+        s.rate = Some(ctx.rate("sampling.rate", r)?);
+    }
+    if let Some(a) = &raw.adaptive {
+        ctx.note("sampling.adaptive", &a.span());
+        let mut policy = AdaptiveSampling::default();
+        if let Some(b) = &a.get_ref().budget_per_sec {
+            policy.budget_per_sec = ctx.plain("sampling.adaptive.budget_per_sec", b);
+        }
+        if let Some(r) = &a.get_ref().reduced_rate {
+            policy.reduced_rate = ctx.rate("sampling.adaptive.reduced_rate", r)?;
+        }
+        s.adaptive = Some(policy);
+    }
+    Ok(s)
+}
+
+fn convert_rule(
+    ctx: &mut Ctx<'_>,
+    i: usize,
+    raw: Spanned<RawSla>,
+    collector: &CollectorSection,
+) -> Result<SlaRuleConfig, ConfigFileError> {
+    let at = format!("sla[{i}]");
+    ctx.note(&at, &raw.span());
+    let header = raw.span();
+    let raw = raw.into_inner();
+    ctx.note(&format!("{at}.stage"), &raw.stage.span());
+    let metric = ctx.plain(&format!("{at}.metric"), &raw.metric).metric();
+    let window = ctx.plain(&format!("{at}.window"), &raw.window).0;
+    let kept = collector.kept_windows();
+    if !kept.contains(&window) {
+        let names: Vec<String> = kept.iter().map(|w| format!("\"{w}\"")).collect();
+        return Err(ctx.err(
+            &format!("{at}.window"),
+            &raw.window.span(),
+            format!(
+                "window \"{window}\" is not kept by the collector: use one of {}, or add it to [collector].windows",
+                names.join(", ")
+            ),
+        ));
+    }
+    let mut threshold = |name: &str, t: &Option<Spanned<Threshold>>| {
+        let Some(t) = t else {
+            return Ok(None);
+        };
+        let key = format!("{at}.{name}");
+        ctx.note(&key, &t.span());
+        match (metric, *t.get_ref()) {
+            (Metric::DeadlineMissRate, Threshold::Ratio(r)) if (0.0..=1.0).contains(&r) => {
+                Ok(Some(Value::Ratio(r)))
+            }
+            (Metric::DeadlineMissRate, Threshold::Ratio(r)) => Err(ctx.err(
+                &key,
+                &t.span(),
+                format!("{r} is not a fraction in [0, 1]: write 0.02 for 2 % of spans"),
+            )),
+            (Metric::DeadlineMissRate, Threshold::Latency(_)) => Err(ctx.err(
+                &key,
+                &t.span(),
+                "deadline_miss_rate is a fraction of spans, not a duration: write a number in [0, 1], e.g. 0.02 for 2 %",
+            )),
+            (_, Threshold::Latency(d)) => Ok(Some(Value::Latency(d))),
+            (_, Threshold::Ratio(_)) => Err(ctx.err(
+                &key,
+                &t.span(),
+                format!("{metric} is a latency: give a duration string such as \"150ms\""),
+            )),
+        }
+    };
+    let warning = threshold("warning", &raw.warning)?;
+    let critical = threshold("critical", &raw.critical)?;
+    match (warning, critical) {
+        (None, None) => {
+            return Err(ctx.err(
+                &at,
+                &header,
+                "the rule has no threshold: give `warning`, `critical` or both",
+            ));
+        }
+        (Some(w), Some(c)) if w > c => {
+            let span = raw.warning.as_ref().map_or(header, |w| w.span());
+            return Err(ctx.err(
+                &format!("{at}.warning"),
+                &span,
+                format!("warning {w} is above critical {c}: swap them, or lower the warning"),
+            ));
+        }
+        _ => {}
+    }
+    let mut labels = Vec::new();
+    if let Some(table) = &raw.labels {
+        ctx.note(&format!("{at}.labels"), &table.span());
+        for (k, v) in &table.get_ref().0 {
+            ctx.note(&format!("{at}.labels.{}", key_segment(k)), &v.span());
+            labels.push((k.clone(), v.get_ref().clone()));
+        }
+    }
+    Ok(SlaRuleConfig {
+        stage: raw.stage.into_inner(),
+        labels,
+        window,
+        metric,
+        warning,
+        critical,
+        min_count: raw.min_count.unwrap_or(1),
+        guard: raw.guard.unwrap_or(true),
+    })
+}
+
+fn convert_trace(
+    ctx: &mut Ctx<'_>,
+    raw: Spanned<RawTrace>,
+) -> Result<TraceSection, ConfigFileError> {
+    ctx.note("trace", &raw.span());
+    let header = raw.span();
+    let raw = raw.into_inner();
+    let root = match raw.root {
+        Some(root) => {
+            ctx.note("trace.root", &root.span());
+            root.into_inner()
+        }
+        None => {
+            return Err(ctx.err(
+                "trace.root",
+                &header,
+                "missing key `root`: name the stage whose spans make a trace, e.g. root = \"tick_total\"",
+            ));
+        }
+    };
+    let sample_rate = raw
+        .sample_rate
+        .as_ref()
+        .map(|r| ctx.rate("trace.sample_rate", r))
+        .transpose()?;
+    let deadline = match (&raw.deadline_ms, &raw.deadline) {
+        (Some(ms), Some(d)) => {
+            // Blame whichever of the two comes second in the file.
+            let (key, span) = if d.span().start > ms.span().start {
+                ("trace.deadline", d.span())
+            } else {
+                ("trace.deadline_ms", ms.span())
+            };
+            return Err(ctx.err(
+                key,
+                &span,
+                "the trace deadline is given twice: keep either deadline_ms = 200.0 (the seed's key) or deadline = \"200ms\"",
+            ));
+        }
+        (Some(ms), None) => {
+            ctx.note("trace.deadline_ms", &ms.span());
+            let v = *ms.get_ref();
+            let ns = (v * 1e6).round();
+            if !(ns >= 1.0 && ns <= u64::MAX as f64) {
+                return Err(ctx.err(
+                    "trace.deadline_ms",
+                    &ms.span(),
+                    format!("{v} ms is not a positive deadline: give milliseconds such as 200.0"),
+                ));
+            }
+            Some(Duration::from_nanos(ns as u64))
+        }
+        (None, Some(d)) => Some(ctx.positive("trace.deadline", d)?),
+        (None, None) => None,
+    };
+    let golden_trace_interval = raw
+        .golden_trace_interval
+        .as_ref()
+        .map(|v| ctx.plain("trace.golden_trace_interval", v));
+    let keep = raw.keep.as_ref().map(|v| ctx.plain("trace.keep", v));
+    let max_spans = raw
+        .max_spans
+        .as_ref()
+        .map(|v| ctx.plain("trace.max_spans", v));
+    let mut metadata = Vec::new();
+    if let Some(table) = raw.metadata {
+        ctx.note("trace.metadata", &table.span());
+        for (k, v) in table.into_inner().0 {
+            let key = format!("trace.metadata.{}", key_segment(&k));
+            ctx.note(&key, &v.span());
+            let json = to_json(v.get_ref()).map_err(|m| ctx.err(&key, &v.span(), m))?;
+            metadata.push((k, json));
+        }
+    }
+    Ok(TraceSection {
+        enabled: raw.enabled,
+        root,
+        sample_rate,
+        deadline,
+        export_golden: raw.export_golden,
+        golden_trace_interval,
+        output_dir: raw.output_dir.map(PathBuf::from),
+        seed: raw.seed,
+        keep,
+        max_spans,
+        metadata,
+    })
+}
+
+/// Trace metadata is written into JSON traces: TOML values that JSON cannot hold are refused here
+/// rather than changed on the way.
+fn to_json(v: &toml::Value) -> Result<serde_json::Value, String> {
+    Ok(match v {
+        toml::Value::String(s) => serde_json::Value::String(s.clone()),
+        toml::Value::Integer(i) => serde_json::Value::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(serde_json::Value::Number)
+            .ok_or_else(|| format!("{f} cannot be written to JSON: give a finite number"))?,
+        toml::Value::Boolean(b) => serde_json::Value::Bool(*b),
+        toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
+        toml::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(to_json).collect::<Result<_, _>>()?)
+        }
+        toml::Value::Table(t) => serde_json::Value::Object(
+            t.iter()
+                .map(|(k, v)| Ok((k.clone(), to_json(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_exact_and_say_what_is_wrong() {
+        let ok = [
+            ("200ms", Duration::from_millis(200)),
+            ("1.5ms", Duration::from_micros(1500)),
+            ("250us", Duration::from_micros(250)),
+            ("250µs", Duration::from_micros(250)),
+            ("800ns", Duration::from_nanos(800)),
+            ("0.25s", Duration::from_millis(250)),
+            ("10m", Duration::from_secs(600)),
+            ("1h", Duration::from_secs(3600)),
+            ("0ms", Duration::ZERO),
+            (".5s", Duration::from_millis(500)),
+            ("18446744073709551615ns", Duration::from_nanos(u64::MAX)),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        let bad = [
+            ("20 mss", "unknown unit \" mss\""),
+            ("20", "has no unit"),
+            ("ms", "does not start with a number"),
+            ("1.2.3s", "does not start with a number"),
+            ("1.5ns", "not a whole number of nanoseconds"),
+            ("18446744073709551616ns", "too large"),
+            ("99999999999999999999999999999999999999999h", "too large"),
+            (
+                "1.00000000000000000000000000000000000000001s",
+                "too many decimals",
+            ),
+            ("-5ms", "does not start with a number"),
+            ("", "has no unit"),
+        ];
+        for (text, want) in bad {
+            let e = parse_duration(text).expect_err(text);
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn lines_and_columns_are_one_based_and_count_characters() {
+        let lines = Lines::new("a = 1\nµs = \"x\"\n\nlast");
+        assert_eq!(lines.at(0), (1, 1));
+        assert_eq!(lines.at(4), (1, 5));
+        assert_eq!(lines.at(6), (2, 1));
+        // `µ` is two bytes: the `=` after "µs " is the fourth character.
+        assert_eq!(lines.at(10), (2, 4));
+        assert_eq!(lines.at(16), (3, 1));
+        assert_eq!(lines.at(17), (4, 1));
+        assert_eq!(lines.at(999), (4, 5));
+    }
+
+    #[test]
+    fn keys_are_quoted_only_when_toml_needs_it() {
+        assert_eq!(key_segment("tick_total"), "tick_total");
+        assert_eq!(key_segment("exchange-req"), "exchange-req");
+        assert_eq!(key_segment("svc.tick"), "\"svc.tick\"");
+        assert_eq!(key_segment(""), "\"\"");
+    }
+
+    #[test]
+    fn positions_fall_back_to_the_enclosing_section() {
+        let mut p = Positions::default();
+        p.0.insert("sla[1]".into(), (7, 1));
+        p.0.insert("sla[1].critical".into(), (9, 12));
+        assert_eq!(p.locate("sla[1].critical"), (9, 12));
+        assert_eq!(p.locate("sla[1].warning"), (7, 1));
+        assert_eq!(p.locate("collector.ring_capacity"), (1, 1));
+    }
+}

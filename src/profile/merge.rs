@@ -1,0 +1,196 @@
+//! [`Profile::merge`]: runs added up through their histograms.
+
+use std::collections::BTreeMap;
+
+use super::{Profile, ProfileConfig, ProfileError, ProfileMeta, StageCounts, StageProfile};
+
+fn merge_error(message: String) -> ProfileError {
+    ProfileError::Merge { message }
+}
+
+pub(super) fn merge(name: &str, profiles: &[Profile]) -> Result<Profile, ProfileError> {
+    let Some(first) = profiles.first() else {
+        return Err(merge_error(
+            "no profiles given: pass at least one".to_owned(),
+        ));
+    };
+    let config = &first.meta.config;
+    for (i, p) in profiles.iter().enumerate() {
+        p.validate().map_err(|e| {
+            merge_error(format!(
+                "input {i} ({:?}) is not a valid profile: {e}",
+                p.meta.name
+            ))
+        })?;
+        let theirs = &p.meta.config;
+        if (theirs.significant_digits, theirs.highest_ns)
+            != (config.significant_digits, config.highest_ns)
+        {
+            return Err(merge_error(format!(
+                "input {i} ({:?}) has histograms of {} significant digits up to {} ns, input 0 \
+                 ({:?}) of {} up to {} ns: merge only profiles taken with the same histogram \
+                 settings",
+                p.meta.name,
+                theirs.significant_digits,
+                theirs.highest_ns,
+                first.meta.name,
+                config.significant_digits,
+                config.highest_ns
+            )));
+        }
+    }
+
+    // Group first (stage key → its entries, in order of first appearance), checking what can be
+    // checked without histograms; then build each stage's sum, encode it and drop it, so at most
+    // two dense histograms (the sum and one input's) are alive at once, not one per stage.
+    let mut groups: Vec<Vec<(usize, &StageProfile)>> = Vec::new();
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, p) in profiles.iter().enumerate() {
+        for stage in &p.stages {
+            let key = stage.key();
+            if stage.histogram.is_none() {
+                return Err(merge_error(format!(
+                    "stage {key} of input {i} ({:?}) has no histogram: percentiles cannot be \
+                     added up without one; take the profile with a collector, or leave the \
+                     stage out",
+                    p.meta.name
+                )));
+            }
+            match index.get(&key) {
+                None => {
+                    index.insert(key, groups.len());
+                    groups.push(vec![(i, stage)]);
+                }
+                Some(&g) => {
+                    let (j, first) = groups[g][0];
+                    if first.deadline_ns != stage.deadline_ns {
+                        return Err(merge_error(format!(
+                            "stage {key} has deadline {} in input {j} ({:?}) but {} in input {i} \
+                             ({:?}): its misses were counted against different deadlines and \
+                             cannot be added up; merge runs taken with the same deadline, or \
+                             leave the stage out",
+                            deadline(first.deadline_ns),
+                            profiles[j].meta.name,
+                            deadline(stage.deadline_ns),
+                            p.meta.name
+                        )));
+                    }
+                    groups[g].push((i, stage));
+                }
+            }
+        }
+    }
+
+    let mut stages = Vec::with_capacity(groups.len());
+    for group in groups {
+        let decode = |stage: &StageProfile| {
+            stage
+                .histogram()
+                .map(|h| h.expect("stages without a histogram were refused above"))
+        };
+        let (_, first) = group[0];
+        let key = first.key();
+        let mut hist = decode(first)?;
+        let mut counts = counts_of(first);
+        let mut recorded = first.count > 0;
+        for &(i, stage) in &group[1..] {
+            hist.add(&decode(stage)?).map_err(|e| {
+                merge_error(format!(
+                    "stage {key} of input {i} ({:?}): {e}",
+                    profiles[i].meta.name
+                ))
+            })?;
+            add(&mut counts, &counts_of(stage), recorded, stage.count > 0);
+            recorded |= stage.count > 0;
+        }
+        let stage =
+            StageProfile::from_histogram(first.name.clone(), first.labels.clone(), &hist, counts)
+                .map_err(|e| merge_error(format!("stage {key}: {e}")))?;
+        stages.push(stage);
+    }
+    Ok(Profile::new(merged_meta(name, profiles), stages))
+}
+
+/// The figures of `stage` that its histogram does not hold.
+fn counts_of(stage: &StageProfile) -> StageCounts {
+    StageCounts {
+        min_ns: stage.min_ns,
+        max_ns: stage.max_ns,
+        sum_ns: stage.sum_ns,
+        deadline_ns: stage.deadline_ns,
+        deadline_misses: stage.deadline_misses,
+        dropped: stage.dropped,
+        sampled_out: stage.sampled_out,
+        cancelled: stage.cancelled,
+        saturated: stage.saturated,
+    }
+}
+
+/// A deadline for a message, exact (`2000000 ns`: a rounded form could show two different
+/// deadlines alike), or `none`.
+fn deadline(ns: Option<u64>) -> String {
+    ns.map_or_else(|| "none".to_owned(), |ns| format!("{ns} ns"))
+}
+
+/// Adds `b` into `a`. Min and max come only from inputs that recorded something (the others
+/// carry 0). Deadlines that differ resolve to the largest, the most lenient one: only a
+/// collector's stages of one key registered with labels in another order get here with
+/// different deadlines; [`merge`] refuses inputs whose deadlines differ.
+pub(super) fn add(a: &mut StageCounts, b: &StageCounts, a_recorded: bool, b_recorded: bool) {
+    match (a_recorded, b_recorded) {
+        (true, true) => {
+            a.min_ns = a.min_ns.min(b.min_ns);
+            a.max_ns = a.max_ns.max(b.max_ns);
+        }
+        (false, true) => {
+            a.min_ns = b.min_ns;
+            a.max_ns = b.max_ns;
+        }
+        _ => {}
+    }
+    a.sum_ns = a.sum_ns.saturating_add(b.sum_ns);
+    a.deadline_ns = a.deadline_ns.max(b.deadline_ns);
+    a.deadline_misses = a.deadline_misses.saturating_add(b.deadline_misses);
+    a.dropped = a.dropped.saturating_add(b.dropped);
+    a.sampled_out = a.sampled_out.saturating_add(b.sampled_out);
+    a.cancelled = a.cancelled.saturating_add(b.cancelled);
+    a.saturated = a.saturated.saturating_add(b.saturated);
+}
+
+fn merged_meta(name: &str, profiles: &[Profile]) -> ProfileMeta {
+    let first = &profiles[0].meta;
+    let metas = || profiles.iter().map(|p| &p.meta);
+    let mut hosts: Vec<&str> = Vec::new();
+    for host in metas().flat_map(|m| m.host.split(',')) {
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    let tags = first
+        .tags
+        .iter()
+        .filter(|(k, v)| metas().all(|m| m.tags.get(*k) == Some(*v)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let git_revision = first
+        .git_revision
+        .clone()
+        .filter(|r| metas().all(|m| m.git_revision.as_ref() == Some(r)));
+    ProfileMeta {
+        name: name.to_owned(),
+        started_unix_ms: metas().map(|m| m.started_unix_ms).min().unwrap_or(0),
+        ended_unix_ms: metas().map(|m| m.ended_unix_ms).max().unwrap_or(0),
+        host: hosts.join(","),
+        git_revision,
+        tags,
+        config: ProfileConfig {
+            // The lowest: figures from runs sampled at different rates were sampled at least
+            // this much.
+            sampling_rate: metas()
+                .map(|m| m.config.sampling_rate)
+                .fold(first.config.sampling_rate, f64::min),
+            ..first.config.clone()
+        },
+        merged_from: metas().map(|m| m.name.clone()).collect(),
+    }
+}

@@ -1,0 +1,288 @@
+//! The self-contained HTML report: inline CSS, the stats table, one inline SVG plot per stage; no
+//! scripts and nothing fetched, so it can be attached to a CI run or mailed as one file.
+//! It is also well-formed XML (void elements self-closed), so tools and tests can parse it.
+
+use std::fmt::Write as _;
+
+use super::{ReportError, format_ns, plot};
+use crate::profile::{Profile, ProfileMeta, StageProfile};
+
+const STYLE: &str = "\
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1500px;\
+padding:0 1em;color:#222;background:#fff}\
+h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}\
+h3{font-family:ui-monospace,monospace;font-size:1em;margin:.2em 0}\
+.meta{color:#555;margin:.1em 0}\
+table{border-collapse:collapse;font-variant-numeric:tabular-nums;font-size:.92em}\
+th,td{padding:.3em .6em;border-bottom:1px solid #eee;text-align:right;vertical-align:top}\
+th{background:#f5f5f5;position:sticky;top:0}th:first-child{text-align:left}\
+td.stage{text-align:left;font-family:ui-monospace,monospace}\
+.base{display:block;color:#777;font-size:.85em}\
+.up{color:#b00020}.down{color:#137333}.tag{color:#777;font-style:italic}\
+.plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(540px,1fr));gap:1em}\
+.plot{border:1px solid #eee;padding:.5em}.plot svg{width:100%;height:auto;display:block}\
+footer{margin-top:2em;color:#999;font-size:.85em}";
+
+/// The report as one HTML document: `current`'s stats table (with `baseline`'s figures and the
+/// changes when given) and one percentile plot per stage.
+pub fn html(current: &Profile, baseline: Option<&Profile>) -> Result<String, ReportError> {
+    let mut h = String::new();
+    let title = format!("laptime report: {}", current.meta.name);
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>\n\
+         <title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{}</h1>\n",
+        escape(&title),
+        escape(&title)
+    );
+    meta_lines(&mut h, "current", &current.meta);
+    if let Some(b) = baseline {
+        meta_lines(&mut h, "baseline", &b.meta);
+    }
+
+    h.push_str("<h2>Stages</h2>\n");
+    if baseline.is_some() {
+        h.push_str(
+            "<p class=\"meta\">Each cell: the current figure; under it the baseline's and the \
+             change (red: slower or more, green: faster or fewer).</p>\n",
+        );
+    }
+    h.push_str(
+        "<table>\n<thead><tr><th>stage</th><th>spans</th><th>p50</th>\
+                <th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th><th>mean</th>\
+                <th>deadline misses</th><th>dropped</th><th>saturated</th></tr></thead>\n<tbody>\n",
+    );
+    for s in &current.stages {
+        let base = baseline.and_then(|b| b.stage(&s.key()));
+        stage_row(&mut h, s, base, baseline.is_some() && base.is_none());
+    }
+    if let Some(b) = baseline {
+        for s in b
+            .stages
+            .iter()
+            .filter(|s| current.stage(&s.key()).is_none())
+        {
+            removed_row(&mut h, s);
+        }
+    }
+    h.push_str("</tbody>\n</table>\n");
+
+    h.push_str(
+        "<h2>Percentile distributions</h2>\n<p class=\"meta\">x: percentile on a nines axis \
+         (90 %, 99 %, 99.9 % … evenly spaced); y: latency, log scale.</p>\n<div class=\"plots\">\n",
+    );
+    match plot::stage_keys(current, baseline, None)
+        .and_then(|keys| plot::stage_plots(current, baseline, keys))
+    {
+        Ok(plots) => {
+            for p in &plots {
+                let _ = write!(
+                    h,
+                    "<section class=\"plot\">\n<h3>{}</h3>\n{}\n</section>\n",
+                    escape(&p.key),
+                    plot::svg_one(p)?
+                );
+            }
+        }
+        Err(ReportError::NoStages) => h.push_str("<p>No stages recorded.</p>\n"),
+        Err(e) => return Err(e),
+    }
+    let _ = write!(
+        h,
+        "</div>\n<footer>laptime {}</footer>\n</body>\n</html>\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    Ok(h)
+}
+
+fn meta_lines(h: &mut String, role: &str, m: &ProfileMeta) {
+    let mut line = format!(
+        "<b>{role}</b>: {} on {}, {} to {} UTC",
+        escape(&m.name),
+        escape(&m.host),
+        utc(m.started_unix_ms),
+        utc(m.ended_unix_ms)
+    );
+    if let Some(rev) = &m.git_revision {
+        let _ = write!(line, ", revision {}", escape(rev));
+    }
+    for (k, v) in &m.tags {
+        let _ = write!(line, ", {}={}", escape(k), escape(v));
+    }
+    if !m.merged_from.is_empty() {
+        let names: Vec<String> = m.merged_from.iter().map(|n| escape(n)).collect();
+        let _ = write!(line, ", merged from {}", names.join(", "));
+    }
+    let c = &m.config;
+    let _ = write!(
+        line,
+        "; histograms: {} significant digits up to {}, sampling rate {}",
+        c.significant_digits,
+        format_ns(c.highest_ns),
+        c.sampling_rate
+    );
+    let _ = writeln!(h, "<p class=\"meta\">{line}</p>");
+}
+
+/// A cell with the current figure and, under it, the baseline's and the change (coloured when
+/// higher is worse).
+fn cell(h: &mut String, cur: String, base: Option<(String, f64, f64)>, colour: bool) {
+    let _ = write!(h, "<td>{cur}");
+    if let Some((text, b, c)) = base {
+        let change = if b == 0.0 {
+            String::new()
+        } else {
+            let pct = 100.0 * (c - b) / b;
+            let class = if !colour {
+                ""
+            } else if pct > 0.05 {
+                "up"
+            } else if pct < -0.05 {
+                "down"
+            } else {
+                ""
+            };
+            format!(" <span class=\"{class}\">{pct:+.1}&#8239;%</span>")
+        };
+        let _ = write!(h, "<span class=\"base\">{text}{change}</span>");
+    }
+    h.push_str("</td>");
+}
+
+fn stage_row(h: &mut String, s: &StageProfile, base: Option<&StageProfile>, added: bool) {
+    let _ = write!(h, "<tr><td class=\"stage\">{}", escape(&s.key()));
+    if added {
+        h.push_str(" <span class=\"tag\">(added)</span>");
+    }
+    h.push_str("</td>");
+    cell(
+        h,
+        s.count.to_string(),
+        base.map(|b| (b.count.to_string(), b.count as f64, s.count as f64)),
+        false,
+    );
+    let latency = |s: &StageProfile| [s.p50_ns, s.p90_ns, s.p95_ns, s.p99_ns, s.p999_ns, s.max_ns];
+    let cur = latency(s);
+    let old = base.map(latency);
+    for (i, v) in cur.iter().enumerate() {
+        cell(
+            h,
+            format_ns(*v),
+            old.map(|o| (format_ns(o[i]), o[i] as f64, *v as f64)),
+            true,
+        );
+    }
+    cell(
+        h,
+        format_ns(s.mean_ns.round() as u64),
+        base.map(|b| (format_ns(b.mean_ns.round() as u64), b.mean_ns, s.mean_ns)),
+        true,
+    );
+    let misses =
+        |s: &StageProfile| format!("{} ({:.2}&#8239;%)", s.deadline_misses, s.deadline_miss_pct);
+    let has_deadline = |s: &StageProfile| s.deadline_ns.is_some() || s.deadline_misses > 0;
+    // Percentage points, not a relative change: shown as the two figures side by side.
+    let _ = write!(
+        h,
+        "<td>{}{}</td>",
+        if has_deadline(s) {
+            misses(s)
+        } else {
+            "–".to_string()
+        },
+        base.filter(|b| has_deadline(b))
+            .map(|b| format!("<span class=\"base\">{}</span>", misses(b)))
+            .unwrap_or_default()
+    );
+    for (c, b) in [
+        (s.dropped, base.map(|b| b.dropped)),
+        (s.saturated, base.map(|b| b.saturated)),
+    ] {
+        let _ = write!(
+            h,
+            "<td>{c}{}</td>",
+            b.map(|b| format!("<span class=\"base\">{b}</span>"))
+                .unwrap_or_default()
+        );
+    }
+    h.push_str("</tr>\n");
+}
+
+fn removed_row(h: &mut String, s: &StageProfile) {
+    let _ = write!(
+        h,
+        "<tr><td class=\"stage\">{} <span class=\"tag\">(removed: baseline only)</span></td>\
+         <td><span class=\"base\">{}</span></td>",
+        escape(&s.key()),
+        s.count
+    );
+    for v in [s.p50_ns, s.p90_ns, s.p95_ns, s.p99_ns, s.p999_ns, s.max_ns] {
+        let _ = write!(h, "<td><span class=\"base\">{}</span></td>", format_ns(v));
+    }
+    let _ = writeln!(
+        h,
+        "<td><span class=\"base\">{}</span></td><td></td><td></td><td></td></tr>",
+        format_ns(s.mean_ns.round() as u64)
+    );
+}
+
+/// Text from profile files goes into HTML text and attribute values: escape all five.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+/// Milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS` (UTC), by Howard Hinnant's
+/// days-to-civil algorithm (proleptic Gregorian calendar).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape("<script>alert(\"x\" & 'y')</script>"),
+            "&lt;script&gt;alert(&quot;x&quot; &amp; &#39;y&#39;)&lt;/script&gt;"
+        );
+    }
+
+    /// References from `date -u -d @SECONDS`.
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_767_225_599_999), "2025-12-31 23:59:59");
+        assert_eq!(utc(1_709_210_096_000), "2024-02-29 12:34:56");
+    }
+}

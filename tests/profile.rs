@@ -1,0 +1,948 @@
+//! Perf profiles against references computed here: a collector's profile against the recorded
+//! values (sorted), a merge of two runs against one run that recorded both, a typed error naming
+//! the field for each kind of bad file, the file round trip, and floats that read back exactly.
+// Recording must be compiled in (`enable`, a default feature) for a collector to have figures.
+#![cfg(all(feature = "profile", feature = "test-util", feature = "enable"))]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{clock, install, serial, unique};
+use laptime::profile::{
+    FORMAT, Histogram, Profile, ProfileConfig, ProfileError, ProfileMeta, StageCounts,
+    StageProfile, VERSION,
+};
+use laptime::{Collector, CollectorHandle, Metric, SlaRule, Stage, Window};
+use proptest::prelude::*;
+
+const HIGHEST: Duration = Duration::from_secs(10);
+const HIGHEST_NS: u64 = 10_000_000_000;
+const DEADLINE: Duration = Duration::from_micros(500);
+
+/// A collector on the mock clock that runs cycles only when flushed, with a 10 s histogram and
+/// rings large enough that nothing recorded here is dropped.
+fn collector(deadline_stage: &'static str) -> CollectorHandle {
+    clock();
+    install(
+        Collector::builder()
+            .with_interval(Duration::from_secs(30))
+            .with_ring_capacity(1 << 16)
+            .with_histogram(3, HIGHEST)
+            .with_deadline(deadline_stage, DEADLINE),
+    )
+}
+
+/// Deterministic, widely spread durations in ns (1 ns to a few seconds).
+fn values(seed: u64, n: usize) -> Vec<u64> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let magnitude = x % 32; // up to 2^31 ns ≈ 2.1 s
+            1 + (x >> 8) % (1u64 << magnitude)
+        })
+        .collect()
+}
+
+/// The figures a stage should have, from its values: exact, independent of the library.
+struct Reference {
+    sorted: Vec<u64>,
+}
+
+impl Reference {
+    fn new(values: &[u64]) -> Self {
+        let mut sorted = values.to_vec();
+        sorted.sort_unstable();
+        Self { sorted }
+    }
+
+    fn at_rank(&self, q: f64) -> u64 {
+        self.sorted[laptime::rank(q, self.sorted.len() as u64) as usize - 1]
+    }
+
+    fn check(&self, s: &StageProfile, handle: &CollectorHandle, stage: Stage) {
+        let n = self.sorted.len() as u64;
+        let sum: u64 = self.sorted.iter().sum();
+        let key = s.key();
+        assert_eq!(s.count, n, "{key}");
+        assert_eq!(s.min_ns, self.sorted[0], "{key}");
+        assert_eq!(s.max_ns, *self.sorted.last().unwrap(), "{key}");
+        assert_eq!(s.sum_ns, sum, "{key}");
+        assert_eq!(s.mean_ns, sum as f64 / n as f64, "{key}");
+        let reported = [s.p50_ns, s.p90_ns, s.p95_ns, s.p99_ns, s.p999_ns];
+        let stats = handle.get_stats(stage, Window::Cumulative).unwrap();
+        let from_stats = [stats.p50, stats.p90, stats.p95, stats.p99, stats.p999]
+            .map(|d| u64::try_from(d.as_nanos()).unwrap());
+        assert_eq!(
+            reported, from_stats,
+            "{key}: the profile agrees with get_stats"
+        );
+        for (q, p) in [0.5, 0.9, 0.95, 0.99, 0.999].into_iter().zip(reported) {
+            let exact = self.at_rank(q);
+            assert!(
+                p >= exact && (p - exact) as f64 <= exact as f64 * 0.001,
+                "{key} q{q}: {p} vs exact {exact}"
+            );
+        }
+        // The histogram holds exactly the recorded values' buckets.
+        let mut reference = Histogram::new_with_bounds(1, HIGHEST_NS, 3).unwrap();
+        for &v in &self.sorted {
+            reference.record(v).unwrap();
+        }
+        assert_eq!(
+            recorded(&s.histogram().unwrap().unwrap()),
+            recorded(&reference)
+        );
+    }
+}
+
+/// A histogram's (bucket value, count) pairs.
+fn recorded(h: &Histogram) -> Vec<(u64, u64)> {
+    h.iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect()
+}
+
+fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap()
+}
+
+#[test]
+fn a_collectors_profile_matches_the_recorded_values() {
+    let _s = serial();
+    let clock = clock();
+    let plain = unique("profile_plain");
+    let spans = unique("profile_spans");
+    let watched = unique("profile_watched");
+    let sampled = unique("profile_sampled");
+    let saturating = unique("profile_saturating");
+    let labelled = Stage::with_labels(
+        unique("profile_labelled"),
+        &[("verb", "post"), ("api", "batch")],
+    )
+    .unwrap();
+    let before_install = std::time::SystemTime::now();
+    let handle = collector(watched);
+
+    let plain_values = values(1, 5000);
+    for &v in &plain_values {
+        laptime::record(plain, Duration::from_nanos(v));
+    }
+    // Spans timed on the mock clock: exact durations.
+    let span_values = values(2, 300);
+    for &v in &span_values {
+        let span = laptime::start(spans);
+        clock.advance(Duration::from_nanos(v));
+        drop(span);
+    }
+    laptime::start(spans).cancel();
+    // Around the deadline: some under, some over.
+    let watched_values: Vec<u64> = (1..=40).map(|i| i * 25_000).collect(); // 25 µs … 1 ms
+    for &v in &watched_values {
+        laptime::record(watched, Duration::from_nanos(v));
+    }
+    let misses = watched_values.iter().filter(|&&v| v > ns(DEADLINE)).count() as u64;
+    // Sampled out entirely for 7 calls, then recorded.
+    let sampled_stage = Stage::new(sampled).unwrap();
+    sampled_stage.set_sampling_rate(Some(0.0)).unwrap();
+    for _ in 0..7 {
+        laptime::record(sampled, Duration::from_micros(3));
+    }
+    sampled_stage.set_sampling_rate(None).unwrap();
+    let sampled_values = [3_000u64, 4_000, 5_000];
+    for &v in &sampled_values {
+        laptime::record(sampled, Duration::from_nanos(v));
+    }
+    // Above the histogram's highest value: saturated, but min, max and sum stay exact.
+    laptime::record(saturating, Duration::from_secs(20));
+    laptime::record(saturating, Duration::from_millis(1));
+    let labelled_values = values(3, 100);
+    for &v in &labelled_values {
+        laptime::record(labelled, Duration::from_nanos(v));
+    }
+
+    let profile = handle.profile("run").expect("the collector answers");
+    profile.validate().expect("a collector's profile is valid");
+    assert_eq!(
+        (profile.format.as_str(), profile.version),
+        (FORMAT, VERSION)
+    );
+    assert_eq!(profile.meta.name, "run");
+    assert!(!profile.meta.host.is_empty());
+    let since_epoch = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+    };
+    assert!(profile.meta.started_unix_ms >= since_epoch(before_install));
+    assert!(profile.meta.ended_unix_ms >= profile.meta.started_unix_ms);
+    let c = &profile.meta.config;
+    assert_eq!(
+        (c.significant_digits, c.highest_ns, c.sampling_rate),
+        (3, HIGHEST_NS, 1.0)
+    );
+    assert_eq!((c.interval_ns, c.ring_capacity), (30_000_000_000, 1 << 16));
+
+    // Every stage with activity, in stage-id order, as get_all_stats lists them.
+    let keys: Vec<String> = profile.stages.iter().map(StageProfile::key).collect();
+    let expected: Vec<String> = handle
+        .get_all_stats(Window::Cumulative)
+        .iter()
+        .map(|s| {
+            let mut labels: Vec<_> = s
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{v}\""))
+                .collect();
+            labels.sort();
+            if labels.is_empty() {
+                s.stage.to_owned()
+            } else {
+                format!("{}{{{}}}", s.stage, labels.join(","))
+            }
+        })
+        .collect();
+    assert_eq!(keys, expected);
+    assert_eq!(keys.len(), 6);
+
+    let stage = |key: &str| {
+        profile
+            .stage(key)
+            .unwrap_or_else(|| panic!("no stage {key}"))
+    };
+    Reference::new(&plain_values).check(stage(plain), &handle, Stage::new(plain).unwrap());
+
+    let s = stage(spans);
+    Reference::new(&span_values).check(s, &handle, Stage::new(spans).unwrap());
+    assert_eq!((s.cancelled, s.calls), (1, 301));
+
+    let s = stage(watched);
+    Reference::new(&watched_values).check(s, &handle, Stage::new(watched).unwrap());
+    assert_eq!(s.deadline_ns, Some(ns(DEADLINE)));
+    assert_eq!((s.deadline_misses, misses), (20, 20));
+    assert_eq!(s.deadline_miss_pct, 50.0);
+    assert_eq!(stage(plain).deadline_ns, None);
+
+    let s = stage(sampled);
+    Reference::new(&sampled_values).check(s, &handle, sampled_stage);
+    assert_eq!((s.count, s.sampled_out, s.calls), (3, 7, 10));
+
+    let s = stage(saturating);
+    assert_eq!(
+        (s.count, s.saturated, s.min_ns, s.max_ns, s.sum_ns),
+        (2, 1, 1_000_000, 20_000_000_000, 20_001_000_000)
+    );
+    let stats = handle.get_stats(saturating, Window::Cumulative).unwrap();
+    assert_eq!((s.p50_ns, s.p999_ns), (ns(stats.p50), ns(stats.p999)));
+
+    let key = format!("{}{{api=\"batch\",verb=\"post\"}}", labelled.name());
+    let s = stage(&key);
+    Reference::new(&labelled_values).check(s, &handle, labelled);
+    assert_eq!(
+        s.labels,
+        BTreeMap::from([
+            ("api".to_owned(), "batch".to_owned()),
+            ("verb".to_owned(), "post".to_owned())
+        ])
+    );
+    for s in &profile.stages {
+        assert_eq!(
+            (s.dropped, s.calls),
+            (0, s.count + s.sampled_out + s.cancelled)
+        );
+    }
+}
+
+#[test]
+fn a_profile_asked_from_an_sla_callback_is_an_error_not_a_deadlock() {
+    let _s = serial();
+    clock();
+    let name = unique("profile_callback");
+    // The callback reaches the handle through this slot; taken out before the handle is dropped.
+    let slot: Arc<Mutex<Option<CollectorHandle>>> = Arc::default();
+    let outcome: Arc<Mutex<Option<Result<Profile, ProfileError>>>> = Arc::default();
+    let (from_slot, to_outcome) = (slot.clone(), outcome.clone());
+    let handle = install(
+        Collector::builder()
+            .with_interval(Duration::from_secs(30))
+            .with_sla_rule(
+                SlaRule::new(name, Window::S1, Metric::Max).critical(Duration::from_millis(1)),
+            )
+            .with_sla_callback(move |_| {
+                if let Some(handle) = from_slot.lock().unwrap().as_ref() {
+                    *to_outcome.lock().unwrap() = Some(handle.profile("from the callback"));
+                }
+            }),
+    );
+    *slot.lock().unwrap() = Some(handle);
+    laptime::record(name, Duration::from_millis(2));
+    assert!(laptime::flush());
+    match outcome.lock().unwrap().take().expect("the callback ran") {
+        Err(e @ ProfileError::Collector { .. }) => {
+            assert!(e.to_string().contains("SLA callback"), "{e}")
+        }
+        other => panic!("expected a collector error, got {other:?}"),
+    }
+    let handle = slot.lock().unwrap().take().unwrap();
+    let profile = handle
+        .profile("after")
+        .expect("other threads are still answered");
+    assert_eq!(profile.stage(name).unwrap().count, 1);
+}
+
+/// Stages of one name registered with the same labels in another order are one stage in the
+/// profile: their spans in one histogram, their counts added.
+#[test]
+fn stages_with_labels_in_another_order_are_one_profile_stage() {
+    let _s = serial();
+    clock();
+    let name = unique("profile_label_order");
+    let ab = Stage::with_labels(name, &[("a", "1"), ("b", "2")]).unwrap();
+    let ba = Stage::with_labels(name, &[("b", "2"), ("a", "1")]).unwrap();
+    let handle = collector(unique("profile_label_order_deadline"));
+    let (first, second) = (values(40, 700), values(41, 300));
+    for &v in &first {
+        laptime::record(ab, Duration::from_nanos(v));
+    }
+    for &v in &second {
+        laptime::record(ba, Duration::from_nanos(v));
+    }
+    let profile = handle.profile("order").unwrap();
+    assert_eq!(
+        handle.get_all_stats(Window::Cumulative).len(),
+        2,
+        "two stages in the collector"
+    );
+    let keys: Vec<String> = profile.stages.iter().map(StageProfile::key).collect();
+    let key = format!("{name}{{a=\"1\",b=\"2\"}}");
+    assert_eq!(keys, [key.as_str()]);
+    let s = &profile.stages[0];
+    let all: Vec<u64> = first.iter().chain(&second).copied().collect();
+    assert_eq!(
+        (s.count, s.min_ns, s.max_ns, s.sum_ns, s.calls),
+        (
+            1000,
+            *all.iter().min().unwrap(),
+            *all.iter().max().unwrap(),
+            all.iter().sum(),
+            1000
+        )
+    );
+    let mut reference = Histogram::new_with_bounds(1, HIGHEST_NS, 3).unwrap();
+    for &v in &all {
+        reference.record(v).unwrap();
+    }
+    assert_eq!(
+        recorded(&s.histogram().unwrap().unwrap()),
+        recorded(&reference)
+    );
+    let sorted = Reference::new(&all);
+    for (q, p) in [0.5, 0.99].into_iter().zip([s.p50_ns, s.p99_ns]) {
+        let exact = sorted.at_rank(q);
+        assert!(
+            p >= exact && (p - exact) as f64 <= exact as f64 * 0.001,
+            "q{q}: {p} vs exact {exact}"
+        );
+    }
+}
+
+/// What the merge test records: set 1 or set 2 of every stage.
+fn record_set(set: u64, plain: &'static str, watched: &'static str, labelled: Stage) {
+    for v in values(10 + set, 2000) {
+        laptime::record(plain, Duration::from_nanos(v));
+    }
+    for i in 1..=30 {
+        laptime::record(watched, Duration::from_micros(i * 20 * set));
+    }
+    let stage = Stage::new(watched).unwrap();
+    stage.set_sampling_rate(Some(0.0)).unwrap();
+    for _ in 0..set * 3 {
+        laptime::record(watched, Duration::from_micros(1));
+    }
+    stage.set_sampling_rate(None).unwrap();
+    laptime::start(watched).cancel();
+    if set == 2 {
+        // Only the second run sees this stage.
+        for v in values(20, 50) {
+            laptime::record(labelled, Duration::from_nanos(v));
+        }
+    }
+}
+
+#[test]
+fn merging_two_runs_equals_one_run_of_both() {
+    let _s = serial();
+    clock();
+    let plain = unique("merge_plain");
+    let watched = unique("merge_watched");
+    let labelled = Stage::with_labels(unique("merge_labelled"), &[("venue", "x")]).unwrap();
+    let take = |name: &str, sets: &[u64]| {
+        let handle = collector(watched);
+        for &set in sets {
+            record_set(set, plain, watched, labelled);
+        }
+        let mut profile = handle.profile(name).unwrap();
+        profile.meta.git_revision = Some("abc123".into());
+        profile.meta.tags = BTreeMap::from([
+            ("env".to_owned(), "ci".to_owned()),
+            ("run".to_owned(), name.to_owned()),
+        ]);
+        profile
+    };
+    let a = take("a", &[1]);
+    let b = take("b", &[2]);
+    let both = take("both", &[1, 2]);
+
+    let merged = Profile::merge("a+b", &[a.clone(), b.clone()]).unwrap();
+    merged.validate().unwrap();
+    // Stages in order of first appearance: `a` never saw the labelled one.
+    let keys = |p: &Profile| p.stages.iter().map(StageProfile::key).collect::<Vec<_>>();
+    let labelled_key = format!("{}{{venue=\"x\"}}", labelled.name());
+    assert_eq!(keys(&merged), [watched, plain, labelled_key.as_str()]);
+    assert_eq!(keys(&both), [labelled_key.as_str(), watched, plain]);
+    for m in &merged.stages {
+        let c = both.stage(&m.key()).unwrap();
+        let hist = |s: &StageProfile| recorded(&s.histogram().unwrap().unwrap());
+        assert_eq!(hist(m), hist(c), "{}: histograms", m.key());
+        // Every figure, the histogram text aside (deflate output may differ between equal
+        // histograms recorded in another order).
+        let without_text = |s: &StageProfile| {
+            let mut s = s.clone();
+            s.histogram = None;
+            s
+        };
+        assert_eq!(without_text(m), without_text(c), "{}", m.key());
+    }
+    let w = merged.stage(watched).unwrap();
+    // Over 500 µs: 520–600 µs in set 1 (5), 520–1200 µs in set 2 (18).
+    assert_eq!(
+        (w.count, w.sampled_out, w.cancelled, w.deadline_misses),
+        (60, 9, 2, 5 + 18)
+    );
+
+    let meta = &merged.meta;
+    assert_eq!(meta.name, "a+b");
+    assert_eq!(meta.merged_from, ["a", "b"]);
+    assert_eq!(meta.started_unix_ms, a.meta.started_unix_ms);
+    assert_eq!(meta.ended_unix_ms, b.meta.ended_unix_ms);
+    assert_eq!(meta.host, a.meta.host, "one host, named once");
+    assert_eq!(meta.git_revision.as_deref(), Some("abc123"));
+    assert_eq!(
+        meta.tags,
+        BTreeMap::from([("env".to_owned(), "ci".to_owned())]),
+        "only the tags every input shares"
+    );
+    assert_eq!(meta.config, a.meta.config);
+}
+
+#[test]
+fn merge_refuses_what_it_cannot_add() {
+    let stage = small_stage("s", &[10, 20, 30]);
+    let profile = |digits: u8| {
+        Profile::new(
+            ProfileMeta::new("p", ProfileConfig::new(digits, HIGHEST_NS)),
+            vec![if digits == 3 {
+                stage.clone()
+            } else {
+                let mut h = Histogram::new_with_bounds(1, HIGHEST_NS, digits).unwrap();
+                h.record(10).unwrap();
+                StageProfile::from_histogram("s", BTreeMap::new(), &h, counts(&[10])).unwrap()
+            }],
+        )
+    };
+    let message = |r: Result<Profile, ProfileError>| match r {
+        Err(e @ ProfileError::Merge { .. }) => e.to_string(),
+        other => panic!("expected a merge error, got {other:?}"),
+    };
+    assert!(message(Profile::merge("m", &[])).contains("no profiles"));
+    let m = message(Profile::merge("m", &[profile(3), profile(2)]));
+    assert!(m.contains("significant digits"), "{m}");
+    let mut bare = profile(3);
+    bare.stages[0].histogram = None;
+    let m = message(Profile::merge("m", &[profile(3), bare]));
+    assert!(
+        m.contains("stage s of input 1") && m.contains("no histogram"),
+        "{m}"
+    );
+}
+
+/// Misses counted against different deadlines cannot be added up: the merge names the stage and
+/// both deadlines. Sampling rates that differ merge to the lowest; interval and ring capacity
+/// are the first input's.
+#[test]
+fn merge_refuses_different_deadlines_and_takes_the_lowest_sampling_rate() {
+    let with_deadline = |deadline: Option<u64>, rate: f64, interval_ns: u64| {
+        let mut h = Histogram::new_with_bounds(1, HIGHEST_NS, 3).unwrap();
+        for v in [10, 20, 30] {
+            h.record(v).unwrap();
+        }
+        let c = StageCounts {
+            deadline_ns: deadline,
+            deadline_misses: u64::from(deadline.is_some()),
+            ..counts(&[10, 20, 30])
+        };
+        let stage = StageProfile::from_histogram("s", BTreeMap::new(), &h, c).unwrap();
+        let mut config = ProfileConfig::new(3, HIGHEST_NS);
+        config.sampling_rate = rate;
+        config.interval_ns = interval_ns;
+        Profile::new(ProfileMeta::new("p", config), vec![stage])
+    };
+    let message = |r: Result<Profile, ProfileError>| match r {
+        Err(e @ ProfileError::Merge { .. }) => e.to_string(),
+        other => panic!("expected a merge error, got {other:?}"),
+    };
+    let m = message(Profile::merge(
+        "m",
+        &[
+            with_deadline(Some(2_000_000), 1.0, 1),
+            with_deadline(Some(2_000_100), 1.0, 1),
+        ],
+    ));
+    assert_eq!(
+        m,
+        "cannot merge profiles: stage s has deadline 2000000 ns in input 0 (\"p\") but \
+         2000100 ns in input 1 (\"p\"): its misses were counted against different deadlines \
+         and cannot be added up; merge runs taken with the same deadline, or leave the stage out"
+    );
+    let m = message(Profile::merge(
+        "m",
+        &[
+            with_deadline(Some(2_000_000), 1.0, 1),
+            with_deadline(None, 1.0, 1),
+        ],
+    ));
+    assert!(
+        m.contains("2000000 ns in input 0") && m.contains("none in input 1"),
+        "{m}"
+    );
+
+    let merged = Profile::merge(
+        "m",
+        &[
+            with_deadline(Some(5), 0.5, 10_000_000),
+            with_deadline(Some(5), 0.25, 20_000_000),
+            with_deadline(Some(5), 1.0, 30_000_000),
+        ],
+    )
+    .unwrap();
+    let c = &merged.meta.config;
+    assert_eq!((c.sampling_rate, c.interval_ns), (0.25, 10_000_000));
+    assert_eq!(merged.stages[0].deadline_ns, Some(5));
+    assert_eq!(merged.stages[0].deadline_misses, 3);
+}
+
+fn counts(values: &[u64]) -> StageCounts {
+    StageCounts {
+        min_ns: *values.iter().min().unwrap(),
+        max_ns: *values.iter().max().unwrap(),
+        sum_ns: values.iter().sum(),
+        ..StageCounts::default()
+    }
+}
+
+fn small_stage(name: &str, values: &[u64]) -> StageProfile {
+    let mut h = Histogram::new_with_bounds(1, HIGHEST_NS, 3).unwrap();
+    for &v in values {
+        h.record(v).unwrap();
+    }
+    StageProfile::from_histogram(name, BTreeMap::new(), &h, counts(values)).unwrap()
+}
+
+/// A valid two-stage profile as a JSON value, to break one field at a time.
+fn valid_json() -> serde_json::Value {
+    let profile = Profile::new(
+        ProfileMeta::new("errors", ProfileConfig::new(3, HIGHEST_NS)),
+        vec![
+            small_stage("first", &[100, 200, 300, 400, 5000]),
+            small_stage("second", &[7, 8]),
+        ],
+    );
+    serde_json::from_str(&profile.to_json()).unwrap()
+}
+
+fn parse(value: &serde_json::Value) -> ProfileError {
+    let text = serde_json::to_string_pretty(value).unwrap();
+    Profile::from_json(text.as_bytes()).expect_err("the broken profile must be refused")
+}
+
+#[test]
+fn the_valid_reference_parses() {
+    let text = serde_json::to_string(&valid_json()).unwrap();
+    Profile::from_json(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn a_missing_field_is_named() {
+    let mut v = valid_json();
+    v["stages"][0].as_object_mut().unwrap().remove("count");
+    let e = parse(&v);
+    assert!(
+        matches!(&e, ProfileError::Field { path, message } if path == "stages[0].count" && message.contains("missing")),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("`stages[0].count`"), "{e}");
+}
+
+#[test]
+fn a_wrong_type_is_named() {
+    let mut v = valid_json();
+    v["stages"][1]["p95_ns"] = "fast".into();
+    let e = parse(&v);
+    assert!(
+        matches!(&e, ProfileError::Field { path, message } if path == "stages[1].p95_ns" && message.contains("invalid type")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn an_unknown_field_is_named() {
+    let mut v = valid_json();
+    v["meta"]["config"]["colour"] = "blue".into();
+    let e = parse(&v);
+    assert!(
+        matches!(&e, ProfileError::Field { path, message } if path.starts_with("meta.config") && message.contains("unknown field `colour`")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn another_format_is_named_as_such() {
+    let mut v = valid_json();
+    v["format"] = "chrome-trace".into();
+    let e = parse(&v);
+    assert!(
+        matches!(&e, ProfileError::Format { found } if found == "\"chrome-trace\""),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("laptime-profile"), "{e}");
+    v.as_object_mut().unwrap().remove("format");
+    assert!(matches!(parse(&v), ProfileError::Format { .. }));
+}
+
+#[test]
+fn a_newer_version_is_named_before_its_unknown_fields() {
+    let mut v = valid_json();
+    v["version"] = 2.into();
+    v["stages"][0]["p9999_ns"] = 1.into(); // a field version 2 might add
+    let e = parse(&v);
+    assert!(
+        matches!(
+            e,
+            ProfileError::Version {
+                found: 2,
+                supported: 1
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("version 2"), "{e}");
+}
+
+#[test]
+fn percentiles_out_of_order_are_refused() {
+    let mut v = valid_json();
+    let p50 = v["stages"][0]["p50_ns"].as_u64().unwrap();
+    v["stages"][0]["p95_ns"] = (p50 - 1).into();
+    let e = parse(&v);
+    assert!(
+        matches!(&e, ProfileError::Invalid { path, .. } if path == "stages[0].p95_ns"),
+        "{e:?}"
+    );
+}
+
+/// A stage with a histogram carries the percentiles the histogram gives: a hand-edited one is
+/// refused, naming the field and the value to write.
+#[test]
+fn a_percentile_its_histogram_does_not_give_is_refused() {
+    let wide: Vec<u64> = (1..=1000).collect();
+    let profile = Profile::new(
+        ProfileMeta::new("edited", ProfileConfig::new(3, HIGHEST_NS)),
+        vec![small_stage("narrow", &[7, 8]), small_stage("wide", &wide)],
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&profile.to_json()).unwrap();
+    // Below 2048 ns, 3 significant digits are exact: the sorted values' nearest ranks.
+    let at = |f: &str| v["stages"][1][f].as_u64().unwrap();
+    assert_eq!(
+        [
+            at("p50_ns"),
+            at("p90_ns"),
+            at("p95_ns"),
+            at("p99_ns"),
+            at("p999_ns")
+        ],
+        [500, 900, 950, 990, 999]
+    );
+    // Still in order (p95 ≤ 991 ≤ p999), so only the histogram can tell.
+    v["stages"][1]["p99_ns"] = 991.into();
+    let e = parse(&v);
+    match &e {
+        ProfileError::Invalid { path, message } => {
+            assert_eq!(path, "stages[1].p99_ns");
+            assert!(
+                message.starts_with("p99_ns is 991 but the histogram gives 990"),
+                "{message}"
+            );
+        }
+        other => panic!("expected an invalid-field error, got {other:?}"),
+    }
+    // Without the histogram, hand-written figures are taken as they are.
+    v["stages"][1].as_object_mut().unwrap().remove("histogram");
+    let p = Profile::from_json(serde_json::to_string(&v).unwrap().as_bytes()).unwrap();
+    assert_eq!(p.stages[1].p99_ns, 991);
+    // The same check on a profile built in memory.
+    let mut edited = profile.clone();
+    edited.stages[0].p50_ns = 8;
+    assert!(matches!(
+        edited.validate(),
+        Err(ProfileError::Invalid { path, .. }) if path == "stages[0].p50_ns"
+    ));
+}
+
+#[test]
+fn a_count_the_histogram_does_not_hold_is_refused() {
+    let mut v = valid_json();
+    // The second stage's histogram (2 values) under the first stage (5 values).
+    v["stages"][0]["histogram"] = v["stages"][1]["histogram"].clone();
+    let e = parse(&v);
+    assert!(
+        matches!(&e, ProfileError::Invalid { path, message } if path == "stages[0].histogram" && message.contains("holds 2 values but count is 5")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn other_contradictions_are_refused() {
+    let cases: [(&str, &str, serde_json::Value); 6] = [
+        ("calls", "stages[1].calls", 3.into()),
+        ("mean_ns", "stages[1].mean_ns", 7.25.into()),
+        (
+            "deadline_miss_pct",
+            "stages[1].deadline_miss_pct",
+            1.0.into(),
+        ),
+        ("max_ns", "stages[1].max_ns", 7.into()),
+        ("saturated", "stages[1].saturated", 3.into()),
+        ("name", "stages[1].name", "first".into()),
+    ];
+    for (field, path, value) in cases {
+        let mut v = valid_json();
+        v["stages"][1][field] = value;
+        let e = parse(&v);
+        assert!(
+            matches!(&e, ProfileError::Invalid { path: p, .. } if p == path),
+            "{field}: {e:?}"
+        );
+    }
+    let mut v = valid_json();
+    v["meta"]["config"]["sampling_rate"] = 1.5.into();
+    assert!(
+        matches!(parse(&v), ProfileError::Invalid { path, .. } if path == "meta.config.sampling_rate")
+    );
+    let mut v = valid_json();
+    v["meta"]["config"]["significant_digits"] = 2.into();
+    let e = parse(&v);
+    assert!(
+        matches!(&e, ProfileError::Histogram { path, message } if path == "stages[0].histogram" && message.contains("meta.config")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_histogram_that_is_not_base64_is_refused() {
+    let mut v = valid_json();
+    v["stages"][1]["histogram"] = "not base64!".into();
+    let e = parse(&v);
+    assert!(
+        matches!(&e, ProfileError::Histogram { path, message } if path == "stages[1].histogram" && message.contains("base64")),
+        "{e:?}"
+    );
+    // Base64, but not a histogram.
+    v["stages"][1]["histogram"] = "aGVsbG8gd29ybGQ=".into();
+    let e = parse(&v);
+    assert!(
+        matches!(&e, ProfileError::Histogram { message, .. } if message.contains("cookie")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn truncated_json_is_a_syntax_error_with_its_line() {
+    let text = serde_json::to_string_pretty(&valid_json()).unwrap();
+    let cut = &text[..text.len() / 2];
+    let e = Profile::from_json(cut.as_bytes()).unwrap_err();
+    match &e {
+        ProfileError::Syntax { line, .. } => assert_eq!(*line, cut.lines().count()),
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+    assert!(e.to_string().contains("line"), "{e}");
+    let e = Profile::from_json(b"<profile/>").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProfileError::Syntax {
+                line: 1,
+                column: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = Profile::from_json(b"[1, 2]").unwrap_err();
+    assert!(
+        matches!(&e, ProfileError::Field { path, .. } if path.is_empty()),
+        "{e:?}"
+    );
+}
+
+/// A unique directory under the system's temp dir, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "laptime-profile-{}-{}",
+            std::process::id(),
+            unique("dir")
+        ));
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_written_profile_reads_back_unchanged() {
+    let dir = TempDir::new();
+    let path = dir.0.join("nested/deeper/run.json");
+    let text = serde_json::to_string(&valid_json()).unwrap();
+    let profile = Profile::from_json(text.as_bytes()).unwrap();
+    profile.write(&path).unwrap();
+    assert_eq!(Profile::from_path(&path).unwrap(), profile);
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(written, profile.to_json());
+    assert!(written.ends_with("}\n"));
+    let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["run.json"], "no temporary file left behind");
+
+    // What could not be read back is not written.
+    let mut broken = profile.clone();
+    broken.stages[0].p50_ns = broken.stages[0].max_ns + 1;
+    let refused = dir.0.join("refused.json");
+    assert!(matches!(
+        broken.write(&refused),
+        Err(ProfileError::Invalid { .. })
+    ));
+    assert!(!refused.exists());
+
+    let missing = dir.0.join("absent.json");
+    match Profile::from_path(&missing) {
+        Err(e @ ProfileError::Io { .. }) => {
+            assert!(e.to_string().contains("absent.json"), "{e}")
+        }
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+}
+
+fn text() -> impl Strategy<Value = String> {
+    // Any characters, quotes, backslashes and control characters included; never empty.
+    proptest::string::string_regex("(.|\n|\"|\\\\|\u{0}){1,12}").unwrap()
+}
+
+prop_compose! {
+    fn stage_strategy()(
+        name in text(),
+        labels in proptest::collection::btree_map(text(), text(), 0..3),
+        values in proptest::collection::vec(0u64..HIGHEST_NS, 0..40),
+        misses in 0u64..50,
+        dropped in 0u64..5,
+        sampled_out in 0u64..5,
+        cancelled in 0u64..5,
+        deadline in proptest::option::of(1u64..1_000_000_000),
+    ) -> StageProfile {
+        let mut h = Histogram::new_with_bounds(1, HIGHEST_NS, 3).unwrap();
+        let mut c = StageCounts {
+            deadline_ns: deadline,
+            deadline_misses: misses,
+            dropped,
+            sampled_out,
+            cancelled,
+            ..StageCounts::default()
+        };
+        if !values.is_empty() {
+            c = counts(&values);
+            c.deadline_ns = deadline;
+            c.deadline_misses = misses;
+            c.dropped = dropped;
+            c.sampled_out = sampled_out;
+            c.cancelled = cancelled;
+        }
+        for &v in &values {
+            h.record(v).unwrap();
+        }
+        StageProfile::from_histogram(name, labels, &h, c).unwrap()
+    }
+}
+
+prop_compose! {
+    fn profile_strategy()(
+        name in text(),
+        host in text(),
+        git in proptest::option::of(text()),
+        tags in proptest::collection::btree_map(text(), text(), 0..3),
+        rate in 0.0f64..=1.0,
+        started in any::<u64>(),
+        stages in proptest::collection::vec(stage_strategy(), 0..4),
+    ) -> Profile {
+        let mut config = ProfileConfig::new(3, HIGHEST_NS);
+        config.sampling_rate = rate;
+        let mut meta = ProfileMeta::new(name, config);
+        meta.host = host;
+        meta.git_revision = git;
+        meta.tags = tags;
+        meta.started_unix_ms = started;
+        // Distinct stages only (a profile holds each key once).
+        let mut seen = std::collections::BTreeSet::new();
+        let stages = stages.into_iter().filter(|s| seen.insert(s.key())).collect();
+        Profile::new(meta, stages)
+    }
+}
+
+fn finite() -> impl Strategy<Value = f64> {
+    any::<f64>().prop_filter("JSON holds finite numbers only", |f| f.is_finite())
+}
+
+proptest! {
+    #![proptest_config(common::proptest_config("profile"))]
+
+    #[test]
+    fn consistent_profiles_survive_the_file_format(profile in profile_strategy()) {
+        let again = Profile::from_json(profile.to_json().as_bytes()).unwrap();
+        prop_assert_eq!(again, profile);
+    }
+
+    /// The serde layer alone (no validation): any finite float reads back bit for bit.
+    #[test]
+    fn floats_read_back_exactly(mean in finite(), pct in finite(), rate in finite()) {
+        let mut profile = Profile::new(
+            ProfileMeta::new("floats", ProfileConfig::new(3, HIGHEST_NS)),
+            vec![small_stage("s", &[1, 2, 3])],
+        );
+        profile.meta.config.sampling_rate = rate;
+        profile.stages[0].mean_ns = mean;
+        profile.stages[0].deadline_miss_pct = pct;
+        let again: Profile = serde_json::from_str(&profile.to_json()).unwrap();
+        prop_assert_eq!(again.meta.config.sampling_rate.to_bits(), rate.to_bits());
+        prop_assert_eq!(again.stages[0].mean_ns.to_bits(), mean.to_bits());
+        prop_assert_eq!(again.stages[0].deadline_miss_pct.to_bits(), pct.to_bits());
+    }
+}
