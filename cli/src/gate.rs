@@ -1,0 +1,840 @@
+//! The performance gate: compares a current perf profile with a baseline, stage by stage, and
+//! says whether p95, p99 or the deadline-miss percentage regressed.
+//!
+//! Thresholds (the CI gate's defaults): p95 +3 %, p99 +5 % (relative to the baseline), deadline
+//! misses +1 percentage point. In the default noise-aware mode a change is a regression only when
+//! the whole confidence interval of the change lies above the threshold:
+//!
+//! * p95 and p99: a bootstrap over both stages' histograms ([`crate::interval`]); a stage without
+//!   a histogram on either side (a hand-written profile) is judged on its point values;
+//! * deadline misses: Newcombe's hybrid score interval for the difference of two proportions
+//!   ([`crate::interval::newcombe_difference`]), where a stage's proportion is
+//!   `misses / max(count, misses)`, as in the profile's `deadline_miss_pct`.
+//!
+//! `strict` judges the point values alone (the interval is still shown). Stages present in one
+//! profile only are listed as added or removed (the summary line names the removed ones); stages
+//! with fewer than `min_count` spans on either side are listed as not judged. Neither fails the
+//! gate, but when no stage at all is judged (the current profile is empty, every stage was
+//! renamed, or none has enough spans) the gate cannot pass: [`gate`] returns
+//! [`GateError::NothingJudged`] and the command exits 2.
+//!
+//! ```no_run
+//! use laptime_cli::gate::{gate, GateOptions};
+//! use laptime_cli::load_profile;
+//!
+//! let baseline = load_profile("baseline", "base.json".as_ref())?;
+//! let current = load_profile("current", "cur.json".as_ref())?;
+//! let report = gate(&baseline, &current, &GateOptions::default())?;
+//! println!("{}", report.to_markdown());
+//! std::process::exit(report.exit_code().into());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::fmt::{self, Write as _};
+
+use laptime::profile::{Profile, ProfileError, StageProfile};
+use laptime::report::format_ns;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::interval::{QuantileSampler, bootstrap_relative_pct, newcombe_difference, relative_pct};
+
+/// How the gate judges.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct GateOptions {
+    /// Largest allowed p95 increase, in percent of the baseline (default 3).
+    pub p95_pct: f64,
+    /// Largest allowed p99 increase, in percent of the baseline (default 5).
+    pub p99_pct: f64,
+    /// Largest allowed deadline-miss increase, in percentage points (default 1).
+    pub deadline_miss_points: f64,
+    /// Judge point values only, not intervals (default false).
+    pub strict: bool,
+    /// Seed of the bootstrap: the same inputs and seed give the same report (default 1).
+    pub seed: u64,
+    /// Confidence of the intervals, in (0, 1) (default 0.95).
+    pub confidence: f64,
+    /// Bootstrap replicates per metric (default 2000).
+    pub replicates: usize,
+    /// Stages with fewer spans than this on either side are not judged (default 30).
+    pub min_count: u64,
+}
+
+impl Default for GateOptions {
+    fn default() -> Self {
+        GateOptions {
+            p95_pct: 3.0,
+            p99_pct: 5.0,
+            deadline_miss_points: 1.0,
+            strict: false,
+            seed: 1,
+            confidence: 0.95,
+            replicates: 2000,
+            min_count: 30,
+        }
+    }
+}
+
+impl GateOptions {
+    /// Checks every option; the error names the one to change.
+    pub fn validate(&self) -> Result<(), GateError> {
+        let bad = |option: &'static str, value: String, expected: &'static str| {
+            Err(GateError::InvalidOption {
+                option,
+                value,
+                expected,
+            })
+        };
+        for (option, v) in [
+            ("--p95", self.p95_pct),
+            ("--p99", self.p99_pct),
+            ("--deadline-miss", self.deadline_miss_points),
+        ] {
+            if !v.is_finite() {
+                return bad(option, v.to_string(), "a finite number");
+            }
+        }
+        if !(self.confidence > 0.0 && self.confidence < 1.0) {
+            return bad(
+                "--confidence",
+                self.confidence.to_string(),
+                "a number between 0 and 1, such as 0.95",
+            );
+        }
+        if !(100..=1_000_000).contains(&self.replicates) {
+            return bad(
+                "--replicates",
+                self.replicates.to_string(),
+                "between 100 and 1000000",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Why the gate could not judge (the command exits with 2).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum GateError {
+    /// An option is out of range.
+    InvalidOption {
+        /// The command-line option.
+        option: &'static str,
+        /// The value given.
+        value: String,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// No stage is in both profiles with enough spans, so nothing was compared: the current
+    /// profile is empty, its stages were renamed, or none has `min_count` spans. The report
+    /// (every stage added, removed or with too few samples) says which.
+    NothingJudged {
+        /// What the gate found, to show with the error.
+        report: Box<GateReport>,
+    },
+    /// A stage's histogram could not be decoded.
+    Histogram {
+        /// `baseline` or `current`.
+        side: &'static str,
+        /// The stage's key.
+        stage: String,
+        /// The decoding error.
+        source: ProfileError,
+    },
+}
+
+impl fmt::Display for GateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GateError::InvalidOption {
+                option,
+                value,
+                expected,
+            } => write!(f, "{option} {value}: must be {expected}"),
+            GateError::NothingJudged { report } => f.write_str(&report.nothing_judged()),
+            GateError::Histogram {
+                side,
+                stage,
+                source,
+            } => write!(f, "{side} profile, stage {stage}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for GateError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            GateError::Histogram { source, .. } => Some(source),
+            GateError::InvalidOption { .. } | GateError::NothingJudged { .. } => None,
+        }
+    }
+}
+
+/// A gated metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    /// The 95th percentile (values in ns, change in percent).
+    P95,
+    /// The 99th percentile (values in ns, change in percent).
+    P99,
+    /// Deadline misses (values in percent, change in percentage points).
+    DeadlineMiss,
+}
+
+impl Metric {
+    /// The name shown in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::P95 => "p95",
+            Metric::P99 => "p99",
+            Metric::DeadlineMiss => "deadline miss",
+        }
+    }
+}
+
+/// How a row's interval was computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntervalMethod {
+    /// Order-statistic bootstrap over both histograms.
+    Bootstrap,
+    /// Newcombe's hybrid score interval for two proportions.
+    Newcombe,
+}
+
+/// A row's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within the threshold.
+    Pass,
+    /// The point change is above the threshold but the interval reaches below it (noise-aware
+    /// mode only): not a regression.
+    WithinNoise,
+    /// A regression: fails the gate.
+    Regression,
+}
+
+/// One metric of one stage.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct MetricRow {
+    /// The metric.
+    pub metric: Metric,
+    /// The baseline's value: ns for percentiles, percent for deadline misses.
+    pub baseline: f64,
+    /// The current value, in the same unit.
+    pub current: f64,
+    /// The change: percent of the baseline for percentiles, percentage points for deadline misses.
+    pub delta: f64,
+    /// The largest change allowed, in the unit of `delta`.
+    pub threshold: f64,
+    /// The confidence interval of `delta`, when it could be computed.
+    pub interval: Option<(f64, f64)>,
+    /// How `interval` was computed.
+    pub method: Option<IntervalMethod>,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+/// What the gate made of one stage.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StageResult {
+    /// Judged: one row per metric.
+    Judged(Vec<MetricRow>),
+    /// Fewer spans than `min_count` on one side: not judged.
+    TooFewSamples {
+        /// Spans in the baseline.
+        baseline_count: u64,
+        /// Spans in the current profile.
+        current_count: u64,
+    },
+    /// Only in the current profile.
+    Added,
+    /// Only in the baseline.
+    Removed,
+}
+
+/// One stage of the report.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StageReport {
+    /// The stage's key (`name` or `name{k="v"}`).
+    pub stage: String,
+    /// What the gate made of it.
+    pub result: StageResult,
+}
+
+/// The gate's findings.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct GateReport {
+    /// Every stage of both profiles: the baseline's order, then stages only in the current one.
+    pub stages: Vec<StageReport>,
+    /// Things worth knowing that do not fail the gate (different histogram settings, stages judged
+    /// without a histogram).
+    pub notes: Vec<String>,
+    /// The options the gate ran with.
+    pub options: GateOptions,
+    /// How the report names the baseline (its profile name; the CLI puts the file's path).
+    pub baseline_source: String,
+    /// How the report names the current profile.
+    pub current_source: String,
+}
+
+impl GateReport {
+    /// Every judged row with its stage.
+    pub fn rows(&self) -> impl Iterator<Item = (&str, &MetricRow)> {
+        self.stages.iter().flat_map(|s| match &s.result {
+            StageResult::Judged(rows) => rows.iter().map(|r| (s.stage.as_str(), r)).collect(),
+            _ => Vec::new(),
+        })
+    }
+
+    /// The rows that fail the gate.
+    pub fn regressions(&self) -> impl Iterator<Item = (&str, &MetricRow)> {
+        self.rows()
+            .filter(|(_, r)| r.verdict == Verdict::Regression)
+    }
+
+    /// Whether at least one stage was judged and no row regressed.
+    pub fn passed(&self) -> bool {
+        self.judged() > 0 && self.regressions().next().is_none()
+    }
+
+    /// The command's exit code: 0 passed, 1 regression, 2 nothing judged.
+    pub fn exit_code(&self) -> u8 {
+        if self.judged() == 0 {
+            2
+        } else if self.passed() {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// Stages judged on both sides.
+    pub fn judged(&self) -> usize {
+        self.stages
+            .iter()
+            .filter(|s| matches!(s.result, StageResult::Judged(_)))
+            .count()
+    }
+
+    /// The stages with the given result kind.
+    fn stages_where(&self, f: impl Fn(&StageResult) -> bool) -> Vec<&str> {
+        self.stages
+            .iter()
+            .filter(|s| f(&s.result))
+            .map(|s| s.stage.as_str())
+            .collect()
+    }
+
+    /// Stages only in the current profile.
+    pub fn added(&self) -> Vec<&str> {
+        self.stages_where(|r| matches!(r, StageResult::Added))
+    }
+
+    /// Stages only in the baseline.
+    pub fn removed(&self) -> Vec<&str> {
+        self.stages_where(|r| matches!(r, StageResult::Removed))
+    }
+
+    /// The report as Markdown: a header, one table row per stage and metric, notes, and a
+    /// summary line starting with `**PASS**`, `**FAIL**` or (nothing judged) `**ERROR**`.
+    pub fn to_markdown(&self) -> String {
+        let o = &self.options;
+        let conf = fmt_num(o.confidence * 100.0);
+        let mut md = String::new();
+        let _ = writeln!(md, "# laptime performance gate\n");
+        let _ = writeln!(md, "- baseline: {}", escape_md(&self.baseline_source));
+        let _ = writeln!(md, "- current: {}", escape_md(&self.current_source));
+        let mode = if o.strict {
+            "strict (point values)".to_string()
+        } else {
+            format!(
+                "noise-aware: a regression needs the whole {conf} % interval above the threshold \
+                 (percentiles: order-statistic bootstrap, {} replicates, seed {}; deadline misses: \
+                 Newcombe score interval)",
+                o.replicates, o.seed
+            )
+        };
+        let _ = writeln!(md, "- mode: {mode}");
+        let _ = writeln!(
+            md,
+            "- thresholds: p95 {} %, p99 {} %, deadline misses {} points; stages with fewer than {} \
+             spans are not judged\n",
+            fmt_signed(o.p95_pct),
+            fmt_signed(o.p99_pct),
+            fmt_signed(o.deadline_miss_points),
+            o.min_count
+        );
+        let _ = writeln!(
+            md,
+            "| stage | metric | baseline | current | delta | threshold | {conf} % interval | verdict |"
+        );
+        let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---|");
+        for s in &self.stages {
+            let stage = escape_md(&s.stage);
+            match &s.result {
+                StageResult::Judged(rows) => {
+                    for r in rows {
+                        let _ = writeln!(
+                            md,
+                            "| {stage} | {} | {} | {} | {} | {} | {} | {} |",
+                            r.metric.name(),
+                            fmt_value(r.metric, r.baseline),
+                            fmt_value(r.metric, r.current),
+                            fmt_delta(r.metric, r.delta),
+                            fmt_delta(r.metric, r.threshold),
+                            r.interval.map_or("–".to_string(), |(lo, hi)| format!(
+                                "[{}, {}]",
+                                fmt_delta(r.metric, lo),
+                                fmt_delta(r.metric, hi)
+                            )),
+                            match r.verdict {
+                                Verdict::Pass => "pass",
+                                Verdict::WithinNoise => "pass (within noise)",
+                                Verdict::Regression => "**REGRESSION**",
+                            }
+                        );
+                    }
+                }
+                StageResult::TooFewSamples {
+                    baseline_count,
+                    current_count,
+                } => {
+                    let _ = writeln!(
+                        md,
+                        "| {stage} | – | {baseline_count} spans | {current_count} spans | | | | \
+                         too few samples, not judged |"
+                    );
+                }
+                StageResult::Added => {
+                    let _ = writeln!(md, "| {stage} | – | | | | | | added (only in current) |");
+                }
+                StageResult::Removed => {
+                    let _ = writeln!(md, "| {stage} | – | | | | | | removed (only in baseline) |");
+                }
+            }
+        }
+        if !self.notes.is_empty() {
+            let _ = writeln!(md, "\nNotes:\n");
+            for n in &self.notes {
+                let _ = writeln!(md, "- {}", escape_md(n));
+            }
+        }
+        md.push('\n');
+        md.push_str(&self.summary());
+        md.push('\n');
+        md
+    }
+
+    /// Why nothing was judged and what to check, for a report that judged no stage.
+    fn nothing_judged(&self) -> String {
+        let (added, removed) = (self.added(), self.removed());
+        let too_few = self.stages_where(|r| matches!(r, StageResult::TooFewSamples { .. }));
+        let in_baseline = removed.len() + too_few.len();
+        let in_current = added.len() + too_few.len();
+        let record_hint = "did the workload run and record anything? Check that a collector is \
+                           installed before it runs, that the profile is taken after it, and \
+                           that laptime's `enable` feature is on";
+        let why = if in_baseline == 0 && in_current == 0 {
+            format!("neither profile has a stage: {record_hint}")
+        } else if in_current == 0 {
+            format!(
+                "the current profile has no stages (the baseline has {in_baseline}): {record_hint}"
+            )
+        } else if in_baseline == 0 {
+            format!(
+                "the baseline profile has no stages (the current one has {in_current}): take the \
+                 baseline again from a run that recorded something"
+            )
+        } else if too_few.is_empty() {
+            format!(
+                "no stage is in both profiles (only in the baseline: {}; only in the current \
+                 profile: {}): were the stages renamed or relabelled? Stages are matched by name \
+                 and labels; gate against a baseline taken with the current names",
+                some(&removed),
+                some(&added)
+            )
+        } else {
+            format!(
+                "the stage{} in both profiles ({}) had fewer than {} spans on one side: run the \
+                 workload longer, or lower --min-count",
+                plural(too_few.len()),
+                some(&too_few),
+                self.options.min_count
+            )
+        };
+        format!("no stage was judged, so the gate cannot pass: {why}")
+    }
+
+    /// The summary line: `**PASS** …`, `**FAIL** …`, or `**ERROR** …` when no stage was judged.
+    pub fn summary(&self) -> String {
+        let judged = self.judged();
+        let checks = self.rows().count();
+        let noise = self
+            .rows()
+            .filter(|(_, r)| r.verdict == Verdict::WithinNoise)
+            .count();
+        let too_few = self.stages_where(|r| matches!(r, StageResult::TooFewSamples { .. }));
+        let removed = self.removed();
+        let tail = format!(
+            "{} added, {} removed{}, {} with too few samples",
+            self.added().len(),
+            removed.len(),
+            if removed.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", escape_md(&some(&removed)))
+            },
+            too_few.len()
+        );
+        let regressions: Vec<String> = self
+            .regressions()
+            .map(|(stage, r)| {
+                format!(
+                    "{} {} {}",
+                    escape_md(stage),
+                    r.metric.name(),
+                    fmt_delta(r.metric, r.delta)
+                )
+            })
+            .collect();
+        if judged == 0 {
+            format!(
+                "**ERROR**: {}; stages: {tail}.",
+                escape_md(&self.nothing_judged())
+            )
+        } else if regressions.is_empty() {
+            format!(
+                "**PASS**: {checks} check{} on {judged} stage{} within thresholds ({noise} above \
+                 the threshold but within noise); stages: {tail}.",
+                plural(checks),
+                plural(judged)
+            )
+        } else {
+            format!(
+                "**FAIL**: {} regression{}: {}; stages: {tail}.",
+                regressions.len(),
+                plural(regressions.len()),
+                regressions.join(", ")
+            )
+        }
+    }
+}
+
+/// Compares `current` with `baseline` under `options`.
+pub fn gate(
+    baseline: &Profile,
+    current: &Profile,
+    options: &GateOptions,
+) -> Result<GateReport, GateError> {
+    options.validate()?;
+    let mut notes = Vec::new();
+    let (bc, cc) = (&baseline.meta.config, &current.meta.config);
+    if bc.significant_digits != cc.significant_digits {
+        notes.push(format!(
+            "the histograms have different precision (baseline {} significant digits, current {}): \
+             values are compared as they are, each within its own resolution",
+            bc.significant_digits, cc.significant_digits
+        ));
+    }
+    if bc.highest_ns != cc.highest_ns {
+        notes.push(format!(
+            "the histograms have different ranges (baseline up to {}, current up to {}): compare \
+             the saturated counts",
+            format_ns(bc.highest_ns),
+            format_ns(cc.highest_ns)
+        ));
+    }
+    if bc.sampling_rate != cc.sampling_rate {
+        notes.push(format!(
+            "the sampling rates differ (baseline {}, current {})",
+            bc.sampling_rate, cc.sampling_rate
+        ));
+    }
+
+    let mut stages = Vec::new();
+    for b in &baseline.stages {
+        let key = b.key();
+        let result = match current.stage(&key) {
+            None => StageResult::Removed,
+            Some(c) if b.count < options.min_count || c.count < options.min_count => {
+                StageResult::TooFewSamples {
+                    baseline_count: b.count,
+                    current_count: c.count,
+                }
+            }
+            Some(c) => StageResult::Judged(judge_stage(&key, b, c, options, &mut notes)?),
+        };
+        stages.push(StageReport { stage: key, result });
+    }
+    for c in &current.stages {
+        let key = c.key();
+        if baseline.stage(&key).is_none() {
+            stages.push(StageReport {
+                stage: key,
+                result: StageResult::Added,
+            });
+        }
+    }
+    let report = GateReport {
+        stages,
+        notes,
+        options: options.clone(),
+        baseline_source: baseline.meta.name.clone(),
+        current_source: current.meta.name.clone(),
+    };
+    if report.judged() == 0 {
+        return Err(GateError::NothingJudged {
+            report: Box::new(report),
+        });
+    }
+    Ok(report)
+}
+
+fn judge_stage(
+    key: &str,
+    b: &StageProfile,
+    c: &StageProfile,
+    o: &GateOptions,
+    notes: &mut Vec<String>,
+) -> Result<Vec<MetricRow>, GateError> {
+    let hist = |side: &'static str, s: &StageProfile| {
+        s.histogram().map_err(|source| GateError::Histogram {
+            side,
+            stage: key.to_string(),
+            source,
+        })
+    };
+    let samplers = match (hist("baseline", b)?, hist("current", c)?) {
+        (Some(hb), Some(hc)) => Some((
+            QuantileSampler::new(&hb, b.min_ns, b.max_ns),
+            QuantileSampler::new(&hc, c.min_ns, c.max_ns),
+        )),
+        _ => {
+            notes.push(format!(
+                "{key}: no histogram in {}; its percentiles are judged on the point values",
+                match (b.histogram.is_none(), c.histogram.is_none()) {
+                    (true, true) => "either profile",
+                    (true, false) => "the baseline",
+                    _ => "the current profile",
+                }
+            ));
+            None
+        }
+    };
+
+    let mut rows = Vec::new();
+    for (metric, q, base, cur, threshold) in [
+        (Metric::P95, 0.95, b.p95_ns, c.p95_ns, o.p95_pct),
+        (Metric::P99, 0.99, b.p99_ns, c.p99_ns, o.p99_pct),
+    ] {
+        // With histograms, the point values come from them by the rule the bootstrap resamples
+        // (nearest rank, as the profile's own fields): the delta and its interval always agree,
+        // even for a profile built in memory whose fields were never validated.
+        let (base, cur) = samplers
+            .as_ref()
+            .map_or((base, cur), |(sb, sc)| (sb.quantile(q), sc.quantile(q)));
+        let delta = relative_pct(base as f64, cur as f64);
+        let interval = samplers.as_ref().map(|(sb, sc)| {
+            let mut rng = ChaCha8Rng::seed_from_u64(row_seed(o.seed, key, metric));
+            bootstrap_relative_pct(sb, sc, q, o.confidence, o.replicates, &mut rng)
+        });
+        rows.push(MetricRow {
+            metric,
+            baseline: base as f64,
+            current: cur as f64,
+            delta,
+            threshold,
+            interval,
+            method: interval.map(|_| IntervalMethod::Bootstrap),
+            verdict: verdict(delta, threshold, interval, o.strict),
+        });
+    }
+
+    if b.deadline_ns.is_some()
+        || c.deadline_ns.is_some()
+        || b.deadline_misses > 0
+        || c.deadline_misses > 0
+    {
+        let delta = c.deadline_miss_pct - b.deadline_miss_pct;
+        let (lo, hi) = newcombe_difference(
+            b.deadline_misses,
+            b.count.max(b.deadline_misses),
+            c.deadline_misses,
+            c.count.max(c.deadline_misses),
+            o.confidence,
+        );
+        let interval = Some((100.0 * lo, 100.0 * hi));
+        rows.push(MetricRow {
+            metric: Metric::DeadlineMiss,
+            baseline: b.deadline_miss_pct,
+            current: c.deadline_miss_pct,
+            delta,
+            threshold: o.deadline_miss_points,
+            interval,
+            method: Some(IntervalMethod::Newcombe),
+            verdict: verdict(delta, o.deadline_miss_points, interval, o.strict),
+        });
+    }
+    Ok(rows)
+}
+
+fn verdict(delta: f64, threshold: f64, interval: Option<(f64, f64)>, strict: bool) -> Verdict {
+    match interval {
+        Some((lo, _)) if !strict => {
+            if lo > threshold {
+                Verdict::Regression
+            } else if delta > threshold {
+                Verdict::WithinNoise
+            } else {
+                Verdict::Pass
+            }
+        }
+        _ if delta > threshold => Verdict::Regression,
+        _ => Verdict::Pass,
+    }
+}
+
+/// One generator per stage and metric (FNV-1a of the key mixed into the seed), so a row's interval
+/// does not change when stages are added to or removed from either profile.
+fn row_seed(seed: u64, key: &str, metric: Metric) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes().chain(metric.name().bytes()) {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^ seed
+}
+
+/// Up to three names, then how many more: `a, b, c and 7 more`.
+fn some(names: &[&str]) -> String {
+    const SHOWN: usize = 3;
+    let mut out = names
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        let _ = write!(out, " and {} more", names.len() - SHOWN);
+    }
+    out
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn fmt_num(v: f64) -> String {
+    let s = format!("{v:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn fmt_signed(v: f64) -> String {
+    if v >= 0.0 {
+        format!("+{}", fmt_num(v))
+    } else {
+        fmt_num(v)
+    }
+}
+
+fn fmt_value(metric: Metric, v: f64) -> String {
+    match metric {
+        Metric::DeadlineMiss => format!("{v:.2} %"),
+        _ => format_ns(v as u64),
+    }
+}
+
+fn fmt_delta(metric: Metric, v: f64) -> String {
+    let sign = if v >= 0.0 { "+" } else { "" };
+    match metric {
+        _ if v.is_infinite() => format!("{sign}∞ %"),
+        Metric::DeadlineMiss => format!("{sign}{v:.2} pts"),
+        _ => format!("{sign}{v:.1} %"),
+    }
+}
+
+/// Stage names and labels come from files: keep them from breaking the table or turning into
+/// markup.
+fn escape_md(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '|' | '\\' | '`' | '*' | '[' | ']' | '<' | '>' | '#' => {
+                out.push('\\');
+                out.push(ch);
+            }
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(verdict(4.0, 3.0, None, false), Verdict::Regression);
+        assert_eq!(
+            verdict(4.0, 3.0, Some((2.0, 6.0)), false),
+            Verdict::WithinNoise
+        );
+        assert_eq!(
+            verdict(4.0, 3.0, Some((3.5, 6.0)), false),
+            Verdict::Regression
+        );
+        assert_eq!(
+            verdict(4.0, 3.0, Some((2.0, 6.0)), true),
+            Verdict::Regression
+        );
+        assert_eq!(verdict(3.0, 3.0, Some((2.0, 4.0)), true), Verdict::Pass);
+        assert_eq!(verdict(1.0, 3.0, Some((-1.0, 3.5)), false), Verdict::Pass);
+    }
+
+    #[test]
+    fn markdown_escapes_stage_names() {
+        assert_eq!(escape_md("a|b<script>"), "a\\|b\\<script\\>");
+        assert_eq!(escape_md("req{verb=\"post\"}"), "req{verb=\"post\"}");
+    }
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(fmt_signed(3.0), "+3");
+        assert_eq!(fmt_signed(0.5), "+0.5");
+        assert_eq!(fmt_num(95.0), "95");
+        assert_eq!(fmt_delta(Metric::P95, 10.04), "+10.0 %");
+        assert_eq!(fmt_delta(Metric::P95, -2.0), "-2.0 %");
+        assert_eq!(fmt_delta(Metric::DeadlineMiss, 2.0), "+2.00 pts");
+        assert_eq!(fmt_delta(Metric::P99, f64::INFINITY), "+∞ %");
+    }
+
+    #[test]
+    fn options_are_checked() {
+        let ok = GateOptions::default();
+        assert!(ok.validate().is_ok());
+        let e = GateOptions {
+            confidence: 1.5,
+            ..ok.clone()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--confidence 1.5: must be a number between 0 and 1, such as 0.95"
+        );
+        let e = GateOptions {
+            p95_pct: f64::NAN,
+            ..ok
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().starts_with("--p95 NaN"), "{e}");
+    }
+}

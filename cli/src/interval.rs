@@ -1,0 +1,226 @@
+//! Confidence intervals for the gate: a bootstrap of the relative change of a percentile between
+//! two histograms, and Newcombe's score interval for the change of a deadline-miss proportion.
+//!
+//! # Bootstrapping a percentile from a histogram without resampling it
+//!
+//! Resampling `n` values from a histogram of `n` counts and taking the nearest-rank `q`-quantile of
+//! the resample is the same as taking the `k`-th order statistic (`k = ⌈q·n⌉`) of `n` draws from
+//! the histogram's distribution. That order statistic is `F⁻¹(U₍ₖ₎)`, where `U₍ₖ₎`, the `k`-th of
+//! `n` sorted uniforms, is `Beta(k, n − k + 1)` distributed. So one bootstrap replicate is one Beta
+//! draw and one look-up in the histogram's cumulative counts ([`QuantileSampler`]): its cost does
+//! not depend on `n`, and a histogram of millions of counts is as quick as one of a hundred.
+
+use rand::Rng;
+use rand_distr::{Beta, Distribution};
+use statrs::distribution::{ContinuousCDF, Normal};
+
+use laptime::profile::Histogram;
+
+/// A histogram's inverse CDF: its non-empty buckets' values with their cumulative counts.
+#[derive(Debug, Clone)]
+pub struct QuantileSampler {
+    /// Each non-empty bucket's highest equivalent value, clamped to the stage's exact [min, max],
+    /// ascending.
+    values: Vec<u64>,
+    /// `cumulative[i]` = counts in buckets `0..=i` (saturating); ascending, last = `total`.
+    cumulative: Vec<u64>,
+    total: u64,
+}
+
+impl QuantileSampler {
+    /// The inverse CDF of `histogram`. Values are the buckets' highest equivalent values clamped to
+    /// `[min, max]`, the convention of a profile's percentile fields, so
+    /// [`quantile`](Self::quantile) gives the figures the profile shows.
+    pub fn new(histogram: &Histogram, min: u64, max: u64) -> Self {
+        let mut values = Vec::new();
+        let mut cumulative = Vec::new();
+        let mut total = 0u64;
+        for v in histogram.iter_recorded() {
+            // Saturating: the counts come from a file.
+            total = total.saturating_add(v.count_at_value());
+            values.push(v.value_iterated_to().clamp(min, max.max(min)));
+            cumulative.push(total);
+        }
+        QuantileSampler {
+            values,
+            cumulative,
+            total,
+        }
+    }
+
+    /// Counts in the histogram.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// The value of rank `rank` (1-based, clamped to `1..=total`); 0 for an empty histogram.
+    pub fn value_at_rank(&self, rank: u64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = rank.clamp(1, self.total);
+        let i = self.cumulative.partition_point(|&c| c < rank);
+        self.values[i]
+    }
+
+    /// The nearest-rank `q`-quantile ([`laptime::rank`]).
+    pub fn quantile(&self, q: f64) -> u64 {
+        self.value_at_rank(laptime::rank(q, self.total))
+    }
+
+    /// The `q`-quantile of one bootstrap resample of `total` values: the order statistic of rank
+    /// `⌈q·n⌉` is `F⁻¹(u)` with `u ~ Beta(k, n − k + 1)`.
+    pub fn resampled_quantile<R: Rng + ?Sized>(&self, q: f64, rng: &mut R) -> u64 {
+        let n = self.total;
+        if n <= 1 {
+            return self.value_at_rank(1);
+        }
+        let k = laptime::rank(q, n).clamp(1, n);
+        // Both shapes are ≥ 1, so `Beta::new` cannot fail; a failure would be a bug here.
+        let beta = Beta::new(k as f64, (n - k + 1) as f64).expect("Beta shapes are at least 1");
+        let u: f64 = beta.sample(rng);
+        // The rank whose cumulative share first reaches u: the inverse CDF at u.
+        let rank = (u * n as f64).ceil() as u64;
+        self.value_at_rank(rank)
+    }
+}
+
+/// `100 × (current − baseline) / baseline`: 0 when both are 0, +∞ when only the baseline is.
+pub fn relative_pct(baseline: f64, current: f64) -> f64 {
+    if baseline == 0.0 {
+        if current == 0.0 { 0.0 } else { f64::INFINITY }
+    } else {
+        100.0 * (current - baseline) / baseline
+    }
+}
+
+/// The two-sided `confidence` percentile interval of the relative change (in percent) of the
+/// `q`-quantile from `baseline` to `current`, from `replicates` bootstrap replicates.
+pub fn bootstrap_relative_pct<R: Rng + ?Sized>(
+    baseline: &QuantileSampler,
+    current: &QuantileSampler,
+    q: f64,
+    confidence: f64,
+    replicates: usize,
+    rng: &mut R,
+) -> (f64, f64) {
+    let mut deltas: Vec<f64> = (0..replicates.max(1))
+        .map(|_| {
+            let b = baseline.resampled_quantile(q, rng) as f64;
+            let c = current.resampled_quantile(q, rng) as f64;
+            relative_pct(b, c)
+        })
+        .collect();
+    deltas.sort_by(f64::total_cmp);
+    let alpha = 1.0 - confidence;
+    let n = deltas.len() as u64;
+    let lo = deltas[(laptime::rank(alpha / 2.0, n) - 1) as usize];
+    let hi = deltas[(laptime::rank(1.0 - alpha / 2.0, n) - 1) as usize];
+    (lo, hi)
+}
+
+/// The standard normal quantile of `p` (0 < p < 1).
+pub fn normal_quantile(p: f64) -> f64 {
+    // `standard()` has fixed valid parameters.
+    Normal::standard().inverse_cdf(p)
+}
+
+/// Wilson's score interval for a proportion `x / n` at `confidence`; `(0, 1)` when `n` is 0.
+pub fn wilson(x: u64, n: u64, confidence: f64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let z = normal_quantile(1.0 - (1.0 - confidence) / 2.0);
+    let (n, p) = (n as f64, x as f64 / n as f64);
+    let z2 = z * z;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+/// Newcombe's hybrid score interval (his method 10, 1998) for the difference of two independent
+/// proportions `x2/n2 − x1/n1`, built from the two Wilson intervals. Unlike the plain Wald
+/// interval it stays sensible for proportions near 0 (a deadline is rarely missed) and for small
+/// counts.
+pub fn newcombe_difference(x1: u64, n1: u64, x2: u64, n2: u64, confidence: f64) -> (f64, f64) {
+    let p1 = if n1 == 0 { 0.0 } else { x1 as f64 / n1 as f64 };
+    let p2 = if n2 == 0 { 0.0 } else { x2 as f64 / n2 as f64 };
+    let (l1, u1) = wilson(x1, n1, confidence);
+    let (l2, u2) = wilson(x2, n2, confidence);
+    let d = p2 - p1;
+    let lo = d - ((p2 - l2).powi(2) + (u1 - p1).powi(2)).sqrt();
+    let hi = d + ((u2 - p2).powi(2) + (p1 - l1).powi(2)).sqrt();
+    (lo, hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_quantile_matches_the_table() {
+        assert!((normal_quantile(0.975) - 1.959_963_984_540_054).abs() < 1e-9);
+        assert!((normal_quantile(0.95) - 1.644_853_626_951_472_2).abs() < 1e-9);
+    }
+
+    /// Newcombe (1998), Statistics in Medicine 17, 873–890, table II, example (a): 56/70 − 48/80,
+    /// method 10 gives 0.0524 to 0.3339.
+    #[test]
+    fn newcombe_matches_the_paper() {
+        let (lo, hi) = newcombe_difference(48, 80, 56, 70, 0.95);
+        assert!((lo - 0.0524).abs() < 5e-5, "lower {lo}");
+        assert!((hi - 0.3339).abs() < 5e-5, "upper {hi}");
+    }
+
+    /// Wilson's interval for 0/10 at 95 %: [0, 0.2775] (Newcombe 1998, table I).
+    #[test]
+    fn wilson_zero_events() {
+        let (lo, hi) = wilson(0, 10, 0.95);
+        assert!(lo.abs() < 1e-12, "lower {lo}");
+        assert!((hi - 0.2775).abs() < 5e-5, "upper {hi}");
+    }
+
+    fn sampler(values: &[u64]) -> QuantileSampler {
+        let mut h = Histogram::new_with_bounds(1, 1_000_000, 3).unwrap();
+        for &v in values {
+            h.record(v).unwrap();
+        }
+        let (min, max) = (*values.iter().min().unwrap(), *values.iter().max().unwrap());
+        QuantileSampler::new(&h, min, max)
+    }
+
+    #[test]
+    fn quantile_is_nearest_rank_of_the_sorted_values() {
+        let values: Vec<u64> = (1..=1000).map(|i| i * 7).collect();
+        let s = sampler(&values);
+        assert_eq!(s.total(), 1000);
+        // Values below 2048 are exact at 3 significant digits.
+        for (q, want) in [(0.5, 3500), (0.9, 6300), (0.001, 7), (0.0, 7), (1.0, 7000)] {
+            let got = s.quantile(q);
+            let tol = want / 500; // within the histogram's resolution
+            assert!(got.abs_diff(want) <= tol, "q {q}: {got} vs {want}");
+        }
+        assert_eq!(s.value_at_rank(1), 7);
+        assert_eq!(s.value_at_rank(1000), 7000);
+        assert_eq!(s.value_at_rank(5000), 7000);
+    }
+
+    #[test]
+    fn resampled_quantiles_of_a_constant_are_the_constant() {
+        use rand::SeedableRng;
+        let s = sampler(&[500; 100]);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for _ in 0..100 {
+            assert_eq!(s.resampled_quantile(0.99, &mut rng), 500);
+        }
+        let (lo, hi) = bootstrap_relative_pct(&s, &s, 0.95, 0.95, 200, &mut rng);
+        assert_eq!((lo, hi), (0.0, 0.0));
+    }
+
+    #[test]
+    fn relative_pct_edges() {
+        assert_eq!(relative_pct(0.0, 0.0), 0.0);
+        assert_eq!(relative_pct(0.0, 1.0), f64::INFINITY);
+        assert_eq!(relative_pct(200.0, 210.0), 5.0);
+    }
+}

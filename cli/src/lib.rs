@@ -1,0 +1,61 @@
+//! The library behind the `laptime` command: the performance gate ([`gate`]) and its statistics
+//! ([`interval`]), so tests and other tools call them directly; `main.rs` only parses arguments.
+//!
+//! * `laptime gate --baseline B --current C [--report R.md]`: compares two perf profiles stage by
+//!   stage (p95, p99, deadline-miss %) and exits 0 (pass), 1 (regression) or 2 (error). By default
+//!   a regression is called only when the whole confidence interval of the change is above the
+//!   threshold (bootstrap over the stages' histograms); `--strict` compares the point values.
+//! * `laptime merge -o OUT.json A.json B.json …`: [`Profile::merge`](laptime::profile::Profile::merge).
+//! * `laptime report P.json [--baseline B.json] -o report.html|.svg|.png`: [`laptime::report`].
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod gate;
+pub mod interval;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use laptime::profile::{Profile, ProfileError};
+
+/// A profile file that could not be read or parsed.
+#[derive(Debug)]
+pub struct LoadError {
+    /// What the file was for (`baseline`, `current`, `input`), so the message says which.
+    pub role: &'static str,
+    /// The file.
+    pub path: PathBuf,
+    /// Why it could not be used; names the field when the file does not parse.
+    pub source: ProfileError,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            // Already names the file: "profile file PATH: …".
+            ProfileError::Io { .. } => write!(f, "{} {}", self.role, self.source),
+            _ => write!(
+                f,
+                "{} profile {}: {}",
+                self.role,
+                self.path.display(),
+                self.source
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Reads the profile at `path`; the error names the file, its `role` and the profile error.
+pub fn load_profile(role: &'static str, path: &Path) -> Result<Profile, LoadError> {
+    Profile::from_path(path).map_err(|source| LoadError {
+        role,
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,223 @@
+//! The `laptime` command: `gate`, `merge` and `report` over perf profiles. Exit codes: 0 success
+//! (gate: pass), 1 regression (gate only), 2 error (bad arguments, unreadable or malformed files).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use laptime::profile::Profile;
+use laptime_cli::gate::{GateError, GateOptions, gate};
+use laptime_cli::load_profile;
+
+#[derive(Parser)]
+#[command(
+    name = "laptime",
+    version,
+    about = "Gate, merge and draw laptime perf profiles"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compare a profile with a baseline: exit 0 pass, 1 regression, 2 error.
+    Gate(GateArgs),
+    /// Merge profiles (of one build, from several processes or hosts) into one.
+    Merge {
+        /// The merged profile to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// The merged profile's name (default: the first input's).
+        #[arg(long)]
+        name: Option<String>,
+        /// The profiles to merge.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Draw a profile (and a baseline) as one HTML file, or as an SVG or PNG image.
+    Report {
+        /// The profile to draw.
+        profile: PathBuf,
+        /// A baseline to overlay and compare with.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// The output file; its extension chooses the format: .html, .svg or .png.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Draw only this stage (SVG and PNG; needed above 64 stages). Give its key, the name
+        /// followed by its labels sorted by label name, as in the gate report:
+        /// `exchange_req{api="batch-orders",verb="post"}` (quote it for the shell); or the name
+        /// alone when only one stage has it.
+        #[arg(long, value_name = "STAGE")]
+        stage: Option<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct GateArgs {
+    /// The baseline profile.
+    #[arg(long)]
+    baseline: PathBuf,
+    /// The profile to judge.
+    #[arg(long)]
+    current: PathBuf,
+    /// Also write the Markdown report to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Largest allowed p95 increase, in percent.
+    #[arg(long, default_value_t = 3.0)]
+    p95: f64,
+    /// Largest allowed p99 increase, in percent.
+    #[arg(long, default_value_t = 5.0)]
+    p99: f64,
+    /// Largest allowed deadline-miss increase, in percentage points.
+    #[arg(long, default_value_t = 1.0)]
+    deadline_miss: f64,
+    /// Judge point values only (no confidence intervals).
+    #[arg(long)]
+    strict: bool,
+    /// Bootstrap seed (the same seed gives the same report).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Confidence of the intervals.
+    #[arg(long, default_value_t = 0.95)]
+    confidence: f64,
+    /// Bootstrap replicates per metric.
+    #[arg(long, default_value_t = 2000)]
+    replicates: usize,
+    /// Stages with fewer spans on either side are not judged.
+    #[arg(long, default_value_t = 30)]
+    min_count: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("laptime: error: {}", one_line(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the message already
+/// holds (the typed errors quote their sources).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line.replace('\n', " ")
+}
+
+fn run(command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Gate(a) => run_gate(a),
+        Command::Merge {
+            output,
+            name,
+            inputs,
+        } => {
+            let profiles = inputs
+                .iter()
+                .map(|p| load_profile("input", p))
+                .collect::<Result<Vec<_>, _>>()?;
+            let name = name.unwrap_or_else(|| profiles[0].meta.name.clone());
+            let merged = Profile::merge(&name, &profiles)?;
+            merged
+                .write(&output)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+            Ok(0)
+        }
+        Command::Report {
+            profile,
+            baseline,
+            output,
+            stage,
+        } => {
+            let current = load_profile("current", &profile)?;
+            let baseline = baseline.map(|p| load_profile("baseline", &p)).transpose()?;
+            write_report(&current, baseline.as_ref(), &output, stage.as_deref())?;
+            Ok(0)
+        }
+    }
+}
+
+fn run_gate(a: GateArgs) -> anyhow::Result<u8> {
+    let mut options = GateOptions::default();
+    options.p95_pct = a.p95;
+    options.p99_pct = a.p99;
+    options.deadline_miss_points = a.deadline_miss;
+    options.strict = a.strict;
+    options.seed = a.seed;
+    options.confidence = a.confidence;
+    options.replicates = a.replicates;
+    options.min_count = a.min_count;
+    options.validate()?;
+    let baseline = load_profile("baseline", &a.baseline)?;
+    let current = load_profile("current", &a.current)?;
+    // Nothing judged is an error (exit 2), but its report still shows what each side holds.
+    let (mut report, error) = match gate(&baseline, &current, &options) {
+        Ok(report) => (report, None),
+        Err(e) => {
+            let message = e.to_string();
+            match e {
+                GateError::NothingJudged { report } => (*report, Some(message)),
+                e => return Err(e.into()),
+            }
+        }
+    };
+    report.baseline_source = a.baseline.display().to_string();
+    report.current_source = a.current.display().to_string();
+    let md = report.to_markdown();
+    print!("{md}");
+    if let Some(path) = &a.report {
+        std::fs::write(path, &md)
+            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+    }
+    match error {
+        Some(message) => bail!("{message}"),
+        None => Ok(report.exit_code()),
+    }
+}
+
+fn write_report(
+    current: &Profile,
+    baseline: Option<&Profile>,
+    output: &Path,
+    stage: Option<&str>,
+) -> anyhow::Result<()> {
+    let ext = output
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("html" | "htm") => {
+            if stage.is_some() {
+                bail!("--stage applies to .svg and .png outputs; the HTML report has every stage");
+            }
+            let html = laptime::report::html(current, baseline)?;
+            std::fs::write(output, html)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+        }
+        Some("svg") => {
+            let svg = laptime::report::svg(current, baseline, stage)?;
+            std::fs::write(output, svg)
+                .with_context(|| format!("cannot write {}", output.display()))?;
+        }
+        Some("png") => laptime::report::png(current, baseline, stage, output)?,
+        _ => bail!(
+            "-o {}: unknown output format; name the file .html, .svg or .png",
+            output.display()
+        ),
+    }
+    Ok(())
+}
