@@ -23,6 +23,10 @@
 //! Run: `cargo run --release --example trading_tick -- --seconds 10`
 //!
 //! Scraped: `cargo run --release --example trading_tick --features http -- --listen 127.0.0.1:9898`
+//!
+//! With artifacts (a perf profile, golden traces in both forms and an HTML report, as CI keeps
+//! them): `cargo run --release --example trading_tick --features config,report -- --config
+//! examples/trading_tick.toml --artifacts target/demo`
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -31,13 +35,23 @@ use std::time::{Duration, Instant};
 use laptime::{Collector, Severity, SlaPreset, StageStats, Value, Violation, Window, presets};
 
 const USAGE: &str = "\
-usage: trading_tick [--seconds N] [--listen ADDR [--env NAME] [--ms] [--linger N]] [--summary-json]
+usage: trading_tick [--seconds N] [--config FILE] [--artifacts DIR] [--slow STAGE=FACTOR]
+                    [--listen ADDR [--env NAME] [--ms] [--linger N]] [--summary-json]
 
 Runs a simulated market-making tick loop for N seconds, printing per-stage latency
 percentiles, deadline misses, SLA status and guard trips every second, then a summary.
 
 options:
   --seconds N      how long to run, in whole seconds (1 to 86400; default 10)
+  --config FILE    take the collector, deadlines, SLA rules and trace settings from a laptime
+                   configuration file (examples/trading_tick.toml describes the built-in ones).
+                   Needs --features config
+  --artifacts DIR  at the end, write DIR/perf_profile.json, the golden traces under DIR/traces/
+                   (golden_trace_<tick>.json and chrome_trace.json, which opens in Perfetto) and
+                   DIR/report.html. Needs --features config,report (or trace,report)
+  --slow STAGE=FACTOR
+                   make one tick stage's simulated work FACTOR times longer (0.1 to 10), e.g.
+                   stage_spread=1.10: a planted regression for the perf gate to find
   --listen ADDR    serve the Prometheus metrics on http://ADDR/metrics (and /health) while
                    running, e.g. 127.0.0.1:9898 (port 0: any free port; the address is printed).
                    Needs the example built with --features http
@@ -82,9 +96,19 @@ fn main() -> ExitCode {
     };
 
     let started = Instant::now();
-    let sla = demo_sla();
+    let Setup {
+        builder,
+        sla,
+        profile_name,
+        tags,
+    } = match setup(&options) {
+        Ok(setup) => setup,
+        Err(e) => {
+            eprintln!("trading_tick: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // Install before the first span, or the default collector starts and this one is refused.
-    let builder = Collector::builder();
     // The aggregator feeds the exporter after each cycle; a scrape never touches the hot path.
     #[cfg(feature = "http")]
     let builder = match &exporter {
@@ -92,7 +116,6 @@ fn main() -> ExitCode {
         None => builder,
     };
     let collector = builder
-        .with_sla_preset(sla.clone())
         .with_sla_callback(move |violations| {
             // Runs on the aggregator thread, with the violations that started or changed severity
             // in its last cycle.
@@ -176,7 +199,12 @@ fn main() -> ExitCode {
             served.parallel_symbols.set(market.parallel_symbols);
             symbols_shown = market.parallel_symbols;
         }
-        quotes.add(tick(&mut rng, market, tick_guard.is_tripped()));
+        quotes.add(tick(
+            &mut rng,
+            market,
+            tick_guard.is_tripped(),
+            &options.slow,
+        ));
         // Idle until the next market-data update.
         std::thread::sleep(Duration::from_micros(300));
     }
@@ -210,9 +238,137 @@ fn main() -> ExitCode {
         // Stops the endpoint's threads and joins them.
         drop(served);
     }
+    #[cfg(all(feature = "trace", feature = "report"))]
+    if let Some(dir) = &options.artifacts
+        && let Err(e) = artifacts::write(&collector, dir, &profile_name, tags)
+    {
+        eprintln!("trading_tick: {e}");
+        return ExitCode::FAILURE;
+    }
+    #[cfg(not(all(feature = "trace", feature = "report")))]
+    let _ = (profile_name, tags);
     // Dropping the handle drains the rings one last time, stops the aggregator and joins it.
     drop(collector);
     ExitCode::SUCCESS
+}
+
+/// What the run is set up with.
+struct Setup {
+    builder: laptime::CollectorBuilder,
+    /// The SLA the collector judges (also printed, and judged again on the whole run).
+    sla: SlaPreset,
+    /// The perf profile's name and tags (`--artifacts`).
+    profile_name: String,
+    tags: std::collections::BTreeMap<String, String>,
+}
+
+/// The built-in settings, or a configuration file's (`--config`); golden traces under
+/// `--artifacts`.
+fn setup(options: &Options) -> Result<Setup, String> {
+    // The profile's tags: the configuration file's, then the command line's (`--env` needs
+    // `--listen`, so without it a file's env tag stands).
+    let tags = |mut tags: std::collections::BTreeMap<String, String>| {
+        if options.listen.is_some() || !tags.contains_key("env") {
+            tags.insert("env".to_owned(), options.env.clone());
+        }
+        if let Some(stage) = options.slow.stage {
+            use laptime::StageEnum;
+            let planted = format!("{}={}", stage.stage_name(), options.slow.factor);
+            tags.insert("planted_slowdown".to_owned(), planted);
+        }
+        tags
+    };
+    #[cfg(feature = "config")]
+    if let Some(path) = &options.config {
+        let mut config = laptime::config::Config::from_path(path).map_err(|e| e.to_string())?;
+        let traced = config.trace.is_some();
+        if let (Some(dir), Some(trace)) = (&options.artifacts, &mut config.trace) {
+            trace.output_dir = Some(dir.join("traces"));
+        }
+        let sla = config.sla_preset().map_err(|e| e.to_string())?;
+        let builder = config.builder().map_err(|e| e.to_string())?;
+        #[cfg(all(feature = "trace", feature = "report"))]
+        let builder = match &options.artifacts {
+            Some(dir) if !traced => builder.with_tracing(artifacts::tracing(dir)),
+            _ => builder,
+        };
+        #[cfg(not(all(feature = "trace", feature = "report")))]
+        let _ = traced;
+        let profile = config.profile.unwrap_or_default();
+        return Ok(Setup {
+            builder,
+            sla,
+            profile_name: profile.name.unwrap_or_else(|| "trading_tick".to_owned()),
+            tags: tags(profile.tags),
+        });
+    }
+    let sla = demo_sla();
+    let builder = Collector::builder().with_sla_preset(sla.clone());
+    #[cfg(all(feature = "trace", feature = "report"))]
+    let builder = match &options.artifacts {
+        Some(dir) => builder.with_tracing(artifacts::tracing(dir)),
+        None => builder,
+    };
+    Ok(Setup {
+        builder,
+        sla,
+        profile_name: "trading_tick".to_owned(),
+        tags: tags(Default::default()),
+    })
+}
+
+/// What `--artifacts` writes: a perf profile, golden traces in both forms, and an HTML report.
+#[cfg(all(feature = "trace", feature = "report"))]
+mod artifacts {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    use laptime::trace::TraceConfig;
+
+    /// The seeds' trace settings with the deadline scaled like the SLA (the same as the
+    /// `[trace]` section of examples/trading_tick.toml).
+    pub fn tracing(dir: &Path) -> TraceConfig {
+        TraceConfig::new("tick_total")
+            .with_sample_rate(0.2)
+            .with_deadline(Duration::from_millis(200) / super::SCALE)
+            .with_golden(true)
+            .with_golden_interval(100)
+            .with_output_dir(dir.join("traces"))
+            .with_metadata("symbols", serde_json::json!(["BTCUSDT", "ETHUSDT"]))
+            .with_metadata("parallel_symbols", serde_json::json!(10))
+    }
+
+    /// Writes DIR/perf_profile.json, DIR/traces/chrome_trace.json and DIR/report.html (the
+    /// aggregator wrote the golden traces into DIR/traces/ as the run went).
+    pub fn write(
+        collector: &laptime::CollectorHandle,
+        dir: &Path,
+        name: &str,
+        tags: BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        let mut profile = collector
+            .profile(name)
+            .map_err(|e| format!("perf profile: {e}"))?;
+        profile.meta.tags = tags;
+        profile.meta.git_revision = std::env::var("LAPTIME_GIT_REVISION").ok();
+        let written = |path: PathBuf| {
+            println!("trading_tick: wrote {}", path.display());
+        };
+        let path = dir.join("perf_profile.json");
+        profile.write(&path).map_err(|e| e.to_string())?;
+        written(path);
+        let path = dir.join("traces").join("chrome_trace.json");
+        collector
+            .write_chrome_trace(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        written(path);
+        let html = laptime::report::html(&profile, None).map_err(|e| e.to_string())?;
+        let path = dir.join("report.html");
+        std::fs::write(&path, html).map_err(|e| format!("{}: {e}", path.display()))?;
+        written(path);
+        Ok(())
+    }
 }
 
 /// What the command line asked for.
@@ -224,6 +380,11 @@ struct Options {
     milliseconds: bool,
     linger: u64,
     summary_json: bool,
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
+    config: Option<std::path::PathBuf>,
+    #[cfg_attr(not(all(feature = "trace", feature = "report")), allow(dead_code))]
+    artifacts: Option<std::path::PathBuf>,
+    slow: Slowdown,
 }
 
 /// The Prometheus export and its endpoint (features `prometheus` and `http`).
@@ -287,6 +448,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
     let mut milliseconds = false;
     let mut linger = None;
     let mut summary_json = false;
+    let mut config = None;
+    let mut artifacts = None;
+    let mut slow = Slowdown::default();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--help" => return Ok(None),
@@ -323,6 +487,32 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
                 };
             }
             "--summary-json" => summary_json = true,
+            "--config" => {
+                let value = args
+                    .next()
+                    .ok_or("--config needs a file, e.g. --config examples/trading_tick.toml")?;
+                if !cfg!(feature = "config") {
+                    return Err("--config needs --features config".to_owned());
+                }
+                config = Some(value.into());
+            }
+            "--artifacts" => {
+                let value = args
+                    .next()
+                    .ok_or("--artifacts needs a directory, e.g. --artifacts target/demo")?;
+                if !cfg!(all(feature = "trace", feature = "report")) {
+                    return Err(
+                        "--artifacts needs --features config,report (or trace,report)".to_owned(),
+                    );
+                }
+                artifacts = Some(value.into());
+            }
+            "--slow" => {
+                let value = args
+                    .next()
+                    .ok_or("--slow needs STAGE=FACTOR, e.g. --slow stage_spread=1.10")?;
+                slow = Slowdown::parse(&value)?;
+            }
             "--seconds" => {
                 let value = args
                     .next()
@@ -349,6 +539,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
         milliseconds,
         linger: linger.unwrap_or(0),
         summary_json,
+        config,
+        artifacts,
+        slow,
     }))
 }
 
@@ -418,7 +611,7 @@ enum Quotes {
 }
 
 /// The tick's stages: `tick_total`, `stage_fetch_md`, ... (the variants' names in snake_case).
-#[derive(Debug, Clone, Copy, laptime::Stage)]
+#[derive(Debug, Clone, Copy, PartialEq, laptime::Stage)]
 enum TickStage {
     TickTotal,
     StageFetchMd,
@@ -427,23 +620,80 @@ enum TickStage {
     StageEmit,
 }
 
+/// A planted regression (`--slow STAGE=FACTOR`): one tick stage's own simulated work made
+/// `factor` times longer, for the perf gate to catch.
+#[derive(Clone, Copy)]
+struct Slowdown {
+    stage: Option<TickStage>,
+    factor: f64,
+}
+
+impl Default for Slowdown {
+    fn default() -> Self {
+        Self {
+            stage: None,
+            factor: 1.0,
+        }
+    }
+}
+
+impl Slowdown {
+    fn parse(arg: &str) -> Result<Self, String> {
+        use laptime::StageEnum;
+        let stages = "stage_fetch_md, stage_spread, stage_guards or stage_emit";
+        let (name, factor) = arg.split_once('=').ok_or_else(|| {
+            format!("--slow takes STAGE=FACTOR, e.g. stage_spread=1.10, not {arg:?}")
+        })?;
+        let stage = TickStage::ALL
+            .iter()
+            .copied()
+            .filter(|s| *s != TickStage::TickTotal)
+            .find(|s| s.stage_name() == name)
+            .ok_or_else(|| format!("--slow: {name:?} is not a tick stage; use {stages}"))?;
+        let factor = factor
+            .parse::<f64>()
+            .ok()
+            .filter(|f| (0.1..=10.0).contains(f))
+            .ok_or_else(|| {
+                format!("--slow: the factor is a number from 0.1 to 10, not {factor:?}")
+            })?;
+        Ok(Self {
+            stage: Some(stage),
+            factor,
+        })
+    }
+
+    /// Spins for `d`, stretched when `stage` is the slowed one.
+    fn work(&self, stage: TickStage, d: Duration) {
+        work(if self.stage == Some(stage) {
+            d.mul_f64(self.factor)
+        } else {
+            d
+        });
+    }
+}
+
 /// One tick: four stages timed by the split timer, the exchange requests by `#[measure]`.
-fn tick(rng: &mut Rng, market: &Market, latency_guard_tripped: bool) -> Quotes {
-    let mut lap = laptime::lap(TickStage::TickTotal);
+fn tick(rng: &mut Rng, market: &Market, latency_guard_tripped: bool, slow: &Slowdown) -> Quotes {
+    use TickStage::*;
+    let mut lap = laptime::lap(TickTotal);
 
     // Market data: usually about 120 µs; now and then the feed is late.
-    work(rng.latency(120.0, 0.35));
+    slow.work(StageFetchMd, rng.latency(120.0, 0.35));
     if rng.chance(market.slow_tick) {
-        work(rng.between(Duration::from_millis(2), Duration::from_millis(6)));
+        slow.work(
+            StageFetchMd,
+            rng.between(Duration::from_millis(2), Duration::from_millis(6)),
+        );
     }
-    lap.split(TickStage::StageFetchMd);
+    lap.split(StageFetchMd);
 
     // Fair value and spread.
-    work(rng.latency(35.0, 0.25));
-    lap.split(TickStage::StageSpread);
+    slow.work(StageSpread, rng.latency(35.0, 0.25));
+    lap.split(StageSpread);
 
     // Volatility guards: a hard trip pulls the quotes, a soft one widens them.
-    work(rng.latency(15.0, 0.2));
+    slow.work(StageGuards, rng.latency(15.0, 0.2));
     let vol = rng.unit();
     let quotes = if vol < market.vol_hard {
         laptime::guard_trip("vol_hard");
@@ -456,11 +706,11 @@ fn tick(rng: &mut Rng, market: &Market, latency_guard_tripped: bool) -> Quotes {
     } else {
         Quotes::Normal
     };
-    lap.split(TickStage::StageGuards);
+    lap.split(StageGuards);
 
     // Emit: build the orders, cancel the stale quotes (in one request, or one request per quote
     // when the batch endpoint is throttled), post the new ones in another.
-    work(rng.latency(25.0, 0.3));
+    slow.work(StageEmit, rng.latency(25.0, 0.3));
     if rng.chance(market.single_cancel) {
         for _quote in 0..2 {
             cancel_one(rng);
@@ -472,7 +722,7 @@ fn tick(rng: &mut Rng, market: &Market, latency_guard_tripped: bool) -> Quotes {
         post_orders(rng);
     }
     // The last stage and the tick's total share one clock read.
-    lap.end_with(TickStage::StageEmit);
+    lap.end_with(StageEmit);
     quotes
 }
 

@@ -28,5 +28,8 @@ scripts/miri.sh
 step "instrumentation compiled out (default-features = false): the whole API records nothing"
 cargo test -p laptime-noop-check
 
+step "perf gate on real demo runs: A/A passes, a planted 10 % slowdown fails and is named"
+scripts/demo_gate.sh
+
 step "unit, integration, property and trybuild tests (nextest: one process per test)"
 cargo nextest run --workspace --exclude laptime-noop-check --all-features --no-fail-fast
