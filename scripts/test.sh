@@ -10,6 +10,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "format"
 cargo fmt --all --check
+# the two crates outside the workspace
+cargo fmt --manifest-path fuzz/Cargo.toml --check
+cargo fmt --manifest-path perf-compare/Cargo.toml --check
 
 step "clippy (every target, every feature, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
@@ -27,6 +30,12 @@ scripts/miri.sh
 
 step "instrumentation compiled out (default-features = false): the whole API records nothing"
 cargo test -p laptime-noop-check
+
+step "head-to-head comparison with other libraries (quick: every path, tiny counts)"
+# It only keeps the comparison from rotting: quick figures mean nothing (benches/README.md has
+# the real run). A peer that fails to run fails this step.
+cargo run --release --quiet --manifest-path perf-compare/Cargo.toml -- --quick >target/perf-compare-quick.txt
+grep '^|' target/perf-compare-quick.txt
 
 step "perf gate on real demo runs: A/A passes, a planted 10 % slowdown fails and is named"
 scripts/demo_gate.sh
