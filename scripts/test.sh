@@ -19,6 +19,9 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 # and the compiled-out build on its own (features unify within one cargo invocation)
 cargo clippy -p laptime-noop-check --all-targets -- -D warnings
 
+step "Grafana dashboard type-checks against @grafana/schema (tsc; npm, skipped without it unless CI)"
+scripts/check_dashboard.sh ops/grafana/dashboard.json
+
 step "doc tests"
 cargo test --doc --all-features
 
@@ -39,6 +42,9 @@ grep '^|' target/perf-compare-quick.txt
 
 step "perf gate on real demo runs: A/A passes, a planted 10 % slowdown fails and is named"
 scripts/demo_gate.sh
+
+step "ops/ (generated rules, their tests, the dashboard) is up to date with the demo's config"
+scripts/gen_ops.sh --check
 
 step "unit, integration, property and trybuild tests (nextest: one process per test)"
 cargo nextest run --workspace --exclude laptime-noop-check --all-features --no-fail-fast

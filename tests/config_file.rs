@@ -433,12 +433,12 @@ fn each_mistake_names_its_key_line_and_column() {
         ),
         (
             "unknown section",
-            "[collector]\n\n[alerts]\nwarn = 1\n".into(),
+            "[collector]\n\n[alerting]\nwarn = 1\n".into(),
             Kind::Parse,
-            "alerts",
+            "alerting",
             3,
             2,
-            "unknown key `alerts`",
+            "unknown key `alerting`",
         ),
         (
             "unknown key in a section",

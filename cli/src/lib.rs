@@ -10,8 +10,10 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod dashboard;
 pub mod gate;
 pub mod interval;
+pub mod rules;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,4 +1,5 @@
-//! The `laptime` command: `gate`, `merge` and `report` over perf profiles. Exit codes: 0 success
+//! The `laptime` command: `gate`, `merge` and `report` over perf profiles; `rules` from a
+//! configuration file. Exit codes: 0 success
 //! (gate: pass), 1 regression (gate only), 2 error (bad arguments, unreadable or malformed files).
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,17 @@ enum Command {
         /// alone when only one stage has it.
         #[arg(long, value_name = "STAGE")]
         stage: Option<String>,
+    },
+    /// Generate Prometheus alert and recording rules (with promtool unit tests) and a Grafana
+    /// dashboard from a configuration file: DIR/prometheus/rules.yml,
+    /// DIR/prometheus/rules_test.yml, DIR/grafana/dashboard.json.
+    Rules {
+        /// The configuration file (`laptime::config`), the one the process loads.
+        #[arg(long)]
+        config: PathBuf,
+        /// The directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -146,6 +158,24 @@ fn run(command: Command) -> anyhow::Result<u8> {
             let current = load_profile("current", &profile)?;
             let baseline = baseline.map(|p| load_profile("baseline", &p)).transpose()?;
             write_report(&current, baseline.as_ref(), &output, stage.as_deref())?;
+            Ok(0)
+        }
+        Command::Rules { config, out } => {
+            let config = laptime::config::Config::from_path(&config)?;
+            let written = laptime_cli::rules::write_rules(&config, &out)
+                .with_context(|| format!("cannot write under {}", out.display()))?;
+            let grafana = out.join("grafana");
+            std::fs::create_dir_all(&grafana)
+                .with_context(|| format!("cannot create {}", grafana.display()))?;
+            let dashboard = grafana.join("dashboard.json");
+            let json = laptime_cli::dashboard::dashboard(&config);
+            let mut text = serde_json::to_string_pretty(&json)?;
+            text.push('\n');
+            std::fs::write(&dashboard, text)
+                .with_context(|| format!("cannot write {}", dashboard.display()))?;
+            for path in written.iter().chain([&dashboard]) {
+                println!("wrote {}", path.display());
+            }
             Ok(0)
         }
     }

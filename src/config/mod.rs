@@ -61,7 +61,8 @@
 //! the nanosecond. Rates and ratios are fractions in [0, 1] (`0.02` is 2 %), never percentages.
 //! Any key not listed here is an error (except in the tables whose keys are yours: `[deadlines]`,
 //! `labels`, `tags`, `metadata`), so a misspelt key never leaves a default in force silently.
-//! `[alerts]` and `[prometheus]` are refused too, for now: they are kept for the rule generator.
+//! `[prometheus]` and `[alerts]` are read by the rule generator (`laptime rules`), not by
+//! [`Config::builder`].
 //!
 //! ```toml
 //! [collector]                       # CollectorBuilder::with_* (defaults shown)
@@ -116,6 +117,25 @@
 //! name = "trading_tick"
 //! output = "artifacts/perf_profile.json"
 //! tags = { env = "canary" }
+//!
+//! [prometheus]                      # how the process exports (for `laptime rules`; defaults shown)
+//! namespace = "laptime"             # PrometheusBuilder::with_namespace
+//! unit = "seconds"                  # seconds | ms (PrometheusBuilder::with_unit)
+//! env_label = "env"                 # the const label telling canary from baseline
+//! job = "laptime"                   # the scrape job, for dashboards
+//! gauges = []                       # application gauges the dashboard draws, e.g. ["parallel_symbols"]
+//! labelled_stages = []              # labelled stages drawn per label set, e.g. ["exchange_req"]
+//!
+//! [alerts]                          # how the generated alerts judge (defaults shown)
+//! rate_window = "5m"                # the range of rate()/histogram_quantile in every rule
+//! for = "2m"                        # how long a condition holds before an alert fires
+//! no_data_after = "5m"              # a stage with no span for this long alerts
+//! deadline_miss_ratio = 0.02        # miss ratio alerting for deadline stages without a miss-rate rule
+//! canary_regression_pct = 15.0      # canary p95 this many percent above baseline alerts
+//! guard_trip_burst = { vol_hard = 5, latency_hard = 5 }   # reason = trips per hour that alert
+//! drop_rate = 0.0                   # records dropped per second above this alert ...
+//! drop_for = "1m"                   # ... once it has held this long
+//! aggregator_stalled_after = "30s"  # aggregator lag or last drain age above this alerts
 //! ```
 //!
 //! # Errors
@@ -181,6 +201,11 @@ pub struct Config {
     /// `[profile]`, if the file has one. Not applied by [`Config::builder`]: it is for whoever
     /// writes the run's perf profile.
     pub profile: Option<ProfileSection>,
+    /// `[prometheus]`, with its defaults when the file has none. Not applied by
+    /// [`Config::builder`]: it says how the process exports, for the rule generator.
+    pub prometheus: PrometheusSection,
+    /// `[alerts]`, with its defaults when the file has none: how generated alerts judge.
+    pub alerts: AlertsSection,
     positions: parse::Positions,
 }
 
@@ -312,6 +337,106 @@ pub struct ProfileSection {
     pub tags: BTreeMap<String, String>,
 }
 
+/// The unit stage durations are exported in (`[prometheus].unit`): `"seconds"` or `"ms"`, as
+/// the exporter's `Unit` (feature `prometheus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ExportUnit {
+    /// Seconds (`<ns>_stage_duration_seconds`).
+    #[default]
+    Seconds,
+    /// Milliseconds (`<ns>_stage_duration_ms`).
+    Milliseconds,
+}
+
+#[cfg(feature = "prometheus")]
+impl From<ExportUnit> for crate::export::prometheus::Unit {
+    fn from(u: ExportUnit) -> Self {
+        match u {
+            ExportUnit::Seconds => crate::export::prometheus::Unit::Seconds,
+            ExportUnit::Milliseconds => crate::export::prometheus::Unit::Milliseconds,
+        }
+    }
+}
+
+/// `[prometheus]`: how the process's exporter is set up, so generated rules and dashboards name
+/// the same series.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct PrometheusSection {
+    /// The metric namespace (default `laptime`).
+    pub namespace: String,
+    /// The unit of stage durations (default seconds).
+    pub unit: ExportUnit,
+    /// The const label telling deployments apart, canary from baseline (default `env`).
+    pub env_label: String,
+    /// The scrape job's name (default `laptime`).
+    pub job: String,
+    /// Application gauges the dashboard draws, by the name given to the exporter's `gauge`
+    /// (e.g. `parallel_symbols` for `<ns>_parallel_symbols`; default none).
+    pub gauges: Vec<String>,
+    /// Stages with static labels, exported under a family of their own, whose label sets the
+    /// dashboard draws side by side (e.g. `exchange_req`, batch beside single; default none).
+    pub labelled_stages: Vec<String>,
+}
+
+impl Default for PrometheusSection {
+    fn default() -> Self {
+        Self {
+            namespace: "laptime".to_owned(),
+            unit: ExportUnit::Seconds,
+            env_label: "env".to_owned(),
+            job: "laptime".to_owned(),
+            gauges: Vec::new(),
+            labelled_stages: Vec::new(),
+        }
+    }
+}
+
+/// `[alerts]`: the settings of the generated alert and recording rules that the SLA rules do not
+/// decide.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AlertsSection {
+    /// The range of every `rate()` in the rules (default 5 min).
+    pub rate_window: Duration,
+    /// How long a condition must hold before its alert fires (`for`, default 2 min).
+    pub pending_for: Duration,
+    /// A stage that recorded nothing for this long alerts (default 5 min).
+    pub no_data_after: Duration,
+    /// Deadline-miss ratio, a fraction in [0, 1], that alerts for a stage with a deadline and no
+    /// `deadline_miss_rate` SLA rule (default 0.02).
+    pub deadline_miss_ratio: f64,
+    /// Canary p95 more than this many percent above the baseline's alerts (default 15).
+    pub canary_regression_pct: f64,
+    /// Guard-trip reason and the trips per hour above which it alerts, in the file's order
+    /// (default `vol_hard = 5`, `latency_hard = 5`).
+    pub guard_trip_burst: Vec<(String, u64)>,
+    /// Records dropped per second above which the drop alert fires (default 0: any drop).
+    pub drop_rate: f64,
+    /// How long drops must last before that alert fires (default 1 min).
+    pub drop_for: Duration,
+    /// Aggregator lag or last-drain age above which the aggregator counts as stalled
+    /// (default 30 s).
+    pub aggregator_stalled_after: Duration,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        Self {
+            rate_window: Duration::from_secs(300),
+            pending_for: Duration::from_secs(120),
+            no_data_after: Duration::from_secs(300),
+            deadline_miss_ratio: 0.02,
+            canary_regression_pct: 15.0,
+            guard_trip_burst: vec![("vol_hard".to_owned(), 5), ("latency_hard".to_owned(), 5)],
+            drop_rate: 0.0,
+            drop_for: Duration::from_secs(60),
+            aggregator_stalled_after: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Why a configuration file could not be used.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -436,6 +561,8 @@ impl PartialEq for Config {
             sla,
             trace,
             profile,
+            prometheus,
+            alerts,
             positions: _,
         } = self;
         (collector, sampling, deadlines, sla, trace, profile)
@@ -447,6 +574,7 @@ impl PartialEq for Config {
                 &other.trace,
                 &other.profile,
             )
+            && (prometheus, alerts) == (&other.prometheus, &other.alerts)
     }
 }
 
@@ -460,6 +588,8 @@ impl Default for Config {
             sla: Vec::new(),
             trace: None,
             profile: None,
+            prometheus: PrometheusSection::default(),
+            alerts: AlertsSection::default(),
             positions: parse::Positions::default(),
         }
     }

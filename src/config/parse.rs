@@ -14,8 +14,8 @@ use serde::de::{self, MapAccess, Visitor};
 use toml::Spanned;
 
 use super::{
-    CollectorSection, Config, ConfigFileError, ProfileSection, SamplingSection, SlaRuleConfig,
-    TraceSection,
+    AlertsSection, CollectorSection, Config, ConfigFileError, ExportUnit, ProfileSection,
+    PrometheusSection, SamplingSection, SlaRuleConfig, TraceSection,
 };
 use crate::clock::ClockSource;
 use crate::collector::{AdaptiveSampling, WindowSpec};
@@ -261,6 +261,41 @@ struct RawFile {
     sla: Option<Vec<Spanned<RawSla>>>,
     trace: Option<Spanned<RawTrace>>,
     profile: Option<Spanned<RawProfile>>,
+    prometheus: Option<Spanned<RawPrometheus>>,
+    alerts: Option<Spanned<RawAlerts>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table: [prometheus]")]
+struct RawPrometheus {
+    namespace: Option<Spanned<String>>,
+    unit: Option<Spanned<RawUnit>>,
+    env_label: Option<Spanned<String>>,
+    job: Option<Spanned<String>>,
+    gauges: Option<Spanned<Vec<String>>>,
+    labelled_stages: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+enum RawUnit {
+    Seconds,
+    Ms,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table: [alerts]")]
+struct RawAlerts {
+    rate_window: Option<Spanned<Dur>>,
+    #[serde(rename = "for")]
+    pending_for: Option<Spanned<Dur>>,
+    no_data_after: Option<Spanned<Dur>>,
+    deadline_miss_ratio: Option<Spanned<f64>>,
+    canary_regression_pct: Option<Spanned<f64>>,
+    guard_trip_burst: Option<Spanned<Ordered<u64>>>,
+    drop_rate: Option<Spanned<f64>>,
+    drop_for: Option<Spanned<Dur>>,
+    aggregator_stalled_after: Option<Spanned<Dur>>,
 }
 
 #[derive(Deserialize)]
@@ -576,6 +611,8 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigFileError> {
                 .unwrap_or_default(),
         }
     });
+    let prometheus = convert_prometheus(&mut ctx, raw.prometheus)?;
+    let alerts = convert_alerts(&mut ctx, raw.alerts)?;
     Ok(Config {
         collector,
         sampling,
@@ -583,8 +620,184 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigFileError> {
         sla,
         trace,
         profile,
+        prometheus,
+        alerts,
         positions: ctx.positions,
     })
+}
+
+/// A Prometheus metric or label name: `[a-zA-Z_][a-zA-Z0-9_]*` (no `:`, which is for
+/// recording rules).
+fn is_prom_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn convert_prometheus(
+    ctx: &mut Ctx<'_>,
+    raw: Option<Spanned<RawPrometheus>>,
+) -> Result<PrometheusSection, ConfigFileError> {
+    let mut p = PrometheusSection::default();
+    let Some(raw) = raw else {
+        return Ok(p);
+    };
+    ctx.note("prometheus", &raw.span());
+    let raw = raw.into_inner();
+    for (key, value, target, label) in [
+        (
+            "prometheus.namespace",
+            &raw.namespace,
+            &mut p.namespace,
+            false,
+        ),
+        (
+            "prometheus.env_label",
+            &raw.env_label,
+            &mut p.env_label,
+            true,
+        ),
+    ] {
+        if let Some(v) = value {
+            ctx.note(key, &v.span());
+            let name = v.get_ref();
+            if !is_prom_name(name) || (label && name.starts_with("__")) {
+                return Err(ctx.err(
+                    key,
+                    &v.span(),
+                    format!(
+                        "`{name}` is not a Prometheus name: use letters, digits and `_`, not \
+                         starting with a digit{}",
+                        if label { " or `__`" } else { "" }
+                    ),
+                ));
+            }
+            name.clone_into(target);
+        }
+    }
+    if let Some(v) = &raw.unit {
+        p.unit = match ctx.plain("prometheus.unit", v) {
+            RawUnit::Seconds => ExportUnit::Seconds,
+            RawUnit::Ms => ExportUnit::Milliseconds,
+        };
+    }
+    if let Some(v) = &raw.job {
+        ctx.note("prometheus.job", &v.span());
+        if v.get_ref().is_empty() {
+            return Err(ctx.err(
+                "prometheus.job",
+                &v.span(),
+                "must not be empty: give the scrape job's name",
+            ));
+        }
+        p.job.clone_from(v.get_ref());
+    }
+    if let Some(v) = &raw.gauges {
+        ctx.note("prometheus.gauges", &v.span());
+        if let Some(bad) = v.get_ref().iter().find(|g| !is_prom_name(g)) {
+            return Err(ctx.err(
+                "prometheus.gauges",
+                &v.span(),
+                format!(
+                    "`{bad}` is not a gauge name: give the name passed to the exporter's `gauge`, \
+                     letters, digits and `_`"
+                ),
+            ));
+        }
+        p.gauges.clone_from(v.get_ref());
+    }
+    if let Some(v) = &raw.labelled_stages {
+        ctx.note("prometheus.labelled_stages", &v.span());
+        if let Some(bad) = v
+            .get_ref()
+            .iter()
+            .find(|s| crate::stage::valid_name(s).is_err())
+        {
+            return Err(ctx.err(
+                "prometheus.labelled_stages",
+                &v.span(),
+                format!("`{bad}` is not a stage name the library accepts"),
+            ));
+        }
+        p.labelled_stages.clone_from(v.get_ref());
+    }
+    Ok(p)
+}
+
+fn convert_alerts(
+    ctx: &mut Ctx<'_>,
+    raw: Option<Spanned<RawAlerts>>,
+) -> Result<AlertsSection, ConfigFileError> {
+    let mut a = AlertsSection::default();
+    let Some(raw) = raw else {
+        return Ok(a);
+    };
+    ctx.note("alerts", &raw.span());
+    let raw = raw.into_inner();
+    for (key, value, target) in [
+        ("alerts.rate_window", &raw.rate_window, &mut a.rate_window),
+        ("alerts.for", &raw.pending_for, &mut a.pending_for),
+        (
+            "alerts.no_data_after",
+            &raw.no_data_after,
+            &mut a.no_data_after,
+        ),
+        ("alerts.drop_for", &raw.drop_for, &mut a.drop_for),
+        (
+            "alerts.aggregator_stalled_after",
+            &raw.aggregator_stalled_after,
+            &mut a.aggregator_stalled_after,
+        ),
+    ] {
+        if let Some(v) = value {
+            let d = ctx.positive(key, v)?;
+            if d.subsec_nanos() % 1_000_000 != 0 {
+                return Err(ctx.err(
+                    key,
+                    &v.span(),
+                    "Prometheus durations are whole milliseconds: round it, e.g. \"5m\" or \"1500ms\"",
+                ));
+            }
+            *target = d;
+        }
+    }
+    if let Some(v) = &raw.deadline_miss_ratio {
+        a.deadline_miss_ratio = ctx.rate("alerts.deadline_miss_ratio", v)?;
+    }
+    if let Some(v) = &raw.canary_regression_pct {
+        let pct = ctx.plain("alerts.canary_regression_pct", v);
+        if !(pct.is_finite() && pct > 0.0) {
+            return Err(ctx.err(
+                "alerts.canary_regression_pct",
+                &v.span(),
+                "must be a positive number of percent, e.g. 15 for 15 %",
+            ));
+        }
+        a.canary_regression_pct = pct;
+    }
+    if let Some(v) = &raw.drop_rate {
+        let rate = ctx.plain("alerts.drop_rate", v);
+        if !(rate.is_finite() && rate >= 0.0) {
+            return Err(ctx.err(
+                "alerts.drop_rate",
+                &v.span(),
+                "must be 0 or more records per second (0: any drop alerts)",
+            ));
+        }
+        a.drop_rate = rate;
+    }
+    if let Some(table) = &raw.guard_trip_burst {
+        ctx.note("alerts.guard_trip_burst", &table.span());
+        a.guard_trip_burst.clear();
+        for (reason, n) in &table.get_ref().0 {
+            let key = format!("alerts.guard_trip_burst.{}", key_segment(reason));
+            a.guard_trip_burst
+                .push((reason.clone(), ctx.plain(&key, n)));
+        }
+    }
+    Ok(a)
 }
 
 fn convert_collector(

@@ -304,7 +304,7 @@ impl PrometheusBuilder {
                 });
             }
         }
-        let names = Names::new(&self.namespace, self.unit);
+        let names = MetricNames::new(&self.namespace, self.unit);
         let const_pairs: Vec<proto::LabelPair> =
             const_labels.iter().map(|(k, v)| pair(k, v)).collect();
         let core = Arc::new(Core {
@@ -331,7 +331,7 @@ impl PrometheusBuilder {
         register(
             &registry,
             Box::new(collector),
-            &core.config.names.stage_hist,
+            &core.config.names.stage_duration,
         )?;
         #[cfg(all(feature = "prometheus-process", target_os = "linux"))]
         if self.process {
@@ -588,12 +588,29 @@ struct Config {
     const_labels: Vec<(String, String)>,
     const_pairs: Vec<proto::LabelPair>,
     window_quantiles: bool,
-    names: Names,
+    names: MetricNames,
 }
 
-/// The export's fixed family names.
-struct Names {
-    stage_hist: String,
+/// The metric family names the export uses, for a namespace and a unit: the one source of truth
+/// for names, used by the exporter itself and by whatever writes queries against it (the
+/// `laptime rules` generator of alert and recording rules and dashboards).
+///
+/// ```
+/// use laptime::export::prometheus::{MetricNames, Unit};
+///
+/// let n = MetricNames::new("mm", Unit::Seconds);
+/// assert_eq!(n.stage_duration(), "mm_stage_duration_seconds");
+/// assert_eq!(n.labelled_stage("exchange_req"), "mm_exchange_req_seconds");
+/// assert_eq!(n.health("aggregator_lag_seconds").as_deref(), Some("mm_aggregator_lag_seconds"));
+/// assert_eq!(n.health("no_such_figure"), None);
+/// assert_eq!(n.unit_seconds(), 1.0);
+/// assert_eq!(MetricNames::new("mm", Unit::Milliseconds).unit_seconds(), 1e-3);
+/// ```
+#[derive(Debug, Clone)]
+pub struct MetricNames {
+    namespace: String,
+    unit: Unit,
+    stage_duration: String,
     window_quantile: String,
     deadline_miss: String,
     guard_trips: String,
@@ -602,9 +619,8 @@ struct Names {
     cancelled: String,
     health: Vec<(String, HealthMetric)>,
 }
-
 /// One figure of [`crate::Health`] (or the exporter's own drain age).
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct HealthMetric {
     suffix: &'static str,
     help: &'static str,
@@ -729,11 +745,15 @@ const HEALTH: [HealthMetric; 19] = [
     },
 ];
 
-impl Names {
-    fn new(ns: &str, unit: Unit) -> Self {
+impl MetricNames {
+    /// The names for namespace `ns` (the builder's [`PrometheusBuilder::with_namespace`]) and
+    /// `unit`. The namespace is not validated here; [`PrometheusBuilder::build`] does that.
+    pub fn new(ns: &str, unit: Unit) -> Self {
         let u = unit.suffix();
         Self {
-            stage_hist: format!("{ns}_stage_duration_{u}"),
+            namespace: ns.to_owned(),
+            unit,
+            stage_duration: format!("{ns}_stage_duration_{u}"),
             window_quantile: format!("{ns}_stage_window_quantile_{u}"),
             deadline_miss: format!("{ns}_deadline_miss_total"),
             guard_trips: format!("{ns}_guard_trips_total"),
@@ -747,9 +767,93 @@ impl Names {
         }
     }
 
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The unit of stage durations.
+    pub fn unit(&self) -> Unit {
+        self.unit
+    }
+
+    /// Seconds per exported unit (1 for seconds, 0.001 for milliseconds): a threshold `d` is
+    /// `d.as_secs_f64() / unit_seconds()` in the exported unit.
+    pub fn unit_seconds(&self) -> f64 {
+        self.unit.ns_per_unit() / 1e9
+    }
+
+    /// A duration in the exported unit.
+    pub fn in_unit(&self, d: Duration) -> f64 {
+        d.as_nanos() as f64 / self.unit.ns_per_unit()
+    }
+
+    /// `<ns>_stage_duration_<unit>`: histogram of unlabelled stages, label `stage`.
+    pub fn stage_duration(&self) -> &str {
+        &self.stage_duration
+    }
+
+    /// `<ns>_stage_window_quantile_<unit>`: gauge, labels `stage`, `window`, `percentile`.
+    pub fn window_quantile(&self) -> &str {
+        &self.window_quantile
+    }
+
+    /// `<ns>_deadline_miss_total`: counter, label `stage`.
+    pub fn deadline_miss(&self) -> &str {
+        &self.deadline_miss
+    }
+
+    /// `<ns>_guard_trips_total`: counter, label `reason`.
+    pub fn guard_trips(&self) -> &str {
+        &self.guard_trips
+    }
+
+    /// `<ns>_records_dropped_total`: counter, label `stage`.
+    pub fn dropped(&self) -> &str {
+        &self.dropped
+    }
+
+    /// `<ns>_records_sampled_out_total`: counter, label `stage`.
+    pub fn sampled_out(&self) -> &str {
+        &self.sampled_out
+    }
+
+    /// `<ns>_spans_cancelled_total`: counter, label `stage`.
+    pub fn cancelled(&self) -> &str {
+        &self.cancelled
+    }
+
+    /// The own histogram family of a stage with static labels, e.g. `mm_exchange_req_seconds`
+    /// for stage `exchange_req` (characters a metric name cannot hold become `_`). A stage whose
+    /// family name collides goes under [`stage_duration`](Self::stage_duration) instead (see the
+    /// module documentation).
+    pub fn labelled_stage(&self, stage: &str) -> String {
+        Self::own_family(&self.namespace, self.unit, stage)
+    }
+
+    /// The full name of one of the library's health figures, by its suffix: counters
+    /// `records_aggregated_total`, `records_produced_total`, `values_saturated_total`,
+    /// `rejected_calls_total`, `aggregator_cycles_total`, `aggregator_restarts_total`,
+    /// `callback_panics_total`, `spans_abandoned_total`; gauges `records_in_rings`,
+    /// `aggregator_lag_seconds`, `aggregator_last_cycle_seconds`,
+    /// `aggregator_last_drain_age_seconds`, `sampling_rate`, `adaptive_sampling_engaged`,
+    /// `enabled`, `ring_high_water_records`, `ring_capacity_records`, `spans_in_flight`,
+    /// `aggregator_memory_bytes`. `None` for any other suffix.
+    pub fn health(&self, suffix: &str) -> Option<String> {
+        self.health
+            .iter()
+            .find(|(_, m)| m.suffix == suffix)
+            .map(|(n, _)| n.clone())
+    }
+
+    /// The health suffixes [`health`](Self::health) knows, in export order.
+    pub fn health_suffixes() -> impl Iterator<Item = &'static str> {
+        HEALTH.iter().map(|m| m.suffix)
+    }
+
     fn fixed(&self) -> impl Iterator<Item = &String> {
         [
-            &self.stage_hist,
+            &self.stage_duration,
             &self.window_quantile,
             &self.deadline_miss,
             &self.guard_trips,
@@ -940,7 +1044,7 @@ impl StageCollector {
             Ok(())
         };
         let n = &c.names;
-        desc(&n.stage_hist, STAGE_HIST_HELP, &["stage"])?;
+        desc(&n.stage_duration, STAGE_HIST_HELP, &["stage"])?;
         if c.window_quantiles {
             desc(
                 &n.window_quantile,
@@ -1007,7 +1111,7 @@ impl Core {
         // over every stage (idle ones too), so which stage owns it never changes between scrapes.
         for e in p.stages.iter().flatten() {
             if !e.stage.labels().is_empty() {
-                let own = Names::own_family(&c.namespace, unit, e.stage.name());
+                let own = MetricNames::own_family(&c.namespace, unit, e.stage.name());
                 owners.entry(own).or_insert(e.stage.name());
             }
         }
@@ -1042,10 +1146,10 @@ impl Core {
                 l
             };
 
-            let mut family = n.stage_hist.clone();
+            let mut family = n.stage_duration.clone();
             let mut labels = None;
             if !own_labels.is_empty() {
-                let own = Names::own_family(&c.namespace, unit, stage.name());
+                let own = MetricNames::own_family(&c.namespace, unit, stage.name());
                 let owner = *owners.entry(own.clone()).or_insert(stage.name());
                 if owner == stage.name() && !taken(&own) {
                     family = own;
@@ -1085,7 +1189,7 @@ impl Core {
 
         let mut out = Vec::new();
         for (name, metrics) in hists {
-            let help = if name == n.stage_hist {
+            let help = if name == n.stage_duration {
                 STAGE_HIST_HELP
             } else {
                 "Durations of a labelled stage since the collector started, cumulative."
@@ -1428,7 +1532,7 @@ mod tests {
         assert!(is_label_name("env"));
         assert!(!is_label_name("__env"));
         assert_eq!(
-            Names::own_family("mm", Unit::Milliseconds, "exchange.req/v2-x"),
+            MetricNames::own_family("mm", Unit::Milliseconds, "exchange.req/v2-x"),
             "mm_exchange_req_v2_x_ms"
         );
     }

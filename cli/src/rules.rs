@@ -1,0 +1,1097 @@
+//! `laptime rules`: Prometheus recording and alert rules, and their promtool unit tests, generated
+//! from the same configuration file the process loads ([`laptime::config::Config`]), so the
+//! in-process SLA checks and the Prometheus alerts judge the same stages against the same
+//! thresholds. Metric names come from [`MetricNames`], the exporter's own.
+//!
+//! # YAML without a YAML library
+//!
+//! The two files are a small fixed structure (groups of rules; tests of series and expected
+//! alerts), so [`Yaml`] writes it in block style with every string double-quoted through
+//! `serde_json` (a JSON string is a valid YAML double-quoted scalar). No YAML crate is pulled in
+//! (`serde_yaml` is archived), nothing is ever parsed back, and `promtool check rules` /
+//! `promtool test rules` (cli/tests/rules.rs) are the check that the output is what Prometheus
+//! reads.
+//!
+//! # Windows
+//!
+//! An SLA rule's window (`1s`, `60s`) is the process's sliding window; Prometheus sees scrapes,
+//! so every generated rule reads its rule's metric over `[alerts].rate_window` instead.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use laptime::config::{Config, SlaRuleConfig};
+use laptime::export::prometheus::MetricNames;
+use laptime::{Metric, Value};
+
+/// A YAML value of the block style the rule files use.
+#[derive(Debug, Clone)]
+pub enum Yaml {
+    /// A string, always double-quoted.
+    Str(String),
+    /// A number or other plain scalar, written as is.
+    Plain(String),
+    /// A mapping, in order.
+    Map(Vec<(String, Yaml)>),
+    /// A sequence.
+    Seq(Vec<Yaml>),
+}
+
+fn s(v: impl Into<String>) -> Yaml {
+    Yaml::Str(v.into())
+}
+
+fn map(entries: Vec<(&str, Yaml)>) -> Yaml {
+    Yaml::Map(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
+}
+
+fn quote(v: &str) -> String {
+    serde_json::to_string(v).expect("a string serializes")
+}
+
+/// A mapping key: plain when it is a simple identifier, quoted otherwise.
+fn key(k: &str) -> String {
+    let mut chars = k.chars();
+    let plain = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if plain { k.to_owned() } else { quote(k) }
+}
+
+/// An SLA rule's window, as the file writes it.
+fn window_text(w: laptime::Window) -> String {
+    match w {
+        laptime::Window::Last(d) => human_duration(d),
+        _ => "cumulative".to_owned(),
+    }
+}
+
+impl Yaml {
+    /// The document, ending with a newline.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        self.write(&mut out, 0);
+        out
+    }
+
+    fn inline(&self) -> Option<String> {
+        match self {
+            Yaml::Str(v) => Some(quote(v)),
+            Yaml::Plain(v) => Some(v.clone()),
+            Yaml::Map(m) if m.is_empty() => Some("{}".to_owned()),
+            Yaml::Seq(l) if l.is_empty() => Some("[]".to_owned()),
+            _ => None,
+        }
+    }
+
+    fn write(&self, out: &mut String, indent: usize) {
+        let pad = " ".repeat(indent);
+        match self {
+            Yaml::Map(m) if !m.is_empty() => {
+                for (k, v) in m {
+                    match v.inline() {
+                        Some(text) => {
+                            let _ = writeln!(out, "{pad}{}: {text}", key(k));
+                        }
+                        None => {
+                            let _ = writeln!(out, "{pad}{}:", key(k));
+                            v.write(out, indent + 2);
+                        }
+                    }
+                }
+            }
+            Yaml::Seq(l) if !l.is_empty() => {
+                for item in l {
+                    match item.inline() {
+                        Some(text) => {
+                            let _ = writeln!(out, "{pad}- {text}");
+                        }
+                        None => {
+                            // The item's first line goes after the dash, the rest aligned with it.
+                            let mut inner = String::new();
+                            item.write(&mut inner, indent + 2);
+                            let rest = &inner[indent + 2..];
+                            let _ = write!(out, "{pad}- {rest}");
+                        }
+                    }
+                }
+            }
+            other => {
+                let _ = writeln!(out, "{pad}{}", other.inline().unwrap_or_default());
+            }
+        }
+    }
+}
+
+/// A Prometheus duration: whole hours, minutes, seconds or milliseconds.
+pub fn prom_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        "0s".to_owned()
+    } else if ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// A threshold for a rule name: `2ms`, `1600us`, `250ns`, `1s`.
+fn name_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns.is_multiple_of(1_000_000_000) {
+        format!("{}s", ns / 1_000_000_000)
+    } else if ns.is_multiple_of(1_000_000) {
+        format!("{}ms", ns / 1_000_000)
+    } else if ns.is_multiple_of(1000) {
+        format!("{}us", ns / 1000)
+    } else {
+        format!("{ns}ns")
+    }
+}
+
+/// A threshold for people: `1.6ms`.
+fn human_duration(d: Duration) -> String {
+    let ns = d.as_nanos() as f64;
+    if ns >= 1e9 {
+        format!("{}s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{}ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{}us", ns / 1e3)
+    } else {
+        format!("{ns}ns")
+    }
+}
+
+/// Characters a metric or rule name cannot hold become `_`.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+fn camel(name: &str) -> String {
+    sanitize(name)
+        .split('_')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut c = p.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn metric_tag(m: Metric) -> String {
+    match m {
+        Metric::Quantile(q) => format!("p{}", (q * 100.0).to_string().replace('.', "")),
+        Metric::Max => "max".to_owned(),
+        Metric::Mean => "mean".to_owned(),
+        Metric::DeadlineMissRate => "deadline_miss_rate".to_owned(),
+    }
+}
+
+/// One stage the configuration names: by `[deadlines]` or by an `[[sla]]` rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageRef {
+    /// The stage's name.
+    pub name: String,
+    /// Its static labels, in order.
+    pub labels: Vec<(String, String)>,
+    /// Its deadline, if `[deadlines]` gives one (labelled or not: deadlines are by name).
+    pub deadline: Option<Duration>,
+}
+
+/// How to query one stage's series.
+struct Sel<'a> {
+    n: &'a MetricNames,
+    stage: &'a StageRef,
+    env: &'a str,
+}
+
+impl Sel<'_> {
+    /// The histogram family (without `_bucket`) and its matchers.
+    fn family(&self) -> (String, String) {
+        if self.stage.labels.is_empty() {
+            (
+                self.n.stage_duration().to_owned(),
+                format!("stage={}", quote(&self.stage.name)),
+            )
+        } else {
+            (
+                self.n.labelled_stage(&self.stage.name),
+                self.label_matchers(),
+            )
+        }
+    }
+
+    fn label_matchers(&self) -> String {
+        self.stage
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={}", quote(v)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The labels every per-stage aggregation keeps.
+    fn group(&self) -> Vec<String> {
+        let mut g = Vec::new();
+        if self.stage.labels.is_empty() {
+            g.push("stage".to_owned());
+        }
+        g.extend(self.stage.labels.iter().map(|(k, _)| k.clone()));
+        g.push(self.env.to_owned());
+        g
+    }
+
+    fn by(&self, extra: &[&str]) -> String {
+        let mut g: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        g.extend(self.group());
+        g.join(", ")
+    }
+
+    fn quantile(&self, q: f64, window: &str) -> String {
+        let (fam, m) = self.family();
+        format!(
+            "histogram_quantile({q}, sum by ({}) (rate({fam}_bucket{{{m}}}[{window}])))",
+            self.by(&["le"])
+        )
+    }
+
+    fn rate_of(&self, suffix: &str, window: &str) -> String {
+        let (fam, m) = self.family();
+        format!(
+            "sum by ({}) (rate({fam}_{suffix}{{{m}}}[{window}]))",
+            self.by(&[])
+        )
+    }
+
+    fn miss_ratio(&self, window: &str) -> String {
+        let mut m = format!("stage={}", quote(&self.stage.name));
+        if !self.stage.labels.is_empty() {
+            m.push(',');
+            m.push_str(&self.label_matchers());
+        }
+        format!(
+            "sum by ({g}) (rate({}{{{m}}}[{window}])) / {}",
+            self.n.deadline_miss(),
+            self.rate_of("count", window),
+            g = self.by(&[])
+        )
+    }
+
+    /// The labels a recorded or alerting series carries beyond its expression's: `stage` for a
+    /// labelled stage (its own family has no `stage` label).
+    fn extra_labels(&self) -> Vec<(&str, Yaml)> {
+        if self.stage.labels.is_empty() {
+            Vec::new()
+        } else {
+            vec![("stage", s(self.stage.name.clone()))]
+        }
+    }
+}
+
+/// Everything the generator derives from a configuration.
+pub struct Plan<'a> {
+    config: &'a Config,
+    names: MetricNames,
+    window: String,
+}
+
+impl<'a> Plan<'a> {
+    /// The plan for `config`.
+    pub fn new(config: &'a Config) -> Self {
+        let p = &config.prometheus;
+        Self {
+            config,
+            names: MetricNames::new(&p.namespace, p.unit.into()),
+            window: prom_duration(config.alerts.rate_window),
+        }
+    }
+
+    /// The stages: every `[[sla]]` stage (with its labels), then every `[deadlines]` stage no
+    /// rule names, in the file's order.
+    pub fn stages(&self) -> Vec<StageRef> {
+        let deadline = |name: &str| {
+            self.config
+                .deadlines
+                .iter()
+                .find(|(s, _)| s == name)
+                .map(|(_, d)| *d)
+        };
+        let mut out: Vec<StageRef> = Vec::new();
+        for r in &self.config.sla {
+            if !out
+                .iter()
+                .any(|s| s.name == r.stage && s.labels == r.labels)
+            {
+                out.push(StageRef {
+                    name: r.stage.clone(),
+                    labels: r.labels.clone(),
+                    deadline: deadline(&r.stage),
+                });
+            }
+        }
+        for (name, d) in &self.config.deadlines {
+            if !out.iter().any(|s| &s.name == name) {
+                out.push(StageRef {
+                    name: name.clone(),
+                    labels: Vec::new(),
+                    deadline: Some(*d),
+                });
+            }
+        }
+        out
+    }
+
+    fn sel<'b>(&'b self, stage: &'b StageRef) -> Sel<'b> {
+        Sel {
+            n: &self.names,
+            stage,
+            env: &self.config.prometheus.env_label,
+        }
+    }
+
+    fn rules_for(&self, stage: &StageRef) -> Vec<&'a SlaRuleConfig> {
+        self.config
+            .sla
+            .iter()
+            .filter(|r| r.stage == stage.name && r.labels == stage.labels)
+            .collect()
+    }
+
+    /// `<ns>:stage_latency_<unit>:p95`.
+    pub fn quantile_record(&self, tag: &str) -> String {
+        let unit = self
+            .names
+            .stage_duration()
+            .rsplit('_')
+            .next()
+            .unwrap_or("seconds")
+            .to_owned();
+        format!("{}:stage_latency_{unit}:{tag}", self.names.namespace())
+    }
+
+    /// `<ns>:deadline_miss:ratio_rate<window>`.
+    pub fn miss_record(&self) -> String {
+        format!(
+            "{}:deadline_miss:ratio_rate{}",
+            self.names.namespace(),
+            self.window
+        )
+    }
+
+    /// The threshold the SLO compliance series compares p95 with: the p95 rule's critical
+    /// threshold (or warning if it has none), else the stage's deadline.
+    fn slo_threshold(&self, stage: &StageRef) -> Option<Duration> {
+        let p95 = self.rules_for(stage).into_iter().find_map(|r| {
+            (r.metric == Metric::P95)
+                .then(|| match r.critical.or(r.warning) {
+                    Some(Value::Latency(d)) => Some(d),
+                    _ => None,
+                })
+                .flatten()
+        });
+        p95.or(stage.deadline)
+    }
+
+    /// `slo:<stage>:p95_under_<threshold>`.
+    pub fn slo_record(&self, stage: &StageRef, threshold: Duration) -> String {
+        format!(
+            "slo:{}:p95_under_{}",
+            sanitize(&stage.name),
+            name_duration(threshold)
+        )
+    }
+
+    fn recording(&self) -> Yaml {
+        let mut rules = Vec::new();
+        for stage in self.stages() {
+            let sel = self.sel(&stage);
+            for (q, tag) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
+                let mut r = vec![
+                    ("record", s(self.quantile_record(tag))),
+                    ("expr", s(sel.quantile(q, &self.window))),
+                ];
+                let extra = sel.extra_labels();
+                if !extra.is_empty() {
+                    r.push(("labels", map(extra)));
+                }
+                rules.push(map(r));
+            }
+            if let Some(t) = self.slo_threshold(&stage) {
+                let mut m = format!("stage={}", quote(&stage.name));
+                for (k, v) in &stage.labels {
+                    let _ = write!(m, ",{k}={}", quote(v));
+                }
+                rules.push(map(vec![
+                    ("record", s(self.slo_record(&stage, t))),
+                    (
+                        "expr",
+                        s(format!(
+                            "{}{{{m}}} < bool {}",
+                            self.quantile_record("p95"),
+                            self.names.in_unit(t)
+                        )),
+                    ),
+                ]));
+            }
+            if stage.deadline.is_some() {
+                let mut r = vec![
+                    ("record", s(self.miss_record())),
+                    ("expr", s(sel.miss_ratio(&self.window))),
+                ];
+                let extra = sel.extra_labels();
+                if !extra.is_empty() {
+                    r.push(("labels", map(extra)));
+                }
+                rules.push(map(r));
+            }
+        }
+        map(vec![
+            ("name", s(format!("{}_recording", self.names.namespace()))),
+            ("rules", Yaml::Seq(rules)),
+        ])
+    }
+
+    /// Every alert, with what its tests need.
+    pub fn alerts(&self) -> Vec<Alert> {
+        let a = &self.config.alerts;
+        let env = self.config.prometheus.env_label.clone();
+        let ns = camel(self.names.namespace());
+        let pending = prom_duration(a.pending_for);
+        let mut out = Vec::new();
+        for stage in self.stages() {
+            let sel = self.sel(&stage);
+            // A labelled stage's own family has no `stage` label (the rule adds it, after the
+            // annotations are expanded): its name goes in as written.
+            let st = if stage.labels.is_empty() {
+                "{{ $labels.stage }}".to_owned()
+            } else {
+                stage.name.clone()
+            };
+            let stage_labels: Vec<(String, String)> = {
+                let mut l = vec![("stage".to_owned(), stage.name.clone())];
+                l.extend(stage.labels.iter().cloned());
+                l
+            };
+            let mut has_miss_rule = false;
+            for rule in self.rules_for(&stage) {
+                let tag = metric_tag(rule.metric);
+                for (severity, value) in [("warning", rule.warning), ("critical", rule.critical)] {
+                    let Some(value) = value else { continue };
+                    let (expr, shown) = match (rule.metric, value) {
+                        (Metric::DeadlineMissRate, Value::Ratio(r)) => {
+                            has_miss_rule = true;
+                            (
+                                format!("{} > {r}", sel.miss_ratio(&self.window)),
+                                format!("{} %", r * 100.0),
+                            )
+                        }
+                        (Metric::Quantile(q), Value::Latency(d)) => (
+                            format!(
+                                "{} > {}",
+                                sel.quantile(q, &self.window),
+                                self.names.in_unit(d)
+                            ),
+                            human_duration(d),
+                        ),
+                        (Metric::Max, Value::Latency(d)) => (
+                            format!(
+                                "{} > {}",
+                                sel.quantile(1.0, &self.window),
+                                self.names.in_unit(d)
+                            ),
+                            human_duration(d),
+                        ),
+                        (Metric::Mean, Value::Latency(d)) => (
+                            format!(
+                                "{} / {} > {}",
+                                sel.rate_of("sum", &self.window),
+                                sel.rate_of("count", &self.window),
+                                self.names.in_unit(d)
+                            ),
+                            human_duration(d),
+                        ),
+                        _ => continue,
+                    };
+                    out.push(Alert {
+                        name: format!("{ns}{}{}Slo{}", camel(&stage.name), camel(&tag), camel(severity)),
+                        expr,
+                        pending_for: pending.clone(),
+                        severity,
+                        extra: sel.extra_labels().into_iter().map(|(k, _)| (k.to_owned(), stage.name.clone())).collect(),
+                        summary: format!("{tag} of stage {st} above {shown} ({severity})"),
+                        description: format!(
+                            "The {tag} of stage {st} in {env} {{{{ $labels.{env} }}}} over the last {} is above the {severity} threshold {shown} of the SLA rule (judged over {} in the process). Look at the stage's latency panel and its child stages, then at guard trips.",
+                            self.window, window_text(rule.window)
+                        ),
+                        test: match rule.metric {
+                            Metric::DeadlineMissRate => TestKind::MissRatio,
+                            _ => TestKind::Latency(match value {
+                                Value::Latency(d) => d,
+                                Value::Ratio(_) => Duration::from_millis(1),
+                            }),
+                        },
+                        stage: Some(stage.clone()),
+                        stage_labels: stage_labels.clone(),
+                    });
+                }
+            }
+            if stage.deadline.is_some() && !has_miss_rule {
+                let r = a.deadline_miss_ratio;
+                out.push(Alert {
+                    name: format!("{ns}{}DeadlineMissRatio", camel(&stage.name)),
+                    expr: format!("{} > {r}", sel.miss_ratio(&self.window)),
+                    pending_for: pending.clone(),
+                    severity: "critical",
+                    extra: sel.extra_labels().into_iter().map(|(k, _)| (k.to_owned(), stage.name.clone())).collect(),
+                    summary: format!("stage {st} misses its deadline in more than {} % of spans", r * 100.0),
+                    description: format!("More than {} % of the spans of stage {st} in {env} {{{{ $labels.{env} }}}} ended after the stage's deadline over the last {}. Look at the deadline-miss panel and the stage's p99.", r * 100.0, self.window),
+                    test: TestKind::MissRatio,
+                    stage: Some(stage.clone()),
+                    stage_labels: stage_labels.clone(),
+                });
+            }
+            // No data: the stage recorded nothing for `no_data_after`, or was never exported.
+            let (fam, m) = sel.family();
+            let nd = prom_duration(a.no_data_after);
+            out.push(Alert {
+                name: format!("{ns}{}NoData", camel(&stage.name)),
+                expr: format!(
+                    "{} == 0 or absent({fam}_count{{{m}}})",
+                    sel.rate_of("count", &nd)
+                ),
+                pending_for: pending.clone(),
+                severity: "warning",
+                extra: sel.extra_labels().into_iter().map(|(k, _)| (k.to_owned(), stage.name.clone())).collect(),
+                summary: format!("stage {st} recorded nothing for {nd}"),
+                description: format!("No span of stage {st} was exported over the last {nd}. Look at whether the process is up and scraped (up, /health), whether the stage still runs, and at the sampling rate."),
+                test: TestKind::NoData,
+                stage: Some(stage.clone()),
+                stage_labels: stage_labels.clone(),
+            });
+            // Canary regression: canary p95 above baseline's by more than the percentage.
+            let pct = a.canary_regression_pct;
+            let mut m = format!("stage={}", quote(&stage.name));
+            for (k, v) in &stage.labels {
+                let _ = write!(m, ",{k}={}", quote(v));
+            }
+            let p95 = self.quantile_record("p95");
+            out.push(Alert {
+                name: format!("{ns}{}CanaryRegression", camel(&stage.name)),
+                expr: format!(
+                    "{p95}{{{m},{env}=\"canary\"}} > ignoring({env}) {} * {p95}{{{m},{env}=\"baseline\"}}",
+                    1.0 + pct / 100.0
+                ),
+                pending_for: pending.clone(),
+                severity: "critical",
+                extra: Vec::new(),
+                summary: format!("canary p95 of stage {st} more than {pct} % above baseline"),
+                description: format!("The canary's p95 of stage {st} over the last {} is more than {pct} % above the baseline's: roll the canary back. Compare the two on the canary-vs-baseline panel.", self.window),
+                test: TestKind::Canary,
+                stage: Some(stage.clone()),
+                stage_labels,
+            });
+        }
+        for (reason, n) in &a.guard_trip_burst {
+            out.push(Alert {
+                name: format!("{ns}GuardTripBurst{}", camel(reason)),
+                expr: format!(
+                    "sum by (reason, {env}) (increase({}{{reason={}}}[1h])) > {n}",
+                    self.names.guard_trips(),
+                    quote(reason)
+                ),
+                pending_for: "0s".to_owned(),
+                severity: "warning",
+                extra: Vec::new(),
+                summary: format!("guard {{{{ $labels.reason }}}} tripped more than {n} times in an hour"),
+                description: format!("The {{{{ $labels.reason }}}} guard tripped more than {n} times over the last hour in {env} {{{{ $labels.{env} }}}}. Look at the guard-trips panel and the stage latencies around the trips."),
+                test: TestKind::Guard(reason.clone(), *n),
+                stage: None,
+                stage_labels: vec![("reason".to_owned(), reason.clone())],
+            });
+        }
+        out.push(Alert {
+            name: format!("{ns}RecordsDropped"),
+            expr: format!(
+                "sum by (stage, {env}) (rate({}[{}])) > {}",
+                self.names.dropped(),
+                self.window,
+                a.drop_rate
+            ),
+            pending_for: prom_duration(a.drop_for),
+            severity: "warning",
+            extra: Vec::new(),
+            summary: "records of stage {{ $labels.stage }} are being dropped".to_owned(),
+            description: format!("Rings are full: records of stage {{{{ $labels.stage }}}} in {env} {{{{ $labels.{env} }}}} are dropped, so its percentiles miss them. Look at the ring high-water mark, the aggregator lag and cycle time; raise ring_capacity or lower the interval."),
+            test: TestKind::Dropped,
+            stage: None,
+            stage_labels: vec![("stage".to_owned(), "dropping_stage".to_owned())],
+        });
+        let stalled = a.aggregator_stalled_after.as_secs_f64();
+        let lag = self
+            .names
+            .health("aggregator_lag_seconds")
+            .unwrap_or_default();
+        let age = self
+            .names
+            .health("aggregator_last_drain_age_seconds")
+            .unwrap_or_default();
+        out.push(Alert {
+            name: format!("{ns}AggregatorStalled"),
+            expr: format!(
+                "max by (instance, {env}) ({age}) > {stalled} or max by (instance, {env}) ({lag}) > {stalled}"
+            ),
+            pending_for: pending.clone(),
+            severity: "critical",
+            extra: Vec::new(),
+            summary: "laptime's aggregator on {{ $labels.instance }} is stalled".to_owned(),
+            description: format!("The aggregator on {{{{ $labels.instance }}}} has not drained the rings for more than {} (or drains records that old): every figure it exports is stale. Look at /health, aggregator restarts and callback panics.", human_duration(a.aggregator_stalled_after)),
+            test: TestKind::Stalled,
+            stage: None,
+            stage_labels: vec![("instance".to_owned(), "app:9000".to_owned())],
+        });
+        out
+    }
+
+    fn alerting(&self) -> Yaml {
+        let rules = self
+            .alerts()
+            .iter()
+            .map(|al| {
+                let mut labels = vec![("severity", s(al.severity))];
+                for (k, v) in &al.extra {
+                    labels.push((k.as_str(), s(v.clone())));
+                }
+                map(vec![
+                    ("alert", s(al.name.clone())),
+                    ("expr", s(al.expr.clone())),
+                    ("for", s(al.pending_for.clone())),
+                    ("labels", map(labels)),
+                    (
+                        "annotations",
+                        map(vec![
+                            ("summary", s(al.summary.clone())),
+                            ("description", s(al.description.clone())),
+                        ]),
+                    ),
+                ])
+            })
+            .collect();
+        map(vec![
+            ("name", s(format!("{}_alerts", self.names.namespace()))),
+            ("rules", Yaml::Seq(rules)),
+        ])
+    }
+
+    /// `rules.yml`.
+    pub fn rules_yaml(&self) -> String {
+        let doc = map(vec![(
+            "groups",
+            Yaml::Seq(vec![self.recording(), self.alerting()]),
+        )]);
+        format!(
+            "# Generated by `laptime rules` from the configuration file: do not edit.\n{}",
+            doc.render()
+        )
+    }
+}
+
+/// What an alert's unit tests feed it.
+#[derive(Debug, Clone)]
+pub enum TestKind {
+    /// Stage latency against this threshold (the highest of the rule's).
+    Latency(Duration),
+    /// Deadline-miss ratio.
+    MissRatio,
+    /// No data.
+    NoData,
+    /// Canary vs baseline.
+    Canary,
+    /// Guard trips of a reason above a count per hour.
+    Guard(String, u64),
+    /// Dropped records.
+    Dropped,
+    /// Aggregator stalled.
+    Stalled,
+}
+
+/// One generated alert.
+#[derive(Debug, Clone)]
+pub struct Alert {
+    /// The alert's name.
+    pub name: String,
+    /// Its PromQL.
+    pub expr: String,
+    /// `for:`.
+    pub pending_for: String,
+    /// `severity` label.
+    pub severity: &'static str,
+    /// Labels the rule adds besides severity.
+    pub extra: Vec<(String, String)>,
+    /// Annotation `summary` (templates use `$labels` only).
+    pub summary: String,
+    /// Annotation `description`.
+    pub description: String,
+    /// How it is tested.
+    pub test: TestKind,
+    /// The stage it watches.
+    pub stage: Option<StageRef>,
+    /// The labels identifying what it watches, for tests.
+    pub stage_labels: Vec<(String, String)>,
+}
+
+/// Expands `{{ $labels.x }}` with `labels`, as Prometheus will.
+fn expand(template: &str, labels: &[(String, String)]) -> String {
+    let mut out = template.to_owned();
+    for (k, v) in labels {
+        out = out.replace(&format!("{{{{ $labels.{k} }}}}"), v);
+    }
+    out
+}
+
+impl Plan<'_> {
+    /// `rules_test.yml`: promtool unit tests, one that fires and one that stays quiet per alert,
+    /// and checks of the recording rules' values.
+    pub fn tests_yaml(&self, rule_file: &str) -> String {
+        let a = &self.config.alerts;
+        let env = self.config.prometheus.env_label.clone();
+        let hold = a.rate_window.max(a.no_data_after) + a.pending_for.max(a.drop_for);
+        let eval_min = hold.as_secs().div_ceil(60) + 3;
+        let series_len = eval_min + 70;
+        let ramp = |per_min: u64| format!("0+{per_min}x{series_len}");
+        let flat = |v: f64| format!("{v}+0x{series_len}");
+        let mut tests = Vec::new();
+        for al in self.alerts() {
+            let mut fire_series: Vec<(String, String)> = Vec::new();
+            let mut quiet_series: Vec<(String, String)> = Vec::new();
+            let mut fire_labels: Vec<(String, String)>;
+            let mut eval = eval_min;
+            let stage_sel = |st: &StageRef, suffix: &str, envv: &str, extra: &str| -> String {
+                let sel = self.sel(st);
+                let (fam, m) = sel.family();
+                format!(
+                    "{fam}_{suffix}{{{m},{env}={},instance=\"app:9000\"{extra}}}",
+                    quote(envv)
+                )
+            };
+            let hist = |st: &StageRef,
+                        c: Duration,
+                        envv: &str,
+                        slow: bool,
+                        out: &mut Vec<(String, String)>| {
+                // Buckets at c/1000, c and 2c: all spans in (c, 2c] when slow, below c/1000 else.
+                let c_u = self.names.in_unit(c);
+                let bounds = [c_u / 1000.0, c_u, 2.0 * c_u];
+                for (i, b) in bounds.iter().enumerate() {
+                    let filled = if slow { i == 2 } else { true };
+                    let v = if filled { ramp(60) } else { flat(0.0) };
+                    out.push((stage_sel(st, "bucket", envv, &format!(",le=\"{b}\"")), v));
+                }
+                out.push((stage_sel(st, "bucket", envv, ",le=\"+Inf\""), ramp(60)));
+                out.push((stage_sel(st, "count", envv, ""), ramp(60)));
+                let mean = if slow { 1.5 * c_u } else { c_u / 2000.0 };
+                out.push((
+                    stage_sel(st, "sum", envv, ""),
+                    format!("0+{}x{series_len}", 60.0 * mean),
+                ));
+            };
+            match &al.test {
+                TestKind::Latency(c) => {
+                    let st = al.stage.as_ref().expect("stage alert");
+                    hist(st, *c, "prod", true, &mut fire_series);
+                    hist(st, *c, "prod", false, &mut quiet_series);
+                    fire_labels = al.stage_labels.clone();
+                    fire_labels.push((env.clone(), "prod".to_owned()));
+                }
+                TestKind::MissRatio => {
+                    let st = al.stage.as_ref().expect("stage alert");
+                    let mut m = format!("stage={}", quote(&st.name));
+                    for (k, v) in &st.labels {
+                        let _ = write!(m, ",{k}={}", quote(v));
+                    }
+                    let miss = |per_min: u64| {
+                        (
+                            format!(
+                                "{}{{{m},{env}=\"prod\",instance=\"app:9000\"}}",
+                                self.names.deadline_miss()
+                            ),
+                            ramp(per_min),
+                        )
+                    };
+                    // 60 spans a minute: 30 missed (50 %) against none.
+                    fire_series.push((stage_sel(st, "count", "prod", ""), ramp(60)));
+                    fire_series.push(miss(30));
+                    quiet_series.push((stage_sel(st, "count", "prod", ""), ramp(60)));
+                    quiet_series.push(miss(0));
+                    fire_labels = al.stage_labels.clone();
+                    fire_labels.push((env.clone(), "prod".to_owned()));
+                }
+                TestKind::NoData => {
+                    let st = al.stage.as_ref().expect("stage alert");
+                    fire_series.push((stage_sel(st, "count", "prod", ""), flat(5.0)));
+                    quiet_series.push((stage_sel(st, "count", "prod", ""), ramp(60)));
+                    fire_labels = al.stage_labels.clone();
+                    fire_labels.push((env.clone(), "prod".to_owned()));
+                }
+                TestKind::Canary => {
+                    let st = al.stage.as_ref().expect("stage alert");
+                    let c = self.slo_threshold(st).unwrap_or(Duration::from_millis(1));
+                    hist(st, c, "canary", true, &mut fire_series);
+                    hist(st, c, "baseline", false, &mut fire_series);
+                    hist(st, c, "canary", true, &mut quiet_series);
+                    hist(st, c, "baseline", true, &mut quiet_series);
+                    fire_labels = al.stage_labels.clone();
+                }
+                TestKind::Guard(reason, n) => {
+                    let name = format!(
+                        "{}{{reason={},{env}=\"prod\",instance=\"app:9000\"}}",
+                        self.names.guard_trips(),
+                        quote(reason)
+                    );
+                    // Over an hour: 2 n trips against n / 2.
+                    fire_series.push((
+                        name.clone(),
+                        format!("0+{}x{series_len}", 2.0 * *n as f64 / 60.0),
+                    ));
+                    quiet_series.push((name, format!("0+{}x{series_len}", *n as f64 / 120.0)));
+                    fire_labels = al.stage_labels.clone();
+                    fire_labels.push((env.clone(), "prod".to_owned()));
+                    eval = eval.max(65);
+                }
+                TestKind::Dropped => {
+                    let name = format!(
+                        "{}{{stage=\"dropping_stage\",{env}=\"prod\",instance=\"app:9000\"}}",
+                        self.names.dropped()
+                    );
+                    let per_min = (a.drop_rate * 60.0).ceil() as u64 * 2 + 60;
+                    fire_series.push((name.clone(), ramp(per_min)));
+                    quiet_series.push((name, flat(3.0)));
+                    fire_labels = al.stage_labels.clone();
+                    fire_labels.push((env.clone(), "prod".to_owned()));
+                }
+                TestKind::Stalled => {
+                    let age = self
+                        .names
+                        .health("aggregator_last_drain_age_seconds")
+                        .unwrap_or_default();
+                    let lag = self
+                        .names
+                        .health("aggregator_lag_seconds")
+                        .unwrap_or_default();
+                    let s_ = a.aggregator_stalled_after.as_secs_f64();
+                    let at = |n: &str| format!("{n}{{{env}=\"prod\",instance=\"app:9000\"}}");
+                    fire_series.push((at(&age), format!("{}+60x{series_len}", 2.0 * s_)));
+                    fire_series.push((at(&lag), flat(0.001)));
+                    quiet_series.push((at(&age), flat(0.01)));
+                    quiet_series.push((at(&lag), flat(0.001)));
+                    fire_labels = al.stage_labels.clone();
+                    fire_labels.push((env.clone(), "prod".to_owned()));
+                }
+            }
+            let mut labels = vec![("severity".to_owned(), al.severity.to_owned())];
+            labels.extend(al.extra.iter().cloned());
+            for l in fire_labels {
+                if !labels.iter().any(|(k, _)| *k == l.0) {
+                    labels.push(l);
+                }
+            }
+            let series_yaml = |list: &[(String, String)]| {
+                Yaml::Seq(
+                    list.iter()
+                        .map(|(name, values)| {
+                            map(vec![
+                                ("series", s(name.clone())),
+                                ("values", s(values.clone())),
+                            ])
+                        })
+                        .collect(),
+                )
+            };
+            let exp = map(vec![
+                (
+                    "exp_labels",
+                    Yaml::Map(
+                        labels
+                            .iter()
+                            .map(|(k, v)| (k.clone(), s(v.clone())))
+                            .collect(),
+                    ),
+                ),
+                (
+                    "exp_annotations",
+                    map(vec![
+                        ("summary", s(expand(&al.summary, &labels))),
+                        ("description", s(expand(&al.description, &labels))),
+                    ]),
+                ),
+            ]);
+            let at = format!("{eval}m");
+            tests.push(map(vec![
+                ("name", s(format!("{} fires ({})", al.name, al.severity))),
+                ("interval", s("1m")),
+                ("input_series", series_yaml(&fire_series)),
+                (
+                    "alert_rule_test",
+                    Yaml::Seq(vec![map(vec![
+                        ("eval_time", s(at.clone())),
+                        ("alertname", s(al.name.clone())),
+                        ("exp_alerts", Yaml::Seq(vec![exp])),
+                    ])]),
+                ),
+            ]));
+            tests.push(map(vec![
+                (
+                    "name",
+                    s(format!("{} stays quiet ({})", al.name, al.severity)),
+                ),
+                ("interval", s("1m")),
+                ("input_series", series_yaml(&quiet_series)),
+                (
+                    "alert_rule_test",
+                    Yaml::Seq(vec![map(vec![
+                        ("eval_time", s(at)),
+                        ("alertname", s(al.name.clone())),
+                        ("exp_alerts", Yaml::Seq(Vec::new())),
+                    ])]),
+                ),
+            ]));
+        }
+        // Recording rules: p50/p95/p99 of spans all in (c, 2c] are 1.5c, 1.95c, 1.99c; the SLO
+        // series is 0 for them and 1 for spans below c/1000.
+        for stage in self.stages() {
+            let Some(c) = self.slo_threshold(&stage) else {
+                continue;
+            };
+            let c_u = self.names.in_unit(c);
+            let mut slow = Vec::new();
+            let mut fast = Vec::new();
+            let sel = self.sel(&stage);
+            let (fam, m) = sel.family();
+            let st = |suffix: &str, envv: &str, extra: &str| {
+                format!(
+                    "{fam}_{suffix}{{{m},{env}={},instance=\"app:9000\"{extra}}}",
+                    quote(envv)
+                )
+            };
+            for (out, envv, is_slow) in [(&mut slow, "slow", true), (&mut fast, "fast", false)] {
+                for (i, b) in [c_u / 1000.0, c_u, 2.0 * c_u].iter().enumerate() {
+                    let filled = if is_slow { i == 2 } else { true };
+                    out.push((
+                        st("bucket", envv, &format!(",le=\"{b}\"")),
+                        if filled { ramp(60) } else { flat(0.0) },
+                    ));
+                }
+                out.push((st("bucket", envv, ",le=\"+Inf\""), ramp(60)));
+                out.push((st("count", envv, ""), ramp(60)));
+            }
+            let mut input: Vec<Yaml> = Vec::new();
+            for (name, values) in slow.iter().chain(fast.iter()) {
+                input.push(map(vec![
+                    ("series", s(name.clone())),
+                    ("values", s(values.clone())),
+                ]));
+            }
+            let mut label_str = String::new();
+            let mut out_labels: Vec<(String, String)> = Vec::new();
+            if stage.labels.is_empty() {
+                out_labels.push(("stage".to_owned(), stage.name.clone()));
+            }
+            out_labels.extend(stage.labels.iter().cloned());
+            let mut m_rec = format!("stage={}", quote(&stage.name));
+            for (k, v) in &stage.labels {
+                let _ = write!(m_rec, ",{k}={}", quote(v));
+            }
+            for (k, v) in &out_labels {
+                let _ = write!(label_str, "{k}={},", quote(v));
+            }
+            let mut exprs = Vec::new();
+            for (tag, f) in [("p50", 1.5), ("p95", 1.95), ("p99", 1.99)] {
+                exprs.push(map(vec![
+                    (
+                        "expr",
+                        s(format!(
+                            "abs({}{{{m_rec},{env}=\"slow\"}} - {}) < bool {}",
+                            self.quantile_record(tag),
+                            f * c_u,
+                            c_u * 1e-6
+                        )),
+                    ),
+                    ("eval_time", s(format!("{eval_min}m"))),
+                    (
+                        "exp_samples",
+                        Yaml::Seq(vec![map(vec![
+                            ("labels", s(format!("{{{label_str}{env}=\"slow\"}}"))),
+                            ("value", Yaml::Plain("1".to_owned())),
+                        ])]),
+                    ),
+                ]));
+            }
+            let slo = self.slo_record(&stage, c);
+            exprs.push(map(vec![
+                ("expr", s(slo.clone())),
+                ("eval_time", s(format!("{eval_min}m"))),
+                (
+                    "exp_samples",
+                    Yaml::Seq(vec![
+                        map(vec![
+                            ("labels", s(format!("{slo}{{{label_str}{env}=\"fast\"}}"))),
+                            ("value", Yaml::Plain("1".to_owned())),
+                        ]),
+                        map(vec![
+                            ("labels", s(format!("{slo}{{{label_str}{env}=\"slow\"}}"))),
+                            ("value", Yaml::Plain("0".to_owned())),
+                        ]),
+                    ]),
+                ),
+            ]));
+            tests.push(map(vec![
+                (
+                    "name",
+                    s(format!("recording rules of stage {}", stage.name)),
+                ),
+                ("interval", s("1m")),
+                ("input_series", Yaml::Seq(input)),
+                ("promql_expr_test", Yaml::Seq(exprs)),
+            ]));
+        }
+        let doc = map(vec![
+            ("rule_files", Yaml::Seq(vec![s(rule_file)])),
+            ("evaluation_interval", s("1m")),
+            ("tests", Yaml::Seq(tests)),
+        ]);
+        format!(
+            "# Generated by `laptime rules`: promtool unit tests of rules.yml (`promtool test rules`).\n{}",
+            doc.render()
+        )
+    }
+}
+
+/// Writes `DIR/prometheus/rules.yml` and `DIR/prometheus/rules_test.yml` for `config`; returns
+/// the paths written.
+pub fn write_rules(
+    config: &Config,
+    dir: &std::path::Path,
+) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let plan = Plan::new(config);
+    let prom = dir.join("prometheus");
+    std::fs::create_dir_all(&prom)?;
+    let rules = prom.join("rules.yml");
+    let tests = prom.join("rules_test.yml");
+    std::fs::write(&rules, plan.rules_yaml())?;
+    std::fs::write(&tests, plan.tests_yaml("rules.yml"))?;
+    Ok(vec![rules, tests])
+}

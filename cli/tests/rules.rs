@@ -1,0 +1,243 @@
+//! `laptime rules`: the generated Prometheus rules for the demo's configuration pass
+//! `promtool check rules` and their generated unit tests (`promtool test rules`), a broken rule
+//! fails those tests, and the configuration's thresholds are what the expressions compare with.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{dir, laptime, stderr, stdout};
+use laptime::config::Config;
+use laptime_cli::rules::Plan;
+
+fn demo_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/trading_tick.toml")
+}
+
+/// `promtool`, or `None` (with a message) when it is not installed; under CI its absence fails.
+fn promtool() -> Option<&'static str> {
+    let found = Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some("promtool");
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "promtool is not installed and CI is set: install prometheus (Debian: apt-get install prometheus)"
+    );
+    eprintln!("skipped: promtool is not installed (set CI to make this a failure)");
+    None
+}
+
+fn promtool_run(args: &[&str], cwd: &Path) -> std::process::Output {
+    Command::new("promtool")
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("promtool runs")
+}
+
+fn generate(test: &str) -> PathBuf {
+    let out = dir(test);
+    let o = laptime([
+        "rules".as_ref(),
+        "--config".as_ref(),
+        demo_config().as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert!(o.status.success(), "laptime rules failed: {}", stderr(&o));
+    for f in [
+        "prometheus/rules.yml",
+        "prometheus/rules_test.yml",
+        "grafana/dashboard.json",
+    ] {
+        assert!(
+            out.join(f).is_file(),
+            "{f} not written; stdout: {}",
+            stdout(&o)
+        );
+    }
+    out
+}
+
+#[test]
+fn demo_rules_pass_promtool_check_and_their_unit_tests() {
+    let out = generate("rules_promtool");
+    let Some(_) = promtool() else { return };
+    let prom = out.join("prometheus");
+    let check = promtool_run(&["check", "rules", "rules.yml"], &prom);
+    assert!(
+        check.status.success(),
+        "promtool check rules: {}{}",
+        stdout(&check),
+        stderr(&check)
+    );
+    let test = promtool_run(&["test", "rules", "rules_test.yml"], &prom);
+    assert!(
+        test.status.success(),
+        "promtool test rules: {}{}",
+        stdout(&test),
+        stderr(&test)
+    );
+    // Every alert has a test that fires and one that stays quiet.
+    let rules = std::fs::read_to_string(prom.join("rules.yml")).unwrap();
+    let tests = std::fs::read_to_string(prom.join("rules_test.yml")).unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 10, "{alerts:?}");
+    for a in alerts {
+        let a = a.trim_matches('"');
+        assert!(
+            tests.contains(&format!("{a} fires")),
+            "no firing test for {a}"
+        );
+        assert!(
+            tests.contains(&format!("{a} stays quiet")),
+            "no quiet test for {a}"
+        );
+    }
+}
+
+#[test]
+fn a_rule_that_disagrees_with_the_config_fails_the_generated_tests() {
+    let out = generate("rules_mutated");
+    let Some(_) = promtool() else { return };
+    let prom = out.join("prometheus");
+    let rules = std::fs::read_to_string(prom.join("rules.yml")).unwrap();
+    // The p95 warning threshold is 1.6 ms; a rule file saying 9.9 ms must fail its tests.
+    assert!(rules.contains("> 0.0016\""), "{rules}");
+    std::fs::write(
+        prom.join("rules.yml"),
+        rules.replace("> 0.0016\"", "> 0.0099\""),
+    )
+    .unwrap();
+    let test = promtool_run(&["test", "rules", "rules_test.yml"], &prom);
+    assert!(
+        !test.status.success(),
+        "the mutated rules passed: {}",
+        stdout(&test)
+    );
+    let said = format!("{}{}", stdout(&test), stderr(&test));
+    assert!(said.contains("MmTickTotalP95SloWarning fires"), "{said}");
+}
+
+#[test]
+fn a_threshold_change_in_the_config_moves_the_expression() {
+    let text = std::fs::read_to_string(demo_config()).unwrap();
+    let before = Config::from_toml_str(&text).unwrap();
+    let changed = text.replacen("warning = \"1.6ms\"", "warning = \"1.7ms\"", 1);
+    assert_ne!(
+        text, changed,
+        "the demo config no longer has the 1.6ms warning"
+    );
+    let after = Config::from_toml_str(&changed).unwrap();
+    let (a, b) = (
+        Plan::new(&before).rules_yaml(),
+        Plan::new(&after).rules_yaml(),
+    );
+    assert!(a.contains("> 0.0016\"") && !a.contains("> 0.0017\""));
+    assert!(b.contains("> 0.0017\"") && !b.contains("> 0.0016\""));
+    // The deadline moves the SLO series' name and bound only through the p95 critical threshold.
+    let crit = text.replacen("critical = \"2ms\"", "critical = \"3ms\"", 1);
+    let c = Plan::new(&Config::from_toml_str(&crit).unwrap()).rules_yaml();
+    assert!(a.contains("slo:tick_total:p95_under_2ms"), "{a}");
+    assert!(
+        c.contains("slo:tick_total:p95_under_3ms") && c.contains("< bool 0.003"),
+        "{c}"
+    );
+    // The [alerts] settings reach the rules too.
+    let pct = text.replacen(
+        "canary_regression_pct = 15.0",
+        "canary_regression_pct = 30.0",
+        1,
+    );
+    let p = Plan::new(&Config::from_toml_str(&pct).unwrap()).rules_yaml();
+    assert!(
+        a.contains("> ignoring(env) 1.15 *") && p.contains("> ignoring(env) 1.3 *"),
+        "{p}"
+    );
+}
+
+#[test]
+fn milliseconds_and_labelled_stages_name_the_exported_series() {
+    let config = Config::from_toml_str(
+        r#"
+[prometheus]
+namespace = "svc"
+unit = "ms"
+
+[[sla]]
+stage = "exchange_req"
+labels = { verb = "post", api = "batch" }
+window = "60s"
+metric = "p99"
+critical = "25ms"
+"#,
+    )
+    .unwrap();
+    let plan = Plan::new(&config);
+    let y = plan.rules_yaml();
+    assert!(
+        y.contains(r#"rate(svc_exchange_req_ms_bucket{verb=\"post\",api=\"batch\"}[5m])"#),
+        "{y}"
+    );
+    assert!(y.contains("sum by (le, verb, api, env)"), "{y}");
+    assert!(y.contains("> 25\""), "25 ms in milliseconds: {y}");
+    if promtool().is_some() {
+        let out = dir("rules_labelled");
+        laptime_cli::rules::write_rules(&config, &out).unwrap();
+        let prom = out.join("prometheus");
+        let test = promtool_run(&["test", "rules", "rules_test.yml"], &prom);
+        assert!(test.status.success(), "{}{}", stdout(&test), stderr(&test));
+    }
+}
+
+#[test]
+fn alerts_and_prometheus_sections_name_the_key_and_line_of_a_mistake() {
+    let err = Config::from_toml_str("[alerts]\nrate_window = \"5m\"\nfor = \"0s\"\n").unwrap_err();
+    assert_eq!(
+        (err.key(), err.line()),
+        (Some("alerts.for"), Some(3)),
+        "{err}"
+    );
+    let err = Config::from_toml_str("[alerts]\ncanary_regresion_pct = 15\n").unwrap_err();
+    assert_eq!(err.key(), Some("alerts.canary_regresion_pct"), "{err}");
+    assert!(err.to_string().contains("canary_regression_pct"), "{err}");
+    let err = Config::from_toml_str("[prometheus]\nunit = \"minutes\"\n").unwrap_err();
+    assert_eq!(
+        (err.key(), err.line()),
+        (Some("prometheus.unit"), Some(2)),
+        "{err}"
+    );
+    let err = Config::from_toml_str("[prometheus]\nnamespace = \"my-app\"\n").unwrap_err();
+    assert_eq!(err.key(), Some("prometheus.namespace"), "{err}");
+    let err = Config::from_toml_str("[alerts]\nrate_window = \"1500us\"\n").unwrap_err();
+    assert_eq!(err.key(), Some("alerts.rate_window"), "{err}");
+    let c = Config::from_toml_str("").unwrap();
+    assert_eq!(c.prometheus.namespace, "laptime");
+    assert_eq!(c.alerts.guard_trip_burst.len(), 2);
+}
+
+#[test]
+fn committed_ops_rules_are_up_to_date() {
+    let text = std::fs::read_to_string(demo_config()).unwrap();
+    let plan_config = Config::from_toml_str(&text).unwrap();
+    let plan = Plan::new(&plan_config);
+    let ops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/prometheus");
+    for (file, fresh) in [
+        ("rules.yml", plan.rules_yaml()),
+        ("rules_test.yml", plan.tests_yaml("rules.yml")),
+    ] {
+        let committed = std::fs::read_to_string(ops.join(file)).unwrap_or_default();
+        assert!(
+            committed == fresh,
+            "ops/prometheus/{file} is stale: run scripts/gen_ops.sh"
+        );
+    }
+}
