@@ -88,7 +88,9 @@
 //!   drains (nothing changes on the hot path); `CollectorHandle::traces` returns them, and they are
 //!   written as the seed's golden JSON and as Chrome trace-event JSON (Perfetto).
 //! * `config`: `laptime::config`, one TOML file for the collector's settings, deadlines, SLA rules,
-//!   sampling and tracing, with errors that name the key and the line (implies `trace`).
+//!   sampling and tracing (and the export and alert settings `laptime rules` generates Prometheus
+//!   rules and a Grafana dashboard from), with errors that name the key and the line (implies
+//!   `trace`).
 //! * `report`: `laptime::report`, a self-contained HTML report of a profile (and a baseline) with
 //!   percentile-distribution plots, and the plots as SVG or PNG (implies `profile`).
 //!
