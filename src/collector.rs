@@ -105,6 +105,8 @@ pub struct CollectorBuilder {
     pub(crate) max_stages: usize,
     pub(crate) rules: Vec<SlaRule>,
     pub(crate) deadlines: Vec<(&'static str, Duration)>,
+    pub(crate) expected_intervals: Vec<(&'static str, Duration)>,
+    pub(crate) release_memory: bool,
     pub(crate) callback: Option<SlaCallback>,
     pub(crate) adaptive: Option<AdaptiveSampling>,
     /// `None` keeps the rate in force (what `set_sampling_rate` set, or 1).
@@ -132,6 +134,8 @@ impl std::fmt::Debug for CollectorBuilder {
             .field("max_stages", &self.max_stages)
             .field("rules", &self.rules)
             .field("deadlines", &self.deadlines)
+            .field("expected_intervals", &self.expected_intervals)
+            .field("release_memory", &self.release_memory)
             .field("callback", &self.callback.is_some())
             .field("adaptive", &self.adaptive)
             .field("sampling_rate", &self.sampling_rate)
@@ -157,6 +161,8 @@ impl Default for CollectorBuilder {
             max_stages: crate::stage::DEFAULT_MAX_STAGES,
             rules: Vec::new(),
             deadlines: Vec::new(),
+            expected_intervals: Vec::new(),
+            release_memory: true,
             callback: None,
             adaptive: None,
             sampling_rate: None,
@@ -240,6 +246,25 @@ impl CollectorBuilder {
     /// Gives stage `stage` a deadline (turns on its deadline watch).
     pub fn with_deadline(mut self, stage: &'static str, deadline: Duration) -> Self {
         self.deadlines.push((stage, deadline));
+        self
+    }
+
+    /// Turns on coordinated-omission correction for stage `stage`, whose spans should start every
+    /// `interval` (see [`Stage::set_expected_interval`]): its statistics then carry corrected
+    /// figures beside the raw ones.
+    pub fn with_expected_interval(mut self, stage: &'static str, interval: Duration) -> Self {
+        self.expected_intervals.push((stage, interval));
+        self
+    }
+
+    /// Whether the aggregator asks the C allocator to return freed memory to the OS after it
+    /// has freed the rings of exited threads (on by default; glibc only, at most once a second).
+    /// Without it, a process that keeps starting short-lived threads keeps their freed rings
+    /// resident. Turn it off if the application pre-faults its heap and wants the free pages kept:
+    /// `malloc_trim` gives back free pages of every arena, and holds each arena's lock while it
+    /// does (threads that allocate meanwhile wait; the hot path does not allocate).
+    pub fn with_memory_release(mut self, on: bool) -> Self {
+        self.release_memory = on;
         self
     }
 
@@ -408,6 +433,14 @@ impl CollectorBuilder {
                 });
             }
         }
+        for (stage, interval) in &self.expected_intervals {
+            crate::stage::valid_name(stage)?;
+            if interval.is_zero() {
+                return Err(ConfigError::ZeroExpectedInterval {
+                    stage: (*stage).to_owned(),
+                });
+            }
+        }
         let kept = self.kept_windows();
         for rule in &self.rules {
             crate::stage::valid_name(rule.stage)?;
@@ -533,6 +566,9 @@ impl CollectorBuilder {
         registry().set_cap(self.max_stages)?;
         for (name, deadline) in &self.deadlines {
             Stage::new(name)?.set_deadline(Some(*deadline))?;
+        }
+        for (name, interval) in &self.expected_intervals {
+            Stage::new(name)?.set_expected_interval(Some(*interval))?;
         }
         for rule in &self.rules {
             rule.resolve()?;

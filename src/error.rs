@@ -168,6 +168,11 @@ pub enum ConfigError {
         /// The stage.
         stage: String,
     },
+    /// A coordinated-omission expected interval of zero.
+    ZeroExpectedInterval {
+        /// The stage.
+        stage: String,
+    },
     /// An adaptive sampling budget that is not a positive finite number.
     AdaptiveBudget {
         /// The rejected budget, in events per second.
@@ -234,6 +239,10 @@ impl fmt::Display for ConfigError {
                 "SLA rule for stage {stage:?} names window {window}, which the collector does not keep: add it with with_window or use a kept one"
             ),
             Self::ZeroDeadline { stage } => write!(f, "deadline of stage {stage:?} is zero: give a positive duration"),
+            Self::ZeroExpectedInterval { stage } => write!(
+                f,
+                "expected interval of stage {stage:?} is zero: give the period its spans should start at (e.g. 100us), or leave the correction off"
+            ),
             Self::AdaptiveBudget { budget } => write!(
                 f,
                 "adaptive sampling budget {budget} events/s is not a positive number: use e.g. 1000.0"

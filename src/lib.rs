@@ -172,7 +172,9 @@ pub use stage::{
     DEFAULT_MAX_STAGES, IntoStage, Labels, LatencyGuard, MAX_NAME_LEN, MAX_STAGES_LIMIT, Stage,
 };
 #[cfg(not(laptime_loom))]
-pub use stats::{GuardTrips, Health, Snapshot, StageSnapshotIter, StageStats, Window};
+pub use stats::{
+    CorrectedStats, GuardTrips, Health, Snapshot, StageSnapshotIter, StageStats, Window,
+};
 
 #[cfg(not(laptime_loom))]
 pub use instrument::StageEnum;

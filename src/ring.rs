@@ -235,6 +235,27 @@ impl<T: Copy> Consumer<T> {
         }
     }
 
+    /// Passes every record waiting right now to `f`, oldest first, without consuming any of
+    /// them, and returns the tail it read: `tail - popped()` records were passed. For counting
+    /// what is still in flight; a later drain hands the same records out again.
+    pub fn peek(&mut self, mut f: impl FnMut(&T)) -> usize {
+        // Acquire: pairs with the producer's Release store; the slot writes are visible.
+        let tail = self.shared.tail.load(Ordering::Acquire);
+        self.cached_tail = tail;
+        let mut i = self.head;
+        while i != tail {
+            // SAFETY: `i & mask <= mask < slots.len()`.
+            let slot = unsafe { self.shared.slots.get_unchecked(i & self.shared.mask) };
+            // SAFETY: the slot is inside `head..tail`, published by the Release store we just
+            // Acquire-loaded; the producer does not touch it until `head` moves past it, which
+            // only this consumer does (and not here). `T: Copy`: a copy leaves nothing to drop.
+            let value = slot.with(|p| unsafe { (*p).assume_init_read() });
+            f(&value);
+            i = i.wrapping_add(1);
+        }
+        tail
+    }
+
     /// Records currently waiting (a snapshot; the producer may add more at any time).
     pub fn len(&self) -> usize {
         self.shared
@@ -270,6 +291,29 @@ impl<T: Copy> Consumer<T> {
     }
 }
 
+/// Hands memory freed by reclaimed rings back to the OS. A ring (256 KiB by default) is
+/// allocated by its thread and freed by the aggregator when the thread has exited; glibc keeps
+/// such freed chunks resident in the arena of the thread that allocated them, so a process that
+/// keeps starting short-lived threads would grow by megabytes that are free but never returned.
+/// `malloc_trim(0)` releases them (it also `madvise`s free pages inside every arena). The
+/// aggregator calls it at most once a second, only after reclaiming rings, and not at all with
+/// `CollectorBuilder::with_memory_release(false)`: it takes the arenas' locks, which only
+/// allocating threads wait for — never the hot path, which does not allocate. Other allocators
+/// and platforms: nothing to do here.
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(miri), not(laptime_loom)))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's `malloc_trim` takes no pointer and may be called from any thread at
+        // any time; it only returns free memory of the process's own heaps to the OS.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+}
+
 #[cfg(all(test, not(laptime_loom)))]
 mod tests {
     use super::*;
@@ -287,6 +331,25 @@ mod tests {
         c.drain(usize::MAX, |v| got.push(v));
         assert_eq!(got, vec![1, 2, 3, 4]);
         assert_eq!(c.pop(), None);
+    }
+
+    #[test]
+    fn peek_sees_what_is_waiting_and_consumes_nothing() {
+        let (mut p, mut c) = ring::<u32>(4);
+        let mut seen = Vec::new();
+        assert_eq!(c.peek(|v| seen.push(*v)), 0);
+        assert!(seen.is_empty());
+        for i in 0..3 {
+            p.push(i).unwrap();
+        }
+        assert_eq!(c.pop(), Some(0));
+        p.push(3).unwrap();
+        p.push(4).unwrap(); // wraps
+        assert_eq!(c.peek(|v| seen.push(*v)), 5);
+        assert_eq!(seen, vec![1, 2, 3, 4]);
+        let mut drained = Vec::new();
+        c.drain(usize::MAX, |v| drained.push(v));
+        assert_eq!(drained, seen);
     }
 
     #[test]
@@ -361,6 +424,13 @@ mod tests {
         });
         let mut expected = 0;
         while expected < n {
+            // A peek while the producer writes sees the next records in order, and leaves them.
+            let mut next = expected;
+            let tail = c.peek(|v| {
+                assert_eq!(*v, next);
+                next += 1;
+            });
+            assert_eq!(tail as u64, next);
             if c.drain(usize::MAX, |v| {
                 assert_eq!(v, expected);
                 expected += 1;

@@ -565,6 +565,10 @@ mod tests {
             cancelled: 0,
             in_flight: 0,
             deadline: None,
+            unwound: 0,
+            in_rings: 0,
+            produced: count,
+            corrected: None,
         }
     }
 

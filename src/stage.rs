@@ -49,6 +49,9 @@ pub(crate) struct StageInfo {
     pub(crate) sample_threshold: AtomicU64,
     /// Deadline in nanoseconds; 0 = none. Read by the aggregator.
     pub(crate) deadline_ns: AtomicU64,
+    /// Expected interval between spans for coordinated-omission correction, in nanoseconds;
+    /// 0 = no correction. Read by the aggregator only: the hot path never looks at it.
+    pub(crate) expected_interval_ns: AtomicU64,
     /// Records lost to a full ring (or a thread with no ring any more), since process start.
     pub(crate) dropped: AtomicU64,
     /// The latency guard: set by the aggregator while a critical SLA violation holds.
@@ -157,6 +160,40 @@ impl Stage {
     /// The stage's deadline, if it has one.
     pub fn deadline(self) -> Option<std::time::Duration> {
         match self.0.deadline_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(std::time::Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Turns on (or off, with `None`) coordinated-omission correction for this stage: its spans are
+    /// expected to start every `interval` (a tick loop's period). When one takes longer than that,
+    /// the spans that should have started while it ran, and were held back by it, are accounted
+    /// for as HdrHistogram does: a span of `d` adds the values `d − interval`, `d − 2·interval`, …
+    /// down to `interval`. The corrected figures are reported beside the raw ones
+    /// ([`crate::StageStats::corrected`]), never instead of them.
+    ///
+    /// Costs nothing on the hot path (the aggregator applies it). It applies to spans drained
+    /// after the call; figures already recorded are not corrected retroactively.
+    pub fn set_expected_interval(
+        self,
+        interval: Option<std::time::Duration>,
+    ) -> Result<(), crate::ConfigError> {
+        let ns = match interval {
+            Some(d) if d.is_zero() => {
+                return Err(crate::ConfigError::ZeroExpectedInterval {
+                    stage: self.name().to_owned(),
+                });
+            }
+            Some(d) => u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            None => 0,
+        };
+        self.0.expected_interval_ns.store(ns, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The stage's expected interval for coordinated-omission correction, if it has one.
+    pub fn expected_interval(self) -> Option<std::time::Duration> {
+        match self.0.expected_interval_ns.load(Ordering::Relaxed) {
             0 => None,
             ns => Some(std::time::Duration::from_nanos(ns)),
         }
@@ -476,6 +513,7 @@ impl Registry {
             flags: AtomicU32::new(0),
             sample_threshold: AtomicU64::new(u64::MAX),
             deadline_ns: AtomicU64::new(0),
+            expected_interval_ns: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             tripped: AtomicBool::new(false),
         }));

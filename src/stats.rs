@@ -74,7 +74,8 @@ pub struct StageStats {
     pub dropped: u64,
     /// Calls skipped by sampling (counted exactly, per thread).
     pub sampled_out: u64,
-    /// Every call that reached the stage: `count + sampled_out + dropped + cancelled`. With
+    /// Every call that reached the stage: `produced + sampled_out`, i.e.
+    /// `count + sampled_out + dropped + cancelled + in_rings`. With
     /// sampling on this is the true call count (the "estimated total" is exact because skipped
     /// calls are counted).
     /// One exception: a [`crate::Lap`] is sampled as a whole, and a sampled-out lap counts one
@@ -94,6 +95,73 @@ pub struct StageStats {
     pub in_flight: u64,
     /// The stage's deadline when the snapshot was taken, if it has one.
     pub deadline: Option<Duration>,
+    /// Spans that ended while their thread was unwinding from a panic: almost always a guard
+    /// dropped by the panic (also a span run inside a destructor the unwind called). They are
+    /// recorded as durations too (the time spent until the panic), so they are also in `count`.
+    pub unwound: u64,
+    /// This stage's span outcomes (ends, values, cancellations) pushed into rings but not yet
+    /// drained when the snapshot was taken (cumulative window only; 0 elsewhere).
+    pub in_rings: u64,
+    /// Every call that passed sampling and produced a record: `count + dropped + cancelled +
+    /// in_rings`. Nothing else happens to a record (one exception: a record the aggregator
+    /// panicked on while processing it is counted in [`Health::records`] only), so this is the
+    /// stage's side of the accounting identity [`Health::produced`] checks in total.
+    pub produced: u64,
+    /// Coordinated-omission-corrected figures, beside the raw ones, for a stage with an expected
+    /// interval ([`crate::Stage::set_expected_interval`]); `None` otherwise.
+    pub corrected: Option<CorrectedStats>,
+}
+
+/// A stage's figures with coordinated-omission correction (HdrHistogram's
+/// `recordValueWithExpectedInterval`): every span of `d` at least twice the expected interval
+/// `i` also adds `d − i`, `d − 2i`, … down to `i`, the latencies the spans it held back would
+/// have measured from their scheduled starts. Same window as the raw figures they sit beside.
+///
+/// The added values are all shorter than the span that added them, so `max` is the raw one (for
+/// spans since the correction was turned on). Percentiles follow the raw figures' rules.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct CorrectedStats {
+    /// The expected interval the latest span was corrected with.
+    pub expected_interval: Duration,
+    /// Values in the corrected histogram: the spans recorded since the correction was turned on,
+    /// plus `synthesized`.
+    pub count: u64,
+    /// Values added for spans held back by a slower one.
+    pub synthesized: u64,
+    /// Smallest value.
+    pub min: Duration,
+    /// Largest value.
+    pub max: Duration,
+    /// Arithmetic mean (exact).
+    pub mean: Duration,
+    /// Population standard deviation (exact).
+    pub stddev: Duration,
+    /// Median.
+    pub p50: Duration,
+    /// 90th percentile.
+    pub p90: Duration,
+    /// 95th percentile.
+    pub p95: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// 99.9th percentile.
+    pub p999: Duration,
+    /// Spans whose correction was cut short: one span adds at most 4 194 304 values (a 4 s stall
+    /// of a 1 µs loop); the smallest ones beyond that are left out.
+    pub truncated: u64,
+}
+
+impl CorrectedStats {
+    /// The percentile for quantile `q` among the ones kept, as [`StageStats::quantile`].
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        pick_quantile(
+            q,
+            [
+                self.min, self.p50, self.p90, self.p95, self.p99, self.p999, self.max,
+            ],
+        )
+    }
 }
 
 impl StageStats {
@@ -102,7 +170,8 @@ impl StageStats {
         miss_share(self.count, self.deadline_misses, 1.0)
     }
 
-    /// The fraction of calls that were recorded (1.0 without sampling or drops).
+    /// The fraction of calls that were recorded: `count / calls` (1.0 when nothing was sampled
+    /// out, dropped, cancelled or is still waiting in a ring).
     pub fn sampled_fraction(&self) -> f64 {
         if self.calls == 0 {
             1.0
@@ -114,20 +183,23 @@ impl StageStats {
     /// The percentile for quantile `q` among the ones kept (0.5, 0.9, 0.95, 0.99, 0.999), the
     /// minimum for 0 and the maximum for 1.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
-        const EPS: f64 = 1e-12;
-        [
-            (0.0, self.min),
-            (0.5, self.p50),
-            (0.9, self.p90),
-            (0.95, self.p95),
-            (0.99, self.p99),
-            (0.999, self.p999),
-            (1.0, self.max),
-        ]
+        pick_quantile(
+            q,
+            [
+                self.min, self.p50, self.p90, self.p95, self.p99, self.p999, self.max,
+            ],
+        )
+    }
+}
+
+/// The figure among `[min, p50, p90, p95, p99, p99.9, max]` for quantile `q`.
+fn pick_quantile(q: f64, figures: [Duration; 7]) -> Option<Duration> {
+    const EPS: f64 = 1e-12;
+    [0.0, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0]
         .into_iter()
+        .zip(figures)
         .find(|(k, _)| (k - q).abs() < EPS)
         .map(|(_, v)| v)
-    }
 }
 
 /// `whole × misses / max(count, misses)`, 0 when both are 0: the deadline-miss share of
@@ -165,6 +237,9 @@ pub struct Health {
     pub sampled_out: u64,
     /// Values above the highest trackable value.
     pub saturated: u64,
+    /// Spans whose end tick read earlier than their start (a clock stepped back, or TSCs not
+    /// synchronised across cores), recorded as 0 ns.
+    pub backwards_spans: u64,
     /// Calls naming a stage that could not be registered (invalid name, cap reached).
     pub rejected: u64,
     /// Rings of live threads.

@@ -40,6 +40,10 @@ adaptive = { budget_per_sec = 5_000.0, reduced_rate = 0.25 }
 cfg_tick = "5ms"
 "cfg.emit" = "1.5ms"
 
+[expected_intervals]
+cfg_tick = "5ms"
+"cfg.emit" = "250us"
+
 [[sla]]
 stage = "cfg_tick"
 window = "2s"
@@ -122,6 +126,13 @@ fn a_full_file_reads_into_plain_data() {
         [
             ("cfg_tick".to_owned(), 5 * MS),
             ("cfg.emit".to_owned(), Duration::from_micros(1500)),
+        ]
+    );
+    assert_eq!(
+        config.expected_intervals,
+        [
+            ("cfg_tick".to_owned(), 5 * MS),
+            ("cfg.emit".to_owned(), Duration::from_micros(250)),
         ]
     );
 
@@ -263,6 +274,11 @@ fn an_installed_file_shows_its_settings_and_rules_through_the_api() {
         Stage::lookup("cfg.emit", &[]).unwrap().deadline(),
         Some(Duration::from_micros(1500))
     );
+    assert_eq!(tick.expected_interval(), Some(5 * MS));
+    assert_eq!(
+        Stage::lookup("cfg.emit", &[]).unwrap().expected_interval(),
+        Some(Duration::from_micros(250))
+    );
 
     // Everything recorded from here on; 20 ticks of 20 ms (each a deadline miss) and one
     // 60 ms request.
@@ -327,6 +343,23 @@ fn an_installed_file_shows_its_settings_and_rules_through_the_api() {
     assert_eq!(seen, want);
     assert!(tick.latency_guard().is_tripped());
     assert!(!req.latency_guard().is_tripped(), "guard = false");
+    // Corrected with the file's 5 ms interval: each 20 ms tick adds 15, 10 and 5 ms.
+    let corrected = handle
+        .get_stats(tick, Window::Cumulative)
+        .unwrap()
+        .corrected
+        .expect("[expected_intervals] turns the correction on");
+    assert_eq!(
+        (corrected.count, corrected.synthesized, corrected.min),
+        (80, 60, 5 * MS)
+    );
+    assert!(
+        handle
+            .get_stats(req, Window::Cumulative)
+            .unwrap()
+            .corrected
+            .is_none()
+    );
     assert_eq!(
         GuardReason::new("cfg_latency").unwrap().trips(),
         trips_before + 1,
@@ -387,6 +420,11 @@ fn the_demo_file_is_the_seeds_preset_scaled_to_the_demo() {
         config.deadlines,
         [("tick_total".to_owned(), Duration::from_millis(2))]
     );
+    // The demo's tick period, as examples/trading_tick.rs's built-in settings set it.
+    assert_eq!(
+        config.expected_intervals,
+        [("tick_total".to_owned(), Duration::from_micros(900))]
+    );
 
     let t = config.trace.as_ref().expect("the demo traces");
     assert_eq!(t.root, "tick_total");
@@ -429,7 +467,7 @@ fn each_mistake_names_its_key_line_and_column() {
             "ring_capacity",
             2,
             1,
-            "allowed here: `collector`, `sampling`, `deadlines`, `sla`, `trace`, `profile`",
+            "allowed here: `collector`, `sampling`, `deadlines`, `expected_intervals`, `sla`, `trace`, `profile`",
         ),
         (
             "unknown section",
@@ -542,6 +580,24 @@ fn each_mistake_names_its_key_line_and_column() {
             2,
             14,
             "must be more than zero",
+        ),
+        (
+            "zero expected interval: the library's typed error at its key",
+            "[expected_intervals]\n\"svc.tick\" = \"0ms\"\n".into(),
+            Kind::Invalid,
+            "expected_intervals.\"svc.tick\"",
+            2,
+            14,
+            "expected interval of stage \"svc.tick\" is zero",
+        ),
+        (
+            "bad duration in expected_intervals",
+            "[expected_intervals]\ntick = \"1 sec\"\n".into(),
+            Kind::Parse,
+            "expected_intervals.tick",
+            2,
+            8,
+            "unknown unit",
         ),
         (
             "sampling rate above 1",
@@ -804,6 +860,15 @@ fn each_mistake_names_its_key_line_and_column() {
             "stage name \"tick total\" has a character outside",
         ),
         (
+            "stage name in expected_intervals",
+            "[deadlines]\ntick = \"1ms\"\n[expected_intervals]\n\"tick total\" = \"2ms\"\n".into(),
+            Kind::Invalid,
+            "expected_intervals.\"tick total\"",
+            4,
+            16,
+            "stage name \"tick total\" has a character outside",
+        ),
+        (
             "stage name in a rule",
             "[[sla]]\nstage = \"\"\nwindow = \"1s\"\nmetric = \"max\"\ncritical = \"1ms\"\n".into(),
             Kind::Invalid,
@@ -912,6 +977,32 @@ fn messages_read_as_a_whole() {
         "line 2, column 17: collector.ring_capacity: ring capacity 1 is out of range: use \
          2..=16777216 records per thread"
     );
+}
+
+/// A zero interval set in code on a file's configuration (its fields are public) is the same
+/// typed error from `builder`, at the key it would have in the file.
+#[test]
+fn a_zero_expected_interval_added_in_code_is_refused_by_builder() {
+    let mut config = Config::from_toml_str("[expected_intervals]\ntick_total = \"1ms\"\n").unwrap();
+    config.builder().unwrap_or_else(|e| panic!("{e}"));
+    config
+        .expected_intervals
+        .push(("svc.emit".to_owned(), Duration::ZERO));
+    let err = config.builder().unwrap_err();
+    match &err {
+        ConfigFileError::Invalid { source, key, .. } => {
+            assert_eq!(
+                **source,
+                ConfigError::ZeroExpectedInterval {
+                    stage: "svc.emit".to_owned()
+                }
+            );
+            assert_eq!(key, "expected_intervals.\"svc.emit\"");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Not in the file: located at the table.
+    assert_eq!(err.line(), Some(1));
 }
 
 #[test]

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use common::{clock, install, serial, unique};
 use laptime::profile::{
-    FORMAT, Histogram, Profile, ProfileConfig, ProfileError, ProfileMeta, StageCounts,
-    StageProfile, VERSION,
+    CorrectedCounts, CorrectedProfile, FORMAT, Histogram, Profile, ProfileConfig, ProfileError,
+    ProfileMeta, StageCounts, StageProfile, VERSION,
 };
 use laptime::{Collector, CollectorHandle, Metric, SlaRule, Stage, Window};
 use proptest::prelude::*;
@@ -412,6 +412,9 @@ fn merging_two_runs_equals_one_run_of_both() {
         let without_text = |s: &StageProfile| {
             let mut s = s.clone();
             s.histogram = None;
+            if let Some(c) = &mut s.corrected {
+                c.histogram = None;
+            }
             s
         };
         assert_eq!(without_text(m), without_text(c), "{}", m.key());
@@ -945,4 +948,348 @@ proptest! {
         prop_assert_eq!(again.stages[0].mean_ns.to_bits(), mean.to_bits());
         prop_assert_eq!(again.stages[0].deadline_miss_pct.to_bits(), pct.to_bits());
     }
+}
+
+const PERIOD_NS: u64 = 1_000_000;
+
+/// Raw values of a periodic stage: mostly fast, a few stalls of up to 1.5 s (below the 10 s
+/// histogram top, so nothing saturates).
+fn tick_values(seed: u64, n: usize) -> Vec<u64> {
+    values(seed, n)
+        .into_iter()
+        .map(|v| {
+            if v % 50 == 0 {
+                v % 1_500_000_000
+            } else {
+                v % 200_000
+            }
+        })
+        .collect()
+}
+
+/// The raw values followed by the values the correction adds for each.
+fn corrected_reference(raw: &[u64], interval: u64) -> Vec<u64> {
+    let mut all = raw.to_vec();
+    for &v in raw {
+        all.extend(common::co_added(v, interval));
+    }
+    all
+}
+
+/// A collector's profile of a corrected stage: its `corrected` figures are those
+/// `get_stats(stage, Cumulative).corrected` reports, and its histogram and exact figures are
+/// those of the raw values plus HdrHistogram's added values, computed here. Other stages carry
+/// none; unwound spans and the clock figure are carried too.
+#[test]
+fn a_corrected_stage_carries_the_figures_get_stats_reports() {
+    let _s = serial();
+    let clock = clock();
+    let tick = unique("profile_co_tick");
+    let plain = unique("profile_co_plain");
+    let handle = install(
+        Collector::builder()
+            .with_interval(Duration::from_secs(30))
+            .with_ring_capacity(1 << 16)
+            .with_histogram(3, HIGHEST)
+            .with_expected_interval(tick, Duration::from_nanos(PERIOD_NS)),
+    );
+    let raw = tick_values(5, 3000);
+    for &v in &raw {
+        laptime::record(tick, Duration::from_nanos(v));
+    }
+    laptime::record(plain, Duration::from_millis(50));
+    // A span whose guard a panic drops: recorded, and counted as unwound.
+    let unwinding = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _span = laptime::start(plain);
+        clock.advance(Duration::from_millis(3));
+        panic!("planted: a bug inside a span");
+    }));
+    assert!(unwinding.is_err());
+
+    let profile = handle.profile("co").expect("the collector answers");
+    profile.validate().unwrap();
+    assert_eq!(
+        profile.meta.backwards_spans,
+        handle.health().backwards_spans
+    );
+    let p = profile.stage(plain).unwrap();
+    assert_eq!((p.count, p.unwound, p.in_rings), (2, 1, 0));
+    assert!(p.corrected.is_none(), "no expected interval, no correction");
+
+    let s = profile.stage(tick).unwrap();
+    let c = s.corrected.as_ref().expect("corrected figures");
+    let stats = handle.get_stats(tick, Window::Cumulative).unwrap();
+    let co = stats.corrected.expect("get_stats has them too");
+    assert_eq!(
+        [c.p50_ns, c.p90_ns, c.p95_ns, c.p99_ns, c.p999_ns],
+        [co.p50, co.p90, co.p95, co.p99, co.p999].map(ns),
+        "the profile's corrected percentiles are get_stats'"
+    );
+    assert_eq!(
+        (c.count, c.synthesized, c.truncated, c.min_ns, c.max_ns),
+        (
+            co.count,
+            co.synthesized,
+            co.truncated,
+            ns(co.min),
+            ns(co.max)
+        )
+    );
+    assert_eq!(c.expected_interval_ns, PERIOD_NS);
+    assert_eq!(c.mean_ns.floor() as u64, ns(co.mean));
+
+    let all = corrected_reference(&raw, PERIOD_NS);
+    assert!(all.len() > raw.len() + 1000, "the stalls add values");
+    let sum: u64 = all.iter().sum();
+    assert_eq!(
+        (c.count, c.synthesized, c.sum_ns),
+        (all.len() as u64, (all.len() - raw.len()) as u64, sum)
+    );
+    assert_eq!(c.min_ns, *all.iter().min().unwrap());
+    assert_eq!(c.max_ns, *raw.iter().max().unwrap());
+    let mut reference = Histogram::new_with_bounds(1, HIGHEST_NS, 3).unwrap();
+    for &v in &all {
+        reference.record(v).unwrap();
+    }
+    assert_eq!(
+        recorded(&c.histogram().unwrap().unwrap()),
+        recorded(&reference)
+    );
+    // The raw figures beside them are untouched.
+    Reference::new(&raw).check(s, &handle, Stage::new(tick).unwrap());
+
+    // The file round trip keeps every field.
+    let again = Profile::from_json(profile.to_json().as_bytes()).unwrap();
+    assert_eq!(again, profile);
+    let text = profile.to_json();
+    assert_eq!(text.matches("\"corrected\"").count(), 1);
+    assert_eq!(text.matches("\"unwound\": 1").count(), 1);
+    assert!(!text.contains("in_rings"), "left out when 0");
+}
+
+fn co_collector(tick: &'static str, interval_ns: u64) -> CollectorHandle {
+    clock();
+    install(
+        Collector::builder()
+            .with_interval(Duration::from_secs(30))
+            .with_ring_capacity(1 << 16)
+            .with_histogram(3, HIGHEST)
+            .with_expected_interval(tick, Duration::from_nanos(interval_ns)),
+    )
+}
+
+/// Merging two runs of a corrected stage gives the profile of one run that recorded both; runs
+/// corrected with different intervals are refused, naming the stage and both intervals.
+#[test]
+fn merged_corrected_figures_equal_one_run_of_both() {
+    let _s = serial();
+    let tick = unique("merge_co_tick");
+    let take = |name: &str, sets: &[u64], interval_ns: u64| {
+        let handle = co_collector(tick, interval_ns);
+        for &set in sets {
+            for v in tick_values(30 + set, 1500) {
+                laptime::record(tick, Duration::from_nanos(v));
+            }
+        }
+        handle.profile(name).unwrap()
+    };
+    let a = take("a", &[1], PERIOD_NS);
+    let b = take("b", &[2], PERIOD_NS);
+    let both = take("both", &[1, 2], PERIOD_NS);
+    let merged = Profile::merge("a+b", &[a.clone(), b.clone()]).unwrap();
+    merged.validate().unwrap();
+    let (m, c) = (merged.stage(tick).unwrap(), both.stage(tick).unwrap());
+    let (mc, cc) = (m.corrected.clone().unwrap(), c.corrected.clone().unwrap());
+    assert_eq!(
+        recorded(&mc.histogram().unwrap().unwrap()),
+        recorded(&cc.histogram().unwrap().unwrap())
+    );
+    let without_text = |mut c: CorrectedProfile| {
+        c.histogram = None;
+        c
+    };
+    assert_eq!(without_text(mc.clone()), without_text(cc));
+    let reference: Vec<u64> = [1, 2]
+        .iter()
+        .flat_map(|set| corrected_reference(&tick_values(30 + set, 1500), PERIOD_NS))
+        .collect();
+    assert_eq!(mc.count, reference.len() as u64);
+    assert_eq!(mc.sum_ns, reference.iter().sum::<u64>());
+
+    // Another interval: the corrected histograms describe other schedules.
+    let other = take("other", &[1], PERIOD_NS / 2);
+    match Profile::merge("m", &[a.clone(), b, other]) {
+        Err(e @ ProfileError::IntervalMismatch { .. }) => {
+            let ProfileError::IntervalMismatch {
+                stage,
+                first,
+                other,
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!(
+                (stage.as_str(), *first, *other),
+                (tick, (0, PERIOD_NS), (2, PERIOD_NS / 2))
+            );
+            let text = e.to_string();
+            assert!(
+                text.contains(tick) && text.contains("1000000 ns in input 0"),
+                "{text}"
+            );
+        }
+        other => panic!("expected an interval mismatch, got {other:?}"),
+    }
+
+    // An input that did not correct the stage adds nothing to the corrected figures.
+    let mut uncorrected = a.clone();
+    uncorrected.meta.name = "uncorrected".into();
+    uncorrected.stages[0].corrected = None;
+    let merged = Profile::merge("m", &[uncorrected, a.clone()]).unwrap();
+    let s = merged.stage(tick).unwrap();
+    assert_eq!(s.count, 2 * a.stages[0].count);
+    assert_eq!(
+        without_text(s.corrected.clone().unwrap()),
+        without_text(a.stages[0].corrected.clone().unwrap())
+    );
+}
+
+/// A valid one-stage profile with corrected figures, as JSON.
+fn corrected_json() -> serde_json::Value {
+    let raw = [500_000u64, 700_000, 3_500_000, 900_000];
+    let all = corrected_reference(&raw, PERIOD_NS);
+    let mut h = Histogram::new_with_bounds(1, HIGHEST_NS, 3).unwrap();
+    for &v in &all {
+        h.record(v).unwrap();
+    }
+    let corrected = CorrectedProfile::from_histogram(
+        &h,
+        CorrectedCounts {
+            expected_interval_ns: PERIOD_NS,
+            min_ns: *all.iter().min().unwrap(),
+            max_ns: *all.iter().max().unwrap(),
+            sum_ns: all.iter().sum(),
+            synthesized: (all.len() - raw.len()) as u64,
+            truncated: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!((corrected.count, corrected.synthesized), (6, 2));
+    let mut stage = small_stage("tick", &raw);
+    stage.corrected = Some(corrected);
+    let profile = Profile::new(
+        ProfileMeta::new("co", ProfileConfig::new(3, HIGHEST_NS)),
+        vec![stage],
+    );
+    serde_json::from_str(&profile.to_json()).unwrap()
+}
+
+#[test]
+fn a_bad_corrected_field_is_named() {
+    let valid = corrected_json();
+    Profile::from_json(serde_json::to_string(&valid).unwrap().as_bytes()).unwrap();
+    let at = |f: &str| format!("stages[0].corrected.{f}");
+    // (field, new value, kind, path)
+    let cases: Vec<(&str, serde_json::Value, &str, String)> = vec![
+        // Below p95: out of order.
+        ("p99_ns", 3_000_000.into(), "invalid", at("p99_ns")),
+        // In order, but not what the corrected histogram gives.
+        ("p50_ns", 800_000.into(), "invalid", at("p50_ns")),
+        ("mean_ns", 1.5.into(), "invalid", at("mean_ns")),
+        (
+            "expected_interval_ns",
+            0.into(),
+            "invalid",
+            at("expected_interval_ns"),
+        ),
+        ("synthesized", 7.into(), "invalid", at("synthesized")),
+        ("truncated", 5.into(), "invalid", at("truncated")),
+        ("sum_ns", 1.into(), "invalid", at("sum_ns")),
+        (
+            "histogram",
+            "not base64!".into(),
+            "histogram",
+            at("histogram"),
+        ),
+        ("count", "six".into(), "field", at("count")),
+        ("bogus", 1.into(), "field", at("bogus")),
+    ];
+    for (field, value, kind, path) in cases {
+        let mut v = valid.clone();
+        v["stages"][0]["corrected"][field] = value;
+        let e = parse(&v);
+        let (got_kind, got_path) = match &e {
+            ProfileError::Invalid { path, .. } => ("invalid", path),
+            ProfileError::Histogram { path, .. } => ("histogram", path),
+            ProfileError::Field { path, .. } => ("field", path),
+            other => panic!("{field}: unexpected {other:?}"),
+        };
+        assert_eq!(
+            (got_kind, got_path.as_str()),
+            (kind, path.as_str()),
+            "{field}: {e}"
+        );
+    }
+    // The corrected histogram must hold `count` values.
+    let mut v = valid.clone();
+    v["stages"][0]["corrected"]["histogram"] = v["stages"][0]["histogram"].clone();
+    let e = parse(&v);
+    assert!(
+        matches!(&e, ProfileError::Invalid { path, message } if *path == at("histogram") && message.contains("holds 4 values but count is 6")),
+        "{e:?}"
+    );
+    // The corrected spans (count − synthesized) are some of the stage's, never more: a
+    // hand-written stage of 3 spans with 4 corrected ones.
+    let mut v = valid.clone();
+    let stage = &mut v["stages"][0];
+    stage.as_object_mut().unwrap().remove("histogram");
+    let sum = stage["sum_ns"].as_u64().unwrap();
+    stage["count"] = 3.into();
+    stage["calls"] = 3.into();
+    stage["mean_ns"] = (sum as f64 / 3.0).into();
+    let e = parse(&v);
+    assert!(
+        matches!(&e, ProfileError::Invalid { path, message } if *path == at("count") && message.contains("count − synthesized is 4 spans but the stage recorded only 3")),
+        "{e:?}"
+    );
+    // Hand-written corrected figures: taken as they are, with their own checks.
+    let mut v = valid.clone();
+    v["stages"][0]["corrected"]
+        .as_object_mut()
+        .unwrap()
+        .remove("histogram");
+    v["stages"][0]["corrected"]["p50_ns"] = 800_000.into();
+    let p = Profile::from_json(serde_json::to_string(&v).unwrap().as_bytes()).unwrap();
+    assert_eq!(p.stages[0].corrected.as_ref().unwrap().p50_ns, 800_000);
+}
+
+/// Profiles written before the correction and accounting fields still parse (they are
+/// optional), and a profile without them writes none of them.
+#[test]
+fn profiles_without_the_new_fields_parse_and_write_none() {
+    let v = valid_json();
+    let text = serde_json::to_string(&v).unwrap();
+    for field in ["corrected", "unwound", "in_rings", "backwards_spans"] {
+        assert!(
+            !text.contains(field),
+            "{field} is left out of the reference"
+        );
+    }
+    let p = Profile::from_json(text.as_bytes()).unwrap();
+    assert!(
+        p.stages
+            .iter()
+            .all(|s| s.corrected.is_none() && s.unwound == 0 && s.in_rings == 0)
+    );
+    assert_eq!(p.meta.backwards_spans, 0);
+    // in_rings is part of calls.
+    let mut v = valid_json();
+    v["stages"][1]["in_rings"] = 2.into();
+    assert!(matches!(parse(&v), ProfileError::Invalid { path, .. } if path == "stages[1].calls"));
+    v["stages"][1]["calls"] = (v["stages"][1]["calls"].as_u64().unwrap() + 2).into();
+    Profile::from_json(serde_json::to_string(&v).unwrap().as_bytes()).unwrap();
+    // Unwound spans are recorded spans: never more than count.
+    let mut v = valid_json();
+    v["stages"][1]["unwound"] = 3.into();
+    assert!(matches!(parse(&v), ProfileError::Invalid { path, .. } if path == "stages[1].unwound"));
 }

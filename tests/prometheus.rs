@@ -931,7 +931,10 @@ fn everything(unit: Unit) -> (PrometheusExporter, laptime::CollectorHandle) {
 }
 
 fn builder_with_deadline(exporter: &PrometheusExporter, tick: &'static str) -> CollectorBuilder {
-    builder(exporter).with_deadline(tick, 200 * MS)
+    // Corrected too, so the lint sees the coordinated-omission families.
+    builder(exporter)
+        .with_deadline(tick, 200 * MS)
+        .with_expected_interval(tick, MS)
 }
 
 #[test]
@@ -942,6 +945,18 @@ fn promtool_accepts_the_exposition() {
     assert!(text.contains("mm_guard_trips_total"));
     assert!(text.contains("mm_deadline_miss_total"));
     assert!(text.contains("mm_stage_window_quantile_seconds"));
+    for family in [
+        "mm_stage_duration_corrected_seconds",
+        "mm_stage_window_quantile_corrected_seconds",
+        "mm_stage_expected_interval_seconds",
+        "mm_stage_values_synthesized_total",
+        "mm_spans_produced_total",
+        "mm_spans_in_rings",
+        "mm_spans_unwound_total",
+        "mm_spans_clock_backwards_total",
+    ] {
+        assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
+    }
     let Some((code, said)) = promtool(&text) else {
         return;
     };
@@ -967,4 +982,266 @@ fn promtool_flags_only_the_abbreviated_unit_of_the_ms_names() {
             "unexpected promtool problem: {p}"
         );
     }
+}
+
+/// A corrected stage exports a second histogram whose buckets, `_count` and `_sum` are those of
+/// the raw values plus the values HdrHistogram's loop adds (computed here), beside the raw one,
+/// which is unchanged; its expected interval and synthesized count; and corrected windowed
+/// quantiles equal to `get_stats(..).corrected`. A stage without an interval has none of them.
+#[test]
+fn a_corrected_stage_exports_its_corrected_histogram_beside_the_raw_one() {
+    let _s = serial();
+    let exporter = PrometheusExporter::builder()
+        .with_namespace("mm")
+        .with_window_quantiles(true)
+        .build()
+        .unwrap();
+    let tick = unique("prom_co_tick");
+    let plain = unique("prom_co_plain");
+    let interval = 250 * US;
+    let handle = install(builder(&exporter).with_expected_interval(tick, interval));
+
+    let mut raw = spread(4_000, 21);
+    // Stalls across the buckets: exactly at 2× (adds the interval itself), around bucket
+    // bounds, past the last bound (10 s).
+    raw.extend([
+        500_000,
+        500_001,
+        2_000_000,
+        5_000_000,
+        1_000_000_000,
+        12_000_000_000,
+    ]);
+    for v in &raw {
+        laptime::record(tick, Duration::from_nanos(*v));
+        laptime::record(plain, Duration::from_nanos(*v));
+    }
+    assert!(handle.flush());
+
+    let i = u64::try_from(interval.as_nanos()).unwrap();
+    let synthesized: Vec<u64> = raw.iter().flat_map(|&v| common::co_added(v, i)).collect();
+    let mut corrected = raw.clone();
+    corrected.extend(&synthesized);
+    assert!(
+        synthesized.len() > 48_000,
+        "the 12 s stall alone adds 47 999"
+    );
+
+    let samples = parse(&exporter.render().unwrap());
+    assert_stage(&samples, "mm_stage_duration_seconds", tick, &raw);
+    assert_stage(
+        &samples,
+        "mm_stage_duration_corrected_seconds",
+        tick,
+        &corrected,
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "mm_stage_duration_corrected_seconds_count",
+            &[("stage", tick)]
+        ),
+        value(
+            &samples,
+            "mm_stage_duration_seconds_count",
+            &[("stage", tick)]
+        ) + value(
+            &samples,
+            "mm_stage_values_synthesized_total",
+            &[("stage", tick)]
+        ),
+        "corrected _count = raw _count + synthesized"
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "mm_stage_values_synthesized_total",
+            &[("stage", tick)]
+        ),
+        synthesized.len() as f64
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "mm_stage_expected_interval_seconds",
+            &[("stage", tick)]
+        ),
+        250e-6
+    );
+
+    // Windowed: what get_stats reports, per window and percentile.
+    let mut checked = 0;
+    for w in handle
+        .snapshot()
+        .windows
+        .iter()
+        .filter(|w| **w != Window::Cumulative)
+    {
+        let c = handle.get_stats(tick, *w).unwrap().corrected.unwrap();
+        let label = w.to_string();
+        for (q, l) in [(0.5, "50"), (0.95, "95"), (0.99, "99"), (0.999, "99.9")] {
+            let got = value(
+                &samples,
+                "mm_stage_window_quantile_corrected_seconds",
+                &[("stage", tick), ("window", &label), ("percentile", l)],
+            );
+            assert_eq!(
+                got,
+                c.quantile(q).unwrap().as_nanos() as f64 / 1e9,
+                "{label} p{l}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 12, "3 windows × 4 quantiles");
+
+    // The uncorrected stage: raw histogram only.
+    assert_stage(&samples, "mm_stage_duration_seconds", plain, &raw);
+    for family in [
+        "mm_stage_duration_corrected_seconds_count",
+        "mm_stage_window_quantile_corrected_seconds",
+        "mm_stage_expected_interval_seconds",
+        "mm_stage_values_synthesized_total",
+    ] {
+        assert!(
+            find(&samples, family, &[("stage", plain)]).is_empty(),
+            "{family}"
+        );
+    }
+}
+
+/// No corrected stage at all: the corrected families are absent from the exposition (no empty
+/// HELP/TYPE lines either), not zero.
+#[test]
+fn without_a_corrected_stage_the_corrected_families_are_absent() {
+    let _s = serial();
+    let exporter = PrometheusExporter::builder()
+        .with_window_quantiles(true)
+        .build()
+        .unwrap();
+    let handle = install(builder(&exporter));
+    laptime::record(unique("prom_no_co"), 3 * MS);
+    assert!(handle.flush());
+    let text = exporter.render().unwrap();
+    assert!(text.contains("laptime_stage_duration_seconds_count"));
+    for family in [
+        "stage_duration_corrected",
+        "window_quantile_corrected",
+        "expected_interval",
+        "values_synthesized",
+    ] {
+        assert!(!text.contains(family), "{family} in\n{text}");
+    }
+}
+
+/// The names the export uses are the ones `MetricNames` gives (which `laptime rules` and the
+/// dashboard generator query).
+#[test]
+fn metric_names_name_the_new_families() {
+    let n = laptime::export::prometheus::MetricNames::new("mm", Unit::Milliseconds);
+    assert_eq!(
+        n.stage_duration_corrected(),
+        "mm_stage_duration_corrected_ms"
+    );
+    assert_eq!(
+        n.window_quantile_corrected(),
+        "mm_stage_window_quantile_corrected_ms"
+    );
+    assert_eq!(n.expected_interval(), "mm_stage_expected_interval_ms");
+    assert_eq!(n.synthesized(), "mm_stage_values_synthesized_total");
+    assert_eq!(n.produced(), "mm_spans_produced_total");
+    assert_eq!(n.in_rings(), "mm_spans_in_rings");
+    assert_eq!(n.unwound(), "mm_spans_unwound_total");
+    assert_eq!(
+        n.health("spans_clock_backwards_total").as_deref(),
+        Some("mm_spans_clock_backwards_total")
+    );
+}
+
+/// Per stage, in the exposition: produced = histogram _count + dropped + cancelled + in rings,
+/// and produced is what the test made (spans, values, cancellations, panics), whatever was lost
+/// to a two-record ring. Labelled stages are checked in their own family.
+#[test]
+fn the_accounting_identity_holds_per_stage_in_the_exposition() {
+    let _s = serial();
+    let exporter = PrometheusExporter::builder().build().unwrap();
+    let handle = install(builder(&exporter).with_ring_capacity(2));
+    let flood = unique("prom_acct_flood");
+    let cancelled = unique("prom_acct_cancelled");
+    let labelled = Stage::with_labels(unique("prom_acct_req"), &[("verb", "post")]).unwrap();
+    let made = std::thread::spawn(move || {
+        for i in 0..500u64 {
+            laptime::record(flood, Duration::from_nanos(i));
+            if i % 5 == 0 {
+                laptime::record(labelled, US);
+            }
+        }
+    });
+    made.join().unwrap();
+    laptime::start(cancelled).cancel();
+    laptime::record(cancelled, US);
+    let unwinding = std::thread::spawn(move || {
+        let _span = laptime::start(cancelled);
+        panic!("planted: a panic through a span");
+    });
+    assert!(unwinding.join().is_err());
+    assert!(handle.flush());
+
+    let samples = parse(&exporter.render().unwrap());
+    let stats = |s: Stage| handle.get_stats(s, Window::Cumulative).unwrap();
+    assert!(
+        stats(Stage::new(flood).unwrap()).dropped > 0,
+        "the ring overflowed"
+    );
+    let mut checked = 0;
+    for (stage, count_family, count_labels, made) in [
+        (
+            Stage::new(flood).unwrap(),
+            "laptime_stage_duration_seconds_count".to_owned(),
+            vec![("stage", flood)],
+            500,
+        ),
+        (
+            Stage::new(cancelled).unwrap(),
+            "laptime_stage_duration_seconds_count".to_owned(),
+            vec![("stage", cancelled)],
+            3,
+        ),
+        (
+            labelled,
+            format!("laptime_{}_seconds_count", labelled.name()),
+            vec![("verb", "post")],
+            100,
+        ),
+    ] {
+        let with = [("stage", stage.name())];
+        let produced = value(&samples, "laptime_spans_produced_total", &with);
+        let count = value(&samples, &count_family, &count_labels);
+        let dropped = value(&samples, "laptime_records_dropped_total", &with);
+        let cancels = value(&samples, "laptime_spans_cancelled_total", &with);
+        let in_rings = value(&samples, "laptime_spans_in_rings", &with);
+        assert_eq!(
+            produced,
+            count + dropped + cancels + in_rings,
+            "{}: produced {produced} = count {count} + dropped {dropped} + cancelled {cancels} + \
+             in rings {in_rings}",
+            stage.name()
+        );
+        assert_eq!(
+            produced,
+            made as f64,
+            "{}: every call accounted for",
+            stage.name()
+        );
+        assert_eq!(produced, stats(stage).produced as f64);
+        checked += 1;
+    }
+    assert_eq!(checked, 3);
+    let with = [("stage", cancelled)];
+    assert_eq!(value(&samples, "laptime_spans_unwound_total", &with), 1.0);
+    assert_eq!(value(&samples, "laptime_spans_cancelled_total", &with), 1.0);
+    assert_eq!(
+        value(&samples, "laptime_spans_clock_backwards_total", &[]),
+        handle.health().backwards_spans as f64
+    );
 }

@@ -14,6 +14,8 @@
 //!   `[alerts] deadline_miss_ratio`) as lines;
 //! * **labelled stages** (`[prometheus] labelled_stages`, e.g. the demo's `exchange_req{verb,api}`):
 //!   p50 and p95 of each label set side by side, so a batch request is read beside a single one;
+//! * **coordinated omission** per stage of `[expected_intervals]`: its raw p99 and its
+//!   coordinated-omission-corrected p99 overlaid, so a stall the raw figure hides shows as the gap;
 //! * **guard trips** per reason over the last hour, with the `[alerts] guard_trip_burst` limits;
 //! * **application gauges** (`[prometheus] gauges`);
 //! * **the library's health**: dropped and sampled-out records, aggregator lag and drain age
@@ -79,6 +81,16 @@ pub fn dashboard(config: &Config) -> Json {
         labelled.dedup();
         for stage in &labelled {
             grid.panel(labelled_panel(&q, stage));
+        }
+    }
+
+    if !config.expected_intervals.is_empty() {
+        grid.row("Coordinated omission");
+        let mut corrected: Vec<&(String, std::time::Duration)> =
+            config.expected_intervals.iter().collect();
+        corrected.sort();
+        for (stage, interval) in corrected {
+            grid.panel(corrected_panel(&q, stage, *interval));
         }
     }
 
@@ -399,6 +411,32 @@ fn latency_panel(q: &Queries<'_>, stage: &StageKey, rules: &[LatencyRule]) -> Js
             targets,
         ),
         &lines,
+    )
+}
+
+/// A corrected stage's raw and corrected p99, overlaid.
+fn corrected_panel(q: &Queries<'_>, stage: &str, interval: std::time::Duration) -> Json {
+    let key = StageKey {
+        name: stage.to_owned(),
+        labels: Vec::new(),
+    };
+    let corrected = format!(
+        "histogram_quantile(0.99, sum by (le) (rate({}_bucket{}[$__rate_interval])))",
+        q.names.stage_duration_corrected(),
+        q.selector(&format!(r#"stage="{}""#, escape(stage)))
+    );
+    let interval =
+        laptime::report::format_ns(u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX));
+    timeseries(
+        &format!("{stage}: raw vs CO-corrected p99"),
+        &format!(
+            "p99 of {stage} from its raw histogram and from its coordinated-omission-corrected one (expected interval {interval}: a span at least twice that also counts the spans it held back). The gap is what a stall hides from the raw figure."
+        ),
+        grafana_unit(q.names.unit()),
+        vec![
+            target(0, q.quantile(&key, 0.99), "p99 raw"),
+            target(1, corrected, "p99 CO-corrected"),
+        ],
     )
 }
 

@@ -11,6 +11,12 @@
 //!   ([`crate::interval::newcombe_difference`]), where a stage's proportion is
 //!   `misses / max(count, misses)`, as in the profile's `deadline_miss_pct`.
 //!
+//! A stage that both profiles corrected for coordinated omission (their `corrected` figures,
+//! [`laptime::profile::CorrectedProfile`]) is also judged on its corrected p95 and p99, with the
+//! same thresholds and the same bootstrap over the corrected histograms; the report labels those
+//! rows `p95 (CO-corrected)` and `p99 (CO-corrected)`, and a regression there fails the gate like
+//! any other. A stage corrected on one side only is judged on its raw figures, with a note.
+//!
 //! `strict` judges the point values alone (the interval is still shown). Stages present in one
 //! profile only are listed as added or removed (the summary line names the removed ones); stages
 //! with fewer than `min_count` spans on either side are listed as not judged. Neither fails the
@@ -32,7 +38,7 @@
 
 use std::fmt::{self, Write as _};
 
-use laptime::profile::{Profile, ProfileError, StageProfile};
+use laptime::profile::{CorrectedProfile, Profile, ProfileError, StageProfile};
 use laptime::report::format_ns;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -178,6 +184,10 @@ pub enum Metric {
     P95,
     /// The 99th percentile (values in ns, change in percent).
     P99,
+    /// The 95th percentile of the coordinated-omission-corrected figures.
+    CorrectedP95,
+    /// The 99th percentile of the coordinated-omission-corrected figures.
+    CorrectedP99,
     /// Deadline misses (values in percent, change in percentage points).
     DeadlineMiss,
 }
@@ -188,6 +198,8 @@ impl Metric {
         match self {
             Metric::P95 => "p95",
             Metric::P99 => "p99",
+            Metric::CorrectedP95 => "p95 (CO-corrected)",
+            Metric::CorrectedP99 => "p99 (CO-corrected)",
             Metric::DeadlineMiss => "deadline miss",
         }
     }
@@ -632,27 +644,76 @@ fn judge_stage(
         (Metric::P95, 0.95, b.p95_ns, c.p95_ns, o.p95_pct),
         (Metric::P99, 0.99, b.p99_ns, c.p99_ns, o.p99_pct),
     ] {
-        // With histograms, the point values come from them by the rule the bootstrap resamples
-        // (nearest rank, as the profile's own fields): the delta and its interval always agree,
-        // even for a profile built in memory whose fields were never validated.
-        let (base, cur) = samplers
-            .as_ref()
-            .map_or((base, cur), |(sb, sc)| (sb.quantile(q), sc.quantile(q)));
-        let delta = relative_pct(base as f64, cur as f64);
-        let interval = samplers.as_ref().map(|(sb, sc)| {
-            let mut rng = ChaCha8Rng::seed_from_u64(row_seed(o.seed, key, metric));
-            bootstrap_relative_pct(sb, sc, q, o.confidence, o.replicates, &mut rng)
-        });
-        rows.push(MetricRow {
+        rows.push(percentile_row(
+            key,
             metric,
-            baseline: base as f64,
-            current: cur as f64,
-            delta,
+            q,
+            (base, cur),
             threshold,
-            interval,
-            method: interval.map(|_| IntervalMethod::Bootstrap),
-            verdict: verdict(delta, threshold, interval, o.strict),
-        });
+            samplers.as_ref(),
+            o,
+        ));
+    }
+
+    match (&b.corrected, &c.corrected) {
+        (Some(bc), Some(cc)) if bc.expected_interval_ns != cc.expected_interval_ns => {
+            // `laptime merge` refuses these as incomparable; a gate must not fail on them either.
+            notes.push(format!(
+                "{key}: corrected with different expected intervals (baseline {}, current {}): \
+                 the CO-corrected figures describe different schedules and are not judged",
+                format_ns(bc.expected_interval_ns),
+                format_ns(cc.expected_interval_ns)
+            ));
+        }
+        (Some(bc), Some(cc)) => {
+            let corrected_hist = |side: &'static str, h: &CorrectedProfile| {
+                h.histogram().map_err(|source| GateError::Histogram {
+                    side,
+                    stage: key.to_string(),
+                    source,
+                })
+            };
+            let samplers = match (
+                corrected_hist("baseline", bc)?,
+                corrected_hist("current", cc)?,
+            ) {
+                // Only the spans really measured are independent draws (see
+                // `QuantileSampler::with_independent`).
+                (Some(hb), Some(hc)) => Some((
+                    QuantileSampler::new(&hb, bc.min_ns, bc.max_ns)
+                        .with_independent(bc.count.saturating_sub(bc.synthesized)),
+                    QuantileSampler::new(&hc, cc.min_ns, cc.max_ns)
+                        .with_independent(cc.count.saturating_sub(cc.synthesized)),
+                )),
+                _ => {
+                    notes.push(format!(
+                        "{key}: no corrected histogram on both sides; its CO-corrected \
+                         percentiles are judged on the point values"
+                    ));
+                    None
+                }
+            };
+            for (metric, q, base, cur, threshold) in [
+                (Metric::CorrectedP95, 0.95, bc.p95_ns, cc.p95_ns, o.p95_pct),
+                (Metric::CorrectedP99, 0.99, bc.p99_ns, cc.p99_ns, o.p99_pct),
+            ] {
+                rows.push(percentile_row(
+                    key,
+                    metric,
+                    q,
+                    (base, cur),
+                    threshold,
+                    samplers.as_ref(),
+                    o,
+                ));
+            }
+        }
+        (None, None) => {}
+        (bc, _) => notes.push(format!(
+            "{key}: corrected for coordinated omission in the {} profile only; judged on its raw \
+             figures",
+            if bc.is_some() { "baseline" } else { "current" }
+        )),
     }
 
     if b.deadline_ns.is_some()
@@ -681,6 +742,36 @@ fn judge_stage(
         });
     }
     Ok(rows)
+}
+
+/// One percentile row: the point values (from the histograms when both sides have one, by the
+/// rule the bootstrap resamples, so the delta and its interval always agree, even for a profile
+/// built in memory whose fields were never validated) and the bootstrap interval of the change.
+fn percentile_row(
+    key: &str,
+    metric: Metric,
+    q: f64,
+    (base, cur): (u64, u64),
+    threshold: f64,
+    samplers: Option<&(QuantileSampler, QuantileSampler)>,
+    o: &GateOptions,
+) -> MetricRow {
+    let (base, cur) = samplers.map_or((base, cur), |(sb, sc)| (sb.quantile(q), sc.quantile(q)));
+    let delta = relative_pct(base as f64, cur as f64);
+    let interval = samplers.map(|(sb, sc)| {
+        let mut rng = ChaCha8Rng::seed_from_u64(row_seed(o.seed, key, metric));
+        bootstrap_relative_pct(sb, sc, q, o.confidence, o.replicates, &mut rng)
+    });
+    MetricRow {
+        metric,
+        baseline: base as f64,
+        current: cur as f64,
+        delta,
+        threshold,
+        interval,
+        method: interval.map(|_| IntervalMethod::Bootstrap),
+        verdict: verdict(delta, threshold, interval, o.strict),
+    }
 }
 
 fn verdict(delta: f64, threshold: f64, interval: Option<(f64, f64)>, strict: bool) -> Verdict {

@@ -2,7 +2,8 @@
 //! ([`interval`]), so tests and other tools call them directly; `main.rs` only parses arguments.
 //!
 //! * `laptime gate --baseline B --current C [--report R.md]`: compares two perf profiles stage by
-//!   stage (p95, p99, deadline-miss %) and exits 0 (pass), 1 (regression) or 2 (error). By default
+//!   stage (p95, p99, deadline-miss %, and the coordinated-omission-corrected p95 and p99 of the
+//!   stages both profiles corrected) and exits 0 (pass), 1 (regression) or 2 (error). By default
 //!   a regression is called only when the whole confidence interval of the change is above the
 //!   threshold (bootstrap over the stages' histograms); `--strict` compares the point values.
 //! * `laptime merge -o OUT.json A.json B.json …`: [`Profile::merge`](laptime::profile::Profile::merge).

@@ -79,10 +79,10 @@ struct GateArgs {
     /// Also write the Markdown report to this file.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Largest allowed p95 increase, in percent.
+    /// Largest allowed p95 increase, in percent (raw and CO-corrected).
     #[arg(long, default_value_t = 3.0)]
     p95: f64,
-    /// Largest allowed p99 increase, in percent.
+    /// Largest allowed p99 increase, in percent (raw and CO-corrected).
     #[arg(long, default_value_t = 5.0)]
     p99: f64,
     /// Largest allowed deadline-miss increase, in percentage points.

@@ -16,6 +16,13 @@
 //!
 //! An SLA rule's window (`1s`, `60s`) is the process's sliding window; Prometheus sees scrapes,
 //! so every generated rule reads its rule's metric over `[alerts].rate_window` instead.
+//!
+//! # Coordinated omission
+//!
+//! Every stage `[expected_intervals]` corrects also gets a recording rule of its corrected p99,
+//! `<ns>:stage_latency_corrected_<unit>:p99`, from the exporter's corrected histogram, beside
+//! the raw `<ns>:stage_latency_<unit>:p99` (with a unit test). Alerts stay on the raw figures,
+//! which the SLA rules judge in the process too.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -384,6 +391,29 @@ impl<'a> Plan<'a> {
         format!("{}:stage_latency_{unit}:{tag}", self.names.namespace())
     }
 
+    /// `<ns>:stage_latency_corrected_<unit>:p99`: a quantile of the coordinated-omission
+    /// corrected histogram.
+    pub fn corrected_quantile_record(&self, tag: &str) -> String {
+        self.quantile_record(tag)
+            .replacen(":stage_latency_", ":stage_latency_corrected_", 1)
+    }
+
+    /// The stages `[expected_intervals]` corrects, with their intervals, in the file's order.
+    pub fn corrected_stages(&self) -> &[(String, Duration)] {
+        &self.config.expected_intervals
+    }
+
+    /// `histogram_quantile(q, …)` over a corrected stage's corrected histogram.
+    fn corrected_quantile(&self, stage: &str, q: f64) -> String {
+        format!(
+            "histogram_quantile({q}, sum by (le, stage, {env}) (rate({}_bucket{{stage={}}}[{}])))",
+            self.names.stage_duration_corrected(),
+            quote(stage),
+            self.window,
+            env = self.config.prometheus.env_label
+        )
+    }
+
     /// `<ns>:deadline_miss:ratio_rate<window>`.
     pub fn miss_record(&self) -> String {
         format!(
@@ -459,6 +489,13 @@ impl<'a> Plan<'a> {
                 }
                 rules.push(map(r));
             }
+        }
+        // The corrected p99 of every stage `[expected_intervals]` corrects, beside the raw one.
+        for (stage, _) in self.corrected_stages() {
+            rules.push(map(vec![
+                ("record", s(self.corrected_quantile_record("p99"))),
+                ("expr", s(self.corrected_quantile(stage, 0.99))),
+            ]));
         }
         map(vec![
             ("name", s(format!("{}_recording", self.names.namespace()))),
@@ -1066,6 +1103,63 @@ impl Plan<'_> {
                 ("interval", s("1m")),
                 ("input_series", Yaml::Seq(input)),
                 ("promql_expr_test", Yaml::Seq(exprs)),
+            ]));
+        }
+        // The corrected p99 record: corrected values all in (i, 2i] (i the expected interval)
+        // give 1.99i.
+        for (stage, interval) in self.corrected_stages() {
+            let i_u = self.names.in_unit(*interval);
+            let fam = self.names.stage_duration_corrected();
+            let st = |suffix: &str, extra: &str| {
+                format!(
+                    "{fam}_{suffix}{{stage={},{env}=\"prod\",instance=\"app:9000\"{extra}}}",
+                    quote(stage)
+                )
+            };
+            let mut input = Vec::new();
+            for (i, b) in [i_u / 1000.0, i_u, 2.0 * i_u].iter().enumerate() {
+                input.push(map(vec![
+                    ("series", s(st("bucket", &format!(",le=\"{b}\"")))),
+                    ("values", s(if i == 2 { ramp(60) } else { flat(0.0) })),
+                ]));
+            }
+            input.push(map(vec![
+                ("series", s(st("bucket", ",le=\"+Inf\""))),
+                ("values", s(ramp(60))),
+            ]));
+            let record = self.corrected_quantile_record("p99");
+            tests.push(map(vec![
+                (
+                    "name",
+                    s(format!("corrected p99 recording rule of stage {stage}")),
+                ),
+                ("interval", s("1m")),
+                ("input_series", Yaml::Seq(input)),
+                (
+                    "promql_expr_test",
+                    Yaml::Seq(vec![map(vec![
+                        (
+                            "expr",
+                            s(format!(
+                                "abs({record}{{stage={}}} - {}) < bool {}",
+                                quote(stage),
+                                1.99 * i_u,
+                                i_u * 1e-6
+                            )),
+                        ),
+                        ("eval_time", s(format!("{eval_min}m"))),
+                        (
+                            "exp_samples",
+                            Yaml::Seq(vec![map(vec![
+                                (
+                                    "labels",
+                                    s(format!("{{stage={},{env}=\"prod\"}}", quote(stage))),
+                                ),
+                                ("value", Yaml::Plain("1".to_owned())),
+                            ])]),
+                        ),
+                    ])]),
+                ),
             ]));
         }
         let doc = map(vec![

@@ -17,6 +17,9 @@ const CONFIG: &str = r#"
 tick_total = "2ms"
 stage_emit = "500us"
 
+[expected_intervals]
+tick_total = "1ms"
+
 [[sla]]
 stage = "tick_total"
 window = "1s"
@@ -124,6 +127,7 @@ fn exported(names: &MetricNames) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for hist in [
         names.stage_duration().to_owned(),
+        names.stage_duration_corrected().to_owned(),
         names.labelled_stage("exchange_req"),
     ] {
         for suffix in ["_bucket", "_sum", "_count"] {
@@ -444,4 +448,31 @@ fn bad_gauge_and_stage_names_are_refused() {
     assert_eq!(err.key(), Some("prometheus.labelled_stages"));
     let ok = Config::from_toml_str("[prometheus]\ngauges = [\"parallel_symbols\"]\n").unwrap();
     assert_eq!(ok.prometheus.gauges, ["parallel_symbols"]);
+}
+
+/// A stage of `[expected_intervals]` gets a panel overlaying its raw and corrected p99, both
+/// from histograms the exporter produces; without the table there is no such panel.
+#[test]
+fn a_corrected_stage_gets_a_raw_vs_corrected_p99_panel() {
+    let d = dashboard(&config("seconds"));
+    let p = panel(&d, "tick_total: raw vs CO-corrected p99");
+    let e = exprs(p);
+    assert_eq!(e.len(), 2);
+    assert!(
+        e[0].starts_with("histogram_quantile(0.99,")
+            && e[0].contains("mm_stage_duration_seconds_bucket{stage=\"tick_total\""),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("histogram_quantile(0.99,")
+            && e[1].contains("mm_stage_duration_corrected_seconds_bucket{stage=\"tick_total\""),
+        "{e:?}"
+    );
+    assert!(p["description"].as_str().unwrap().contains("1.00ms"));
+    let plain = dashboard(&Config::from_toml_str("").unwrap());
+    assert!(
+        panels(&plain)
+            .iter()
+            .all(|p| p["title"] != "Coordinated omission")
+    );
 }

@@ -711,3 +711,148 @@ fn huge_miss_counts_do_not_overflow() {
     let r = row(&report, "tick_total", Metric::DeadlineMiss);
     assert_eq!((r.baseline, r.current, r.delta), (100.0, 100.0, 0.0));
 }
+
+/// HdrHistogram's expected-interval loop: the values a span of `d` adds with interval `i`.
+fn added(d: u64, i: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut missing = d.saturating_sub(i);
+    while d > i && missing >= i {
+        out.push(missing);
+        missing -= i;
+    }
+    out
+}
+
+const PERIOD_NS: u64 = 1_000_000;
+
+/// A tick stage of 20 000 log-normal spans (seeded) in which every 250th span is a stall of
+/// `stall_ns` (+ up to 400 µs), with its coordinated-omission-corrected figures at a 1 ms interval
+/// computed here from the values.
+fn stalled_tick(seed: u64, stall_ns: u64) -> laptime::profile::StageProfile {
+    use laptime::profile::{CorrectedCounts, CorrectedProfile, Histogram};
+    let mut raw = common::lognormal_values(&Spec::new("tick_total", 420_000.0, 0.35), seed);
+    for (i, v) in raw.iter_mut().enumerate().filter(|(i, _)| i % 250 == 0) {
+        *v = stall_ns + (i as u64 % 5) * 100_000;
+    }
+    let mut all = raw.clone();
+    for &v in &raw {
+        all.extend(added(v, PERIOD_NS));
+    }
+    let mut h = Histogram::new_with_bounds(1, common::HIGHEST_NS, 3).unwrap();
+    for &v in &all {
+        h.record(v).unwrap();
+    }
+    let corrected = CorrectedProfile::from_histogram(
+        &h,
+        CorrectedCounts {
+            expected_interval_ns: PERIOD_NS,
+            min_ns: *all.iter().min().unwrap(),
+            max_ns: *all.iter().max().unwrap(),
+            sum_ns: all.iter().sum(),
+            synthesized: (all.len() - raw.len()) as u64,
+            truncated: 0,
+        },
+    )
+    .unwrap();
+    let mut stage = common::stage_from_values("tick_total", &[], &raw, 3, None);
+    stage.corrected = Some(corrected);
+    stage
+}
+
+/// Stalls three times as long, as often: the raw p95/p99 do not move (80 stalls in 20 000
+/// spans), the corrected p99 does, and the gate fails on it alone, labelled as corrected.
+#[test]
+fn longer_stalls_fail_the_corrected_p99_only() {
+    let profile = |name: &str, seed: u64, stall_ns: u64| {
+        common::profile(name, 3, vec![stalled_tick(seed, stall_ns)])
+    };
+    let base = profile("base", 1, 8_000_000);
+    // Same stalls, another sample: nothing regresses.
+    let same = profile("same", 2, 8_000_000);
+    let report = gate(&base, &same, &GateOptions::default()).unwrap();
+    assert!(report.passed(), "{}", report.to_markdown());
+    assert_eq!(report.rows().count(), 4, "p95, p99 and both corrected");
+
+    let stalled = profile("stalled", 2, 24_000_000);
+    let report = gate(&base, &stalled, &GateOptions::default()).unwrap();
+    for metric in [Metric::P95, Metric::P99] {
+        assert_eq!(
+            row(&report, "tick_total", metric).verdict,
+            Verdict::Pass,
+            "{}",
+            report.to_markdown()
+        );
+    }
+    let r = row(&report, "tick_total", Metric::CorrectedP99);
+    assert_eq!(r.verdict, Verdict::Regression, "{}", report.to_markdown());
+    // The point values are the corrected histograms' p99, as the profiles write them.
+    let (b, c) = (
+        base.stages[0].corrected.as_ref().unwrap(),
+        stalled.stages[0].corrected.as_ref().unwrap(),
+    );
+    assert_eq!((r.baseline, r.current), (b.p99_ns as f64, c.p99_ns as f64));
+    assert_eq!(r.threshold, GateOptions::default().p99_pct);
+    assert_eq!(report.exit_code(), 1);
+
+    let md = report.to_markdown();
+    assert!(
+        md.lines()
+            .any(|l| l.starts_with("| tick_total | p99 (CO-corrected) |")
+                && l.ends_with("| **REGRESSION** |")),
+        "{md}"
+    );
+    assert!(md.contains("tick_total p99 (CO-corrected) +"), "{md}");
+
+    // Through the binary: exit 1.
+    let d = dir("longer_stalls_fail_the_corrected_p99_only");
+    let out = gate_cli(
+        write(&d, "base.json", &base),
+        write(&d, "stalled.json", &stalled),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("p99 (CO-corrected)"));
+}
+
+/// A stage corrected on one side only is judged on its raw figures, with a note saying so.
+#[test]
+fn a_stage_corrected_on_one_side_is_judged_raw_with_a_note() {
+    let base = common::profile("base", 3, vec![stalled_tick(1, 8_000_000)]);
+    let mut cur = common::profile("cur", 3, vec![stalled_tick(2, 8_000_000)]);
+    cur.stages[0].corrected = None;
+    let report = gate(&base, &cur, &GateOptions::default()).unwrap();
+    assert_eq!(report.rows().count(), 2, "{}", report.to_markdown());
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("corrected for coordinated omission in the baseline profile only")),
+        "{:?}",
+        report.notes
+    );
+}
+
+/// Corrected with different expected intervals: the corrected figures describe different
+/// schedules (`laptime merge` refuses them), so they are listed in a note and not judged — even
+/// when the corrected p99 is far apart.
+#[test]
+fn corrected_figures_of_different_intervals_are_not_judged() {
+    let base = common::profile("base", 3, vec![stalled_tick(1, 8_000_000)]);
+    let mut cur = common::profile("cur", 3, vec![stalled_tick(2, 24_000_000)]);
+    cur.stages[0]
+        .corrected
+        .as_mut()
+        .unwrap()
+        .expected_interval_ns = PERIOD_NS / 2;
+    let report = gate(&base, &cur, &GateOptions::default()).unwrap();
+    assert_eq!(report.rows().count(), 2, "{}", report.to_markdown());
+    assert!(report.passed(), "{}", report.to_markdown());
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("different expected intervals") && n.contains("not judged")),
+        "{:?}",
+        report.notes
+    );
+}

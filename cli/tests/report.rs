@@ -409,3 +409,112 @@ fn too_many_stages_for_one_image_exit_2() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(one.exists());
 }
+
+/// A profile whose tick stage was corrected for coordinated omission (every 100th span a 5 ms
+/// stall, 1 ms interval), with the corrected figures computed from the values.
+fn corrected_profile(name: &str, seed: u64) -> Profile {
+    use laptime::profile::{CorrectedCounts, CorrectedProfile, Histogram};
+    let mut p = synthetic(name, &tick_specs(), seed);
+    let mut raw = common::lognormal_values(&tick_specs()[0], seed);
+    for v in raw.iter_mut().step_by(100) {
+        *v = 5_000_000;
+    }
+    let mut all = raw.clone();
+    for &v in &raw {
+        // HdrHistogram's loop: v − i, v − 2i, … down to i.
+        let mut missing = v.saturating_sub(1_000_000);
+        while missing >= 1_000_000 {
+            all.push(missing);
+            missing -= 1_000_000;
+        }
+    }
+    let mut h = Histogram::new_with_bounds(1, common::HIGHEST_NS, 3).unwrap();
+    for &v in &all {
+        h.record(v).unwrap();
+    }
+    let mut stage = common::stage_from_values("tick_total", &[], &raw, 3, None);
+    stage.corrected = Some(
+        CorrectedProfile::from_histogram(
+            &h,
+            CorrectedCounts {
+                expected_interval_ns: 1_000_000,
+                min_ns: *all.iter().min().unwrap(),
+                max_ns: *all.iter().max().unwrap(),
+                sum_ns: all.iter().sum(),
+                synthesized: (all.len() - raw.len()) as u64,
+                truncated: 0,
+            },
+        )
+        .unwrap(),
+    );
+    p.stages[0] = stage;
+    p
+}
+
+/// The CO columns appear when a stage is corrected, with its corrected figures (and the
+/// baseline's beside them); the plot gets a dashed corrected curve in the profile's colour and a
+/// legend entry for it. Without correction, neither.
+#[test]
+fn corrected_figures_get_columns_and_a_dashed_curve() {
+    let (base, cur) = (corrected_profile("base", 1), corrected_profile("cur", 2));
+    let html = laptime::report::html(&cur, Some(&base)).unwrap();
+    parse_html(&html);
+    assert!(html.contains("<th>CO p99</th>"), "no CO column");
+    let (b, c) = (
+        base.stages[0].corrected.as_ref().unwrap(),
+        cur.stages[0].corrected.as_ref().unwrap(),
+    );
+    let change = 100.0 * (c.p99_ns as f64 - b.p99_ns as f64) / b.p99_ns as f64;
+    let class = if change > 0.05 {
+        "up"
+    } else if change < -0.05 {
+        "down"
+    } else {
+        ""
+    };
+    let want = format!(
+        "<td>{}<span class=\"base\">{} <span class=\"{class}\">{change:+.1}&#8239;%</span></span></td>",
+        laptime::report::format_ns(c.p99_ns),
+        laptime::report::format_ns(b.p99_ns),
+    );
+    assert!(html.contains(&want), "no {want} in the table");
+    assert!(html.contains(&format!("1.00ms, +{} added", c.synthesized)));
+    // Uncorrected stages show dashes in the CO columns.
+    assert!(html.contains("<td>–</td>"));
+
+    let svg = laptime::report::svg(&cur, Some(&base), Some("tick_total")).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let texts: Vec<&str> = doc
+        .descendants()
+        .filter_map(|n| n.text())
+        .map(str::trim)
+        .collect();
+    for legend in [
+        "baseline: base, CO-corrected (1.00ms interval)",
+        "current: cur, CO-corrected (1.00ms interval)",
+    ] {
+        assert!(texts.contains(&legend), "{texts:?}");
+    }
+    // A plain curve is one polyline in its colour (and its legend one more); a dashed one is a
+    // polyline per dash.
+    let polylines = |svg: &str, colour: &str| {
+        roxmltree::Document::parse(svg)
+            .unwrap()
+            .descendants()
+            .filter(|n| n.has_tag_name("polyline") && n.attribute("stroke") == Some(colour))
+            .count()
+    };
+    assert!(polylines(&svg, "#1F77B4") > 20, "current's dashed curve");
+    assert!(polylines(&svg, "#E6550D") > 20, "baseline's dashed curve");
+
+    let plain = synthetic("plain", &tick_specs(), 1);
+    let html = laptime::report::html(&plain, None).unwrap();
+    assert!(!html.contains("CO p99"));
+    let svg = laptime::report::svg(&plain, None, Some("tick_total")).unwrap();
+    assert!(!svg.contains("CO-corrected"));
+    assert_eq!(
+        polylines(&svg, "#1F77B4"),
+        2,
+        "the curve and its legend line"
+    );
+}

@@ -241,3 +241,45 @@ fn committed_ops_rules_are_up_to_date() {
         );
     }
 }
+
+/// A stage of `[expected_intervals]` gets a recording rule of its corrected p99, from the
+/// exporter's corrected histogram, with a unit test that a wrong quantile fails.
+#[test]
+fn a_corrected_stage_gets_a_corrected_p99_record_tested_by_promtool() {
+    let config = Config::from_toml_str(
+        "[prometheus]\nnamespace = \"svc\"\n\n[expected_intervals]\ntick = \"2ms\"\n",
+    )
+    .unwrap();
+    let plan = Plan::new(&config);
+    assert_eq!(
+        plan.corrected_quantile_record("p99"),
+        "svc:stage_latency_corrected_seconds:p99"
+    );
+    let y = plan.rules_yaml();
+    assert!(
+        y.contains(r#"histogram_quantile(0.99, sum by (le, stage, env) (rate(svc_stage_duration_corrected_seconds_bucket{stage=\"tick\"}[5m])))"#),
+        "{y}"
+    );
+    let Some(_) = promtool() else { return };
+    let out = dir("rules_corrected");
+    laptime_cli::rules::write_rules(&config, &out).unwrap();
+    let prom = out.join("prometheus");
+    let test = promtool_run(&["test", "rules", "rules_test.yml"], &prom);
+    assert!(test.status.success(), "{}{}", stdout(&test), stderr(&test));
+    let rules = std::fs::read_to_string(prom.join("rules.yml")).unwrap();
+    std::fs::write(
+        prom.join("rules.yml"),
+        rules.replace(
+            "histogram_quantile(0.99, sum by (le, stage, env) (rate(svc_stage_duration_corrected",
+            "histogram_quantile(0.5, sum by (le, stage, env) (rate(svc_stage_duration_corrected",
+        ),
+    )
+    .unwrap();
+    let test = promtool_run(&["test", "rules", "rules_test.yml"], &prom);
+    assert!(!test.status.success(), "the mutated rule passed");
+    let said = format!("{}{}", stdout(&test), stderr(&test));
+    assert!(
+        said.contains(r#"abs(svc:stage_latency_corrected_seconds:p99{stage=\"tick\"} - 0.00398)"#),
+        "{said}"
+    );
+}

@@ -108,6 +108,7 @@ fn the_whole_api_builds_runs_and_records_nothing() {
     let handle = Collector::builder()
         .with_interval(Duration::from_millis(1))
         .with_deadline("noop_tick", Duration::from_millis(1))
+        .with_expected_interval("noop_tick", Duration::from_micros(100))
         .with_tracing(
             laptime::trace::TraceConfig::new("noop_tick")
                 .with_sample_rate(1.0)

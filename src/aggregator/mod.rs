@@ -8,6 +8,7 @@
 //! new rings, drains once more, publishes, clears its latency guards and exits.
 
 pub(crate) mod hist;
+pub(crate) mod omission;
 pub(crate) mod window;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hist::Layout;
+use omission::Correction;
 use window::{CountWindow, Cumulative, Event, StageWindows};
 
 use crate::clock::Calibration;
@@ -63,9 +65,14 @@ struct StageState {
     stage: Stage,
     windows: StageWindows,
     cumulative: Cumulative,
+    /// Coordinated-omission-corrected histograms, from the first span drained while the stage
+    /// had an expected interval.
+    corrected: Option<Box<Correction>>,
     /// `StageInfo::dropped` as last seen.
     dropped_seen: u64,
     in_flight: u64,
+    /// This stage's span outcomes (ends, values, cancels) waiting in rings at the last publish.
+    in_rings: u64,
     /// Changed since the last publish.
     dirty: bool,
     published: Option<std::sync::Arc<StageSnapshot>>,
@@ -156,6 +163,11 @@ pub(crate) struct Aggregator {
     starts: u64,
     /// Records ever pushed into the rings already reclaimed.
     pushed_reclaimed: u64,
+    /// Per-stage counts of what is in the rings, reused from publish to publish.
+    in_rings_scratch: Vec<u64>,
+    /// Rings were freed since the allocator was last asked to return freed memory, and when.
+    reclaimed_since_trim: bool,
+    last_trim: Instant,
     reasons: Vec<ReasonState>,
     latency_reason: Option<crate::sla::GuardReason>,
     rule_stages: Vec<Option<Stage>>,
@@ -213,6 +225,9 @@ impl Aggregator {
             orphans: HashMap::new(),
             starts: 0,
             pushed_reclaimed: 0,
+            in_rings_scratch: Vec::new(),
+            reclaimed_since_trim: false,
+            last_trim: Instant::now(),
             reasons: Vec::new(),
             latency_reason,
             rule_stages,
@@ -299,6 +314,9 @@ impl Aggregator {
             .retain(|_, o| now.saturating_sub(o.at()) <= horizon);
         for state in &mut self.stages {
             state.dirty |= state.windows.advance(now);
+            if let Some(c) = &mut state.corrected {
+                state.dirty |= c.windows.advance(now);
+            }
         }
         self.adapt_sampling(now);
         self.health.lag = Duration::from_nanos(now.saturating_sub(self.oldest_in_cycle.min(now)));
@@ -306,6 +324,15 @@ impl Aggregator {
         self.publish(now);
         #[cfg(feature = "profile")]
         self.answer_profile_request();
+        // After publishing: readers are not kept waiting for it.
+        if self.config.release_memory
+            && self.reclaimed_since_trim
+            && self.last_trim.elapsed() >= Duration::from_secs(1)
+        {
+            self.reclaimed_since_trim = false;
+            self.last_trim = Instant::now();
+            crate::ring::release_freed_memory();
+        }
         self.health.last_cycle = began.elapsed();
     }
 
@@ -313,7 +340,7 @@ impl Aggregator {
     /// every stage with activity: plain copies; the caller's thread builds the histograms.
     #[cfg(feature = "profile")]
     fn answer_profile_request(&self) {
-        use crate::profile::collect::{Dump, StageDump};
+        use crate::profile::collect::{CorrectedDump, Dump, StageDump};
         let Some(id) = self.shared.profile.wanted() else {
             return;
         };
@@ -325,6 +352,12 @@ impl Aggregator {
                 stage: s.stage,
                 counts: s.cumulative.hist.iter().collect(),
                 tally: s.cumulative.tally,
+                in_rings: s.in_rings,
+                corrected: s.corrected.as_ref().map(|c| CorrectedDump {
+                    counts: c.cumulative.hist.iter().collect(),
+                    tally: c.cumulative.tally,
+                    interval_ns: c.interval_ns,
+                }),
             })
             .collect();
         let dump = Dump {
@@ -333,6 +366,7 @@ impl Aggregator {
             interval: self.config.interval,
             ring_capacity: self.health.ring_capacity,
             sampling_rate: self.health.sampling_rate,
+            backwards_spans: self.health.backwards_spans,
             stages,
         };
         self.shared.profile.answer(id, dump);
@@ -355,8 +389,10 @@ impl Aggregator {
                 stage,
                 windows,
                 cumulative: Cumulative::default(),
+                corrected: None,
                 dropped_seen,
                 in_flight: 0,
+                in_rings: 0,
                 dirty: true,
                 published: None,
                 #[cfg(feature = "prometheus")]
@@ -426,6 +462,7 @@ impl Aggregator {
                         Visit::Finished => {
                             this.scan_sampled(ring, now, true);
                             this.health.rings_reclaimed += 1;
+                            this.reclaimed_since_trim = true;
                             this.pushed_reclaimed += ring.consumer.pushed() as u64;
                             false
                         }
@@ -448,11 +485,17 @@ impl Aggregator {
     fn process(&mut self, r: Record) {
         let cal = &self.calibration;
         match r.kind {
-            Kind::Span => {
+            Kind::Span | Kind::Unwound => {
+                // An end read before its start (a clock stepped back, unsynchronised TSCs) is
+                // recorded as 0 ns, and counted.
+                self.health.backwards_spans += u64::from(r.b < r.a);
                 let duration = cal.to_ns(r.b.saturating_sub(r.a));
                 let end = cal.since_epoch_ns(r.b);
                 let already_missed = (r.span != 0).then(|| self.close_in_flight(r.span, end));
                 self.record_value(r.stage, end, duration, already_missed);
+                if r.kind == Kind::Unwound {
+                    self.count_event(r.stage, end, Event::Unwound, 1);
+                }
             }
             Kind::Value => {
                 let at = cal.since_epoch_ns(r.b);
@@ -518,7 +561,10 @@ impl Aggregator {
     fn record_value(&mut self, id: u32, at: u64, duration: u64, already_missed: Option<bool>) {
         let layout = self.layout;
         self.oldest_in_cycle = self.oldest_in_cycle.min(at);
-        let Some(state) = self.stage_state(id) else {
+        if id as usize >= self.stages.len() {
+            self.ensure_stage_states();
+        }
+        let Some(state) = self.stages.get_mut(id as usize) else {
             return;
         };
         let saturated = duration > layout.highest();
@@ -535,6 +581,15 @@ impl Aggregator {
         if deadline != 0 && duration > deadline && already_missed != Some(true) {
             state.cumulative.count_event(Event::Miss, 1);
             state.windows.count_event(at, Event::Miss, 1);
+        }
+        let interval = state.stage.0.expected_interval_ns.load(Ordering::Relaxed);
+        if interval != 0 {
+            let (config, base_slice_ns) = (&self.config, self.base_slice_ns);
+            let stage = state.stage;
+            state
+                .corrected
+                .get_or_insert_with(|| new_correction(config, base_slice_ns, stage, interval))
+                .record(&layout, at, index, duration, interval);
         }
         state.dirty = true;
         self.health.saturated += u64::from(saturated);
@@ -666,25 +721,83 @@ impl Aggregator {
         }
     }
 
+    /// Counts what is still in the rings, per stage and in total, reading each ring's tail once:
+    /// returns (records ever pushed, records in rings). The rings' own indices, independent of
+    /// what this aggregator counted as it drained: `produced == records + dropped + in_rings` is
+    /// then a check, not a sum.
+    fn count_in_rings(&mut self) -> (u64, u64) {
+        // A stage registered since the drain may already have records waiting.
+        self.ensure_stage_states();
+        let mut per_stage = std::mem::take(&mut self.in_rings_scratch);
+        per_stage.clear();
+        per_stage.resize(self.stages.len(), 0);
+        let (mut pushed, mut in_rings) = (self.pushed_reclaimed, 0);
+        for ring in &mut self.rings {
+            let popped = ring.consumer.popped();
+            let tail = ring.consumer.peek(|r| {
+                // Starts are records but not span outcomes: in the total only.
+                if r.kind != Kind::Start
+                    && let Some(n) = per_stage.get_mut(r.stage as usize)
+                {
+                    *n += 1;
+                }
+            });
+            pushed += tail as u64;
+            in_rings += tail.wrapping_sub(popped) as u64;
+        }
+        for (state, n) in self.stages.iter_mut().zip(&per_stage) {
+            if state.in_rings != *n {
+                state.in_rings = *n;
+                state.dirty = true;
+            }
+        }
+        self.in_rings_scratch = per_stage;
+        (pushed, in_rings)
+    }
+
     fn publish(&mut self, now: u64) {
         let layout = self.layout;
+        let (pushed, in_rings) = self.count_in_rings();
         let mut stages = Vec::with_capacity(self.stages.len());
         let mut histogram_bytes = 0;
         for state in &mut self.stages {
             if state.dirty || state.published.is_none() {
                 let mut stats = Vec::with_capacity(state.windows.len() + 1);
                 for i in 0..state.windows.len() {
-                    let s = state.windows.stats(i, state.stage, &layout);
+                    let mut s = state.windows.stats(i, state.stage, &layout);
+                    if let Some(c) = &state.corrected {
+                        let raw = c.windows.stats(i, state.stage, &layout);
+                        s.corrected = Some(window::corrected_from(
+                            raw,
+                            &c.windows.tally(i),
+                            c.interval_ns,
+                        ));
+                    }
                     stats.push(active(&s).then_some(s));
                 }
-                let cumulative = state
+                let mut cumulative = state
                     .cumulative
                     .stats(state.stage, &layout, state.in_flight);
-                stats.push((active(&cumulative) || state.in_flight > 0).then_some(cumulative));
+                cumulative.in_rings = state.in_rings;
+                cumulative.produced += state.in_rings;
+                cumulative.calls += state.in_rings;
+                if let Some(c) = &state.corrected {
+                    let raw = c.cumulative.stats(state.stage, &layout, 0);
+                    cumulative.corrected = Some(window::corrected_from(
+                        raw,
+                        &c.cumulative.tally,
+                        c.interval_ns,
+                    ));
+                }
+                let live = active(&cumulative) || state.in_flight > 0 || state.in_rings > 0;
+                stats.push(live.then_some(cumulative));
                 state.published = Some(std::sync::Arc::new(StageSnapshot { stats }));
                 state.dirty = false;
             }
             histogram_bytes += state.cumulative.hist.heap_bytes() + state.windows.heap_bytes();
+            if let Some(c) = &state.corrected {
+                histogram_bytes += c.cumulative.hist.heap_bytes() + c.windows.heap_bytes();
+            }
             stages.push(state.published.clone());
         }
         let guard_trips = self
@@ -700,14 +813,6 @@ impl Aggregator {
                     .collect(),
             })
             .collect();
-        // Read from the rings' own indices, independently of what this aggregator counted as
-        // it drained: `produced == records + dropped + in_rings` is then a check, not a sum.
-        let (mut pushed, mut in_rings) = (self.pushed_reclaimed, 0);
-        for ring in &self.rings {
-            let tail = ring.consumer.pushed();
-            pushed += tail as u64;
-            in_rings += tail.wrapping_sub(ring.consumer.popped()) as u64;
-        }
         let h = &mut self.health;
         h.in_rings = in_rings;
         h.produced = pushed + h.dropped;
@@ -758,6 +863,11 @@ impl Aggregator {
 
     /// After a caught panic: keep the last statistics, update the health figures.
     fn publish_health_only(&mut self) {
+        // The cycle may have drained (and counted) records before it panicked: read the rings
+        // again, so this snapshot's `produced == records + dropped + in_rings` still holds.
+        let (pushed, in_rings) = self.count_in_rings();
+        self.health.in_rings = in_rings;
+        self.health.produced = pushed + self.health.dropped;
         let old = self.shared.snapshot.load_full();
         let snapshot = Snapshot {
             taken_at: self.started.elapsed(),
@@ -789,7 +899,12 @@ impl Aggregator {
             .iter_mut()
             .map(|s| {
                 let tally = &s.cumulative.tally;
-                s.buckets.as_mut().map(|b| b.export(s.stage, tally))
+                let raw = s.buckets.as_mut()?.export(s.stage, tally);
+                let corrected = s.corrected.as_mut().and_then(|c| {
+                    let tally = &c.cumulative.tally;
+                    c.buckets.as_mut().map(|b| b.export(s.stage, tally))
+                });
+                Some(crate::export::prometheus::StageFigures { raw, corrected })
             })
             .collect();
         exporter.publish(snapshot.clone(), stages, self.config.interval);
@@ -833,6 +948,28 @@ impl Aggregator {
         }
         (violations, changed)
     }
+}
+
+/// A stage's corrected histograms, created when its first span with an expected interval drains.
+fn new_correction(
+    config: &CollectorBuilder,
+    base_slice_ns: u64,
+    stage: Stage,
+    interval_ns: u64,
+) -> Box<Correction> {
+    let windows = StageWindows::new(
+        config.windows.iter().map(|w| (w.length, w.slice)),
+        base_slice_ns,
+        0,
+    );
+    #[cfg(not(feature = "prometheus"))]
+    let _ = stage;
+    Box::new(Correction::new(
+        windows,
+        interval_ns,
+        #[cfg(feature = "prometheus")]
+        config.prometheus.as_ref().map(|p| p.stage_buckets(stage)),
+    ))
 }
 
 fn gcd(a: u64, b: u64) -> u64 {

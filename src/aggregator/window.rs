@@ -33,6 +33,13 @@ pub(crate) struct Tally {
     pub(crate) misses: u64,
     /// Spans abandoned before their end (a cancelled guard, a dropped token or async future).
     pub(crate) cancelled: u64,
+    /// Spans ended by a panic unwinding through their guard (also recorded as durations).
+    pub(crate) unwound: u64,
+    /// Corrected histograms only: values added by the coordinated-omission correction (also in
+    /// `count`).
+    pub(crate) synthesized: u64,
+    /// Corrected histograms only: stalls whose coordinated-omission correction was cut short.
+    pub(crate) truncated: u64,
 }
 
 impl Default for Tally {
@@ -49,6 +56,9 @@ impl Default for Tally {
             saturated: 0,
             misses: 0,
             cancelled: 0,
+            unwound: 0,
+            synthesized: 0,
+            truncated: 0,
         }
     }
 }
@@ -81,6 +91,9 @@ impl Tally {
         self.saturated += other.saturated;
         self.misses += other.misses;
         self.cancelled += other.cancelled;
+        self.unwound += other.unwound;
+        self.synthesized += other.synthesized;
+        self.truncated += other.truncated;
     }
 
     /// Whether anything at all happened.
@@ -93,6 +106,21 @@ impl Tally {
     }
 }
 
+/// Many values bound for one histogram at once: `(counter index, how many)` pairs and the exact
+/// tally of the same values. Built by the coordinated-omission correction (`omission.rs`).
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub(crate) counts: Vec<(usize, u64)>,
+    pub(crate) tally: Tally,
+}
+
+impl Batch {
+    pub(crate) fn clear(&mut self) {
+        self.counts.clear();
+        self.tally = Tally::default();
+    }
+}
+
 /// A counted event that is not a duration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Event {
@@ -100,6 +128,8 @@ pub(crate) enum Event {
     SampledOut,
     Miss,
     Cancelled,
+    Unwound,
+    Truncated,
 }
 
 impl Tally {
@@ -109,6 +139,8 @@ impl Tally {
             Event::SampledOut => self.sampled_out += n,
             Event::Miss => self.misses += n,
             Event::Cancelled => self.cancelled += n,
+            Event::Unwound => self.unwound += n,
+            Event::Truncated => self.truncated += n,
         }
     }
 }
@@ -223,6 +255,21 @@ impl SlidingWindow {
         slice.hist.record(index, 1);
         slice.tally.record(value, saturated);
         self.sum.record(index, 1);
+        true
+    }
+
+    /// Records a batch of values that ended at `t_ns`. Returns false when `t_ns` is older than
+    /// the window.
+    fn record_batch(&mut self, t_ns: u64, batch: &Batch) -> bool {
+        let Some(slot) = self.slot_for(t_ns) else {
+            return false;
+        };
+        let slice = &mut self.slices[slot];
+        for &(index, n) in &batch.counts {
+            slice.hist.record(index, n);
+            self.sum.record(index, n);
+        }
+        slice.tally.merge(&batch.tally);
         true
     }
 
@@ -377,6 +424,24 @@ impl StageWindows {
         self.fresh.tally.record(value, saturated);
     }
 
+    /// Records a batch of values that ended at `t_ns` (see [`Self::record`]).
+    pub(crate) fn record_batch(&mut self, t_ns: u64, batch: &Batch) {
+        let number = self.base_number(t_ns);
+        if number < self.fresh.number {
+            for w in &mut self.windows {
+                w.record_batch(t_ns, batch);
+            }
+            return;
+        }
+        if number > self.fresh.number {
+            self.fold_to(number);
+        }
+        for &(index, n) in &batch.counts {
+            self.fresh.hist.record(index, n);
+        }
+        self.fresh.tally.merge(&batch.tally);
+    }
+
     /// Counts `n` non-duration events at `t_ns`.
     pub(crate) fn count_event(&mut self, t_ns: u64, event: Event, n: u64) {
         let number = self.base_number(t_ns);
@@ -412,6 +477,13 @@ impl StageWindows {
         self.windows[i].stats(stage, layout, &self.fresh)
     }
 
+    /// The exact tally of window `i` (what [`Self::stats`] is built from).
+    pub(crate) fn tally(&self, i: usize) -> Tally {
+        let mut tally = self.windows[i].tally();
+        tally.merge(&self.fresh.tally);
+        tally
+    }
+
     pub(crate) fn heap_bytes(&self) -> usize {
         self.fresh.hist.heap_bytes()
             + self
@@ -438,6 +510,13 @@ impl Cumulative {
 
     pub(crate) fn count_event(&mut self, event: Event, n: u64) {
         self.tally.count_event(event, n);
+    }
+
+    pub(crate) fn record_batch(&mut self, batch: &Batch) {
+        for &(index, n) in &batch.counts {
+            self.hist.record(index, n);
+        }
+        self.tally.merge(&batch.tally);
     }
 
     pub(crate) fn stats(&self, stage: crate::Stage, layout: &Layout, in_flight: u64) -> StageStats {
@@ -476,6 +555,29 @@ fn stddev(n: u64, tally: &Tally) -> f64 {
     variance.sqrt()
 }
 
+/// The corrected figures, from the corrected histograms' own statistics and tally.
+pub(crate) fn corrected_from(
+    stats: StageStats,
+    tally: &Tally,
+    interval_ns: u64,
+) -> crate::stats::CorrectedStats {
+    crate::stats::CorrectedStats {
+        expected_interval: ns(interval_ns),
+        count: stats.count,
+        synthesized: tally.synthesized,
+        min: stats.min,
+        max: stats.max,
+        mean: stats.mean,
+        stddev: stats.stddev,
+        p50: stats.p50,
+        p90: stats.p90,
+        p95: stats.p95,
+        p99: stats.p99,
+        p999: stats.p999,
+        truncated: tally.truncated,
+    }
+}
+
 /// Builds the public figures from a histogram and the tally of the same records.
 pub(crate) fn stats_from<C: Count>(
     stage: crate::Stage,
@@ -512,6 +614,10 @@ pub(crate) fn stats_from<C: Count>(
         cancelled: tally.cancelled,
         in_flight,
         deadline: stage.deadline(),
+        unwound: tally.unwound,
+        in_rings: 0,
+        produced: tally.count + tally.dropped + tally.cancelled,
+        corrected: None,
     };
     let n = tally.count;
     if n == 0 {

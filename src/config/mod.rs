@@ -1,4 +1,5 @@
-//! One TOML file for a collector's settings, stage deadlines, SLA rules, sampling and tracing
+//! One TOML file for a collector's settings, stage deadlines and expected intervals, SLA rules,
+//! sampling and tracing
 //! (feature `config`), read into plain data and turned into a [`CollectorBuilder`]; every mistake
 //! in it is an error that names the key and the line, and says what to change.
 //!
@@ -60,7 +61,7 @@
 //! no space: `ns`, `us` or `µs`, `ms`, `s`, `m`, `h` (`"250us"`, `"1.5ms"`, `"10m"`), exact to
 //! the nanosecond. Rates and ratios are fractions in [0, 1] (`0.02` is 2 %), never percentages.
 //! Any key not listed here is an error (except in the tables whose keys are yours: `[deadlines]`,
-//! `labels`, `tags`, `metadata`), so a misspelt key never leaves a default in force silently.
+//! `[expected_intervals]`, `labels`, `tags`, `metadata`), so a misspelt key never leaves a default in force silently.
 //! `[prometheus]` and `[alerts]` are read by the rule generator (`laptime rules`), not by
 //! [`Config::builder`].
 //!
@@ -88,6 +89,10 @@
 //! [deadlines]                       # stage = deadline
 //! tick_total = "200ms"
 //! "svc.exchange_req" = "50ms"       # names with `.`, `:` or `/` take quotes
+//!
+//! [expected_intervals]              # stage = the period its spans should start at: turns on
+//! tick_total = "100us"              # coordinated-omission correction for it (corrected figures
+//!                                   # beside the raw ones; Stage::set_expected_interval)
 //!
 //! [[sla]]                           # one SlaRule per [[sla]]
 //! stage = "tick_total"              # required
@@ -147,8 +152,9 @@
 //! warning above its critical, the trace deadline given twice.
 //! [`ConfigFileError::Invalid`] is a well-formed value the library refuses, carrying the library's
 //! [`ConfigError`] (ring capacity, histogram range, window that its slice does not divide, stage
-//! cap, stage names and labels, …) and the key that set it. Both give the key (dotted:
-//! `sla[1].critical`, `collector.windows[0].slice`, `deadlines."svc.tick"`), the 1-based line and
+//! cap, stage names and labels, a zero expected interval, …) and the key that set it. Both give
+//! the key (dotted: `sla[1].critical`, `collector.windows[0].slice`, `deadlines."svc.tick"`,
+//! `expected_intervals."svc.tick"`), the 1-based line and
 //! column, and a message that says what to change. [`Config::from_toml_str`] runs every check it
 //! can without a collector; [`Config::builder`] runs the library's
 //! [`CollectorBuilder::validate`] once more, as install will.
@@ -194,6 +200,9 @@ pub struct Config {
     pub sampling: SamplingSection,
     /// `[deadlines]`: stage name and deadline, in the file's order.
     pub deadlines: Vec<(String, Duration)>,
+    /// `[expected_intervals]`: stage name and the interval its spans should start at, in the
+    /// file's order ([`CollectorBuilder::with_expected_interval`]).
+    pub expected_intervals: Vec<(String, Duration)>,
     /// `[[sla]]`, in the file's order.
     pub sla: Vec<SlaRuleConfig>,
     /// `[trace]`, if the file has one.
@@ -558,6 +567,7 @@ impl PartialEq for Config {
             collector,
             sampling,
             deadlines,
+            expected_intervals,
             sla,
             trace,
             profile,
@@ -574,7 +584,8 @@ impl PartialEq for Config {
                 &other.trace,
                 &other.profile,
             )
-            && (prometheus, alerts) == (&other.prometheus, &other.alerts)
+            && (expected_intervals, prometheus, alerts)
+                == (&other.expected_intervals, &other.prometheus, &other.alerts)
     }
 }
 
@@ -585,6 +596,7 @@ impl Default for Config {
             collector: CollectorSection::default(),
             sampling: SamplingSection::default(),
             deadlines: Vec::new(),
+            expected_intervals: Vec::new(),
             sla: Vec::new(),
             trace: None,
             profile: None,
@@ -603,6 +615,7 @@ impl Config {
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigFileError> {
         let config = parse::parse(text)?;
         config.check_names()?;
+        config.check_expected_intervals()?;
         // Everything but the names (vetted just above, and interned only by `builder`): a stand-in
         // name lets the library's own validation run without keeping anything for the process.
         let builder = config.assemble(|_| "config_check", |_| &[]);
@@ -621,11 +634,12 @@ impl Config {
     }
 
     /// A collector builder with everything the file sets: the `[collector]` settings, sampling,
-    /// deadlines, SLA rules and tracing. Add what a file cannot hold (an SLA callback, an
-    /// exporter) and install it. Interns the file's names (see the module docs) and validates
-    /// the result as [`CollectorBuilder::install`] will.
+    /// deadlines, expected intervals, SLA rules and tracing. Add what a file cannot hold (an SLA
+    /// callback, an exporter) and install it. Interns the file's names (see the module docs) and
+    /// validates the result as [`CollectorBuilder::install`] will.
     pub fn builder(&self) -> Result<CollectorBuilder, ConfigFileError> {
         self.check_names()?;
+        self.check_expected_intervals()?;
         let b = self.assemble(intern, intern_labels);
         b.validate().map_err(|e| self.invalid(e))?;
         Ok(b)
@@ -686,6 +700,9 @@ impl Config {
             b = b.with_adaptive_sampling(policy);
         }
         b = b.with_sla_preset(self.preset(&name, labels));
+        for (stage, interval) in &self.expected_intervals {
+            b = b.with_expected_interval(name(stage), *interval);
+        }
         if let Some(t) = &self.trace {
             b = b.with_tracing(t.config(name(&t.root)));
         }
@@ -703,6 +720,12 @@ impl Config {
         )?;
         for (stage, _) in &self.deadlines {
             name(format!("deadlines.{}", parse::key_segment(stage)), stage)?;
+        }
+        for (stage, _) in &self.expected_intervals {
+            name(
+                format!("expected_intervals.{}", parse::key_segment(stage)),
+                stage,
+            )?;
         }
         for (i, rule) in self.sla.iter().enumerate() {
             name(format!("sla[{i}].stage"), &rule.stage)?;
@@ -727,6 +750,17 @@ impl Config {
             name("trace.root".into(), &t.root)?;
         }
         Ok(())
+    }
+
+    /// A zero expected interval, as the library's own error at its key. Checked here, with the
+    /// file's stage names: [`Config::from_toml_str`] validates the builder with stand-in names.
+    fn check_expected_intervals(&self) -> Result<(), ConfigFileError> {
+        match self.expected_intervals.iter().find(|(_, i)| i.is_zero()) {
+            Some((stage, _)) => Err(self.invalid(ConfigError::ZeroExpectedInterval {
+                stage: stage.clone(),
+            })),
+            None => Ok(()),
+        }
     }
 
     /// The library refused the builder: point at the key that set the refused value.
@@ -780,6 +814,9 @@ impl Config {
             ConfigError::DeadlineWatch { .. } => "collector.abandon_after".to_owned(),
             ConfigError::ZeroDeadline { stage } => {
                 format!("deadlines.{}", parse::key_segment(stage))
+            }
+            ConfigError::ZeroExpectedInterval { stage } => {
+                format!("expected_intervals.{}", parse::key_segment(stage))
             }
             ConfigError::Threshold { stage, .. } | ConfigError::UnknownWindow { stage, .. } => {
                 rule(stage)

@@ -258,6 +258,7 @@ struct RawFile {
     collector: Option<Spanned<RawCollector>>,
     sampling: Option<Spanned<RawSampling>>,
     deadlines: Option<Spanned<Ordered<Dur>>>,
+    expected_intervals: Option<Spanned<Ordered<Dur>>>,
     sla: Option<Vec<Spanned<RawSla>>>,
     trace: Option<Spanned<RawTrace>>,
     profile: Option<Spanned<RawProfile>>,
@@ -594,6 +595,16 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigFileError> {
             deadlines.push((stage.clone(), ctx.positive(&key, deadline)?));
         }
     }
+    // A zero interval is left to `Config`'s check, which reports the library's own typed error
+    // (`ConfigError::ZeroExpectedInterval`) at this key.
+    let mut expected_intervals = Vec::new();
+    if let Some(table) = raw.expected_intervals {
+        ctx.note("expected_intervals", &table.span());
+        for (stage, interval) in &table.get_ref().0 {
+            let key = format!("expected_intervals.{}", key_segment(stage));
+            expected_intervals.push((stage.clone(), ctx.plain(&key, interval).0));
+        }
+    }
     let mut sla = Vec::new();
     for (i, rule) in raw.sla.into_iter().flatten().enumerate() {
         sla.push(convert_rule(&mut ctx, i, rule, &collector)?);
@@ -617,6 +628,7 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigFileError> {
         collector,
         sampling,
         deadlines,
+        expected_intervals,
         sla,
         trace,
         profile,

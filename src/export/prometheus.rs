@@ -45,7 +45,13 @@
 //! | `ns_deadline_miss_total` | counter | `stage` (+ stage labels) | [`crate::StageStats::deadline_misses`], for stages with a deadline or a miss |
 //! | `ns_guard_trips_total` | counter | `reason` | [`crate::guard_trips`] over [`crate::Window::Cumulative`] |
 //! | `ns_records_dropped_total`, `ns_records_sampled_out_total`, `ns_spans_cancelled_total` | counter | `stage` (+ stage labels) | [`crate::StageStats::dropped`], [`crate::StageStats::sampled_out`], [`crate::StageStats::cancelled`] |
-//! | `ns_records_aggregated_total`, `ns_records_produced_total`, `ns_values_saturated_total`, `ns_aggregator_cycles_total`, `ns_aggregator_restarts_total`, `ns_callback_panics_total`, `ns_rejected_calls_total`, `ns_spans_abandoned_total` | counter | | [`crate::Health`] |
+//! | `ns_spans_produced_total`, `ns_spans_unwound_total` | counter | `stage` (+ stage labels) | [`crate::StageStats::produced`], [`crate::StageStats::unwound`] of the cumulative window |
+//! | `ns_spans_in_rings` | gauge | `stage` (+ stage labels) | [`crate::StageStats::in_rings`] |
+//! | `ns_stage_duration_corrected_<unit>` | histogram | `stage` (+ stage labels) | stages with an expected interval ([`crate::Stage::set_expected_interval`]): the coordinated-omission-corrected durations, cumulative |
+//! | `ns_stage_window_quantile_corrected_<unit>` | gauge | `stage`, `window`, `percentile` (+ stage labels) | [`crate::StageStats::corrected`] per sliding window, with the window quantiles |
+//! | `ns_stage_expected_interval_<unit>` | gauge | `stage` (+ stage labels) | [`crate::CorrectedStats::expected_interval`] |
+//! | `ns_stage_values_synthesized_total` | counter | `stage` (+ stage labels) | [`crate::CorrectedStats::synthesized`] |
+//! | `ns_records_aggregated_total`, `ns_records_produced_total`, `ns_values_saturated_total`, `ns_spans_clock_backwards_total`, `ns_aggregator_cycles_total`, `ns_aggregator_restarts_total`, `ns_callback_panics_total`, `ns_rejected_calls_total`, `ns_spans_abandoned_total` | counter | | [`crate::Health`] |
 //! | `ns_aggregator_lag_seconds`, `ns_aggregator_last_cycle_seconds`, `ns_aggregator_last_drain_age_seconds`, `ns_sampling_rate`, `ns_adaptive_sampling_engaged`, `ns_enabled`, `ns_ring_high_water_records`, `ns_ring_capacity_records`, `ns_records_in_rings`, `ns_spans_in_flight`, `ns_aggregator_memory_bytes` | gauge | | [`crate::Health`]; the drain age is measured at scrape time |
 //! | `ns_<name>` | gauge | | [`PrometheusExporter::gauge`] |
 //! | `process_*` | | | feature `prometheus-process`, [`PrometheusBuilder::with_process_metrics`] |
@@ -67,6 +73,20 @@
 //! above every bound is counted in `+Inf` only); `_count` is the library's cumulative count and
 //! `_sum` its exact nanosecond sum, converted to the unit once when rendered. Values above the
 //! collector's highest trackable value are bucketed by what was measured, as `_sum` counts them.
+//!
+//! **Accounting.** Per stage, `ns_spans_produced_total` = the stage's histogram `_count` +
+//! `ns_records_dropped_total` + `ns_spans_cancelled_total` + `ns_spans_in_rings`, every figure
+//! from the same aggregator cycle: a span outcome that passed sampling is aggregated, dropped,
+//! cancelled or still in a ring, and nothing else happens to it. Over all stages,
+//! `ns_records_produced_total` = `ns_records_aggregated_total` + dropped + `ns_records_in_rings`
+//! (records include the starts of deadline-watched spans, so the totals are not the per-stage sums).
+//!
+//! **Coordinated omission.** A stage with an expected interval gets a second histogram,
+//! `ns_stage_duration_corrected_<unit>`, with the same buckets: the raw durations plus the values
+//! HdrHistogram's `recordValueWithExpectedInterval` adds for the spans a slow one held back. Its
+//! `_count` is the spans recorded since the correction was turned on plus
+//! `ns_stage_values_synthesized_total`. The raw histogram is unchanged. Stages without an expected
+//! interval have none of the corrected families (absent, not zero).
 //!
 //! **Windowed quantiles are not histograms.** `ns_stage_window_quantile_<unit>{window="60s",
 //! percentile="99"}` reports what
@@ -499,7 +519,7 @@ impl PrometheusExporter {
     pub(crate) fn publish(
         &self,
         snapshot: Arc<Snapshot>,
-        stages: Vec<Option<Arc<StageExport>>>,
+        stages: Vec<Option<StageFigures>>,
         interval: Duration,
     ) {
         self.shared.core.state.store(Some(Arc::new(Published {
@@ -617,6 +637,13 @@ pub struct MetricNames {
     dropped: String,
     sampled_out: String,
     cancelled: String,
+    produced: String,
+    in_rings: String,
+    unwound: String,
+    stage_duration_corrected: String,
+    window_quantile_corrected: String,
+    expected_interval: String,
+    synthesized: String,
     health: Vec<(String, HealthMetric)>,
 }
 /// One figure of [`crate::Health`] (or the exporter's own drain age).
@@ -628,7 +655,7 @@ struct HealthMetric {
     read: fn(&Published) -> f64,
 }
 
-const HEALTH: [HealthMetric; 19] = [
+const HEALTH: [HealthMetric; 20] = [
     HealthMetric {
         suffix: "records_aggregated_total",
         help: "Records the aggregator took out of the rings (span ends, values, deadline starts).",
@@ -652,6 +679,12 @@ const HEALTH: [HealthMetric; 19] = [
         help: "Durations above the highest trackable value (recorded as that value in the quantiles).",
         counter: true,
         read: |p| p.snapshot.health.saturated as f64,
+    },
+    HealthMetric {
+        suffix: "spans_clock_backwards_total",
+        help: "Spans whose end tick read earlier than their start (a clock stepped back, or TSCs not synchronised across cores), recorded as 0 ns.",
+        counter: true,
+        read: |p| p.snapshot.health.backwards_spans as f64,
     },
     HealthMetric {
         suffix: "rejected_calls_total",
@@ -760,6 +793,13 @@ impl MetricNames {
             dropped: format!("{ns}_records_dropped_total"),
             sampled_out: format!("{ns}_records_sampled_out_total"),
             cancelled: format!("{ns}_spans_cancelled_total"),
+            produced: format!("{ns}_spans_produced_total"),
+            in_rings: format!("{ns}_spans_in_rings"),
+            unwound: format!("{ns}_spans_unwound_total"),
+            stage_duration_corrected: format!("{ns}_stage_duration_corrected_{u}"),
+            window_quantile_corrected: format!("{ns}_stage_window_quantile_corrected_{u}"),
+            expected_interval: format!("{ns}_stage_expected_interval_{u}"),
+            synthesized: format!("{ns}_stage_values_synthesized_total"),
             health: HEALTH
                 .iter()
                 .map(|m| (format!("{ns}_{}", m.suffix), *m))
@@ -823,6 +863,46 @@ impl MetricNames {
         &self.cancelled
     }
 
+    /// `<ns>_spans_produced_total`: counter, label `stage` ([`crate::StageStats::produced`] of
+    /// the cumulative window). Per stage, `produced = <histogram>_count + dropped + cancelled +`
+    /// [`in_rings`](Self::in_rings).
+    pub fn produced(&self) -> &str {
+        &self.produced
+    }
+
+    /// `<ns>_spans_in_rings`: gauge, label `stage` ([`crate::StageStats::in_rings`]).
+    pub fn in_rings(&self) -> &str {
+        &self.in_rings
+    }
+
+    /// `<ns>_spans_unwound_total`: counter, label `stage` ([`crate::StageStats::unwound`]).
+    pub fn unwound(&self) -> &str {
+        &self.unwound
+    }
+
+    /// `<ns>_stage_duration_corrected_<unit>`: histogram of every stage with an expected
+    /// interval, coordinated-omission corrected, label `stage` (and the stage's own labels).
+    pub fn stage_duration_corrected(&self) -> &str {
+        &self.stage_duration_corrected
+    }
+
+    /// `<ns>_stage_window_quantile_corrected_<unit>`: gauge, labels `stage`, `window`,
+    /// `percentile`, from [`crate::StageStats::corrected`].
+    pub fn window_quantile_corrected(&self) -> &str {
+        &self.window_quantile_corrected
+    }
+
+    /// `<ns>_stage_expected_interval_<unit>`: gauge, label `stage`, for corrected stages.
+    pub fn expected_interval(&self) -> &str {
+        &self.expected_interval
+    }
+
+    /// `<ns>_stage_values_synthesized_total`: counter, label `stage`, for corrected stages
+    /// ([`crate::CorrectedStats::synthesized`]).
+    pub fn synthesized(&self) -> &str {
+        &self.synthesized
+    }
+
     /// The own histogram family of a stage with static labels, e.g. `mm_exchange_req_seconds`
     /// for stage `exchange_req` (characters a metric name cannot hold become `_`). A stage whose
     /// family name collides goes under [`stage_duration`](Self::stage_duration) instead (see the
@@ -833,7 +913,7 @@ impl MetricNames {
 
     /// The full name of one of the library's health figures, by its suffix: counters
     /// `records_aggregated_total`, `records_produced_total`, `values_saturated_total`,
-    /// `rejected_calls_total`, `aggregator_cycles_total`, `aggregator_restarts_total`,
+    /// `spans_clock_backwards_total`, `rejected_calls_total`, `aggregator_cycles_total`, `aggregator_restarts_total`,
     /// `callback_panics_total`, `spans_abandoned_total`; gauges `records_in_rings`,
     /// `aggregator_lag_seconds`, `aggregator_last_cycle_seconds`,
     /// `aggregator_last_drain_age_seconds`, `sampling_rate`, `adaptive_sampling_engaged`,
@@ -860,6 +940,13 @@ impl MetricNames {
             &self.dropped,
             &self.sampled_out,
             &self.cancelled,
+            &self.produced,
+            &self.in_rings,
+            &self.unwound,
+            &self.stage_duration_corrected,
+            &self.window_quantile_corrected,
+            &self.expected_interval,
+            &self.synthesized,
         ]
         .into_iter()
         .chain(self.health.iter().map(|(n, _)| n))
@@ -963,6 +1050,23 @@ impl StageBuckets {
         }
     }
 
+    /// Counts the `n` durations `highest`, `highest − step`, … (a coordinated-omission
+    /// correction's added values) bucket by bucket: at most one step per bucket, not per value.
+    pub(crate) fn record_sequence(&mut self, highest: u64, step: u64, n: u64) {
+        let (mut v, mut left) = (highest, n);
+        while left > 0 {
+            let bucket = self.bounds.bucket(v);
+            // Bucket `b` holds (bound b−1, bound b]; the last one everything above the bounds.
+            let below = bucket.checked_sub(1).map_or(0, |b| self.bounds.ns[b]);
+            let here = ((v - below - 1) / step.max(1) + 1).min(left);
+            if let Some(c) = self.counts.get_mut(bucket) {
+                *c += here;
+            }
+            left -= here;
+            v = v.saturating_sub(here * step);
+        }
+    }
+
     /// This stage's figures for the exporter, shared with the previous cycle's if nothing moved.
     pub(crate) fn export(&mut self, stage: Stage, tally: &Tally) -> Arc<StageExport> {
         if let Some(p) = &self.published
@@ -995,6 +1099,14 @@ impl StageBuckets {
     }
 }
 
+/// One stage's exported histograms as of a cycle: the raw one, and the coordinated-omission
+/// corrected one when the stage has an expected interval.
+#[derive(Clone)]
+pub(crate) struct StageFigures {
+    pub(crate) raw: Arc<StageExport>,
+    pub(crate) corrected: Option<Arc<StageExport>>,
+}
+
 /// One stage's cumulative figures as of a cycle.
 pub(crate) struct StageExport {
     stage: Stage,
@@ -1012,7 +1124,7 @@ pub(crate) struct StageExport {
 struct Published {
     snapshot: Arc<Snapshot>,
     /// By stage id; `None` for stages this collector has no state for.
-    stages: Vec<Option<Arc<StageExport>>>,
+    stages: Vec<Option<StageFigures>>,
     at: Instant,
     interval: Duration,
     /// False once the collector stopped.
@@ -1057,6 +1169,19 @@ impl StageCollector {
         desc(&n.dropped, DROPPED_HELP, &["stage"])?;
         desc(&n.sampled_out, SAMPLED_OUT_HELP, &["stage"])?;
         desc(&n.cancelled, CANCELLED_HELP, &["stage"])?;
+        desc(&n.produced, PRODUCED_HELP, &["stage"])?;
+        desc(&n.in_rings, IN_RINGS_HELP, &["stage"])?;
+        desc(&n.unwound, UNWOUND_HELP, &["stage"])?;
+        desc(&n.stage_duration_corrected, CORRECTED_HIST_HELP, &["stage"])?;
+        desc(&n.expected_interval, EXPECTED_INTERVAL_HELP, &["stage"])?;
+        desc(&n.synthesized, SYNTHESIZED_HELP, &["stage"])?;
+        if c.window_quantiles {
+            desc(
+                &n.window_quantile_corrected,
+                CORRECTED_QUANTILE_HELP,
+                &["stage", "window", "percentile"],
+            )?;
+        }
         for (name, m) in &n.health {
             desc(name, m.help, &[])?;
         }
@@ -1072,6 +1197,13 @@ const GUARD_TRIPS_HELP: &str = "Guard trips by reason, since the collector start
 const DROPPED_HELP: &str = "Records lost to full rings, by stage.";
 const SAMPLED_OUT_HELP: &str = "Calls skipped by sampling, by stage (counted exactly).";
 const CANCELLED_HELP: &str = "Spans abandoned before they ended (cancelled guards, dropped tokens and async futures), by stage.";
+const PRODUCED_HELP: &str = "Span outcomes (ends, values, cancellations) that passed sampling, by stage; produced = the stage's histogram _count + records_dropped_total + spans_cancelled_total + spans_in_rings.";
+const IN_RINGS_HELP: &str = "A stage's span outcomes pushed into rings and not yet aggregated at the last publish (the in-flight part of spans_produced_total).";
+const UNWOUND_HELP: &str = "Spans ended by a panic unwinding through their guard, by stage (recorded as durations too, so also in the histogram's _count).";
+const CORRECTED_HIST_HELP: &str = "Stage durations with coordinated-omission correction, cumulative: the raw durations plus, for each span at least twice the stage's expected interval, the latencies of the spans it held back (HdrHistogram's expected-interval rule). Only stages with an expected interval.";
+const CORRECTED_QUANTILE_HELP: &str = "Percentile of a stage's coordinated-omission-corrected durations over one sliding window of this process (beside the raw stage_window_quantile; not aggregatable).";
+const EXPECTED_INTERVAL_HELP: &str = "The interval a corrected stage's spans are expected to start at: the period of its coordinated-omission correction.";
+const SYNTHESIZED_HELP: &str = "Values the coordinated-omission correction added for spans held back by a slower one, by stage (the corrected histogram's _count is the spans recorded since the correction was on plus these).";
 
 impl PromCollector for StageCollector {
     fn desc(&self) -> Vec<&Desc> {
@@ -1100,6 +1232,9 @@ impl Core {
         let mut owners: HashMap<String, &'static str> = HashMap::new();
         let (mut misses, mut dropped, mut sampled, mut cancelled, mut quantiles) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut produced, mut waiting, mut unwound) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut corrected_hists, mut corrected_quantiles, mut intervals, mut synthesized) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let windows: Vec<Window> = snap
             .windows
             .iter()
@@ -1109,20 +1244,24 @@ impl Core {
 
         // A family name two labelled stages map to belongs to the one with the lower id, decided
         // over every stage (idle ones too), so which stage owns it never changes between scrapes.
-        for e in p.stages.iter().flatten() {
-            if !e.stage.labels().is_empty() {
-                let own = MetricNames::own_family(&c.namespace, unit, e.stage.name());
-                owners.entry(own).or_insert(e.stage.name());
+        for f in p.stages.iter().flatten() {
+            if !f.raw.stage.labels().is_empty() {
+                let own = MetricNames::own_family(&c.namespace, unit, f.raw.stage.name());
+                owners.entry(own).or_insert(f.raw.stage.name());
             }
         }
-        for e in p.stages.iter().flatten() {
+        for f in p.stages.iter().flatten() {
+            let e = &f.raw;
             let stage = e.stage;
             let deadline = stage.deadline();
+            let cumulative = snap.stats(stage, Window::Cumulative);
+            let in_rings = cumulative.map_or(0, |s| s.in_rings);
             let active = e.count > 0
                 || e.misses > 0
                 || e.dropped > 0
                 || e.sampled_out > 0
-                || e.cancelled > 0;
+                || e.cancelled > 0
+                || in_rings > 0;
             if !active && deadline.is_none() {
                 continue;
             }
@@ -1170,6 +1309,22 @@ impl Core {
             dropped.push(counter_metric(with_stage(&[]), e.dropped as f64));
             sampled.push(counter_metric(with_stage(&[]), e.sampled_out as f64));
             cancelled.push(counter_metric(with_stage(&[]), e.cancelled as f64));
+            // The stage's side of the accounting identity, from the snapshot published in the
+            // same cycle as the histogram: produced = _count + dropped + cancelled + in rings.
+            let (made, unwinds) = cumulative.map_or((0, 0), |s| (s.produced, s.unwound));
+            produced.push(counter_metric(with_stage(&[]), made as f64));
+            waiting.push(gauge_metric(with_stage(&[]), in_rings as f64));
+            unwound.push(counter_metric(with_stage(&[]), unwinds as f64));
+
+            // Corrected figures only for a stage that has them: absent, not zero, otherwise.
+            if let Some(ce) = &f.corrected {
+                corrected_hists.push(histogram_metric(with_stage(&[]), ce, unit));
+            }
+            if let Some(co) = cumulative.and_then(|s| s.corrected.as_ref()) {
+                let ns = u64::try_from(co.expected_interval.as_nanos()).unwrap_or(u64::MAX);
+                intervals.push(gauge_metric(with_stage(&[]), unit.of_ns(ns)));
+                synthesized.push(counter_metric(with_stage(&[]), co.synthesized as f64));
+            }
 
             if c.window_quantiles {
                 for &w in &windows {
@@ -1182,6 +1337,15 @@ impl Core {
                         let ns = u64::try_from(v.as_nanos()).unwrap_or(u64::MAX);
                         let l = with_stage(&[window.clone(), pair("percentile", label)]);
                         quantiles.push(gauge_metric(l, unit.of_ns(ns)));
+                    }
+                    let Some(co) = s.corrected.as_ref().filter(|co| co.count > 0) else {
+                        continue;
+                    };
+                    for (q, label) in WINDOW_QUANTILES {
+                        let v = co.quantile(q).unwrap_or_default();
+                        let ns = u64::try_from(v.as_nanos()).unwrap_or(u64::MAX);
+                        let l = with_stage(&[window.clone(), pair("percentile", label)]);
+                        corrected_quantiles.push(gauge_metric(l, unit.of_ns(ns)));
                     }
                 }
             }
@@ -1197,10 +1361,34 @@ impl Core {
             out.push(family(&name, help, MetricType::HISTOGRAM, metrics));
         }
         out.push(family(
+            &n.stage_duration_corrected,
+            CORRECTED_HIST_HELP,
+            MetricType::HISTOGRAM,
+            corrected_hists,
+        ));
+        out.push(family(
             &n.window_quantile,
             WINDOW_QUANTILE_HELP,
             MetricType::GAUGE,
             quantiles,
+        ));
+        out.push(family(
+            &n.window_quantile_corrected,
+            CORRECTED_QUANTILE_HELP,
+            MetricType::GAUGE,
+            corrected_quantiles,
+        ));
+        out.push(family(
+            &n.expected_interval,
+            EXPECTED_INTERVAL_HELP,
+            MetricType::GAUGE,
+            intervals,
+        ));
+        out.push(family(
+            &n.synthesized,
+            SYNTHESIZED_HELP,
+            MetricType::COUNTER,
+            synthesized,
         ));
         out.push(family(
             &n.deadline_miss,
@@ -1225,6 +1413,24 @@ impl Core {
             CANCELLED_HELP,
             MetricType::COUNTER,
             cancelled,
+        ));
+        out.push(family(
+            &n.produced,
+            PRODUCED_HELP,
+            MetricType::COUNTER,
+            produced,
+        ));
+        out.push(family(
+            &n.in_rings,
+            IN_RINGS_HELP,
+            MetricType::GAUGE,
+            waiting,
+        ));
+        out.push(family(
+            &n.unwound,
+            UNWOUND_HELP,
+            MetricType::COUNTER,
+            unwound,
         ));
         let trips = snap
             .guard_trips

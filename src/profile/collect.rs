@@ -7,7 +7,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 
-use super::{Profile, ProfileConfig, ProfileError, ProfileMeta, StageCounts, StageProfile};
+use super::{
+    CorrectedCounts, CorrectedProfile, Profile, ProfileConfig, ProfileError, ProfileMeta,
+    StageCounts, StageProfile,
+};
 use crate::aggregator::hist::{Layout, to_hdrhistogram};
 use crate::aggregator::window::Tally;
 use crate::stage::Stage;
@@ -18,6 +21,19 @@ pub(crate) struct StageDump {
     /// The cumulative histogram's non-zero counters, (index, count), ascending.
     pub(crate) counts: Vec<(usize, u64)>,
     pub(crate) tally: Tally,
+    /// The stage's span outcomes waiting in rings at the cycle's publish.
+    pub(crate) in_rings: u64,
+    /// The coordinated-omission-corrected histogram, for a stage that has one.
+    pub(crate) corrected: Option<CorrectedDump>,
+}
+
+/// A stage's cumulative corrected histogram as the aggregator holds it.
+pub(crate) struct CorrectedDump {
+    /// Non-zero counters, (index, count), ascending.
+    pub(crate) counts: Vec<(usize, u64)>,
+    pub(crate) tally: Tally,
+    /// The interval the latest span was corrected with.
+    pub(crate) interval_ns: u64,
 }
 
 /// The aggregator's answer to a profile request: plain copies, no histogram work on its thread.
@@ -27,6 +43,8 @@ pub(crate) struct Dump {
     pub(crate) interval: Duration,
     pub(crate) ring_capacity: usize,
     pub(crate) sampling_rate: f64,
+    /// [`crate::Health::backwards_spans`].
+    pub(crate) backwards_spans: u64,
     /// Every stage with any activity, in stage-id order.
     pub(crate) stages: Vec<StageDump>,
 }
@@ -168,12 +186,12 @@ fn build(exchange: &Exchange, name: &str, dump: Dump) -> Result<Profile, Profile
             group.iter().flat_map(|s| s.counts.iter().copied()),
         )
         .map_err(|e| collector(format!("stage {}: {e}", first.name())))?;
-        stages.push(StageProfile::from_histogram(
-            first.name(),
-            labels_of(first),
-            &hist,
-            counts,
-        )?);
+        let mut stage =
+            StageProfile::from_histogram(first.name(), labels_of(first), &hist, counts)?;
+        drop(hist);
+        stage.corrected = corrected(&layout, dump.digits, &group)
+            .map_err(|e| collector(format!("stage {}: {e}", first.name())))?;
+        stages.push(stage);
     }
     let config = ProfileConfig {
         significant_digits: dump.digits,
@@ -184,6 +202,7 @@ fn build(exchange: &Exchange, name: &str, dump: Dump) -> Result<Profile, Profile
     };
     let mut meta = ProfileMeta::new(name, config);
     meta.started_unix_ms = super::unix_ms(exchange.installed);
+    meta.backwards_spans = dump.backwards_spans;
     Ok(Profile::new(meta, stages))
 }
 
@@ -213,7 +232,51 @@ fn counts_of(s: &StageDump) -> StageCounts {
         sampled_out: t.sampled_out,
         cancelled: t.cancelled,
         saturated: t.saturated,
+        unwound: t.unwound,
+        in_rings: s.in_rings,
     }
+}
+
+/// The corrected figures of a group of stages (one key): the members with a corrected histogram
+/// added up, with the first one's expected interval. `None` when no member was corrected.
+fn corrected(
+    layout: &Layout,
+    digits: u8,
+    group: &[&StageDump],
+) -> Result<Option<CorrectedProfile>, String> {
+    let members: Vec<&CorrectedDump> = group.iter().filter_map(|s| s.corrected.as_ref()).collect();
+    let Some(first) = members.first() else {
+        return Ok(None);
+    };
+    let hist = to_hdrhistogram(
+        layout,
+        digits,
+        members.iter().flat_map(|c| c.counts.iter().copied()),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut counts = CorrectedCounts {
+        expected_interval_ns: first.interval_ns,
+        min_ns: u64::MAX,
+        ..CorrectedCounts::default()
+    };
+    let mut sum: u128 = 0;
+    for c in &members {
+        let t = &c.tally;
+        if t.count > 0 {
+            counts.min_ns = counts.min_ns.min(t.min);
+            counts.max_ns = counts.max_ns.max(t.max);
+        }
+        sum += t.sum;
+        counts.synthesized += t.synthesized;
+        counts.truncated += t.truncated;
+    }
+    if hist.is_empty() {
+        counts.min_ns = 0;
+    }
+    counts.sum_ns = u64::try_from(sum).unwrap_or(u64::MAX);
+    CorrectedProfile::from_histogram(&hist, counts)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -242,6 +305,7 @@ mod tests {
                         interval: Duration::from_millis(10),
                         ring_capacity: 64,
                         sampling_rate: 1.0,
+                        backwards_spans: 0,
                         stages: Vec::new(),
                     },
                 );

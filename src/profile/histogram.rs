@@ -8,7 +8,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 
-use super::{Histogram, ProfileConfig, ProfileError, StageCounts, StageProfile, invalid};
+use super::{
+    CorrectedCounts, CorrectedProfile, Histogram, ProfileConfig, ProfileError, StageCounts,
+    StageProfile, invalid,
+};
 use crate::stats::{QUANTILES, miss_share};
 
 /// HdrHistogram's V2 cookies (its `serialization` module keeps them private).
@@ -197,23 +200,16 @@ impl StageProfile {
         at: &str,
         expect: Option<&ProfileConfig>,
     ) -> Result<Option<Histogram>, ProfileError> {
-        let Some(text) = &self.histogram else {
-            return Ok(None);
-        };
-        decode(text, expect)
-            .map(Some)
-            .map_err(|message| ProfileError::Histogram {
-                path: field(at, "histogram"),
-                message,
-            })
+        decode_field(self.histogram.as_deref(), at, expect)
     }
 
     /// A stage's figures from its histogram and the exact counts beside it: the one place they
     /// are computed (a collector's profile and [`Profile::merge`](super::Profile::merge) both
     /// come here). `count` is `hist.len()`; `calls` is `count + sampled_out + dropped +
-    /// cancelled`; `mean_ns` is `sum_ns / count`; the percentiles are nearest-rank
+    /// cancelled + in_rings`; `mean_ns` is `sum_ns / count`; the percentiles are nearest-rank
     /// ([`crate::rank`]), each the highest value of its bucket clamped to `[min_ns, max_ns]`;
-    /// `deadline_miss_pct` is `100 × misses / max(count, misses)`.
+    /// `deadline_miss_pct` is `100 × misses / max(count, misses)`. The stage has no `corrected`
+    /// figures; set them with [`CorrectedProfile::from_histogram`].
     ///
     /// Fails when `hist` does not have a lowest value of 1 ns and settings a collector accepts
     /// (1–5 digits, highest 2048 ns – 2^62 ns), or when `counts` contradict it (`min_ns >
@@ -226,19 +222,7 @@ impl StageProfile {
         counts: StageCounts,
     ) -> Result<StageProfile, ProfileError> {
         let name = name.into();
-        let at = name.clone();
-        let histogram_error = |message: String| ProfileError::Histogram {
-            path: field(&at, "histogram"),
-            message,
-        };
-        if hist.low() != 1 {
-            return Err(histogram_error(format!(
-                "lowest discernible value {}: profiles use 1 ns",
-                hist.low()
-            )));
-        }
-        check_settings(hist.sigfig(), hist.high())
-            .map_err(|(field, message)| histogram_error(format!("its {field}: {message}")))?;
+        check_hist(hist, &name)?;
         let count = hist.len();
         let mut stage = StageProfile {
             name,
@@ -247,7 +231,8 @@ impl StageProfile {
             calls: count
                 .saturating_add(counts.sampled_out)
                 .saturating_add(counts.dropped)
-                .saturating_add(counts.cancelled),
+                .saturating_add(counts.cancelled)
+                .saturating_add(counts.in_rings),
             min_ns: counts.min_ns,
             max_ns: counts.max_ns,
             sum_ns: counts.sum_ns,
@@ -265,15 +250,13 @@ impl StageProfile {
             cancelled: counts.cancelled,
             saturated: counts.saturated,
             histogram: None,
+            unwound: counts.unwound,
+            in_rings: counts.in_rings,
+            corrected: None,
         };
         let at = stage.key();
         if count > 0 {
-            if counts.min_ns > counts.max_ns {
-                return Err(invalid(
-                    field(&at, "min_ns"),
-                    format!("min_ns {} is above max_ns {}", counts.min_ns, counts.max_ns),
-                ));
-            }
+            min_below_max(&at, counts.min_ns, counts.max_ns)?;
             stage.mean_ns = counts.sum_ns as f64 / count as f64;
             [
                 stage.p50_ns,
@@ -284,7 +267,7 @@ impl StageProfile {
             ] = percentiles(hist, counts.min_ns, counts.max_ns);
         }
         stage.check_figures(&at)?;
-        stage.histogram = Some(encode(hist).map_err(histogram_error)?);
+        stage.histogram = Some(encode_field(hist, &at)?);
         Ok(stage)
     }
 
@@ -294,40 +277,20 @@ impl StageProfile {
     /// Errors name fields under `at`; run after [`check_figures`](Self::check_figures), which
     /// ensures `min_ns <= max_ns`.
     pub(super) fn check_histogram(&self, at: &str, hist: &Histogram) -> Result<(), ProfileError> {
-        if hist.len() != self.count {
-            return Err(invalid(
-                field(at, "histogram"),
-                format!(
-                    "the histogram holds {} values but count is {}",
-                    hist.len(),
-                    self.count
-                ),
-            ));
-        }
-        if self.count == 0 {
-            return Ok(());
-        }
-        let expected = percentiles(hist, self.min_ns, self.max_ns);
-        let found = [
-            ("p50_ns", self.p50_ns),
-            ("p90_ns", self.p90_ns),
-            ("p95_ns", self.p95_ns),
-            ("p99_ns", self.p99_ns),
-            ("p999_ns", self.p999_ns),
-        ];
-        for ((name, found), want) in found.into_iter().zip(expected) {
-            if found != want {
-                return Err(invalid(
-                    field(at, name),
-                    format!(
-                        "{name} is {found} but the histogram gives {want} (nearest rank, the \
-                         bucket's highest value clamped to [min_ns, max_ns]): write {want}, or \
-                         leave out `histogram` to have hand-written figures taken as they are"
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        check_against(
+            at,
+            hist,
+            self.count,
+            self.min_ns,
+            self.max_ns,
+            [
+                self.p50_ns,
+                self.p90_ns,
+                self.p95_ns,
+                self.p99_ns,
+                self.p999_ns,
+            ],
+        )
     }
 
     /// Checks the stage's figures against each other (not its histogram); errors name fields
@@ -349,12 +312,14 @@ impl StageProfile {
             .count
             .saturating_add(self.sampled_out)
             .saturating_add(self.dropped)
-            .saturating_add(self.cancelled);
+            .saturating_add(self.cancelled)
+            .saturating_add(self.in_rings);
         if self.calls != expected_calls {
             return Err(invalid(
                 f("calls"),
                 format!(
-                    "calls is {} but count + sampled_out + dropped + cancelled is {expected_calls}",
+                    "calls is {} but count + sampled_out + dropped + cancelled + in_rings is \
+                     {expected_calls}",
                     self.calls
                 ),
             ));
@@ -368,6 +333,15 @@ impl StageProfile {
                 ),
             ));
         }
+        if self.unwound > self.count {
+            return Err(invalid(
+                f("unwound"),
+                format!(
+                    "{} unwound spans but only {} recorded (unwound spans are recorded too)",
+                    self.unwound, self.count
+                ),
+            ));
+        }
         let pct = miss_share(self.count, self.deadline_misses, 100.0);
         if !close(self.deadline_miss_pct, pct) {
             return Err(invalid(
@@ -378,66 +352,316 @@ impl StageProfile {
                 ),
             ));
         }
-        let ordered = [
-            ("min_ns", self.min_ns),
-            ("p50_ns", self.p50_ns),
-            ("p90_ns", self.p90_ns),
-            ("p95_ns", self.p95_ns),
-            ("p99_ns", self.p99_ns),
-            ("p999_ns", self.p999_ns),
-            ("max_ns", self.max_ns),
-        ];
-        if self.count == 0 {
-            if let Some((name, v)) = ordered
-                .iter()
-                .chain(&[("sum_ns", self.sum_ns)])
-                .find(|(_, v)| *v != 0)
-            {
+        check_summary(
+            at,
+            self.count,
+            self.min_ns,
+            [
+                self.p50_ns,
+                self.p90_ns,
+                self.p95_ns,
+                self.p99_ns,
+                self.p999_ns,
+            ],
+            self.max_ns,
+            self.sum_ns,
+            self.mean_ns,
+        )?;
+        if let Some(c) = &self.corrected {
+            let at = field(at, "corrected");
+            c.check_figures(&at)?;
+            // The corrected histogram holds the spans recorded while the correction was on: some
+            // of this stage's, never more.
+            let spans = c.count.saturating_sub(c.synthesized);
+            if spans > self.count {
                 return Err(invalid(
-                    f(name),
-                    format!("{name} is {v} but count is 0: with nothing recorded it must be 0"),
-                ));
-            }
-            if self.mean_ns != 0.0 {
-                return Err(invalid(
-                    f("mean_ns"),
-                    format!("mean_ns is {} but count is 0", self.mean_ns),
-                ));
-            }
-            return Ok(());
-        }
-        for pair in ordered.windows(2) {
-            let ((low_name, low), (high_name, high)) = (pair[0], pair[1]);
-            if high < low {
-                return Err(invalid(
-                    f(high_name),
+                    field(&at, "count"),
                     format!(
-                        "{high_name} {high} is below {low_name} {low}: min ≤ p50 ≤ p90 ≤ p95 ≤ p99 ≤ p999 ≤ max"
+                        "count − synthesized is {spans} spans but the stage recorded only {}: the \
+                         corrected histogram holds the stage's spans plus the added values",
+                        self.count
                     ),
                 ));
             }
         }
-        // A saturated sum (u64::MAX) only bounds from below.
-        let (n, sum) = (u128::from(self.count), u128::from(self.sum_ns));
-        let (least, most) = (n * u128::from(self.min_ns), n * u128::from(self.max_ns));
-        if sum < least || (sum > most && self.sum_ns != u64::MAX) {
+        Ok(())
+    }
+}
+
+impl CorrectedProfile {
+    /// Corrected figures from the corrected histogram and the exact counts beside it, by the
+    /// rules of [`StageProfile::from_histogram`]. Fails on the histogram settings it refuses,
+    /// on counts that contradict the histogram, and on a zero expected interval or more
+    /// synthesized values than the histogram holds.
+    pub fn from_histogram(
+        hist: &Histogram,
+        counts: CorrectedCounts,
+    ) -> Result<CorrectedProfile, ProfileError> {
+        let at = "corrected";
+        check_hist(hist, at)?;
+        let count = hist.len();
+        let mut c = CorrectedProfile {
+            expected_interval_ns: counts.expected_interval_ns,
+            count,
+            synthesized: counts.synthesized,
+            truncated: counts.truncated,
+            min_ns: counts.min_ns,
+            max_ns: counts.max_ns,
+            sum_ns: counts.sum_ns,
+            mean_ns: 0.0,
+            p50_ns: 0,
+            p90_ns: 0,
+            p95_ns: 0,
+            p99_ns: 0,
+            p999_ns: 0,
+            histogram: None,
+        };
+        if count > 0 {
+            min_below_max(at, counts.min_ns, counts.max_ns)?;
+            c.mean_ns = counts.sum_ns as f64 / count as f64;
+            [c.p50_ns, c.p90_ns, c.p95_ns, c.p99_ns, c.p999_ns] =
+                percentiles(hist, counts.min_ns, counts.max_ns);
+        }
+        c.check_figures(at)?;
+        c.histogram = Some(encode_field(hist, at)?);
+        Ok(c)
+    }
+
+    /// The corrected histogram, decoded; `None` when there is none (a hand-written profile).
+    pub fn histogram(&self) -> Result<Option<Histogram>, ProfileError> {
+        self.decode("corrected", None)
+    }
+
+    pub(super) fn decode(
+        &self,
+        at: &str,
+        expect: Option<&ProfileConfig>,
+    ) -> Result<Option<Histogram>, ProfileError> {
+        decode_field(self.histogram.as_deref(), at, expect)
+    }
+
+    /// The corrected figures against their histogram, as [`StageProfile::check_histogram`].
+    pub(super) fn check_histogram(&self, at: &str, hist: &Histogram) -> Result<(), ProfileError> {
+        check_against(
+            at,
+            hist,
+            self.count,
+            self.min_ns,
+            self.max_ns,
+            [
+                self.p50_ns,
+                self.p90_ns,
+                self.p95_ns,
+                self.p99_ns,
+                self.p999_ns,
+            ],
+        )
+    }
+
+    /// The corrected figures against each other; errors name fields under `at`.
+    pub(super) fn check_figures(&self, at: &str) -> Result<(), ProfileError> {
+        if self.expected_interval_ns == 0 {
             return Err(invalid(
-                f("sum_ns"),
+                field(at, "expected_interval_ns"),
+                "the expected interval is 0: give the period the stage's spans start at, in ns",
+            ));
+        }
+        if self.synthesized > self.count {
+            return Err(invalid(
+                field(at, "synthesized"),
                 format!(
-                    "sum_ns {} is outside count × [min_ns, max_ns] = [{least}, {most}]",
-                    self.sum_ns
+                    "{} synthesized values but the corrected histogram holds only {}",
+                    self.synthesized, self.count
                 ),
             ));
         }
-        let mean = self.sum_ns as f64 / self.count as f64;
-        if !close(self.mean_ns, mean) {
+        if self.truncated > self.count - self.synthesized {
             return Err(invalid(
-                f("mean_ns"),
-                format!("mean_ns {} is not sum_ns / count = {mean}", self.mean_ns),
+                field(at, "truncated"),
+                format!(
+                    "{} truncated corrections but only {} spans (count − synthesized)",
+                    self.truncated,
+                    self.count - self.synthesized
+                ),
             ));
         }
-        Ok(())
+        check_summary(
+            at,
+            self.count,
+            self.min_ns,
+            [
+                self.p50_ns,
+                self.p90_ns,
+                self.p95_ns,
+                self.p99_ns,
+                self.p999_ns,
+            ],
+            self.max_ns,
+            self.sum_ns,
+            self.mean_ns,
+        )
     }
+}
+
+/// A histogram field's text decoded, with errors at `at.histogram`.
+fn decode_field(
+    text: Option<&str>,
+    at: &str,
+    expect: Option<&ProfileConfig>,
+) -> Result<Option<Histogram>, ProfileError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    decode(text, expect)
+        .map(Some)
+        .map_err(|message| ProfileError::Histogram {
+            path: field(at, "histogram"),
+            message,
+        })
+}
+
+/// A histogram's text, with errors at `at.histogram`.
+fn encode_field(hist: &Histogram, at: &str) -> Result<String, ProfileError> {
+    encode(hist).map_err(|message| ProfileError::Histogram {
+        path: field(at, "histogram"),
+        message,
+    })
+}
+
+/// A histogram a profile can hold: lowest value 1 ns and settings a collector accepts.
+fn check_hist(hist: &Histogram, at: &str) -> Result<(), ProfileError> {
+    let error = |message: String| ProfileError::Histogram {
+        path: field(at, "histogram"),
+        message,
+    };
+    if hist.low() != 1 {
+        return Err(error(format!(
+            "lowest discernible value {}: profiles use 1 ns",
+            hist.low()
+        )));
+    }
+    check_settings(hist.sigfig(), hist.high())
+        .map_err(|(field, message)| error(format!("its {field}: {message}")))
+}
+
+fn min_below_max(at: &str, min: u64, max: u64) -> Result<(), ProfileError> {
+    if min > max {
+        return Err(invalid(
+            field(at, "min_ns"),
+            format!("min_ns {min} is above max_ns {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Figures against their decoded histogram: it holds `count` values, and each percentile is
+/// what [`percentiles`] computes from it (so the gate's point values and its intervals, both
+/// taken from the histogram, agree with the file). Errors name fields under `at`; run after the
+/// figures' own checks, which ensure `min <= max`.
+fn check_against(
+    at: &str,
+    hist: &Histogram,
+    count: u64,
+    min: u64,
+    max: u64,
+    found: [u64; QUANTILES.len()],
+) -> Result<(), ProfileError> {
+    if hist.len() != count {
+        return Err(invalid(
+            field(at, "histogram"),
+            format!(
+                "the histogram holds {} values but count is {count}",
+                hist.len()
+            ),
+        ));
+    }
+    if count == 0 {
+        return Ok(());
+    }
+    let expected = percentiles(hist, min, max);
+    for ((name, found), want) in PERCENTILE_FIELDS.into_iter().zip(found).zip(expected) {
+        if found != want {
+            return Err(invalid(
+                field(at, name),
+                format!(
+                    "{name} is {found} but the histogram gives {want} (nearest rank, the \
+                     bucket's highest value clamped to [min_ns, max_ns]): write {want}, or \
+                     leave out `histogram` to have hand-written figures taken as they are"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The percentile fields, in [`QUANTILES`] order.
+const PERCENTILE_FIELDS: [&str; QUANTILES.len()] =
+    ["p50_ns", "p90_ns", "p95_ns", "p99_ns", "p999_ns"];
+
+/// The checks raw and corrected figures share: with nothing recorded every figure is 0;
+/// otherwise min ≤ p50 ≤ … ≤ p999 ≤ max, the sum within `count × [min, max]` and the mean
+/// `sum / count`. Errors name fields under `at`.
+#[allow(clippy::too_many_arguments)]
+fn check_summary(
+    at: &str,
+    count: u64,
+    min: u64,
+    ps: [u64; QUANTILES.len()],
+    max: u64,
+    sum: u64,
+    mean_ns: f64,
+) -> Result<(), ProfileError> {
+    let f = |name: &str| field(at, name);
+    let mut ordered = vec![("min_ns", min)];
+    ordered.extend(PERCENTILE_FIELDS.into_iter().zip(ps));
+    ordered.push(("max_ns", max));
+    if count == 0 {
+        if let Some((name, v)) = ordered
+            .iter()
+            .chain(&[("sum_ns", sum)])
+            .find(|(_, v)| *v != 0)
+        {
+            return Err(invalid(
+                f(name),
+                format!("{name} is {v} but count is 0: with nothing recorded it must be 0"),
+            ));
+        }
+        if mean_ns != 0.0 {
+            return Err(invalid(
+                f("mean_ns"),
+                format!("mean_ns is {mean_ns} but count is 0"),
+            ));
+        }
+        return Ok(());
+    }
+    for pair in ordered.windows(2) {
+        let ((low_name, low), (high_name, high)) = (pair[0], pair[1]);
+        if high < low {
+            return Err(invalid(
+                f(high_name),
+                format!(
+                    "{high_name} {high} is below {low_name} {low}: min ≤ p50 ≤ p90 ≤ p95 ≤ p99 ≤ p999 ≤ max"
+                ),
+            ));
+        }
+    }
+    // A saturated sum (u64::MAX) only bounds from below.
+    let (n, total) = (u128::from(count), u128::from(sum));
+    let (least, most) = (n * u128::from(min), n * u128::from(max));
+    if total < least || (total > most && sum != u64::MAX) {
+        return Err(invalid(
+            f("sum_ns"),
+            format!("sum_ns {sum} is outside count × [min_ns, max_ns] = [{least}, {most}]"),
+        ));
+    }
+    let expected = sum as f64 / count as f64;
+    if !close(mean_ns, expected) {
+        return Err(invalid(
+            f("mean_ns"),
+            format!("mean_ns {mean_ns} is not sum_ns / count = {expected}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Equal within 1e-9, relative to the larger of 1 and the expected value; false for NaN and

@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{Profile, ProfileConfig, ProfileError, ProfileMeta, StageCounts, StageProfile};
+use super::{
+    CorrectedCounts, CorrectedProfile, Profile, ProfileConfig, ProfileError, ProfileMeta,
+    StageCounts, StageProfile,
+};
 
 fn merge_error(message: String) -> ProfileError {
     ProfileError::Merge { message }
@@ -48,9 +51,18 @@ pub(super) fn merge(name: &str, profiles: &[Profile]) -> Result<Profile, Profile
     for (i, p) in profiles.iter().enumerate() {
         for stage in &p.stages {
             let key = stage.key();
-            if stage.histogram.is_none() {
+            let no_corrected_histogram = stage
+                .corrected
+                .as_ref()
+                .is_some_and(|c| c.histogram.is_none());
+            if stage.histogram.is_none() || no_corrected_histogram {
+                let which = if no_corrected_histogram {
+                    "no corrected histogram"
+                } else {
+                    "no histogram"
+                };
                 return Err(merge_error(format!(
-                    "stage {key} of input {i} ({:?}) has no histogram: percentiles cannot be \
+                    "stage {key} of input {i} ({:?}) has {which}: percentiles cannot be \
                      added up without one; take the profile with a collector, or leave the \
                      stage out",
                     p.meta.name
@@ -74,6 +86,19 @@ pub(super) fn merge(name: &str, profiles: &[Profile]) -> Result<Profile, Profile
                             deadline(stage.deadline_ns),
                             p.meta.name
                         )));
+                    }
+                    // The first input that corrected this stage, against this one.
+                    if let Some(c) = &stage.corrected
+                        && let Some((j, first)) = groups[g]
+                            .iter()
+                            .find_map(|(j, s)| Some((*j, s.corrected.as_ref()?)))
+                        && first.expected_interval_ns != c.expected_interval_ns
+                    {
+                        return Err(ProfileError::IntervalMismatch {
+                            stage: key,
+                            first: (j, first.expected_interval_ns),
+                            other: (i, c.expected_interval_ns),
+                        });
                     }
                     groups[g].push((i, stage));
                 }
@@ -103,9 +128,11 @@ pub(super) fn merge(name: &str, profiles: &[Profile]) -> Result<Profile, Profile
             add(&mut counts, &counts_of(stage), recorded, stage.count > 0);
             recorded |= stage.count > 0;
         }
-        let stage =
+        let mut stage =
             StageProfile::from_histogram(first.name.clone(), first.labels.clone(), &hist, counts)
                 .map_err(|e| merge_error(format!("stage {key}: {e}")))?;
+        drop(hist);
+        stage.corrected = merge_corrected(&key, profiles, &group)?;
         stages.push(stage);
     }
     Ok(Profile::new(merged_meta(name, profiles), stages))
@@ -123,7 +150,65 @@ fn counts_of(stage: &StageProfile) -> StageCounts {
         sampled_out: stage.sampled_out,
         cancelled: stage.cancelled,
         saturated: stage.saturated,
+        unwound: stage.unwound,
+        in_rings: stage.in_rings,
     }
+}
+
+/// The corrected figures of one stage over the inputs that have them (their intervals were
+/// checked to agree): histograms added, counters summed, figures recomputed. An input that did
+/// not correct the stage adds nothing to them. `None` when no input corrected it.
+fn merge_corrected(
+    key: &str,
+    profiles: &[Profile],
+    group: &[(usize, &StageProfile)],
+) -> Result<Option<CorrectedProfile>, ProfileError> {
+    let mut members = group
+        .iter()
+        .filter_map(|(i, s)| Some((*i, s.corrected.as_ref()?)));
+    let Some((_, first)) = members.next() else {
+        return Ok(None);
+    };
+    let decode = |c: &CorrectedProfile| {
+        c.histogram()
+            .map(|h| h.expect("stages without a corrected histogram were refused above"))
+    };
+    let mut hist = decode(first)?;
+    let mut counts = CorrectedCounts {
+        expected_interval_ns: first.expected_interval_ns,
+        min_ns: first.min_ns,
+        max_ns: first.max_ns,
+        sum_ns: first.sum_ns,
+        synthesized: first.synthesized,
+        truncated: first.truncated,
+    };
+    let mut recorded = first.count > 0;
+    for (i, c) in members {
+        hist.add(&decode(c)?).map_err(|e| {
+            merge_error(format!(
+                "stage {key} of input {i} ({:?}), corrected histogram: {e}",
+                profiles[i].meta.name
+            ))
+        })?;
+        match (recorded, c.count > 0) {
+            (true, true) => {
+                counts.min_ns = counts.min_ns.min(c.min_ns);
+                counts.max_ns = counts.max_ns.max(c.max_ns);
+            }
+            (false, true) => {
+                counts.min_ns = c.min_ns;
+                counts.max_ns = c.max_ns;
+            }
+            _ => {}
+        }
+        recorded |= c.count > 0;
+        counts.sum_ns = counts.sum_ns.saturating_add(c.sum_ns);
+        counts.synthesized = counts.synthesized.saturating_add(c.synthesized);
+        counts.truncated = counts.truncated.saturating_add(c.truncated);
+    }
+    CorrectedProfile::from_histogram(&hist, counts)
+        .map(Some)
+        .map_err(|e| merge_error(format!("stage {key}, corrected figures: {e}")))
 }
 
 /// A deadline for a message, exact (`2000000 ns`: a rounded form could show two different
@@ -155,6 +240,8 @@ pub(super) fn add(a: &mut StageCounts, b: &StageCounts, a_recorded: bool, b_reco
     a.sampled_out = a.sampled_out.saturating_add(b.sampled_out);
     a.cancelled = a.cancelled.saturating_add(b.cancelled);
     a.saturated = a.saturated.saturating_add(b.saturated);
+    a.unwound = a.unwound.saturating_add(b.unwound);
+    a.in_rings = a.in_rings.saturating_add(b.in_rings);
 }
 
 fn merged_meta(name: &str, profiles: &[Profile]) -> ProfileMeta {
@@ -192,5 +279,8 @@ fn merged_meta(name: &str, profiles: &[Profile]) -> ProfileMeta {
             ..first.config.clone()
         },
         merged_from: metas().map(|m| m.name.clone()).collect(),
+        backwards_spans: metas()
+            .map(|m| m.backwards_spans)
+            .fold(0, u64::saturating_add),
     }
 }

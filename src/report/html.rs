@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::{ReportError, format_ns, plot};
-use crate::profile::{Profile, ProfileMeta, StageProfile};
+use crate::profile::{CorrectedProfile, Profile, ProfileMeta, StageProfile};
 
 const STYLE: &str = "\
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1500px;\
@@ -48,14 +48,42 @@ pub fn html(current: &Profile, baseline: Option<&Profile>) -> Result<String, Rep
              change (red: slower or more, green: faster or fewer).</p>\n",
         );
     }
+    // The corrected columns only when some stage has corrected figures: a report of profiles
+    // without them looks as it always did.
+    let corrected = std::iter::once(current)
+        .chain(baseline)
+        .any(|p| p.stages.iter().any(|s| s.corrected.is_some()));
+    if corrected {
+        h.push_str(
+            "<p class=\"meta\">CO columns: the figures corrected for coordinated omission \
+             (HdrHistogram's expected-interval rule: a span at least twice its stage's expected \
+             interval also counts the spans it held back), beside the raw ones; the dashed curves \
+             in the plots. Interval: the expected interval, and how many values the correction \
+             added.</p>\n",
+        );
+    }
     h.push_str(
         "<table>\n<thead><tr><th>stage</th><th>spans</th><th>p50</th>\
-                <th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th><th>mean</th>\
-                <th>deadline misses</th><th>dropped</th><th>saturated</th></tr></thead>\n<tbody>\n",
+                <th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th><th>mean</th>",
+    );
+    if corrected {
+        h.push_str(
+            "<th>CO p50</th><th>CO p90</th><th>CO p95</th><th>CO p99</th><th>CO p99.9</th>\
+             <th>CO interval</th>",
+        );
+    }
+    h.push_str(
+        "<th>deadline misses</th><th>dropped</th><th>saturated</th></tr></thead>\n<tbody>\n",
     );
     for s in &current.stages {
         let base = baseline.and_then(|b| b.stage(&s.key()));
-        stage_row(&mut h, s, base, baseline.is_some() && base.is_none());
+        stage_row(
+            &mut h,
+            s,
+            base,
+            baseline.is_some() && base.is_none(),
+            corrected,
+        );
     }
     if let Some(b) = baseline {
         for s in b
@@ -63,7 +91,7 @@ pub fn html(current: &Profile, baseline: Option<&Profile>) -> Result<String, Rep
             .iter()
             .filter(|s| current.stage(&s.key()).is_none())
         {
-            removed_row(&mut h, s);
+            removed_row(&mut h, s, corrected);
         }
     }
     h.push_str("</tbody>\n</table>\n");
@@ -150,7 +178,13 @@ fn cell(h: &mut String, cur: String, base: Option<(String, f64, f64)>, colour: b
     h.push_str("</td>");
 }
 
-fn stage_row(h: &mut String, s: &StageProfile, base: Option<&StageProfile>, added: bool) {
+fn stage_row(
+    h: &mut String,
+    s: &StageProfile,
+    base: Option<&StageProfile>,
+    added: bool,
+    corrected_columns: bool,
+) {
     let _ = write!(h, "<tr><td class=\"stage\">{}", escape(&s.key()));
     if added {
         h.push_str(" <span class=\"tag\">(added)</span>");
@@ -179,6 +213,13 @@ fn stage_row(h: &mut String, s: &StageProfile, base: Option<&StageProfile>, adde
         base.map(|b| (format_ns(b.mean_ns.round() as u64), b.mean_ns, s.mean_ns)),
         true,
     );
+    if corrected_columns {
+        corrected_cells(
+            h,
+            s.corrected.as_ref(),
+            base.and_then(|b| b.corrected.as_ref()),
+        );
+    }
     let misses =
         |s: &StageProfile| format!("{} ({:.2}&#8239;%)", s.deadline_misses, s.deadline_miss_pct);
     let has_deadline = |s: &StageProfile| s.deadline_ns.is_some() || s.deadline_misses > 0;
@@ -209,7 +250,7 @@ fn stage_row(h: &mut String, s: &StageProfile, base: Option<&StageProfile>, adde
     h.push_str("</tr>\n");
 }
 
-fn removed_row(h: &mut String, s: &StageProfile) {
+fn removed_row(h: &mut String, s: &StageProfile, corrected_columns: bool) {
     let _ = write!(
         h,
         "<tr><td class=\"stage\">{} <span class=\"tag\">(removed: baseline only)</span></td>\
@@ -220,11 +261,58 @@ fn removed_row(h: &mut String, s: &StageProfile) {
     for v in [s.p50_ns, s.p90_ns, s.p95_ns, s.p99_ns, s.p999_ns, s.max_ns] {
         let _ = write!(h, "<td><span class=\"base\">{}</span></td>", format_ns(v));
     }
-    let _ = writeln!(
+    let _ = write!(
         h,
-        "<td><span class=\"base\">{}</span></td><td></td><td></td><td></td></tr>",
+        "<td><span class=\"base\">{}</span></td>",
         format_ns(s.mean_ns.round() as u64)
     );
+    if corrected_columns {
+        match &s.corrected {
+            Some(c) => {
+                for v in [c.p50_ns, c.p90_ns, c.p95_ns, c.p99_ns, c.p999_ns] {
+                    let _ = write!(h, "<td><span class=\"base\">{}</span></td>", format_ns(v));
+                }
+                let _ = write!(h, "<td><span class=\"base\">{}</span></td>", interval(c));
+            }
+            None => h.push_str(&"<td>–</td>".repeat(6)),
+        }
+    }
+    let _ = writeln!(h, "<td></td><td></td><td></td></tr>");
+}
+
+/// The CO columns of a stage: its corrected percentiles (with the baseline's and the change when
+/// the baseline has them too) and its expected interval; `–` for a stage without correction.
+fn corrected_cells(h: &mut String, c: Option<&CorrectedProfile>, base: Option<&CorrectedProfile>) {
+    let Some(c) = c else {
+        h.push_str(&"<td>–</td>".repeat(6));
+        return;
+    };
+    let percentiles = |c: &CorrectedProfile| [c.p50_ns, c.p90_ns, c.p95_ns, c.p99_ns, c.p999_ns];
+    let old = base.map(percentiles);
+    for (i, v) in percentiles(c).iter().enumerate() {
+        cell(
+            h,
+            format_ns(*v),
+            old.map(|o| (format_ns(o[i]), o[i] as f64, *v as f64)),
+            true,
+        );
+    }
+    let _ = write!(
+        h,
+        "<td>{}{}</td>",
+        interval(c),
+        base.map(|b| format!("<span class=\"base\">{}</span>", interval(b)))
+            .unwrap_or_default()
+    );
+}
+
+/// `1.00ms, +999 added`: the expected interval and the values the correction added.
+fn interval(c: &CorrectedProfile) -> String {
+    format!(
+        "{}, +{} added",
+        format_ns(c.expected_interval_ns),
+        c.synthesized
+    )
 }
 
 /// Text from profile files goes into HTML text and attribute values: escape all five.

@@ -5,11 +5,14 @@
 //! "nines" axis (it plots `log10(1 / (1 − q))`, so 90 %, 99 %, 99.9 % … are evenly spaced and the
 //! tail gets the room), y is the latency on a log axis; a baseline, when given, is drawn over the
 //! current profile with a legend. A stage without a histogram (a hand-written profile) is drawn
-//! through its summary percentiles.
+//! through its summary percentiles. A stage with coordinated-omission-corrected figures
+//! ([`crate::profile::CorrectedProfile`]) also gets its corrected curve, dashed, in its
+//! profile's colour.
 //!
-//! * [`html`]: the stats table (with the baseline's figures and the changes when given) and one
-//!   inline SVG plot per stage; inline CSS, no scripts, nothing fetched. Names and labels from the
-//!   files are escaped.
+//! * [`html`]: the stats table (with the baseline's figures and the changes when given; with
+//!   `CO` columns of the corrected percentiles when a stage has them) and one inline SVG plot
+//!   per stage; inline CSS, no scripts, nothing fetched. Names and labels from the files are
+//!   escaped.
 //! * [`svg`] and [`png`]: one image, of every stage (a grid) or of one.
 //!
 //! PNG text is drawn with a TrueType font found at run time: `LAPTIME_FONT` if set, else DejaVu

@@ -9,10 +9,11 @@ use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 
 use super::{ReportError, format_ns};
-use crate::profile::{Profile, StageProfile};
+use crate::profile::{CorrectedProfile, Histogram, Profile, ProfileError, StageProfile};
 
 /// One cell's size in pixels.
 pub(super) const CELL: (u32, u32) = (720, 420);
@@ -21,11 +22,15 @@ const STEPS_PER_NINE: f64 = 50.0;
 
 const CURRENT: RGBColor = RGBColor(31, 119, 180);
 const BASELINE: RGBColor = RGBColor(230, 85, 13);
+/// The corrected curves' dashes: length and gap, in pixels.
+const DASH: (i32, i32) = (8, 5);
 
 /// One profile's curve of one stage.
 pub(super) struct Series {
     label: String,
     color: RGBColor,
+    /// The coordinated-omission-corrected curve, drawn dashed in its profile's colour.
+    dashed: bool,
     /// (nines, ns), nines = log10(1 / (1 − q)), ascending in both.
     points: Vec<(f64, f64)>,
 }
@@ -84,7 +89,8 @@ pub(super) fn stage_keys(
     }
 }
 
-/// The plots of the stages `keys` (from [`stage_keys`]).
+/// The plots of the stages `keys` (from [`stage_keys`]): each profile's curve, and beside it,
+/// dashed in the same colour, its coordinated-omission-corrected curve when the stage has one.
 pub(super) fn stage_plots(
     current: &Profile,
     baseline: Option<&Profile>,
@@ -93,23 +99,68 @@ pub(super) fn stage_plots(
     keys.into_iter()
         .map(|key| {
             let mut series = Vec::new();
-            if let Some((b, s)) = baseline.and_then(|b| Some((b, b.stage(&key)?))) {
+            let sides = [
+                baseline.map(|b| ("baseline", b, BASELINE)),
+                Some(("current", current, CURRENT)),
+            ];
+            for (role, profile, color) in sides.into_iter().flatten() {
+                let Some(s) = profile.stage(&key) else {
+                    continue;
+                };
+                let label = format!("{role}: {}", profile.meta.name);
                 series.push(Series {
-                    label: format!("baseline: {}", b.meta.name),
-                    color: BASELINE,
-                    points: curve(s)?,
+                    label: label.clone(),
+                    color,
+                    dashed: false,
+                    points: curve(Figures::raw(s)?),
                 });
-            }
-            if let Some(s) = current.stage(&key) {
-                series.push(Series {
-                    label: format!("current: {}", current.meta.name),
-                    color: CURRENT,
-                    points: curve(s)?,
-                });
+                if let Some(c) = &s.corrected {
+                    series.push(Series {
+                        label: format!(
+                            "{label}, CO-corrected ({} interval)",
+                            format_ns(c.expected_interval_ns)
+                        ),
+                        color,
+                        dashed: true,
+                        points: curve(Figures::corrected(c)?),
+                    });
+                }
             }
             Ok(StagePlot { key, series })
         })
         .collect()
+}
+
+/// What a curve is drawn from: a stage's raw figures or its corrected ones.
+struct Figures {
+    count: u64,
+    min_ns: u64,
+    max_ns: u64,
+    /// p50, p90, p95, p99, p99.9.
+    percentiles: [u64; 5],
+    histogram: Option<Histogram>,
+}
+
+impl Figures {
+    fn raw(s: &StageProfile) -> Result<Self, ProfileError> {
+        Ok(Figures {
+            count: s.count,
+            min_ns: s.min_ns,
+            max_ns: s.max_ns,
+            percentiles: [s.p50_ns, s.p90_ns, s.p95_ns, s.p99_ns, s.p999_ns],
+            histogram: s.histogram()?,
+        })
+    }
+
+    fn corrected(c: &CorrectedProfile) -> Result<Self, ProfileError> {
+        Ok(Figures {
+            count: c.count,
+            min_ns: c.min_ns,
+            max_ns: c.max_ns,
+            percentiles: [c.p50_ns, c.p90_ns, c.p95_ns, c.p99_ns, c.p999_ns],
+            histogram: c.histogram()?,
+        })
+    }
 }
 
 /// `log10(1 / (1 − q))`: 0 at the minimum, 1 at p90, 2 at p99, 3 at p99.9.
@@ -117,17 +168,17 @@ fn nines(q: f64) -> f64 {
     -(1.0 - q).log10()
 }
 
-/// A stage's percentile curve: from its histogram when it has one, else through its summary
+/// A percentile curve: from the histogram when there is one, else through the summary
 /// percentiles. The last point is the maximum, at the nines of `count` (the quantile resolution
-/// of that many spans). Values are at least 1 ns: the log axis has no place for 0.
-fn curve(s: &StageProfile) -> Result<Vec<(f64, f64)>, ReportError> {
+/// of that many values). Values are at least 1 ns: the log axis has no place for 0.
+fn curve(s: Figures) -> Vec<(f64, f64)> {
     if s.count == 0 {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     let end = (s.count as f64).log10();
     let clamp = |v: u64| v.clamp(s.min_ns, s.max_ns.max(s.min_ns)).max(1) as f64;
     let mut points = Vec::new();
-    match s.histogram()? {
+    match &s.histogram {
         Some(h) if !h.is_empty() => {
             let steps = (end * STEPS_PER_NINE).ceil() as u64;
             for i in 0..steps {
@@ -138,13 +189,7 @@ fn curve(s: &StageProfile) -> Result<Vec<(f64, f64)>, ReportError> {
         }
         _ => {
             points.push((0.0, clamp(s.min_ns)));
-            for (q, v) in [
-                (0.5, s.p50_ns),
-                (0.9, s.p90_ns),
-                (0.95, s.p95_ns),
-                (0.99, s.p99_ns),
-                (0.999, s.p999_ns),
-            ] {
+            for (q, v) in [0.5, 0.9, 0.95, 0.99, 0.999].into_iter().zip(s.percentiles) {
                 if nines(q) < end {
                     points.push((nines(q), clamp(v)));
                 }
@@ -152,7 +197,7 @@ fn curve(s: &StageProfile) -> Result<Vec<(f64, f64)>, ReportError> {
         }
     }
     points.push((end, clamp(s.max_ns)));
-    Ok(points)
+    points
 }
 
 /// A log latency axis labelled at the sparsest of 1, 1–3, 1–2–5, 1–9, 1.0–9.9 (× powers of ten)
@@ -345,23 +390,38 @@ fn draw_cell<DB: DrawingBackend>(
         .light_line_style(BLACK.mix(0.04))
         .draw()?;
     for s in &plot.series {
-        chart.draw_series(LineSeries::new(
-            s.points.iter().copied(),
-            s.color.stroke_width(2),
-        ))?;
+        let style = s.color.stroke_width(2);
+        if s.dashed {
+            chart.draw_series(DashedLineSeries::new(
+                s.points.iter().copied(),
+                DASH.0,
+                DASH.1,
+                style,
+            ))?;
+        } else {
+            chart.draw_series(LineSeries::new(s.points.iter().copied(), style))?;
+        }
     }
     // The legend sits in the top-left corner, which the rising curves leave empty.
     for (i, s) in plot.series.iter().enumerate() {
         let y = 14 + 20 * i as i32;
-        chart.plotting_area().draw(
-            &(EmptyElement::at((0.0, y_hi))
-                + PathElement::new(vec![(12, y), (40, y)], s.color.stroke_width(3))
-                + Text::new(
-                    s.label.clone(),
-                    (48, y - 7),
-                    ("sans-serif", 14).into_font().color(&BLACK),
-                )),
-        )?;
+        let at = EmptyElement::at((0.0, y_hi));
+        let text = Text::new(
+            s.label.clone(),
+            (48, y - 7),
+            ("sans-serif", 14).into_font().color(&BLACK),
+        );
+        let line = vec![(12, y), (40, y)];
+        let style = s.color.stroke_width(3);
+        if s.dashed {
+            chart
+                .plotting_area()
+                .draw(&(at + DashedPathElement::new(line, DASH.0, DASH.1, style) + text))?;
+        } else {
+            chart
+                .plotting_area()
+                .draw(&(at + PathElement::new(line, style) + text))?;
+        }
     }
     if plot.series.iter().all(|s| s.points.is_empty()) {
         chart.plotting_area().draw(&Text::new(

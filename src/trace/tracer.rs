@@ -209,7 +209,7 @@ impl Tracer {
     /// epoch (any monotone conversion: tests use non-unit rates a fresh `Calibration` cannot
     /// have).
     fn observe_with(&mut self, ring: &mut RingTrace, r: &Record, ns: impl Fn(u64) -> u64) {
-        if r.kind != Kind::Span {
+        if !matches!(r.kind, Kind::Span | Kind::Unwound) {
             return;
         }
         if r.stage != self.root.id() {

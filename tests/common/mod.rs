@@ -57,3 +57,18 @@ pub fn unique(prefix: &str) -> &'static str {
     let n = N.fetch_add(1, Ordering::Relaxed);
     Box::leak(format!("{prefix}_{n}").into_boxed_str())
 }
+
+/// The values HdrHistogram's `recordValueWithExpectedInterval` loop adds for a span of `d` with
+/// expected interval `i`, one at a time: the reference for coordinated-omission correction.
+pub fn co_added(d: u64, i: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    if d <= i {
+        return out;
+    }
+    let mut missing = d - i;
+    while missing >= i {
+        out.push(missing);
+        missing -= i;
+    }
+    out
+}
