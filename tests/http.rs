@@ -85,18 +85,6 @@ fn settled(server: &MetricsServerHandle) -> ServerStats {
     .unwrap_or_else(|| panic!("connections still open: {:?}", server.stats()))
 }
 
-/// Names of this process's threads that belong to a metrics server (Linux: `/proc/self/task`).
-fn server_threads() -> Vec<String> {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim().to_owned())
-        .filter(|name| name.starts_with("laptime-http"))
-        .collect()
-}
-
 #[test]
 fn serves_metrics_health_and_head() {
     let _serial = common::serial();
@@ -179,9 +167,9 @@ fn bind_failure_and_bad_settings_are_typed_errors() {
     // The failed starts left no thread behind (a new thread names itself once it runs, hence the
     // bounded wait), and the first server still serves.
     wait_for(Duration::from_secs(10), || {
-        (server_threads().len() == 3).then_some(())
+        (http_client::server_threads().len() == 3).then_some(())
     })
-    .unwrap_or_else(|| panic!("{:?}", server_threads()));
+    .unwrap_or_else(|| panic!("{:?}", http_client::server_threads()));
     assert_serves(taken);
 }
 
@@ -468,7 +456,11 @@ fn a_flood_of_connections_stays_bounded_and_the_aggregator_keeps_cycling() {
 #[test]
 fn dropping_the_handle_stops_and_joins_every_thread() {
     let _serial = common::serial();
-    assert!(server_threads().is_empty(), "{:?}", server_threads());
+    assert!(
+        http_client::server_threads().is_empty(),
+        "{:?}",
+        http_client::server_threads()
+    );
     let (server, _) = start(loopback().with_workers(3));
     let addr = server.local_addr();
     // Even with a connection that never sends holding a worker.
@@ -479,12 +471,16 @@ fn dropping_the_handle_stops_and_joins_every_thread() {
     .expect("accepted");
     assert_eq!(server.stats().threads, 4);
     wait_for(Duration::from_secs(10), || {
-        (server_threads().len() == 4).then_some(())
+        (http_client::server_threads().len() == 4).then_some(())
     })
-    .unwrap_or_else(|| panic!("{:?}", server_threads()));
+    .unwrap_or_else(|| panic!("{:?}", http_client::server_threads()));
     drop(server);
     // Joined: no server thread is left.
-    assert!(server_threads().is_empty(), "{:?}", server_threads());
+    assert!(
+        http_client::server_threads().is_empty(),
+        "{:?}",
+        http_client::server_threads()
+    );
     // And nothing listens any more.
     assert!(TcpStream::connect(addr).is_err());
 }
