@@ -46,5 +46,12 @@ scripts/demo_gate.sh
 step "ops/ (generated rules, their tests, the dashboard) is up to date with the demo's config"
 scripts/gen_ops.sh --check
 
+step "stress, short: a 30 s soak and a 10 s flood (exact accounting, flat memory, no stalls)"
+# The same assertions as the long runs in scripts/heavy.sh; the summaries go to target/stress/.
+cargo build --release -p laptime-stress
+stress="${CARGO_TARGET_DIR:-target}/release/laptime-stress"
+"$stress" soak --secs 30 --json target/stress/soak.json
+"$stress" flood --secs 10 --json target/stress/flood.json
+
 step "unit, integration, property and trybuild tests (nextest: one process per test)"
 cargo nextest run --workspace --exclude laptime-noop-check --all-features --no-fail-fast
