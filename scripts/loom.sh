@@ -2,7 +2,7 @@
 # loom models of the SPSC ring and of ring registration/reclamation (tests/loom.rs).
 #
 #   scripts/loom.sh          bounded (LOOM_MAX_PREEMPTIONS=3): what CI runs, about 2 s once built
-#   scripts/loom.sh --full   every interleaving: about 5.5 min on 2 cores
+#   scripts/loom.sh --full   every interleaving: 9.7 M of them, 5.5-8 min on 2 cores (RELIABILITY.md)
 #
 # `--cfg laptime_loom` (our own cfg name: tokio, a dev-dependency, breaks under a global
 # `--cfg loom`) builds the library down to ring + handoff + sync, in its own target directory so the

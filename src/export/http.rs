@@ -824,30 +824,83 @@ fn read_head(mut stream: &TcpStream, buf: &mut [u8], deadline: Instant, stop: &A
             Err(e) if is_retry(&e) => continue,
             Err(_) => return Head::Closed,
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&buf[..filled]) {
-            Ok(httparse::Status::Complete(_)) => {
-                let method = match request.method {
-                    Some("GET") => Method::Get,
-                    Some("HEAD") => Method::Head,
-                    _ => Method::Other,
-                };
-                let path = request.path.unwrap_or("");
-                let path = path.split_once('?').map_or(path, |(p, _)| p);
-                let route = match path {
-                    "/metrics" => Route::Metrics,
-                    "/health" => Route::Health,
-                    _ => Route::Unknown,
-                };
-                return Head::Request { method, route };
-            }
-            Ok(httparse::Status::Partial) if filled == buf.len() => return Head::TooLarge,
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Head::TooLarge,
-            Err(_) => return Head::Malformed,
+        if let Some(head) = parse_head(&buf[..filled], filled == buf.len()) {
+            return head;
         }
     }
+}
+
+/// What the bytes received so far make of the request head, or `None` to read more. `full`: they
+/// fill the head buffer, so no more can come.
+fn parse_head(received: &[u8], full: bool) -> Option<Head> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(received) {
+        Ok(httparse::Status::Complete(_)) => {
+            let method = match request.method {
+                Some("GET") => Method::Get,
+                Some("HEAD") => Method::Head,
+                _ => Method::Other,
+            };
+            let path = request.path.unwrap_or("");
+            let path = path.split_once('?').map_or(path, |(p, _)| p);
+            let route = match path {
+                "/metrics" => Route::Metrics,
+                "/health" => Route::Health,
+                _ => Route::Unknown,
+            };
+            Some(Head::Request { method, route })
+        }
+        Ok(httparse::Status::Partial) if full => Some(Head::TooLarge),
+        Ok(httparse::Status::Partial) => None,
+        Err(httparse::Error::TooManyHeaders) => Some(Head::TooLarge),
+        Err(_) => Some(Head::Malformed),
+    }
+}
+
+/// The answer a worker gives a client that sends `reads` (one element per `read` that returned
+/// data) and then closes its side, with a head buffer of `max_header_bytes` and an exposition
+/// that answers `/metrics` with `fuzz_metrics 1` and is healthy; `None` when the server sends
+/// nothing (the head was not whole when the client closed). Runs the server's own head parsing
+/// (`parse_head`, as `read_head` calls it after each read) and answer (`answer`) without a
+/// socket.
+///
+/// It exists for fuzzing (`fuzz/fuzz_targets/http_request.rs`, replayed by
+/// `tests/fuzz_regressions.rs`) and is not part of the API.
+#[doc(hidden)]
+pub fn answer_for_fuzzing(reads: &[&[u8]], max_header_bytes: usize) -> Option<Vec<u8>> {
+    struct Fixed;
+    impl Exposition for Fixed {
+        fn metrics(&self) -> Result<String, ExportError> {
+            Ok("fuzz_metrics 1\n".to_owned())
+        }
+        fn health(&self) -> Result<String, String> {
+            Ok("ok\n".to_owned())
+        }
+    }
+    let limits = MetricsServer::builder().with_max_header_bytes(max_header_bytes);
+    let mut buf = vec![0u8; limits.max_header_bytes];
+    let shared = Shared {
+        exposition: Box::new(Fixed),
+        limits,
+        stop: AtomicBool::new(false),
+        queue: Mutex::new(VecDeque::new()),
+        ready: Condvar::new(),
+        counters: Arc::default(),
+    };
+    let mut filled = 0;
+    let mut head = Head::Closed;
+    for read in reads.iter().filter(|r| !r.is_empty()) {
+        // A read fills at most what is left of the buffer; what does not fit stays unread.
+        let n = read.len().min(buf.len() - filled);
+        buf[filled..filled + n].copy_from_slice(&read[..n]);
+        filled += n;
+        if let Some(parsed) = parse_head(&buf[..filled], filled == buf.len()) {
+            head = parsed;
+            break;
+        }
+    }
+    answer(&shared, head)
 }
 
 /// Writes all of `bytes` before `deadline` (an error of kind `TimedOut` after it), each write
