@@ -598,7 +598,18 @@ fn drops_health_and_restarts_are_exported() {
         ),
         2.0
     );
-    let h = handle.health();
+    // The exposition and `health()` must come from the same cycle: the tiny rings may wake the
+    // aggregator for another one in between, so take the pair again until no cycle ran (the
+    // exporter's picture is handed over just before the snapshot is stored: check its cycle too).
+    let (samples, h) = (0..100)
+        .find_map(|_| {
+            let before = handle.health();
+            let samples = parse(&exporter.render().unwrap());
+            let h = handle.health();
+            let exported = value(&samples, "laptime_aggregator_cycles_total", &[]);
+            (h.cycles == before.cycles && exported == h.cycles as f64).then_some((samples, h))
+        })
+        .expect("a render between two cycles");
     for (metric, want) in [
         ("laptime_records_aggregated_total", h.records as f64),
         ("laptime_records_produced_total", h.produced as f64),
