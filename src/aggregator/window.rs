@@ -33,7 +33,7 @@ pub(crate) struct Tally {
     pub(crate) misses: u64,
     /// Spans abandoned before their end (a cancelled guard, a dropped token or async future).
     pub(crate) cancelled: u64,
-    /// Spans ended by a panic unwinding through their guard (also recorded as durations).
+    /// Spans that ended while their thread unwound from a panic (also recorded as durations).
     pub(crate) unwound: u64,
     /// Corrected histograms only: values added by the coordinated-omission correction (also in
     /// `count`).

@@ -1199,7 +1199,7 @@ const SAMPLED_OUT_HELP: &str = "Calls skipped by sampling, by stage (counted exa
 const CANCELLED_HELP: &str = "Spans abandoned before they ended (cancelled guards, dropped tokens and async futures), by stage.";
 const PRODUCED_HELP: &str = "Span outcomes (ends, values, cancellations) that passed sampling, by stage; produced = the stage's histogram _count + records_dropped_total + spans_cancelled_total + spans_in_rings.";
 const IN_RINGS_HELP: &str = "A stage's span outcomes pushed into rings and not yet aggregated at the last publish (the in-flight part of spans_produced_total).";
-const UNWOUND_HELP: &str = "Spans ended by a panic unwinding through their guard, by stage (recorded as durations too, so also in the histogram's _count).";
+const UNWOUND_HELP: &str = "Spans that ended while their thread was unwinding from a panic (almost always a guard the panic dropped), by stage (recorded as durations too, so also in the histogram's _count).";
 const CORRECTED_HIST_HELP: &str = "Stage durations with coordinated-omission correction, cumulative: the raw durations plus, for each span at least twice the stage's expected interval, the latencies of the spans it held back (HdrHistogram's expected-interval rule). Only stages with an expected interval.";
 const CORRECTED_QUANTILE_HELP: &str = "Percentile of a stage's coordinated-omission-corrected durations over one sliding window of this process (beside the raw stage_window_quantile; not aggregatable).";
 const EXPECTED_INTERVAL_HELP: &str = "The interval a corrected stage's spans are expected to start at: the period of its coordinated-omission correction.";

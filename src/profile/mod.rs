@@ -260,7 +260,7 @@ pub struct StageProfile {
     /// merge refuses the stage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histogram: Option<String>,
-    /// Spans ended by a panic unwinding through their guard (also in `count`). Left out when 0.
+    /// Spans that ended while their thread unwound from a panic (also in `count`). Left out when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unwound: u64,
     /// Span outcomes still in the rings when the profile was taken (part of `calls`). Left out
@@ -357,7 +357,7 @@ pub struct StageCounts {
     pub cancelled: u64,
     /// Recorded values above the histogram's highest trackable value.
     pub saturated: u64,
-    /// Spans ended by a panic unwinding through their guard (also recorded).
+    /// Spans that ended while their thread unwound from a panic (also recorded).
     pub unwound: u64,
     /// Span outcomes still in the rings.
     pub in_rings: u64,
