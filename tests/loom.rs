@@ -136,6 +136,48 @@ fn drain_limit_3_cap4_4_items() {
     });
 }
 
+/// (c) The aggregator's per-stage count of what is still in flight: `peek` while the producer
+/// pushes sees the records after the head, in order, up to the tail it returns, and consumes
+/// nothing: the drain that follows hands out the same records again (and a full ring's
+/// producer still cannot overwrite one that was only peeked at).
+fn peek_then_drain(capacity: usize, items: u32) {
+    let (mut p, mut c) = ring::<u32>(capacity);
+    let producer = thread::spawn(move || {
+        for i in 0..items {
+            while p.push(i).is_err() {
+                backoff();
+            }
+        }
+    });
+    let mut next = 0;
+    while next < items {
+        let mut peeked = Vec::new();
+        let tail = c.peek(|v| peeked.push(*v));
+        assert_eq!(tail, c.popped() + peeked.len());
+        assert!(peeked.len() <= capacity);
+        for (k, v) in peeked.iter().enumerate() {
+            assert_eq!(*v, next + k as u32, "peek out of order");
+        }
+        let mut drained = 0;
+        c.drain(peeked.len(), |v| {
+            assert_eq!(v, peeked[drained], "the drain differs from the peek");
+            drained += 1;
+        });
+        assert_eq!(drained, peeked.len());
+        next += drained as u32;
+        if drained == 0 {
+            backoff();
+        }
+    }
+    producer.join().unwrap();
+    assert_eq!(c.peek(|_| panic!("nothing is left")), c.popped());
+}
+
+#[test]
+fn peek_then_drain_cap2_3_items() {
+    check("peek then drain, cap 2, 3 items", || peek_then_drain(2, 3));
+}
+
 /// One visit of a ring, through the same `Consumer::visit` the aggregator calls: true when the
 /// ring may be reclaimed.
 fn visit(c: &mut Consumer<u32>, batch: usize, seen: &mut Vec<u32>) -> bool {
