@@ -766,12 +766,8 @@ impl Aggregator {
                 for i in 0..state.windows.len() {
                     let mut s = state.windows.stats(i, state.stage, &layout);
                     if let Some(c) = &state.corrected {
-                        let raw = c.windows.stats(i, state.stage, &layout);
-                        s.corrected = Some(window::corrected_from(
-                            raw,
-                            &c.windows.tally(i),
-                            c.interval_ns,
-                        ));
+                        let (raw, tally) = c.windows.stats_and_tally(i, state.stage, &layout);
+                        s.corrected = Some(window::corrected_from(raw, &tally, c.interval_ns));
                     }
                     stats.push(active(&s).then_some(s));
                 }

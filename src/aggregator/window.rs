@@ -309,11 +309,22 @@ impl SlidingWindow {
     fn stats(&self, stage: crate::Stage, layout: &Layout, fresh: &Fresh) -> StageStats {
         let mut tally = self.tally();
         tally.merge(&fresh.tally);
+        self.stats_with(stage, layout, fresh, &tally)
+    }
+
+    /// [`Self::stats`] with the tally of the live slices and `fresh` already merged.
+    fn stats_with(
+        &self,
+        stage: crate::Stage,
+        layout: &Layout,
+        fresh: &Fresh,
+        tally: &Tally,
+    ) -> StageStats {
         stats_from(
             stage,
             self.window(),
             &[&self.sum, &fresh.hist],
-            &tally,
+            tally,
             layout,
             0,
         )
@@ -477,11 +488,17 @@ impl StageWindows {
         self.windows[i].stats(stage, layout, &self.fresh)
     }
 
-    /// The exact tally of window `i` (what [`Self::stats`] is built from).
-    pub(crate) fn tally(&self, i: usize) -> Tally {
+    /// The figures of window `i` and the exact tally they were built from.
+    pub(crate) fn stats_and_tally(
+        &self,
+        i: usize,
+        stage: crate::Stage,
+        layout: &Layout,
+    ) -> (StageStats, Tally) {
         let mut tally = self.windows[i].tally();
         tally.merge(&self.fresh.tally);
-        tally
+        let stats = self.windows[i].stats_with(stage, layout, &self.fresh, &tally);
+        (stats, tally)
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {

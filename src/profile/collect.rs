@@ -245,7 +245,14 @@ fn corrected(
     group: &[&StageDump],
 ) -> Result<Option<CorrectedProfile>, String> {
     let members: Vec<&CorrectedDump> = group.iter().filter_map(|s| s.corrected.as_ref()).collect();
-    let Some(first) = members.first() else {
+    let Some((counts, _)) = members
+        .iter()
+        .map(|c| (corrected_counts_of(c), c.tally.count > 0))
+        .reduce(|(mut a, a_recorded), (b, b_recorded)| {
+            super::merge::add_corrected(&mut a, &b, a_recorded, b_recorded);
+            (a, a_recorded || b_recorded)
+        })
+    else {
         return Ok(None);
     };
     let hist = to_hdrhistogram(
@@ -254,29 +261,23 @@ fn corrected(
         members.iter().flat_map(|c| c.counts.iter().copied()),
     )
     .map_err(|e| e.to_string())?;
-    let mut counts = CorrectedCounts {
-        expected_interval_ns: first.interval_ns,
-        min_ns: u64::MAX,
-        ..CorrectedCounts::default()
-    };
-    let mut sum: u128 = 0;
-    for c in &members {
-        let t = &c.tally;
-        if t.count > 0 {
-            counts.min_ns = counts.min_ns.min(t.min);
-            counts.max_ns = counts.max_ns.max(t.max);
-        }
-        sum += t.sum;
-        counts.synthesized += t.synthesized;
-        counts.truncated += t.truncated;
-    }
-    if hist.is_empty() {
-        counts.min_ns = 0;
-    }
-    counts.sum_ns = u64::try_from(sum).unwrap_or(u64::MAX);
     CorrectedProfile::from_histogram(&hist, counts)
         .map(Some)
         .map_err(|e| e.to_string())
+}
+
+/// A stage's exact corrected figures from its tally, as [`counts_of`].
+fn corrected_counts_of(c: &CorrectedDump) -> CorrectedCounts {
+    let t = &c.tally;
+    let recorded = t.count > 0;
+    CorrectedCounts {
+        expected_interval_ns: c.interval_ns,
+        min_ns: if recorded { t.min } else { 0 },
+        max_ns: if recorded { t.max } else { 0 },
+        sum_ns: u64::try_from(t.sum).unwrap_or(u64::MAX),
+        synthesized: t.synthesized,
+        truncated: t.truncated,
+    }
 }
 
 #[cfg(test)]

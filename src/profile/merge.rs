@@ -155,6 +155,17 @@ fn counts_of(stage: &StageProfile) -> StageCounts {
     }
 }
 
+fn corrected_counts_of(c: &CorrectedProfile) -> CorrectedCounts {
+    CorrectedCounts {
+        expected_interval_ns: c.expected_interval_ns,
+        min_ns: c.min_ns,
+        max_ns: c.max_ns,
+        sum_ns: c.sum_ns,
+        synthesized: c.synthesized,
+        truncated: c.truncated,
+    }
+}
+
 /// The corrected figures of one stage over the inputs that have them (their intervals were
 /// checked to agree): histograms added, counters summed, figures recomputed. An input that did
 /// not correct the stage adds nothing to them. `None` when no input corrected it.
@@ -174,14 +185,7 @@ fn merge_corrected(
             .map(|h| h.expect("stages without a corrected histogram were refused above"))
     };
     let mut hist = decode(first)?;
-    let mut counts = CorrectedCounts {
-        expected_interval_ns: first.expected_interval_ns,
-        min_ns: first.min_ns,
-        max_ns: first.max_ns,
-        sum_ns: first.sum_ns,
-        synthesized: first.synthesized,
-        truncated: first.truncated,
-    };
+    let mut counts = corrected_counts_of(first);
     let mut recorded = first.count > 0;
     for (i, c) in members {
         hist.add(&decode(c)?).map_err(|e| {
@@ -190,21 +194,8 @@ fn merge_corrected(
                 profiles[i].meta.name
             ))
         })?;
-        match (recorded, c.count > 0) {
-            (true, true) => {
-                counts.min_ns = counts.min_ns.min(c.min_ns);
-                counts.max_ns = counts.max_ns.max(c.max_ns);
-            }
-            (false, true) => {
-                counts.min_ns = c.min_ns;
-                counts.max_ns = c.max_ns;
-            }
-            _ => {}
-        }
+        add_corrected(&mut counts, &corrected_counts_of(c), recorded, c.count > 0);
         recorded |= c.count > 0;
-        counts.sum_ns = counts.sum_ns.saturating_add(c.sum_ns);
-        counts.synthesized = counts.synthesized.saturating_add(c.synthesized);
-        counts.truncated = counts.truncated.saturating_add(c.truncated);
     }
     CorrectedProfile::from_histogram(&hist, counts)
         .map(Some)
@@ -222,17 +213,12 @@ fn deadline(ns: Option<u64>) -> String {
 /// collector's stages of one key registered with labels in another order get here with
 /// different deadlines; [`merge`] refuses inputs whose deadlines differ.
 pub(super) fn add(a: &mut StageCounts, b: &StageCounts, a_recorded: bool, b_recorded: bool) {
-    match (a_recorded, b_recorded) {
-        (true, true) => {
-            a.min_ns = a.min_ns.min(b.min_ns);
-            a.max_ns = a.max_ns.max(b.max_ns);
-        }
-        (false, true) => {
-            a.min_ns = b.min_ns;
-            a.max_ns = b.max_ns;
-        }
-        _ => {}
-    }
+    add_range(
+        (&mut a.min_ns, &mut a.max_ns),
+        (b.min_ns, b.max_ns),
+        a_recorded,
+        b_recorded,
+    );
     a.sum_ns = a.sum_ns.saturating_add(b.sum_ns);
     a.deadline_ns = a.deadline_ns.max(b.deadline_ns);
     a.deadline_misses = a.deadline_misses.saturating_add(b.deadline_misses);
@@ -242,6 +228,38 @@ pub(super) fn add(a: &mut StageCounts, b: &StageCounts, a_recorded: bool, b_reco
     a.saturated = a.saturated.saturating_add(b.saturated);
     a.unwound = a.unwound.saturating_add(b.unwound);
     a.in_rings = a.in_rings.saturating_add(b.in_rings);
+}
+
+/// Adds `b`'s corrected figures to `a`'s (`*_recorded`: whether each side holds any value; the
+/// expected interval stays `a`'s).
+pub(super) fn add_corrected(
+    a: &mut CorrectedCounts,
+    b: &CorrectedCounts,
+    a_recorded: bool,
+    b_recorded: bool,
+) {
+    add_range(
+        (&mut a.min_ns, &mut a.max_ns),
+        (b.min_ns, b.max_ns),
+        a_recorded,
+        b_recorded,
+    );
+    a.sum_ns = a.sum_ns.saturating_add(b.sum_ns);
+    a.synthesized = a.synthesized.saturating_add(b.synthesized);
+    a.truncated = a.truncated.saturating_add(b.truncated);
+}
+
+/// The min and max of two groups of values, either of which may hold none (then its own min
+/// and max mean nothing).
+fn add_range(a: (&mut u64, &mut u64), b: (u64, u64), a_recorded: bool, b_recorded: bool) {
+    match (a_recorded, b_recorded) {
+        (true, true) => {
+            *a.0 = (*a.0).min(b.0);
+            *a.1 = (*a.1).max(b.1);
+        }
+        (false, true) => (*a.0, *a.1) = b,
+        _ => {}
+    }
 }
 
 fn merged_meta(name: &str, profiles: &[Profile]) -> ProfileMeta {
