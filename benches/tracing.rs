@@ -145,6 +145,7 @@ fn median_tick(tick: &Tick, n: u64) -> u64 {
 /// and with tracing about a fifth of the ticks is kept, each with its five spans nested right.
 fn sanity(handle: &CollectorHandle, variant: Variant, tick: &Tick) {
     let before = handle.health();
+    let kept_before = handle.trace_health().kept;
     for _ in 0..2_000 {
         tick.run();
     }
@@ -156,7 +157,7 @@ fn sanity(handle: &CollectorHandle, variant: Variant, tick: &Tick) {
         2_000 * 6,
         "every record drained"
     );
-    let kept = h.traces_kept - before.traces_kept;
+    let kept = handle.trace_health().kept - kept_before;
     if variant == Variant::Off {
         assert_eq!(kept, 0);
         return;

@@ -14,6 +14,9 @@ cargo fmt --all --check
 cargo fmt --manifest-path fuzz/Cargo.toml --check
 cargo fmt --manifest-path perf-compare/Cargo.toml --check
 
+step "layers: the engine names no edge (features add sinks, never cfg branches in the engine)"
+scripts/check_layers.sh
+
 step "clippy (every target, every feature, warnings are errors)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 # and the compiled-out build on its own (features unify within one cargo invocation)

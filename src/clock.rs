@@ -128,6 +128,8 @@ pub(crate) struct Calibration {
     tick0: u64,
     instant0: Instant,
     ns_per_tick: f64,
+    /// Never re-measured: one tick is one nanosecond from tick 0 (engine tests drive time by hand).
+    frozen: bool,
 }
 
 impl Calibration {
@@ -139,13 +141,26 @@ impl Calibration {
             tick0,
             instant0,
             ns_per_tick: 1.0,
+            frozen: false,
+        }
+    }
+
+    /// One tick per nanosecond from tick 0, never re-measured: engine tests write records whose
+    /// ticks are the nanoseconds they mean, whatever clock the process has.
+    #[cfg(test)]
+    pub(crate) fn fixed() -> Self {
+        Self {
+            tick0: 0,
+            instant0: Instant::now(),
+            ns_per_tick: 1.0,
+            frozen: true,
         }
     }
 
     /// Measures the tick rate against the monotonic clock. For the TSC this spins until `settle`
     /// has passed since the epoch, on the calling thread (the aggregator's, never a producer's).
     pub(crate) fn settle(&mut self, settle: std::time::Duration) {
-        if Self::unit_is_ns() {
+        if self.frozen || Self::unit_is_ns() {
             return;
         }
         while self.instant0.elapsed() < settle {
@@ -165,6 +180,9 @@ impl Calibration {
     /// Re-measures the rate over the whole time since creation: the longer the baseline, the
     /// smaller the error of the two end readings.
     pub(crate) fn refine(&mut self) {
+        if self.frozen {
+            return;
+        }
         if Self::unit_is_ns() {
             self.ns_per_tick = 1.0;
             return;

@@ -88,7 +88,7 @@ impl std::error::Error for StageError {}
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// Ring capacity is below 2 or above [`crate::collector::MAX_RING_CAPACITY`].
+    /// Ring capacity is below 2 or above [`crate::limits::MAX_RING_CAPACITY`].
     RingCapacity {
         /// The rejected capacity.
         capacity: usize,
@@ -109,7 +109,7 @@ pub enum ConfigError {
         /// Its slice.
         slice: Duration,
     },
-    /// A window is split into more slices than [`crate::collector::MAX_SLICES_PER_WINDOW`].
+    /// A window is split into more slices than [`crate::limits::MAX_SLICES_PER_WINDOW`].
     TooManySlices {
         /// The window length.
         window: Duration,
@@ -197,7 +197,7 @@ pub enum ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use crate::collector::{MAX_RING_CAPACITY, MAX_SLICES_PER_WINDOW};
+        use crate::limits::{MAX_RING_CAPACITY, MAX_SLICES_PER_WINDOW};
         match self {
             Self::RingCapacity { capacity } => write!(
                 f,

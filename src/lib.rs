@@ -131,14 +131,22 @@ pub mod handoff;
 #[cfg(not(laptime_loom))]
 mod handoff;
 #[cfg(not(laptime_loom))]
+mod hist;
+#[cfg(not(laptime_loom))]
 mod instrument;
+#[cfg(not(laptime_loom))]
+mod limits;
 #[cfg(all(not(laptime_loom), feature = "profile"))]
 pub mod profile;
+#[cfg(not(laptime_loom))]
+mod record;
 #[cfg(not(laptime_loom))]
 mod recorder;
 #[cfg(all(not(laptime_loom), feature = "report"))]
 pub mod report;
 pub mod ring;
+#[cfg(not(laptime_loom))]
+pub mod sink;
 #[cfg(not(laptime_loom))]
 mod sla;
 #[cfg(not(laptime_loom))]
@@ -151,12 +159,13 @@ pub mod trace;
 
 #[cfg(not(laptime_loom))]
 pub use collector::{
-    AdaptiveSampling, Collector, CollectorBuilder, CollectorHandle, IntoStageQuery,
-    MAX_RING_CAPACITY, MAX_SLICES_PER_WINDOW, SlaCallback, WindowSpec, check_sla_violations, flush,
-    get_all_stats, get_stats, health, snapshot,
+    AdaptiveSampling, Collector, CollectorBuilder, CollectorHandle, IntoStageQuery, SlaCallback,
+    WindowSpec, check_sla_violations, flush, get_all_stats, get_stats, health, snapshot,
 };
 #[cfg(not(laptime_loom))]
 pub use error::{ConfigError, InstallError, InstallErrorKind, StageError};
+#[cfg(not(laptime_loom))]
+pub use limits::{MAX_RING_CAPACITY, MAX_SLICES_PER_WINDOW};
 #[cfg(not(laptime_loom))]
 pub use recorder::{
     Lap, SpanGuard, SpanToken, is_enabled, lap, record, record_end, record_start, sampling_rate,
@@ -233,7 +242,7 @@ pub fn guard_trip_if(condition: bool, reason: &'static str) -> bool {
 /// integer. Tests compare reported percentiles with `sorted[rank(q, n) - 1]`.
 #[cfg(not(laptime_loom))]
 pub fn rank(q: f64, n: u64) -> u64 {
-    aggregator::hist::rank(q, n)
+    hist::rank(q, n)
 }
 
 /// The README's examples, compiled and run as doc tests so they cannot drift from the API (with

@@ -10,133 +10,24 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crossbeam_utils::CachePadded;
-
 use crate::clock::ticks;
 use crate::collector::{self, CollectorShared};
+use crate::record::{
+    CONTROL, ENABLED, GEN_SHIFT, Kind, Record, STOPPED, rate_to_threshold, threshold_to_rate,
+};
 use crate::ring::Producer;
 use crate::stage::{FLAG_DISABLED, FLAG_SAMPLED, FLAG_WATCHED, IntoStage, Stage};
 use crate::sync::Arc;
 
-/// What a record says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub(crate) enum Kind {
-    /// A finished span: `a` = start tick, `b` = end tick, `span` = id if its start was published.
-    Span = 0,
-    /// A deadline-watched span started: `a` = start tick, `span` = id.
-    Start = 1,
-    /// A manual value: `a` = nanoseconds, `b` = tick at which it was recorded.
-    Value = 2,
-    /// A span abandoned before its end (`SpanGuard::cancel`, a `SpanToken` dropped unended, an
-    /// async span whose future was dropped): counted as cancelled; `span` = id if its start was
-    /// published (then it also closes the in-flight entry), else 0.
-    Cancel = 3,
-    /// A finished span that ended while its thread was unwinding from a panic (its guard, or a
-    /// lap, dropped by the unwind — or a span run inside a destructor the unwind called):
-    /// recorded like `Span` (same fields) and counted in `StageStats::unwound`.
-    Unwound = 4,
-}
-
-/// One ring entry. 32 bytes: two per cache line.
-#[derive(Debug, Clone, Copy)]
-#[repr(C)]
-pub(crate) struct Record {
-    pub(crate) stage: u32,
-    pub(crate) kind: Kind,
-    pub(crate) span: u64,
-    pub(crate) a: u64,
-    pub(crate) b: u64,
-}
-
-const _: () = assert!(size_of::<Record>() == 32);
-
-/// Global switches, on their own cache line: read once per span.
-pub(crate) struct Control {
-    /// `ENABLED` (the user's switch) | `STOPPED` (a collector was stopped and none replaced it) |
-    /// generation << 2 (which collector threads should be registered with; 0 = none yet).
-    state: AtomicU64,
-    /// Sampling threshold: a call is kept when its random draw is below it; `u64::MAX` keeps all.
-    sampling: AtomicU64,
-}
-
-const ENABLED: u64 = 1;
-const STOPPED: u64 = 2;
-const GEN_SHIFT: u32 = 2;
-
-pub(crate) static CONTROL: CachePadded<Control> = CachePadded::new(Control {
-    state: AtomicU64::new(ENABLED),
-    sampling: AtomicU64::new(u64::MAX),
-});
-
-impl Control {
-    #[inline(always)]
-    fn state(&self) -> u64 {
-        self.state.load(Ordering::Relaxed)
-    }
-
-    /// A new collector is current: threads re-register with it on their next record.
-    pub(crate) fn set_generation(&self, generation: u64) {
-        let _ = self
-            .state
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |s| {
-                Some((s & ENABLED) | (generation << GEN_SHIFT))
-            });
-    }
-
-    /// The current collector stopped: spans record nothing until another is installed.
-    pub(crate) fn set_stopped(&self, generation: u64) {
-        let _ = self
-            .state
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |s| {
-                (s >> GEN_SHIFT == generation)
-                    .then_some((s & ENABLED) | STOPPED | (generation << GEN_SHIFT))
-            });
-    }
-
-    #[inline(always)]
-    pub(crate) fn sampling_threshold(&self) -> u64 {
-        self.sampling.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_sampling_threshold(&self, threshold: u64) {
-        self.sampling.store(threshold, Ordering::Relaxed);
-    }
-}
-
 /// Turns all recording on or off, at once, for every thread. Disabled spans cost one load and a
 /// branch, record nothing and count nothing.
 pub fn set_enabled(enabled: bool) {
-    if enabled {
-        CONTROL.state.fetch_or(ENABLED, Ordering::Relaxed);
-    } else {
-        CONTROL.state.fetch_and(!ENABLED, Ordering::Relaxed);
-    }
+    CONTROL.set_enabled(enabled);
 }
 
 /// Whether recording is globally on.
 pub fn is_enabled() -> bool {
-    CONTROL.state() & ENABLED != 0
-}
-
-/// Converts a rate in [0, 1] to a sampling threshold.
-pub(crate) fn rate_to_threshold(rate: f64) -> Result<u64, crate::ConfigError> {
-    if !(0.0..=1.0).contains(&rate) {
-        return Err(crate::ConfigError::SamplingRate { rate });
-    }
-    Ok(if rate >= 1.0 {
-        u64::MAX
-    } else {
-        (rate * 2f64.powi(64)) as u64
-    })
-}
-
-pub(crate) fn threshold_to_rate(threshold: u64) -> f64 {
-    if threshold == u64::MAX {
-        1.0
-    } else {
-        threshold as f64 / 2f64.powi(64)
-    }
+    CONTROL.is_enabled()
 }
 
 /// Sets the global sampling rate: each span is kept with probability `rate`, decided by a random

@@ -431,8 +431,7 @@ pub mod presets {
     }
 }
 
-/// Most distinct guard-trip reasons in a process.
-pub const MAX_GUARD_REASONS: usize = 64;
+pub use crate::limits::MAX_GUARD_REASONS;
 
 pub(crate) struct ReasonInfo {
     pub(crate) name: &'static str,

@@ -22,15 +22,12 @@ use parking_lot::Mutex;
 
 use crate::error::StageError;
 
-/// Default cap on the number of stages in a process.
-pub const DEFAULT_MAX_STAGES: usize = 1024;
-/// The largest cap [`crate::CollectorBuilder::with_max_stages`] accepts.
-pub const MAX_STAGES_LIMIT: usize = SEGMENT * SEGMENTS;
-/// Longest stage name, label name or label value, in bytes.
-pub const MAX_NAME_LEN: usize = 128;
+pub use crate::limits::{DEFAULT_MAX_STAGES, MAX_NAME_LEN, MAX_STAGES_LIMIT};
 
+/// Stage ids per registry segment; [`MAX_STAGES_LIMIT`] is a whole number of segments.
 const SEGMENT: usize = 1024;
-const SEGMENTS: usize = 64;
+const _: () = assert!(MAX_STAGES_LIMIT.is_multiple_of(SEGMENT));
+const SEGMENTS: usize = MAX_STAGES_LIMIT / SEGMENT;
 /// Slots in the address-keyed table; kept at most half full so probes stay short.
 const LITERAL_SLOTS: usize = 4096;
 const LITERAL_PROBES: usize = 8;
@@ -128,7 +125,7 @@ impl Stage {
     pub fn set_sampling_rate(self, rate: Option<f64>) -> Result<(), crate::ConfigError> {
         match rate {
             Some(r) => {
-                let t = crate::recorder::rate_to_threshold(r)?;
+                let t = crate::record::rate_to_threshold(r)?;
                 self.0.sample_threshold.store(t, Ordering::Relaxed);
                 self.0.set_flag(FLAG_SAMPLED, true);
             }

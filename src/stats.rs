@@ -278,17 +278,10 @@ pub struct Health {
     pub abandoned: u64,
     /// Heap bytes held by the aggregator's histograms.
     pub histogram_bytes: usize,
-    /// Ticks traced and kept: slow, golden and sampled (feature `trace`; 0 without tracing).
-    pub traces_kept: u64,
-    /// Kept traces that may miss spans: their thread recorded more spans between two ticks than
-    /// `TraceConfig::with_max_spans` buffers.
-    pub traces_incomplete: u64,
-    /// Golden and slow trace files written.
-    pub trace_files_written: u64,
-    /// Trace files that could not be written (an I/O error).
-    pub trace_write_errors: u64,
-    /// Trace files not written because the writer thread was `trace::WRITE_QUEUE` files behind.
-    pub trace_writes_skipped: u64,
+    /// Panics caught in sinks (exporters, profile and trace collection, the user's own); the
+    /// sink is kept and called again at the next cycle. Sinks run on the snapshot being
+    /// published, so a cycle's panics show in the next one.
+    pub sink_panics: u64,
 }
 
 /// Guard trips of one reason in every kept window.
@@ -330,10 +323,10 @@ pub struct Snapshot {
 pub type StageSnapshotIter<'a> = Box<dyn Iterator<Item = &'a StageStats> + 'a>;
 
 impl Snapshot {
-    pub(crate) fn empty(builder: &crate::CollectorBuilder) -> Self {
+    pub(crate) fn empty(windows: Vec<Window>) -> Self {
         Self {
             taken_at: Duration::ZERO,
-            windows: builder.kept_windows(),
+            windows,
             stages: Vec::new(),
             violations: Vec::new(),
             guard_trips: Vec::new(),

@@ -144,7 +144,7 @@ fn golden_run(dir: &Path) -> Vec<Trace> {
         .write_chrome_trace(dir.join("chrome_trace.json"))
         .expect("write the chrome trace");
     let health = handle.health();
-    assert_eq!((health.dropped, health.traces_kept), (0, 2));
+    assert_eq!((health.dropped, handle.trace_health().kept), (0, 2));
     drop(handle); // the writer thread has written every file once the handle is gone
     traces
 }
@@ -487,7 +487,7 @@ fn golden_ticks_follow_the_interval_and_memory_keeps_the_latest() {
     assert!(handle.flush());
     let kept: Vec<_> = handle.traces().iter().map(|t| t.tick).collect();
     assert_eq!(kept, [35, 42, 49], "the latest three of 7, 14, …, 49");
-    assert_eq!(handle.health().traces_kept, 7);
+    assert_eq!(handle.trace_health().kept, 7);
 }
 
 /// The ticks a run of `ticks` ticks keeps with sample rate `rate` and `seed`, nothing else kept.
@@ -553,7 +553,7 @@ fn a_tick_with_more_spans_than_the_buffer_is_marked_incomplete() {
             "stage_emit"
         ]
     );
-    assert_eq!(handle.health().traces_incomplete, 1);
+    assert_eq!(handle.trace_health().incomplete, 1);
 }
 
 #[test]
@@ -571,7 +571,7 @@ fn disabled_tracing_keeps_and_writes_nothing() {
     run_ticks(100, |_| true, false);
     assert!(handle.flush());
     assert!(handle.traces().is_empty());
-    assert_eq!(handle.health().traces_kept, 0);
+    assert_eq!(handle.trace_health().kept, 0);
     drop(handle);
     assert!(!dir.exists(), "not even the directory is created");
 }
@@ -596,16 +596,16 @@ fn write_errors_are_counted_and_the_aggregator_carries_on() {
     let mut errors = 0;
     for _ in 0..500 {
         assert!(handle.flush());
-        errors = handle.health().trace_write_errors;
+        errors = handle.trace_health().write_errors;
         if errors == 3 {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(errors, 3);
-    let health = handle.health();
-    assert_eq!((health.trace_files_written, health.traces_kept), (0, 3));
-    assert_eq!(health.aggregator_restarts, 0);
+    let traced = handle.trace_health();
+    assert_eq!((traced.files_written, traced.kept), (0, 3));
+    assert_eq!(handle.health().aggregator_restarts, 0);
     assert_eq!(handle.traces().len(), 3, "kept in memory all the same");
 }
 

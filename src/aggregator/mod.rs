@@ -7,7 +7,6 @@
 //! processed when it panicked is given up (and it stays counted in `records`). On stop it refuses
 //! new rings, drains once more, publishes, clears its latency guards and exits.
 
-pub(crate) mod hist;
 pub(crate) mod omission;
 pub(crate) mod window;
 
@@ -16,17 +15,20 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hist::Layout;
+use crate::hist::Layout;
 use omission::Correction;
 use window::{CountWindow, Cumulative, Event, StageWindows};
 
+use crate::AdaptiveSampling;
 use crate::clock::Calibration;
-use crate::collector::{CollectorBuilder, CollectorShared, set_adaptive_ceiling};
-use crate::recorder::{CONTROL, Kind, Record, ThreadShared, threshold_to_rate};
+use crate::collector::{CollectorShared, SlaCallback, WindowSpec, set_adaptive_ceiling};
+use crate::record::{CONTROL, Kind, Record, threshold_to_rate};
+use crate::recorder::ThreadShared;
 use crate::ring::{Consumer, Visit};
-use crate::sla::{ReasonInfo, Severity, Violation};
+use crate::sink::{Cycle, Interest, RecordBatch, Recorded, Sink, Synthesized, ValueBatch};
+use crate::sla::{ReasonInfo, Severity, SlaRule, Violation};
 use crate::stage::{Stage, registry};
-use crate::stats::{GuardTrips, Health, Snapshot, StageSnapshot};
+use crate::stats::{GuardTrips, Health, Snapshot, StageSnapshot, Window};
 use crate::sync::Arc;
 
 /// A registered thread's ring, as the aggregator holds it.
@@ -35,50 +37,49 @@ pub(crate) struct ThreadRing {
     shared: std::sync::Arc<ThreadShared>,
     /// Last value seen of each `sampled_out` counter.
     seen_sampled: Box<[u64]>,
-    /// The spans since this ring's last tick, for the tracer (feature `trace`).
-    #[cfg(feature = "trace")]
-    trace: crate::trace::RingTrace,
+    ring_id: u64,
+    /// The registering thread's name, copied only when a sink reads records (it labels them).
+    thread: Option<Box<str>>,
 }
 
 impl ThreadRing {
-    /// Runs on the registering thread; `traced` when a tracer will read the ring's spans.
+    /// Runs on the registering thread; `thread_name` when a sink will read the ring's records:
+    /// otherwise registration would allocate for a label nothing reads.
     pub(crate) fn new(
         consumer: Consumer<Record>,
         shared: std::sync::Arc<ThreadShared>,
         stages: usize,
         ring_id: u64,
-        traced: bool,
+        thread_name: bool,
     ) -> Self {
-        #[cfg(not(feature = "trace"))]
-        let _ = (ring_id, traced);
         Self {
             consumer,
             shared,
             seen_sampled: vec![0; stages].into_boxed_slice(),
-            #[cfg(feature = "trace")]
-            trace: crate::trace::RingTrace::new(ring_id, traced),
+            ring_id,
+            thread: thread_name
+                .then(|| std::thread::current().name().map(Box::from))
+                .flatten(),
         }
     }
 }
 
-struct StageState {
-    stage: Stage,
+/// The engine's state for one stage; sinks see it through [`crate::sink::StageView`].
+pub(crate) struct StageState {
+    pub(crate) stage: Stage,
     windows: StageWindows,
-    cumulative: Cumulative,
+    pub(crate) cumulative: Cumulative,
     /// Coordinated-omission-corrected histograms, from the first span drained while the stage
     /// had an expected interval.
-    corrected: Option<Box<Correction>>,
+    pub(crate) corrected: Option<Box<Correction>>,
     /// `StageInfo::dropped` as last seen.
     dropped_seen: u64,
     in_flight: u64,
     /// This stage's span outcomes (ends, values, cancels) waiting in rings at the last publish.
-    in_rings: u64,
+    pub(crate) in_rings: u64,
     /// Changed since the last publish.
     dirty: bool,
     published: Option<std::sync::Arc<StageSnapshot>>,
-    /// Prometheus bucket counts, when an exporter is attached (feature `prometheus`).
-    #[cfg(feature = "prometheus")]
-    buckets: Option<crate::export::prometheus::StageBuckets>,
 }
 
 /// A tracked span seen from one side only.
@@ -125,6 +126,10 @@ pub(crate) struct Baseline {
 
 impl Baseline {
     pub(crate) fn now() -> Self {
+        Self::with_epoch(Calibration::start())
+    }
+
+    fn with_epoch(epoch: Calibration) -> Self {
         let drops = (0..registry().len() as u32)
             .map(|id| registry().get(id).map_or(0, Stage::dropped))
             .collect();
@@ -134,9 +139,39 @@ impl Baseline {
         Self {
             drops,
             trips,
-            epoch: Calibration::start(),
+            epoch,
         }
     }
+}
+
+/// What the engine runs on: the collector's settings, taken from the user's builder at install.
+pub(crate) struct Settings {
+    pub(crate) interval: Duration,
+    pub(crate) windows: Vec<WindowSpec>,
+    pub(crate) digits: u8,
+    pub(crate) highest: Duration,
+    pub(crate) ring_capacity: usize,
+    pub(crate) rules: Vec<SlaRule>,
+    pub(crate) release_memory: bool,
+    pub(crate) callback: Option<SlaCallback>,
+    pub(crate) adaptive: Option<AdaptiveSampling>,
+    pub(crate) max_in_flight: usize,
+    pub(crate) abandon_after: Duration,
+    pub(crate) latency_guard_reason: &'static str,
+}
+
+impl Settings {
+    /// The windows a snapshot holds: the sliding ones in order, then [`Window::Cumulative`].
+    pub(crate) fn kept_windows(&self) -> Vec<Window> {
+        kept_windows(&self.windows)
+    }
+}
+
+/// The windows a snapshot of `windows` holds: the sliding ones in order, then
+/// [`Window::Cumulative`].
+pub(crate) fn kept_windows(windows: &[WindowSpec]) -> Vec<Window> {
+    let sliding = windows.iter().map(|w| Window::Last(w.length));
+    sliding.chain([Window::Cumulative]).collect()
 }
 
 /// Records drained per ring per visit, so one flooding thread cannot starve the others.
@@ -146,7 +181,14 @@ const MAX_PASSES: usize = 64;
 
 pub(crate) struct Aggregator {
     shared: Arc<CollectorShared>,
-    config: CollectorBuilder,
+    config: Settings,
+    sinks: Vec<Box<dyn Sink>>,
+    /// What the sinks want besides the cycle, all together.
+    interest: Interest,
+    /// The current ring visit's records and recorded values, for the sinks that asked; handed
+    /// over after each visit (and, after a panic mid-visit, at the next publish).
+    visit_records: Vec<Record>,
+    visit_values: Vec<Recorded>,
     layout: Layout,
     /// The open base slice's length: the greatest common divisor of the windows' slices.
     base_slice_ns: u64,
@@ -179,16 +221,15 @@ pub(crate) struct Aggregator {
     oldest_in_cycle: u64,
     adaptive_mark: (u64, u64),
     cycle: u64,
-    /// Rebuilds and keeps traced ticks (feature `trace`); `None` when tracing is off: then no
-    /// record costs more than this test.
-    #[cfg(feature = "trace")]
-    tracer: Option<crate::trace::Tracer>,
+    /// The current cycle's time, nanoseconds since the epoch.
+    now: u64,
 }
 
 impl Aggregator {
     pub(crate) fn new(
         shared: Arc<CollectorShared>,
-        config: CollectorBuilder,
+        config: Settings,
+        sinks: Vec<Box<dyn Sink>>,
         baseline: Baseline,
     ) -> Self {
         let layout = Layout::new(
@@ -211,9 +252,13 @@ impl Aggregator {
             .iter()
             .map(|w| u64::try_from(w.slice.as_nanos()).unwrap_or(u64::MAX))
             .fold(0, gcd);
-        Self {
+        let mut aggregator = Self {
             shared,
             config,
+            sinks: Vec::new(),
+            interest: Interest::default(),
+            visit_records: Vec::new(),
+            visit_values: Vec::new(),
             layout,
             base_slice_ns,
             calibration,
@@ -237,16 +282,69 @@ impl Aggregator {
             oldest_in_cycle: u64::MAX,
             adaptive_mark: (0, 0),
             cycle: 0,
-            #[cfg(feature = "trace")]
-            tracer: None,
+            now: 0,
+        };
+        aggregator.add_sinks(sinks);
+        aggregator
+    }
+
+    fn add_sinks(&mut self, sinks: Vec<Box<dyn Sink>>) {
+        self.sinks.extend(sinks);
+        self.refresh_interest();
+    }
+
+    fn refresh_interest(&mut self) {
+        self.interest = (self.sinks.iter()).fold(Interest::NONE, |all, s| all.and(s.interest()));
+    }
+
+    /// Runs `f` on every sink, catching and counting a panic in any of them: a sink's bug
+    /// neither stops the others nor the engine.
+    fn each_sink(&mut self, mut f: impl FnMut(&mut dyn Sink)) {
+        for sink in &mut self.sinks {
+            if catch_unwind(AssertUnwindSafe(|| f(sink.as_mut()))).is_err() {
+                self.health.sink_panics += 1;
+            }
         }
     }
 
-    /// Hands the aggregator the tracer `install` started.
-    #[cfg(feature = "trace")]
-    pub(crate) fn with_tracer(mut self, tracer: Option<crate::trace::Tracer>) -> Self {
-        self.tracer = tracer;
-        self
+    /// Hands the current visit's records and values to the sinks that asked for them.
+    fn hand_over_visit(&mut self, ring_id: u64, thread: Option<&str>, last: bool) {
+        // A ring's last visit goes out even empty: sinks keeping per-ring state let go of it.
+        if !self.visit_records.is_empty() || (last && self.interest.records) {
+            let batch = RecordBatch {
+                ring_id,
+                thread,
+                records: &self.visit_records,
+                clock: &self.calibration,
+                last,
+            };
+            for sink in &mut self.sinks {
+                if sink.interest().records
+                    && catch_unwind(AssertUnwindSafe(|| sink.records(&batch))).is_err()
+                {
+                    self.health.sink_panics += 1;
+                }
+            }
+            self.visit_records.clear();
+        }
+        self.hand_over_values();
+    }
+
+    fn hand_over_values(&mut self) {
+        if self.visit_values.is_empty() {
+            return;
+        }
+        let batch = ValueBatch {
+            values: &self.visit_values,
+        };
+        for sink in &mut self.sinks {
+            if sink.interest().values
+                && catch_unwind(AssertUnwindSafe(|| sink.values(&batch))).is_err()
+            {
+                self.health.sink_panics += 1;
+            }
+        }
+        self.visit_values.clear();
     }
 
     /// The thread's body.
@@ -283,10 +381,7 @@ impl Aggregator {
         if self.health.adaptive_engaged {
             set_adaptive_ceiling(u64::MAX);
         }
-        #[cfg(feature = "prometheus")]
-        if let Some(exporter) = &self.config.prometheus {
-            exporter.detach();
-        }
+        self.each_sink(|sink| sink.stop());
         let mut done = self.shared.flush_done.lock();
         *done = u64::MAX;
         self.shared.flush_cv.notify_all();
@@ -297,13 +392,21 @@ impl Aggregator {
         if self.shared.inject_panic.swap(false, Ordering::Relaxed) {
             panic!("laptime: panic injected into the aggregator (test-util)");
         }
-        let began = Instant::now();
-        self.cycle += 1;
         self.calibration.refine();
         let now = self.calibration.now_ns();
+        self.cycle_at(now);
+    }
+
+    /// One cycle at `now` (nanoseconds since the epoch): everything but reading the clock, so
+    /// tests drive the engine through time by hand.
+    fn cycle_at(&mut self, now: u64) {
+        let began = Instant::now();
+        self.cycle += 1;
+        self.now = now;
         self.oldest_in_cycle = u64::MAX;
         self.ensure_stage_states();
         self.adopt_rings();
+        self.adopt_sinks();
         self.drain(now);
         self.count_sampled_out(now);
         self.count_drops(now);
@@ -322,8 +425,6 @@ impl Aggregator {
         self.health.lag = Duration::from_nanos(now.saturating_sub(self.oldest_in_cycle.min(now)));
         self.health.cycles = self.cycle;
         self.publish(now);
-        #[cfg(feature = "profile")]
-        self.answer_profile_request();
         // After publishing: readers are not kept waiting for it.
         if self.config.release_memory
             && self.reclaimed_since_trim
@@ -334,42 +435,6 @@ impl Aggregator {
             crate::ring::release_freed_memory();
         }
         self.health.last_cycle = began.elapsed();
-    }
-
-    /// Hands a waiting `CollectorHandle::profile` call the cumulative counters and tallies of
-    /// every stage with activity: plain copies; the caller's thread builds the histograms.
-    #[cfg(feature = "profile")]
-    fn answer_profile_request(&self) {
-        use crate::profile::collect::{CorrectedDump, Dump, StageDump};
-        let Some(id) = self.shared.profile.wanted() else {
-            return;
-        };
-        let stages = self
-            .stages
-            .iter()
-            .filter(|s| !s.cumulative.tally.is_empty())
-            .map(|s| StageDump {
-                stage: s.stage,
-                counts: s.cumulative.hist.iter().collect(),
-                tally: s.cumulative.tally,
-                in_rings: s.in_rings,
-                corrected: s.corrected.as_ref().map(|c| CorrectedDump {
-                    counts: c.cumulative.hist.iter().collect(),
-                    tally: c.cumulative.tally,
-                    interval_ns: c.interval_ns,
-                }),
-            })
-            .collect();
-        let dump = Dump {
-            digits: self.config.digits,
-            highest: self.layout.highest(),
-            interval: self.config.interval,
-            ring_capacity: self.health.ring_capacity,
-            sampling_rate: self.health.sampling_rate,
-            backwards_spans: self.health.backwards_spans,
-            stages,
-        };
-        self.shared.profile.answer(id, dump);
     }
 
     fn ensure_stage_states(&mut self) {
@@ -395,12 +460,6 @@ impl Aggregator {
                 in_rings: 0,
                 dirty: true,
                 published: None,
-                #[cfg(feature = "prometheus")]
-                buckets: self
-                    .config
-                    .prometheus
-                    .as_ref()
-                    .map(|p| p.stage_buckets(stage)),
             });
         }
         let reasons: Vec<_> = crate::sla::reasons().skip(self.reasons.len()).collect();
@@ -421,6 +480,14 @@ impl Aggregator {
 
     fn adopt_rings(&mut self) {
         self.shared.pending.take_all(&mut self.rings);
+    }
+
+    /// Sinks added to the running collector since the last cycle.
+    fn adopt_sinks(&mut self) {
+        let added = std::mem::take(&mut *self.shared.added_sinks.lock());
+        if !added.is_empty() {
+            self.add_sinks(added);
+        }
     }
 
     /// Runs `f` over the rings, putting them back even if `f` panics (the panic then goes on to
@@ -446,14 +513,16 @@ impl Aggregator {
                         let waiting = ring.consumer.len();
                         this.health.ring_high_water = this.health.ring_high_water.max(waiting);
                     }
+                    let keep_records = this.interest.records;
                     let visit = ring.consumer.visit(DRAIN_BATCH, |r| {
                         this.health.records += 1;
-                        this.process(r);
-                        #[cfg(feature = "trace")]
-                        if let Some(tracer) = &mut this.tracer {
-                            tracer.observe(&mut ring.trace, &r, &this.calibration);
+                        if keep_records {
+                            this.visit_records.push(r);
                         }
+                        this.process(r);
                     });
+                    let last = matches!(visit, Visit::Finished);
+                    this.hand_over_visit(ring.ring_id, ring.thread.as_deref(), last);
                     match visit {
                         Visit::Drained { more: batch_full } => {
                             more |= batch_full;
@@ -502,7 +571,8 @@ impl Aggregator {
                 self.record_value(r.stage, at, r.a, None);
             }
             Kind::Cancel => {
-                let now = self.calibration.now_ns();
+                // A cancel carries no time: it counts in the cycle that drains it.
+                let now = self.now;
                 if r.span != 0 {
                     self.close_in_flight(r.span, now);
                 }
@@ -570,12 +640,6 @@ impl Aggregator {
         let saturated = duration > layout.highest();
         let index = layout.index(duration);
         state.cumulative.record(index, duration, saturated);
-        // Right beside the cumulative histogram and with the same value, so `_count` and `_sum`
-        // (read from its tally) always match the buckets.
-        #[cfg(feature = "prometheus")]
-        if let Some(buckets) = &mut state.buckets {
-            buckets.record(duration);
-        }
         state.windows.record(at, index, duration, saturated);
         let deadline = state.stage.0.deadline_ns.load(Ordering::Relaxed);
         if deadline != 0 && duration > deadline && already_missed != Some(true) {
@@ -583,16 +647,27 @@ impl Aggregator {
             state.windows.count_event(at, Event::Miss, 1);
         }
         let interval = state.stage.0.expected_interval_ns.load(Ordering::Relaxed);
-        if interval != 0 {
-            let (config, base_slice_ns) = (&self.config, self.base_slice_ns);
-            let stage = state.stage;
-            state
+        let corrected = (interval != 0).then(|| {
+            let (windows, base_slice_ns) = (&self.config.windows, self.base_slice_ns);
+            let count = state
                 .corrected
-                .get_or_insert_with(|| new_correction(config, base_slice_ns, stage, interval))
+                .get_or_insert_with(|| new_correction(windows, base_slice_ns, interval))
                 .record(&layout, at, index, duration, interval);
-        }
+            Synthesized {
+                interval_ns: interval,
+                count,
+            }
+        });
         state.dirty = true;
         self.health.saturated += u64::from(saturated);
+        if self.interest.values {
+            self.visit_values.push(Recorded {
+                stage: state.stage,
+                at_ns: at,
+                duration_ns: duration,
+                corrected,
+            });
+        }
     }
 
     fn count_event(&mut self, id: u32, at: u64, event: Event, n: u64) {
@@ -711,7 +786,7 @@ impl Aggregator {
         }
         self.adaptive_mark = (now, calls);
         let rate = (calls - mark_calls) as f64 / (elapsed as f64 / 1e9);
-        let reduced = crate::recorder::rate_to_threshold(policy.reduced_rate).unwrap_or(u64::MAX);
+        let reduced = crate::record::rate_to_threshold(policy.reduced_rate).unwrap_or(u64::MAX);
         if !self.health.adaptive_engaged && rate > policy.budget_per_sec {
             self.health.adaptive_engaged = true;
             set_adaptive_ceiling(reduced);
@@ -819,10 +894,6 @@ impl Aggregator {
         h.enabled = crate::recorder::is_enabled();
         h.histogram_bytes = histogram_bytes;
         h.untracked_starts = crate::recorder::UNTRACKED_STARTS.load(Ordering::Relaxed);
-        #[cfg(feature = "trace")]
-        if let Some(tracer) = &self.tracer {
-            tracer.report(h);
-        }
         if self.names.1 != self.stages.len() {
             let names = self
                 .stages
@@ -844,8 +915,7 @@ impl Aggregator {
         let changed;
         (snapshot.violations, changed) = self.evaluate_sla(&snapshot);
         let snapshot = std::sync::Arc::new(snapshot);
-        #[cfg(feature = "prometheus")]
-        self.export_prometheus(&snapshot);
+        self.publish_to_sinks(&snapshot);
         self.shared.snapshot.store(snapshot);
         // After publishing, so a callback that queries sees the figures that triggered it.
         if !changed.is_empty()
@@ -876,34 +946,33 @@ impl Aggregator {
         };
         let snapshot = std::sync::Arc::new(snapshot);
         self.shared.snapshot.store(snapshot.clone());
-        #[cfg(feature = "prometheus")]
-        if let Some(exporter) = &self.config.prometheus {
-            exporter.republish(snapshot);
-        }
+        // Values recorded before the panic reach the sinks, so their counts stay exact.
+        self.hand_over_values();
+        self.each_sink(|sink| sink.health_only(&snapshot));
     }
 
-    /// Hands the exporter this cycle's figures: the snapshot, and each stage's bucket counts with
-    /// the cumulative count and exact sum they agree with (a stage that did not move shares its
-    /// previous figures).
-    #[cfg(feature = "prometheus")]
-    fn export_prometheus(&mut self, snapshot: &std::sync::Arc<Snapshot>) {
-        let Some(exporter) = &self.config.prometheus else {
-            return;
+    /// Hands every sink this cycle's figures, then lets go of the sinks that are done.
+    fn publish_to_sinks(&mut self, snapshot: &std::sync::Arc<Snapshot>) {
+        // Values a panicked visit recorded but did not hand over.
+        self.hand_over_values();
+        let cycle = Cycle {
+            snapshot,
+            stages: &self.stages,
+            layout: &self.layout,
+            settings: &self.config,
         };
-        let stages = self
-            .stages
-            .iter_mut()
-            .map(|s| {
-                let tally = &s.cumulative.tally;
-                let raw = s.buckets.as_mut()?.export(s.stage, tally);
-                let corrected = s.corrected.as_mut().and_then(|c| {
-                    let tally = &c.cumulative.tally;
-                    c.buckets.as_mut().map(|b| b.export(s.stage, tally))
-                });
-                Some(crate::export::prometheus::StageFigures { raw, corrected })
-            })
-            .collect();
-        exporter.publish(snapshot.clone(), stages, self.config.interval);
+        let mut panics = 0;
+        for sink in &mut self.sinks {
+            if catch_unwind(AssertUnwindSafe(|| sink.cycle(&cycle))).is_err() {
+                panics += 1;
+            }
+        }
+        self.health.sink_panics += panics;
+        let before = self.sinks.len();
+        self.sinks.retain(|s| !s.is_done());
+        if self.sinks.len() != before {
+            self.refresh_interest();
+        }
     }
 
     /// Judges every rule against `snapshot`. Returns the violations (as data: this cycle's raw
@@ -947,25 +1016,13 @@ impl Aggregator {
 }
 
 /// A stage's corrected histograms, created when its first span with an expected interval drains.
-fn new_correction(
-    config: &CollectorBuilder,
-    base_slice_ns: u64,
-    stage: Stage,
-    interval_ns: u64,
-) -> Box<Correction> {
+fn new_correction(windows: &[WindowSpec], base_slice_ns: u64, interval_ns: u64) -> Box<Correction> {
     let windows = StageWindows::new(
-        config.windows.iter().map(|w| (w.length, w.slice)),
+        windows.iter().map(|w| (w.length, w.slice)),
         base_slice_ns,
         0,
     );
-    #[cfg(not(feature = "prometheus"))]
-    let _ = stage;
-    Box::new(Correction::new(
-        windows,
-        interval_ns,
-        #[cfg(feature = "prometheus")]
-        config.prometheus.as_ref().map(|p| p.stage_buckets(stage)),
-    ))
+    Box::new(Correction::new(windows, interval_ns))
 }
 
 fn gcd(a: u64, b: u64) -> u64 {
@@ -975,3 +1032,6 @@ fn gcd(a: u64, b: u64) -> u64 {
 fn active(s: &crate::StageStats) -> bool {
     s.count > 0 || s.dropped > 0 || s.sampled_out > 0 || s.deadline_misses > 0 || s.cancelled > 0
 }
+
+#[cfg(all(test, not(laptime_loom)))]
+mod tests;

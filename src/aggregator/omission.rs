@@ -13,8 +13,8 @@
 //! tally, rather than one by one: a 10 s stall of a 1 µs loop costs a few thousand counter
 //! updates, not ten million.
 
-use super::hist::Layout;
-use super::window::{Batch, Cumulative, Event, StageWindows, Tally};
+use super::window::{Cumulative, Event, StageWindows};
+use crate::hist::{Batch, Layout, Tally};
 
 /// Values one span may add, at most: a 4 s stall of a 1 µs loop, 70 minutes of a 1 ms one.
 /// Beyond it the smallest added values are left out and the span counts as `truncated`. It keeps
@@ -30,29 +30,20 @@ pub(crate) struct Correction {
     pub(crate) interval_ns: u64,
     /// The values being added, reused from span to span.
     batch: Batch,
-    /// Prometheus bucket counts of the corrected values (feature `prometheus`).
-    #[cfg(feature = "prometheus")]
-    pub(crate) buckets: Option<crate::export::prometheus::StageBuckets>,
 }
 
 impl Correction {
-    pub(crate) fn new(
-        windows: StageWindows,
-        interval_ns: u64,
-        #[cfg(feature = "prometheus")] buckets: Option<crate::export::prometheus::StageBuckets>,
-    ) -> Self {
+    pub(crate) fn new(windows: StageWindows, interval_ns: u64) -> Self {
         Self {
             windows,
             cumulative: Cumulative::default(),
             interval_ns,
             batch: Batch::default(),
-            #[cfg(feature = "prometheus")]
-            buckets,
         }
     }
 
     /// Records span `duration` (already at `index`, saturated or not) that ended at `at`, and the
-    /// values the spans it held back would have measured.
+    /// values the spans it held back would have measured. Returns how many values it added.
     pub(crate) fn record(
         &mut self,
         layout: &Layout,
@@ -60,29 +51,22 @@ impl Correction {
         index: usize,
         duration: u64,
         interval_ns: u64,
-    ) {
+    ) -> u64 {
         let saturated = duration > layout.highest();
         self.interval_ns = interval_ns;
         self.cumulative.record(index, duration, saturated);
         self.windows.record(at, index, duration, saturated);
-        #[cfg(feature = "prometheus")]
-        if let Some(buckets) = &mut self.buckets {
-            buckets.record(duration);
-        }
         let Some(held_back) = held_back(duration, interval_ns) else {
-            return;
+            return 0;
         };
         let truncated = synthesize(layout, duration, interval_ns, held_back, &mut self.batch);
         self.cumulative.record_batch(&self.batch);
         self.windows.record_batch(at, &self.batch);
-        #[cfg(feature = "prometheus")]
-        if let Some(buckets) = &mut self.buckets {
-            buckets.record_sequence(duration - interval_ns, interval_ns, self.batch.tally.count);
-        }
         if truncated {
             self.cumulative.count_event(Event::Truncated, 1);
             self.windows.count_event(at, Event::Truncated, 1);
         }
+        self.batch.tally.count
     }
 }
 

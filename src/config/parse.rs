@@ -524,7 +524,7 @@ impl Ctx<'_> {
     fn rate(&mut self, key: &str, r: &Spanned<f64>) -> Result<f64, ConfigFileError> {
         self.note(key, &r.span());
         let value = *r.get_ref();
-        crate::recorder::rate_to_threshold(value)
+        crate::record::rate_to_threshold(value)
             .map_err(|e| self.err(key, &r.span(), e.to_string()))?;
         Ok(value)
     }

@@ -1,8 +1,9 @@
-//! A running collector's profile: the aggregator hands over its cumulative counters at the end
-//! of a cycle, and the caller's thread turns them into histograms and figures.
+//! A running collector's profile: a one-shot sink copies the cumulative counters at the end of a
+//! cycle, and the caller's thread turns them into histograms and figures.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
@@ -11,8 +12,9 @@ use super::{
     CorrectedCounts, CorrectedProfile, Profile, ProfileConfig, ProfileError, ProfileMeta,
     StageCounts, StageProfile,
 };
-use crate::aggregator::hist::{Layout, to_hdrhistogram};
-use crate::aggregator::window::Tally;
+use crate::CollectorHandle;
+use crate::hist::{Layout, Tally};
+use crate::sink::{Cycle, Sink};
 use crate::stage::Stage;
 
 /// One stage's cumulative figures as the aggregator holds them.
@@ -49,54 +51,117 @@ pub(crate) struct Dump {
     pub(crate) stages: Vec<StageDump>,
 }
 
-/// The request/reply slot between [`take`] and the aggregator, kept in the collector's shared
-/// state.
-pub(crate) struct Exchange {
-    /// When the collector was installed: the profile's start.
-    installed: SystemTime,
-    /// The last request id; held for the whole request, so one caller at a time asks and a
-    /// reply is never taken by another caller.
-    last: Mutex<u64>,
-    /// The id of the request waiting for an answer, 0 for none.
-    wanted: AtomicU64,
-    reply: Mutex<Option<(u64, Dump)>>,
+/// The reply slot between [`take`] and its request's sink.
+#[derive(Default)]
+struct Reply {
+    /// Set by [`take`] when it gave up waiting: a late cycle then does no work for nobody.
+    withdrawn: AtomicBool,
+    dump: Mutex<Option<Dump>>,
 }
 
-impl Exchange {
-    pub(crate) fn new() -> Self {
-        Self {
-            installed: SystemTime::now(),
-            last: Mutex::new(0),
-            wanted: AtomicU64::new(0),
-            reply: Mutex::new(None),
-        }
+/// A one-shot sink: at the first cycle that sees it, copies every active stage's cumulative
+/// counters and tallies into its reply (plain copies: the caller's thread builds the histograms),
+/// then retires.
+struct ProfileRequest {
+    reply: Arc<Reply>,
+    answered: bool,
+}
+
+impl Sink for ProfileRequest {
+    fn name(&self) -> &'static str {
+        "profile"
     }
 
-    /// On the aggregator thread, at the end of a cycle: the request to answer, if any.
-    pub(crate) fn wanted(&self) -> Option<u64> {
-        // Relaxed: the id is the only data; the reply travels under its mutex.
-        match self.wanted.swap(0, Ordering::Relaxed) {
-            0 => None,
-            id => Some(id),
+    fn cycle(&mut self, cycle: &Cycle<'_>) {
+        self.answered = true;
+        if self.reply.withdrawn.load(Ordering::Relaxed) {
+            return;
         }
+        *self.reply.dump.lock() = Some(dump_of(cycle));
     }
 
-    /// On the aggregator thread: the answer to request `id`.
-    pub(crate) fn answer(&self, id: u64, dump: Dump) {
-        *self.reply.lock() = Some((id, dump));
+    fn is_done(&self) -> bool {
+        self.answered
+    }
+}
+
+fn dump_of(cycle: &Cycle<'_>) -> Dump {
+    let stages = cycle
+        .stages()
+        .filter(|s| !s.cumulative().tally.is_empty())
+        .map(|s| {
+            let cumulative = s.cumulative();
+            StageDump {
+                stage: s.stage(),
+                counts: cumulative.hist.iter().collect(),
+                tally: *cumulative.tally,
+                in_rings: s.in_rings(),
+                corrected: s.corrected().map(|c| CorrectedDump {
+                    counts: c.histogram.hist.iter().collect(),
+                    tally: *c.histogram.tally,
+                    interval_ns: c.interval_ns,
+                }),
+            }
+        })
+        .collect();
+    let health = &cycle.snapshot().health;
+    Dump {
+        digits: cycle.significant_digits(),
+        highest: cycle.highest_trackable_ns(),
+        interval: cycle.interval(),
+        ring_capacity: health.ring_capacity,
+        sampling_rate: health.sampling_rate,
+        backwards_spans: health.backwards_spans,
+        stages,
     }
 }
 
 /// How long [`take`] waits for the aggregator, over both of its flushes.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
 
+impl CollectorHandle {
+    /// The run so far as a perf profile named `name` (feature `profile`): every stage with any
+    /// activity since install, in stage order, with its cumulative histogram and exact figures
+    /// (the same percentiles as `get_stats(stage, Window::Cumulative)`), the collector's
+    /// histogram settings, sampling rate, interval and ring capacity, and the install time as
+    /// its start. Flushes first, so every span that ended before the call is in it.
+    ///
+    /// Fails when instrumentation is compiled out, or when the aggregator does not answer
+    /// within 5 s in all (or is asked from an SLA callback, which runs on the aggregator thread).
+    ///
+    /// ```
+    /// let handle = laptime::Collector::builder().install().unwrap();
+    /// laptime::record("order_send", std::time::Duration::from_micros(40));
+    /// let profile = handle.profile("nightly").unwrap();
+    /// assert_eq!(profile.stage("order_send").unwrap().count, 1);
+    /// # let dir = std::env::temp_dir().join(format!("laptime-doc-{}", std::process::id()));
+    /// profile.write(dir.join("nightly.json")).unwrap();
+    /// # std::fs::remove_dir_all(dir).unwrap();
+    /// ```
+    pub fn profile(&self, name: &str) -> Result<Profile, ProfileError> {
+        take(
+            name,
+            self.installed_at(),
+            |deadline| self.flush_within(deadline.saturating_duration_since(Instant::now())),
+            |reply| {
+                self.add_sink(Box::new(ProfileRequest {
+                    reply,
+                    answered: false,
+                }))
+            },
+        )
+    }
+}
+
 /// `CollectorHandle::profile`: asks the aggregator for its cumulative figures and builds the
 /// profile from them. `flush` runs a cycle and waits for it until the given instant (false if it
-/// did not answer by then); both flushes share one deadline, [`TIMEOUT`] from the call.
-pub(crate) fn take(
-    exchange: &Exchange,
+/// did not answer by then); both flushes share one deadline, [`TIMEOUT`] from the call. `ask`
+/// hands the aggregator a request that fills the reply at its next cycle.
+fn take(
     name: &str,
+    installed: SystemTime,
     flush: impl Fn(Instant) -> bool,
+    ask: impl FnOnce(Arc<Reply>) -> bool,
 ) -> Result<Profile, ProfileError> {
     let no_answer = || ProfileError::Collector {
         message: format!(
@@ -114,42 +179,37 @@ pub(crate) fn take(
         });
     }
     let deadline = Instant::now() + TIMEOUT;
-    let mut last = exchange.last.lock();
-    *last += 1;
-    let id = *last;
     // First a cycle that drains every record made before this call. The request is made only
-    // once that cycle has ended (its end happens-before this store, through the flush mutex), so
-    // the cycle that answers started after it and its counts hold every one of those records.
+    // once that cycle has ended (its end happens-before the request, through the flush mutex),
+    // so the cycle that answers started after it and its counts hold every one of those records.
     // Asking before the flush could be answered by a cycle that drained before this call.
     if !flush(deadline) {
         return Err(no_answer());
     }
-    exchange.wanted.store(id, Ordering::Relaxed);
+    let reply = Arc::new(Reply::default());
+    if !ask(reply.clone()) {
+        return Err(ProfileError::Collector {
+            message: "the collector has stopped: take the profile before dropping its handle"
+                .to_owned(),
+        });
+    }
     let answered = flush(deadline);
-    let reply = exchange.reply.lock().take();
-    let dump = match reply {
-        Some((reply_id, dump)) if reply_id == id => dump,
-        _ => {
-            // Withdraw the request, so a late answer does not do the work for nobody.
-            let _ = exchange
-                .wanted
-                .compare_exchange(id, 0, Ordering::Relaxed, Ordering::Relaxed);
-            return Err(if answered {
-                ProfileError::Collector {
-                    message: "the aggregator's cycle failed before it answered (see \
-                              `Health::aggregator_restarts`): retry"
-                        .to_owned(),
-                }
-            } else {
-                no_answer()
-            });
-        }
+    reply.withdrawn.store(true, Ordering::Relaxed);
+    let Some(dump) = reply.dump.lock().take() else {
+        return Err(if answered {
+            ProfileError::Collector {
+                message: "the aggregator's cycle failed before it answered (see \
+                          `Health::aggregator_restarts`): retry"
+                    .to_owned(),
+            }
+        } else {
+            no_answer()
+        });
     };
-    drop(last);
-    build(exchange, name, dump)
+    build(name, installed, dump)
 }
 
-fn build(exchange: &Exchange, name: &str, dump: Dump) -> Result<Profile, ProfileError> {
+fn build(name: &str, installed: SystemTime, dump: Dump) -> Result<Profile, ProfileError> {
     let collector = |message: String| ProfileError::Collector { message };
     let layout = Layout::new(dump.digits, dump.highest);
     // Stage keys sort labels, so stages registered with the same labels in another order are
@@ -201,7 +261,7 @@ fn build(exchange: &Exchange, name: &str, dump: Dump) -> Result<Profile, Profile
         ring_capacity: dump.ring_capacity as u64,
     };
     let mut meta = ProfileMeta::new(name, config);
-    meta.started_unix_ms = super::unix_ms(exchange.installed);
+    meta.started_unix_ms = super::unix_ms(installed);
     meta.backwards_spans = dump.backwards_spans;
     Ok(Profile::new(meta, stages))
 }
@@ -280,6 +340,26 @@ fn corrected_counts_of(c: &CorrectedDump) -> CorrectedCounts {
     }
 }
 
+/// Counts given as (index, count) pairs of `layout` (from [`Hist::iter`]) as an
+/// `hdrhistogram::Histogram` of the same layout, for serialisation and merging with other
+/// HdrHistogram tools. Exact: the bucket layouts are identical, and each counter's lowest value
+/// lands in the same counter there. Fails only for digits or bounds the collector's configuration
+/// would have refused.
+fn to_hdrhistogram(
+    layout: &Layout,
+    digits: u8,
+    counts: impl IntoIterator<Item = (usize, u64)>,
+) -> Result<hdrhistogram::Histogram<u64>, String> {
+    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, layout.highest(), digits)
+        .map_err(|e| format!("1 ns to {} ns at {digits} digits: {e}", layout.highest()))?;
+    for (index, count) in counts {
+        let value = layout.lowest_equivalent(index);
+        h.record_n(value, count)
+            .map_err(|e| format!("value {value} ns (counter {index}): {e}"))?;
+    }
+    Ok(h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,28 +371,29 @@ mod tests {
         if !crate::COMPILED_IN {
             return;
         }
-        let exchange = Exchange::new();
         let seen = Mutex::new(Vec::new());
         let before = Instant::now();
-        let profile = take(&exchange, "p", |deadline| {
-            seen.lock().push(deadline);
-            // The second flush is the cycle that answers the request.
-            if let Some(id) = exchange.wanted() {
-                exchange.answer(
-                    id,
-                    Dump {
-                        digits: 3,
-                        highest: 1 << 40,
-                        interval: Duration::from_millis(10),
-                        ring_capacity: 64,
-                        sampling_rate: 1.0,
-                        backwards_spans: 0,
-                        stages: Vec::new(),
-                    },
-                );
-            }
-            true
-        })
+        let profile = take(
+            "p",
+            SystemTime::now(),
+            |deadline| {
+                seen.lock().push(deadline);
+                true
+            },
+            // The second flush's cycle answers the request.
+            |reply| {
+                *reply.dump.lock() = Some(Dump {
+                    digits: 3,
+                    highest: 1 << 40,
+                    interval: Duration::from_millis(10),
+                    ring_capacity: 64,
+                    sampling_rate: 1.0,
+                    backwards_spans: 0,
+                    stages: Vec::new(),
+                });
+                true
+            },
+        )
         .unwrap();
         let after = Instant::now();
         assert!(profile.stages.is_empty());
@@ -320,5 +401,24 @@ mod tests {
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[0], seen[1], "one deadline for both flushes");
         assert!(seen[0] >= before + TIMEOUT && seen[0] <= after + TIMEOUT);
+    }
+
+    #[test]
+    fn converts_to_an_equal_hdrhistogram() {
+        let layout = Layout::new(3, 3_600_000_000_000);
+        let mut h = crate::hist::Hist::<u64>::new();
+        for v in (0..5000u64).map(|i| i * i * 37 + 3) {
+            h.record(layout.index(v), 1);
+        }
+        let hdr = to_hdrhistogram(&layout, 3, h.iter()).unwrap();
+        assert_eq!(hdr.len(), h.total());
+        let mut out = [0usize; 1];
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            h.indices_at_ranks(&[crate::hist::rank(q, h.total())], &mut out);
+            assert_eq!(
+                layout.highest_equivalent(out[0]),
+                hdr.highest_equivalent(hdr.value_at_quantile(q))
+            );
+        }
     }
 }

@@ -89,11 +89,28 @@ use crate::ConfigError;
 use crate::stage::Labels;
 
 mod format;
+mod sink;
 mod tracer;
 mod writer;
 
 pub use format::{chrome_json, golden_json};
-pub(crate) use tracer::{RingTrace, Store, Tracer};
+
+/// Tracing's own figures ([`crate::CollectorHandle::trace_health`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TraceHealth {
+    /// Ticks traced and kept: slow, golden and sampled.
+    pub kept: u64,
+    /// Kept traces that may miss spans: their thread recorded more spans between two ticks than
+    /// `TraceConfig::with_max_spans` buffers.
+    pub incomplete: u64,
+    /// Golden and slow trace files written.
+    pub files_written: u64,
+    /// Trace files that could not be written.
+    pub write_errors: u64,
+    /// Trace files not written because the writer thread was [`WRITE_QUEUE`] files behind.
+    pub writes_skipped: u64,
+}
 
 /// The generator seed used unless [`TraceConfig::with_seed`] sets another: the bytes of
 /// `"laptime!"`.
@@ -103,7 +120,7 @@ pub const MAX_KEEP: usize = 1 << 16;
 /// Most spans per thread [`TraceConfig::with_max_spans`] may buffer between two ticks.
 pub const MAX_SPANS: usize = 1 << 16;
 /// Trace files the writer thread may be behind before further ones are skipped (and counted in
-/// [`crate::Health::trace_writes_skipped`]).
+/// [`TraceHealth::writes_skipped`]).
 pub const WRITE_QUEUE: usize = 64;
 /// Keys of a golden trace's `metadata` that the trace itself fills in; user metadata may not use
 /// them.

@@ -8,12 +8,11 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::writer::Writer;
-use super::{Reason, Trace, TraceConfig, TraceSpan};
+use super::{Reason, Trace, TraceConfig, TraceHealth, TraceSpan};
 use crate::InstallErrorKind;
 use crate::clock::Calibration;
-use crate::recorder::{Kind, Record};
+use crate::record::{Kind, Record};
 use crate::stage::{Stage, registry};
-use crate::stats::Health;
 
 /// A span record waiting for its thread's next root span.
 #[derive(Debug, Clone, Copy)]
@@ -43,15 +42,12 @@ pub(crate) struct RingTrace {
 }
 
 impl RingTrace {
-    /// Runs on the registering thread (the ring's producer). Its name labels the ring's traces,
-    /// so it is copied only when `traced` (a tracer runs): otherwise registration would allocate
-    /// for a label nothing reads.
-    pub(crate) fn new(ring_id: u64, traced: bool) -> Self {
+    /// The ring's state on its first record; `thread` (the writing thread's name) labels its
+    /// traces.
+    pub(crate) fn new(ring_id: u64, thread: Option<&str>) -> Self {
         Self {
             ring_id,
-            thread: traced
-                .then(|| std::thread::current().name().map(Box::from))
-                .flatten(),
+            thread: thread.map(Box::from),
             pending: VecDeque::new(),
             overflow_end: None,
         }
@@ -92,6 +88,8 @@ impl RingTrace {
 pub(crate) struct Store {
     keep: usize,
     traces: Mutex<VecDeque<Arc<Trace>>>,
+    /// As of the aggregator's last cycle.
+    pub(crate) health: Mutex<TraceHealth>,
 }
 
 impl Store {
@@ -99,6 +97,7 @@ impl Store {
         Self {
             keep,
             traces: Mutex::new(VecDeque::new()),
+            health: Mutex::new(TraceHealth::default()),
         }
     }
 
@@ -169,7 +168,7 @@ impl Tracer {
         generation: u64,
     ) -> Result<Self, InstallErrorKind> {
         let root = Stage::new(config.root()).map_err(|e| InstallErrorKind::Config(e.into()))?;
-        let threshold = crate::recorder::rate_to_threshold(config.sample_rate())
+        let threshold = crate::record::rate_to_threshold(config.sample_rate())
             .map_err(InstallErrorKind::Config)?;
         let writer = match config.output_dir() {
             Some(dir) => {
@@ -339,17 +338,21 @@ impl Tracer {
         self.store.push(Arc::new(trace));
     }
 
-    /// Copies the tracing figures into the health about to be published.
-    pub(crate) fn report(&self, health: &mut Health) {
-        health.traces_kept = self.kept;
-        health.traces_incomplete = self.incomplete;
+    /// Publishes the tracing figures for [`crate::CollectorHandle::trace_health`].
+    pub(crate) fn report(&self) {
+        let mut health = TraceHealth {
+            kept: self.kept,
+            incomplete: self.incomplete,
+            ..TraceHealth::default()
+        };
         if let Some(writer) = &self.writer {
             (
-                health.trace_files_written,
-                health.trace_write_errors,
-                health.trace_writes_skipped,
+                health.files_written,
+                health.write_errors,
+                health.writes_skipped,
             ) = writer.counts();
         }
+        *self.store.health.lock() = health;
     }
 }
 
@@ -411,7 +414,7 @@ mod tests {
             stage("unit_trace_before"),
         );
         let mut t = tracer(&TraceConfig::new("unit_trace_root").with_sample_rate(1.0));
-        let mut ring = RingTrace::new(7, true);
+        let mut ring = RingTrace::new(7, None);
         // As a lap writes them: spans nested in a split end (and arrive) before the splits,
         // which arrive together just before the total.
         for r in [
@@ -447,8 +450,7 @@ mod tests {
             (trace.tick, trace.start_ns, trace.duration_ns),
             (1, 1_000, 400)
         );
-        let thread = std::thread::current().name().map(str::to_owned);
-        assert_eq!(Some(trace.thread.clone()), thread.or(Some("ring-7".into())));
+        assert_eq!(trace.thread, "ring-7", "a ring with no thread name");
         assert!(trace.complete);
         assert!(
             ring.pending.is_empty(),
@@ -464,7 +466,7 @@ mod tests {
             .with_sample_rate(1.0)
             .with_max_spans(3);
         let mut t = tracer(&config);
-        let mut ring = RingTrace::new(1, true);
+        let mut ring = RingTrace::new(1, None);
         // Tick 1: five spans inside, three fit.
         for i in 0..5 {
             t.observe_with(&mut ring, &record(s, 100 + i * 10, 105 + i * 10), unit);
@@ -485,9 +487,9 @@ mod tests {
             traces.iter().map(|t| t.complete).collect::<Vec<_>>(),
             [false, true]
         );
-        let mut health = Health::default();
-        t.report(&mut health);
-        assert_eq!((health.traces_kept, health.traces_incomplete), (2, 1));
+        t.report();
+        let health = *t.store.health.lock();
+        assert_eq!((health.kept, health.incomplete), (2, 1));
     }
 
     /// A span as (name, start, duration, depth, parent).
@@ -502,7 +504,7 @@ mod tests {
         ns: impl Fn(u64) -> u64,
     ) -> (Trace, Vec<Row>) {
         let mut t = tracer(&TraceConfig::new(root).with_sample_rate(1.0));
-        let mut ring = RingTrace::new(1, true);
+        let mut ring = RingTrace::new(1, None);
         for &(s, a, b) in spans {
             t.observe_with(&mut ring, &record(s, a, b), &ns);
         }
@@ -585,12 +587,16 @@ mod tests {
     }
 
     #[test]
-    fn the_thread_name_is_copied_only_for_a_tracer() {
+    fn a_ring_without_a_thread_name_is_labelled_by_its_id() {
         std::thread::Builder::new()
             .name("unit-trace-named".into())
             .spawn(|| {
-                assert_eq!(RingTrace::new(3, true).thread_label(), "unit-trace-named");
-                let untraced = RingTrace::new(3, false);
+                let name = std::thread::current().name().map(str::to_owned);
+                assert_eq!(
+                    RingTrace::new(3, name.as_deref()).thread_label(),
+                    "unit-trace-named"
+                );
+                let untraced = RingTrace::new(3, None);
                 assert_eq!(untraced.thread, None);
                 assert_eq!(untraced.thread_label(), "ring-3");
             })

@@ -265,7 +265,6 @@ impl<C: Count> Hist<C> {
     }
 
     /// Non-zero counters as (index, count), ascending.
-    #[cfg(any(test, feature = "profile"))]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
         self.chunks.iter().enumerate().flat_map(|(chunk, counts)| {
             counts
@@ -283,27 +282,6 @@ impl<C: Count> Hist<C> {
             + self.chunks.capacity() * size_of::<Option<Box<[C; CHUNK]>>>()
             + self.chunk_totals.capacity() * size_of::<u64>()
     }
-}
-
-/// Counts given as (index, count) pairs of `layout` (from [`Hist::iter`]) as an
-/// `hdrhistogram::Histogram` of the same layout, for serialisation and merging with other
-/// HdrHistogram tools. Exact: the bucket layouts are identical, and each counter's lowest value
-/// lands in the same counter there. Fails only for digits or bounds the collector's configuration
-/// would have refused.
-#[cfg(any(test, feature = "profile"))]
-pub(crate) fn to_hdrhistogram(
-    layout: &Layout,
-    digits: u8,
-    counts: impl IntoIterator<Item = (usize, u64)>,
-) -> Result<hdrhistogram::Histogram<u64>, String> {
-    let mut h = hdrhistogram::Histogram::<u64>::new_with_bounds(1, layout.highest(), digits)
-        .map_err(|e| format!("1 ns to {} ns at {digits} digits: {e}", layout.highest()))?;
-    for (index, count) in counts {
-        let value = layout.lowest_equivalent(index);
-        h.record_n(value, count)
-            .map_err(|e| format!("value {value} ns (counter {index}): {e}"))?;
-    }
-    Ok(h)
 }
 
 /// [`Hist::indices_at_ranks`] over the sum of several histograms of one layout, without building
@@ -362,6 +340,111 @@ pub fn rank(q: f64, n: u64) -> u64 {
         x.ceil()
     };
     (r as u64).clamp(1, n.max(1))
+}
+
+/// Exact figures beside a histogram.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Tally {
+    pub(crate) count: u64,
+    pub(crate) min: u64,
+    pub(crate) max: u64,
+    pub(crate) sum: u128,
+    /// Σx², exact; `u128::MAX` once it would overflow (then `sum_sq_f64` takes over).
+    pub(crate) sum_sq: u128,
+    /// Σx² in floating point, for totals beyond 2^128 ns².
+    pub(crate) sum_sq_f64: f64,
+    pub(crate) dropped: u64,
+    pub(crate) sampled_out: u64,
+    pub(crate) saturated: u64,
+    pub(crate) misses: u64,
+    /// Spans abandoned before their end (a cancelled guard, a dropped token or async future).
+    pub(crate) cancelled: u64,
+    /// Spans that ended while their thread unwound from a panic (also recorded as durations).
+    pub(crate) unwound: u64,
+    /// Corrected histograms only: values added by the coordinated-omission correction (also in
+    /// `count`).
+    pub(crate) synthesized: u64,
+    /// Corrected histograms only: stalls whose coordinated-omission correction was cut short.
+    pub(crate) truncated: u64,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            min: u64::MAX,
+            max: 0,
+            sum: 0,
+            sum_sq: 0,
+            sum_sq_f64: 0.0,
+            dropped: 0,
+            sampled_out: 0,
+            saturated: 0,
+            misses: 0,
+            cancelled: 0,
+            unwound: 0,
+            synthesized: 0,
+            truncated: 0,
+        }
+    }
+}
+
+impl Tally {
+    #[inline]
+    pub(crate) fn record(&mut self, value: u64, saturated: bool) {
+        self.count += 1;
+        self.min = self.min.min(value);
+        self.max = self.max.max(value);
+        self.sum += u128::from(value);
+        // Saturates only past 2^128 ns² (hundreds of years of recorded time, or `record` of absurd
+        // durations); `stddev` then uses the floating-point sum.
+        self.sum_sq = self
+            .sum_sq
+            .saturating_add(u128::from(value) * u128::from(value));
+        self.sum_sq_f64 += value as f64 * value as f64;
+        self.saturated += u64::from(saturated);
+    }
+
+    pub(crate) fn merge(&mut self, other: &Tally) {
+        self.count += other.count;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+        self.sum_sq = self.sum_sq.saturating_add(other.sum_sq);
+        self.sum_sq_f64 += other.sum_sq_f64;
+        self.dropped += other.dropped;
+        self.sampled_out += other.sampled_out;
+        self.saturated += other.saturated;
+        self.misses += other.misses;
+        self.cancelled += other.cancelled;
+        self.unwound += other.unwound;
+        self.synthesized += other.synthesized;
+        self.truncated += other.truncated;
+    }
+
+    /// Whether anything at all happened.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+            && self.dropped == 0
+            && self.sampled_out == 0
+            && self.misses == 0
+            && self.cancelled == 0
+    }
+}
+
+/// Many values bound for one histogram at once: `(counter index, how many)` pairs and the exact
+/// tally of the same values. Built by the coordinated-omission correction (`omission.rs`).
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub(crate) counts: Vec<(usize, u64)>,
+    pub(crate) tally: Tally,
+}
+
+impl Batch {
+    pub(crate) fn clear(&mut self) {
+        self.counts.clear();
+        self.tally = Tally::default();
+    }
 }
 
 #[cfg(all(test, not(laptime_loom)))]
@@ -479,24 +562,5 @@ mod tests {
         indices_at_ranks(&[&a, &b], &ranks, &mut pair);
         both.indices_at_ranks(&ranks, &mut summed);
         assert_eq!(pair, summed);
-    }
-
-    #[test]
-    fn converts_to_an_equal_hdrhistogram() {
-        let layout = Layout::new(3, 3_600_000_000_000);
-        let mut h = Hist::<u64>::new();
-        for v in (0..5000u64).map(|i| i * i * 37 + 3) {
-            h.record(layout.index(v), 1);
-        }
-        let hdr = to_hdrhistogram(&layout, 3, h.iter()).unwrap();
-        assert_eq!(hdr.len(), h.total());
-        let mut out = [0usize; 1];
-        for q in [0.5, 0.9, 0.99, 0.999] {
-            h.indices_at_ranks(&[rank(q, h.total())], &mut out);
-            assert_eq!(
-                layout.highest_equivalent(out[0]),
-                hdr.highest_equivalent(hdr.value_at_quantile(q))
-            );
-        }
     }
 }

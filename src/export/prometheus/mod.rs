@@ -111,8 +111,10 @@ use parking_lot::Mutex;
 
 pub use ::prometheus::{Gauge, Registry};
 
+mod sink;
+
 use super::ExportError;
-use crate::aggregator::window::Tally;
+use crate::hist::Tally;
 use crate::stage::Stage;
 use crate::stats::{Snapshot, Window};
 

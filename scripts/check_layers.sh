@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The engine names no edge (ARCHITECTURE.md, "The seam"): fails when an engine file imports a
+# feature module (export, profile, trace, report, config) or carries a feature `cfg` other than
+# `enable` and `test-util` (loom is a `--cfg`, not a feature). Features add sinks; they never add
+# branches inside the engine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+engine=(src/aggregator src/collector src/recorder.rs src/record.rs src/stats.rs src/stage.rs
+        src/ring.rs src/clock.rs src/hist.rs src/sink.rs src/limits.rs src/sla.rs)
+failed=0
+# Only the paths that exist (the check must also run on an older tree, to show it fails there).
+present=()
+for p in "${engine[@]}"; do [ -e "$p" ] && present+=("$p"); done
+
+# grep exits 1 for no match; 2 is an error, which must not pass as "no match".
+search() {
+  local status=0
+  grep "$@" || status=$?
+  [ "$status" -le 1 ] || { echo "check_layers: grep failed ($status)" >&2; exit 2; }
+}
+
+# Edges named by path: `crate::export`, `crate::trace::…`, `use crate::{profile, …}`, `super::…`
+# out of src/aggregator into an edge.
+edges='crate::(export|profile|trace|report|config)\b|use crate::\{[^}]*\b(export|profile|trace|report|config)\b'
+hits=$(search -rnE "$edges" "${present[@]}")
+if [ -n "$hits" ]; then
+  echo "engine files import a feature module (make it a sink instead):"
+  echo "$hits"
+  failed=1
+fi
+
+# Feature cfgs: every `feature = "…"` inside a cfg, except the two the engine may know.
+hits=$(search -rnoE 'feature *= *"[^"]+"' "${present[@]}" | search -vE '"(enable|test-util)"$')
+if [ -n "$hits" ]; then
+  echo "engine files branch on a feature (a feature adds a sink, never a cfg in the engine):"
+  echo "$hits"
+  failed=1
+fi
+
+if [ "$failed" -ne 0 ]; then
+  exit 1
+fi
+echo "layers: the engine (${#present[@]} paths) names no edge and branches on no feature but enable/test-util"

@@ -1,0 +1,316 @@
+//! The engine on its own: an aggregator driven by hand on the test's thread, with fake rings,
+//! a fixed calibration (one tick is one nanosecond), `cycle_at(now)` instead of a clock, and a
+//! sink that keeps everything it is handed.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc as StdArc, Mutex as StdMutex};
+
+use super::*;
+use crate::ring::{Producer, ring};
+use crate::sink::{Cycle, Interest, RecordBatch, Sink, ValueBatch};
+use crate::stats::Window;
+use crate::{Metric, SlaRule};
+
+const MS: u64 = 1_000_000;
+
+/// What a sink saw, in order.
+#[derive(Default)]
+struct Seen {
+    /// (ring id, records in the batch, last batch of the ring)
+    record_batches: Vec<(u64, usize, bool)>,
+    values: Vec<Recorded>,
+    /// (cycle's stage count, count of each stage's cumulative histogram)
+    cycles: Vec<Vec<(u32, u64)>>,
+    stopped: bool,
+}
+
+struct RecordingSink {
+    seen: StdArc<StdMutex<Seen>>,
+    /// Done after this many cycles, if set.
+    one_shot: Option<usize>,
+}
+
+impl Sink for RecordingSink {
+    fn interest(&self) -> Interest {
+        Interest::RECORDS.and(Interest::VALUES)
+    }
+
+    fn records(&mut self, batch: &RecordBatch<'_>) {
+        let entry = (batch.ring_id(), batch.records().len(), batch.is_last());
+        self.seen.lock().unwrap().record_batches.push(entry);
+    }
+
+    fn values(&mut self, batch: &ValueBatch<'_>) {
+        let mut seen = self.seen.lock().unwrap();
+        seen.values.extend_from_slice(batch.values());
+    }
+
+    fn cycle(&mut self, cycle: &Cycle<'_>) {
+        let stages = cycle
+            .stages()
+            .map(|s| (s.stage().id(), s.cumulative().count()))
+            .collect();
+        self.seen.lock().unwrap().cycles.push(stages);
+    }
+
+    fn is_done(&self) -> bool {
+        self.one_shot
+            .is_some_and(|n| self.seen.lock().unwrap().cycles.len() >= n)
+    }
+
+    fn stop(&mut self) {
+        self.seen.lock().unwrap().stopped = true;
+    }
+}
+
+struct PanickingSink;
+
+impl Sink for PanickingSink {
+    fn cycle(&mut self, _: &Cycle<'_>) {
+        panic!("a sink's bug");
+    }
+}
+
+fn settings(rules: Vec<SlaRule>) -> Settings {
+    let (settings, _) = crate::Collector::builder().into_parts();
+    Settings { rules, ..settings }
+}
+
+/// An aggregator on the test's thread, and a way to give it rings.
+struct Engine {
+    aggregator: Aggregator,
+    next_ring: u64,
+}
+
+impl Engine {
+    fn new(rules: Vec<SlaRule>, sinks: Vec<Box<dyn Sink>>) -> Self {
+        let settings = settings(rules);
+        let shared = Arc::new(CollectorShared::detached(settings.kept_windows()));
+        let baseline = Baseline::with_epoch(Calibration::fixed());
+        Self {
+            aggregator: Aggregator::new(shared, settings, sinks, baseline),
+            next_ring: 1 << 30,
+        }
+    }
+
+    /// A new thread's ring, handed to the aggregator as registration does.
+    fn ring(&mut self) -> Producer<Record> {
+        let (producer, consumer) = ring::<Record>(64);
+        let shared = std::sync::Arc::new(ThreadShared {
+            sampled_out: (0..crate::limits::DEFAULT_MAX_STAGES)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            touched: AtomicBool::new(false),
+        });
+        self.next_ring += 1;
+        let ring = ThreadRing::new(
+            consumer,
+            shared,
+            crate::limits::DEFAULT_MAX_STAGES,
+            self.next_ring,
+            false,
+        );
+        assert!(self.aggregator.shared.pending.register(ring).is_ok());
+        producer
+    }
+
+    fn cycle(&mut self, now_ns: u64) -> std::sync::Arc<Snapshot> {
+        self.aggregator.cycle_at(now_ns);
+        self.aggregator.shared.snapshot.load_full()
+    }
+}
+
+fn span(stage: Stage, span: u64, start: u64, end: u64) -> Record {
+    Record {
+        stage: stage.id(),
+        kind: Kind::Span,
+        span,
+        a: start,
+        b: end,
+    }
+}
+
+fn start(stage: Stage, span: u64, at: u64) -> Record {
+    Record {
+        stage: stage.id(),
+        kind: Kind::Start,
+        span,
+        a: at,
+        b: 0,
+    }
+}
+
+fn push(ring: &mut Producer<Record>, records: &[Record]) {
+    for r in records {
+        assert!(ring.push(*r).is_ok(), "the test's ring has room");
+    }
+}
+
+fn cumulative(snapshot: &Snapshot, stage: Stage) -> crate::StageStats {
+    snapshot
+        .stats(stage, Window::Cumulative)
+        .cloned()
+        .expect("the stage has activity")
+}
+
+#[test]
+fn pairs_a_start_with_its_end_and_an_end_that_came_first() {
+    let stage = Stage::new("engine_pairing").unwrap();
+    stage.set_deadline(Some(Duration::from_secs(1))).unwrap();
+    let mut engine = Engine::new(Vec::new(), Vec::new());
+    let mut a = engine.ring();
+    push(&mut a, &[start(stage, 7, MS)]);
+    let snapshot = engine.cycle(2 * MS);
+    assert_eq!(cumulative(&snapshot, stage).in_flight, 1);
+    assert_eq!(snapshot.health.in_flight, 1);
+
+    // The end closes the span: recorded once, in flight no more.
+    push(&mut a, &[span(stage, 7, MS, 4 * MS)]);
+    let s = cumulative(&engine.cycle(5 * MS), stage);
+    assert_eq!(
+        (s.count, s.in_flight, s.max),
+        (1, 0, Duration::from_millis(3))
+    );
+
+    // Span 8 ends on one ring before its start is drained from another: the late start is
+    // discarded, not left in flight.
+    let mut b = engine.ring();
+    push(&mut a, &[span(stage, 8, 6 * MS, 7 * MS)]);
+    push(&mut b, &[start(stage, 8, 6 * MS)]);
+    let snapshot = engine.cycle(8 * MS);
+    let s = cumulative(&snapshot, stage);
+    assert_eq!((s.count, s.in_flight), (2, 0));
+    assert_eq!(snapshot.health.in_flight, 0);
+    stage.set_deadline(None).unwrap();
+}
+
+#[test]
+fn a_window_holds_what_its_slices_hold_and_the_cumulative_everything() {
+    let stage = Stage::new("engine_windows").unwrap();
+    let mut engine = Engine::new(Vec::new(), Vec::new());
+    let mut ring = engine.ring();
+    push(&mut ring, &[span(stage, 0, 0, 2 * MS)]); // ends at 2 ms
+    push(&mut ring, &[span(stage, 0, 1200 * MS, 1205 * MS)]); // ends at 1.205 s
+    let snapshot = engine.cycle(1300 * MS);
+    // The 1 s window (250 ms slices) at 1.3 s covers [0.25 s, 1.3 s): the first span expired.
+    let last_second = snapshot.stats(stage, Window::S1).expect("active in 1 s");
+    assert_eq!(
+        (last_second.count, last_second.min),
+        (1, Duration::from_millis(5))
+    );
+    let all = cumulative(&snapshot, stage);
+    assert_eq!((all.count, all.min), (2, Duration::from_millis(2)));
+    // 5 s later the sliding windows are empty; the cumulative one is not.
+    let snapshot = engine.cycle(7000 * MS);
+    assert!(snapshot.stats(stage, Window::S1).is_none());
+    assert_eq!(cumulative(&snapshot, stage).count, 2);
+}
+
+#[test]
+fn an_sla_rule_is_judged_against_the_published_window() {
+    let stage = Stage::new("engine_sla").unwrap();
+    let rule = SlaRule::new("engine_sla", Window::Cumulative, Metric::P95)
+        .warning(Duration::from_millis(1))
+        .critical(Duration::from_millis(10));
+    let mut engine = Engine::new(vec![rule], Vec::new());
+    let mut ring = engine.ring();
+    push(&mut ring, &[span(stage, 0, 0, MS / 2)]);
+    assert!(engine.cycle(MS).violations().is_empty(), "0.5 ms is within");
+    for i in 0..20 {
+        push(&mut ring, &[span(stage, 0, i * MS, i * MS + 3 * MS)]);
+    }
+    let snapshot = engine.cycle(30 * MS);
+    let [violation] = snapshot.violations() else {
+        panic!("one violation: {:?}", snapshot.violations());
+    };
+    assert_eq!(violation.stage, "engine_sla");
+    assert_eq!(violation.severity, crate::Severity::Warning);
+}
+
+#[test]
+fn a_stuck_span_misses_its_deadline_once_while_in_flight() {
+    let stage = Stage::new("engine_deadline").unwrap();
+    stage.set_deadline(Some(Duration::from_millis(5))).unwrap();
+    let mut engine = Engine::new(Vec::new(), Vec::new());
+    let mut ring = engine.ring();
+    push(&mut ring, &[start(stage, 11, 0)]);
+    assert_eq!(cumulative(&engine.cycle(4 * MS), stage).deadline_misses, 0);
+    let s = cumulative(&engine.cycle(6 * MS), stage);
+    assert_eq!((s.deadline_misses, s.in_flight, s.count), (1, 1, 0));
+    // Its end, 12 ms after its start, is recorded but not counted as a miss again.
+    push(&mut ring, &[span(stage, 11, 0, 12 * MS)]);
+    let s = cumulative(&engine.cycle(13 * MS), stage);
+    assert_eq!((s.deadline_misses, s.in_flight, s.count), (1, 0, 1));
+    stage.set_deadline(None).unwrap();
+}
+
+#[test]
+fn sinks_get_each_visit_in_one_batch_and_every_cycle() {
+    let stage = Stage::new("engine_sink").unwrap();
+    let seen = StdArc::new(StdMutex::new(Seen::default()));
+    let sink = RecordingSink {
+        seen: seen.clone(),
+        one_shot: None,
+    };
+    let mut engine = Engine::new(Vec::new(), vec![Box::new(sink)]);
+    let mut ring = engine.ring();
+    let ring_id = engine.next_ring;
+    push(
+        &mut ring,
+        &[
+            span(stage, 0, 0, 10),
+            span(stage, 0, 20, 50),
+            start(stage, 5, 60),
+        ],
+    );
+    engine.cycle(MS);
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen.record_batches,
+            [(ring_id, 3, false)],
+            "one call per visit"
+        );
+        let durations: Vec<u64> = seen.values.iter().map(|v| v.duration_ns).collect();
+        assert_eq!(durations, [10, 30], "the recorded values, not the start");
+        assert_eq!(seen.values[1].at_ns, 50);
+        let cycle = seen.cycles.last().expect("a cycle");
+        assert!(cycle.contains(&(stage.id(), 2)), "{cycle:?}");
+    }
+    // The thread exits: its last batch says so.
+    drop(ring);
+    engine.cycle(2 * MS);
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.record_batches.last(),
+        Some(&(ring_id, 0, true)),
+        "an exited thread's last visit is handed over even when empty, so sinks can let go"
+    );
+    assert_eq!(seen.cycles.len(), 2);
+}
+
+#[test]
+fn a_panicking_sink_is_counted_and_the_others_still_served() {
+    let stage = Stage::new("engine_sink_panic").unwrap();
+    let seen = StdArc::new(StdMutex::new(Seen::default()));
+    let sink = RecordingSink {
+        seen: seen.clone(),
+        one_shot: Some(1),
+    };
+    let mut engine = Engine::new(Vec::new(), vec![Box::new(PanickingSink), Box::new(sink)]);
+    let mut ring = engine.ring();
+    push(&mut ring, &[span(stage, 0, 0, 10)]);
+    engine.cycle(MS);
+    engine.cycle(2 * MS);
+    // A cycle's sink panics show in the next snapshot: the sinks run on the one being published.
+    let snapshot = engine.cycle(3 * MS);
+    assert_eq!(
+        snapshot.health.sink_panics, 2,
+        "one per cycle, the sink kept"
+    );
+    assert_eq!(cumulative(&snapshot, stage).count, 1);
+    // The one-shot sink saw its one cycle and was let go: no second cycle, no stop.
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.cycles.len(), 1);
+    assert!(!seen.stopped);
+}

@@ -1,0 +1,96 @@
+//! The exporter's side of the seam: a [`Sink`] that counts every recorded value into the
+//! exporter's buckets and hands the exporter each cycle's figures.
+
+use std::sync::Arc;
+
+use super::{PrometheusExporter, StageBuckets, StageFigures};
+use crate::CollectorBuilder;
+use crate::sink::{Cycle, Interest, Sink, ValueBatch};
+use crate::stage::Stage;
+use crate::stats::Snapshot;
+
+impl CollectorBuilder {
+    /// Feeds `exporter` from the aggregator after each cycle (feature `prometheus`): bucket counts
+    /// are kept as plain integers on the aggregator thread, never on the hot path. See
+    /// [`crate::export::prometheus`].
+    pub fn with_prometheus(self, exporter: PrometheusExporter) -> Self {
+        self.with_sink(PrometheusSink {
+            exporter,
+            raw: Vec::new(),
+            corrected: Vec::new(),
+        })
+    }
+}
+
+/// Bucket counts by stage id, counted from the very values the engine records: `_count` and
+/// `_sum` (the engine's exact tally) always agree with the buckets.
+struct PrometheusSink {
+    exporter: PrometheusExporter,
+    raw: Vec<Option<StageBuckets>>,
+    /// Of the coordinated-omission-corrected values, for stages with an expected interval.
+    corrected: Vec<Option<StageBuckets>>,
+}
+
+impl PrometheusSink {
+    fn buckets<'a>(
+        exporter: &PrometheusExporter,
+        by_stage: &'a mut Vec<Option<StageBuckets>>,
+        stage: Stage,
+    ) -> &'a mut StageBuckets {
+        let id = stage.id() as usize;
+        if by_stage.len() <= id {
+            by_stage.resize_with(id + 1, || None);
+        }
+        by_stage[id].get_or_insert_with(|| exporter.stage_buckets(stage))
+    }
+}
+
+impl Sink for PrometheusSink {
+    fn name(&self) -> &'static str {
+        "prometheus"
+    }
+
+    fn interest(&self) -> Interest {
+        Interest::VALUES
+    }
+
+    fn values(&mut self, batch: &ValueBatch<'_>) {
+        for v in batch.values() {
+            Self::buckets(&self.exporter, &mut self.raw, v.stage).record(v.duration_ns);
+            if let Some(added) = v.corrected {
+                let corrected = Self::buckets(&self.exporter, &mut self.corrected, v.stage);
+                corrected.record(v.duration_ns);
+                if added.count > 0 {
+                    let first = v.duration_ns - added.interval_ns;
+                    corrected.record_sequence(first, added.interval_ns, added.count);
+                }
+            }
+        }
+    }
+
+    fn cycle(&mut self, cycle: &Cycle<'_>) {
+        let stages = cycle
+            .stages()
+            .map(|view| {
+                let stage = view.stage();
+                let raw = Self::buckets(&self.exporter, &mut self.raw, stage)
+                    .export(stage, view.cumulative().tally);
+                let corrected = view.corrected().map(|c| {
+                    Self::buckets(&self.exporter, &mut self.corrected, stage)
+                        .export(stage, c.histogram.tally)
+                });
+                Some(StageFigures { raw, corrected })
+            })
+            .collect();
+        self.exporter
+            .publish(cycle.snapshot().clone(), stages, cycle.interval());
+    }
+
+    fn health_only(&mut self, snapshot: &Arc<Snapshot>) {
+        self.exporter.republish(snapshot.clone());
+    }
+
+    fn stop(&mut self) {
+        self.exporter.detach();
+    }
+}

@@ -1,0 +1,15 @@
+//! Every fixed bound of the library in one place: what a setting may be, and how much of a
+//! resource the process may take.
+
+/// Largest per-thread ring, in records (32 bytes each).
+pub const MAX_RING_CAPACITY: usize = 1 << 24;
+/// Most slices one window may be split into.
+pub const MAX_SLICES_PER_WINDOW: u64 = 1000;
+/// Default cap on the number of stages in a process.
+pub const DEFAULT_MAX_STAGES: usize = 1024;
+/// The largest cap [`crate::CollectorBuilder::with_max_stages`] accepts.
+pub const MAX_STAGES_LIMIT: usize = 64 * 1024;
+/// Longest stage name, label name or label value, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+/// Most distinct guard-trip reasons in a process.
+pub const MAX_GUARD_REASONS: usize = 64;
