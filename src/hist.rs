@@ -1,14 +1,14 @@
 //! Histograms for the aggregator: HdrHistogram's bucket layout, stored in lazily allocated chunks.
 //!
-//! Why not `hdrhistogram::Histogram` directly: a 1 ns – 1 h, 3-digit `Histogram<u64>` is 33 792
-//! counters (264 KiB) whatever it holds, so 64 stages × (3 windows of several slices + cumulative)
-//! would need hundreds of MiB; it cannot subtract one histogram's counts by index (which expiring
-//! a slice needs); and `value_at_quantile` scans every counter per quantile. Here the index math is
-//! HdrHistogram's (the tests convert to the `hdrhistogram` crate and compare, and a profile
-//! format can serialise through it), but counters are allocated 256 at a time only where values
-//! land, every chunk keeps its total so a quantile walks ~130 totals then one chunk, and windows
-//! add and subtract chunk by chunk.
-
+//! Why not `hdrhistogram::Histogram` directly: memory. A 1 ns – 1 h, 3-digit `Histogram<u64>` is
+//! 33 792 counters (264 KiB) whatever it holds, so 64 stages × (3 windows of several slices +
+//! cumulative) would need hundreds of MiB. The crate can add and subtract whole histograms
+//! (`add`, `subtract`), which expiring a slice needs, but each call walks every counter of both,
+//! and `value_at_quantile` scans every counter per quantile. Here the index math is HdrHistogram's
+//! (the tests convert to the `hdrhistogram` crate and compare, and a profile serialises through
+//! it), but counters are allocated 256 at a time only where values land, every chunk keeps its
+//! total so a quantile walks ~130 totals then one chunk, and windows add and subtract only the
+//! chunks that hold anything.
 use std::fmt;
 
 /// Counters per chunk. 256 × 4 B = 1 KiB for window counters.

@@ -10,7 +10,7 @@
 //! adds a sink, never a branch inside the engine.
 //!
 //! Every sink method runs on the aggregator thread, never on the hot path, and has a default that
-//! does nothing. A sink that panics is caught, counted in [`Health::sink_panics`] and kept: its
+//! does nothing. A sink that panics is caught, counted in [`crate::Health::sink_panics`] and kept: its
 //! next call comes as usual.
 //!
 //! # A sink that counts records per stage

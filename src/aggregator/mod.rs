@@ -26,9 +26,9 @@ use crate::record::{CONTROL, Kind, Record, threshold_to_rate};
 use crate::recorder::ThreadShared;
 use crate::ring::{Consumer, Visit};
 use crate::sink::{Cycle, Interest, RecordBatch, Recorded, Sink, Synthesized, ValueBatch};
-use crate::sla::{ReasonInfo, Severity, SlaRule, Violation};
+use crate::sla::{ReasonInfo, SlaRule};
 use crate::stage::{Stage, registry};
-use crate::stats::{GuardTrips, Health, Snapshot, StageSnapshot, Window};
+use crate::stats::{GuardTrips, Health, Severity, Snapshot, StageSnapshot, Violation, Window};
 use crate::sync::Arc;
 
 /// A registered thread's ring, as the aggregator holds it.

@@ -9,9 +9,9 @@ use crate::clock::ClockSource;
 use crate::error::ConfigError;
 use crate::limits::{MAX_RING_CAPACITY, MAX_SLICES_PER_WINDOW};
 use crate::sink::Sink;
-use crate::sla::{SlaPreset, SlaRule, Violation};
+use crate::sla::{SlaPreset, SlaRule};
 use crate::stage::registry;
-use crate::stats::Window;
+use crate::stats::{Violation, Window};
 
 /// A sliding window: its length and the slice it moves by. The window always holds the last
 /// `length / slice` slices, the newest still filling, so it covers between `length - slice` and
@@ -229,7 +229,7 @@ impl CollectorBuilder {
     }
 
     /// Turns on coordinated-omission correction for stage `stage`, whose spans should start every
-    /// `interval` (see [`Stage::set_expected_interval`]): its statistics then carry corrected
+    /// `interval` (see [`crate::Stage::set_expected_interval`]): its statistics then carry corrected
     /// figures beside the raw ones.
     pub fn with_expected_interval(mut self, stage: &'static str, interval: Duration) -> Self {
         self.expected_intervals.push((stage, interval));

@@ -17,10 +17,9 @@ use crate::aggregator::{Aggregator, Baseline};
 use crate::error::{ConfigError, InstallError, InstallErrorKind};
 use crate::record::CONTROL;
 use crate::sink::{Install, Sink};
-use crate::sla::Violation;
 
 use crate::stage::{Stage, registry};
-use crate::stats::{Health, Snapshot, StageStats, Window};
+use crate::stats::{Health, Snapshot, StageStats, Violation, Window};
 use crate::sync::Arc;
 
 impl CollectorBuilder {

@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use super::CollectorShared;
 use super::globals::CURRENT;
-use crate::sla::Violation;
+
 use crate::stage::Stage;
-use crate::stats::{Health, Snapshot, StageStats, Window};
+use crate::stats::{Health, Snapshot, StageStats, Violation, Window};
 
 /// What the query functions accept: a [`Stage`], or the name of an unlabelled stage (looked up in
 /// the snapshot's own index: no lock, never registers).

@@ -1,5 +1,10 @@
 //! Statistics as plain data: what `get_stats` returns and what the snapshot holds.
 
+mod verdict;
+
+pub(crate) use verdict::fmt_duration;
+pub use verdict::{Metric, Severity, Value, Violation};
+
 use std::fmt;
 use std::time::Duration;
 
@@ -311,7 +316,7 @@ pub struct Snapshot {
     /// The windows kept: the sliding ones in configuration order, then [`Window::Cumulative`].
     pub windows: Vec<Window>,
     pub(crate) stages: Vec<Option<std::sync::Arc<StageSnapshot>>>,
-    pub(crate) violations: Vec<crate::sla::Violation>,
+    pub(crate) violations: Vec<Violation>,
     pub(crate) guard_trips: Vec<GuardTrips>,
     /// Unlabelled stages by name, for lock-free queries by name.
     pub(crate) names: std::sync::Arc<std::collections::HashMap<&'static str, u32>>,
@@ -369,7 +374,7 @@ impl Snapshot {
     }
 
     /// The SLA violations of this snapshot, over every window.
-    pub fn violations(&self) -> &[crate::sla::Violation] {
+    pub fn violations(&self) -> &[Violation] {
         &self.violations
     }
 
