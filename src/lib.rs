@@ -187,6 +187,11 @@ pub use stats::{
 
 #[cfg(not(laptime_loom))]
 pub use instrument::StageEnum;
+/// ARCHITECTURE.md's examples, run as doc tests so the "adding a sink" example cannot rot.
+#[cfg(all(doctest, not(laptime_loom)))]
+#[doc = include_str!("../ARCHITECTURE.md")]
+pub struct ArchitectureDoctests;
+
 #[cfg(not(laptime_loom))]
 #[doc = include_str!("../docs/derive_stage.md")]
 pub use laptime_macros::Stage;
