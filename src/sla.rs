@@ -72,15 +72,27 @@ impl SlaRule {
     }
 
     /// Sets the warning threshold (a `Duration`, or an `f64` ratio for the miss rate).
-    pub fn warning(mut self, threshold: impl Into<Value>) -> Self {
+    pub fn with_warning(mut self, threshold: impl Into<Value>) -> Self {
         self.warning = Some(threshold.into());
         self
     }
 
     /// Sets the critical threshold.
-    pub fn critical(mut self, threshold: impl Into<Value>) -> Self {
+    pub fn with_critical(mut self, threshold: impl Into<Value>) -> Self {
         self.critical = Some(threshold.into());
         self
+    }
+
+    /// Renamed [`with_warning`](Self::with_warning): every setter of a rule is `with_*`.
+    #[deprecated(since = "0.2.0", note = "renamed `with_warning`")]
+    pub fn warning(self, threshold: impl Into<Value>) -> Self {
+        self.with_warning(threshold)
+    }
+
+    /// Renamed [`with_critical`](Self::with_critical): every setter of a rule is `with_*`.
+    #[deprecated(since = "0.2.0", note = "renamed `with_critical`")]
+    pub fn critical(self, threshold: impl Into<Value>) -> Self {
+        self.with_critical(threshold)
     }
 
     /// Applies the rule to the stage with these static labels.
@@ -116,7 +128,7 @@ impl SlaRule {
             return bad("only the kept quantiles can be judged: 0, 0.5, 0.9, 0.95, 0.99, 0.999, 1");
         }
         if self.warning.is_none() && self.critical.is_none() {
-            return bad("the rule has no threshold: add .warning(..) or .critical(..)");
+            return bad("the rule has no threshold: add .with_warning(..) or .with_critical(..)");
         }
         for t in [self.warning, self.critical].into_iter().flatten() {
             match (self.metric.is_latency(), t) {
@@ -245,14 +257,14 @@ pub mod presets {
             deadlines: vec![("tick_total", ms(200))],
             rules: vec![
                 SlaRule::new("tick_total", Window::S60, Metric::P95)
-                    .warning(ms(160))
-                    .critical(ms(200)),
+                    .with_warning(ms(160))
+                    .with_critical(ms(200)),
                 SlaRule::new("tick_total", Window::S60, Metric::P99)
-                    .warning(ms(200))
-                    .critical(ms(250)),
+                    .with_warning(ms(200))
+                    .with_critical(ms(250)),
                 SlaRule::new("tick_total", Window::S60, Metric::DeadlineMissRate)
-                    .warning(0.01)
-                    .critical(0.02),
+                    .with_warning(0.01)
+                    .with_critical(0.02),
             ],
         }
     }
@@ -270,13 +282,13 @@ pub mod presets {
         ] {
             rules.push(
                 SlaRule::new(stage, Window::S60, Metric::P95)
-                    .warning(ms(p95 * 4 / 5))
-                    .critical(ms(p95)),
+                    .with_warning(ms(p95 * 4 / 5))
+                    .with_critical(ms(p95)),
             );
             rules.push(
                 SlaRule::new(stage, Window::S60, Metric::P99)
-                    .warning(ms(p99 * 4 / 5))
-                    .critical(ms(p99)),
+                    .with_warning(ms(p99 * 4 / 5))
+                    .with_critical(ms(p99)),
             );
         }
         SlaPreset {
@@ -429,8 +441,8 @@ mod tests {
     #[test]
     fn judges_warning_and_critical() {
         let rule = SlaRule::new("tick_total", Window::S60, Metric::P95)
-            .warning(Duration::from_millis(160))
-            .critical(Duration::from_millis(200));
+            .with_warning(Duration::from_millis(160))
+            .with_critical(Duration::from_millis(200));
         assert_eq!(rule.judge(&stats(10, 150, 0)), None);
         assert_eq!(
             rule.judge(&stats(10, 160, 0)),
@@ -457,7 +469,7 @@ mod tests {
         assert_eq!(d(999), "999ns");
         assert_eq!(d(12_345), "12.3µs");
         let v = SlaRule::new("tick_total", Window::S60, Metric::P95)
-            .critical(Duration::from_millis(200))
+            .with_critical(Duration::from_millis(200))
             .judge(&stats(10, 201, 0))
             .unwrap();
         assert_eq!(
@@ -469,8 +481,8 @@ mod tests {
     #[test]
     fn settled_severity_leaves_a_level_only_well_below_its_threshold() {
         let rule = SlaRule::new("tick_total", Window::S60, Metric::P95)
-            .warning(Duration::from_millis(100))
-            .critical(Duration::from_millis(200));
+            .with_warning(Duration::from_millis(100))
+            .with_critical(Duration::from_millis(200));
         let crit = Some(Severity::Critical);
         assert_eq!(rule.settle(Some(&stats(10, 201, 0)), None), crit);
         assert_eq!(
@@ -501,7 +513,8 @@ mod tests {
 
     #[test]
     fn miss_rate_counts_stuck_spans() {
-        let rule = SlaRule::new("tick_total", Window::S60, Metric::DeadlineMissRate).critical(0.02);
+        let rule =
+            SlaRule::new("tick_total", Window::S60, Metric::DeadlineMissRate).with_critical(0.02);
         assert_eq!(rule.judge(&stats(100, 1, 2)), None);
         assert_eq!(
             rule.judge(&stats(100, 1, 3)).unwrap().severity,
@@ -523,36 +536,37 @@ mod tests {
             Err(ConfigError::Threshold { .. })
         ));
         let nan = SlaRule::new("a", Window::S60, Metric::Quantile(f64::NAN))
-            .critical(Duration::from_millis(1));
+            .with_critical(Duration::from_millis(1));
         assert!(matches!(
             nan.validate(&kept),
             Err(ConfigError::Quantile { .. })
         ));
         let odd_q = SlaRule::new("a", Window::S60, Metric::Quantile(0.42))
-            .critical(Duration::from_millis(1));
+            .with_critical(Duration::from_millis(1));
         assert!(matches!(
             odd_q.validate(&kept),
             Err(ConfigError::Threshold { .. })
         ));
         let swapped = SlaRule::new("a", Window::S60, Metric::P99)
-            .warning(Duration::from_millis(5))
-            .critical(Duration::from_millis(1));
+            .with_warning(Duration::from_millis(5))
+            .with_critical(Duration::from_millis(1));
         assert!(matches!(
             swapped.validate(&kept),
             Err(ConfigError::Threshold { .. })
         ));
         let wrong_unit = SlaRule::new("a", Window::S60, Metric::DeadlineMissRate)
-            .critical(Duration::from_millis(1));
+            .with_critical(Duration::from_millis(1));
         assert!(matches!(
             wrong_unit.validate(&kept),
             Err(ConfigError::Threshold { .. })
         ));
-        let big_ratio = SlaRule::new("a", Window::S60, Metric::DeadlineMissRate).critical(2.0);
+        let big_ratio = SlaRule::new("a", Window::S60, Metric::DeadlineMissRate).with_critical(2.0);
         assert!(matches!(
             big_ratio.validate(&kept),
             Err(ConfigError::Threshold { .. })
         ));
-        let window = SlaRule::new("a", Window::S5, Metric::Max).critical(Duration::from_millis(1));
+        let window =
+            SlaRule::new("a", Window::S5, Metric::Max).with_critical(Duration::from_millis(1));
         assert!(matches!(
             window.validate(&kept),
             Err(ConfigError::UnknownWindow { .. })

@@ -102,10 +102,10 @@ fn sla_rules_report_call_back_and_trip_the_latency_guard() {
         builder()
             .with_sla_rule(
                 SlaRule::new(name, Window::S5, Metric::P95)
-                    .warning(10 * MS)
-                    .critical(20 * MS),
+                    .with_warning(10 * MS)
+                    .with_critical(20 * MS),
             )
-            .with_sla_rule(SlaRule::new(name, Window::S5, Metric::Max).warning(100 * MS))
+            .with_sla_rule(SlaRule::new(name, Window::S5, Metric::Max).with_warning(100 * MS))
             .with_sla_callback(move |v| {
                 // Called after the snapshot that triggered it is published.
                 let count = laptime::get_stats(v[0].stage, Window::S5).map_or(0, |s| s.count);
@@ -336,7 +336,7 @@ fn panics_in_the_aggregator_and_in_callbacks_are_caught_and_counted() {
     let name = unique("faulty");
     let handle = install(
         builder()
-            .with_sla_rule(SlaRule::new(name, Window::S1, Metric::Max).critical(MS))
+            .with_sla_rule(SlaRule::new(name, Window::S1, Metric::Max).with_critical(MS))
             .with_sla_callback(move |_| {
                 c.fetch_add(1, Ordering::Relaxed);
                 panic!("callback bug");
@@ -552,8 +552,9 @@ fn cancelled_and_abandoned_spans_are_counted_not_recorded_and_leave_nothing_in_f
 fn a_latency_guard_does_not_stay_tripped_after_its_collector_stops() {
     let _s = serial();
     let name = unique("guarded");
-    let handle =
-        install(builder().with_sla_rule(SlaRule::new(name, Window::S1, Metric::Max).critical(MS)));
+    let handle = install(
+        builder().with_sla_rule(SlaRule::new(name, Window::S1, Metric::Max).with_critical(MS)),
+    );
     laptime::record(name, 5 * MS);
     assert!(handle.flush());
     let guard = Stage::new(name).unwrap().latency_guard();

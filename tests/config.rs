@@ -93,19 +93,21 @@ fn each_bad_setting_has_its_own_error_and_message() {
         ConfigError::SamplingRate { .. }
     ));
     assert!(matches!(
-        err(Collector::builder()
-            .with_sla_rule(SlaRule::new("cfg_q", Window::S60, Metric::Quantile(1.2)).critical(ms))),
-        ConfigError::Quantile { .. }
-    ));
-    assert!(matches!(
         err(Collector::builder().with_sla_rule(
-            SlaRule::new("cfg_q", Window::S60, Metric::Quantile(f64::NAN)).critical(ms)
+            SlaRule::new("cfg_q", Window::S60, Metric::Quantile(1.2)).with_critical(ms)
         )),
         ConfigError::Quantile { .. }
     ));
     assert!(matches!(
         err(Collector::builder().with_sla_rule(
-            SlaRule::new("cfg_w", Window::Last(Duration::from_secs(7)), Metric::P99).critical(ms)
+            SlaRule::new("cfg_q", Window::S60, Metric::Quantile(f64::NAN)).with_critical(ms)
+        )),
+        ConfigError::Quantile { .. }
+    ));
+    assert!(matches!(
+        err(Collector::builder().with_sla_rule(
+            SlaRule::new("cfg_w", Window::Last(Duration::from_secs(7)), Metric::P99)
+                .with_critical(ms)
         )),
         ConfigError::UnknownWindow { .. }
     ));

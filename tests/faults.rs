@@ -199,8 +199,8 @@ fn a_panicking_sla_callback_is_counted_every_time_and_the_rules_go_on() {
             .with_latency_guard_reason(reason)
             .with_sla_rule(
                 SlaRule::new(name, Window::S1, Metric::Max)
-                    .warning(10 * MS)
-                    .critical(20 * MS),
+                    .with_warning(10 * MS)
+                    .with_critical(20 * MS),
             )
             .with_sla_callback(move |v| {
                 sink.lock().unwrap().extend(v.iter().map(|v| v.severity));

@@ -269,7 +269,7 @@ fn a_profile_asked_from_an_sla_callback_is_an_error_not_a_deadlock() {
         Collector::builder()
             .with_interval(Duration::from_secs(30))
             .with_sla_rule(
-                SlaRule::new(name, Window::S1, Metric::Max).critical(Duration::from_millis(1)),
+                SlaRule::new(name, Window::S1, Metric::Max).with_critical(Duration::from_millis(1)),
             )
             .with_sla_callback(move |_| {
                 if let Some(handle) = from_slot.lock().unwrap().as_ref() {

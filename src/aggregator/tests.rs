@@ -210,8 +210,8 @@ fn a_window_holds_what_its_slices_hold_and_the_cumulative_everything() {
 fn an_sla_rule_is_judged_against_the_published_window() {
     let stage = Stage::new("engine_sla").unwrap();
     let rule = SlaRule::new("engine_sla", Window::Cumulative, Metric::P95)
-        .warning(Duration::from_millis(1))
-        .critical(Duration::from_millis(10));
+        .with_warning(Duration::from_millis(1))
+        .with_critical(Duration::from_millis(10));
     let mut engine = Engine::new(vec![rule], Vec::new());
     let mut ring = engine.ring();
     push(&mut ring, &[span(stage, 0, 0, MS / 2)]);

@@ -66,8 +66,8 @@ pub type SlaCallback = Box<dyn Fn(&[Violation]) + Send + Sync + 'static>;
 ///     .with_deadline("tick_total", Duration::from_millis(200))
 ///     .with_sla_rule(
 ///         SlaRule::new("tick_total", Window::S60, Metric::P95)
-///             .warning(Duration::from_millis(150))
-///             .critical(Duration::from_millis(200)),
+///             .with_warning(Duration::from_millis(150))
+///             .with_critical(Duration::from_millis(200)),
 ///     )
 ///     .install()
 ///     .expect("valid configuration, first collector of the process");
