@@ -50,8 +50,8 @@ pub struct SlaRule {
 pub const CLEAR_BELOW: f64 = 0.9;
 
 impl SlaRule {
-    /// A rule with no thresholds yet; add them with [`SlaRule::warning`] and
-    /// [`SlaRule::critical`].
+    /// A rule with no thresholds yet; add them with [`SlaRule::with_warning`] and
+    /// [`SlaRule::with_critical`].
     pub fn new(stage: &'static str, window: Window, metric: Metric) -> Self {
         Self {
             stage,

@@ -128,6 +128,12 @@ pub const RESERVED_METADATA: [&str; 5] = ["reason", "root", "tick", "thread", "i
 
 /// How ticks are traced: which stage is the tick, which ticks are kept, where they are written.
 ///
+/// A plain configuration value, like [`crate::WindowSpec`]: `with_*` setters return it changed,
+/// getters read it, and nothing happens until it is handed to
+/// [`CollectorBuilder::with_tracing`](crate::CollectorBuilder::with_tracing), whose `install`
+/// validates it (or call [`validate`](Self::validate) first). It has no terminal verb because it
+/// starts nothing itself.
+///
 /// Defaults follow the seed's configuration: enabled, sample rate 0.2, golden export every 100
 /// ticks, the root stage's own deadline for slow ticks, seed [`DEFAULT_SEED`], 256 traces kept in
 /// memory, 256 spans buffered per thread, no output directory.
