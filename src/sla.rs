@@ -44,10 +44,7 @@ pub struct SlaRule {
     pub min_count: u64,
 }
 
-/// A violation in force is left (for callbacks and latency guards) only once the observed value
-/// falls below this fraction of the threshold, so a metric hovering at its threshold does not
-/// announce or trip again at every cycle.
-pub const CLEAR_BELOW: f64 = 0.9;
+pub use crate::stats::CLEAR_BELOW;
 
 impl SlaRule {
     /// A rule with no thresholds yet; add them with [`SlaRule::with_warning`] and
@@ -200,7 +197,28 @@ impl SlaRule {
             severity,
             threshold,
             observed,
+            cleared: false,
         })
+    }
+
+    /// The event that a violation of `severity` ended, judged on `stats` (`None`: the window
+    /// has no spans left).
+    pub(crate) fn cleared(&self, severity: Severity, stats: Option<&StageStats>) -> Violation {
+        let threshold = self.threshold(severity).unwrap_or(Value::Ratio(0.0));
+        let zero = match threshold {
+            Value::Latency(_) => Value::Latency(Duration::ZERO),
+            Value::Ratio(_) => Value::Ratio(0.0),
+        };
+        Violation {
+            stage: self.stage,
+            labels: self.labels,
+            window: self.window,
+            metric: self.metric,
+            severity,
+            threshold,
+            observed: stats.and_then(|s| self.observe(s)).unwrap_or(zero),
+            cleared: true,
+        }
     }
 
     fn threshold(&self, severity: Severity) -> Option<Value> {

@@ -192,7 +192,8 @@ fn a_panicking_sla_callback_is_counted_every_time_and_the_rules_go_on() {
     let exporter = exporter();
     let name = unique("faults_callback");
     let reason = unique("faults_latency_guard");
-    let seen: Arc<Mutex<Vec<Severity>>> = Arc::default();
+    // (severity, cleared) of every violation the callback was handed.
+    let seen: Arc<Mutex<Vec<(Severity, bool)>>> = Arc::default();
     let sink = Arc::clone(&seen);
     let handle = install(
         builder(&exporter)
@@ -203,7 +204,9 @@ fn a_panicking_sla_callback_is_counted_every_time_and_the_rules_go_on() {
                     .with_critical(20 * MS),
             )
             .with_sla_callback(move |v| {
-                sink.lock().unwrap().extend(v.iter().map(|v| v.severity));
+                sink.lock()
+                    .unwrap()
+                    .extend(v.iter().map(|v| (v.severity, v.cleared)));
                 panic!("a bug inside an SLA callback, as the test asked");
             }),
     );
@@ -229,21 +232,26 @@ fn a_panicking_sla_callback_is_counted_every_time_and_the_rules_go_on() {
         // The snapshot of this cycle was published despite the panic after it.
         assert_eq!(cumulative(&handle, name).count, calls);
     }
-    // The window empties: the critical state clears (no callback for a clearing) and the guard
-    // with it.
+    // The window empties: the critical state clears, the guard with it, and the callback is
+    // told (a third panic).
     clock.advance(Duration::from_secs(2));
     assert!(handle.flush());
     assert!(handle.check_sla_violations(Window::S1).is_empty());
     assert!(!guard.is_tripped());
-    assert_eq!(handle.health().callback_panics, 2);
-    // A new episode: a third change of severity, a third panic.
+    assert_eq!(handle.health().callback_panics, 3);
+    // A new episode: a fourth change of severity, a fourth panic.
     laptime::record(name, 30 * MS);
     calls += 1;
     assert!(handle.flush());
     assert!(guard.is_tripped());
     assert_eq!(
         *seen.lock().unwrap(),
-        [Severity::Warning, Severity::Critical, Severity::Critical]
+        [
+            (Severity::Warning, false),
+            (Severity::Critical, false),
+            (Severity::Critical, true),
+            (Severity::Critical, false)
+        ]
     );
     // An unchanged severity calls nobody, so nothing more panics; the figures still move.
     laptime::record(name, MS);
@@ -251,7 +259,7 @@ fn a_panicking_sla_callback_is_counted_every_time_and_the_rules_go_on() {
     let cycles = handle.health().cycles;
     assert!(handle.flush());
     let h = handle.health();
-    assert_eq!((h.callback_panics, h.aggregator_restarts), (3, 0), "{h:?}");
+    assert_eq!((h.callback_panics, h.aggregator_restarts), (4, 0), "{h:?}");
     assert!(h.cycles > cycles, "{h:?}");
     assert_eq!(
         trips.trips(),
@@ -264,7 +272,7 @@ fn a_panicking_sla_callback_is_counted_every_time_and_the_rules_go_on() {
     assert_health_accounted(&h);
     assert_eq!(h.records, calls);
 
-    assert_eq!(exposed(&exporter, "laptime_callback_panics_total"), 3.0);
+    assert_eq!(exposed(&exporter, "laptime_callback_panics_total"), 4.0);
     assert_eq!(exposed(&exporter, "laptime_aggregator_restarts_total"), 0.0);
     let trips_series = format!("laptime_guard_trips_total{{reason=\"{reason}\"}}");
     assert_eq!(exposed(&exporter, &trips_series), 2.0);

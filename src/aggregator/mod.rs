@@ -871,19 +871,6 @@ impl Aggregator {
             }
             stages.push(state.published.clone());
         }
-        let guard_trips = self
-            .reasons
-            .iter()
-            .map(|r| GuardTrips {
-                reason: r.info.name,
-                counts: r
-                    .windows
-                    .iter()
-                    .map(|w| w.total(now))
-                    .chain([r.total])
-                    .collect(),
-            })
-            .collect();
         let h = &mut self.health;
         h.in_rings = in_rings;
         h.produced = pushed + h.dropped;
@@ -908,12 +895,15 @@ impl Aggregator {
             windows: self.config.kept_windows(),
             stages,
             violations: Vec::new(),
-            guard_trips,
+            guard_trips: Vec::new(),
             names: self.names.0.clone(),
             health: self.health.clone(),
         };
         let changed;
         (snapshot.violations, changed) = self.evaluate_sla(&snapshot);
+        // After the SLA verdicts: a latency guard they tripped is counted in this snapshot.
+        self.count_guard_trips(now);
+        snapshot.guard_trips = self.guard_trips(now);
         let snapshot = std::sync::Arc::new(snapshot);
         self.publish_to_sinks(&snapshot);
         self.shared.snapshot.store(snapshot);
@@ -975,8 +965,23 @@ impl Aggregator {
         }
     }
 
+    /// Guard trips per reason: in each sliding window, then since install.
+    fn guard_trips(&self, now: u64) -> Vec<GuardTrips> {
+        let per_reason = |r: &ReasonState| GuardTrips {
+            reason: r.info.name,
+            counts: r
+                .windows
+                .iter()
+                .map(|w| w.total(now))
+                .chain([r.total])
+                .collect(),
+        };
+        self.reasons.iter().map(per_reason).collect()
+    }
+
     /// Judges every rule against `snapshot`. Returns the violations (as data: this cycle's raw
-    /// verdicts) and those whose settled severity started or changed (for the callback). Latency
+    /// verdicts) and those whose settled severity started, changed or ended (for the callback;
+    /// an ended one is marked `cleared`). Latency
     /// guards follow the settled severity, which leaves a level only below
     /// [`crate::sla::CLEAR_BELOW`] of its threshold, so one episode trips a guard once.
     fn evaluate_sla(&mut self, snapshot: &Snapshot) -> (Vec<Violation>, Vec<Violation>) {
@@ -991,9 +996,15 @@ impl Aggregator {
             let verdict = stats.and_then(|s| rule.judge(s));
             let settled = rule.settle(stats, self.rule_state[i]);
             if settled != self.rule_state[i] {
-                self.rule_state[i] = settled;
-                if let Some(v) = verdict.as_ref().filter(|v| Some(v.severity) == settled) {
-                    changed.push(v.clone());
+                let was = std::mem::replace(&mut self.rule_state[i], settled);
+                match (settled, was) {
+                    (None, Some(severity)) => changed.push(rule.cleared(severity, stats)),
+                    _ => changed.extend(
+                        verdict
+                            .as_ref()
+                            .filter(|v| Some(v.severity) == settled)
+                            .cloned(),
+                    ),
                 }
             }
             if settled == Some(Severity::Critical) && rule.trips_guard {

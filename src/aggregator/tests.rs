@@ -76,6 +76,18 @@ fn settings(rules: Vec<SlaRule>) -> Settings {
     Settings { rules, ..settings }
 }
 
+/// The violations an SLA callback received, in order.
+type Announced = StdArc<StdMutex<Vec<Violation>>>;
+
+fn announcing(settings: &mut Settings) -> Announced {
+    let announced = Announced::default();
+    let sink = announced.clone();
+    settings.callback = Some(Box::new(move |v: &[Violation]| {
+        sink.lock().unwrap().extend_from_slice(v)
+    }));
+    announced
+}
+
 /// An aggregator on the test's thread, and a way to give it rings.
 struct Engine {
     aggregator: Aggregator,
@@ -84,7 +96,10 @@ struct Engine {
 
 impl Engine {
     fn new(rules: Vec<SlaRule>, sinks: Vec<Box<dyn Sink>>) -> Self {
-        let settings = settings(rules);
+        Self::with_settings(settings(rules), sinks)
+    }
+
+    fn with_settings(settings: Settings, sinks: Vec<Box<dyn Sink>>) -> Self {
         let shared = Arc::new(CollectorShared::detached(settings.kept_windows()));
         let baseline = Baseline::with_epoch(Calibration::fixed());
         Self {
@@ -313,4 +328,51 @@ fn a_panicking_sink_is_counted_and_the_others_still_served() {
     let seen = seen.lock().unwrap();
     assert_eq!(seen.cycles.len(), 1);
     assert!(!seen.stopped);
+}
+
+#[test]
+fn a_violation_that_ends_is_announced_as_cleared() {
+    let stage = Stage::new("engine_sla_clear").unwrap();
+    let rule = SlaRule::new("engine_sla_clear", Window::S1, Metric::P95)
+        .with_warning(Duration::from_millis(1));
+    let mut settings = settings(vec![rule]);
+    let announced = announcing(&mut settings);
+    let mut engine = Engine::with_settings(settings, Vec::new());
+    let mut ring = engine.ring();
+    for i in 0..20 {
+        push(&mut ring, &[span(stage, 0, i * MS, i * MS + 3 * MS)]);
+    }
+    assert_eq!(engine.cycle(100 * MS).violations().len(), 1);
+    // Two seconds on, the 1 s window is empty: the violation ends, and the callback hears it.
+    assert!(engine.cycle(2000 * MS).violations().is_empty());
+    let announced = announced.lock().unwrap();
+    let events: Vec<(Severity, bool)> = announced.iter().map(|v| (v.severity, v.cleared)).collect();
+    assert_eq!(
+        events,
+        [(Severity::Warning, false), (Severity::Warning, true)]
+    );
+    assert_eq!(announced[1].observed, crate::Value::Latency(Duration::ZERO));
+    assert_eq!(
+        announced[1].to_string(),
+        "warning cleared: engine_sla_clear p95 over 1s: 0.00ns, below 90% of 1.00ms"
+    );
+}
+
+#[test]
+fn a_latency_guard_trip_is_counted_in_the_snapshot_that_trips_it() {
+    let stage = Stage::new("engine_guard").unwrap();
+    let rule = SlaRule::new("engine_guard", Window::Cumulative, Metric::Max)
+        .with_critical(Duration::from_millis(1));
+    let mut settings = settings(vec![rule]);
+    settings.latency_guard_reason = "engine_guard_latency";
+    let mut engine = Engine::with_settings(settings, Vec::new());
+    let mut ring = engine.ring();
+    push(&mut ring, &[span(stage, 0, 0, 3 * MS)]);
+    let snapshot = engine.cycle(4 * MS);
+    assert!(stage.latency_guard().is_tripped());
+    assert_eq!(
+        snapshot.guard_trips(Window::Cumulative),
+        [("engine_guard_latency", 1)],
+        "the guard and its trip are published together"
+    );
 }

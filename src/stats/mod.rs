@@ -3,7 +3,7 @@
 mod verdict;
 
 pub(crate) use verdict::fmt_duration;
-pub use verdict::{Metric, Severity, Value, Violation};
+pub use verdict::{CLEAR_BELOW, Metric, Severity, Value, Violation};
 
 use std::fmt;
 use std::time::Duration;

@@ -99,13 +99,7 @@ impl From<f64> for Value {
 
 /// A duration to three significant digits: `4.11ms`, `250µs`, `1.50s`.
 pub(crate) fn fmt_duration(d: Duration) -> String {
-    let ns = d.as_nanos() as f64;
-    let (v, unit) = match ns {
-        n if n < 1e3 => (n, "ns"),
-        n if n < 1e6 => (n / 1e3, "µs"),
-        n if n < 1e9 => (n / 1e6, "ms"),
-        n => (n / 1e9, "s"),
-    };
+    let (v, unit, _) = duration_unit(d.as_nanos() as f64);
     let decimals = if v >= 99.95 {
         0
     } else if v >= 9.995 {
@@ -116,6 +110,44 @@ pub(crate) fn fmt_duration(d: Duration) -> String {
     format!("{v:.decimals$}{unit}")
 }
 
+/// `ns` in the unit that reads best, and how many decimals of that unit reach the nanosecond.
+fn duration_unit(ns: f64) -> (f64, &'static str, usize) {
+    match ns {
+        n if n < 1e3 => (n, "ns", 0),
+        n if n < 1e6 => (n / 1e3, "µs", 3),
+        n if n < 1e9 => (n / 1e6, "ms", 6),
+        n => (n / 1e9, "s", 9),
+    }
+}
+
+impl Value {
+    /// `self` and `other` as text that tells them apart: three significant digits
+    /// ([`fmt_duration`]) unless they would read the same, then in the unit of the larger with
+    /// as many decimals as it takes (down to the nanosecond, or 10⁻⁶ of a percent).
+    pub(crate) fn fmt_apart(self, other: Value) -> (String, String) {
+        let (a, b) = (self.to_string(), other.to_string());
+        if a != b || self == other {
+            return (a, b);
+        }
+        match (self, other) {
+            (Value::Latency(x), Value::Latency(y)) => {
+                let (_, unit, most) = duration_unit(x.max(y).as_nanos() as f64);
+                let scale = 10f64.powi(most as i32);
+                let (x, y) = (x.as_nanos() as f64 / scale, y.as_nanos() as f64 / scale);
+                (3..=most)
+                    .map(|d| (format!("{x:.d$}{unit}"), format!("{y:.d$}{unit}")))
+                    .find(|(a, b)| a != b)
+                    .unwrap_or((a, b))
+            }
+            (Value::Ratio(x), Value::Ratio(y)) => (3..=6)
+                .map(|d| (format!("{:.d$}%", x * 100.0), format!("{:.d$}%", y * 100.0)))
+                .find(|(a, b)| a != b)
+                .unwrap_or((a, b)),
+            _ => (a, b),
+        }
+    }
+}
+
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -124,6 +156,11 @@ impl fmt::Display for Value {
         }
     }
 }
+
+/// A violation in force is left (for callbacks and latency guards) only once the observed value
+/// falls below this fraction of the threshold, so a metric hovering at its threshold does not
+/// announce or trip again at every cycle.
+pub const CLEAR_BELOW: f64 = 0.9;
 
 /// A rule broken by the latest snapshot.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,18 +176,101 @@ pub struct Violation {
     pub metric: Metric,
     /// Warning or critical.
     pub severity: Severity,
-    /// The threshold that was exceeded.
+    /// The threshold that was exceeded (for a cleared violation: the one that had been).
     pub threshold: Value,
-    /// What was observed.
+    /// What was observed: for a percentile, the top of the histogram bucket holding it (the
+    /// figure `get_stats` reports, within the histogram's precision above the exact value). For
+    /// a cleared violation, the value that cleared it, or zero when the window has no spans left.
     pub observed: Value,
+    /// Set on the event that a violation ended: its settled severity fell to none (the observed
+    /// value went below [`crate::CLEAR_BELOW`] of the threshold, or the window emptied). Only
+    /// the SLA callback receives cleared violations; the snapshot lists the active ones.
+    pub cleared: bool,
 }
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (observed, threshold) = self.observed.fmt_apart(self.threshold);
+        let (stage, metric, window) = (self.stage, self.metric, self.window);
+        if self.cleared {
+            return write!(
+                f,
+                "{} cleared: {stage} {metric} over {window}: {observed}, below {}% of {threshold}",
+                self.severity,
+                CLEAR_BELOW * 100.0,
+            );
+        }
         write!(
             f,
-            "{} {} {} over {}: {} > {}",
-            self.severity, self.stage, self.metric, self.window, self.observed, self.threshold
-        )
+            "{} {stage} {metric} over {window}: {observed} > {threshold}",
+            self.severity
+        )?;
+        if matches!(self.metric, Metric::Quantile(_)) && observed.len() > 6 {
+            // The precise digits above are the only sign the two differ: say why.
+            f.write_str(" (a percentile reads as the top of its histogram bucket)")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn violation(observed: Value, threshold: Value, metric: Metric) -> Violation {
+        Violation {
+            stage: "send",
+            labels: &[],
+            window: Window::S1,
+            metric,
+            severity: Severity::Warning,
+            threshold,
+            observed,
+            cleared: false,
+        }
+    }
+
+    #[test]
+    fn a_percentile_just_above_its_threshold_shows_the_digits_that_differ() {
+        let ms = Duration::from_millis(1);
+        let v = violation(
+            Value::Latency(Duration::from_nanos(1_000_499)),
+            Value::Latency(ms),
+            Metric::P95,
+        );
+        assert_eq!(
+            v.to_string(),
+            "warning send p95 over 1s: 1.0005ms > 1.0000ms (a percentile reads as the top \
+             of its histogram bucket)"
+        );
+        let far = violation(
+            Value::Latency(Duration::from_micros(1500)),
+            Value::Latency(ms),
+            Metric::P95,
+        );
+        assert_eq!(far.to_string(), "warning send p95 over 1s: 1.50ms > 1.00ms");
+        let ratio = violation(
+            Value::Ratio(0.020001),
+            Value::Ratio(0.02),
+            Metric::DeadlineMissRate,
+        );
+        assert_eq!(
+            ratio.to_string(),
+            "warning send deadline_miss_rate over 1s: 2.0001% > 2.0000%"
+        );
+    }
+
+    #[test]
+    fn a_cleared_violation_says_so() {
+        let mut v = violation(
+            Value::Latency(Duration::from_micros(800)),
+            Value::Latency(Duration::from_millis(1)),
+            Metric::P95,
+        );
+        v.cleared = true;
+        assert_eq!(
+            v.to_string(),
+            "warning cleared: send p95 over 1s: 800µs, below 90% of 1.00ms"
+        );
     }
 }
