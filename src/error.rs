@@ -284,8 +284,8 @@ pub struct InstallError {
 pub enum InstallErrorKind {
     /// The configuration is invalid.
     Config(ConfigError),
-    /// A collector is already running in this process (perhaps the default one, started by the
-    /// first measured span): drop its handle first, or install before the first span.
+    /// A collector installed earlier in this process is still running: drop its handle first.
+    /// (The default collector, started by a span before any install, gives way by itself.)
     AlreadyRunning,
     /// The aggregator thread (or the trace-file writer) could not be spawned.
     Spawn(std::io::Error),
@@ -311,7 +311,7 @@ impl fmt::Display for InstallError {
         match &self.kind {
             InstallErrorKind::Config(e) => write!(f, "invalid collector configuration: {e}"),
             InstallErrorKind::AlreadyRunning => f.write_str(
-                "a collector is already running in this process (the default one starts on the first measured span): install yours before any span, or drop the running collector's handle first",
+                "a collector installed earlier in this process is still running: drop its handle first (the default collector, started by a span before any install, gives way by itself)",
             ),
             InstallErrorKind::Spawn(e) => write!(f, "could not spawn the aggregator thread: {e}"),
             InstallErrorKind::TraceOutput { dir, error } => write!(

@@ -7,6 +7,7 @@
 //! processed when it panicked is given up (and it stays counted in `records`). On stop it refuses
 //! new rings, drains once more, publishes, clears its latency guards and exits.
 
+mod handover;
 pub(crate) mod omission;
 pub(crate) mod window;
 
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::hist::Layout;
+pub(crate) use handover::Handover;
 use omission::Correction;
 use window::{CountWindow, Cumulative, Event, StageWindows};
 
@@ -382,6 +384,7 @@ impl Aggregator {
             set_adaptive_ceiling(u64::MAX);
         }
         self.each_sink(|sink| sink.stop());
+        self.hand_over();
         let mut done = self.shared.flush_done.lock();
         *done = u64::MAX;
         self.shared.flush_cv.notify_all();

@@ -20,7 +20,7 @@ pub(super) static NEXT_RING_ID: AtomicU64 = AtomicU64::new(0);
 /// span of a thread no longer starts a default collector.
 pub(super) static NO_LAZY_DEFAULT: AtomicBool = AtomicBool::new(false);
 /// The lazily started default collector's handle: never dropped, it runs for the process.
-static DEFAULT: Mutex<Option<CollectorHandle>> = Mutex::new(None);
+pub(super) static DEFAULT: Mutex<Option<CollectorHandle>> = Mutex::new(None);
 /// The sampling threshold the user asked for; adaptive sampling lowers the live one below it.
 pub(super) static BASE_SAMPLING: AtomicU64 = AtomicU64::new(u64::MAX);
 /// The threshold adaptive sampling holds the rate to while engaged; `u64::MAX` when not.

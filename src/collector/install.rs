@@ -8,12 +8,12 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::globals::{
-    ADAPTIVE_REDUCED, BASE_SAMPLING, CURRENT, INSTALL, NEXT_GENERATION, NO_LAZY_DEFAULT,
+    ADAPTIVE_REDUCED, BASE_SAMPLING, CURRENT, DEFAULT, INSTALL, NEXT_GENERATION, NO_LAZY_DEFAULT,
     set_base_sampling,
 };
 use super::query::IntoStageQuery;
 use super::{CollectorBuilder, CollectorShared};
-use crate::aggregator::{Aggregator, Baseline};
+use crate::aggregator::{Aggregator, Baseline, Handover};
 use crate::error::{ConfigError, InstallError, InstallErrorKind};
 use crate::record::CONTROL;
 use crate::sink::{Install, Sink};
@@ -46,9 +46,15 @@ impl CollectorBuilder {
         if let Err(e) = self.validate() {
             return fail(InstallErrorKind::Config(e), self);
         }
-        if CURRENT.load().is_some() {
-            return fail(InstallErrorKind::AlreadyRunning, self);
-        }
+        // A default collector started by a span before this install gives way, handing over
+        // what it recorded; a collector someone installed does not.
+        let handover = match CURRENT.load().is_some() {
+            false => None,
+            true => match retire_default() {
+                Some(handover) => Some(handover),
+                None => return fail(InstallErrorKind::AlreadyRunning, self),
+            },
+        };
         if let Err(e) = self.apply_to_stages() {
             return fail(InstallErrorKind::Config(e), self);
         }
@@ -83,7 +89,9 @@ impl CollectorBuilder {
             }
         }
         let aggregator_shared = shared.clone();
-        let baseline = Baseline::now();
+        let baseline = handover
+            .as_ref()
+            .map_or_else(Baseline::now, Baseline::carried);
         // Shared with the thread's closure, so a failed spawn can still hand the builder back.
         let builder = std::sync::Arc::new(Mutex::new(Some(self)));
         let for_thread = builder.clone();
@@ -92,7 +100,12 @@ impl CollectorBuilder {
             .spawn(move || {
                 if let Some(builder) = for_thread.lock().take() {
                     let (settings, sinks) = builder.into_parts();
-                    Aggregator::new(aggregator_shared, settings, sinks, baseline).run();
+                    let mut aggregator =
+                        Aggregator::new(aggregator_shared, settings, sinks, baseline);
+                    if let Some(handover) = handover {
+                        aggregator.carry(handover);
+                    }
+                    aggregator.run();
                 }
             });
         let join = match spawned {
@@ -215,9 +228,34 @@ impl CollectorHandle {
     }
 }
 
+/// Stops the lazily started default collector, if it is the current one, and returns what it
+/// recorded. Called with the install lock held.
+fn retire_default() -> Option<Handover> {
+    let mut default = DEFAULT.lock().take()?;
+    let current = CURRENT.load();
+    if current.as_ref().map(|c| c.generation) != Some(default.shared.generation) {
+        *DEFAULT.lock() = Some(default);
+        return None;
+    }
+    default.shared.hand_over.store(true, Ordering::Release);
+    default.stop_locked();
+    default.shared.handover.lock().take()
+}
+
 impl Drop for CollectorHandle {
     fn drop(&mut self) {
+        if self.join.is_none() && self.shared.stop.load(Ordering::Acquire) {
+            return; // stopped already, by the install that replaced it (which holds the lock)
+        }
         let _lock = INSTALL.lock();
+        self.stop_locked();
+    }
+}
+
+impl CollectorHandle {
+    /// Stops the collector: the final drain, the thread joined, no longer current. Called with
+    /// the install lock held.
+    fn stop_locked(&mut self) {
         CONTROL.set_stopped(self.shared.generation);
         self.shared.stop.store(true, Ordering::Release);
         self.shared.wake();

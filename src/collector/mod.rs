@@ -2,10 +2,12 @@
 //! current collector.
 //!
 //! One collector is current per process. It starts by itself, with [`CollectorBuilder::default`],
-//! on the first span when nobody installed one, and then runs for the life of the process; or it is
-//! installed explicitly with [`CollectorBuilder::install`], which returns a [`CollectorHandle`]
-//! whose drop runs a final drain, stops the aggregator thread and joins it. After that, spans
-//! record nothing until another collector is installed.
+//! on the first span when nobody installed one, and runs until the process ends or an install
+//! replaces it: [`CollectorBuilder::install`] stops that default collector and carries what it
+//! recorded into its own cumulative figures (its sliding windows start at the install). An
+//! installed collector's [`CollectorHandle`] runs a final drain on drop, stops the aggregator
+//! thread and joins it; spans then record nothing until another collector is installed, and a
+//! second install while it runs fails.
 
 mod builder;
 mod globals;

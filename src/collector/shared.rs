@@ -10,7 +10,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::builder::Extensions;
 use super::globals::NEXT_RING_ID;
-use crate::aggregator::ThreadRing;
+use crate::aggregator::{Handover, ThreadRing};
 use crate::handoff::Handoff;
 use crate::record::Record;
 use crate::recorder::ThreadShared;
@@ -38,6 +38,10 @@ pub(crate) struct CollectorShared {
     pub(crate) flush_requested: AtomicU64,
     pub(crate) flush_done: Mutex<u64>,
     pub(crate) flush_cv: Condvar,
+    /// Set by an install replacing this collector: its aggregator leaves its figures in
+    /// `handover` as it stops.
+    pub(crate) hand_over: AtomicBool,
+    pub(crate) handover: Mutex<Option<Handover>>,
     #[cfg(feature = "test-util")]
     pub(crate) inject_panic: AtomicBool,
 }
@@ -123,6 +127,8 @@ impl CollectorShared {
             flush_requested: AtomicU64::new(0),
             flush_done: Mutex::new(0),
             flush_cv: Condvar::new(),
+            hand_over: AtomicBool::new(false),
+            handover: Mutex::new(None),
             #[cfg(feature = "test-util")]
             inject_panic: AtomicBool::new(false),
         }
