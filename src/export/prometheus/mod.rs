@@ -123,6 +123,10 @@ pub use buckets::{MAX_BUCKETS, default_buckets};
 pub use builder::PrometheusBuilder;
 pub use names::MetricNames;
 
+/// The name rules the export checks namespaces, gauges and labels with, for tools that write
+/// names against it.
+pub use crate::prom_name::{is_label_name, is_metric_name};
+
 use super::ExportError;
 use crate::stage::Stage;
 use crate::stats::Snapshot;
@@ -401,18 +405,4 @@ struct Published {
     interval: Duration,
     /// False once the collector stopped.
     running: bool,
-}
-
-/// `[a-zA-Z_][a-zA-Z0-9_]*`: a metric name without colons (those are for recording rules).
-fn is_metric_name(s: &str) -> bool {
-    let mut bytes = s.bytes();
-    bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-/// A label name: a metric name not starting with `__` (reserved for Prometheus' own labels).
-fn is_label_name(s: &str) -> bool {
-    is_metric_name(s) && !s.starts_with("__")
 }
