@@ -4,13 +4,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::prometheus::proto;
+#[cfg(all(feature = "prometheus-process", target_os = "linux"))]
+use ::prometheus::core::Desc;
 use arc_swap::ArcSwapOption;
 use parking_lot::Mutex;
 
 #[cfg(doc)]
 use super::MAX_BUCKETS;
-use super::buckets::{bounds_ns, default_buckets};
+use super::buckets::{Bounds, bounds_ns, default_buckets};
 use super::encode::pair;
 use super::families::StageCollector;
 use super::registry::register;
@@ -134,11 +135,65 @@ impl PrometheusBuilder {
     /// Validates the configuration and registers the export's collector (and the process
     /// collector, if asked for) into the registry.
     pub fn build(self) -> Result<PrometheusExporter, ExportError> {
+        let core = Arc::new(Core {
+            config: self.config()?,
+            state: ArcSwapOption::empty(),
+            gauge_names: Mutex::new(HashSet::new()),
+        });
+        let registry = self.registry.unwrap_or_default();
+        let collector = StageCollector::new(core.clone())?;
+        #[cfg_attr(
+            not(all(feature = "prometheus-process", target_os = "linux")),
+            allow(unused_mut)
+        )]
+        let mut registered = vec![collector.descs.clone()];
+        register(
+            &registry,
+            Box::new(collector),
+            core.config.names.stage_duration(),
+        )?;
+        #[cfg(all(feature = "prometheus-process", target_os = "linux"))]
+        if self.process
+            && let Err(e) = register_process(&registry, &core.config, &mut registered)
+        {
+            unregister_all(&registry, &registered);
+            return Err(e);
+        }
+        Ok(PrometheusExporter {
+            shared: Arc::new(Shared {
+                registry,
+                core,
+                gauges: Mutex::new(HashMap::new()),
+                registered: Mutex::new(registered),
+            }),
+        })
+    }
+
+    /// The settings, validated, as the collector reads them. Checked in this order: namespace,
+    /// const labels, default buckets, per-stage buckets.
+    fn config(&self) -> Result<Config, ExportError> {
         if !is_metric_name(&self.namespace) {
             return Err(ExportError::InvalidNamespace {
-                namespace: self.namespace,
+                namespace: self.namespace.clone(),
             });
         }
+        let const_labels = self.const_labels()?;
+        let default_bounds = bounds_ns(&self.buckets, None)?;
+        let stage_bounds = self.stage_bounds()?;
+        Ok(Config {
+            namespace: self.namespace.clone(),
+            unit: self.unit,
+            default_bounds,
+            stage_bounds,
+            const_pairs: const_labels.iter().map(|(k, v)| pair(k, v)).collect(),
+            const_labels,
+            window_quantiles: self.window_quantiles,
+            names: MetricNames::new(&self.namespace, self.unit),
+        })
+    }
+
+    /// The const labels, each a label name the export does not set itself, with a value, once.
+    fn const_labels(&self) -> Result<Vec<(String, String)>, ExportError> {
         let mut const_labels: Vec<(String, String)> = Vec::new();
         for (name, value) in &self.const_labels {
             if !is_label_name(name) || RESERVED_LABELS.contains(&name.as_str()) {
@@ -158,7 +213,11 @@ impl PrometheusBuilder {
             }
             const_labels.push((name.clone(), value.clone()));
         }
-        let default_bounds = bounds_ns(&self.buckets, None)?;
+        Ok(const_labels)
+    }
+
+    /// The per-stage bucket lists, by stage name: valid names, valid lists, one list a stage.
+    fn stage_bounds(&self) -> Result<HashMap<String, Arc<Bounds>>, ExportError> {
         let mut stage_bounds = HashMap::new();
         for (stage, bounds) in &self.stage_buckets {
             if crate::stage::valid_name(stage).is_err() {
@@ -173,59 +232,22 @@ impl PrometheusBuilder {
                 });
             }
         }
-        let names = MetricNames::new(&self.namespace, self.unit);
-        let const_pairs: Vec<proto::LabelPair> =
-            const_labels.iter().map(|(k, v)| pair(k, v)).collect();
-        let core = Arc::new(Core {
-            config: Config {
-                namespace: self.namespace,
-                unit: self.unit,
-                default_bounds,
-                stage_bounds,
-                const_labels,
-                const_pairs,
-                window_quantiles: self.window_quantiles,
-                names,
-            },
-            state: ArcSwapOption::empty(),
-            gauge_names: Mutex::new(HashSet::new()),
-        });
-        let registry = self.registry.unwrap_or_default();
-        let collector = StageCollector::new(core.clone())?;
-        #[cfg_attr(
-            not(all(feature = "prometheus-process", target_os = "linux")),
-            allow(unused_mut)
-        )]
-        let mut registered = vec![collector.descs.clone()];
-        register(
-            &registry,
-            Box::new(collector),
-            core.config.names.stage_duration(),
-        )?;
-        #[cfg(all(feature = "prometheus-process", target_os = "linux"))]
-        if self.process {
-            let inner = ::prometheus::process_collector::ProcessCollector::for_self();
-            let process = WithConstLabels::new(inner, &core.config.const_labels);
-            let result = match process {
-                Ok(c) => {
-                    let descs = c.descs.clone();
-                    register(&registry, Box::new(c), "process_cpu_seconds_total")
-                        .map(|()| registered.push(descs))
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
-                unregister_all(&registry, &registered);
-                return Err(e);
-            }
-        }
-        Ok(PrometheusExporter {
-            shared: Arc::new(Shared {
-                registry,
-                core,
-                gauges: Mutex::new(HashMap::new()),
-                registered: Mutex::new(registered),
-            }),
-        })
+        Ok(stage_bounds)
     }
+}
+
+/// Registers the prometheus crate's process collector with the const labels, and adds its
+/// descriptors to `registered`.
+#[cfg(all(feature = "prometheus-process", target_os = "linux"))]
+fn register_process(
+    registry: &Registry,
+    config: &Config,
+    registered: &mut Vec<Vec<Desc>>,
+) -> Result<(), ExportError> {
+    let inner = ::prometheus::process_collector::ProcessCollector::for_self();
+    let process = WithConstLabels::new(inner, &config.const_labels)?;
+    let descs = process.descs.clone();
+    register(registry, Box::new(process), "process_cpu_seconds_total")?;
+    registered.push(descs);
+    Ok(())
 }
