@@ -139,6 +139,8 @@ mod limits;
 #[cfg(all(not(laptime_loom), feature = "profile"))]
 pub mod profile;
 #[cfg(not(laptime_loom))]
+mod prom_name;
+#[cfg(not(laptime_loom))]
 mod record;
 #[cfg(not(laptime_loom))]
 mod recorder;

@@ -21,6 +21,7 @@ use std::sync::{LazyLock, OnceLock};
 use parking_lot::Mutex;
 
 use crate::error::StageError;
+use crate::prom_name::is_label_name;
 
 pub use crate::limits::{DEFAULT_MAX_STAGES, MAX_NAME_LEN, MAX_STAGES_LIMIT};
 
@@ -429,16 +430,7 @@ pub(crate) const fn check_labels(labels: &[(&str, &str)]) -> Result<(), NameProb
     let mut i = 0;
     while i < labels.len() {
         let (k, v) = labels[i];
-        let key = k.as_bytes();
-        let mut ok = !key.is_empty()
-            && key.len() <= MAX_NAME_LEN
-            && (key[0].is_ascii_alphabetic() || key[0] == b'_')
-            && !(key.len() >= 2 && key[0] == b'_' && key[1] == b'_');
-        let mut j = 1;
-        while ok && j < key.len() {
-            ok = key[j].is_ascii_alphanumeric() || key[j] == b'_';
-            j += 1;
-        }
+        let mut ok = is_label_name(k) && k.len() <= MAX_NAME_LEN;
         let reserved = ["stage", "le", "quantile", "window"];
         let mut r = 0;
         while r < reserved.len() {
@@ -683,6 +675,35 @@ mod tests {
         ));
         assert!("bad name".into_stage().is_none());
         assert!(registry().rejected() >= 1);
+    }
+
+    /// The label-name rule as stages have always applied it: Prometheus label names, none
+    /// reserved by the export, at most [`MAX_NAME_LEN`] bytes.
+    #[test]
+    fn label_names_follow_the_prometheus_rule() {
+        let long: &'static str = Box::leak("x".repeat(MAX_NAME_LEN + 1).into_boxed_str());
+        let at_most: &'static str = &long[1..];
+        let table = [
+            ("verb", true),
+            ("_x1", true),
+            ("Api9", true),
+            (at_most, true),
+            (long, false),
+            ("", false),
+            ("1x", false),
+            ("a:b", false),
+            ("a-b", false),
+            ("__x", false),
+            ("é", false),
+            ("stage", false),
+            ("le", false),
+            ("quantile", false),
+            ("window", false),
+        ];
+        for (name, ok) in table {
+            let labels = [(name, "v")];
+            assert_eq!(check_labels(&labels).is_ok(), ok, "{name:?}");
+        }
     }
 
     #[test]

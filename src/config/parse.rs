@@ -19,6 +19,7 @@ use super::{
 };
 use crate::clock::ClockSource;
 use crate::collector::{AdaptiveSampling, WindowSpec};
+use crate::prom_name::{is_label_name, is_metric_name};
 use crate::sla::{Metric, Value};
 use crate::stats::Window;
 
@@ -638,16 +639,6 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigFileError> {
     })
 }
 
-/// A Prometheus metric or label name: `[a-zA-Z_][a-zA-Z0-9_]*` (no `:`, which is for
-/// recording rules).
-fn is_prom_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 fn convert_prometheus(
     ctx: &mut Ctx<'_>,
     raw: Option<Spanned<RawPrometheus>>,
@@ -675,7 +666,12 @@ fn convert_prometheus(
         if let Some(v) = value {
             ctx.note(key, &v.span());
             let name = v.get_ref();
-            if !is_prom_name(name) || (label && name.starts_with("__")) {
+            let valid = if label {
+                is_label_name(name)
+            } else {
+                is_metric_name(name)
+            };
+            if !valid {
                 return Err(ctx.err(
                     key,
                     &v.span(),
@@ -708,7 +704,7 @@ fn convert_prometheus(
     }
     if let Some(v) = &raw.gauges {
         ctx.note("prometheus.gauges", &v.span());
-        if let Some(bad) = v.get_ref().iter().find(|g| !is_prom_name(g)) {
+        if let Some(bad) = v.get_ref().iter().find(|g| !is_metric_name(g)) {
             return Err(ctx.err(
                 "prometheus.gauges",
                 &v.span(),
@@ -1154,6 +1150,30 @@ mod tests {
         assert_eq!(lines.at(16), (3, 1));
         assert_eq!(lines.at(17), (4, 1));
         assert_eq!(lines.at(999), (4, 5));
+    }
+
+    /// `[prometheus]` names as the file has always checked them: the namespace and gauges are
+    /// metric names, the env label a label name (no `__` prefix).
+    #[test]
+    fn prometheus_names_follow_the_prometheus_rules() {
+        // (name, as a namespace or gauge, as the env label)
+        let table = [
+            ("mm", true, true),
+            ("_x1", true, true),
+            ("__x", true, false),
+            ("", false, false),
+            ("1x", false, false),
+            ("a:b", false, false),
+            ("a-b", false, false),
+            ("é", false, false),
+        ];
+        for (name, metric, label) in table {
+            let read = |text: String| parse(&text).is_ok();
+            let ns = read(format!("[prometheus]\nnamespace = {name:?}\n"));
+            let gauge = read(format!("[prometheus]\ngauges = [{name:?}]\n"));
+            let env = read(format!("[prometheus]\nenv_label = {name:?}\n"));
+            assert_eq!((ns, gauge, env), (metric, metric, label), "{name:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,71 @@
+//! Building the prometheus crate's protobuf values: a metric of each kind, a family, a label pair.
+
+use ::prometheus::proto::{self, MetricFamily, MetricType};
+
+use super::Unit;
+use super::buckets::StageExport;
+
+pub(super) fn histogram_metric(
+    labels: Vec<proto::LabelPair>,
+    e: &StageExport,
+    unit: Unit,
+) -> proto::Metric {
+    let mut cumulative = 0u64;
+    let mut buckets = Vec::with_capacity(e.bounds.len + 1);
+    for (bound, count) in e.bounds.as_slice().iter().zip(e.counts.iter()) {
+        cumulative += count;
+        let mut b = proto::Bucket::default();
+        b.set_upper_bound(unit.of_ns(*bound));
+        b.set_cumulative_count(cumulative);
+        buckets.push(b);
+    }
+    // `+Inf` is written by the encoder, as `_count` (an explicit infinite bound would be printed
+    // as `inf`); `StageBuckets::export` asserts that our counts add up to it.
+    let mut h = proto::Histogram::default();
+    h.set_bucket(buckets);
+    h.set_sample_count(e.count);
+    h.set_sample_sum(e.sum_ns as f64 / unit.ns_per_unit());
+    let mut m = proto::Metric::default();
+    m.set_label(labels);
+    m.set_histogram(h);
+    m
+}
+
+pub(super) fn counter_metric(labels: Vec<proto::LabelPair>, value: f64) -> proto::Metric {
+    let mut c = proto::Counter::default();
+    c.set_value(value);
+    let mut m = proto::Metric::default();
+    m.set_label(labels);
+    m.set_counter(c);
+    m
+}
+
+pub(super) fn gauge_metric(labels: Vec<proto::LabelPair>, value: f64) -> proto::Metric {
+    let mut g = proto::Gauge::default();
+    g.set_value(value);
+    let mut m = proto::Metric::default();
+    m.set_label(labels);
+    m.set_gauge(g);
+    m
+}
+
+pub(super) fn family(
+    name: &str,
+    help: &str,
+    ty: MetricType,
+    metrics: Vec<proto::Metric>,
+) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_owned());
+    f.set_help(help.to_owned());
+    f.set_field_type(ty);
+    f.set_metric(metrics);
+    f
+}
+
+pub(super) fn pair(name: &str, value: &str) -> proto::LabelPair {
+    let mut p = proto::LabelPair::default();
+    p.set_name(name.to_owned());
+    p.set_value(value.to_owned());
+    p
+}

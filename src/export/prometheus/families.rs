@@ -1,0 +1,459 @@
+//! The collector registered in the registry, and the metric families it renders from what the
+//! aggregator last published.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::prometheus::core::{Collector as PromCollector, Desc};
+use ::prometheus::proto::{self, MetricFamily, MetricType};
+
+use super::buckets::StageFigures;
+use super::encode::{counter_metric, family, gauge_metric, histogram_metric, pair};
+use super::{Config, Core, MetricNames, Published, RESERVED_LABELS, Unit};
+use crate::export::ExportError;
+use crate::stage::Stage;
+use crate::stats::{Snapshot, StageStats, Window};
+
+/// The quantiles exported per sliding window, with the `percentile` label value each carries.
+const WINDOW_QUANTILES: [(f64, &str); 4] =
+    [(0.5, "50"), (0.95, "95"), (0.99, "99"), (0.999, "99.9")];
+
+/// The collector registered in the registry: renders the last published figures.
+pub(super) struct StageCollector {
+    core: Arc<Core>,
+    pub(super) descs: Vec<Desc>,
+}
+
+impl StageCollector {
+    pub(super) fn new(core: Arc<Core>) -> Result<Self, ExportError> {
+        let c = &core.config;
+        let labels: HashMap<String, String> = c.const_labels.iter().cloned().collect();
+        let mut descs = Vec::new();
+        let mut desc = |name: &str, help: &str, vars: &[&str]| -> Result<(), ExportError> {
+            let d = Desc::new(
+                name.to_owned(),
+                help.to_owned(),
+                vars.iter().map(|v| (*v).to_owned()).collect(),
+                labels.clone(),
+            )
+            .map_err(|e| ExportError::Registry {
+                message: e.to_string(),
+            })?;
+            descs.push(d);
+            Ok(())
+        };
+        let n = &c.names;
+        desc(n.stage_duration(), STAGE_HIST_HELP, &["stage"])?;
+        if c.window_quantiles {
+            desc(
+                n.window_quantile(),
+                WINDOW_QUANTILE_HELP,
+                &["stage", "window", "percentile"],
+            )?;
+        }
+        desc(n.deadline_miss(), DEADLINE_MISS_HELP, &["stage"])?;
+        desc(n.guard_trips(), GUARD_TRIPS_HELP, &["reason"])?;
+        desc(n.dropped(), DROPPED_HELP, &["stage"])?;
+        desc(n.sampled_out(), SAMPLED_OUT_HELP, &["stage"])?;
+        desc(n.cancelled(), CANCELLED_HELP, &["stage"])?;
+        desc(n.produced(), PRODUCED_HELP, &["stage"])?;
+        desc(n.in_rings(), IN_RINGS_HELP, &["stage"])?;
+        desc(n.unwound(), UNWOUND_HELP, &["stage"])?;
+        desc(
+            n.stage_duration_corrected(),
+            CORRECTED_HIST_HELP,
+            &["stage"],
+        )?;
+        desc(n.expected_interval(), EXPECTED_INTERVAL_HELP, &["stage"])?;
+        desc(n.synthesized(), SYNTHESIZED_HELP, &["stage"])?;
+        if c.window_quantiles {
+            desc(
+                n.window_quantile_corrected(),
+                CORRECTED_QUANTILE_HELP,
+                &["stage", "window", "percentile"],
+            )?;
+        }
+        for (name, m) in &n.health {
+            desc(name, m.help, &[])?;
+        }
+        Ok(Self { core, descs })
+    }
+}
+
+const STAGE_HIST_HELP: &str = "Stage durations since the collector started, cumulative (labelled stages have their own family).";
+const WINDOW_QUANTILE_HELP: &str = "Percentile of a stage's durations over one sliding window of this process (not aggregatable: use the histogram across instances).";
+const DEADLINE_MISS_HELP: &str =
+    "Spans that ran past their stage's deadline, counted once each (while stuck or when they end).";
+const GUARD_TRIPS_HELP: &str = "Guard trips by reason, since the collector started.";
+const DROPPED_HELP: &str = "Records lost to full rings, by stage.";
+const SAMPLED_OUT_HELP: &str = "Calls skipped by sampling, by stage (counted exactly).";
+const CANCELLED_HELP: &str = "Spans abandoned before they ended (cancelled guards, dropped tokens and async futures), by stage.";
+const PRODUCED_HELP: &str = "Span outcomes (ends, values, cancellations) that passed sampling, by stage; produced = the stage's histogram _count + records_dropped_total + spans_cancelled_total + spans_in_rings.";
+const IN_RINGS_HELP: &str = "A stage's span outcomes pushed into rings and not yet aggregated at the last publish (the in-flight part of spans_produced_total).";
+const UNWOUND_HELP: &str = "Spans that ended while their thread was unwinding from a panic (almost always a guard the panic dropped), by stage (recorded as durations too, so also in the histogram's _count).";
+const CORRECTED_HIST_HELP: &str = "Stage durations with coordinated-omission correction, cumulative: the raw durations plus, for each span at least twice the stage's expected interval, the latencies of the spans it held back (HdrHistogram's expected-interval rule). Only stages with an expected interval.";
+const CORRECTED_QUANTILE_HELP: &str = "Percentile of a stage's coordinated-omission-corrected durations over one sliding window of this process (beside the raw stage_window_quantile; not aggregatable).";
+const EXPECTED_INTERVAL_HELP: &str = "The interval a corrected stage's spans are expected to start at: the period of its coordinated-omission correction.";
+const LABELLED_HIST_HELP: &str =
+    "Durations of a labelled stage since the collector started, cumulative.";
+const SYNTHESIZED_HELP: &str = "Values the coordinated-omission correction added for spans held back by a slower one, by stage (the corrected histogram's _count is the spans recorded since the correction was on plus these).";
+
+impl PromCollector for StageCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        // A scrape must not take the host down; a bug here costs one scrape's stage families.
+        catch_unwind(AssertUnwindSafe(|| self.core.families())).unwrap_or_default()
+    }
+}
+
+impl Core {
+    /// Every family of one scrape, from what the aggregator last published: the per-stage
+    /// families stage by stage, then guard trips and health. Families without series are left out.
+    fn families(&self) -> Vec<MetricFamily> {
+        let Some(p) = self.state.load_full() else {
+            return Vec::new();
+        };
+        let c = &self.config;
+        let owners = family_owners(c, &p);
+        let gauge_names = self.gauge_names.lock().clone();
+        let windows: Vec<Window> = p
+            .snapshot
+            .windows
+            .iter()
+            .copied()
+            .filter(|w| *w != Window::Cumulative)
+            .collect();
+        let mut series = StageSeries::default();
+        for f in p.stages.iter().flatten() {
+            let Some(s) = StageScrape::new(c, f, &p.snapshot) else {
+                continue;
+            };
+            let (family, labels) = histogram_home(c, &s, &owners, &gauge_names);
+            series.add_histogram(family, labels, &s, c.unit);
+            series.add_counters(&s);
+            series.add_corrected(&s, c.unit);
+            if c.window_quantiles {
+                series.add_window_quantiles(&s, &p.snapshot, &windows, c.unit);
+            }
+        }
+        let mut out = series.into_families(&c.names);
+        out.push(guard_trips(c, &p.snapshot));
+        out.extend(health(c, &p));
+        out.retain(|f| !f.get_metric().is_empty());
+        out
+    }
+}
+
+/// Who owns each labelled stage's own family name: when two stages map to one name, the one with
+/// the lower id, decided over every stage (idle ones too), so the owner never changes between
+/// scrapes.
+fn family_owners(c: &Config, p: &Published) -> HashMap<String, &'static str> {
+    let mut owners = HashMap::new();
+    for f in p.stages.iter().flatten() {
+        let stage = f.raw.stage;
+        if !stage.labels().is_empty() {
+            let own = MetricNames::own_family(&c.namespace, c.unit, stage.name());
+            owners.entry(own).or_insert(stage.name());
+        }
+    }
+    owners
+}
+
+/// The family a stage's histogram goes in, and its labels: a labelled stage's own family when the
+/// stage owns the name and neither the export nor an application gauge uses it, else the shared
+/// `stage_duration` family with a `stage` label.
+fn histogram_home(
+    c: &Config,
+    s: &StageScrape<'_>,
+    owners: &HashMap<String, &'static str>,
+    gauge_names: &HashSet<String>,
+) -> (String, Vec<proto::LabelPair>) {
+    let stage = s.stage();
+    if !s.own_labels.is_empty() {
+        let own = MetricNames::own_family(&c.namespace, c.unit, stage.name());
+        let owner = owners.get(&own).copied().unwrap_or(stage.name());
+        let taken = c.names.fixed().any(|f| *f == own) || gauge_names.contains(&own);
+        if owner == stage.name() && !taken {
+            let mut labels = s.own_labels.clone();
+            labels.extend(c.const_pairs.iter().cloned());
+            return (own, labels);
+        }
+    }
+    (c.names.stage_duration().to_owned(), s.with_stage(&[]))
+}
+
+/// One stage as a scrape sees it: the figures its sink published, and its cumulative statistics
+/// from the snapshot of the same cycle.
+struct StageScrape<'a> {
+    figures: &'a StageFigures,
+    cumulative: Option<&'a StageStats>,
+    /// The stage's static labels, a name the export uses itself (or a const label's) exported
+    /// as `exported_<name>`.
+    own_labels: Vec<proto::LabelPair>,
+    const_pairs: &'a [proto::LabelPair],
+}
+
+impl<'a> StageScrape<'a> {
+    /// `None` for a stage without a deadline that has nothing to show yet: nothing recorded,
+    /// missed, dropped, sampled out, cancelled or waiting in a ring.
+    fn new(c: &'a Config, figures: &'a StageFigures, snap: &'a Snapshot) -> Option<Self> {
+        let e = &figures.raw;
+        let stage = e.stage;
+        let cumulative = snap.stats(stage, Window::Cumulative);
+        let in_rings = cumulative.map_or(0, |s| s.in_rings);
+        let active = e.count > 0
+            || e.misses > 0
+            || e.dropped > 0
+            || e.sampled_out > 0
+            || e.cancelled > 0
+            || in_rings > 0;
+        if !active && stage.deadline().is_none() {
+            return None;
+        }
+        let own_labels = stage
+            .labels()
+            .iter()
+            .map(|(k, v)| {
+                if c.const_labels.iter().any(|(ck, _)| ck == k) || RESERVED_LABELS.contains(k) {
+                    pair(&format!("exported_{k}"), v)
+                } else {
+                    pair(k, v)
+                }
+            })
+            .collect();
+        Some(Self {
+            figures,
+            cumulative,
+            own_labels,
+            const_pairs: &c.const_pairs,
+        })
+    }
+
+    fn stage(&self) -> Stage {
+        self.figures.raw.stage
+    }
+
+    /// The labels of a per-stage series: `stage`, the stage's own, `extra`, the const labels.
+    fn with_stage(&self, extra: &[proto::LabelPair]) -> Vec<proto::LabelPair> {
+        let mut l = Vec::with_capacity(2 + self.own_labels.len() + self.const_pairs.len());
+        l.push(pair("stage", self.stage().name()));
+        l.extend(self.own_labels.iter().cloned());
+        l.extend(extra.iter().cloned());
+        l.extend(self.const_pairs.iter().cloned());
+        l
+    }
+}
+
+/// The per-stage series of one scrape, one list per family, in stage order.
+#[derive(Default)]
+struct StageSeries {
+    /// By family name: the shared `stage_duration` family and the labelled stages' own.
+    hists: BTreeMap<String, Vec<proto::Metric>>,
+    corrected_hists: Vec<proto::Metric>,
+    quantiles: Vec<proto::Metric>,
+    corrected_quantiles: Vec<proto::Metric>,
+    intervals: Vec<proto::Metric>,
+    synthesized: Vec<proto::Metric>,
+    misses: Vec<proto::Metric>,
+    dropped: Vec<proto::Metric>,
+    sampled_out: Vec<proto::Metric>,
+    cancelled: Vec<proto::Metric>,
+    produced: Vec<proto::Metric>,
+    in_rings: Vec<proto::Metric>,
+    unwound: Vec<proto::Metric>,
+}
+
+impl StageSeries {
+    /// The stage's cumulative histogram, in `family` (see [`histogram_home`]).
+    fn add_histogram(
+        &mut self,
+        family: String,
+        labels: Vec<proto::LabelPair>,
+        s: &StageScrape<'_>,
+        unit: Unit,
+    ) {
+        let metric = histogram_metric(labels, &s.figures.raw, unit);
+        self.hists.entry(family).or_default().push(metric);
+    }
+
+    /// Deadline misses (for a stage with a deadline or a miss), drops, sampling, cancellations
+    /// and the stage's side of the accounting identity.
+    fn add_counters(&mut self, s: &StageScrape<'_>) {
+        let e = &s.figures.raw;
+        let labels = s.with_stage(&[]);
+        if s.stage().deadline().is_some() || e.misses > 0 {
+            self.misses
+                .push(counter_metric(labels.clone(), e.misses as f64));
+        }
+        self.dropped
+            .push(counter_metric(labels.clone(), e.dropped as f64));
+        self.sampled_out
+            .push(counter_metric(labels.clone(), e.sampled_out as f64));
+        self.cancelled
+            .push(counter_metric(labels.clone(), e.cancelled as f64));
+        // From the snapshot published in the same cycle as the histogram:
+        // produced = _count + dropped + cancelled + in rings.
+        let (made, in_rings, unwound) = s
+            .cumulative
+            .map_or((0, 0, 0), |c| (c.produced, c.in_rings, c.unwound));
+        self.produced
+            .push(counter_metric(labels.clone(), made as f64));
+        self.in_rings
+            .push(gauge_metric(labels.clone(), in_rings as f64));
+        self.unwound.push(counter_metric(labels, unwound as f64));
+    }
+
+    /// The coordinated-omission figures, only for a stage that has them: absent, not zero,
+    /// otherwise.
+    fn add_corrected(&mut self, s: &StageScrape<'_>, unit: Unit) {
+        if let Some(ce) = &s.figures.corrected {
+            self.corrected_hists
+                .push(histogram_metric(s.with_stage(&[]), ce, unit));
+        }
+        if let Some(co) = s.cumulative.and_then(|c| c.corrected.as_ref()) {
+            let ns = u64::try_from(co.expected_interval.as_nanos()).unwrap_or(u64::MAX);
+            self.intervals
+                .push(gauge_metric(s.with_stage(&[]), unit.of_ns(ns)));
+            self.synthesized
+                .push(counter_metric(s.with_stage(&[]), co.synthesized as f64));
+        }
+    }
+
+    /// The exported quantiles of every sliding window with values: the raw ones, and the
+    /// corrected ones where the window has corrected values.
+    fn add_window_quantiles(
+        &mut self,
+        s: &StageScrape<'_>,
+        snap: &Snapshot,
+        windows: &[Window],
+        unit: Unit,
+    ) {
+        for &w in windows {
+            let Some(stats) = snap.stats(s.stage(), w).filter(|st| st.count > 0) else {
+                continue;
+            };
+            let window = pair("window", &w.to_string());
+            let raw = |q| stats.quantile(q);
+            quantile_gauges(&mut self.quantiles, raw, s, &window, unit);
+            if let Some(co) = stats.corrected.as_ref().filter(|co| co.count > 0) {
+                let corrected = |q| co.quantile(q);
+                quantile_gauges(&mut self.corrected_quantiles, corrected, s, &window, unit);
+            }
+        }
+    }
+
+    /// The families, in the order the export writes them.
+    fn into_families(self, n: &MetricNames) -> Vec<MetricFamily> {
+        let mut out: Vec<MetricFamily> = self
+            .hists
+            .into_iter()
+            .map(|(name, metrics)| {
+                let help = if name == n.stage_duration() {
+                    STAGE_HIST_HELP
+                } else {
+                    LABELLED_HIST_HELP
+                };
+                family(&name, help, MetricType::HISTOGRAM, metrics)
+            })
+            .collect();
+        let (hist, gauge, counter) = (
+            MetricType::HISTOGRAM,
+            MetricType::GAUGE,
+            MetricType::COUNTER,
+        );
+        let per_stage = [
+            (
+                n.stage_duration_corrected(),
+                CORRECTED_HIST_HELP,
+                hist,
+                self.corrected_hists,
+            ),
+            (
+                n.window_quantile(),
+                WINDOW_QUANTILE_HELP,
+                gauge,
+                self.quantiles,
+            ),
+            (
+                n.window_quantile_corrected(),
+                CORRECTED_QUANTILE_HELP,
+                gauge,
+                self.corrected_quantiles,
+            ),
+            (
+                n.expected_interval(),
+                EXPECTED_INTERVAL_HELP,
+                gauge,
+                self.intervals,
+            ),
+            (n.synthesized(), SYNTHESIZED_HELP, counter, self.synthesized),
+            (n.deadline_miss(), DEADLINE_MISS_HELP, counter, self.misses),
+            (n.dropped(), DROPPED_HELP, counter, self.dropped),
+            (n.sampled_out(), SAMPLED_OUT_HELP, counter, self.sampled_out),
+            (n.cancelled(), CANCELLED_HELP, counter, self.cancelled),
+            (n.produced(), PRODUCED_HELP, counter, self.produced),
+            (n.in_rings(), IN_RINGS_HELP, gauge, self.in_rings),
+            (n.unwound(), UNWOUND_HELP, counter, self.unwound),
+        ];
+        out.extend(
+            per_stage
+                .into_iter()
+                .map(|(name, help, ty, metrics)| family(name, help, ty, metrics)),
+        );
+        out
+    }
+}
+
+/// One gauge per exported quantile of one window, in the unit.
+fn quantile_gauges(
+    out: &mut Vec<proto::Metric>,
+    quantile: impl Fn(f64) -> Option<Duration>,
+    s: &StageScrape<'_>,
+    window: &proto::LabelPair,
+    unit: Unit,
+) {
+    for (q, label) in WINDOW_QUANTILES {
+        let v = quantile(q).unwrap_or_default();
+        let ns = u64::try_from(v.as_nanos()).unwrap_or(u64::MAX);
+        let l = s.with_stage(&[window.clone(), pair("percentile", label)]);
+        out.push(gauge_metric(l, unit.of_ns(ns)));
+    }
+}
+
+/// Guard trips by reason, over the cumulative window.
+fn guard_trips(c: &Config, snap: &Snapshot) -> MetricFamily {
+    let trips = snap
+        .guard_trips
+        .iter()
+        .map(|g| {
+            let mut l = vec![pair("reason", g.reason)];
+            l.extend(c.const_pairs.iter().cloned());
+            counter_metric(l, g.counts.last().copied().unwrap_or(0) as f64)
+        })
+        .collect();
+    family(
+        c.names.guard_trips(),
+        GUARD_TRIPS_HELP,
+        MetricType::COUNTER,
+        trips,
+    )
+}
+
+/// One family per health figure, with the const labels only.
+fn health<'a>(c: &'a Config, p: &'a Published) -> impl Iterator<Item = MetricFamily> + 'a {
+    c.names.health.iter().map(move |(name, m)| {
+        let labels = c.const_pairs.clone();
+        let value = (m.read)(p);
+        let (ty, metric) = if m.counter {
+            (MetricType::COUNTER, counter_metric(labels, value))
+        } else {
+            (MetricType::GAUGE, gauge_metric(labels, value))
+        };
+        family(name, m.help, ty, vec![metric])
+    })
+}
