@@ -310,6 +310,60 @@ impl Sel<'_> {
     }
 }
 
+/// What every alert of one stage shares.
+struct StageAlerts<'a> {
+    stage: &'a StageRef,
+    sel: Sel<'a>,
+    /// The stage as the annotations name it. A labelled stage's own family has no `stage` label
+    /// (the rule adds it, after the annotations are expanded): its name goes in as written.
+    shown: String,
+    /// `stage` and the stage's static labels: what its tests expect on a firing alert.
+    labels: Vec<(String, String)>,
+    /// `for:`.
+    pending: String,
+}
+
+impl<'a> StageAlerts<'a> {
+    fn new(plan: &'a Plan<'_>, stage: &'a StageRef) -> Self {
+        let shown = if stage.labels.is_empty() {
+            "{{ $labels.stage }}".to_owned()
+        } else {
+            stage.name.clone()
+        };
+        let mut labels = vec![("stage".to_owned(), stage.name.clone())];
+        labels.extend(stage.labels.iter().cloned());
+        Self {
+            stage,
+            sel: plan.sel(stage),
+            shown,
+            labels,
+            pending: prom_duration(plan.config.alerts.pending_for),
+        }
+    }
+
+    /// The labels the rule adds besides severity, with their values.
+    fn extra(&self) -> Vec<(String, String)> {
+        self.sel
+            .extra_labels()
+            .into_iter()
+            .map(|(k, _)| (k.to_owned(), self.stage.name.clone()))
+            .collect()
+    }
+}
+
+/// `stage="…",k="v"`: the matchers of a stage's recorded series, which carry `stage` whether
+/// the stage is labelled or not.
+fn record_matchers(stage: &StageRef) -> String {
+    let mut m = format!("stage={}", quote(&stage.name));
+    for (k, v) in &stage.labels {
+        let _ = write!(m, ",{k}={}", quote(v));
+    }
+    m
+}
+
+/// A builder of one of the alerts every stage gets.
+type StageAlert<'a> = fn(&Plan<'a>, &StageAlerts<'_>) -> Option<Alert>;
+
 /// Everything the generator derives from a configuration.
 pub struct Plan<'a> {
     config: &'a Config,
@@ -462,10 +516,7 @@ impl<'a> Plan<'a> {
                 rules.push(map(r));
             }
             if let Some(t) = self.slo_threshold(&stage) {
-                let mut m = format!("stage={}", quote(&stage.name));
-                for (k, v) in &stage.labels {
-                    let _ = write!(m, ",{k}={}", quote(v));
-                }
+                let m = record_matchers(&stage);
                 rules.push(map(vec![
                     ("record", s(self.slo_record(&stage, t))),
                     (
@@ -505,164 +556,244 @@ impl<'a> Plan<'a> {
 
     /// Every alert, with what its tests need.
     pub fn alerts(&self) -> Vec<Alert> {
-        let a = &self.config.alerts;
-        let env = self.config.prometheus.env_label.clone();
-        let ns = camel(self.names.namespace());
-        let pending = prom_duration(a.pending_for);
         let mut out = Vec::new();
         for stage in self.stages() {
-            let sel = self.sel(&stage);
-            // A labelled stage's own family has no `stage` label (the rule adds it, after the
-            // annotations are expanded): its name goes in as written.
-            let st = if stage.labels.is_empty() {
-                "{{ $labels.stage }}".to_owned()
-            } else {
-                stage.name.clone()
-            };
-            let stage_labels: Vec<(String, String)> = {
-                let mut l = vec![("stage".to_owned(), stage.name.clone())];
-                l.extend(stage.labels.iter().cloned());
-                l
-            };
-            let mut has_miss_rule = false;
-            for rule in self.rules_for(&stage) {
-                let tag = metric_tag(rule.metric);
-                for (severity, value) in [("warning", rule.warning), ("critical", rule.critical)] {
-                    let Some(value) = value else { continue };
-                    let (expr, shown) = match (rule.metric, value) {
-                        (Metric::DeadlineMissRate, Value::Ratio(r)) => {
-                            has_miss_rule = true;
-                            (
-                                format!("{} > {r}", sel.miss_ratio(&self.window)),
-                                format!("{} %", r * 100.0),
-                            )
-                        }
-                        (Metric::Quantile(q), Value::Latency(d)) => (
-                            format!(
-                                "{} > {}",
-                                sel.quantile(q, &self.window),
-                                self.names.in_unit(d)
-                            ),
-                            human_duration(d),
-                        ),
-                        (Metric::Max, Value::Latency(d)) => (
-                            format!(
-                                "{} > {}",
-                                sel.quantile(1.0, &self.window),
-                                self.names.in_unit(d)
-                            ),
-                            human_duration(d),
-                        ),
-                        (Metric::Mean, Value::Latency(d)) => (
-                            format!(
-                                "{} / {} > {}",
-                                sel.rate_of("sum", &self.window),
-                                sel.rate_of("count", &self.window),
-                                self.names.in_unit(d)
-                            ),
-                            human_duration(d),
-                        ),
-                        _ => continue,
-                    };
-                    out.push(Alert {
-                        name: format!("{ns}{}{}Slo{}", camel(&stage.name), camel(&tag), camel(severity)),
-                        expr,
-                        pending_for: pending.clone(),
-                        severity,
-                        extra: sel.extra_labels().into_iter().map(|(k, _)| (k.to_owned(), stage.name.clone())).collect(),
-                        summary: format!("{tag} of stage {st} above {shown} ({severity})"),
-                        description: format!(
-                            "The {tag} of stage {st} in {env} {{{{ $labels.{env} }}}} over the last {} is above the {severity} threshold {shown} of the SLA rule (judged over {} in the process). Look at the stage's latency panel and its child stages, then at guard trips.",
-                            self.window, window_text(rule.window)
-                        ),
-                        test: match rule.metric {
-                            Metric::DeadlineMissRate => TestKind::MissRatio,
-                            _ => TestKind::Latency(match value {
-                                Value::Latency(d) => d,
-                                Value::Ratio(_) => Duration::from_millis(1),
-                            }),
-                        },
-                        stage: Some(stage.clone()),
-                        stage_labels: stage_labels.clone(),
-                    });
+            let ctx = StageAlerts::new(self, &stage);
+            out.extend(self.sla_alerts(&ctx));
+            // The alerts every stage gets after its SLA rules' own, in this order; a builder
+            // gives `None` where its alert does not apply.
+            let builders: [StageAlert<'a>; 3] = [
+                Self::deadline_alert,
+                Self::no_data_alert,
+                Self::canary_alert,
+            ];
+            for build in builders {
+                out.extend(build(self, &ctx));
+            }
+        }
+        for (reason, n) in &self.config.alerts.guard_trip_burst {
+            out.push(self.guard_burst_alert(reason, *n));
+        }
+        out.push(self.dropped_alert());
+        out.push(self.stalled_alert());
+        out
+    }
+
+    /// Alert names start with the namespace in camel case (`MmTickTotalNoData`).
+    fn alert_prefix(&self) -> String {
+        camel(self.names.namespace())
+    }
+
+    fn env(&self) -> &str {
+        &self.config.prometheus.env_label
+    }
+
+    /// One alert per threshold (warning, then critical) of every SLA rule on the stage.
+    fn sla_alerts(&self, ctx: &StageAlerts<'_>) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for rule in self.rules_for(ctx.stage) {
+            for (severity, value) in [("warning", rule.warning), ("critical", rule.critical)] {
+                if let Some(value) = value {
+                    out.extend(self.sla_alert(ctx, rule, severity, value));
                 }
             }
-            if stage.deadline.is_some() && !has_miss_rule {
-                let r = a.deadline_miss_ratio;
-                out.push(Alert {
-                    name: format!("{ns}{}DeadlineMissRatio", camel(&stage.name)),
-                    expr: format!("{} > {r}", sel.miss_ratio(&self.window)),
-                    pending_for: pending.clone(),
-                    severity: "critical",
-                    extra: sel.extra_labels().into_iter().map(|(k, _)| (k.to_owned(), stage.name.clone())).collect(),
-                    summary: format!("stage {st} misses its deadline in more than {} % of spans", r * 100.0),
-                    description: format!("More than {} % of the spans of stage {st} in {env} {{{{ $labels.{env} }}}} ended after the stage's deadline over the last {}. Look at the deadline-miss panel and the stage's p99.", r * 100.0, self.window),
-                    test: TestKind::MissRatio,
-                    stage: Some(stage.clone()),
-                    stage_labels: stage_labels.clone(),
-                });
-            }
-            // No data: the stage recorded nothing for `no_data_after`, or was never exported.
-            let (fam, m) = sel.family();
-            let nd = prom_duration(a.no_data_after);
-            out.push(Alert {
-                name: format!("{ns}{}NoData", camel(&stage.name)),
-                expr: format!(
-                    "{} == 0 or absent({fam}_count{{{m}}})",
-                    sel.rate_of("count", &nd)
-                ),
-                pending_for: pending.clone(),
-                severity: "warning",
-                extra: sel.extra_labels().into_iter().map(|(k, _)| (k.to_owned(), stage.name.clone())).collect(),
-                summary: format!("stage {st} recorded nothing for {nd}"),
-                description: format!("No span of stage {st} was exported over the last {nd}. Look at whether the process is up and scraped (up, /health), whether the stage still runs, and at the sampling rate."),
-                test: TestKind::NoData,
-                stage: Some(stage.clone()),
-                stage_labels: stage_labels.clone(),
-            });
-            // Canary regression: canary p95 above baseline's by more than the percentage.
-            let pct = a.canary_regression_pct;
-            let mut m = format!("stage={}", quote(&stage.name));
-            for (k, v) in &stage.labels {
-                let _ = write!(m, ",{k}={}", quote(v));
-            }
-            let p95 = self.quantile_record("p95");
-            out.push(Alert {
-                name: format!("{ns}{}CanaryRegression", camel(&stage.name)),
-                expr: format!(
-                    "{p95}{{{m},{env}=\"canary\"}} > ignoring({env}) {} * {p95}{{{m},{env}=\"baseline\"}}",
-                    1.0 + pct / 100.0
-                ),
-                pending_for: pending.clone(),
-                severity: "critical",
-                extra: Vec::new(),
-                summary: format!("canary p95 of stage {st} more than {pct} % above baseline"),
-                description: format!("The canary's p95 of stage {st} over the last {} is more than {pct} % above the baseline's: roll the canary back. Compare the two on the canary-vs-baseline panel.", self.window),
-                test: TestKind::Canary,
-                stage: Some(stage.clone()),
-                stage_labels,
-            });
         }
-        for (reason, n) in &a.guard_trip_burst {
-            out.push(Alert {
-                name: format!("{ns}GuardTripBurst{}", camel(reason)),
-                expr: format!(
-                    "sum by (reason, {env}) (increase({}{{reason={}}}[1h])) > {n}",
-                    self.names.guard_trips(),
-                    quote(reason)
-                ),
-                pending_for: "0s".to_owned(),
-                severity: "warning",
-                extra: Vec::new(),
-                summary: format!("guard {{{{ $labels.reason }}}} tripped more than {n} times in an hour"),
-                description: format!("The {{{{ $labels.reason }}}} guard tripped more than {n} times over the last hour in {env} {{{{ $labels.{env} }}}}. Look at the guard-trips panel and the stage latencies around the trips."),
-                test: TestKind::Guard(reason.clone(), *n),
-                stage: None,
-                stage_labels: vec![("reason".to_owned(), reason.clone())],
-            });
+        out
+    }
+
+    /// The alert of one threshold of one SLA rule; `None` for a metric and value that do not
+    /// go together.
+    fn sla_alert(
+        &self,
+        ctx: &StageAlerts<'_>,
+        rule: &SlaRuleConfig,
+        severity: &'static str,
+        value: Value,
+    ) -> Option<Alert> {
+        let (expr, shown) = self.sla_condition(&ctx.sel, rule.metric, value)?;
+        let (tag, st, env) = (metric_tag(rule.metric), &ctx.shown, self.env());
+        Some(Alert {
+            name: format!(
+                "{}{}{}Slo{}",
+                self.alert_prefix(),
+                camel(&ctx.stage.name),
+                camel(&tag),
+                camel(severity)
+            ),
+            expr,
+            pending_for: ctx.pending.clone(),
+            severity,
+            extra: ctx.extra(),
+            summary: format!("{tag} of stage {st} above {shown} ({severity})"),
+            description: format!(
+                "The {tag} of stage {st} in {env} {{{{ $labels.{env} }}}} over the last {} is above the {severity} threshold {shown} of the SLA rule (judged over {} in the process). Look at the stage's latency panel and its child stages, then at guard trips.",
+                self.window,
+                window_text(rule.window)
+            ),
+            test: match rule.metric {
+                Metric::DeadlineMissRate => TestKind::MissRatio,
+                _ => TestKind::Latency(match value {
+                    Value::Latency(d) => d,
+                    Value::Ratio(_) => Duration::from_millis(1),
+                }),
+            },
+            stage: Some(ctx.stage.clone()),
+            stage_labels: ctx.labels.clone(),
+        })
+    }
+
+    /// An SLA rule's condition in PromQL and its threshold as the annotations show it.
+    fn sla_condition(
+        &self,
+        sel: &Sel<'_>,
+        metric: Metric,
+        value: Value,
+    ) -> Option<(String, String)> {
+        let w = &self.window;
+        let above = |expr: String, d: Duration| {
+            (
+                format!("{expr} > {}", self.names.in_unit(d)),
+                human_duration(d),
+            )
+        };
+        Some(match (metric, value) {
+            (Metric::DeadlineMissRate, Value::Ratio(r)) => (
+                format!("{} > {r}", sel.miss_ratio(w)),
+                format!("{} %", r * 100.0),
+            ),
+            (Metric::Quantile(q), Value::Latency(d)) => above(sel.quantile(q, w), d),
+            (Metric::Max, Value::Latency(d)) => above(sel.quantile(1.0, w), d),
+            (Metric::Mean, Value::Latency(d)) => above(
+                format!("{} / {}", sel.rate_of("sum", w), sel.rate_of("count", w)),
+                d,
+            ),
+            _ => return None,
+        })
+    }
+
+    /// A deadline stage no `deadline_miss_rate` rule judges: its miss ratio against
+    /// `[alerts].deadline_miss_ratio`.
+    fn deadline_alert(&self, ctx: &StageAlerts<'_>) -> Option<Alert> {
+        let judged_by_rule = self.rules_for(ctx.stage).iter().any(|r| {
+            r.metric == Metric::DeadlineMissRate
+                && [r.warning, r.critical]
+                    .iter()
+                    .any(|v| matches!(v, Some(Value::Ratio(_))))
+        });
+        if ctx.stage.deadline.is_none() || judged_by_rule {
+            return None;
         }
-        out.push(Alert {
-            name: format!("{ns}RecordsDropped"),
+        let (r, st, env) = (
+            self.config.alerts.deadline_miss_ratio,
+            &ctx.shown,
+            self.env(),
+        );
+        Some(Alert {
+            name: format!(
+                "{}{}DeadlineMissRatio",
+                self.alert_prefix(),
+                camel(&ctx.stage.name)
+            ),
+            expr: format!("{} > {r}", ctx.sel.miss_ratio(&self.window)),
+            pending_for: ctx.pending.clone(),
+            severity: "critical",
+            extra: ctx.extra(),
+            summary: format!(
+                "stage {st} misses its deadline in more than {} % of spans",
+                r * 100.0
+            ),
+            description: format!(
+                "More than {} % of the spans of stage {st} in {env} {{{{ $labels.{env} }}}} ended after the stage's deadline over the last {}. Look at the deadline-miss panel and the stage's p99.",
+                r * 100.0,
+                self.window
+            ),
+            test: TestKind::MissRatio,
+            stage: Some(ctx.stage.clone()),
+            stage_labels: ctx.labels.clone(),
+        })
+    }
+
+    /// No data: the stage recorded nothing for `no_data_after`, or was never exported.
+    fn no_data_alert(&self, ctx: &StageAlerts<'_>) -> Option<Alert> {
+        let (fam, m) = ctx.sel.family();
+        let nd = prom_duration(self.config.alerts.no_data_after);
+        let st = &ctx.shown;
+        Some(Alert {
+            name: format!("{}{}NoData", self.alert_prefix(), camel(&ctx.stage.name)),
+            expr: format!(
+                "{} == 0 or absent({fam}_count{{{m}}})",
+                ctx.sel.rate_of("count", &nd)
+            ),
+            pending_for: ctx.pending.clone(),
+            severity: "warning",
+            extra: ctx.extra(),
+            summary: format!("stage {st} recorded nothing for {nd}"),
+            description: format!(
+                "No span of stage {st} was exported over the last {nd}. Look at whether the process is up and scraped (up, /health), whether the stage still runs, and at the sampling rate."
+            ),
+            test: TestKind::NoData,
+            stage: Some(ctx.stage.clone()),
+            stage_labels: ctx.labels.clone(),
+        })
+    }
+
+    /// Canary regression: canary p95 above baseline's by more than the percentage.
+    fn canary_alert(&self, ctx: &StageAlerts<'_>) -> Option<Alert> {
+        let pct = self.config.alerts.canary_regression_pct;
+        let (m, st, env) = (record_matchers(ctx.stage), &ctx.shown, self.env());
+        let p95 = self.quantile_record("p95");
+        Some(Alert {
+            name: format!(
+                "{}{}CanaryRegression",
+                self.alert_prefix(),
+                camel(&ctx.stage.name)
+            ),
+            expr: format!(
+                "{p95}{{{m},{env}=\"canary\"}} > ignoring({env}) {} * {p95}{{{m},{env}=\"baseline\"}}",
+                1.0 + pct / 100.0
+            ),
+            pending_for: ctx.pending.clone(),
+            severity: "critical",
+            extra: Vec::new(),
+            summary: format!("canary p95 of stage {st} more than {pct} % above baseline"),
+            description: format!(
+                "The canary's p95 of stage {st} over the last {} is more than {pct} % above the baseline's: roll the canary back. Compare the two on the canary-vs-baseline panel.",
+                self.window
+            ),
+            test: TestKind::Canary,
+            stage: Some(ctx.stage.clone()),
+            stage_labels: ctx.labels.clone(),
+        })
+    }
+
+    fn guard_burst_alert(&self, reason: &str, n: u64) -> Alert {
+        let env = self.env();
+        Alert {
+            name: format!("{}GuardTripBurst{}", self.alert_prefix(), camel(reason)),
+            expr: format!(
+                "sum by (reason, {env}) (increase({}{{reason={}}}[1h])) > {n}",
+                self.names.guard_trips(),
+                quote(reason)
+            ),
+            pending_for: "0s".to_owned(),
+            severity: "warning",
+            extra: Vec::new(),
+            summary: format!(
+                "guard {{{{ $labels.reason }}}} tripped more than {n} times in an hour"
+            ),
+            description: format!(
+                "The {{{{ $labels.reason }}}} guard tripped more than {n} times over the last hour in {env} {{{{ $labels.{env} }}}}. Look at the guard-trips panel and the stage latencies around the trips."
+            ),
+            test: TestKind::Guard(reason.to_owned(), n),
+            stage: None,
+            stage_labels: vec![("reason".to_owned(), reason.to_owned())],
+        }
+    }
+
+    fn dropped_alert(&self) -> Alert {
+        let (a, env) = (&self.config.alerts, self.env());
+        Alert {
+            name: format!("{}RecordsDropped", self.alert_prefix()),
             expr: format!(
                 "sum by (stage, {env}) (rate({}[{}])) > {}",
                 self.names.dropped(),
@@ -673,35 +804,45 @@ impl<'a> Plan<'a> {
             severity: "warning",
             extra: Vec::new(),
             summary: "records of stage {{ $labels.stage }} are being dropped".to_owned(),
-            description: format!("Rings are full: records of stage {{{{ $labels.stage }}}} in {env} {{{{ $labels.{env} }}}} are dropped, so its percentiles miss them. Look at the ring high-water mark, the aggregator lag and cycle time; raise ring_capacity or lower the interval."),
+            description: format!(
+                "Rings are full: records of stage {{{{ $labels.stage }}}} in {env} {{{{ $labels.{env} }}}} are dropped, so its percentiles miss them. Look at the ring high-water mark, the aggregator lag and cycle time; raise ring_capacity or lower the interval."
+            ),
             test: TestKind::Dropped,
             stage: None,
             stage_labels: vec![("stage".to_owned(), "dropping_stage".to_owned())],
-        });
+        }
+    }
+
+    fn stalled_alert(&self) -> Alert {
+        let (a, env) = (&self.config.alerts, self.env());
         let stalled = a.aggregator_stalled_after.as_secs_f64();
-        let lag = self
-            .names
-            .health("aggregator_lag_seconds")
-            .unwrap_or_default();
-        let age = self
-            .names
-            .health("aggregator_last_drain_age_seconds")
-            .unwrap_or_default();
-        out.push(Alert {
-            name: format!("{ns}AggregatorStalled"),
+        let (age, lag) = self.aggregator_gauges();
+        Alert {
+            name: format!("{}AggregatorStalled", self.alert_prefix()),
             expr: format!(
                 "max by (instance, {env}) ({age}) > {stalled} or max by (instance, {env}) ({lag}) > {stalled}"
             ),
-            pending_for: pending.clone(),
+            pending_for: prom_duration(a.pending_for),
             severity: "critical",
             extra: Vec::new(),
             summary: "laptime's aggregator on {{ $labels.instance }} is stalled".to_owned(),
-            description: format!("The aggregator on {{{{ $labels.instance }}}} has not drained the rings for more than {} (or drains records that old): every figure it exports is stale. Look at /health, aggregator restarts and callback panics.", human_duration(a.aggregator_stalled_after)),
+            description: format!(
+                "The aggregator on {{{{ $labels.instance }}}} has not drained the rings for more than {} (or drains records that old): every figure it exports is stale. Look at /health, aggregator restarts and callback panics.",
+                human_duration(a.aggregator_stalled_after)
+            ),
             test: TestKind::Stalled,
             stage: None,
             stage_labels: vec![("instance".to_owned(), "app:9000".to_owned())],
-        });
-        out
+        }
+    }
+
+    /// The health gauges the stalled alert reads: the last drain's age and the aggregator's lag.
+    fn aggregator_gauges(&self) -> (String, String) {
+        let gauge = |name| self.names.health(name).unwrap_or_default();
+        (
+            gauge("aggregator_last_drain_age_seconds"),
+            gauge("aggregator_lag_seconds"),
+        )
     }
 
     fn alerting(&self) -> Yaml {
