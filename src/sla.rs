@@ -109,29 +109,10 @@ impl From<f64> for Value {
     }
 }
 
-/// A duration to three significant digits: `4.11ms`, `250µs`, `1.50s`.
-pub(crate) fn fmt_duration(d: Duration) -> String {
-    let ns = d.as_nanos() as f64;
-    let (v, unit) = match ns {
-        n if n < 1e3 => (n, "ns"),
-        n if n < 1e6 => (n / 1e3, "µs"),
-        n if n < 1e9 => (n / 1e6, "ms"),
-        n => (n / 1e9, "s"),
-    };
-    let decimals = if v >= 99.95 {
-        0
-    } else if v >= 9.995 {
-        1
-    } else {
-        2
-    };
-    format!("{v:.decimals$}{unit}")
-}
-
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Value::Latency(d) => f.write_str(&fmt_duration(*d)),
+            Value::Latency(d) => f.write_str(&crate::fmt::duration(*d)),
             Value::Ratio(r) => write!(f, "{:.2}%", r * 100.0),
         }
     }
@@ -595,7 +576,7 @@ mod tests {
 
     #[test]
     fn durations_display_to_three_significant_digits() {
-        let d = |ns| fmt_duration(Duration::from_nanos(ns));
+        let d = |ns| crate::fmt::duration(Duration::from_nanos(ns));
         assert_eq!(d(4_108_371), "4.11ms");
         assert_eq!(d(250_000), "250µs");
         assert_eq!(d(1_500_000_000), "1.50s");

@@ -136,7 +136,8 @@ impl Yaml {
     }
 }
 
-/// A Prometheus duration: whole hours, minutes, seconds or milliseconds.
+/// A Prometheus duration: whole hours, minutes, seconds or milliseconds. PromQL's grammar (`5m`,
+/// no fractions, no `µ`), so not [`laptime::fmt::duration`], which writes figures for people.
 pub fn prom_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
@@ -152,7 +153,8 @@ pub fn prom_duration(d: Duration) -> String {
     }
 }
 
-/// A threshold for a rule name: `2ms`, `1600us`, `250ns`, `1s`.
+/// A threshold for a rule name: `2ms`, `1600us`, `250ns`, `1s`. A token of a series name (ASCII,
+/// integral, exact), so not [`laptime::fmt::duration`].
 fn name_duration(d: Duration) -> String {
     let ns = d.as_nanos();
     if ns.is_multiple_of(1_000_000_000) {
@@ -166,7 +168,9 @@ fn name_duration(d: Duration) -> String {
     }
 }
 
-/// A threshold for people: `1.6ms`.
+/// A threshold for people: `1.6ms`. Exact, where [`laptime::fmt::duration`] rounds to three
+/// significant digits (`1.60ms`, and `1.2345ms` would read `1.23ms`): an alert's text quotes the
+/// threshold as the configuration file gives it, and the committed `ops/` files are written so.
 fn human_duration(d: Duration) -> String {
     let ns = d.as_nanos() as f64;
     if ns >= 1e9 {
