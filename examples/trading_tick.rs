@@ -35,6 +35,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use laptime::fmt;
 use laptime::{Collector, Severity, SlaPreset, StageStats, Value, Violation, Window, presets};
 
 const USAGE: &str = "\
@@ -158,10 +159,10 @@ fn main() -> ExitCode {
         (run * 2 / 3).as_secs_f64()
     );
     for (stage, deadline) in &sla.deadlines {
-        println!("  deadline {stage} {}", fmt_duration(*deadline));
+        println!("  deadline {stage} {}", fmt::duration(*deadline));
     }
     for rule in &sla.rules {
-        let threshold = |t: Option<Value>| t.map_or("-".to_owned(), fmt_value);
+        let threshold = |t: Option<Value>| t.map_or("-".to_owned(), |v| v.to_string());
         println!(
             "  rule {} {} over {}: warning above {}, critical above {}",
             rule.stage,
@@ -834,7 +835,7 @@ fn print_live(at: Duration, sla: &SlaPreset) {
             h.records,
             h.dropped,
             h.in_rings,
-            fmt_duration(h.lag)
+            fmt::duration(h.lag)
         );
     }
     // One write, so the SLA callback's lines never land inside the table.
@@ -868,11 +869,11 @@ fn print_summary(collector: &laptime::CollectorHandle, sla: &SlaPreset, quotes: 
             "coordinated omission: {} expected every {}: p99 {} raw, {} corrected; p99.9 {} raw, \
              {} corrected ({} values added for ticks held back by slower ones)",
             s.stage,
-            fmt_duration(c.expected_interval),
-            fmt_duration(s.p99),
-            fmt_duration(c.p99),
-            fmt_duration(s.p999),
-            fmt_duration(c.p999),
+            fmt::duration(c.expected_interval),
+            fmt::duration(s.p99),
+            fmt::duration(c.p99),
+            fmt::duration(s.p999),
+            fmt::duration(c.p999),
             c.synthesized
         );
     }
@@ -900,7 +901,7 @@ fn print_summary(collector: &laptime::CollectorHandle, sla: &SlaPreset, quotes: 
         h.dropped,
         h.in_rings,
         h.cycles,
-        fmt_duration(h.last_cycle),
+        fmt::duration(h.last_cycle),
         h.histogram_bytes / 1024
     );
     print!("{out}");
@@ -1011,10 +1012,10 @@ fn write_table(out: &mut String, stats: &[StageStats], violations: &[Violation],
             out,
             "{name:<width$} {:>7} {:>7} {:>7} {:>7} {:>7} {misses:>10}  {status}",
             s.count,
-            fmt_duration(s.p50),
-            fmt_duration(s.p95),
-            fmt_duration(s.p99),
-            fmt_duration(s.p999),
+            fmt::duration(s.p50),
+            fmt::duration(s.p95),
+            fmt::duration(s.p99),
+            fmt::duration(s.p999),
         );
     }
 }
@@ -1042,34 +1043,6 @@ fn stage_name(s: &StageStats) -> String {
 fn describe(v: &Violation) -> String {
     format!(
         "{} {} {}: {} > {}",
-        v.severity,
-        v.stage,
-        v.metric,
-        fmt_value(v.observed),
-        fmt_value(v.threshold)
+        v.severity, v.stage, v.metric, v.observed, v.threshold
     )
-}
-
-fn fmt_value(v: Value) -> String {
-    match v {
-        Value::Latency(d) => fmt_duration(d),
-        Value::Ratio(r) => format!("{:.2}%", r * 100.0),
-    }
-}
-
-/// Three significant digits in the largest unit that keeps the number at or above 1.
-fn fmt_duration(d: Duration) -> String {
-    let ns = d.as_nanos() as f64;
-    let (value, unit) = match ns {
-        ns if ns < 1e3 => return format!("{ns}ns"),
-        ns if ns < 1e6 => (ns / 1e3, "µs"),
-        ns if ns < 1e9 => (ns / 1e6, "ms"),
-        ns => (ns / 1e9, "s"),
-    };
-    let decimals = match value {
-        v if v < 10.0 => 2,
-        v if v < 100.0 => 1,
-        _ => 0,
-    };
-    format!("{value:.decimals$}{unit}")
 }

@@ -124,6 +124,8 @@ pub mod config;
 mod error;
 #[cfg(all(not(laptime_loom), any(feature = "prometheus", feature = "http")))]
 pub mod export;
+#[cfg(not(laptime_loom))]
+pub mod fmt;
 #[cfg(all(not(laptime_loom), any(feature = "profile", feature = "trace")))]
 mod fs;
 #[cfg(laptime_loom)]

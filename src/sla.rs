@@ -18,7 +18,6 @@ use parking_lot::Mutex;
 
 use crate::error::{ConfigError, StageError};
 use crate::stage::{Labels, Stage};
-pub(crate) use crate::stats::fmt_duration;
 pub use crate::stats::{Metric, Severity, Value, Violation};
 use crate::stats::{StageStats, Window};
 
@@ -480,7 +479,7 @@ mod tests {
 
     #[test]
     fn durations_display_to_three_significant_digits() {
-        let d = |ns| fmt_duration(Duration::from_nanos(ns));
+        let d = |ns| crate::fmt::duration(Duration::from_nanos(ns));
         assert_eq!(d(4_108_371), "4.11ms");
         assert_eq!(d(250_000), "250µs");
         assert_eq!(d(1_500_000_000), "1.50s");

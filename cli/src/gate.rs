@@ -38,7 +38,7 @@
 
 use std::fmt::{self, Write as _};
 
-use laptime::profile::{CorrectedProfile, Profile, ProfileError, StageProfile};
+use laptime::profile::{CorrectedProfile, Histogram, Profile, ProfileError, StageProfile};
 use laptime::report::format_ns;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -607,6 +607,21 @@ pub fn gate(
     Ok(report)
 }
 
+/// One stage's two sides under judgement, and the notes its checks leave.
+struct StagePair<'a> {
+    key: &'a str,
+    b: &'a StageProfile,
+    c: &'a StageProfile,
+    o: &'a GateOptions,
+    notes: &'a mut Vec<String>,
+}
+
+/// A check of a judged stage: the rows it judged (none when it does not apply).
+type StageCheck = fn(&mut StagePair<'_>) -> Result<Vec<MetricRow>, GateError>;
+
+/// The checks of a judged stage, in the order of the report's rows.
+const STAGE_CHECKS: [StageCheck; 3] = [raw_percentiles, corrected_percentiles, deadline_misses];
+
 fn judge_stage(
     key: &str,
     b: &StageProfile,
@@ -614,20 +629,63 @@ fn judge_stage(
     o: &GateOptions,
     notes: &mut Vec<String>,
 ) -> Result<Vec<MetricRow>, GateError> {
-    let hist = |side: &'static str, s: &StageProfile| {
-        s.histogram().map_err(|source| GateError::Histogram {
-            side,
-            stage: key.to_string(),
-            source,
-        })
+    let mut pair = StagePair {
+        key,
+        b,
+        c,
+        o,
+        notes,
     };
-    let samplers = match (hist("baseline", b)?, hist("current", c)?) {
+    let mut rows = Vec::new();
+    for check in STAGE_CHECKS {
+        rows.extend(check(&mut pair)?);
+    }
+    Ok(rows)
+}
+
+/// A side's decoded histogram, or the error naming the side and the stage.
+fn decoded<H>(
+    side: &'static str,
+    key: &str,
+    histogram: Result<Option<H>, ProfileError>,
+) -> Result<Option<H>, GateError> {
+    histogram.map_err(|source| GateError::Histogram {
+        side,
+        stage: key.to_string(),
+        source,
+    })
+}
+
+/// The p95 and p99 rows of one kind of figures (`metrics`), from their point values
+/// (baseline, current) and the two sides' samplers when both have a histogram.
+fn p95_p99_rows(
+    p: &StagePair<'_>,
+    [m95, m99]: [Metric; 2],
+    [p95, p99]: [(u64, u64); 2],
+    samplers: Option<&(QuantileSampler, QuantileSampler)>,
+) -> Vec<MetricRow> {
+    [(m95, 0.95, p95, p.o.p95_pct), (m99, 0.99, p99, p.o.p99_pct)]
+        .into_iter()
+        .map(|(metric, q, values, threshold)| {
+            percentile_row(p.key, metric, q, values, threshold, samplers, p.o)
+        })
+        .collect()
+}
+
+/// p95 and p99, bootstrapped over both sides' histograms, or on the point values (with a note)
+/// when a side has none.
+fn raw_percentiles(p: &mut StagePair<'_>) -> Result<Vec<MetricRow>, GateError> {
+    let (key, b, c) = (p.key, p.b, p.c);
+    let samplers = match (
+        decoded("baseline", key, b.histogram())?,
+        decoded("current", key, c.histogram())?,
+    ) {
         (Some(hb), Some(hc)) => Some((
             QuantileSampler::new(&hb, b.min_ns, b.max_ns),
             QuantileSampler::new(&hc, c.min_ns, c.max_ns),
         )),
         _ => {
-            notes.push(format!(
+            p.notes.push(format!(
                 "{key}: no histogram in {}; its percentiles are judged on the point values",
                 match (b.histogram.is_none(), c.histogram.is_none()) {
                     (true, true) => "either profile",
@@ -638,110 +696,96 @@ fn judge_stage(
             None
         }
     };
+    let values = [(b.p95_ns, c.p95_ns), (b.p99_ns, c.p99_ns)];
+    Ok(p95_p99_rows(
+        p,
+        [Metric::P95, Metric::P99],
+        values,
+        samplers.as_ref(),
+    ))
+}
 
-    let mut rows = Vec::new();
-    for (metric, q, base, cur, threshold) in [
-        (Metric::P95, 0.95, b.p95_ns, c.p95_ns, o.p95_pct),
-        (Metric::P99, 0.99, b.p99_ns, c.p99_ns, o.p99_pct),
-    ] {
-        rows.push(percentile_row(
-            key,
-            metric,
-            q,
-            (base, cur),
-            threshold,
-            samplers.as_ref(),
-            o,
-        ));
-    }
-
-    match (&b.corrected, &c.corrected) {
+/// The CO-corrected p95 and p99 of a stage both sides corrected on the same schedule; a note
+/// when only one side corrected it or their schedules differ.
+fn corrected_percentiles(p: &mut StagePair<'_>) -> Result<Vec<MetricRow>, GateError> {
+    let key = p.key;
+    let (bc, cc) = match (&p.b.corrected, &p.c.corrected) {
         (Some(bc), Some(cc)) if bc.expected_interval_ns != cc.expected_interval_ns => {
             // `laptime merge` refuses these as incomparable; a gate must not fail on them either.
-            notes.push(format!(
+            p.notes.push(format!(
                 "{key}: corrected with different expected intervals (baseline {}, current {}): \
                  the CO-corrected figures describe different schedules and are not judged",
                 format_ns(bc.expected_interval_ns),
                 format_ns(cc.expected_interval_ns)
             ));
+            return Ok(Vec::new());
         }
-        (Some(bc), Some(cc)) => {
-            let corrected_hist = |side: &'static str, h: &CorrectedProfile| {
-                h.histogram().map_err(|source| GateError::Histogram {
-                    side,
-                    stage: key.to_string(),
-                    source,
-                })
-            };
-            let samplers = match (
-                corrected_hist("baseline", bc)?,
-                corrected_hist("current", cc)?,
-            ) {
-                // Only the spans really measured are independent draws (see
-                // `QuantileSampler::with_independent`).
-                (Some(hb), Some(hc)) => Some((
-                    QuantileSampler::new(&hb, bc.min_ns, bc.max_ns)
-                        .with_independent(bc.count.saturating_sub(bc.synthesized)),
-                    QuantileSampler::new(&hc, cc.min_ns, cc.max_ns)
-                        .with_independent(cc.count.saturating_sub(cc.synthesized)),
-                )),
-                _ => {
-                    notes.push(format!(
-                        "{key}: no corrected histogram on both sides; its CO-corrected \
-                         percentiles are judged on the point values"
-                    ));
-                    None
-                }
-            };
-            for (metric, q, base, cur, threshold) in [
-                (Metric::CorrectedP95, 0.95, bc.p95_ns, cc.p95_ns, o.p95_pct),
-                (Metric::CorrectedP99, 0.99, bc.p99_ns, cc.p99_ns, o.p99_pct),
-            ] {
-                rows.push(percentile_row(
-                    key,
-                    metric,
-                    q,
-                    (base, cur),
-                    threshold,
-                    samplers.as_ref(),
-                    o,
-                ));
-            }
+        (Some(bc), Some(cc)) => (bc, cc),
+        (None, None) => return Ok(Vec::new()),
+        (bc, _) => {
+            p.notes.push(format!(
+                "{key}: corrected for coordinated omission in the {} profile only; judged on its \
+                 raw figures",
+                if bc.is_some() { "baseline" } else { "current" }
+            ));
+            return Ok(Vec::new());
         }
-        (None, None) => {}
-        (bc, _) => notes.push(format!(
-            "{key}: corrected for coordinated omission in the {} profile only; judged on its raw \
-             figures",
-            if bc.is_some() { "baseline" } else { "current" }
-        )),
-    }
+    };
+    let samplers = match (
+        decoded("baseline", key, bc.histogram())?,
+        decoded("current", key, cc.histogram())?,
+    ) {
+        (Some(hb), Some(hc)) => Some((corrected_sampler(&hb, bc), corrected_sampler(&hc, cc))),
+        _ => {
+            p.notes.push(format!(
+                "{key}: no corrected histogram on both sides; its CO-corrected percentiles are \
+                 judged on the point values"
+            ));
+            None
+        }
+    };
+    let values = [(bc.p95_ns, cc.p95_ns), (bc.p99_ns, cc.p99_ns)];
+    let metrics = [Metric::CorrectedP95, Metric::CorrectedP99];
+    Ok(p95_p99_rows(p, metrics, values, samplers.as_ref()))
+}
 
-    if b.deadline_ns.is_some()
-        || c.deadline_ns.is_some()
-        || b.deadline_misses > 0
-        || c.deadline_misses > 0
+/// A sampler of a corrected histogram: only the spans really measured are independent draws
+/// (see `QuantileSampler::with_independent`).
+fn corrected_sampler(h: &Histogram, c: &CorrectedProfile) -> QuantileSampler {
+    QuantileSampler::new(h, c.min_ns, c.max_ns)
+        .with_independent(c.count.saturating_sub(c.synthesized))
+}
+
+/// The deadline-miss percentage, with Newcombe's interval of its change, when either side has
+/// a deadline or a miss.
+fn deadline_misses(p: &mut StagePair<'_>) -> Result<Vec<MetricRow>, GateError> {
+    let (b, c, o) = (p.b, p.c, p.o);
+    if b.deadline_ns.is_none()
+        && c.deadline_ns.is_none()
+        && b.deadline_misses == 0
+        && c.deadline_misses == 0
     {
-        let delta = c.deadline_miss_pct - b.deadline_miss_pct;
-        let (lo, hi) = newcombe_difference(
-            b.deadline_misses,
-            b.count.max(b.deadline_misses),
-            c.deadline_misses,
-            c.count.max(c.deadline_misses),
-            o.confidence,
-        );
-        let interval = Some((100.0 * lo, 100.0 * hi));
-        rows.push(MetricRow {
-            metric: Metric::DeadlineMiss,
-            baseline: b.deadline_miss_pct,
-            current: c.deadline_miss_pct,
-            delta,
-            threshold: o.deadline_miss_points,
-            interval,
-            method: Some(IntervalMethod::Newcombe),
-            verdict: verdict(delta, o.deadline_miss_points, interval, o.strict),
-        });
+        return Ok(Vec::new());
     }
-    Ok(rows)
+    let delta = c.deadline_miss_pct - b.deadline_miss_pct;
+    let (lo, hi) = newcombe_difference(
+        b.deadline_misses,
+        b.count.max(b.deadline_misses),
+        c.deadline_misses,
+        c.count.max(c.deadline_misses),
+        o.confidence,
+    );
+    let interval = Some((100.0 * lo, 100.0 * hi));
+    Ok(vec![MetricRow {
+        metric: Metric::DeadlineMiss,
+        baseline: b.deadline_miss_pct,
+        current: c.deadline_miss_pct,
+        delta,
+        threshold: o.deadline_miss_points,
+        interval,
+        method: Some(IntervalMethod::Newcombe),
+        verdict: verdict(delta, o.deadline_miss_points, interval, o.strict),
+    }])
 }
 
 /// One percentile row: the point values (from the histograms when both sides have one, by the

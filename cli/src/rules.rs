@@ -27,7 +27,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use laptime::config::{Config, SlaRuleConfig};
+use laptime::config::{AlertsSection, Config, SlaRuleConfig};
 use laptime::export::prometheus::MetricNames;
 use laptime::{Metric, Value};
 
@@ -136,7 +136,8 @@ impl Yaml {
     }
 }
 
-/// A Prometheus duration: whole hours, minutes, seconds or milliseconds.
+/// A Prometheus duration: whole hours, minutes, seconds or milliseconds. PromQL's grammar (`5m`,
+/// no fractions, no `µ`), so not [`laptime::fmt::duration`], which writes figures for people.
 pub fn prom_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
@@ -152,7 +153,8 @@ pub fn prom_duration(d: Duration) -> String {
     }
 }
 
-/// A threshold for a rule name: `2ms`, `1600us`, `250ns`, `1s`.
+/// A threshold for a rule name: `2ms`, `1600us`, `250ns`, `1s`. A token of a series name (ASCII,
+/// integral, exact), so not [`laptime::fmt::duration`].
 fn name_duration(d: Duration) -> String {
     let ns = d.as_nanos();
     if ns.is_multiple_of(1_000_000_000) {
@@ -166,7 +168,9 @@ fn name_duration(d: Duration) -> String {
     }
 }
 
-/// A threshold for people: `1.6ms`.
+/// A threshold for people: `1.6ms`. Exact, where [`laptime::fmt::duration`] rounds to three
+/// significant digits (`1.60ms`, and `1.2345ms` would read `1.23ms`): an alert's text quotes the
+/// threshold as the configuration file gives it, and the committed `ops/` files are written so.
 fn human_duration(d: Duration) -> String {
     let ns = d.as_nanos() as f64;
     if ns >= 1e9 {
@@ -309,6 +313,60 @@ impl Sel<'_> {
         }
     }
 }
+
+/// What every alert of one stage shares.
+struct StageAlerts<'a> {
+    stage: &'a StageRef,
+    sel: Sel<'a>,
+    /// The stage as the annotations name it. A labelled stage's own family has no `stage` label
+    /// (the rule adds it, after the annotations are expanded): its name goes in as written.
+    shown: String,
+    /// `stage` and the stage's static labels: what its tests expect on a firing alert.
+    labels: Vec<(String, String)>,
+    /// `for:`.
+    pending: String,
+}
+
+impl<'a> StageAlerts<'a> {
+    fn new(plan: &'a Plan<'_>, stage: &'a StageRef) -> Self {
+        let shown = if stage.labels.is_empty() {
+            "{{ $labels.stage }}".to_owned()
+        } else {
+            stage.name.clone()
+        };
+        let mut labels = vec![("stage".to_owned(), stage.name.clone())];
+        labels.extend(stage.labels.iter().cloned());
+        Self {
+            stage,
+            sel: plan.sel(stage),
+            shown,
+            labels,
+            pending: prom_duration(plan.config.alerts.pending_for),
+        }
+    }
+
+    /// The labels the rule adds besides severity, with their values.
+    fn extra(&self) -> Vec<(String, String)> {
+        self.sel
+            .extra_labels()
+            .into_iter()
+            .map(|(k, _)| (k.to_owned(), self.stage.name.clone()))
+            .collect()
+    }
+}
+
+/// `stage="…",k="v"`: the matchers of a stage's recorded series, which carry `stage` whether
+/// the stage is labelled or not.
+fn record_matchers(stage: &StageRef) -> String {
+    let mut m = format!("stage={}", quote(&stage.name));
+    for (k, v) in &stage.labels {
+        let _ = write!(m, ",{k}={}", quote(v));
+    }
+    m
+}
+
+/// A builder of one of the alerts every stage gets.
+type StageAlert<'a> = fn(&Plan<'a>, &StageAlerts<'_>) -> Option<Alert>;
 
 /// Everything the generator derives from a configuration.
 pub struct Plan<'a> {
@@ -462,10 +520,7 @@ impl<'a> Plan<'a> {
                 rules.push(map(r));
             }
             if let Some(t) = self.slo_threshold(&stage) {
-                let mut m = format!("stage={}", quote(&stage.name));
-                for (k, v) in &stage.labels {
-                    let _ = write!(m, ",{k}={}", quote(v));
-                }
+                let m = record_matchers(&stage);
                 rules.push(map(vec![
                     ("record", s(self.slo_record(&stage, t))),
                     (
@@ -505,164 +560,244 @@ impl<'a> Plan<'a> {
 
     /// Every alert, with what its tests need.
     pub fn alerts(&self) -> Vec<Alert> {
-        let a = &self.config.alerts;
-        let env = self.config.prometheus.env_label.clone();
-        let ns = camel(self.names.namespace());
-        let pending = prom_duration(a.pending_for);
         let mut out = Vec::new();
         for stage in self.stages() {
-            let sel = self.sel(&stage);
-            // A labelled stage's own family has no `stage` label (the rule adds it, after the
-            // annotations are expanded): its name goes in as written.
-            let st = if stage.labels.is_empty() {
-                "{{ $labels.stage }}".to_owned()
-            } else {
-                stage.name.clone()
-            };
-            let stage_labels: Vec<(String, String)> = {
-                let mut l = vec![("stage".to_owned(), stage.name.clone())];
-                l.extend(stage.labels.iter().cloned());
-                l
-            };
-            let mut has_miss_rule = false;
-            for rule in self.rules_for(&stage) {
-                let tag = metric_tag(rule.metric);
-                for (severity, value) in [("warning", rule.warning), ("critical", rule.critical)] {
-                    let Some(value) = value else { continue };
-                    let (expr, shown) = match (rule.metric, value) {
-                        (Metric::DeadlineMissRate, Value::Ratio(r)) => {
-                            has_miss_rule = true;
-                            (
-                                format!("{} > {r}", sel.miss_ratio(&self.window)),
-                                format!("{} %", r * 100.0),
-                            )
-                        }
-                        (Metric::Quantile(q), Value::Latency(d)) => (
-                            format!(
-                                "{} > {}",
-                                sel.quantile(q, &self.window),
-                                self.names.in_unit(d)
-                            ),
-                            human_duration(d),
-                        ),
-                        (Metric::Max, Value::Latency(d)) => (
-                            format!(
-                                "{} > {}",
-                                sel.quantile(1.0, &self.window),
-                                self.names.in_unit(d)
-                            ),
-                            human_duration(d),
-                        ),
-                        (Metric::Mean, Value::Latency(d)) => (
-                            format!(
-                                "{} / {} > {}",
-                                sel.rate_of("sum", &self.window),
-                                sel.rate_of("count", &self.window),
-                                self.names.in_unit(d)
-                            ),
-                            human_duration(d),
-                        ),
-                        _ => continue,
-                    };
-                    out.push(Alert {
-                        name: format!("{ns}{}{}Slo{}", camel(&stage.name), camel(&tag), camel(severity)),
-                        expr,
-                        pending_for: pending.clone(),
-                        severity,
-                        extra: sel.extra_labels().into_iter().map(|(k, _)| (k.to_owned(), stage.name.clone())).collect(),
-                        summary: format!("{tag} of stage {st} above {shown} ({severity})"),
-                        description: format!(
-                            "The {tag} of stage {st} in {env} {{{{ $labels.{env} }}}} over the last {} is above the {severity} threshold {shown} of the SLA rule (judged over {} in the process). Look at the stage's latency panel and its child stages, then at guard trips.",
-                            self.window, window_text(rule.window)
-                        ),
-                        test: match rule.metric {
-                            Metric::DeadlineMissRate => TestKind::MissRatio,
-                            _ => TestKind::Latency(match value {
-                                Value::Latency(d) => d,
-                                Value::Ratio(_) => Duration::from_millis(1),
-                            }),
-                        },
-                        stage: Some(stage.clone()),
-                        stage_labels: stage_labels.clone(),
-                    });
+            let ctx = StageAlerts::new(self, &stage);
+            out.extend(self.sla_alerts(&ctx));
+            // The alerts every stage gets after its SLA rules' own, in this order; a builder
+            // gives `None` where its alert does not apply.
+            let builders: [StageAlert<'a>; 3] = [
+                Self::deadline_alert,
+                Self::no_data_alert,
+                Self::canary_alert,
+            ];
+            for build in builders {
+                out.extend(build(self, &ctx));
+            }
+        }
+        for (reason, n) in &self.config.alerts.guard_trip_burst {
+            out.push(self.guard_burst_alert(reason, *n));
+        }
+        out.push(self.dropped_alert());
+        out.push(self.stalled_alert());
+        out
+    }
+
+    /// Alert names start with the namespace in camel case (`MmTickTotalNoData`).
+    fn alert_prefix(&self) -> String {
+        camel(self.names.namespace())
+    }
+
+    fn env(&self) -> &str {
+        &self.config.prometheus.env_label
+    }
+
+    /// One alert per threshold (warning, then critical) of every SLA rule on the stage.
+    fn sla_alerts(&self, ctx: &StageAlerts<'_>) -> Vec<Alert> {
+        let mut out = Vec::new();
+        for rule in self.rules_for(ctx.stage) {
+            for (severity, value) in [("warning", rule.warning), ("critical", rule.critical)] {
+                if let Some(value) = value {
+                    out.extend(self.sla_alert(ctx, rule, severity, value));
                 }
             }
-            if stage.deadline.is_some() && !has_miss_rule {
-                let r = a.deadline_miss_ratio;
-                out.push(Alert {
-                    name: format!("{ns}{}DeadlineMissRatio", camel(&stage.name)),
-                    expr: format!("{} > {r}", sel.miss_ratio(&self.window)),
-                    pending_for: pending.clone(),
-                    severity: "critical",
-                    extra: sel.extra_labels().into_iter().map(|(k, _)| (k.to_owned(), stage.name.clone())).collect(),
-                    summary: format!("stage {st} misses its deadline in more than {} % of spans", r * 100.0),
-                    description: format!("More than {} % of the spans of stage {st} in {env} {{{{ $labels.{env} }}}} ended after the stage's deadline over the last {}. Look at the deadline-miss panel and the stage's p99.", r * 100.0, self.window),
-                    test: TestKind::MissRatio,
-                    stage: Some(stage.clone()),
-                    stage_labels: stage_labels.clone(),
-                });
-            }
-            // No data: the stage recorded nothing for `no_data_after`, or was never exported.
-            let (fam, m) = sel.family();
-            let nd = prom_duration(a.no_data_after);
-            out.push(Alert {
-                name: format!("{ns}{}NoData", camel(&stage.name)),
-                expr: format!(
-                    "{} == 0 or absent({fam}_count{{{m}}})",
-                    sel.rate_of("count", &nd)
-                ),
-                pending_for: pending.clone(),
-                severity: "warning",
-                extra: sel.extra_labels().into_iter().map(|(k, _)| (k.to_owned(), stage.name.clone())).collect(),
-                summary: format!("stage {st} recorded nothing for {nd}"),
-                description: format!("No span of stage {st} was exported over the last {nd}. Look at whether the process is up and scraped (up, /health), whether the stage still runs, and at the sampling rate."),
-                test: TestKind::NoData,
-                stage: Some(stage.clone()),
-                stage_labels: stage_labels.clone(),
-            });
-            // Canary regression: canary p95 above baseline's by more than the percentage.
-            let pct = a.canary_regression_pct;
-            let mut m = format!("stage={}", quote(&stage.name));
-            for (k, v) in &stage.labels {
-                let _ = write!(m, ",{k}={}", quote(v));
-            }
-            let p95 = self.quantile_record("p95");
-            out.push(Alert {
-                name: format!("{ns}{}CanaryRegression", camel(&stage.name)),
-                expr: format!(
-                    "{p95}{{{m},{env}=\"canary\"}} > ignoring({env}) {} * {p95}{{{m},{env}=\"baseline\"}}",
-                    1.0 + pct / 100.0
-                ),
-                pending_for: pending.clone(),
-                severity: "critical",
-                extra: Vec::new(),
-                summary: format!("canary p95 of stage {st} more than {pct} % above baseline"),
-                description: format!("The canary's p95 of stage {st} over the last {} is more than {pct} % above the baseline's: roll the canary back. Compare the two on the canary-vs-baseline panel.", self.window),
-                test: TestKind::Canary,
-                stage: Some(stage.clone()),
-                stage_labels,
-            });
         }
-        for (reason, n) in &a.guard_trip_burst {
-            out.push(Alert {
-                name: format!("{ns}GuardTripBurst{}", camel(reason)),
-                expr: format!(
-                    "sum by (reason, {env}) (increase({}{{reason={}}}[1h])) > {n}",
-                    self.names.guard_trips(),
-                    quote(reason)
-                ),
-                pending_for: "0s".to_owned(),
-                severity: "warning",
-                extra: Vec::new(),
-                summary: format!("guard {{{{ $labels.reason }}}} tripped more than {n} times in an hour"),
-                description: format!("The {{{{ $labels.reason }}}} guard tripped more than {n} times over the last hour in {env} {{{{ $labels.{env} }}}}. Look at the guard-trips panel and the stage latencies around the trips."),
-                test: TestKind::Guard(reason.clone(), *n),
-                stage: None,
-                stage_labels: vec![("reason".to_owned(), reason.clone())],
-            });
+        out
+    }
+
+    /// The alert of one threshold of one SLA rule; `None` for a metric and value that do not
+    /// go together.
+    fn sla_alert(
+        &self,
+        ctx: &StageAlerts<'_>,
+        rule: &SlaRuleConfig,
+        severity: &'static str,
+        value: Value,
+    ) -> Option<Alert> {
+        let (expr, shown) = self.sla_condition(&ctx.sel, rule.metric, value)?;
+        let (tag, st, env) = (metric_tag(rule.metric), &ctx.shown, self.env());
+        Some(Alert {
+            name: format!(
+                "{}{}{}Slo{}",
+                self.alert_prefix(),
+                camel(&ctx.stage.name),
+                camel(&tag),
+                camel(severity)
+            ),
+            expr,
+            pending_for: ctx.pending.clone(),
+            severity,
+            extra: ctx.extra(),
+            summary: format!("{tag} of stage {st} above {shown} ({severity})"),
+            description: format!(
+                "The {tag} of stage {st} in {env} {{{{ $labels.{env} }}}} over the last {} is above the {severity} threshold {shown} of the SLA rule (judged over {} in the process). Look at the stage's latency panel and its child stages, then at guard trips.",
+                self.window,
+                window_text(rule.window)
+            ),
+            test: match rule.metric {
+                Metric::DeadlineMissRate => TestKind::MissRatio,
+                _ => TestKind::Latency(match value {
+                    Value::Latency(d) => d,
+                    Value::Ratio(_) => Duration::from_millis(1),
+                }),
+            },
+            stage: Some(ctx.stage.clone()),
+            stage_labels: ctx.labels.clone(),
+        })
+    }
+
+    /// An SLA rule's condition in PromQL and its threshold as the annotations show it.
+    fn sla_condition(
+        &self,
+        sel: &Sel<'_>,
+        metric: Metric,
+        value: Value,
+    ) -> Option<(String, String)> {
+        let w = &self.window;
+        let above = |expr: String, d: Duration| {
+            (
+                format!("{expr} > {}", self.names.in_unit(d)),
+                human_duration(d),
+            )
+        };
+        Some(match (metric, value) {
+            (Metric::DeadlineMissRate, Value::Ratio(r)) => (
+                format!("{} > {r}", sel.miss_ratio(w)),
+                format!("{} %", r * 100.0),
+            ),
+            (Metric::Quantile(q), Value::Latency(d)) => above(sel.quantile(q, w), d),
+            (Metric::Max, Value::Latency(d)) => above(sel.quantile(1.0, w), d),
+            (Metric::Mean, Value::Latency(d)) => above(
+                format!("{} / {}", sel.rate_of("sum", w), sel.rate_of("count", w)),
+                d,
+            ),
+            _ => return None,
+        })
+    }
+
+    /// A deadline stage no `deadline_miss_rate` rule judges: its miss ratio against
+    /// `[alerts].deadline_miss_ratio`.
+    fn deadline_alert(&self, ctx: &StageAlerts<'_>) -> Option<Alert> {
+        let judged_by_rule = self.rules_for(ctx.stage).iter().any(|r| {
+            r.metric == Metric::DeadlineMissRate
+                && [r.warning, r.critical]
+                    .iter()
+                    .any(|v| matches!(v, Some(Value::Ratio(_))))
+        });
+        if ctx.stage.deadline.is_none() || judged_by_rule {
+            return None;
         }
-        out.push(Alert {
-            name: format!("{ns}RecordsDropped"),
+        let (r, st, env) = (
+            self.config.alerts.deadline_miss_ratio,
+            &ctx.shown,
+            self.env(),
+        );
+        Some(Alert {
+            name: format!(
+                "{}{}DeadlineMissRatio",
+                self.alert_prefix(),
+                camel(&ctx.stage.name)
+            ),
+            expr: format!("{} > {r}", ctx.sel.miss_ratio(&self.window)),
+            pending_for: ctx.pending.clone(),
+            severity: "critical",
+            extra: ctx.extra(),
+            summary: format!(
+                "stage {st} misses its deadline in more than {} % of spans",
+                r * 100.0
+            ),
+            description: format!(
+                "More than {} % of the spans of stage {st} in {env} {{{{ $labels.{env} }}}} ended after the stage's deadline over the last {}. Look at the deadline-miss panel and the stage's p99.",
+                r * 100.0,
+                self.window
+            ),
+            test: TestKind::MissRatio,
+            stage: Some(ctx.stage.clone()),
+            stage_labels: ctx.labels.clone(),
+        })
+    }
+
+    /// No data: the stage recorded nothing for `no_data_after`, or was never exported.
+    fn no_data_alert(&self, ctx: &StageAlerts<'_>) -> Option<Alert> {
+        let (fam, m) = ctx.sel.family();
+        let nd = prom_duration(self.config.alerts.no_data_after);
+        let st = &ctx.shown;
+        Some(Alert {
+            name: format!("{}{}NoData", self.alert_prefix(), camel(&ctx.stage.name)),
+            expr: format!(
+                "{} == 0 or absent({fam}_count{{{m}}})",
+                ctx.sel.rate_of("count", &nd)
+            ),
+            pending_for: ctx.pending.clone(),
+            severity: "warning",
+            extra: ctx.extra(),
+            summary: format!("stage {st} recorded nothing for {nd}"),
+            description: format!(
+                "No span of stage {st} was exported over the last {nd}. Look at whether the process is up and scraped (up, /health), whether the stage still runs, and at the sampling rate."
+            ),
+            test: TestKind::NoData,
+            stage: Some(ctx.stage.clone()),
+            stage_labels: ctx.labels.clone(),
+        })
+    }
+
+    /// Canary regression: canary p95 above baseline's by more than the percentage.
+    fn canary_alert(&self, ctx: &StageAlerts<'_>) -> Option<Alert> {
+        let pct = self.config.alerts.canary_regression_pct;
+        let (m, st, env) = (record_matchers(ctx.stage), &ctx.shown, self.env());
+        let p95 = self.quantile_record("p95");
+        Some(Alert {
+            name: format!(
+                "{}{}CanaryRegression",
+                self.alert_prefix(),
+                camel(&ctx.stage.name)
+            ),
+            expr: format!(
+                "{p95}{{{m},{env}=\"canary\"}} > ignoring({env}) {} * {p95}{{{m},{env}=\"baseline\"}}",
+                1.0 + pct / 100.0
+            ),
+            pending_for: ctx.pending.clone(),
+            severity: "critical",
+            extra: Vec::new(),
+            summary: format!("canary p95 of stage {st} more than {pct} % above baseline"),
+            description: format!(
+                "The canary's p95 of stage {st} over the last {} is more than {pct} % above the baseline's: roll the canary back. Compare the two on the canary-vs-baseline panel.",
+                self.window
+            ),
+            test: TestKind::Canary,
+            stage: Some(ctx.stage.clone()),
+            stage_labels: ctx.labels.clone(),
+        })
+    }
+
+    fn guard_burst_alert(&self, reason: &str, n: u64) -> Alert {
+        let env = self.env();
+        Alert {
+            name: format!("{}GuardTripBurst{}", self.alert_prefix(), camel(reason)),
+            expr: format!(
+                "sum by (reason, {env}) (increase({}{{reason={}}}[1h])) > {n}",
+                self.names.guard_trips(),
+                quote(reason)
+            ),
+            pending_for: "0s".to_owned(),
+            severity: "warning",
+            extra: Vec::new(),
+            summary: format!(
+                "guard {{{{ $labels.reason }}}} tripped more than {n} times in an hour"
+            ),
+            description: format!(
+                "The {{{{ $labels.reason }}}} guard tripped more than {n} times over the last hour in {env} {{{{ $labels.{env} }}}}. Look at the guard-trips panel and the stage latencies around the trips."
+            ),
+            test: TestKind::Guard(reason.to_owned(), n),
+            stage: None,
+            stage_labels: vec![("reason".to_owned(), reason.to_owned())],
+        }
+    }
+
+    fn dropped_alert(&self) -> Alert {
+        let (a, env) = (&self.config.alerts, self.env());
+        Alert {
+            name: format!("{}RecordsDropped", self.alert_prefix()),
             expr: format!(
                 "sum by (stage, {env}) (rate({}[{}])) > {}",
                 self.names.dropped(),
@@ -673,35 +808,45 @@ impl<'a> Plan<'a> {
             severity: "warning",
             extra: Vec::new(),
             summary: "records of stage {{ $labels.stage }} are being dropped".to_owned(),
-            description: format!("Rings are full: records of stage {{{{ $labels.stage }}}} in {env} {{{{ $labels.{env} }}}} are dropped, so its percentiles miss them. Look at the ring high-water mark, the aggregator lag and cycle time; raise ring_capacity or lower the interval."),
+            description: format!(
+                "Rings are full: records of stage {{{{ $labels.stage }}}} in {env} {{{{ $labels.{env} }}}} are dropped, so its percentiles miss them. Look at the ring high-water mark, the aggregator lag and cycle time; raise ring_capacity or lower the interval."
+            ),
             test: TestKind::Dropped,
             stage: None,
             stage_labels: vec![("stage".to_owned(), "dropping_stage".to_owned())],
-        });
+        }
+    }
+
+    fn stalled_alert(&self) -> Alert {
+        let (a, env) = (&self.config.alerts, self.env());
         let stalled = a.aggregator_stalled_after.as_secs_f64();
-        let lag = self
-            .names
-            .health("aggregator_lag_seconds")
-            .unwrap_or_default();
-        let age = self
-            .names
-            .health("aggregator_last_drain_age_seconds")
-            .unwrap_or_default();
-        out.push(Alert {
-            name: format!("{ns}AggregatorStalled"),
+        let (age, lag) = self.aggregator_gauges();
+        Alert {
+            name: format!("{}AggregatorStalled", self.alert_prefix()),
             expr: format!(
                 "max by (instance, {env}) ({age}) > {stalled} or max by (instance, {env}) ({lag}) > {stalled}"
             ),
-            pending_for: pending.clone(),
+            pending_for: prom_duration(a.pending_for),
             severity: "critical",
             extra: Vec::new(),
             summary: "laptime's aggregator on {{ $labels.instance }} is stalled".to_owned(),
-            description: format!("The aggregator on {{{{ $labels.instance }}}} has not drained the rings for more than {} (or drains records that old): every figure it exports is stale. Look at /health, aggregator restarts and callback panics.", human_duration(a.aggregator_stalled_after)),
+            description: format!(
+                "The aggregator on {{{{ $labels.instance }}}} has not drained the rings for more than {} (or drains records that old): every figure it exports is stale. Look at /health, aggregator restarts and callback panics.",
+                human_duration(a.aggregator_stalled_after)
+            ),
             test: TestKind::Stalled,
             stage: None,
             stage_labels: vec![("instance".to_owned(), "app:9000".to_owned())],
-        });
-        out
+        }
+    }
+
+    /// The health gauges the stalled alert reads: the last drain's age and the aggregator's lag.
+    fn aggregator_gauges(&self) -> (String, String) {
+        let gauge = |name| self.names.health(name).unwrap_or_default();
+        (
+            gauge("aggregator_last_drain_age_seconds"),
+            gauge("aggregator_lag_seconds"),
+        )
     }
 
     fn alerting(&self) -> Yaml {
@@ -804,363 +949,21 @@ impl Plan<'_> {
     /// `rules_test.yml`: promtool unit tests, one that fires and one that stays quiet per alert,
     /// and checks of the recording rules' values.
     pub fn tests_yaml(&self, rule_file: &str) -> String {
-        let a = &self.config.alerts;
-        let env = self.config.prometheus.env_label.clone();
-        let hold = a.rate_window.max(a.no_data_after) + a.pending_for.max(a.drop_for);
-        let eval_min = hold.as_secs().div_ceil(60) + 3;
-        let series_len = eval_min + 70;
-        let ramp = |per_min: u64| format!("0+{per_min}x{series_len}");
-        let flat = |v: f64| format!("{v}+0x{series_len}");
+        let tl = Timeline::new(&self.config.alerts);
         let mut tests = Vec::new();
         for al in self.alerts() {
-            let mut fire_series: Vec<(String, String)> = Vec::new();
-            let mut quiet_series: Vec<(String, String)> = Vec::new();
-            let mut fire_labels: Vec<(String, String)>;
-            let mut eval = eval_min;
-            let stage_sel = |st: &StageRef, suffix: &str, envv: &str, extra: &str| -> String {
-                let sel = self.sel(st);
-                let (fam, m) = sel.family();
-                format!(
-                    "{fam}_{suffix}{{{m},{env}={},instance=\"app:9000\"{extra}}}",
-                    quote(envv)
-                )
-            };
-            let hist = |st: &StageRef,
-                        c: Duration,
-                        envv: &str,
-                        slow: bool,
-                        out: &mut Vec<(String, String)>| {
-                // Buckets at c/1000, c and 2c: all spans in (c, 2c] when slow, below c/1000 else.
-                let c_u = self.names.in_unit(c);
-                let bounds = [c_u / 1000.0, c_u, 2.0 * c_u];
-                for (i, b) in bounds.iter().enumerate() {
-                    let filled = if slow { i == 2 } else { true };
-                    let v = if filled { ramp(60) } else { flat(0.0) };
-                    out.push((stage_sel(st, "bucket", envv, &format!(",le=\"{b}\"")), v));
-                }
-                out.push((stage_sel(st, "bucket", envv, ",le=\"+Inf\""), ramp(60)));
-                out.push((stage_sel(st, "count", envv, ""), ramp(60)));
-                let mean = if slow { 1.5 * c_u } else { c_u / 2000.0 };
-                out.push((
-                    stage_sel(st, "sum", envv, ""),
-                    format!("0+{}x{series_len}", 60.0 * mean),
-                ));
-            };
-            match &al.test {
-                TestKind::Latency(c) => {
-                    let st = al.stage.as_ref().expect("stage alert");
-                    hist(st, *c, "prod", true, &mut fire_series);
-                    hist(st, *c, "prod", false, &mut quiet_series);
-                    fire_labels = al.stage_labels.clone();
-                    fire_labels.push((env.clone(), "prod".to_owned()));
-                }
-                TestKind::MissRatio => {
-                    let st = al.stage.as_ref().expect("stage alert");
-                    let mut m = format!("stage={}", quote(&st.name));
-                    for (k, v) in &st.labels {
-                        let _ = write!(m, ",{k}={}", quote(v));
-                    }
-                    let miss = |per_min: u64| {
-                        (
-                            format!(
-                                "{}{{{m},{env}=\"prod\",instance=\"app:9000\"}}",
-                                self.names.deadline_miss()
-                            ),
-                            ramp(per_min),
-                        )
-                    };
-                    // 60 spans a minute: 30 missed (50 %) against none.
-                    fire_series.push((stage_sel(st, "count", "prod", ""), ramp(60)));
-                    fire_series.push(miss(30));
-                    quiet_series.push((stage_sel(st, "count", "prod", ""), ramp(60)));
-                    quiet_series.push(miss(0));
-                    fire_labels = al.stage_labels.clone();
-                    fire_labels.push((env.clone(), "prod".to_owned()));
-                }
-                TestKind::NoData => {
-                    let st = al.stage.as_ref().expect("stage alert");
-                    fire_series.push((stage_sel(st, "count", "prod", ""), flat(5.0)));
-                    quiet_series.push((stage_sel(st, "count", "prod", ""), ramp(60)));
-                    fire_labels = al.stage_labels.clone();
-                    fire_labels.push((env.clone(), "prod".to_owned()));
-                }
-                TestKind::Canary => {
-                    let st = al.stage.as_ref().expect("stage alert");
-                    let c = self.slo_threshold(st).unwrap_or(Duration::from_millis(1));
-                    hist(st, c, "canary", true, &mut fire_series);
-                    hist(st, c, "baseline", false, &mut fire_series);
-                    hist(st, c, "canary", true, &mut quiet_series);
-                    hist(st, c, "baseline", true, &mut quiet_series);
-                    fire_labels = al.stage_labels.clone();
-                }
-                TestKind::Guard(reason, n) => {
-                    let name = format!(
-                        "{}{{reason={},{env}=\"prod\",instance=\"app:9000\"}}",
-                        self.names.guard_trips(),
-                        quote(reason)
-                    );
-                    // Over an hour: 2 n trips against n / 2.
-                    fire_series.push((
-                        name.clone(),
-                        format!("0+{}x{series_len}", 2.0 * *n as f64 / 60.0),
-                    ));
-                    quiet_series.push((name, format!("0+{}x{series_len}", *n as f64 / 120.0)));
-                    fire_labels = al.stage_labels.clone();
-                    fire_labels.push((env.clone(), "prod".to_owned()));
-                    eval = eval.max(65);
-                }
-                TestKind::Dropped => {
-                    let name = format!(
-                        "{}{{stage=\"dropping_stage\",{env}=\"prod\",instance=\"app:9000\"}}",
-                        self.names.dropped()
-                    );
-                    let per_min = (a.drop_rate * 60.0).ceil() as u64 * 2 + 60;
-                    fire_series.push((name.clone(), ramp(per_min)));
-                    quiet_series.push((name, flat(3.0)));
-                    fire_labels = al.stage_labels.clone();
-                    fire_labels.push((env.clone(), "prod".to_owned()));
-                }
-                TestKind::Stalled => {
-                    let age = self
-                        .names
-                        .health("aggregator_last_drain_age_seconds")
-                        .unwrap_or_default();
-                    let lag = self
-                        .names
-                        .health("aggregator_lag_seconds")
-                        .unwrap_or_default();
-                    let s_ = a.aggregator_stalled_after.as_secs_f64();
-                    let at = |n: &str| format!("{n}{{{env}=\"prod\",instance=\"app:9000\"}}");
-                    fire_series.push((at(&age), format!("{}+60x{series_len}", 2.0 * s_)));
-                    fire_series.push((at(&lag), flat(0.001)));
-                    quiet_series.push((at(&age), flat(0.01)));
-                    quiet_series.push((at(&lag), flat(0.001)));
-                    fire_labels = al.stage_labels.clone();
-                    fire_labels.push((env.clone(), "prod".to_owned()));
-                }
-            }
-            let mut labels = vec![("severity".to_owned(), al.severity.to_owned())];
-            labels.extend(al.extra.iter().cloned());
-            for l in fire_labels {
-                if !labels.iter().any(|(k, _)| *k == l.0) {
-                    labels.push(l);
-                }
-            }
-            let series_yaml = |list: &[(String, String)]| {
-                Yaml::Seq(
-                    list.iter()
-                        .map(|(name, values)| {
-                            map(vec![
-                                ("series", s(name.clone())),
-                                ("values", s(values.clone())),
-                            ])
-                        })
-                        .collect(),
-                )
-            };
-            let exp = map(vec![
-                (
-                    "exp_labels",
-                    Yaml::Map(
-                        labels
-                            .iter()
-                            .map(|(k, v)| (k.clone(), s(v.clone())))
-                            .collect(),
-                    ),
-                ),
-                (
-                    "exp_annotations",
-                    map(vec![
-                        ("summary", s(expand(&al.summary, &labels))),
-                        ("description", s(expand(&al.description, &labels))),
-                    ]),
-                ),
-            ]);
-            let at = format!("{eval}m");
-            tests.push(map(vec![
-                ("name", s(format!("{} fires ({})", al.name, al.severity))),
-                ("interval", s("1m")),
-                ("input_series", series_yaml(&fire_series)),
-                (
-                    "alert_rule_test",
-                    Yaml::Seq(vec![map(vec![
-                        ("eval_time", s(at.clone())),
-                        ("alertname", s(al.name.clone())),
-                        ("exp_alerts", Yaml::Seq(vec![exp])),
-                    ])]),
-                ),
-            ]));
-            tests.push(map(vec![
-                (
-                    "name",
-                    s(format!("{} stays quiet ({})", al.name, al.severity)),
-                ),
-                ("interval", s("1m")),
-                ("input_series", series_yaml(&quiet_series)),
-                (
-                    "alert_rule_test",
-                    Yaml::Seq(vec![map(vec![
-                        ("eval_time", s(at)),
-                        ("alertname", s(al.name.clone())),
-                        ("exp_alerts", Yaml::Seq(Vec::new())),
-                    ])]),
-                ),
-            ]));
+            let inputs = self.alert_inputs(&al, &tl);
+            tests.extend(alert_tests(&al, &inputs));
         }
         // Recording rules: p50/p95/p99 of spans all in (c, 2c] are 1.5c, 1.95c, 1.99c; the SLO
         // series is 0 for them and 1 for spans below c/1000.
         for stage in self.stages() {
-            let Some(c) = self.slo_threshold(&stage) else {
-                continue;
-            };
-            let c_u = self.names.in_unit(c);
-            let mut slow = Vec::new();
-            let mut fast = Vec::new();
-            let sel = self.sel(&stage);
-            let (fam, m) = sel.family();
-            let st = |suffix: &str, envv: &str, extra: &str| {
-                format!(
-                    "{fam}_{suffix}{{{m},{env}={},instance=\"app:9000\"{extra}}}",
-                    quote(envv)
-                )
-            };
-            for (out, envv, is_slow) in [(&mut slow, "slow", true), (&mut fast, "fast", false)] {
-                for (i, b) in [c_u / 1000.0, c_u, 2.0 * c_u].iter().enumerate() {
-                    let filled = if is_slow { i == 2 } else { true };
-                    out.push((
-                        st("bucket", envv, &format!(",le=\"{b}\"")),
-                        if filled { ramp(60) } else { flat(0.0) },
-                    ));
-                }
-                out.push((st("bucket", envv, ",le=\"+Inf\""), ramp(60)));
-                out.push((st("count", envv, ""), ramp(60)));
+            if let Some(c) = self.slo_threshold(&stage) {
+                tests.push(self.recording_test(&stage, c, &tl));
             }
-            let mut input: Vec<Yaml> = Vec::new();
-            for (name, values) in slow.iter().chain(fast.iter()) {
-                input.push(map(vec![
-                    ("series", s(name.clone())),
-                    ("values", s(values.clone())),
-                ]));
-            }
-            let mut label_str = String::new();
-            let mut out_labels: Vec<(String, String)> = Vec::new();
-            if stage.labels.is_empty() {
-                out_labels.push(("stage".to_owned(), stage.name.clone()));
-            }
-            out_labels.extend(stage.labels.iter().cloned());
-            let mut m_rec = format!("stage={}", quote(&stage.name));
-            for (k, v) in &stage.labels {
-                let _ = write!(m_rec, ",{k}={}", quote(v));
-            }
-            for (k, v) in &out_labels {
-                let _ = write!(label_str, "{k}={},", quote(v));
-            }
-            let mut exprs = Vec::new();
-            for (tag, f) in [("p50", 1.5), ("p95", 1.95), ("p99", 1.99)] {
-                exprs.push(map(vec![
-                    (
-                        "expr",
-                        s(format!(
-                            "abs({}{{{m_rec},{env}=\"slow\"}} - {}) < bool {}",
-                            self.quantile_record(tag),
-                            f * c_u,
-                            c_u * 1e-6
-                        )),
-                    ),
-                    ("eval_time", s(format!("{eval_min}m"))),
-                    (
-                        "exp_samples",
-                        Yaml::Seq(vec![map(vec![
-                            ("labels", s(format!("{{{label_str}{env}=\"slow\"}}"))),
-                            ("value", Yaml::Plain("1".to_owned())),
-                        ])]),
-                    ),
-                ]));
-            }
-            let slo = self.slo_record(&stage, c);
-            exprs.push(map(vec![
-                ("expr", s(slo.clone())),
-                ("eval_time", s(format!("{eval_min}m"))),
-                (
-                    "exp_samples",
-                    Yaml::Seq(vec![
-                        map(vec![
-                            ("labels", s(format!("{slo}{{{label_str}{env}=\"fast\"}}"))),
-                            ("value", Yaml::Plain("1".to_owned())),
-                        ]),
-                        map(vec![
-                            ("labels", s(format!("{slo}{{{label_str}{env}=\"slow\"}}"))),
-                            ("value", Yaml::Plain("0".to_owned())),
-                        ]),
-                    ]),
-                ),
-            ]));
-            tests.push(map(vec![
-                (
-                    "name",
-                    s(format!("recording rules of stage {}", stage.name)),
-                ),
-                ("interval", s("1m")),
-                ("input_series", Yaml::Seq(input)),
-                ("promql_expr_test", Yaml::Seq(exprs)),
-            ]));
         }
-        // The corrected p99 record: corrected values all in (i, 2i] (i the expected interval)
-        // give 1.99i.
         for (stage, interval) in self.corrected_stages() {
-            let i_u = self.names.in_unit(*interval);
-            let fam = self.names.stage_duration_corrected();
-            let st = |suffix: &str, extra: &str| {
-                format!(
-                    "{fam}_{suffix}{{stage={},{env}=\"prod\",instance=\"app:9000\"{extra}}}",
-                    quote(stage)
-                )
-            };
-            let mut input = Vec::new();
-            for (i, b) in [i_u / 1000.0, i_u, 2.0 * i_u].iter().enumerate() {
-                input.push(map(vec![
-                    ("series", s(st("bucket", &format!(",le=\"{b}\"")))),
-                    ("values", s(if i == 2 { ramp(60) } else { flat(0.0) })),
-                ]));
-            }
-            input.push(map(vec![
-                ("series", s(st("bucket", ",le=\"+Inf\""))),
-                ("values", s(ramp(60))),
-            ]));
-            let record = self.corrected_quantile_record("p99");
-            tests.push(map(vec![
-                (
-                    "name",
-                    s(format!("corrected p99 recording rule of stage {stage}")),
-                ),
-                ("interval", s("1m")),
-                ("input_series", Yaml::Seq(input)),
-                (
-                    "promql_expr_test",
-                    Yaml::Seq(vec![map(vec![
-                        (
-                            "expr",
-                            s(format!(
-                                "abs({record}{{stage={}}} - {}) < bool {}",
-                                quote(stage),
-                                1.99 * i_u,
-                                i_u * 1e-6
-                            )),
-                        ),
-                        ("eval_time", s(format!("{eval_min}m"))),
-                        (
-                            "exp_samples",
-                            Yaml::Seq(vec![map(vec![
-                                (
-                                    "labels",
-                                    s(format!("{{stage={},{env}=\"prod\"}}", quote(stage))),
-                                ),
-                                ("value", Yaml::Plain("1".to_owned())),
-                            ])]),
-                        ),
-                    ])]),
-                ),
-            ]));
+            tests.push(self.corrected_test(stage, *interval, &tl));
         }
         let doc = map(vec![
             ("rule_files", Yaml::Seq(vec![s(rule_file)])),
@@ -1172,6 +975,410 @@ impl Plan<'_> {
             doc.render()
         )
     }
+
+    /// What one alert's two tests feed it, by the kind of alert.
+    fn alert_inputs(&self, al: &Alert, tl: &Timeline) -> AlertInputs {
+        let stage = || al.stage.as_ref().expect("stage alert");
+        let (fire, quiet) = match &al.test {
+            TestKind::Latency(c) => (
+                self.hist_series(stage(), *c, "prod", true, tl),
+                self.hist_series(stage(), *c, "prod", false, tl),
+            ),
+            TestKind::MissRatio => self.miss_series(stage(), tl),
+            TestKind::NoData => {
+                let count = self.stage_series(stage(), "count", "prod", "");
+                (
+                    vec![(count.clone(), tl.flat(5.0))],
+                    vec![(count, tl.ramp(60))],
+                )
+            }
+            TestKind::Canary => self.canary_series(stage(), tl),
+            TestKind::Guard(reason, n) => self.guard_series(reason, *n, tl),
+            TestKind::Dropped => self.dropped_series(tl),
+            TestKind::Stalled => self.stalled_series(tl),
+        };
+        let mut labels = al.stage_labels.clone();
+        // The canary alert compares two environments: it keeps neither.
+        if !matches!(al.test, TestKind::Canary) {
+            labels.push((self.env().to_owned(), "prod".to_owned()));
+        }
+        // The guard alert counts trips over an hour: judged once an hour has passed.
+        let eval = match al.test {
+            TestKind::Guard(..) => tl.eval_min.max(65),
+            _ => tl.eval_min,
+        };
+        AlertInputs {
+            fire,
+            quiet,
+            labels,
+            eval,
+        }
+    }
+
+    /// A stage's series of `suffix` (`bucket`, `count`, `sum`) in environment `envv`, with
+    /// `extra` matchers (`,le="…"`) after the rest.
+    fn stage_series(&self, stage: &StageRef, suffix: &str, envv: &str, extra: &str) -> String {
+        let (fam, m) = self.sel(stage).family();
+        format!(
+            "{fam}_{suffix}{{{m},{env}={},instance=\"app:9000\"{extra}}}",
+            quote(envv),
+            env = self.env()
+        )
+    }
+
+    /// Buckets at c/1000, c and 2c, `+Inf` and the count: 60 spans a minute, all in (c, 2c]
+    /// when slow, below c/1000 else.
+    fn bucket_series(
+        &self,
+        st: &StageRef,
+        c: Duration,
+        envv: &str,
+        slow: bool,
+        tl: &Timeline,
+    ) -> Series {
+        let c_u = self.names.in_unit(c);
+        let mut out = Series::new();
+        for (i, b) in [c_u / 1000.0, c_u, 2.0 * c_u].iter().enumerate() {
+            let filled = if slow { i == 2 } else { true };
+            let v = if filled { tl.ramp(60) } else { tl.flat(0.0) };
+            out.push((
+                self.stage_series(st, "bucket", envv, &format!(",le=\"{b}\"")),
+                v,
+            ));
+        }
+        out.push((
+            self.stage_series(st, "bucket", envv, ",le=\"+Inf\""),
+            tl.ramp(60),
+        ));
+        out.push((self.stage_series(st, "count", envv, ""), tl.ramp(60)));
+        out
+    }
+
+    /// [`Self::bucket_series`] and the sum that goes with them (mean 1.5c when slow, c/2000
+    /// else): a whole histogram.
+    fn hist_series(
+        &self,
+        st: &StageRef,
+        c: Duration,
+        envv: &str,
+        slow: bool,
+        tl: &Timeline,
+    ) -> Series {
+        let mut out = self.bucket_series(st, c, envv, slow, tl);
+        let c_u = self.names.in_unit(c);
+        let mean = if slow { 1.5 * c_u } else { c_u / 2000.0 };
+        out.push((self.stage_series(st, "sum", envv, ""), tl.ramp(60.0 * mean)));
+        out
+    }
+
+    /// 60 spans a minute: 30 missed (50 %) against none.
+    fn miss_series(&self, st: &StageRef, tl: &Timeline) -> (Series, Series) {
+        let m = record_matchers(st);
+        let env = self.env();
+        let miss = |per_min: u64| {
+            (
+                format!(
+                    "{}{{{m},{env}=\"prod\",instance=\"app:9000\"}}",
+                    self.names.deadline_miss()
+                ),
+                tl.ramp(per_min),
+            )
+        };
+        let count = self.stage_series(st, "count", "prod", "");
+        (
+            vec![(count.clone(), tl.ramp(60)), miss(30)],
+            vec![(count, tl.ramp(60)), miss(0)],
+        )
+    }
+
+    /// A slow canary against a fast baseline, and both slow.
+    fn canary_series(&self, st: &StageRef, tl: &Timeline) -> (Series, Series) {
+        let c = self.slo_threshold(st).unwrap_or(Duration::from_millis(1));
+        let mut fire = self.hist_series(st, c, "canary", true, tl);
+        fire.extend(self.hist_series(st, c, "baseline", false, tl));
+        let mut quiet = self.hist_series(st, c, "canary", true, tl);
+        quiet.extend(self.hist_series(st, c, "baseline", true, tl));
+        (fire, quiet)
+    }
+
+    /// Over an hour: 2 n trips against n / 2.
+    fn guard_series(&self, reason: &str, n: u64, tl: &Timeline) -> (Series, Series) {
+        let name = format!(
+            "{}{{reason={},{}=\"prod\",instance=\"app:9000\"}}",
+            self.names.guard_trips(),
+            quote(reason),
+            self.env()
+        );
+        (
+            vec![(name.clone(), tl.ramp(2.0 * n as f64 / 60.0))],
+            vec![(name, tl.ramp(n as f64 / 120.0))],
+        )
+    }
+
+    /// Drops at twice the alert's rate (and at least one a second) against none.
+    fn dropped_series(&self, tl: &Timeline) -> (Series, Series) {
+        let name = format!(
+            "{}{{stage=\"dropping_stage\",{}=\"prod\",instance=\"app:9000\"}}",
+            self.names.dropped(),
+            self.env()
+        );
+        let per_min = (self.config.alerts.drop_rate * 60.0).ceil() as u64 * 2 + 60;
+        (
+            vec![(name.clone(), tl.ramp(per_min))],
+            vec![(name, tl.flat(3.0))],
+        )
+    }
+
+    /// A last drain that ages from twice the limit against one 10 ms old; the lag stays low.
+    fn stalled_series(&self, tl: &Timeline) -> (Series, Series) {
+        let (age, lag) = self.aggregator_gauges();
+        let at = |n: &str| format!("{n}{{{}=\"prod\",instance=\"app:9000\"}}", self.env());
+        let limit = self.config.alerts.aggregator_stalled_after.as_secs_f64();
+        (
+            vec![
+                (at(&age), tl.line(2.0 * limit, 60)),
+                (at(&lag), tl.flat(0.001)),
+            ],
+            vec![(at(&age), tl.flat(0.01)), (at(&lag), tl.flat(0.001))],
+        )
+    }
+
+    /// The test of a stage's p50/p95/p99 records (against its SLO threshold `c`) and its SLO
+    /// series.
+    fn recording_test(&self, stage: &StageRef, c: Duration, tl: &Timeline) -> Yaml {
+        let mut input = self.bucket_series(stage, c, "slow", true, tl);
+        input.extend(self.bucket_series(stage, c, "fast", false, tl));
+        let mut out_labels: Vec<(String, String)> = Vec::new();
+        if stage.labels.is_empty() {
+            out_labels.push(("stage".to_owned(), stage.name.clone()));
+        }
+        out_labels.extend(stage.labels.iter().cloned());
+        let mut label_str = String::new();
+        for (k, v) in &out_labels {
+            let _ = write!(label_str, "{k}={},", quote(v));
+        }
+        let mut exprs: Vec<Yaml> = [("p50", 1.5), ("p95", 1.95), ("p99", 1.99)]
+            .into_iter()
+            .map(|(tag, f)| self.quantile_check(stage, c, tag, f, &label_str, tl))
+            .collect();
+        exprs.push(self.slo_check(stage, c, &label_str, tl));
+        map(vec![
+            (
+                "name",
+                s(format!("recording rules of stage {}", stage.name)),
+            ),
+            ("interval", s("1m")),
+            ("input_series", series_yaml(&input)),
+            ("promql_expr_test", Yaml::Seq(exprs)),
+        ])
+    }
+
+    /// The slow series' `tag` record is `f` c (within a millionth of c).
+    fn quantile_check(
+        &self,
+        stage: &StageRef,
+        c: Duration,
+        tag: &str,
+        f: f64,
+        label_str: &str,
+        tl: &Timeline,
+    ) -> Yaml {
+        let (c_u, env) = (self.names.in_unit(c), self.env());
+        let expr = format!(
+            "abs({}{{{},{env}=\"slow\"}} - {}) < bool {}",
+            self.quantile_record(tag),
+            record_matchers(stage),
+            f * c_u,
+            c_u * 1e-6
+        );
+        let sample = (format!("{{{label_str}{env}=\"slow\"}}"), "1");
+        expr_test(expr, tl, &[sample])
+    }
+
+    /// The SLO series is 1 for the fast series and 0 for the slow one.
+    fn slo_check(&self, stage: &StageRef, c: Duration, label_str: &str, tl: &Timeline) -> Yaml {
+        let (slo, env) = (self.slo_record(stage, c), self.env());
+        let samples = [
+            (format!("{slo}{{{label_str}{env}=\"fast\"}}"), "1"),
+            (format!("{slo}{{{label_str}{env}=\"slow\"}}"), "0"),
+        ];
+        expr_test(slo, tl, &samples)
+    }
+
+    /// The corrected p99 record: corrected values all in (i, 2i] (i the expected interval)
+    /// give 1.99i.
+    fn corrected_test(&self, stage: &str, interval: Duration, tl: &Timeline) -> Yaml {
+        let (i_u, env) = (self.names.in_unit(interval), self.env());
+        let fam = self.names.stage_duration_corrected();
+        let st = |suffix: &str, extra: &str| {
+            format!(
+                "{fam}_{suffix}{{stage={},{env}=\"prod\",instance=\"app:9000\"{extra}}}",
+                quote(stage)
+            )
+        };
+        let mut input = Series::new();
+        for (i, b) in [i_u / 1000.0, i_u, 2.0 * i_u].iter().enumerate() {
+            let v = if i == 2 { tl.ramp(60) } else { tl.flat(0.0) };
+            input.push((st("bucket", &format!(",le=\"{b}\"")), v));
+        }
+        input.push((st("bucket", ",le=\"+Inf\""), tl.ramp(60)));
+        let expr = format!(
+            "abs({}{{stage={}}} - {}) < bool {}",
+            self.corrected_quantile_record("p99"),
+            quote(stage),
+            1.99 * i_u,
+            i_u * 1e-6
+        );
+        let sample = (format!("{{stage={},{env}=\"prod\"}}", quote(stage)), "1");
+        map(vec![
+            (
+                "name",
+                s(format!("corrected p99 recording rule of stage {stage}")),
+            ),
+            ("interval", s("1m")),
+            ("input_series", series_yaml(&input)),
+            (
+                "promql_expr_test",
+                Yaml::Seq(vec![expr_test(expr, tl, &[sample])]),
+            ),
+        ])
+    }
+}
+
+/// Input series, each a name with its matchers and its values in promtool's expanding notation.
+type Series = Vec<(String, String)>;
+
+/// When the generated tests judge, and how long their series run.
+struct Timeline {
+    /// Minutes after the start at which alerts and records are judged: past every window and
+    /// every `for:`.
+    eval_min: u64,
+    /// Samples in every input series, one a minute.
+    len: u64,
+}
+
+impl Timeline {
+    fn new(a: &AlertsSection) -> Self {
+        let hold = a.rate_window.max(a.no_data_after) + a.pending_for.max(a.drop_for);
+        let eval_min = hold.as_secs().div_ceil(60) + 3;
+        Self {
+            eval_min,
+            len: eval_min + 70,
+        }
+    }
+
+    /// `start+stepxN`: a series from `start` that moves by `step` a minute.
+    fn line(&self, start: impl std::fmt::Display, step: impl std::fmt::Display) -> String {
+        format!("{start}+{step}x{}", self.len)
+    }
+
+    /// A counter from 0 that grows by `per_min` a minute.
+    fn ramp(&self, per_min: impl std::fmt::Display) -> String {
+        self.line(0, per_min)
+    }
+
+    /// A value that stays at `v`.
+    fn flat(&self, v: f64) -> String {
+        self.line(v, 0)
+    }
+}
+
+/// What one alert's pair of tests feeds it and expects of it.
+struct AlertInputs {
+    /// Series under which the alert fires.
+    fire: Series,
+    /// Series under which it stays quiet.
+    quiet: Series,
+    /// The firing alert's labels beyond its severity and the rule's own.
+    labels: Vec<(String, String)>,
+    /// Minutes after the start at which the alert is judged.
+    eval: u64,
+}
+
+fn series_yaml(list: &[(String, String)]) -> Yaml {
+    Yaml::Seq(
+        list.iter()
+            .map(|(name, values)| {
+                map(vec![
+                    ("series", s(name.clone())),
+                    ("values", s(values.clone())),
+                ])
+            })
+            .collect(),
+    )
+}
+
+/// An alert's two tests: it fires on the firing series (with these labels and annotations) and
+/// stays quiet on the others, both judged at the same time.
+fn alert_tests(al: &Alert, inputs: &AlertInputs) -> [Yaml; 2] {
+    let mut labels = vec![("severity".to_owned(), al.severity.to_owned())];
+    labels.extend(al.extra.iter().cloned());
+    for l in &inputs.labels {
+        if !labels.iter().any(|(k, _)| *k == l.0) {
+            labels.push(l.clone());
+        }
+    }
+    let exp = map(vec![
+        (
+            "exp_labels",
+            Yaml::Map(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), s(v.clone())))
+                    .collect(),
+            ),
+        ),
+        (
+            "exp_annotations",
+            map(vec![
+                ("summary", s(expand(&al.summary, &labels))),
+                ("description", s(expand(&al.description, &labels))),
+            ]),
+        ),
+    ]);
+    let at = format!("{}m", inputs.eval);
+    let test = |verb: &str, series: &[(String, String)], expected: Vec<Yaml>| {
+        map(vec![
+            ("name", s(format!("{} {verb} ({})", al.name, al.severity))),
+            ("interval", s("1m")),
+            ("input_series", series_yaml(series)),
+            (
+                "alert_rule_test",
+                Yaml::Seq(vec![map(vec![
+                    ("eval_time", s(at.clone())),
+                    ("alertname", s(al.name.clone())),
+                    ("exp_alerts", Yaml::Seq(expected)),
+                ])]),
+            ),
+        ])
+    };
+    [
+        test("fires", &inputs.fire, vec![exp]),
+        test("stays quiet", &inputs.quiet, Vec::new()),
+    ]
+}
+
+/// A `promql_expr_test` entry: `expr` judged at the evaluation time gives these samples (labels
+/// as promtool writes them, value).
+fn expr_test(expr: String, tl: &Timeline, samples: &[(String, &str)]) -> Yaml {
+    map(vec![
+        ("expr", s(expr)),
+        ("eval_time", s(format!("{}m", tl.eval_min))),
+        (
+            "exp_samples",
+            Yaml::Seq(
+                samples
+                    .iter()
+                    .map(|(labels, value)| {
+                        map(vec![
+                            ("labels", s(labels.clone())),
+                            ("value", Yaml::Plain((*value).to_owned())),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+    ])
 }
 
 /// Writes `DIR/prometheus/rules.yml` and `DIR/prometheus/rules_test.yml` for `config`; returns

@@ -11,7 +11,24 @@ fn merge_error(message: String) -> ProfileError {
     ProfileError::Merge { message }
 }
 
+/// The stages of one key across the inputs, in input order: (input index, stage).
+type Group<'a> = Vec<(usize, &'a StageProfile)>;
+
 pub(super) fn merge(name: &str, profiles: &[Profile]) -> Result<Profile, ProfileError> {
+    check_inputs(profiles)?;
+    // Group first (stage key → its entries, in order of first appearance), checking what can be
+    // checked without histograms; then build each stage's sum, encode it and drop it, so at most
+    // two dense histograms (the sum and one input's) are alive at once, not one per stage.
+    let groups = group_stages(profiles)?;
+    let mut stages = Vec::with_capacity(groups.len());
+    for group in groups {
+        stages.push(merge_group(profiles, &group)?);
+    }
+    Ok(Profile::new(merged_meta(name, profiles), stages))
+}
+
+/// At least one input, each valid, all with the first's histogram settings.
+fn check_inputs(profiles: &[Profile]) -> Result<(), ProfileError> {
     let Some(first) = profiles.first() else {
         return Err(merge_error(
             "no profiles given: pass at least one".to_owned(),
@@ -42,100 +59,130 @@ pub(super) fn merge(name: &str, profiles: &[Profile]) -> Result<Profile, Profile
             )));
         }
     }
+    Ok(())
+}
 
-    // Group first (stage key → its entries, in order of first appearance), checking what can be
-    // checked without histograms; then build each stage's sum, encode it and drop it, so at most
-    // two dense histograms (the sum and one input's) are alive at once, not one per stage.
-    let mut groups: Vec<Vec<(usize, &StageProfile)>> = Vec::new();
+/// The inputs' stages grouped by key, in order of first appearance; refuses a stage without
+/// the histograms a sum needs, and one that cannot join its group.
+fn group_stages(profiles: &[Profile]) -> Result<Vec<Group<'_>>, ProfileError> {
+    let mut groups: Vec<Group<'_>> = Vec::new();
     let mut index: BTreeMap<String, usize> = BTreeMap::new();
     for (i, p) in profiles.iter().enumerate() {
         for stage in &p.stages {
             let key = stage.key();
-            let no_corrected_histogram = stage
-                .corrected
-                .as_ref()
-                .is_some_and(|c| c.histogram.is_none());
-            if stage.histogram.is_none() || no_corrected_histogram {
-                let which = if no_corrected_histogram {
-                    "no corrected histogram"
-                } else {
-                    "no histogram"
-                };
-                return Err(merge_error(format!(
-                    "stage {key} of input {i} ({:?}) has {which}: percentiles cannot be \
-                     added up without one; take the profile with a collector, or leave the \
-                     stage out",
-                    p.meta.name
-                )));
-            }
+            check_histograms(&key, i, p, stage)?;
             match index.get(&key) {
                 None => {
                     index.insert(key, groups.len());
                     groups.push(vec![(i, stage)]);
                 }
                 Some(&g) => {
-                    let (j, first) = groups[g][0];
-                    if first.deadline_ns != stage.deadline_ns {
-                        return Err(merge_error(format!(
-                            "stage {key} has deadline {} in input {j} ({:?}) but {} in input {i} \
-                             ({:?}): its misses were counted against different deadlines and \
-                             cannot be added up; merge runs taken with the same deadline, or \
-                             leave the stage out",
-                            deadline(first.deadline_ns),
-                            profiles[j].meta.name,
-                            deadline(stage.deadline_ns),
-                            p.meta.name
-                        )));
-                    }
-                    // The first input that corrected this stage, against this one.
-                    if let Some(c) = &stage.corrected
-                        && let Some((j, first)) = groups[g]
-                            .iter()
-                            .find_map(|(j, s)| Some((*j, s.corrected.as_ref()?)))
-                        && first.expected_interval_ns != c.expected_interval_ns
-                    {
-                        return Err(ProfileError::IntervalMismatch {
-                            stage: key,
-                            first: (j, first.expected_interval_ns),
-                            other: (i, c.expected_interval_ns),
-                        });
-                    }
+                    check_joins(&key, profiles, &groups[g], i, stage)?;
                     groups[g].push((i, stage));
                 }
             }
         }
     }
+    Ok(groups)
+}
 
-    let mut stages = Vec::with_capacity(groups.len());
-    for group in groups {
-        let decode = |stage: &StageProfile| {
-            stage
-                .histogram()
-                .map(|h| h.expect("stages without a histogram were refused above"))
+/// Refuses a stage of input `i` without a histogram, or corrected without a corrected one.
+fn check_histograms(
+    key: &str,
+    i: usize,
+    p: &Profile,
+    stage: &StageProfile,
+) -> Result<(), ProfileError> {
+    let no_corrected_histogram = stage
+        .corrected
+        .as_ref()
+        .is_some_and(|c| c.histogram.is_none());
+    if stage.histogram.is_none() || no_corrected_histogram {
+        let which = if no_corrected_histogram {
+            "no corrected histogram"
+        } else {
+            "no histogram"
         };
-        let (_, first) = group[0];
-        let key = first.key();
-        let mut hist = decode(first)?;
-        let mut counts = counts_of(first);
-        let mut recorded = first.count > 0;
-        for &(i, stage) in &group[1..] {
-            hist.add(&decode(stage)?).map_err(|e| {
-                merge_error(format!(
-                    "stage {key} of input {i} ({:?}): {e}",
-                    profiles[i].meta.name
-                ))
-            })?;
-            add(&mut counts, &counts_of(stage), recorded, stage.count > 0);
-            recorded |= stage.count > 0;
-        }
-        let mut stage =
-            StageProfile::from_histogram(first.name.clone(), first.labels.clone(), &hist, counts)
-                .map_err(|e| merge_error(format!("stage {key}: {e}")))?;
-        drop(hist);
-        stage.corrected = merge_corrected(&key, profiles, &group)?;
-        stages.push(stage);
+        return Err(merge_error(format!(
+            "stage {key} of input {i} ({:?}) has {which}: percentiles cannot be \
+             added up without one; take the profile with a collector, or leave the \
+             stage out",
+            p.meta.name
+        )));
     }
-    Ok(Profile::new(merged_meta(name, profiles), stages))
+    Ok(())
+}
+
+/// Refuses a stage of input `i` whose deadline differs from its group's, or whose expected
+/// interval differs from the first input that corrected the stage.
+fn check_joins(
+    key: &str,
+    profiles: &[Profile],
+    group: &[(usize, &StageProfile)],
+    i: usize,
+    stage: &StageProfile,
+) -> Result<(), ProfileError> {
+    let (j, first) = group[0];
+    if first.deadline_ns != stage.deadline_ns {
+        return Err(merge_error(format!(
+            "stage {key} has deadline {} in input {j} ({:?}) but {} in input {i} \
+             ({:?}): its misses were counted against different deadlines and \
+             cannot be added up; merge runs taken with the same deadline, or \
+             leave the stage out",
+            deadline(first.deadline_ns),
+            profiles[j].meta.name,
+            deadline(stage.deadline_ns),
+            profiles[i].meta.name
+        )));
+    }
+    // The first input that corrected this stage, against this one.
+    if let Some(c) = &stage.corrected
+        && let Some((j, first)) = group
+            .iter()
+            .find_map(|(j, s)| Some((*j, s.corrected.as_ref()?)))
+        && first.expected_interval_ns != c.expected_interval_ns
+    {
+        return Err(ProfileError::IntervalMismatch {
+            stage: key.to_owned(),
+            first: (j, first.expected_interval_ns),
+            other: (i, c.expected_interval_ns),
+        });
+    }
+    Ok(())
+}
+
+/// One stage's sum over its group: histograms added, counters summed, figures recomputed, and
+/// the corrected figures likewise.
+fn merge_group(
+    profiles: &[Profile],
+    group: &[(usize, &StageProfile)],
+) -> Result<StageProfile, ProfileError> {
+    let decode = |stage: &StageProfile| {
+        stage
+            .histogram()
+            .map(|h| h.expect("stages without a histogram were refused above"))
+    };
+    let (_, first) = group[0];
+    let key = first.key();
+    let mut hist = decode(first)?;
+    let mut counts = counts_of(first);
+    let mut recorded = first.count > 0;
+    for &(i, stage) in &group[1..] {
+        hist.add(&decode(stage)?).map_err(|e| {
+            merge_error(format!(
+                "stage {key} of input {i} ({:?}): {e}",
+                profiles[i].meta.name
+            ))
+        })?;
+        add(&mut counts, &counts_of(stage), recorded, stage.count > 0);
+        recorded |= stage.count > 0;
+    }
+    let mut stage =
+        StageProfile::from_histogram(first.name.clone(), first.labels.clone(), &hist, counts)
+            .map_err(|e| merge_error(format!("stage {key}: {e}")))?;
+    drop(hist);
+    stage.corrected = merge_corrected(&key, profiles, group)?;
+    Ok(stage)
 }
 
 /// The figures of `stage` that its histogram does not hold.

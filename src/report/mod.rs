@@ -148,7 +148,8 @@ impl From<ProfileError> for ReportError {
     }
 }
 
-/// A duration in nanoseconds to three significant digits, as reports show it.
+/// A duration in nanoseconds to three significant digits, as reports show it:
+/// [`crate::fmt::duration`] of `ns` nanoseconds.
 ///
 /// ```
 /// use laptime::report::format_ns;
@@ -158,7 +159,7 @@ impl From<ProfileError> for ReportError {
 /// assert_eq!(format_ns(1_500_000_000), "1.50s");
 /// ```
 pub fn format_ns(ns: u64) -> String {
-    crate::sla::fmt_duration(Duration::from_nanos(ns))
+    crate::fmt::duration(Duration::from_nanos(ns))
 }
 
 /// The most stages one [`svg`] or [`png`] image draws: a grid of two columns of 720 × 420 cells,

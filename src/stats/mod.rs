@@ -2,7 +2,6 @@
 
 mod verdict;
 
-pub(crate) use verdict::fmt_duration;
 pub use verdict::{CLEAR_BELOW, Metric, Severity, Value, Violation};
 
 use std::fmt;

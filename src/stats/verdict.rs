@@ -97,32 +97,9 @@ impl From<f64> for Value {
     }
 }
 
-/// A duration to three significant digits: `4.11ms`, `250µs`, `1.50s`.
-pub(crate) fn fmt_duration(d: Duration) -> String {
-    let (v, unit, _) = duration_unit(d.as_nanos() as f64);
-    let decimals = if v >= 99.95 {
-        0
-    } else if v >= 9.995 {
-        1
-    } else {
-        2
-    };
-    format!("{v:.decimals$}{unit}")
-}
-
-/// `ns` in the unit that reads best, and how many decimals of that unit reach the nanosecond.
-fn duration_unit(ns: f64) -> (f64, &'static str, usize) {
-    match ns {
-        n if n < 1e3 => (n, "ns", 0),
-        n if n < 1e6 => (n / 1e3, "µs", 3),
-        n if n < 1e9 => (n / 1e6, "ms", 6),
-        n => (n / 1e9, "s", 9),
-    }
-}
-
 impl Value {
     /// `self` and `other` as text that tells them apart: three significant digits
-    /// ([`fmt_duration`]) unless they would read the same, then in the unit of the larger with
+    /// ([`crate::fmt::duration`]) unless they would read the same, then in the unit of the larger with
     /// as many decimals as it takes (down to the nanosecond, or 10⁻⁶ of a percent).
     pub(crate) fn fmt_apart(self, other: Value) -> (String, String) {
         let (a, b) = (self.to_string(), other.to_string());
@@ -131,7 +108,7 @@ impl Value {
         }
         match (self, other) {
             (Value::Latency(x), Value::Latency(y)) => {
-                let (_, unit, most) = duration_unit(x.max(y).as_nanos() as f64);
+                let (_, unit, most) = crate::fmt::scaled(x.max(y).as_nanos() as f64);
                 let scale = 10f64.powi(most as i32);
                 let (x, y) = (x.as_nanos() as f64 / scale, y.as_nanos() as f64 / scale);
                 (3..=most)
@@ -151,7 +128,7 @@ impl Value {
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Value::Latency(d) => f.write_str(&fmt_duration(*d)),
+            Value::Latency(d) => f.write_str(&crate::fmt::duration(*d)),
             Value::Ratio(r) => write!(f, "{:.2}%", r * 100.0),
         }
     }
