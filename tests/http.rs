@@ -484,3 +484,274 @@ fn dropping_the_handle_stops_and_joins_every_thread() {
     // And nothing listens any more.
     assert!(TcpStream::connect(addr).is_err());
 }
+
+/// One scrape as a well-behaved scraper makes it: connect, send the whole request at once, read
+/// the answer, all within 5 s (a Prometheus scrape timeout is 10 s by default). Whether it got a
+/// `200`.
+fn scrape_ok(addr: SocketAddr) -> bool {
+    let exchange = || -> std::io::Result<u16> {
+        let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+        conn.write_all(request("GET", "/metrics").as_bytes())?;
+        let mut bytes = Vec::new();
+        conn.read_to_end(&mut bytes)?;
+        Ok(http_client::parse(&bytes)?.status)
+    };
+    matches!(exchange(), Ok(200))
+}
+
+/// Scrapes a server under attack: starts `attack` (client threads that run until the flag they
+/// are given is set), waits until they fill the connection table (`full` connections open),
+/// scrapes [`SCRAPES`] times 300 ms apart, then stops and joins the attackers. Asserts that at
+/// least 90 % of the scrapes got a `200` and the table never held more than `full`; returns the
+/// server's counters.
+fn scrapes_under(
+    server: &MetricsServerHandle,
+    full: usize,
+    attack: impl FnOnce(Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>>,
+) -> ServerStats {
+    let stop = Arc::new(AtomicBool::new(false));
+    let attackers = attack(Arc::clone(&stop));
+    let filled = wait_for(Duration::from_secs(10), || {
+        (server.stats().open_connections == full).then_some(())
+    });
+    let ok = (0..SCRAPES)
+        .filter(|_| {
+            let ok = scrape_ok(server.local_addr());
+            std::thread::sleep(Duration::from_millis(300));
+            ok
+        })
+        .count();
+    stop.store(true, Ordering::Relaxed);
+    for a in attackers {
+        a.join().unwrap();
+    }
+    let s = server.stats();
+    assert!(filled.is_some(), "the attack did not fill the table: {s:?}");
+    assert!(
+        ok * 10 >= SCRAPES * 9,
+        "{ok} of {SCRAPES} scrapes answered 200: {s:?}"
+    );
+    assert!(s.peak_connections <= full, "{s:?}");
+    s
+}
+
+/// Scrapes per attack in [`scrapes_under`]; at least 90 % must get a `200`.
+const SCRAPES: usize = 10;
+
+/// `count` clients dripping a never-ending head (see [`drip`]), each connected before this
+/// returns.
+fn drippers(
+    addr: SocketAddr,
+    count: usize,
+    every: Duration,
+    reconnect: bool,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..count)
+        .map(|_| {
+            let conn = TcpStream::connect(addr).unwrap();
+            drip(addr, conn, every, reconnect, Arc::clone(stop))
+        })
+        .collect()
+}
+
+/// A client that sends a request head that never ends, one byte every `every`, on `conn`, and
+/// (if `reconnect`) opens a new connection as soon as the server closes it; until `stop` is set,
+/// 60 s at most.
+fn drip(
+    addr: SocketAddr,
+    mut conn: TcpStream,
+    every: Duration,
+    reconnect: bool,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        let head = b"GET /metrics HTTP/1.1\r\nX-Drip: ";
+        let mut sent = 0usize;
+        while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+            let byte = head.get(sent).copied().unwrap_or(b'a');
+            if conn.write_all(&[byte]).is_ok() {
+                sent += 1;
+            } else if !reconnect {
+                return;
+            } else {
+                match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                    Ok(c) => (conn, sent) = (c, 0),
+                    Err(_) => continue,
+                }
+            }
+            std::thread::sleep(every);
+        }
+    })
+}
+
+/// A client that connects and sends nothing, and reconnects as soon as the server closes the
+/// connection; until `stop` is set, 60 s at most.
+fn idle(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let until = std::time::Instant::now() + Duration::from_secs(60);
+            let mut byte = [0u8; 256];
+            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
+                let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+                    continue;
+                };
+                let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
+                // Until the server closes (or says something: a 503 comes before the close).
+                while !stop.load(Ordering::Relaxed) {
+                    match conn.read(&mut byte) {
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) => {}
+                        _ => break,
+                    }
+                }
+            }
+        })
+        .expect("an idle client thread")
+}
+
+#[test]
+fn a_scraper_queued_behind_as_many_slow_clients_as_workers_is_served() {
+    const WORKERS: usize = 2;
+    let _serial = common::serial();
+    let (server, _) = start(
+        loopback()
+            .with_workers(WORKERS)
+            .with_read_timeout(Duration::from_secs(1)),
+    );
+    let addr = server.local_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Connected before the scraper, so they are accepted (and, one per worker, read) first; they
+    // drip until their read timeout and on through the answer.
+    let slow = drippers(addr, WORKERS, Duration::from_millis(10), false, &stop);
+    let ok = scrape_ok(addr);
+    stop.store(true, Ordering::Relaxed);
+    for d in slow {
+        d.join().unwrap();
+    }
+    let s = settled(&server);
+    assert!(ok, "the scrape behind the slow clients failed: {s:?}");
+    assert_eq!(s.ok, 1, "{s:?}");
+}
+
+#[test]
+fn forty_dripping_clients_leave_room_for_a_scraper() {
+    let _serial = common::serial();
+    // The default workers, connection limit (32) and read timeout.
+    let (server, _) = start(loopback());
+    let addr = server.local_addr();
+    // 40 clients, a byte each every 1.5 s (about 27 bytes a second in all), each reconnecting as
+    // soon as it finds its connection closed.
+    scrapes_under(&server, 32, |stop| {
+        drippers(addr, 40, Duration::from_millis(1500), true, &stop)
+    });
+}
+
+#[test]
+fn a_thousand_reconnecting_idle_clients_leave_room_for_a_scraper() {
+    let _serial = common::serial();
+    let (server, _) = start(loopback());
+    let addr = server.local_addr();
+    let s = scrapes_under(&server, 32, |stop| {
+        (0..1000).map(|_| idle(addr, Arc::clone(&stop))).collect()
+    });
+    assert_eq!(s.threads, 3, "{s:?}");
+}
+
+#[test]
+fn absolute_form_targets_naming_this_server_are_served() {
+    let _serial = common::serial();
+    let (server, _) = start(loopback());
+    let addr = server.local_addr();
+    let port = addr.port();
+    for target in [
+        format!("http://127.0.0.1:{port}/metrics"),
+        format!("HTTP://127.0.0.1:{port}/metrics?x=1"),
+        "http://127.0.0.1/metrics".to_owned(),
+        format!("http://localhost:{port}/health"),
+    ] {
+        let r = get(addr, &target).unwrap();
+        assert_eq!(r.status, 200, "{target} -> {r:?}");
+    }
+    // Another server's authority, or another port of this host: not found here.
+    for target in [
+        "http://example.invalid/metrics".to_owned(),
+        format!("http://127.0.0.1:{}/metrics", port.wrapping_add(1).max(1)),
+        format!("https://127.0.0.1:{port}/metrics"),
+        format!("http://user@127.0.0.1:{port}/metrics"),
+    ] {
+        let r = get(addr, &target).unwrap();
+        assert_eq!(r.status, 404, "{target} -> {r:?}");
+    }
+}
+
+/// An exposition whose text changes only with its generation, slow to render, that counts the
+/// renders running at once.
+#[derive(Default)]
+struct Slow {
+    generation: Option<u64>,
+    running: AtomicU64,
+    most_at_once: AtomicU64,
+}
+
+impl Exposition for Slow {
+    fn metrics(&self) -> Result<String, ExportError> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_at_once.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        Ok("# TYPE slow gauge\nslow 1\n".to_owned())
+    }
+
+    fn health(&self) -> Result<String, String> {
+        Ok("ok\n".to_owned())
+    }
+
+    fn generation(&self) -> Option<u64> {
+        self.generation
+    }
+}
+
+/// 16 scrapes at once on 4 workers: `(renders, most renders at once, 200 answers)`.
+fn concurrent_scrapes(exposition: Slow) -> (u64, u64, usize) {
+    let exposition = Arc::new(exposition);
+    let server = loopback()
+        .with_workers(4)
+        .start(Arc::clone(&exposition))
+        .unwrap();
+    let addr = server.local_addr();
+    let scrapers: Vec<_> = (0..16)
+        .map(|_| std::thread::spawn(move || scrape_ok(addr)))
+        .collect();
+    let ok = scrapers
+        .into_iter()
+        .map(|s| s.join().unwrap())
+        .filter(|ok| *ok)
+        .count();
+    let s = settled(&server);
+    (
+        s.renders,
+        exposition.most_at_once.load(Ordering::SeqCst),
+        ok,
+    )
+}
+
+#[test]
+fn scrapes_share_one_render_per_generation_and_renders_never_overlap() {
+    let _serial = common::serial();
+    // One generation throughout: rendered once, every scrape served those bytes.
+    let (renders, at_once, ok) = concurrent_scrapes(Slow {
+        generation: Some(7),
+        ..Slow::default()
+    });
+    assert_eq!((renders, at_once, ok), (1, 1, 16));
+    // No generation: rendered for every scrape, one at a time on 4 workers.
+    let (renders, at_once, ok) = concurrent_scrapes(Slow::default());
+    assert_eq!((renders, at_once, ok), (16, 1, 16));
+}
