@@ -7,6 +7,8 @@
 #![cfg(feature = "http")]
 
 mod common;
+#[path = "common/http_attacks.rs"]
+mod http_attacks;
 #[path = "common/http_client.rs"]
 mod http_client;
 
@@ -14,8 +16,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use http_attacks::scrape_ok;
 use http_client::{get, request, send, wait_for};
 use laptime::export::ExportError;
 use laptime::export::http::{
@@ -485,19 +488,16 @@ fn dropping_the_handle_stops_and_joins_every_thread() {
     assert!(TcpStream::connect(addr).is_err());
 }
 
-/// One scrape as a well-behaved scraper makes it: connect, send the whole request at once, read
-/// the answer, all within 5 s (a Prometheus scrape timeout is 10 s by default). Whether it got a
-/// `200`.
-fn scrape_ok(addr: SocketAddr) -> bool {
-    let exchange = || -> std::io::Result<u16> {
-        let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-        conn.write_all(request("GET", "/metrics").as_bytes())?;
-        let mut bytes = Vec::new();
-        conn.read_to_end(&mut bytes)?;
-        Ok(http_client::parse(&bytes)?.status)
-    };
-    matches!(exchange(), Ok(200))
+/// `count` scrapes at once, one thread each; how many got a `200`.
+fn scrapes_at_once(addr: SocketAddr, count: usize) -> usize {
+    let scrapers: Vec<_> = (0..count)
+        .map(|_| std::thread::spawn(move || scrape_ok(addr)))
+        .collect();
+    scrapers
+        .into_iter()
+        .map(|s| s.join().is_ok_and(|ok| ok))
+        .filter(|ok| *ok)
+        .count()
 }
 
 /// Scrapes a server under attack: starts `attack` (client threads that run until the flag they
@@ -539,8 +539,11 @@ fn scrapes_under(
 /// Scrapes per attack in [`scrapes_under`]; at least 90 % must get a `200`.
 const SCRAPES: usize = 10;
 
-/// `count` clients dripping a never-ending head (see [`drip`]), each connected before this
-/// returns.
+/// How long any attacking client runs at most, whatever happens.
+const ATTACK_LIMIT: Duration = Duration::from_secs(60);
+
+/// `count` clients dripping a never-ending head (see [`http_attacks::drip`]), each connected
+/// before this returns.
 fn drippers(
     addr: SocketAddr,
     count: usize,
@@ -548,72 +551,35 @@ fn drippers(
     reconnect: bool,
     stop: &Arc<AtomicBool>,
 ) -> Vec<std::thread::JoinHandle<()>> {
+    let until = Instant::now() + ATTACK_LIMIT;
     (0..count)
         .map(|_| {
             let conn = TcpStream::connect(addr).unwrap();
-            drip(addr, conn, every, reconnect, Arc::clone(stop))
+            let stop = Arc::clone(stop);
+            std::thread::spawn(move || {
+                http_attacks::drip(addr, Some(conn), every, reconnect, &stop, until);
+            })
         })
         .collect()
 }
 
-/// A client that sends a request head that never ends, one byte every `every`, on `conn`, and
-/// (if `reconnect`) opens a new connection as soon as the server closes it; until `stop` is set,
-/// 60 s at most.
-fn drip(
+/// `count` clients that connect, send nothing and reconnect as soon as closed (see
+/// [`http_attacks::idle`]), on small stacks.
+fn idlers(
     addr: SocketAddr,
-    mut conn: TcpStream,
-    every: Duration,
-    reconnect: bool,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let until = std::time::Instant::now() + Duration::from_secs(60);
-        let head = b"GET /metrics HTTP/1.1\r\nX-Drip: ";
-        let mut sent = 0usize;
-        while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
-            let byte = head.get(sent).copied().unwrap_or(b'a');
-            if conn.write_all(&[byte]).is_ok() {
-                sent += 1;
-            } else if !reconnect {
-                return;
-            } else {
-                match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
-                    Ok(c) => (conn, sent) = (c, 0),
-                    Err(_) => continue,
-                }
-            }
-            std::thread::sleep(every);
-        }
-    })
-}
-
-/// A client that connects and sends nothing, and reconnects as soon as the server closes the
-/// connection; until `stop` is set, 60 s at most.
-fn idle(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    std::thread::Builder::new()
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let until = std::time::Instant::now() + Duration::from_secs(60);
-            let mut byte = [0u8; 256];
-            while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
-                let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-                    continue;
-                };
-                let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
-                // Until the server closes (or says something: a 503 comes before the close).
-                while !stop.load(Ordering::Relaxed) {
-                    match conn.read(&mut byte) {
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                            ) => {}
-                        _ => break,
-                    }
-                }
-            }
+    count: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let until = Instant::now() + ATTACK_LIMIT;
+    (0..count)
+        .map(|_| {
+            let stop = Arc::clone(stop);
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || http_attacks::idle(addr, &stop, until))
+                .expect("an idle client thread")
         })
-        .expect("an idle client thread")
+        .collect()
 }
 
 #[test]
@@ -658,9 +624,7 @@ fn a_thousand_reconnecting_idle_clients_leave_room_for_a_scraper() {
     let _serial = common::serial();
     let (server, _) = start(loopback());
     let addr = server.local_addr();
-    let s = scrapes_under(&server, 32, |stop| {
-        (0..1000).map(|_| idle(addr, Arc::clone(&stop))).collect()
-    });
+    let s = scrapes_under(&server, 32, |stop| idlers(addr, 1000, &stop));
     assert_eq!(s.threads, 3, "{s:?}");
 }
 
@@ -726,14 +690,7 @@ fn concurrent_scrapes(exposition: Slow) -> (u64, u64, usize) {
         .start(Arc::clone(&exposition))
         .unwrap();
     let addr = server.local_addr();
-    let scrapers: Vec<_> = (0..16)
-        .map(|_| std::thread::spawn(move || scrape_ok(addr)))
-        .collect();
-    let ok = scrapers
-        .into_iter()
-        .map(|s| s.join().unwrap())
-        .filter(|ok| *ok)
-        .count();
+    let ok = scrapes_at_once(addr, 16);
     let s = settled(&server);
     (
         s.renders,
@@ -754,4 +711,24 @@ fn scrapes_share_one_render_per_generation_and_renders_never_overlap() {
     // No generation: rendered for every scrape, one at a time on 4 workers.
     let (renders, at_once, ok) = concurrent_scrapes(Slow::default());
     assert_eq!((renders, at_once, ok), (16, 1, 16));
+}
+
+#[test]
+fn requests_past_the_rate_wait_their_turn_instead_of_being_refused() {
+    const CLIENTS: usize = 12;
+    let _serial = common::serial();
+    let (server, _) = start(
+        loopback()
+            .with_workers(2)
+            .with_max_connections(4)
+            .with_request_rate(20),
+    );
+    let addr = server.local_addr();
+    // Three times the connection limit, all at once: the first 4 are answered at once, the rest
+    // wait (in the table, then in the listen queue) for the rate, and none is refused.
+    let ok = scrapes_at_once(addr, CLIENTS);
+    let s = settled(&server);
+    assert_eq!(ok, CLIENTS, "{s:?}");
+    assert_eq!((s.ok, s.refused), (CLIENTS as u64, 0), "{s:?}");
+    assert!(s.paced > 0 && s.peak_connections <= 4, "{s:?}");
 }

@@ -12,7 +12,8 @@
 //! | what | bound (default) | past it |
 //! |---|---|---|
 //! | threads | one acceptor (the event loop) + [`with_workers`](MetricsServerBuilder::with_workers) (2) | — |
-//! | open connections, being read, answered or lingering | [`with_max_connections`](MetricsServerBuilder::with_max_connections) (32) | the oldest connection without a whole request is evicted with a `503`; if every one has a request being answered, the newcomer gets the `503` |
+//! | open connections, being read, answered or lingering | [`with_max_connections`](MetricsServerBuilder::with_max_connections) (32) | the oldest connection without a whole request is evicted with a `503`; if every one holds a request, new connections wait in the kernel's listen queue until one is answered |
+//! | requests answered | [`with_request_rate`](MetricsServerBuilder::with_request_rate) (200 a second, after a burst of the connection limit) | the request waits for its turn, its connection open |
 //! | request head (request line + headers) | [`with_max_header_bytes`](MetricsServerBuilder::with_max_header_bytes) (8 KiB), 32 headers | `431 Request Header Fields Too Large` |
 //! | time from accept to a whole request head | [`with_read_timeout`](MetricsServerBuilder::with_read_timeout) (2 s) | `408 Request Timeout`, closed |
 //! | time to write a whole response | [`with_write_timeout`](MetricsServerBuilder::with_write_timeout) (5 s) | closed |
@@ -29,9 +30,11 @@
 //! for the write timeout, no thread. Nothing here runs on the aggregator thread: a scrape reads
 //! what the aggregator published, so no client can slow the aggregator down.
 //!
-//! What the bounds cost is availability, never the host's memory: a flood of connections that
-//! each send a whole request fills the table with requests being answered, and connections beyond
-//! it are answered `503`. That is why the default address is loopback.
+//! What the bounds cost is availability, never the host: a flood of clients that each send a
+//! whole request is answered at the request rate, the rest waiting (in the table, then in the
+//! kernel's listen queue) without costing a cycle, so a scraper among them waits its turn (about
+//! a second behind 200 flooding clients) and the host keeps its CPU. That is why the default
+//! address is loopback.
 //!
 //! Answers: `200` for `/metrics` (content type `text/plain; version=0.0.4`) and a healthy
 //! `/health`; `503` for an unhealthy one; `400` for a request `httparse` rejects; `404` for any
@@ -176,6 +179,7 @@ pub struct MetricsServerBuilder {
     max_header_bytes: usize,
     read_timeout: Duration,
     write_timeout: Duration,
+    request_rate: u32,
 }
 
 impl Default for MetricsServerBuilder {
@@ -187,6 +191,7 @@ impl Default for MetricsServerBuilder {
             max_header_bytes: 8 * 1024,
             read_timeout: Duration::from_secs(2),
             write_timeout: Duration::from_secs(5),
+            request_rate: 200,
         }
     }
 }
@@ -237,6 +242,17 @@ impl MetricsServerBuilder {
         self
     }
 
+    /// Requests answered per second at most (1 to 100 000), after a first burst of as many as
+    /// the connection limit: requests beyond it wait, connection open, for their turn, and when
+    /// every open connection holds one, new connections wait in the kernel's listen queue. This
+    /// bounds the CPU a flood of valid requests can take from the host (each request costs the
+    /// server and the client tens of microseconds) while one that scrapes a few times a second
+    /// never waits.
+    pub fn with_request_rate(mut self, per_second: u32) -> Self {
+        self.request_rate = per_second;
+        self
+    }
+
     /// Checks the settings without binding anything.
     pub fn validate(&self) -> Result<(), ServeError> {
         let fail = |reason| Err(ServeError::Config { reason });
@@ -248,6 +264,9 @@ impl MetricsServerBuilder {
         }
         if !(256..=1 << 20).contains(&self.max_header_bytes) {
             return fail("max_header_bytes must be 256 B to 1 MiB");
+        }
+        if !(1..=100_000).contains(&self.request_rate) {
+            return fail("request_rate must be 1 to 100 000 a second");
         }
         let sane = Duration::from_millis(1)..=Duration::from_secs(3600);
         if !sane.contains(&self.read_timeout) || !sane.contains(&self.write_timeout) {
@@ -386,6 +405,8 @@ pub struct ServerStats {
     pub renders: u64,
     /// `/metrics` answers served from the bytes rendered for the same generation.
     pub cached: u64,
+    /// Requests that waited for their turn under the request rate.
+    pub paced: u64,
     /// Connections the client closed or reset before a whole request arrived.
     pub closed_early: u64,
     /// `accept` calls that failed (e.g. the process ran out of file descriptors).
@@ -441,6 +462,7 @@ impl MetricsServerHandle {
             evicted: get(&c.evicted),
             renders: get(&c.renders),
             cached: get(&c.cached),
+            paced: get(&c.paced),
             closed_early: get(&c.closed_early),
             accept_errors: get(&c.accept_errors),
             open_connections: c.open.load(Ordering::Relaxed),
@@ -612,6 +634,7 @@ struct Counters {
     evicted: AtomicU64,
     renders: AtomicU64,
     cached: AtomicU64,
+    paced: AtomicU64,
     closed_early: AtomicU64,
     accept_errors: AtomicU64,
     /// Connections admitted and not yet closed. Only the event loop changes it (so check and
@@ -832,6 +855,47 @@ struct EventLoop<'a> {
     /// When to accept again without waiting for the listener's next event: after a burst cut
     /// short, or after a failed `accept`.
     accept_again: Option<Instant>,
+    budget: Budget,
+    /// Decided requests waiting for the budget, oldest first (their connections `Waiting`).
+    paced: VecDeque<(usize, Head)>,
+    /// A connection accepted when every open one held a request: admitted as soon as one is
+    /// answered. Accepting pauses while it waits, so later ones wait in the listen queue.
+    parked: Option<TcpStream>,
+}
+
+/// A token bucket: `burst` requests at once, then `per_second`.
+struct Budget {
+    per_second: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Budget {
+    fn new(per_second: u32, burst: usize) -> Self {
+        Self {
+            per_second: f64::from(per_second),
+            burst: burst as f64,
+            tokens: burst as f64,
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.at = now;
+        let ok = self.tokens >= 1.0;
+        if ok {
+            self.tokens -= 1.0;
+        }
+        ok
+    }
+
+    /// When the next request may be answered.
+    fn next(&self) -> Instant {
+        self.at + Duration::from_secs_f64((1.0 - self.tokens).max(0.0) / self.per_second)
+    }
 }
 
 impl<'a> EventLoop<'a> {
@@ -844,6 +908,9 @@ impl<'a> EventLoop<'a> {
             free: Vec::new(),
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             accept_again: None,
+            budget: Budget::new(shared.limits.request_rate, shared.limits.max_connections),
+            paced: VecDeque::new(),
+            parked: None,
         }
     }
 
@@ -871,6 +938,8 @@ impl<'a> EventLoop<'a> {
                 }
             }
             self.take_answers();
+            self.release_paced(Instant::now());
+            self.unpark();
             if self.accept_again.is_some_and(|at| at <= Instant::now()) {
                 self.accept_burst();
             }
@@ -881,6 +950,10 @@ impl<'a> EventLoop<'a> {
     fn accept_burst(&mut self) {
         self.accept_again = None;
         for _ in 0..ACCEPT_BURST {
+            if self.parked.is_some() {
+                // Paused until a request is answered; `unpark` resumes.
+                return;
+            }
             match self.listener.accept() {
                 Ok((stream, _peer)) => {
                     Counters::bump(&self.shared.counters.accepted);
@@ -900,21 +973,18 @@ impl<'a> EventLoop<'a> {
         self.accept_again = Some(Instant::now());
     }
 
-    /// Reads what a new connection already sent, makes room for it if the table is full (or
-    /// refuses it), and takes it in.
+    /// Makes room for a new connection if the table is full (or parks it), reads what it already
+    /// sent, and takes it in.
     fn admit(&mut self, mut stream: TcpStream) {
+        if !self.has_room() {
+            self.parked = Some(stream);
+            return;
+        }
         let _ = stream.set_nodelay(true);
         let mut buf = Vec::new();
         let limit = self.shared.limits.max_header_bytes;
         let local = self.shared.local_addr;
         let head = read_more(&mut stream, &mut buf, limit, local, &mut self.scratch);
-        if self.shared.counters.open.load(Ordering::Relaxed) >= self.shared.limits.max_connections
-            && !self.make_room()
-        {
-            Counters::bump(&self.shared.counters.refused);
-            refuse(stream);
-            return;
-        }
         let slot = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
@@ -941,6 +1011,21 @@ impl<'a> EventLoop<'a> {
         if let Some(head) = head {
             self.decided(slot, head);
         }
+    }
+
+    /// Admits the parked connection once there is room, and accepts again.
+    fn unpark(&mut self) {
+        if let Some(stream) = self.parked.take() {
+            self.admit(stream);
+            if self.parked.is_none() {
+                self.accept_again = Some(Instant::now());
+            }
+        }
+    }
+
+    fn has_room(&mut self) -> bool {
+        self.shared.counters.open.load(Ordering::Relaxed) < self.shared.limits.max_connections
+            || self.make_room()
     }
 
     /// Frees a place in a full table: closes a connection that was answered and lingers, or else
@@ -1009,8 +1094,35 @@ impl<'a> EventLoop<'a> {
         }
     }
 
-    /// The request head in `slot` is decided: answer it here, from the cache, or by a worker.
+    /// The request head in `slot` is decided: answer it now if the budget allows (a timeout or
+    /// a close always does), else when its turn comes.
     fn decided(&mut self, slot: usize, head: Head) {
+        let asked = matches!(
+            head,
+            Head::Request { .. } | Head::Malformed | Head::TooLarge
+        );
+        if asked && !(self.paced.is_empty() && self.budget.take(Instant::now())) {
+            Counters::bump(&self.shared.counters.paced);
+            if let Some(conn) = self.conns[slot].as_mut() {
+                conn.state = State::Waiting;
+            }
+            self.paced.push_back((slot, head));
+            return;
+        }
+        self.respond(slot, head);
+    }
+
+    /// Answers the paced requests whose turn has come.
+    fn release_paced(&mut self, now: Instant) {
+        while !self.paced.is_empty() && self.budget.take(now) {
+            if let Some((slot, head)) = self.paced.pop_front() {
+                self.respond(slot, head);
+            }
+        }
+    }
+
+    /// Answers the decided head in `slot`: here, from the cache, or by a worker.
+    fn respond(&mut self, slot: usize, head: Head) {
         let shared = self.shared;
         let answer = match classify(&shared.counters, head) {
             Reply::Nothing => return self.close(slot),
@@ -1057,6 +1169,10 @@ impl<'a> EventLoop<'a> {
     fn expire(&mut self, now: Instant) -> Option<Instant> {
         let limits = &self.shared.limits;
         let mut next = self.accept_again;
+        if !self.paced.is_empty() {
+            let turn = self.budget.next();
+            next = Some(next.map_or(turn, |n| n.min(turn)));
+        }
         for slot in 0..self.conns.len() {
             let Some(conn) = self.conns[slot].as_ref() else {
                 continue;
@@ -1070,7 +1186,7 @@ impl<'a> EventLoop<'a> {
             }
             match conn.state {
                 State::Reading(_) => {
-                    self.decided(slot, Head::TimedOut);
+                    self.respond(slot, Head::TimedOut);
                     // Its answer's write deadline is now the one to wait for.
                     if let Some(d) = self.conns[slot]
                         .as_ref()
