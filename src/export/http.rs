@@ -146,8 +146,7 @@ pub const MAX_HEADERS: usize = 32;
 /// tries again, rather than spinning on the error.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
-/// The longest a worker blocks in one read or write before it looks at the stop flag again, and
-/// the longest it lingers after an answer (see [`linger`]).
+/// The longest a connection lingers after its answer (see [`State::Lingering`]).
 const IO_SLICE: Duration = Duration::from_millis(100);
 
 /// How long dropping the handle waits for a thread still inside an [`Exposition`] call.
@@ -863,38 +862,41 @@ struct EventLoop<'a> {
     parked: Option<TcpStream>,
 }
 
-/// A token bucket: `burst` requests at once, then `per_second`.
+/// A token bucket kept in time: a request costs `1 s / per_second` of credit; credit accrues with
+/// time up to `burst` requests' worth. Durations, not floats, so a token is due exactly when its
+/// time has passed.
 struct Budget {
-    per_second: f64,
-    burst: f64,
-    tokens: f64,
+    cost: Duration,
+    most: Duration,
+    credit: Duration,
     at: Instant,
 }
 
 impl Budget {
     fn new(per_second: u32, burst: usize) -> Self {
+        let cost = Duration::from_secs(1) / per_second.max(1);
+        let most = cost * u32::try_from(burst.max(1)).unwrap_or(u32::MAX);
         Self {
-            per_second: f64::from(per_second),
-            burst: burst as f64,
-            tokens: burst as f64,
+            cost,
+            most,
+            credit: most,
             at: Instant::now(),
         }
     }
 
     fn take(&mut self, now: Instant) -> bool {
-        let earned = now.saturating_duration_since(self.at).as_secs_f64() * self.per_second;
-        self.tokens = (self.tokens + earned).min(self.burst);
-        self.at = now;
-        let ok = self.tokens >= 1.0;
+        self.credit = (self.credit + now.saturating_duration_since(self.at)).min(self.most);
+        self.at = self.at.max(now);
+        let ok = self.credit >= self.cost;
         if ok {
-            self.tokens -= 1.0;
+            self.credit -= self.cost;
         }
         ok
     }
 
     /// When the next request may be answered.
     fn next(&self) -> Instant {
-        self.at + Duration::from_secs_f64((1.0 - self.tokens).max(0.0) / self.per_second)
+        self.at + self.cost.saturating_sub(self.credit)
     }
 }
 
@@ -1217,9 +1219,9 @@ impl<'a> EventLoop<'a> {
     }
 }
 
-/// Answers `503` to a connection the server has no room for, without ever blocking: whatever
-/// already arrived is read (so the close is less likely to be a reset), the answer is written if
-/// the socket takes it at once, and the connection is closed.
+/// Answers `503` to a connection evicted to make room, without ever blocking: whatever already
+/// arrived is read (so the close is less likely to be a reset), the answer is written if the
+/// socket takes it at once, and the connection is closed.
 fn refuse(mut stream: TcpStream) {
     let mut scratch = [0u8; 1024];
     for _ in 0..8 {
@@ -1603,4 +1605,81 @@ pub fn answer_for_fuzzing(reads: &[&[u8]], max_header_bytes: usize) -> Option<Ve
     let mut bytes = answer.head;
     bytes.extend_from_slice(&answer.body);
     Some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCAL: SocketAddr = DEFAULT_ADDR;
+
+    #[test]
+    fn origin_form_targets_are_their_own_path() {
+        assert_eq!(origin_path("/metrics", LOCAL), Some("/metrics"));
+        assert_eq!(origin_path("/metrics?x=1", LOCAL), Some("/metrics"));
+        assert_eq!(origin_path("*", LOCAL), None);
+        assert_eq!(origin_path("metrics", LOCAL), None);
+    }
+
+    #[test]
+    fn absolute_form_targets_naming_this_server_are_routed_by_their_path() {
+        for target in [
+            "http://127.0.0.1:9898/metrics",
+            "HTTP://127.0.0.1:9898/metrics?q",
+            "http://127.0.0.1/metrics",
+            "http://LocalHost:9898/metrics",
+        ] {
+            assert_eq!(origin_path(target, LOCAL), Some("/metrics"), "{target}");
+        }
+        assert_eq!(origin_path("http://127.0.0.1:9898", LOCAL), Some("/"));
+        assert_eq!(origin_path("http://127.0.0.1:9898?x", LOCAL), Some("/"));
+        for target in [
+            "http://x/metrics",
+            "http://127.0.0.1:9899/metrics",
+            "http://127.0.0.1:09898/metrics",
+            "http://127.0.0.1:/metrics",
+            "http://user@127.0.0.1/metrics",
+            "https://127.0.0.1:9898/metrics",
+            "http://[::1]:9898/metrics",
+            "http://127.0.0.2:9898/metrics",
+        ] {
+            assert_eq!(origin_path(target, LOCAL), None, "{target}");
+        }
+    }
+
+    #[test]
+    fn a_wildcard_or_ipv6_listener_names_itself_as_it_should() {
+        let any: SocketAddr = "0.0.0.0:9898".parse().unwrap();
+        assert_eq!(
+            origin_path("http://metrics.example:9898/health", any),
+            Some("/health")
+        );
+        assert_eq!(origin_path("http://metrics.example:1/health", any), None);
+        let v6: SocketAddr = "[::1]:9898".parse().unwrap();
+        assert_eq!(
+            origin_path("http://[::1]:9898/metrics", v6),
+            Some("/metrics")
+        );
+        assert_eq!(origin_path("http://[::1]/metrics", v6), Some("/metrics"));
+        assert_eq!(
+            origin_path("http://localhost/metrics", v6),
+            Some("/metrics")
+        );
+        assert_eq!(origin_path("http://[::1/metrics", v6), None);
+    }
+
+    #[test]
+    fn the_budget_gives_a_burst_then_the_rate() {
+        let mut budget = Budget::new(100, 3);
+        let t0 = budget.at;
+        assert!((0..3).all(|_| budget.take(t0)));
+        assert!(!budget.take(t0));
+        // One token every 10 ms; the next is due then.
+        assert_eq!(budget.next(), t0 + Duration::from_millis(10));
+        assert!(!budget.take(t0 + Duration::from_millis(9)));
+        assert!(budget.take(t0 + Duration::from_millis(10)));
+        // Never more than the burst, however long it rested.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| budget.take(later)).count(), 3);
+    }
 }
