@@ -388,8 +388,9 @@ pub struct ServerStats {
     pub header_too_large: u64,
     /// `500`: the exposition returned an error or panicked.
     pub internal_error: u64,
-    /// Panics caught in a worker: inside [`Exposition`] calls (each also answered `500`), or in the
-    /// server's own code (the connection is then closed without an answer).
+    /// Panics caught: inside [`Exposition`] calls (each also answered `500`), or in the server's
+    /// own code on a worker (the connection is then closed without an answer) or in the event
+    /// loop (which goes on).
     pub panics: u64,
     /// `503` from `/health`: the exposition reported itself unhealthy.
     pub unhealthy: u64,
@@ -932,21 +933,35 @@ impl<'a> EventLoop<'a> {
             if self.shared.stop.load(Ordering::Relaxed) {
                 return;
             }
-            for event in &events {
-                match event.token() {
-                    LISTENER => self.accept_burst(),
-                    WAKER => {}
-                    Token(slot) => self.drive(slot),
+            // A bug in one turn must not take the server's only reader away: the panic is
+            // counted and the loop goes on (the connection it was handling may be left to its
+            // deadline).
+            match catch_unwind(AssertUnwindSafe(|| self.turn(&events))) {
+                Ok(deadline) => next = deadline,
+                Err(_) => {
+                    Counters::bump(&self.shared.counters.panics);
+                    next = Some(Instant::now() + ACCEPT_RETRY);
                 }
             }
-            self.take_answers();
-            self.release_paced(Instant::now());
-            self.unpark();
-            if self.accept_again.is_some_and(|at| at <= Instant::now()) {
-                self.accept_burst();
-            }
-            next = self.expire(Instant::now());
         }
+    }
+
+    /// Handles one poll's events, then what is due; returns when the loop must look again.
+    fn turn(&mut self, events: &Events) -> Option<Instant> {
+        for event in events {
+            match event.token() {
+                LISTENER => self.accept_burst(),
+                WAKER => {}
+                Token(slot) => self.drive(slot),
+            }
+        }
+        self.take_answers();
+        self.release_paced(Instant::now());
+        self.unpark();
+        if self.accept_again.is_some_and(|at| at <= Instant::now()) {
+            self.accept_burst();
+        }
+        self.expire(Instant::now())
     }
 
     fn accept_burst(&mut self) {
@@ -1056,7 +1071,9 @@ impl<'a> EventLoop<'a> {
             let Some(slot) = victim else {
                 return false;
             };
-            let conn = self.conns[slot].as_mut().expect("a victim is open");
+            let Some(conn) = self.conns[slot].as_mut() else {
+                return false;
+            };
             if matches!(conn.state, State::Lingering { .. }) {
                 self.close(slot);
                 return true;
