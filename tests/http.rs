@@ -734,3 +734,33 @@ fn requests_past_the_rate_wait_their_turn_instead_of_being_refused() {
     assert_eq!((s.ok, s.refused), (CLIENTS as u64, 0), "{s:?}");
     assert!(s.paced > 0 && s.peak_connections <= 4, "{s:?}");
 }
+
+#[test]
+fn the_prometheus_export_is_rendered_once_per_cycle_and_never_served_stale() {
+    use laptime::export::prometheus::PrometheusExporter;
+
+    let _serial = common::serial();
+    let exporter = PrometheusExporter::builder().build().unwrap();
+    // Cycles only when flushed: one generation until the test moves it on.
+    let collector = common::install(
+        laptime::Collector::builder()
+            .with_interval(Duration::from_secs(60))
+            .with_prometheus(exporter.clone()),
+    );
+    assert!(collector.flush());
+    let server = loopback().with_workers(4).start(exporter).unwrap();
+    let addr = server.local_addr();
+
+    // One cycle: 20 scrapes at once share a render (or two, if one crossed the cache's age).
+    assert_eq!(scrapes_at_once(addr, 20), 20);
+    let s = settled(&server);
+    assert!(s.renders <= 2 && s.cached >= 18, "{s:?}");
+
+    // A new cycle is a new generation: what it published is served at once.
+    laptime::record("http_cache_probe", Duration::from_micros(5));
+    assert!(collector.flush());
+    let r = get(addr, "/metrics").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("stage=\"http_cache_probe\""), "{}", r.body);
+    assert_eq!(settled(&server).renders, s.renders + 1);
+}
