@@ -78,7 +78,7 @@ fn expected(sent: &[u8], max_header_bytes: usize) -> Option<(u16, Option<&'stati
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(received) {
         Ok(httparse::Status::Complete(_)) => {
-            let path = request.path.unwrap_or("");
+            let path = origin_form(request.path.unwrap_or(""));
             let path = path.split_once('?').map_or(path, |(p, _)| p);
             let head_only = request.method == Some("HEAD");
             let known_method = matches!(request.method, Some("GET" | "HEAD"));
@@ -93,6 +93,29 @@ fn expected(sent: &[u8], max_header_bytes: usize) -> Option<(u16, Option<&'stati
         Ok(httparse::Status::Partial) => None,
         Err(httparse::Error::TooManyHeaders) => Some((431, None, false)),
         Err(_) => Some((400, None, false)),
+    }
+}
+
+/// The target as a path: an absolute-form target (RFC 9112 §3.2.2) naming the fuzzing server
+/// (`answer_for_fuzzing` listens on the default 127.0.0.1:9898) becomes what follows its
+/// authority (`/` if nothing does); any other target stays as it is.
+fn origin_form(target: &str) -> &str {
+    let Some(rest) = target
+        .get(..7)
+        .filter(|s| s.eq_ignore_ascii_case("http://"))
+        .map(|_| &target[7..])
+    else {
+        return target;
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let ours = ["127.0.0.1", "127.0.0.1:9898", "localhost", "localhost:9898"]
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(authority));
+    match (ours, path.is_empty()) {
+        (false, _) => target,
+        (true, true) => "/",
+        (true, false) => path,
     }
 }
 

@@ -79,8 +79,8 @@
 //! * `prometheus`: `laptime::export::prometheus`, the Prometheus export the aggregator feeds after
 //!   each drain (stage histograms, guard-trip and deadline-miss counters, gauges, health), and
 //!   `CollectorBuilder::with_prometheus`. `prometheus-process` adds the process's own figures.
-//! * `http`: `laptime::export::http`, a small bounded `/metrics` + `/health` endpoint on std threads
-//!   (implies `prometheus`).
+//! * `http`: `laptime::export::http`, a small bounded `/metrics` + `/health` endpoint: one `mio`
+//!   event loop and a few workers of its own (implies `prometheus`).
 //! * `profile`: `laptime::profile`, a versioned JSON perf profile of a run (each stage's figures and
 //!   HDR histogram), taken with `CollectorHandle::profile`, validated on read, mergeable across runs.
 //! * `trace`: `laptime::trace`, golden traces: `CollectorBuilder::with_tracing` makes the

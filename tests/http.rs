@@ -1,12 +1,16 @@
 //! The `/metrics` endpoint under good and bad clients: malformed and oversized requests, clients
 //! that never send or drip, floods of connections, other methods and paths, a panicking
 //! exposition. After each, the endpoint must still answer, its own counters must show every
-//! connection and thread bounded, and a collector's aggregator must still be cycling.
+//! connection and thread bounded, and a collector's aggregator must still be cycling. Under the
+//! attacks of issue 20 (slow clients ahead of a scraper, 40 dripping clients, 1 000 reconnecting
+//! idle ones, a burst past the connection limit) a well-behaved scraper must still be served.
 //!
 //! Every wait is bounded; no assertion is on elapsed time.
 #![cfg(feature = "http")]
 
 mod common;
+#[path = "common/http_attacks.rs"]
+mod http_attacks;
 #[path = "common/http_client.rs"]
 mod http_client;
 
@@ -14,8 +18,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use http_attacks::scrape_ok;
 use http_client::{get, request, send, wait_for};
 use laptime::export::ExportError;
 use laptime::export::http::{
@@ -483,4 +488,279 @@ fn dropping_the_handle_stops_and_joins_every_thread() {
     );
     // And nothing listens any more.
     assert!(TcpStream::connect(addr).is_err());
+}
+
+/// `count` scrapes at once, one thread each; how many got a `200`.
+fn scrapes_at_once(addr: SocketAddr, count: usize) -> usize {
+    let scrapers: Vec<_> = (0..count)
+        .map(|_| std::thread::spawn(move || scrape_ok(addr)))
+        .collect();
+    scrapers
+        .into_iter()
+        .map(|s| s.join().is_ok_and(|ok| ok))
+        .filter(|ok| *ok)
+        .count()
+}
+
+/// Scrapes a server under attack: starts `attack` (client threads that run until the flag they
+/// are given is set), waits until they fill the connection table (`full` connections open),
+/// scrapes [`SCRAPES`] times 300 ms apart, then stops and joins the attackers. Asserts that at
+/// least 90 % of the scrapes got a `200` and the table never held more than `full`; returns the
+/// server's counters.
+fn scrapes_under(
+    server: &MetricsServerHandle,
+    full: usize,
+    attack: impl FnOnce(Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>>,
+) -> ServerStats {
+    let stop = Arc::new(AtomicBool::new(false));
+    let attackers = attack(Arc::clone(&stop));
+    let filled = wait_for(Duration::from_secs(10), || {
+        (server.stats().open_connections == full).then_some(())
+    });
+    let ok = (0..SCRAPES)
+        .filter(|_| {
+            let ok = scrape_ok(server.local_addr());
+            std::thread::sleep(Duration::from_millis(300));
+            ok
+        })
+        .count();
+    stop.store(true, Ordering::Relaxed);
+    for a in attackers {
+        a.join().unwrap();
+    }
+    let s = server.stats();
+    assert!(filled.is_some(), "the attack did not fill the table: {s:?}");
+    assert!(
+        ok * 10 >= SCRAPES * 9,
+        "{ok} of {SCRAPES} scrapes answered 200: {s:?}"
+    );
+    assert!(s.peak_connections <= full, "{s:?}");
+    s
+}
+
+/// Scrapes per attack in [`scrapes_under`]; at least 90 % must get a `200`.
+const SCRAPES: usize = 10;
+
+/// How long any attacking client runs at most, whatever happens.
+const ATTACK_LIMIT: Duration = Duration::from_secs(60);
+
+/// `count` clients dripping a never-ending head (see [`http_attacks::drip`]), each connected
+/// before this returns.
+fn drippers(
+    addr: SocketAddr,
+    count: usize,
+    every: Duration,
+    reconnect: bool,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let until = Instant::now() + ATTACK_LIMIT;
+    (0..count)
+        .map(|_| {
+            let conn = TcpStream::connect(addr).unwrap();
+            let stop = Arc::clone(stop);
+            std::thread::spawn(move || {
+                http_attacks::drip(addr, Some(conn), every, reconnect, &stop, until);
+            })
+        })
+        .collect()
+}
+
+/// `count` clients that connect, send nothing and reconnect as soon as closed (see
+/// [`http_attacks::idle`]), on small stacks.
+fn idlers(
+    addr: SocketAddr,
+    count: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let until = Instant::now() + ATTACK_LIMIT;
+    (0..count)
+        .map(|_| {
+            let stop = Arc::clone(stop);
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || http_attacks::idle(addr, &stop, until))
+                .expect("an idle client thread")
+        })
+        .collect()
+}
+
+#[test]
+fn a_scraper_queued_behind_as_many_slow_clients_as_workers_is_served() {
+    const WORKERS: usize = 2;
+    let _serial = common::serial();
+    let (server, _) = start(
+        loopback()
+            .with_workers(WORKERS)
+            .with_read_timeout(Duration::from_secs(1)),
+    );
+    let addr = server.local_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Connected before the scraper, so they are accepted (and, one per worker, read) first; they
+    // drip until their read timeout and on through the answer.
+    let slow = drippers(addr, WORKERS, Duration::from_millis(10), false, &stop);
+    let ok = scrape_ok(addr);
+    stop.store(true, Ordering::Relaxed);
+    for d in slow {
+        d.join().unwrap();
+    }
+    let s = settled(&server);
+    assert!(ok, "the scrape behind the slow clients failed: {s:?}");
+    assert_eq!(s.ok, 1, "{s:?}");
+}
+
+#[test]
+fn forty_dripping_clients_leave_room_for_a_scraper() {
+    let _serial = common::serial();
+    // The default workers, connection limit (32) and read timeout.
+    let (server, _) = start(loopback());
+    let addr = server.local_addr();
+    // 40 clients, a byte each every 1.5 s (about 27 bytes a second in all), each reconnecting as
+    // soon as it finds its connection closed.
+    scrapes_under(&server, 32, |stop| {
+        drippers(addr, 40, Duration::from_millis(1500), true, &stop)
+    });
+}
+
+#[test]
+fn a_thousand_reconnecting_idle_clients_leave_room_for_a_scraper() {
+    let _serial = common::serial();
+    let (server, _) = start(loopback());
+    let addr = server.local_addr();
+    let s = scrapes_under(&server, 32, |stop| idlers(addr, 1000, &stop));
+    assert_eq!(s.threads, 3, "{s:?}");
+}
+
+#[test]
+fn absolute_form_targets_naming_this_server_are_served() {
+    let _serial = common::serial();
+    let (server, _) = start(loopback());
+    let addr = server.local_addr();
+    let port = addr.port();
+    for target in [
+        format!("http://127.0.0.1:{port}/metrics"),
+        format!("HTTP://127.0.0.1:{port}/metrics?x=1"),
+        "http://127.0.0.1/metrics".to_owned(),
+        format!("http://localhost:{port}/health"),
+    ] {
+        let r = get(addr, &target).unwrap();
+        assert_eq!(r.status, 200, "{target} -> {r:?}");
+    }
+    // Another server's authority, or another port of this host: not found here.
+    for target in [
+        "http://example.invalid/metrics".to_owned(),
+        format!("http://127.0.0.1:{}/metrics", port.wrapping_add(1).max(1)),
+        format!("https://127.0.0.1:{port}/metrics"),
+        format!("http://user@127.0.0.1:{port}/metrics"),
+    ] {
+        let r = get(addr, &target).unwrap();
+        assert_eq!(r.status, 404, "{target} -> {r:?}");
+    }
+}
+
+/// An exposition whose text changes only with its generation, slow to render, that counts the
+/// renders running at once.
+#[derive(Default)]
+struct Slow {
+    generation: Option<u64>,
+    running: AtomicU64,
+    most_at_once: AtomicU64,
+}
+
+impl Exposition for Slow {
+    fn metrics(&self) -> Result<String, ExportError> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_at_once.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(20));
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        Ok("# TYPE slow gauge\nslow 1\n".to_owned())
+    }
+
+    fn health(&self) -> Result<String, String> {
+        Ok("ok\n".to_owned())
+    }
+
+    fn generation(&self) -> Option<u64> {
+        self.generation
+    }
+}
+
+/// 16 scrapes at once on 4 workers: `(renders, most renders at once, 200 answers)`.
+fn concurrent_scrapes(exposition: Slow) -> (u64, u64, usize) {
+    let exposition = Arc::new(exposition);
+    let server = loopback()
+        .with_workers(4)
+        .start(Arc::clone(&exposition))
+        .unwrap();
+    let addr = server.local_addr();
+    let ok = scrapes_at_once(addr, 16);
+    let s = settled(&server);
+    (
+        s.renders,
+        exposition.most_at_once.load(Ordering::SeqCst),
+        ok,
+    )
+}
+
+#[test]
+fn scrapes_share_one_render_per_generation_and_renders_never_overlap() {
+    let _serial = common::serial();
+    // One generation throughout: rendered once, every scrape served those bytes.
+    let (renders, at_once, ok) = concurrent_scrapes(Slow {
+        generation: Some(7),
+        ..Slow::default()
+    });
+    assert_eq!((renders, at_once, ok), (1, 1, 16));
+    // No generation: rendered for every scrape, one at a time on 4 workers.
+    let (renders, at_once, ok) = concurrent_scrapes(Slow::default());
+    assert_eq!((renders, at_once, ok), (16, 1, 16));
+}
+
+#[test]
+fn requests_past_the_rate_wait_their_turn_instead_of_being_refused() {
+    const CLIENTS: usize = 12;
+    let _serial = common::serial();
+    let (server, _) = start(
+        loopback()
+            .with_workers(2)
+            .with_max_connections(4)
+            .with_request_rate(20),
+    );
+    let addr = server.local_addr();
+    // Three times the connection limit, all at once: the first 4 are answered at once, the rest
+    // wait (in the table, then in the listen queue) for the rate, and none is refused.
+    let ok = scrapes_at_once(addr, CLIENTS);
+    let s = settled(&server);
+    assert_eq!(ok, CLIENTS, "{s:?}");
+    assert_eq!((s.ok, s.refused), (CLIENTS as u64, 0), "{s:?}");
+    assert!(s.paced > 0 && s.peak_connections <= 4, "{s:?}");
+}
+
+#[test]
+fn the_prometheus_export_is_rendered_once_per_cycle_and_never_served_stale() {
+    use laptime::export::prometheus::PrometheusExporter;
+
+    let _serial = common::serial();
+    let exporter = PrometheusExporter::builder().build().unwrap();
+    // Cycles only when flushed: one generation until the test moves it on.
+    let collector = common::install(
+        laptime::Collector::builder()
+            .with_interval(Duration::from_secs(60))
+            .with_prometheus(exporter.clone()),
+    );
+    assert!(collector.flush());
+    let server = loopback().with_workers(4).start(exporter).unwrap();
+    let addr = server.local_addr();
+
+    // One cycle: 20 scrapes at once share a render (or two, if one crossed the cache's age).
+    assert_eq!(scrapes_at_once(addr, 20), 20);
+    let s = settled(&server);
+    assert!(s.renders <= 2 && s.cached >= 18, "{s:?}");
+
+    // A new cycle is a new generation: what it published is served at once.
+    laptime::record("http_cache_probe", Duration::from_micros(5));
+    assert!(collector.flush());
+    let r = get(addr, "/metrics").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("stage=\"http_cache_probe\""), "{}", r.body);
+    assert_eq!(settled(&server).renders, s.renders + 1);
 }

@@ -2,32 +2,39 @@
 //! `GET /health` (and `HEAD` of both), on `127.0.0.1:9898` by default, served by a few named
 //! threads of its own, with every resource a client could use bounded.
 //!
-//! The server parses requests with [`httparse`] on std's `TcpListener`: no async runtime, no
-//! thread per connection, nothing that grows with what clients send.
+//! The server parses requests with [`httparse`] on one event loop ([`mio`], the acceptor
+//! thread) that accepts, reads every request head and writes every answer without blocking on any
+//! one client; the workers only call the [`Exposition`]. No async runtime, no thread per
+//! connection, nothing that grows with what clients send beyond the bounds below.
 //!
 //! # Bounds
 //!
 //! | what | bound (default) | past it |
 //! |---|---|---|
-//! | threads | one acceptor + [`with_workers`](MetricsServerBuilder::with_workers) (2) | — |
-//! | open connections, queued or being served | [`with_max_connections`](MetricsServerBuilder::with_max_connections) (32) | `503 Service Unavailable`, the connection closed at once |
+//! | threads | one acceptor (the event loop) + [`with_workers`](MetricsServerBuilder::with_workers) (2) | — |
+//! | open connections, being read, answered or lingering | [`with_max_connections`](MetricsServerBuilder::with_max_connections) (32) | the oldest connection without a whole request is evicted with a `503`; if every one holds a request, new connections wait in the kernel's listen queue until one is answered |
+//! | requests answered | [`with_request_rate`](MetricsServerBuilder::with_request_rate) (200 a second, after a burst of the connection limit) | the request waits for its turn, its connection open |
 //! | request head (request line + headers) | [`with_max_header_bytes`](MetricsServerBuilder::with_max_header_bytes) (8 KiB), 32 headers | `431 Request Header Fields Too Large` |
 //! | time from accept to a whole request head | [`with_read_timeout`](MetricsServerBuilder::with_read_timeout) (2 s) | `408 Request Timeout`, closed |
 //! | time to write a whole response | [`with_write_timeout`](MetricsServerBuilder::with_write_timeout) (5 s) | closed |
-//! | memory | one head buffer per worker; a response is built, written and freed | — |
+//! | renders of the exposition | one at a time; once per [`generation`](Exposition::generation) (for the Prometheus exporter: once per aggregator cycle), at least once a second | later scrapes wait for the render in progress and share its bytes |
+//! | memory | per open connection, the head bytes received so far; one rendered exposition shared by every answer being written | — |
 //!
-//! A client that never sends (or drips a byte at a time) holds one worker until its read timeout;
-//! one that sends a request and never reads the answer holds it for the read timeout, the render,
-//! the write timeout and a 100 ms linger (about 7 s by default). The other workers keep answering.
-//! A flood beyond the connection limit is refused by the acceptor with a `503`, without waiting
-//! (it reads at most one head buffer that is already there, so the client sees the answer rather
-//! than a reset). Nothing here runs on the aggregator thread: a scrape reads what the aggregator
-//! published, so no client can slow the aggregator down.
+//! Every connection is read as its bytes arrive, from the moment it is accepted, so its read
+//! timeout counts only its own slowness: a scraper that sends its request at once is answered at
+//! once however many slow, silent or dripping clients are open, and a slow client holds a slot in
+//! the connection table, never a thread. When the table is full, a new connection takes the
+//! place of the one that has waited longest without sending a whole request (a connection that
+//! was answered and only lingers goes first), so clients that connect and send nothing, or drip,
+//! cannot keep a well-behaved scraper out. A client that never reads its answer holds its slot
+//! for the write timeout, no thread. Nothing here runs on the aggregator thread: a scrape reads
+//! what the aggregator published, so no client can slow the aggregator down.
 //!
-//! What the bounds cost is availability, never the host: a client that keeps opening connections
-//! and sending nothing holds the workers and the connection slots, and scrapes meanwhile get `503`,
-//! or `408` if they waited in the queue past the read timeout (it counts from accept). That is why
-//! the default address is loopback.
+//! What the bounds cost is availability, never the host: a flood of clients that each send a
+//! whole request is answered at the request rate, the rest waiting (in the table, then in the
+//! kernel's listen queue) without costing a cycle, so a scraper among them waits its turn (about
+//! a second behind 200 flooding clients) and the host keeps its CPU. That is why the default
+//! address is loopback.
 //!
 //! Answers: `200` for `/metrics` (content type `text/plain; version=0.0.4`) and a healthy
 //! `/health`; `503` for an unhealthy one; `400` for a request `httparse` rejects; `404` for any
@@ -35,10 +42,15 @@
 //! or panics (the panic is caught and counted; the server carries on). Every answer closes the
 //! connection (`Connection: close`).
 //!
-//! Dropping the [`MetricsServerHandle`] stops the threads and joins them: usually within about
-//! 100 ms (waking the acceptor is a loopback connect, itself bounded by 1 s), unless a call into the [`Exposition`] is in progress, which is waited for up to 5 s (a thread
-//! still inside it after that is left to finish by itself). An idle server does not wake up: the
-//! acceptor blocks in `accept`, the workers on a condition variable.
+//! Dropping the [`MetricsServerHandle`] stops the threads and joins them, usually within a few
+//! milliseconds, unless a call into the [`Exposition`] is in progress, which is waited for up to
+//! 5 s (a thread still inside it after that is left to finish by itself). Connections still open
+//! are closed unanswered. An idle server does not wake up: the event loop blocks in `poll` with
+//! no timeout while no connection is open, the workers on a condition variable.
+//!
+//! A request target in absolute form (`GET http://127.0.0.1:9898/metrics`, RFC 9112 §3.2.2) is
+//! served when its authority is this server's address (or `localhost` on loopback; any host on a
+//! wildcard address), with this server's port or none; another authority is `404`.
 //!
 //! # Example
 //!
@@ -75,25 +87,36 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::{Condvar, Mutex};
 
 use crate::export::ExportError;
 
 /// What the server serves: the text exposition and a liveness verdict. Called on the server's
-/// worker threads, one request at a time per worker; a panic inside either is answered with
+/// worker threads, one request at a time per worker (and `metrics` on one worker at a time); a panic inside either is answered with
 /// `500` and counted in [`ServerStats::panics`], and the next request calls it again.
 pub trait Exposition: Send + Sync + 'static {
     /// The Prometheus text exposition (content type text/plain; version=0.0.4).
     fn metrics(&self) -> Result<String, ExportError>;
     /// Liveness for /health: Ok(body) when healthy, Err(body) when not (503).
     fn health(&self) -> Result<String, String>;
+
+    /// A number that changes whenever [`metrics`](Self::metrics) would render other text (figures
+    /// taken at scrape time aside), or `None` (the default) when there is none. With `Some`, the
+    /// server renders once per value and serves those bytes to every scrape while the value
+    /// stays the same, for at most a second; with `None` it renders for every scrape. Called on
+    /// every scrape, on the server's threads: keep it to a load.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl<T: Exposition + ?Sized> Exposition for Arc<T> {
@@ -103,6 +126,10 @@ impl<T: Exposition + ?Sized> Exposition for Arc<T> {
 
     fn health(&self) -> Result<String, String> {
         (**self).health()
+    }
+
+    fn generation(&self) -> Option<u64> {
+        (**self).generation()
     }
 }
 
@@ -119,8 +146,7 @@ pub const MAX_HEADERS: usize = 32;
 /// tries again, rather than spinning on the error.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
-/// The longest a worker blocks in one read or write before it looks at the stop flag again, and
-/// the longest it lingers after an answer (see [`linger`]).
+/// The longest a connection lingers after its answer (see [`State::Lingering`]).
 const IO_SLICE: Duration = Duration::from_millis(100);
 
 /// How long dropping the handle waits for a thread still inside an [`Exposition`] call.
@@ -152,6 +178,7 @@ pub struct MetricsServerBuilder {
     max_header_bytes: usize,
     read_timeout: Duration,
     write_timeout: Duration,
+    request_rate: u32,
 }
 
 impl Default for MetricsServerBuilder {
@@ -163,6 +190,7 @@ impl Default for MetricsServerBuilder {
             max_header_bytes: 8 * 1024,
             read_timeout: Duration::from_secs(2),
             write_timeout: Duration::from_secs(5),
+            request_rate: 200,
         }
     }
 }
@@ -175,29 +203,32 @@ impl MetricsServerBuilder {
         self
     }
 
-    /// Worker threads answering requests (1 to 64): how many clients are served at once, and so
-    /// how many stalled clients it takes to delay a scrape by up to the read timeout.
+    /// Worker threads calling the exposition (1 to 64): how many `/metrics` and `/health`
+    /// requests are answered at once (renders of `/metrics` still run one at a time). Reading
+    /// requests and writing answers is the event loop's, so a slow client holds no worker.
     pub fn with_workers(mut self, workers: usize) -> Self {
         self.workers = workers;
         self
     }
 
-    /// Connections open at once, queued or being served (at least the worker count, at most
-    /// 4 096); the acceptor answers `503` to any beyond.
+    /// Connections open at once, being read, answered or lingering (at least the worker count,
+    /// at most 4 096). Past it the one that has waited longest without a whole request is evicted
+    /// with a `503`, or the newcomer is answered `503` when every one has a request.
     pub fn with_max_connections(mut self, connections: usize) -> Self {
         self.max_connections = connections;
         self
     }
 
     /// Largest request head (request line and headers), in bytes (256 B to 1 MiB); larger is
-    /// answered `431`. Each worker holds one buffer of this size.
+    /// answered `431`. Each open connection holds what it sent of its head, up to this size.
     pub fn with_max_header_bytes(mut self, bytes: usize) -> Self {
         self.max_header_bytes = bytes;
         self
     }
 
-    /// How long after its connection is accepted (queueing included) a request head must have
-    /// arrived whole (1 ms to 1 h); a client still sending after that is answered `408` and closed.
+    /// How long after its connection is accepted a request head must have arrived whole (1 ms to
+    /// 1 h); a client still sending after that is answered `408` and closed. Every connection is
+    /// read from the moment it is accepted, so no one waits here for another client.
     pub fn with_read_timeout(mut self, timeout: Duration) -> Self {
         self.read_timeout = timeout;
         self
@@ -207,6 +238,17 @@ impl MetricsServerBuilder {
     /// that is disconnected.
     pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
         self.write_timeout = timeout;
+        self
+    }
+
+    /// Requests answered per second at most (1 to 100 000), after a first burst of as many as
+    /// the connection limit: requests beyond it wait, connection open, for their turn, and when
+    /// every open connection holds one, new connections wait in the kernel's listen queue. This
+    /// bounds the CPU a flood of valid requests can take from the host (each request costs the
+    /// server and the client tens of microseconds) while one that scrapes a few times a second
+    /// never waits.
+    pub fn with_request_rate(mut self, per_second: u32) -> Self {
+        self.request_rate = per_second;
         self
     }
 
@@ -222,6 +264,9 @@ impl MetricsServerBuilder {
         if !(256..=1 << 20).contains(&self.max_header_bytes) {
             return fail("max_header_bytes must be 256 B to 1 MiB");
         }
+        if !(1..=100_000).contains(&self.request_rate) {
+            return fail("request_rate must be 1 to 100 000 a second");
+        }
         let sane = Duration::from_millis(1)..=Duration::from_secs(3600);
         if !sane.contains(&self.read_timeout) || !sane.contains(&self.write_timeout) {
             return fail("read and write timeouts must be 1 ms to 1 h");
@@ -229,7 +274,7 @@ impl MetricsServerBuilder {
         Ok(())
     }
 
-    /// Binds the address and starts the acceptor and worker threads (`laptime-http-accept`,
+    /// Binds the address and starts the event loop and worker threads (`laptime-http-accept`,
     /// `laptime-http-N`). Fails, without leaving a thread behind, when a setting is out of range,
     /// the address cannot be bound, or a thread cannot be spawned.
     pub fn start(self, exposition: impl Exposition) -> Result<MetricsServerHandle, ServeError> {
@@ -240,15 +285,21 @@ impl MetricsServerBuilder {
         };
         let listener = TcpListener::bind(self.addr).map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let mut listener = mio::net::TcpListener::from_std(listener);
+        let poll = Poll::new().map_err(|source| ServeError::Spawn { source })?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)
+            .map_err(bind_err)?;
+        let waker =
+            Waker::new(poll.registry(), WAKER).map_err(|source| ServeError::Spawn { source })?;
 
-        let shared = Arc::new(Shared {
-            exposition: Box::new(exposition),
-            limits: self.clone(),
-            stop: AtomicBool::new(false),
-            queue: Mutex::new(VecDeque::with_capacity(self.max_connections)),
-            ready: Condvar::new(),
-            counters: Arc::default(),
-        });
+        let shared = Arc::new(Shared::new(
+            Box::new(exposition),
+            self.clone(),
+            local_addr,
+            Some(waker),
+        ));
         let mut handle = MetricsServerHandle {
             shared: Arc::clone(&shared),
             local_addr,
@@ -259,7 +310,7 @@ impl MetricsServerBuilder {
             handle.spawn(format!("laptime-http-{n}"), move || worker(&shared))?;
         }
         handle.spawn("laptime-http-accept".to_owned(), move || {
-            acceptor(&shared, &listener)
+            EventLoop::new(&shared, poll, listener).run();
         })?;
         Ok(handle)
     }
@@ -337,18 +388,30 @@ pub struct ServerStats {
     pub header_too_large: u64,
     /// `500`: the exposition returned an error or panicked.
     pub internal_error: u64,
-    /// Panics caught in a worker: inside [`Exposition`] calls (each also answered `500`), or in the
-    /// server's own code (the connection is then closed without an answer).
+    /// Panics caught: inside [`Exposition`] calls (each also answered `500`), or in the server's
+    /// own code on a worker (the connection is then closed without an answer) or in the event
+    /// loop (which goes on).
     pub panics: u64,
     /// `503` from `/health`: the exposition reported itself unhealthy.
     pub unhealthy: u64,
-    /// `503` from the acceptor: connections refused because the limit was reached.
+    /// `503` from the acceptor: connections refused, or evicted to make room, because the limit
+    /// was reached.
     pub refused: u64,
+    /// Of `refused`: open connections that had not sent a whole request, closed (with a `503`) to
+    /// make room for a newer one.
+    pub evicted: u64,
+    /// Calls of [`Exposition::metrics`] (each scrape, or once per
+    /// [`generation`](Exposition::generation) when the exposition has them).
+    pub renders: u64,
+    /// `/metrics` answers served from the bytes rendered for the same generation.
+    pub cached: u64,
+    /// Requests that waited for their turn under the request rate.
+    pub paced: u64,
     /// Connections the client closed or reset before a whole request arrived.
     pub closed_early: u64,
     /// `accept` calls that failed (e.g. the process ran out of file descriptors).
     pub accept_errors: u64,
-    /// Connections open now, queued or being served.
+    /// Connections open now: being read, answered or lingering.
     pub open_connections: usize,
     /// The most connections open at once since start (never above the limit).
     pub peak_connections: usize,
@@ -396,6 +459,10 @@ impl MetricsServerHandle {
             panics: get(&c.panics),
             unhealthy: get(&c.unhealthy),
             refused: get(&c.refused),
+            evicted: get(&c.evicted),
+            renders: get(&c.renders),
+            cached: get(&c.cached),
+            paced: get(&c.paced),
             closed_early: get(&c.closed_early),
             accept_errors: get(&c.accept_errors),
             open_connections: c.open.load(Ordering::Relaxed),
@@ -433,16 +500,13 @@ impl MetricsServerHandle {
 impl Drop for MetricsServerHandle {
     fn drop(&mut self) {
         {
-            // Set under the queue's lock: a worker checks the flag under it before waiting, so
+            // Set under the jobs' lock: a worker checks the flag under it before waiting, so
             // none can miss the wake-up below.
-            let _queue = self.shared.queue.lock();
+            let _jobs = self.shared.jobs.lock();
             self.shared.stop.store(true, Ordering::Relaxed);
         }
         self.shared.ready.notify_all();
-        // The acceptor blocks in `accept` (no polling while idle); a connection of our own wakes
-        // it to see the flag. Should that fail (a firewall on a non-loopback address), the
-        // acceptor is left behind below like a stuck worker.
-        let _ = TcpStream::connect_timeout(&wake_addr(self.local_addr), Duration::from_secs(1));
+        self.shared.wake_loop();
         let until = Instant::now() + STOP_WAIT;
         while self.threads.iter().any(|t| !t.is_finished()) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
@@ -454,20 +518,8 @@ impl Drop for MetricsServerHandle {
                 let _ = t.join();
             }
         }
-        // Connections still queued are closed unanswered.
-        self.shared.queue.lock().clear();
+        self.shared.jobs.lock().clear();
     }
-}
-
-/// Where to connect to reach a listener bound to `addr`: the address itself, or loopback for a
-/// wildcard address.
-fn wake_addr(addr: SocketAddr) -> SocketAddr {
-    let ip = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, addr.port())
 }
 
 /// Decrements the running-thread count when its thread ends, however it ends.
@@ -479,15 +531,91 @@ impl Drop for ThreadCount {
     }
 }
 
+/// The poll token of the listening socket.
+const LISTENER: Token = Token(usize::MAX);
+/// The poll token of the workers' (and the handle's) wake-ups.
+const WAKER: Token = Token(usize::MAX - 1);
+
+/// Most connections the event loop accepts in one turn before it reads what the open ones sent:
+/// a connection that sent its request at once is read before a burst of newer ones can push it
+/// out as the oldest silent one.
+const ACCEPT_BURST: usize = 32;
+
+/// The oldest cached exposition served, even while its generation is unchanged: figures taken at
+/// scrape time (the last-drain age, application gauges) are never older than this.
+const CACHE_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Bytes read from a socket at a time.
+const READ_CHUNK: usize = 4096;
+
 struct Shared {
     exposition: Box<dyn Exposition>,
     limits: MetricsServerBuilder,
+    /// Where the server listens: an absolute-form request target must name it.
+    local_addr: SocketAddr,
     stop: AtomicBool,
-    /// Accepted connections waiting for a worker. Never longer than `max_connections`: the
-    /// acceptor admits a connection only while fewer than that are open.
-    queue: Mutex<VecDeque<Conn>>,
+    /// Requests that need the exposition, waiting for a worker. Never longer than
+    /// `max_connections`: each is an open connection the event loop holds until it is answered.
+    jobs: Mutex<VecDeque<Job>>,
     ready: Condvar,
+    /// Answers the workers made, for the event loop to write (`None`: close unanswered).
+    answers: Mutex<Vec<(Token, Option<Answer>)>>,
+    /// Wakes the event loop when an answer is ready or the server stops; `None` only for
+    /// [`answer_for_fuzzing`], which has no loop.
+    waker: Option<Waker>,
+    /// The last exposition rendered, for its generation.
+    cache: Mutex<Option<Rendered>>,
+    /// Held while rendering: one render at a time, however many scrapes arrive.
+    rendering: Mutex<()>,
     counters: Arc<Counters>,
+}
+
+impl Shared {
+    fn new(
+        exposition: Box<dyn Exposition>,
+        limits: MetricsServerBuilder,
+        local_addr: SocketAddr,
+        waker: Option<Waker>,
+    ) -> Self {
+        Self {
+            exposition,
+            jobs: Mutex::new(VecDeque::with_capacity(limits.max_connections)),
+            limits,
+            local_addr,
+            stop: AtomicBool::new(false),
+            ready: Condvar::new(),
+            answers: Mutex::new(Vec::new()),
+            waker,
+            cache: Mutex::new(None),
+            rendering: Mutex::new(()),
+            counters: Arc::default(),
+        }
+    }
+
+    fn wake_loop(&self) {
+        if let Some(waker) = &self.waker {
+            // A failed wake-up (out of memory in the kernel) leaves the answer until the next
+            // event or deadline; nothing is lost.
+            let _ = waker.wake();
+        }
+    }
+
+    /// The exposition's generation now; `None` when it has none or the call panicked (then
+    /// nothing is served from the cache).
+    fn generation(&self) -> Option<u64> {
+        catch_unwind(AssertUnwindSafe(|| self.exposition.generation())).unwrap_or(None)
+    }
+
+    /// The cached exposition, if it was rendered for `generation` less than [`CACHE_MAX_AGE`] ago.
+    fn cached(&self, generation: Option<u64>) -> Option<Arc<[u8]>> {
+        let generation = generation?;
+        let cache = self.cache.lock();
+        let hit = cache
+            .as_ref()
+            .filter(|c| c.generation == generation && c.at.elapsed() < CACHE_MAX_AGE)?;
+        Counters::bump(&self.counters.cached);
+        Some(Arc::clone(&hit.body))
+    }
 }
 
 #[derive(Default)]
@@ -503,10 +631,14 @@ struct Counters {
     panics: AtomicU64,
     unhealthy: AtomicU64,
     refused: AtomicU64,
+    evicted: AtomicU64,
+    renders: AtomicU64,
+    cached: AtomicU64,
+    paced: AtomicU64,
     closed_early: AtomicU64,
     accept_errors: AtomicU64,
-    /// Connections admitted and not yet closed. Only the acceptor increments it (so check and
-    /// increment need no compare-and-swap); a `Conn` decrements it when dropped.
+    /// Connections admitted and not yet closed. Only the event loop changes it (so check and
+    /// increment need no compare-and-swap): [`Open`] increments it and decrements it on drop.
     open: AtomicUsize,
     peak_open: AtomicUsize,
     threads: AtomicUsize,
@@ -518,68 +650,596 @@ impl Counters {
     }
 }
 
-/// An admitted connection: counted in `open` until dropped.
-struct Conn {
-    stream: TcpStream,
-    accepted: Instant,
-    counters: Arc<Counters>,
-}
+/// One admitted connection's place in `open`, given back when dropped.
+struct Open(Arc<Counters>);
 
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.counters.open.fetch_sub(1, Ordering::Relaxed);
+impl Open {
+    fn take(counters: &Arc<Counters>) -> Self {
+        let open = counters.open.fetch_add(1, Ordering::Relaxed) + 1;
+        counters.peak_open.fetch_max(open, Ordering::Relaxed);
+        Self(Arc::clone(counters))
     }
 }
 
-fn acceptor(shared: &Shared, listener: &TcpListener) {
-    let counters = &shared.counters;
-    while !shared.stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            // The stop flag is set before the handle's wake-up connection is made, so that
-            // connection (or any accepted after the stop) is closed unanswered.
-            Ok(_) if shared.stop.load(Ordering::Relaxed) => return,
-            Ok((stream, _peer)) => {
-                Counters::bump(&counters.accepted);
-                admit(shared, stream);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => {
-                Counters::bump(&counters.accept_errors);
-                std::thread::sleep(ACCEPT_RETRY);
-            }
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request for the workers: it needs the exposition.
+struct Job {
+    token: Token,
+    method: Method,
+    route: Route,
+}
+
+/// An exposition rendered for one generation.
+struct Rendered {
+    generation: u64,
+    at: Instant,
+    body: Arc<[u8]>,
+}
+
+/// The bytes of one answer: its head, and a body that may be shared with other answers (the
+/// cached exposition).
+struct Answer {
+    head: Vec<u8>,
+    body: Arc<[u8]>,
+}
+
+impl Answer {
+    fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
+
+    /// The bytes from `sent` on, up to the end of the part `sent` falls in.
+    fn rest(&self, sent: usize) -> &[u8] {
+        match sent.checked_sub(self.head.len()) {
+            None => &self.head[sent..],
+            Some(in_body) => &self.body[in_body..],
         }
     }
 }
 
-fn admit(shared: &Shared, stream: TcpStream) {
-    let counters = &shared.counters;
-    let open = counters.open.load(Ordering::Relaxed);
-    if open >= shared.limits.max_connections {
-        Counters::bump(&counters.refused);
-        refuse(stream);
-        return;
-    }
-    counters.open.fetch_add(1, Ordering::Relaxed);
-    counters.peak_open.fetch_max(open + 1, Ordering::Relaxed);
-    let conn = Conn {
-        stream,
-        accepted: Instant::now(),
-        counters: Arc::clone(counters),
-    };
-    let _ = conn.stream.set_nodelay(true);
-    let mut queue = shared.queue.lock();
-    queue.push_back(conn);
-    drop(queue);
-    shared.ready.notify_one();
+/// An admitted connection, owned by the event loop.
+struct Conn {
+    stream: TcpStream,
+    accepted: Instant,
+    state: State,
+    _open: Open,
 }
 
-/// Answers `503` on the acceptor thread without ever blocking it: the socket is made
-/// non-blocking, whatever already arrived is read (so the close is less likely to be a reset),
-/// the answer is written if the socket takes it at once, and the connection is closed.
-fn refuse(mut stream: TcpStream) {
-    if stream.set_nonblocking(true).is_err() {
-        return;
+enum State {
+    /// Receiving the request head, until `accepted + read_timeout`. The buffer grows with what
+    /// arrives, up to `max_header_bytes`.
+    Reading(Vec<u8>),
+    /// A worker is making the answer.
+    Waiting,
+    /// Sending the answer, until `deadline`; then lingering (the write side shut).
+    Writing {
+        answer: Answer,
+        sent: usize,
+        deadline: Instant,
+    },
+    /// Answered: reading and discarding what the client still sends until it closes, until
+    /// [`LINGER_BYTES`] or the instant given, so the close is a FIN and not a reset that could
+    /// destroy the answer before the client reads it.
+    Lingering { until: Instant, discarded: usize },
+}
+
+/// What a connection's state machine asks the event loop to do next.
+enum Step {
+    Keep,
+    Close,
+    Decided(Head),
+}
+
+impl Conn {
+    fn deadline(&self, read_timeout: Duration) -> Option<Instant> {
+        match &self.state {
+            State::Reading(_) => Some(self.accepted + read_timeout),
+            State::Waiting => None,
+            State::Writing { deadline, .. } => Some(*deadline),
+            State::Lingering { until, .. } => Some(*until),
+        }
     }
+
+    /// Moves the connection on as far as its socket allows without blocking.
+    fn advance(&mut self, shared: &Shared, scratch: &mut [u8]) -> Step {
+        let limit = shared.limits.max_header_bytes;
+        match &mut self.state {
+            State::Reading(buf) => {
+                read_more(&mut self.stream, buf, limit, shared.local_addr, scratch)
+                    .map_or(Step::Keep, Step::Decided)
+            }
+            State::Waiting => Step::Keep,
+            State::Writing { answer, sent, .. } => {
+                match write_more(&mut self.stream, answer, sent) {
+                    Ok(false) => Step::Keep,
+                    Ok(true) => {
+                        let _ = self.stream.shutdown(Shutdown::Write);
+                        self.state = State::Lingering {
+                            until: Instant::now() + IO_SLICE,
+                            discarded: 0,
+                        };
+                        self.advance(shared, scratch)
+                    }
+                    Err(_) => Step::Close,
+                }
+            }
+            State::Lingering { discarded, .. } => discard(&mut self.stream, discarded, scratch),
+        }
+    }
+
+    fn write(&mut self, answer: Answer, write_timeout: Duration) {
+        self.state = State::Writing {
+            answer,
+            sent: 0,
+            deadline: Instant::now() + write_timeout,
+        };
+    }
+}
+
+/// Reads what has arrived (until the socket would block); `Some` once the bytes, an end of input
+/// or an error decide what the request is.
+fn read_more(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    local: SocketAddr,
+    scratch: &mut [u8],
+) -> Option<Head> {
+    loop {
+        // Never 0: a full buffer decides (431) before another read.
+        let room = (limit - buf.len()).min(scratch.len());
+        match stream.read(&mut scratch[..room]) {
+            Ok(0) => return Some(Head::Closed),
+            Ok(n) => {
+                buf.extend_from_slice(&scratch[..n]);
+                if let Some(head) = parse_head(buf, buf.len() == limit, local) {
+                    return Some(head);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Some(Head::Closed),
+        }
+    }
+}
+
+/// Writes what the socket takes; `Ok(true)` once all of `answer` is sent.
+fn write_more(stream: &mut TcpStream, answer: &Answer, sent: &mut usize) -> io::Result<bool> {
+    while *sent < answer.len() {
+        match stream.write(answer.rest(*sent)) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => *sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Reads and discards what the client still sends after the answer; `Close` once it closed, an
+/// error came or [`LINGER_BYTES`] were discarded.
+fn discard(stream: &mut TcpStream, discarded: &mut usize, scratch: &mut [u8]) -> Step {
+    loop {
+        match stream.read(scratch) {
+            Ok(0) => return Step::Close,
+            Ok(n) => {
+                *discarded += n;
+                if *discarded >= LINGER_BYTES {
+                    return Step::Close;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Keep,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Step::Close,
+        }
+    }
+}
+
+/// The acceptor thread: accepts, reads every request head, writes every answer and lingers, all
+/// without blocking on any one client, so a slow or silent client costs a slot in the connection
+/// table and a buffer, never a thread. Only what calls the exposition goes to the workers.
+struct EventLoop<'a> {
+    shared: &'a Shared,
+    poll: Poll,
+    listener: mio::net::TcpListener,
+    /// Open connections by token; a `None` slot is free.
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    scratch: Box<[u8]>,
+    /// When to accept again without waiting for the listener's next event: after a burst cut
+    /// short, or after a failed `accept`.
+    accept_again: Option<Instant>,
+    budget: Budget,
+    /// Decided requests waiting for the budget, oldest first (their connections `Waiting`).
+    paced: VecDeque<(usize, Head)>,
+    /// A connection accepted when every open one held a request: admitted as soon as one is
+    /// answered. Accepting pauses while it waits, so later ones wait in the listen queue.
+    parked: Option<TcpStream>,
+}
+
+/// A token bucket kept in time: a request costs `1 s / per_second` of credit; credit accrues with
+/// time up to `burst` requests' worth. Durations, not floats, so a token is due exactly when its
+/// time has passed.
+struct Budget {
+    cost: Duration,
+    most: Duration,
+    credit: Duration,
+    at: Instant,
+}
+
+impl Budget {
+    fn new(per_second: u32, burst: usize) -> Self {
+        let cost = Duration::from_secs(1) / per_second.max(1);
+        let most = cost * u32::try_from(burst.max(1)).unwrap_or(u32::MAX);
+        Self {
+            cost,
+            most,
+            credit: most,
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        self.credit = (self.credit + now.saturating_duration_since(self.at)).min(self.most);
+        self.at = self.at.max(now);
+        let ok = self.credit >= self.cost;
+        if ok {
+            self.credit -= self.cost;
+        }
+        ok
+    }
+
+    /// When the next request may be answered.
+    fn next(&self) -> Instant {
+        self.at + self.cost.saturating_sub(self.credit)
+    }
+}
+
+impl<'a> EventLoop<'a> {
+    fn new(shared: &'a Shared, poll: Poll, listener: mio::net::TcpListener) -> Self {
+        Self {
+            shared,
+            poll,
+            listener,
+            conns: Vec::new(),
+            free: Vec::new(),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            accept_again: None,
+            budget: Budget::new(shared.limits.request_rate, shared.limits.max_connections),
+            paced: VecDeque::new(),
+            parked: None,
+        }
+    }
+
+    /// Runs until the stop flag is set. An idle server (no connection open) blocks in `poll`
+    /// without a timeout.
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut next = None;
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let timeout = next.map(|at: Instant| at.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    std::thread::sleep(ACCEPT_RETRY);
+                }
+                continue;
+            }
+            if self.shared.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            // A bug in one turn must not take the server's only reader away: the panic is
+            // counted and the loop goes on (the connection it was handling may be left to its
+            // deadline).
+            match catch_unwind(AssertUnwindSafe(|| self.turn(&events))) {
+                Ok(deadline) => next = deadline,
+                Err(_) => {
+                    Counters::bump(&self.shared.counters.panics);
+                    next = Some(Instant::now() + ACCEPT_RETRY);
+                }
+            }
+        }
+    }
+
+    /// Handles one poll's events, then what is due; returns when the loop must look again.
+    fn turn(&mut self, events: &Events) -> Option<Instant> {
+        for event in events {
+            match event.token() {
+                LISTENER => self.accept_burst(),
+                WAKER => {}
+                Token(slot) => self.drive(slot),
+            }
+        }
+        self.take_answers();
+        self.release_paced(Instant::now());
+        self.unpark();
+        if self.accept_again.is_some_and(|at| at <= Instant::now()) {
+            self.accept_burst();
+        }
+        self.expire(Instant::now())
+    }
+
+    fn accept_burst(&mut self) {
+        self.accept_again = None;
+        for _ in 0..ACCEPT_BURST {
+            if self.parked.is_some() {
+                // Paused until a request is answered; `unpark` resumes.
+                return;
+            }
+            match self.listener.accept() {
+                Ok((stream, _peer)) => {
+                    Counters::bump(&self.shared.counters.accepted);
+                    self.admit(stream);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    // Out of file descriptors, say: try again a little later rather than spin.
+                    Counters::bump(&self.shared.counters.accept_errors);
+                    self.accept_again = Some(Instant::now() + ACCEPT_RETRY);
+                    return;
+                }
+            }
+        }
+        // More may be waiting: read the open connections first, then accept again.
+        self.accept_again = Some(Instant::now());
+    }
+
+    /// Makes room for a new connection if the table is full (or parks it), reads what it already
+    /// sent, and takes it in.
+    fn admit(&mut self, mut stream: TcpStream) {
+        if !self.has_room() {
+            self.parked = Some(stream);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let mut buf = Vec::new();
+        let limit = self.shared.limits.max_header_bytes;
+        let local = self.shared.local_addr;
+        let head = read_more(&mut stream, &mut buf, limit, local, &mut self.scratch);
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        if self
+            .poll
+            .registry()
+            .register(
+                &mut stream,
+                Token(slot),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            self.free.push(slot);
+            return;
+        }
+        self.conns[slot] = Some(Conn {
+            stream,
+            accepted: Instant::now(),
+            state: State::Reading(buf),
+            _open: Open::take(&self.shared.counters),
+        });
+        if let Some(head) = head {
+            self.decided(slot, head);
+        }
+    }
+
+    /// Admits the parked connection once there is room, and accepts again.
+    fn unpark(&mut self) {
+        if let Some(stream) = self.parked.take() {
+            self.admit(stream);
+            if self.parked.is_none() {
+                self.accept_again = Some(Instant::now());
+            }
+        }
+    }
+
+    fn has_room(&mut self) -> bool {
+        self.shared.counters.open.load(Ordering::Relaxed) < self.shared.limits.max_connections
+            || self.make_room()
+    }
+
+    /// Frees a place in a full table: closes a connection that was answered and lingers, or else
+    /// evicts (with a `503`) the one that has waited longest without sending a whole request.
+    /// The newest connection is the last to go, so a scraper whose request is on its way keeps
+    /// its place however many silent or dripping clients come after it. `false` when every open
+    /// connection has a request being answered.
+    fn make_room(&mut self) -> bool {
+        // Each round either frees a place or moves a connection out of `Reading`: bounded.
+        for _ in 0..=self.conns.len() {
+            let victim = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, c)| {
+                    let c = c.as_ref()?;
+                    let rank = match &c.state {
+                        State::Lingering { .. } => 0,
+                        State::Reading(_) => 1,
+                        _ => return None,
+                    };
+                    Some(((rank, c.accepted), slot))
+                })
+                .min()
+                .map(|(_, slot)| slot);
+            let Some(slot) = victim else {
+                return false;
+            };
+            let Some(conn) = self.conns[slot].as_mut() else {
+                return false;
+            };
+            if matches!(conn.state, State::Lingering { .. }) {
+                self.close(slot);
+                return true;
+            }
+            // It may have sent its request since it was last read: then it is served instead.
+            match conn.advance(self.shared, &mut self.scratch) {
+                Step::Keep => {}
+                Step::Close => {
+                    Counters::bump(&self.shared.counters.closed_early);
+                    self.close(slot);
+                    return true;
+                }
+                Step::Decided(head) => {
+                    self.decided(slot, head);
+                    continue;
+                }
+            }
+            if let Some(conn) = self.take(slot) {
+                Counters::bump(&self.shared.counters.refused);
+                Counters::bump(&self.shared.counters.evicted);
+                refuse(conn.stream);
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Handles a readiness event (or a wake-up of its own) for the connection in `slot`.
+    fn drive(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        match conn.advance(self.shared, &mut self.scratch) {
+            Step::Keep => {}
+            Step::Close => self.close(slot),
+            Step::Decided(head) => self.decided(slot, head),
+        }
+    }
+
+    /// The request head in `slot` is decided: answer it now if the budget allows (a timeout or
+    /// a close always does), else when its turn comes.
+    fn decided(&mut self, slot: usize, head: Head) {
+        let asked = matches!(
+            head,
+            Head::Request { .. } | Head::Malformed | Head::TooLarge
+        );
+        if asked && !(self.paced.is_empty() && self.budget.take(Instant::now())) {
+            Counters::bump(&self.shared.counters.paced);
+            if let Some(conn) = self.conns[slot].as_mut() {
+                conn.state = State::Waiting;
+            }
+            self.paced.push_back((slot, head));
+            return;
+        }
+        self.respond(slot, head);
+    }
+
+    /// Answers the paced requests whose turn has come.
+    fn release_paced(&mut self, now: Instant) {
+        while !self.paced.is_empty() && self.budget.take(now) {
+            if let Some((slot, head)) = self.paced.pop_front() {
+                self.respond(slot, head);
+            }
+        }
+    }
+
+    /// Answers the decided head in `slot`: here, from the cache, or by a worker.
+    fn respond(&mut self, slot: usize, head: Head) {
+        let shared = self.shared;
+        let answer = match classify(&shared.counters, head) {
+            Reply::Nothing => return self.close(slot),
+            Reply::Now(answer) => answer,
+            Reply::Exposition { method, route } => match cached_answer(shared, method, route) {
+                Some(answer) => answer,
+                None => {
+                    if let Some(conn) = self.conns[slot].as_mut() {
+                        conn.state = State::Waiting;
+                    }
+                    shared.jobs.lock().push_back(Job {
+                        token: Token(slot),
+                        method,
+                        route,
+                    });
+                    shared.ready.notify_one();
+                    return;
+                }
+            },
+        };
+        self.answer(slot, answer);
+    }
+
+    fn answer(&mut self, slot: usize, answer: Answer) {
+        if let Some(conn) = self.conns[slot].as_mut() {
+            conn.write(answer, self.shared.limits.write_timeout);
+            self.drive(slot);
+        }
+    }
+
+    /// Starts writing the answers the workers made.
+    fn take_answers(&mut self) {
+        let answers = std::mem::take(&mut *self.shared.answers.lock());
+        for (Token(slot), answer) in answers {
+            match answer {
+                Some(answer) => self.answer(slot, answer),
+                None => self.close(slot),
+            }
+        }
+    }
+
+    /// Answers `408` to heads not whole in time, drops answers not written in time and ends
+    /// lingers; returns the next deadline of an open connection (or of accepting again).
+    fn expire(&mut self, now: Instant) -> Option<Instant> {
+        let limits = &self.shared.limits;
+        let mut next = self.accept_again;
+        if !self.paced.is_empty() {
+            let turn = self.budget.next();
+            next = Some(next.map_or(turn, |n| n.min(turn)));
+        }
+        for slot in 0..self.conns.len() {
+            let Some(conn) = self.conns[slot].as_ref() else {
+                continue;
+            };
+            let Some(deadline) = conn.deadline(limits.read_timeout) else {
+                continue;
+            };
+            if deadline > now {
+                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                continue;
+            }
+            match conn.state {
+                State::Reading(_) => {
+                    self.respond(slot, Head::TimedOut);
+                    // Its answer's write deadline is now the one to wait for.
+                    if let Some(d) = self.conns[slot]
+                        .as_ref()
+                        .and_then(|c| c.deadline(limits.read_timeout))
+                    {
+                        next = Some(next.map_or(d, |n| n.min(d)));
+                    }
+                }
+                State::Writing { .. } => {
+                    Counters::bump(&self.shared.counters.timed_out);
+                    self.close(slot);
+                }
+                _ => self.close(slot),
+            }
+        }
+        next
+    }
+
+    fn take(&mut self, slot: usize) -> Option<Conn> {
+        let conn = self.conns.get_mut(slot)?.take()?;
+        self.free.push(slot);
+        Some(conn)
+    }
+
+    /// Closes the connection in `slot` (closing the socket also removes it from the poll set).
+    fn close(&mut self, slot: usize) {
+        drop(self.take(slot));
+    }
+}
+
+/// Answers `503` to a connection evicted to make room, without ever blocking: whatever already
+/// arrived is read (so the close is less likely to be a reset), the answer is written if the
+/// socket takes it at once, and the connection is closed.
+fn refuse(mut stream: TcpStream) {
     let mut scratch = [0u8; 1024];
     for _ in 0..8 {
         match stream.read(&mut scratch) {
@@ -590,34 +1250,38 @@ fn refuse(mut stream: TcpStream) {
     let answer = response(
         Status::Unavailable,
         TEXT,
-        "too many connections, try later\n",
+        b"too many connections, try later\n".as_slice().into(),
         false,
     );
-    let _ = stream.write(&answer);
+    let _ = stream.write(&answer.head);
+    let _ = stream.write(&answer.body);
     let _ = stream.shutdown(Shutdown::Write);
 }
 
 fn worker(shared: &Shared) {
-    let mut buf = vec![0u8; shared.limits.max_header_bytes];
     loop {
-        let conn = {
-            let mut queue = shared.queue.lock();
+        let job = {
+            let mut jobs = shared.jobs.lock();
             loop {
                 if shared.stop.load(Ordering::Relaxed) {
                     return;
                 }
-                if let Some(conn) = queue.pop_front() {
-                    break conn;
+                if let Some(job) = jobs.pop_front() {
+                    break job;
                 }
-                shared.ready.wait(&mut queue);
+                shared.ready.wait(&mut jobs);
             }
         };
-        // `serve` catches the exposition's panics itself; this catches the server's own, so a
-        // bug in one answer cannot take a worker away. Nothing shared is left half-updated: the
-        // counters are atomics and the buffer is overwritten by the next request.
-        if catch_unwind(AssertUnwindSafe(|| serve(shared, &mut buf, conn))).is_err() {
-            Counters::bump(&shared.counters.panics);
-        }
+        // `exposition_answer` catches the exposition's panics itself; this catches the server's
+        // own, so a bug in one answer cannot take a worker away (the connection is then closed
+        // unanswered).
+        let answer = catch_unwind(AssertUnwindSafe(|| {
+            exposition_answer(shared, job.method, job.route)
+        }))
+        .map_err(|_| Counters::bump(&shared.counters.panics))
+        .ok();
+        shared.answers.lock().push((job.token, answer));
+        shared.wake_loop();
     }
 }
 
@@ -633,8 +1297,6 @@ enum Head {
     TimedOut,
     /// The client went away first.
     Closed,
-    /// The server is stopping.
-    Stopped,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -651,66 +1313,53 @@ enum Route {
     Unknown,
 }
 
-fn serve(shared: &Shared, buf: &mut [u8], conn: Conn) {
-    let counters = &shared.counters;
-    let stream = &conn.stream;
-    let head = read_head(
-        stream,
-        buf,
-        conn.accepted + shared.limits.read_timeout,
-        &shared.stop,
-    );
-    let Some(answer) = answer(shared, head) else {
-        return;
-    };
-    let write_deadline = Instant::now() + shared.limits.write_timeout;
-    match write_all_by(stream, &answer, write_deadline, &shared.stop) {
-        Ok(()) => {
-            let _ = stream.shutdown(Shutdown::Write);
-            linger(stream, buf, &shared.stop);
-        }
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => Counters::bump(&counters.timed_out),
-        Err(_) => {}
-    }
+/// What to do with a decided head.
+enum Reply {
+    /// Close without an answer.
+    Nothing,
+    /// This answer, already counted.
+    Now(Answer),
+    /// An answer only the exposition can give.
+    Exposition { method: Method, route: Route },
 }
 
-/// The bytes to send for `head`, counted under their status; `None` when nothing is to be sent.
-fn answer(shared: &Shared, head: Head) -> Option<Vec<u8>> {
-    let c = &shared.counters;
-    let plain = |counter: &AtomicU64, status, body: &str| {
+/// The answer for `head` when it does not need the exposition, counted under its status.
+fn classify(c: &Counters, head: Head) -> Reply {
+    let plain = |counter: &AtomicU64, status, body: &[u8]| {
         Counters::bump(counter);
-        Some(response(status, TEXT, body, false))
+        Reply::Now(response(status, TEXT, body.into(), false))
     };
     let (method, route) = match head {
-        Head::Stopped => return None,
         Head::Closed => {
             Counters::bump(&c.closed_early);
-            return None;
+            return Reply::Nothing;
         }
         Head::TimedOut => {
             return plain(
                 &c.timed_out,
                 Status::RequestTimeout,
-                "request head not received in time\n",
+                b"request head not received in time\n",
             );
         }
         Head::TooLarge => {
             return plain(
                 &c.header_too_large,
                 Status::HeaderTooLarge,
-                "request head too large\n",
+                b"request head too large\n",
             );
         }
-        Head::Malformed => return plain(&c.bad_request, Status::BadRequest, "malformed request\n"),
+        Head::Malformed => {
+            return plain(&c.bad_request, Status::BadRequest, b"malformed request\n");
+        }
         Head::Request { method, route } => (method, route),
     };
     let head_only = method == Method::Head;
     if let Route::Unknown = route {
         Counters::bump(&c.not_found);
-        return Some(response(
+        return Reply::Now(response(
             Status::NotFound,
             TEXT,
-            "not found: try /metrics or /health\n",
+            b"not found: try /metrics or /health\n".as_slice().into(),
             head_only,
         ));
     }
@@ -718,35 +1367,96 @@ fn answer(shared: &Shared, head: Head) -> Option<Vec<u8>> {
         return plain(
             &c.method_not_allowed,
             Status::MethodNotAllowed,
-            "only GET and HEAD\n",
+            b"only GET and HEAD\n",
         );
     }
-    let exposition = &*shared.exposition;
+    Reply::Exposition { method, route }
+}
+
+/// The `/metrics` answer from the cache, if it holds the exposition's current generation.
+fn cached_answer(shared: &Shared, method: Method, route: Route) -> Option<Answer> {
+    if !matches!(route, Route::Metrics) {
+        return None;
+    }
+    let body = shared.cached(shared.generation())?;
+    Counters::bump(&shared.counters.ok);
+    Some(response(
+        Status::Ok,
+        EXPOSITION,
+        body,
+        method == Method::Head,
+    ))
+}
+
+/// The answer to `/metrics` or `/health` (on a worker thread), counted under its status.
+fn exposition_answer(shared: &Shared, method: Method, route: Route) -> Answer {
+    let c = &shared.counters;
     // AssertUnwindSafe: the server keeps nothing a panic could leave half-updated (it only holds
-    // the returned string); the exposition's own state is its to keep consistent, and it is
+    // the returned text); the exposition's own state is its to keep consistent, and it is
     // called again for the next request.
     let outcome = match route {
-        Route::Metrics => catch_unwind(AssertUnwindSafe(|| exposition.metrics()))
-            .map(|r| r.map_err(|e| format!("metrics unavailable: {e}\n"))),
-        _ => catch_unwind(AssertUnwindSafe(|| exposition.health())),
+        Route::Metrics => {
+            render(shared).map(|r| r.map_err(|e| format!("metrics unavailable: {e}\n")))
+        }
+        _ => catch_unwind(AssertUnwindSafe(|| shared.exposition.health()))
+            .map(|r| r.map(|t| Arc::from(t.into_bytes())))
+            .map_err(|_| ()),
     };
-    let (counter, status, content_type, body) = match (route, outcome) {
-        (_, Err(_panic)) => {
+    let (counter, status, content_type, body): (_, _, _, Arc<[u8]>) = match (route, outcome) {
+        (_, Err(())) => {
             Counters::bump(&c.panics);
             (
                 &c.internal_error,
                 Status::InternalError,
                 TEXT,
-                "the exposition panicked\n".to_owned(),
+                b"the exposition panicked\n".as_slice().into(),
             )
         }
         (Route::Metrics, Ok(Ok(text))) => (&c.ok, Status::Ok, EXPOSITION, text),
-        (Route::Metrics, Ok(Err(text))) => (&c.internal_error, Status::InternalError, TEXT, text),
+        (Route::Metrics, Ok(Err(text))) => (
+            &c.internal_error,
+            Status::InternalError,
+            TEXT,
+            text.into_bytes().into(),
+        ),
         (_, Ok(Ok(text))) => (&c.ok, Status::Ok, TEXT, text),
-        (_, Ok(Err(text))) => (&c.unhealthy, Status::Unavailable, TEXT, text),
+        (_, Ok(Err(text))) => (
+            &c.unhealthy,
+            Status::Unavailable,
+            TEXT,
+            text.into_bytes().into(),
+        ),
     };
     Counters::bump(counter);
-    Some(response(status, content_type, &body, head_only))
+    response(status, content_type, body, method == Method::Head)
+}
+
+/// The exposition's text: the cached bytes while its generation is unchanged, else a new render
+/// (one at a time: a scrape that arrives during a render waits for it and, if the generation
+/// still matches, takes its bytes). `Err(())` when the exposition panicked.
+fn render(shared: &Shared) -> Result<Result<Arc<[u8]>, ExportError>, ()> {
+    let generation = shared.generation();
+    if let Some(body) = shared.cached(generation) {
+        return Ok(Ok(body));
+    }
+    let _one = shared.rendering.lock();
+    let generation = shared.generation();
+    if let Some(body) = shared.cached(generation) {
+        return Ok(Ok(body));
+    }
+    Counters::bump(&shared.counters.renders);
+    let text = catch_unwind(AssertUnwindSafe(|| shared.exposition.metrics())).map_err(|_| ())?;
+    Ok(text.map(|text| {
+        let body: Arc<[u8]> = Arc::from(text.into_bytes());
+        if let Some(generation) = generation {
+            *shared.cache.lock() = Some(Rendered {
+                generation,
+                at: Instant::now(),
+                body: Arc::clone(&body),
+            });
+        }
+        body
+    }))
 }
 
 /// The answers the server gives.
@@ -782,57 +1492,25 @@ const EXPOSITION: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A whole answer: status line, headers (`Content-Length` always that of `body`, so a `HEAD`
 /// answer says what a `GET` would get), and the body unless `head_only`.
-fn response(status: Status, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
+fn response(status: Status, content_type: &str, body: Arc<[u8]>, head_only: bool) -> Answer {
     let allow = match status {
         Status::MethodNotAllowed => "Allow: GET, HEAD\r\n",
         _ => "",
     };
-    let mut bytes = format!(
+    let head = format!(
         "HTTP/1.1 {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
          Cache-Control: no-store\r\n{allow}Connection: close\r\n\r\n",
         status.line(),
         body.len()
     )
     .into_bytes();
-    if !head_only {
-        bytes.extend_from_slice(body.as_bytes());
-    }
-    bytes
-}
-
-/// Reads until the buffer holds a whole request head, the buffer is full, the deadline passes or
-/// the server stops. Each read blocks at most [`IO_SLICE`].
-fn read_head(mut stream: &TcpStream, buf: &mut [u8], deadline: Instant, stop: &AtomicBool) -> Head {
-    let mut filled = 0;
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return Head::Stopped;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Head::TimedOut;
-        }
-        if stream
-            .set_read_timeout(Some(IO_SLICE.min(deadline - now)))
-            .is_err()
-        {
-            return Head::Closed;
-        }
-        match stream.read(&mut buf[filled..]) {
-            Ok(0) => return Head::Closed,
-            Ok(n) => filled += n,
-            Err(e) if is_retry(&e) => continue,
-            Err(_) => return Head::Closed,
-        }
-        if let Some(head) = parse_head(&buf[..filled], filled == buf.len()) {
-            return head;
-        }
-    }
+    let body = if head_only { Arc::from([]) } else { body };
+    Answer { head, body }
 }
 
 /// What the bytes received so far make of the request head, or `None` to read more. `full`: they
 /// fill the head buffer, so no more can come.
-fn parse_head(received: &[u8], full: bool) -> Option<Head> {
+fn parse_head(received: &[u8], full: bool, local: SocketAddr) -> Option<Head> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(received) {
@@ -842,11 +1520,9 @@ fn parse_head(received: &[u8], full: bool) -> Option<Head> {
                 Some("HEAD") => Method::Head,
                 _ => Method::Other,
             };
-            let path = request.path.unwrap_or("");
-            let path = path.split_once('?').map_or(path, |(p, _)| p);
-            let route = match path {
-                "/metrics" => Route::Metrics,
-                "/health" => Route::Health,
+            let route = match origin_path(request.path.unwrap_or(""), local) {
+                Some("/metrics") => Route::Metrics,
+                Some("/health") => Route::Health,
                 _ => Route::Unknown,
             };
             Some(Head::Request { method, route })
@@ -858,12 +1534,57 @@ fn parse_head(received: &[u8], full: bool) -> Option<Head> {
     }
 }
 
-/// The answer a worker gives a client that sends `reads` (one element per `read` that returned
+/// The path of a request target, without its query: the target itself in origin form
+/// (`/metrics?x`), or what follows the authority in absolute form (`http://127.0.0.1:9898/metrics`),
+/// which RFC 9112 §3.2.2 says a server must accept. `None` for an absolute form whose authority
+/// is not this server (`local`), or any other form.
+fn origin_path(target: &str, local: SocketAddr) -> Option<&str> {
+    let path = if target.starts_with('/') {
+        target
+    } else {
+        let scheme = target
+            .get(..7)
+            .filter(|s| s.eq_ignore_ascii_case("http://"))?;
+        let rest = &target[scheme.len()..];
+        let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        if !names_this_server(authority, local) {
+            return None;
+        }
+        path
+    };
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    Some(if path.is_empty() { "/" } else { path })
+}
+
+/// Whether the authority of an absolute-form target (`host[:port]`) is this server listening on
+/// `local`: its IP address (any host when it listens on every address, `localhost` too when on
+/// loopback), with its port or none (a client that names no port means this one).
+fn names_this_server(authority: &str, local: SocketAddr) -> bool {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((host, rest)) => (host, rest.strip_prefix(':')),
+            None => return false,
+        },
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if port.is_some_and(|p| p != local.port().to_string()) {
+        return false;
+    }
+    let ip = local.ip();
+    ip.is_unspecified()
+        || host.parse::<IpAddr>().is_ok_and(|h| h == ip)
+        || (ip.is_loopback() && host.eq_ignore_ascii_case("localhost"))
+}
+
+/// The answer a server gives a client that sends `reads` (one element per `read` that returned
 /// data) and then closes its side, with a head buffer of `max_header_bytes` and an exposition
 /// that answers `/metrics` with `fuzz_metrics 1` and is healthy; `None` when the server sends
 /// nothing (the head was not whole when the client closed). Runs the server's own head parsing
-/// (`parse_head`, as `read_head` calls it after each read) and answer (`answer`) without a
-/// socket.
+/// (`parse_head`, as the event loop calls it after each read) and answers (`classify`, then
+/// `exposition_answer` as a worker does) without a socket.
 ///
 /// It exists for fuzzing (`fuzz/fuzz_targets/http_request.rs`, replayed by
 /// `tests/fuzz_regressions.rs`) and is not part of the API.
@@ -880,14 +1601,7 @@ pub fn answer_for_fuzzing(reads: &[&[u8]], max_header_bytes: usize) -> Option<Ve
     }
     let limits = MetricsServer::builder().with_max_header_bytes(max_header_bytes);
     let mut buf = vec![0u8; limits.max_header_bytes];
-    let shared = Shared {
-        exposition: Box::new(Fixed),
-        limits,
-        stop: AtomicBool::new(false),
-        queue: Mutex::new(VecDeque::new()),
-        ready: Condvar::new(),
-        counters: Arc::default(),
-    };
+    let shared = Shared::new(Box::new(Fixed), limits, DEFAULT_ADDR, None);
     let mut filled = 0;
     let mut head = Head::Closed;
     for read in reads.iter().filter(|r| !r.is_empty()) {
@@ -895,63 +1609,94 @@ pub fn answer_for_fuzzing(reads: &[&[u8]], max_header_bytes: usize) -> Option<Ve
         let n = read.len().min(buf.len() - filled);
         buf[filled..filled + n].copy_from_slice(&read[..n]);
         filled += n;
-        if let Some(parsed) = parse_head(&buf[..filled], filled == buf.len()) {
+        if let Some(parsed) = parse_head(&buf[..filled], filled == buf.len(), DEFAULT_ADDR) {
             head = parsed;
             break;
         }
     }
-    answer(&shared, head)
+    let answer = match classify(&shared.counters, head) {
+        Reply::Nothing => return None,
+        Reply::Now(answer) => answer,
+        Reply::Exposition { method, route } => exposition_answer(&shared, method, route),
+    };
+    let mut bytes = answer.head;
+    bytes.extend_from_slice(&answer.body);
+    Some(bytes)
 }
 
-/// Writes all of `bytes` before `deadline` (an error of kind `TimedOut` after it), each write
-/// blocking at most [`IO_SLICE`].
-fn write_all_by(
-    mut stream: &TcpStream,
-    mut bytes: &[u8],
-    deadline: Instant,
-    stop: &AtomicBool,
-) -> io::Result<()> {
-    while !bytes.is_empty() {
-        let now = Instant::now();
-        if now >= deadline || stop.load(Ordering::Relaxed) {
-            return Err(io::ErrorKind::TimedOut.into());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOCAL: SocketAddr = DEFAULT_ADDR;
+
+    #[test]
+    fn origin_form_targets_are_their_own_path() {
+        assert_eq!(origin_path("/metrics", LOCAL), Some("/metrics"));
+        assert_eq!(origin_path("/metrics?x=1", LOCAL), Some("/metrics"));
+        assert_eq!(origin_path("*", LOCAL), None);
+        assert_eq!(origin_path("metrics", LOCAL), None);
+    }
+
+    #[test]
+    fn absolute_form_targets_naming_this_server_are_routed_by_their_path() {
+        for target in [
+            "http://127.0.0.1:9898/metrics",
+            "HTTP://127.0.0.1:9898/metrics?q",
+            "http://127.0.0.1/metrics",
+            "http://LocalHost:9898/metrics",
+        ] {
+            assert_eq!(origin_path(target, LOCAL), Some("/metrics"), "{target}");
         }
-        stream.set_write_timeout(Some(IO_SLICE.min(deadline - now)))?;
-        match stream.write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if is_retry(&e) => {}
-            Err(e) => return Err(e),
+        assert_eq!(origin_path("http://127.0.0.1:9898", LOCAL), Some("/"));
+        assert_eq!(origin_path("http://127.0.0.1:9898?x", LOCAL), Some("/"));
+        for target in [
+            "http://x/metrics",
+            "http://127.0.0.1:9899/metrics",
+            "http://127.0.0.1:09898/metrics",
+            "http://127.0.0.1:/metrics",
+            "http://user@127.0.0.1/metrics",
+            "https://127.0.0.1:9898/metrics",
+            "http://[::1]:9898/metrics",
+            "http://127.0.0.2:9898/metrics",
+        ] {
+            assert_eq!(origin_path(target, LOCAL), None, "{target}");
         }
     }
-    Ok(())
-}
 
-/// After the answer and our FIN: reads and discards what the client still sends, until it
-/// closes, [`LINGER_BYTES`] or [`IO_SLICE`]. Closing a socket with unread input makes the kernel
-/// send a reset, which can destroy the answer in the client's buffers before it is read (a client
-/// whose oversized head was cut off at the limit is the usual case).
-fn linger(mut stream: &TcpStream, buf: &mut [u8], stop: &AtomicBool) {
-    let until = Instant::now() + IO_SLICE;
-    let mut discarded = 0;
-    while discarded < LINGER_BYTES && !stop.load(Ordering::Relaxed) {
-        let now = Instant::now();
-        if now >= until || stream.set_read_timeout(Some(until - now)).is_err() {
-            return;
-        }
-        match stream.read(buf) {
-            Ok(0) => return,
-            Ok(n) => discarded += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return,
-        }
+    #[test]
+    fn a_wildcard_or_ipv6_listener_names_itself_as_it_should() {
+        let any: SocketAddr = "0.0.0.0:9898".parse().unwrap();
+        assert_eq!(
+            origin_path("http://metrics.example:9898/health", any),
+            Some("/health")
+        );
+        assert_eq!(origin_path("http://metrics.example:1/health", any), None);
+        let v6: SocketAddr = "[::1]:9898".parse().unwrap();
+        assert_eq!(
+            origin_path("http://[::1]:9898/metrics", v6),
+            Some("/metrics")
+        );
+        assert_eq!(origin_path("http://[::1]/metrics", v6), Some("/metrics"));
+        assert_eq!(
+            origin_path("http://localhost/metrics", v6),
+            Some("/metrics")
+        );
+        assert_eq!(origin_path("http://[::1/metrics", v6), None);
     }
-}
 
-/// A read or write that timed out (its slice, not the deadline) or was interrupted: try again.
-fn is_retry(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-    )
+    #[test]
+    fn the_budget_gives_a_burst_then_the_rate() {
+        let mut budget = Budget::new(100, 3);
+        let t0 = budget.at;
+        assert!((0..3).all(|_| budget.take(t0)));
+        assert!(!budget.take(t0));
+        // One token every 10 ms; the next is due then.
+        assert_eq!(budget.next(), t0 + Duration::from_millis(10));
+        assert!(!budget.take(t0 + Duration::from_millis(9)));
+        assert!(budget.take(t0 + Duration::from_millis(10)));
+        // Never more than the burst, however long it rested.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..10).filter(|_| budget.take(later)).count(), 3);
+    }
 }

@@ -1,7 +1,8 @@
 //! Stress runs for laptime: `soak` (minutes at a steady rate: flat memory, exact statistics),
 //! `flood` (every core overrunning small rings: the hot path never blocks, drops are counted
 //! exactly, the aggregator recovers) and `churn` (100 000 short-lived threads: every ring
-//! reclaimed, memory back to its baseline).
+//! reclaimed, memory back to its baseline) and `endpoint` (the `/metrics` server under slow,
+//! idle and flooding clients: a once-a-second scraper still served, the host's tick unharmed).
 //!
 //! Each prints a progress line per sample, then every check with its measured figure beside its
 //! bound, and writes a JSON summary with `--json PATH`. Exit status: 0 when every check held, 1
@@ -12,12 +13,14 @@
 //! target/release/laptime-stress soak --secs 30 --json target/stress/soak.json
 //! target/release/laptime-stress flood --secs 10 --json target/stress/flood.json
 //! target/release/laptime-stress churn --threads 100000 --json target/stress/churn.json
+//! target/release/laptime-stress endpoint --phase-secs 10 --json target/stress/endpoint.json
 //! ```
 // Unsafe only in `heap`, the counting allocator.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod churn;
+mod endpoint;
 mod flood;
 mod heap;
 mod reference;
@@ -53,6 +56,9 @@ enum Command {
     Flood(flood::FloodArgs),
     /// Short-lived threads in batches: every ring reclaimed, every span counted, RSS back down.
     Churn(churn::ChurnArgs),
+    /// The `/metrics` server under 40 slow, 1 000 idle-reconnecting and 200 flooding clients: a
+    /// once-a-second scraper's success share, and the host's tick p99 against a quiet phase.
+    Endpoint(endpoint::EndpointArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,6 +77,7 @@ fn main() -> ExitCode {
         Command::Soak(args) => soak::run(args),
         Command::Flood(args) => flood::run(args),
         Command::Churn(args) => churn::run(args),
+        Command::Endpoint(args) => endpoint::run(args),
     };
     match result {
         Ok(report) => report.finish(json.as_deref()),

@@ -358,6 +358,15 @@ impl crate::export::http::Exposition for PrometheusExporter {
     fn health(&self) -> Result<String, String> {
         PrometheusExporter::health(self)
     }
+
+    /// Changes with every publication (each has its own snapshot time) and when the collector
+    /// stops: the server renders once per aggregator cycle.
+    fn generation(&self) -> Option<u64> {
+        let published = self.shared.core.state.load();
+        Some(published.as_ref().map_or(0, |p| {
+            (p.snapshot.taken_at.as_nanos() as u64) << 1 | u64::from(p.running)
+        }))
+    }
 }
 
 /// What the clones of one exporter share.
