@@ -26,10 +26,11 @@
 //!
 //! ```no_run
 //! use laptime_cli::gate::{gate, GateOptions};
+//! use laptime::profile::DEFAULT_MAX_BYTES;
 //! use laptime_cli::load_profile;
 //!
-//! let baseline = load_profile("baseline", "base.json".as_ref())?;
-//! let current = load_profile("current", "cur.json".as_ref())?;
+//! let baseline = load_profile("baseline", "base.json".as_ref(), DEFAULT_MAX_BYTES)?;
+//! let current = load_profile("current", "cur.json".as_ref(), DEFAULT_MAX_BYTES)?;
 //! let report = gate(&baseline, &current, &GateOptions::default())?;
 //! println!("{}", report.to_markdown());
 //! std::process::exit(report.exit_code().into());
