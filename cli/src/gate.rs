@@ -98,15 +98,27 @@ impl GateOptions {
             ("--p99", self.p99_pct),
             ("--deadline-miss", self.deadline_miss_points),
         ] {
-            if !v.is_finite() {
-                return bad(option, v.to_string(), "a finite number");
+            // A negative threshold calls a regression when nothing changed.
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(
+                    option,
+                    fmt_given(v),
+                    "a finite number ≥ 0 (the largest increase allowed), such as 3",
+                );
             }
         }
         if !(self.confidence > 0.0 && self.confidence < 1.0) {
             return bad(
                 "--confidence",
-                self.confidence.to_string(),
+                fmt_given(self.confidence),
                 "a number between 0 and 1, such as 0.95",
+            );
+        }
+        if self.min_count == 0 {
+            return bad(
+                "--min-count",
+                "0".to_owned(),
+                "at least 1: a stage with no spans has no percentiles to compare",
             );
         }
         if !(100..=1_000_000).contains(&self.replicates) {
@@ -821,7 +833,22 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+/// A number as it would be typed (`95`, `-5`, `0.001`, `NaN`), but `1e308` rather than 309
+/// digits past 10^15.
+fn fmt_given(v: f64) -> String {
+    if v.abs() < 1e15 {
+        v.to_string()
+    } else {
+        format!("{v:?}")
+    }
+}
+
+/// Two decimals at most; past 10^15 (or for NaN and infinities) Rust's shortest form, `1e308`,
+/// not 309 digits.
 fn fmt_num(v: f64) -> String {
+    if !(v.abs() < 1e15) {
+        return format!("{v:?}");
+    }
     let s = format!("{v:.2}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }

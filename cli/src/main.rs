@@ -103,14 +103,16 @@ struct GateArgs {
     /// Also write the Markdown report to this file.
     #[arg(long)]
     report: Option<PathBuf>,
+    // Negative numbers are taken as values (`--p95 -5` as `--p95=-5`), so both forms reach
+    // `GateOptions::validate` and get its message.
     /// Largest allowed p95 increase, in percent (raw and CO-corrected).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
     p95: f64,
     /// Largest allowed p99 increase, in percent (raw and CO-corrected).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
     p99: f64,
     /// Largest allowed deadline-miss increase, in percentage points.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     deadline_miss: f64,
     /// Judge point values only (no confidence intervals).
     #[arg(long)]
@@ -119,13 +121,13 @@ struct GateArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Confidence of the intervals.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
     confidence: f64,
     /// Bootstrap replicates per metric.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, allow_negative_numbers = true)]
     replicates: usize,
     /// Stages with fewer spans on either side are not judged.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
     min_count: u64,
     #[command(flatten)]
     limit: InputLimit,

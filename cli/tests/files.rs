@@ -2,7 +2,8 @@
 //! `--max-input-bytes` (a device that never ends included) with an error that says what to
 //! change; outputs (`merge -o`, `report -o`, `gate --report`, `rules --out`) follow the library's
 //! one write rule (a symlink is followed and stays a link, a device is written through, a
-//! directory is refused).
+//! directory is refused); and nonsense numbers are refused in both the `--flag value` and the
+//! `--flag=value` forms before any file is read.
 #![cfg(unix)]
 
 mod common;
@@ -180,4 +181,32 @@ fn outputs_write_through_a_device_and_refuse_a_directory() {
     ));
     assert_exit_2(&out, "is a directory: name a regular file");
     assert!(html_dir.is_dir());
+}
+
+#[test]
+fn nonsense_numbers_are_refused_in_both_forms() {
+    let d = dir("nonsense_numbers");
+    let p = write(&d, "p.json", &synthetic("p", &tick_specs(), 1));
+    for (flag, value, wanted) in [
+        ("--p95", "-5", "--p95 -5: must be a finite number ≥ 0"),
+        ("--p99", "NaN", "--p99 NaN: must be a finite number ≥ 0"),
+        ("--deadline-miss", "inf", "--deadline-miss inf: must be"),
+        ("--deadline-miss", "-0.5", "--deadline-miss -0.5: must be"),
+        ("--confidence", "-0.5", "--confidence -0.5: must be"),
+        ("--confidence", "1e308", "--confidence 1e308: must be"),
+        ("--min-count", "0", "--min-count 0: must be at least 1"),
+        ("--min-count", "-1", "invalid value '-1' for '--min-count"),
+        ("--replicates", "-3", "invalid value '-3' for '--replicates"),
+    ] {
+        let spaced = [flag, value];
+        let joined = format!("{flag}={value}");
+        for extra in [&spaced[..], &[joined.as_str()][..]] {
+            let paths = [p.as_path(), Path::new("--current"), &p];
+            let mut argv = args(&["gate", "--baseline"], &paths);
+            argv.extend(extra.iter().map(OsStr::new));
+            let out = laptime(argv);
+            assert_exit_2(&out, wanted);
+            assert!(stdout(&out).is_empty(), "{extra:?}: the gate ran");
+        }
+    }
 }

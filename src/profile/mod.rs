@@ -736,7 +736,7 @@ impl Profile {
         if !(0.0..=1.0).contains(&rate) {
             return Err(invalid(
                 "meta.config.sampling_rate",
-                format!("{rate} is not in [0, 1]"),
+                format!("{rate:?} is not in [0, 1]"),
             ));
         }
         let mut keys: BTreeMap<String, usize> = BTreeMap::new();
