@@ -58,6 +58,10 @@ enum Command {
         /// alone when only one stage has it.
         #[arg(long, value_name = "STAGE")]
         stage: Option<String>,
+        /// The most stages the HTML report shows (default 200): those with the highest p99,
+        /// with a note of how many were left out.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        max_stages: Option<u64>,
         #[command(flatten)]
         limit: InputLimit,
     },
@@ -183,13 +187,18 @@ fn run(command: Command) -> anyhow::Result<u8> {
             baseline,
             output,
             stage,
+            max_stages,
             limit,
         } => {
             let current = load_profile("current", &profile, limit.profile())?;
             let baseline = baseline
                 .map(|p| load_profile("baseline", &p, limit.profile()))
                 .transpose()?;
-            write_report(&current, baseline.as_ref(), &output, stage.as_deref())?;
+            let shown = Shown {
+                stage: stage.as_deref(),
+                max_stages: max_stages.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            };
+            write_report(&current, baseline.as_ref(), &output, shown)?;
             Ok(0)
         }
         Command::Rules { config, out, limit } => {
@@ -249,12 +258,20 @@ fn run_gate(a: GateArgs) -> anyhow::Result<u8> {
     }
 }
 
+/// Which stages a report shows: `--stage` (an image of one), `--max-stages` (the HTML report's
+/// bound).
+struct Shown<'a> {
+    stage: Option<&'a str>,
+    max_stages: Option<usize>,
+}
+
 fn write_report(
     current: &Profile,
     baseline: Option<&Profile>,
     output: &Path,
-    stage: Option<&str>,
+    shown: Shown<'_>,
 ) -> anyhow::Result<()> {
+    let Shown { stage, max_stages } = shown;
     let ext = output
         .extension()
         .and_then(|e| e.to_str())
@@ -262,10 +279,17 @@ fn write_report(
     match ext.as_deref() {
         Some("html" | "htm") => {
             if stage.is_some() {
-                bail!("--stage applies to .svg and .png outputs; the HTML report has every stage");
+                bail!(
+                    "--stage applies to .svg and .png outputs; the HTML report has every stage \
+                     (up to --max-stages)"
+                );
             }
-            let html = laptime::report::html(current, baseline)?;
+            let max = max_stages.unwrap_or(laptime::report::MAX_HTML_STAGES);
+            let html = laptime::report::html_top(current, baseline, max)?;
             write_file(output, html.as_bytes())?;
+        }
+        Some("svg" | "png") if max_stages.is_some() => {
+            bail!("--max-stages applies to the HTML report; an image draws at most 64 stages")
         }
         Some("svg") => {
             let svg = laptime::report::svg(current, baseline, stage)?;

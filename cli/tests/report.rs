@@ -518,3 +518,46 @@ fn corrected_figures_get_columns_and_a_dashed_curve() {
         "the curve and its legend line"
     );
 }
+
+/// An HTML report of more stages than it shows keeps the ones with the highest p99, in their
+/// order, and says how many it left out (a report of 20 000 stages was a 209 MB file).
+#[test]
+fn html_report_keeps_the_highest_p99_stages_and_says_what_it_left_out() {
+    let d = dir("html_report_bounded");
+    let stages = (0..250u64)
+        .map(|i| {
+            let name = format!("s{i:03}");
+            common::stage_from_values(&name, &[], &[1_000 + 10 * i, 2_000 + 10 * i], 3, None)
+        })
+        .collect();
+    let p = write(&d, "p.json", &common::profile("many", 3, stages));
+    let html_path = d.join("r.html");
+    let run = |extra: &[&str]| {
+        let mut args = vec![p.as_os_str(), "-o".as_ref(), html_path.as_os_str()];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        laptime(std::iter::once("report".as_ref()).chain(args))
+    };
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert_eq!(html.matches("<section class=\"plot\">").count(), 200);
+    assert!(
+        html.contains(
+            "50 of 250 stages left out</b>: this report shows the 200 with the highest p99"
+        )
+    );
+    assert!(html.contains("<h3>s050</h3>") && html.contains("<h3>s249</h3>"));
+    assert!(!html.contains("<h3>s049</h3>") && !html.contains(">s049<"));
+    let (first, last) = (html.find(">s050<").unwrap(), html.find(">s249<").unwrap());
+    assert!(first < last, "the stages keep their order");
+
+    let out = run(&["--max-stages", "250"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert_eq!(html.matches("<section class=\"plot\">").count(), 250);
+    assert!(!html.contains("left out"));
+
+    let out = run(&["--max-stages=0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--max-stages"), "{}", stderr(&out));
+}

@@ -12,7 +12,8 @@
 //! * [`html`]: the stats table (with the baseline's figures and the changes when given; with
 //!   `CO` columns of the corrected percentiles when a stage has them) and one inline SVG plot
 //!   per stage; inline CSS, no scripts, nothing fetched. Names and labels from the files are
-//!   escaped.
+//!   escaped. At most [`MAX_HTML_STAGES`] stages, those with the highest p99, with a note of
+//!   what was left out ([`html_top`] takes another bound).
 //! * [`svg`] and [`png`]: one image, of every stage (a grid) or of one.
 //!
 //! PNG text is drawn with a TrueType font found at run time: `LAPTIME_FONT` if set, else DejaVu
@@ -40,7 +41,7 @@ use std::time::Duration;
 
 use crate::profile::{Profile, ProfileError};
 
-pub use html::html;
+pub use html::{MAX_HTML_STAGES, html, html_top};
 
 /// Why a report could not be made.
 #[derive(Debug)]
@@ -163,7 +164,8 @@ pub fn format_ns(ns: u64) -> String {
 
 /// The most stages one [`svg`] or [`png`] image draws: a grid of two columns of 720 × 420 cells,
 /// so 64 stages make a 1440 × 13 440 image (a 58 MB bitmap for a PNG). More is refused with
-/// [`ReportError::TooManyStages`]; the [`html`] report draws any number, one image per stage.
+/// [`ReportError::TooManyStages`]; the [`html`] report draws up to [`MAX_HTML_STAGES`], one
+/// image per stage.
 pub const MAX_IMAGE_STAGES: usize = 64;
 
 /// One image (SVG text) of the percentile distributions: of `stage` alone when given, else of
