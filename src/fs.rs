@@ -53,7 +53,7 @@ pub(crate) struct Limited {
 pub(crate) fn open_limited(path: &Path, limit: u64) -> Result<Limited, ReadError> {
     let file = std::fs::File::open(path)?;
     let meta = file.metadata()?;
-    let len = meta.is_file().then(|| meta.len());
+    let len = meta.is_file().then_some(meta.len());
     if len.is_some_and(|len| len > limit) {
         return Err(ReadError::TooLarge);
     }

@@ -846,11 +846,12 @@ fn fmt_given(v: f64) -> String {
 /// Two decimals at most; past 10^15 (or for NaN and infinities) Rust's shortest form, `1e308`,
 /// not 309 digits.
 fn fmt_num(v: f64) -> String {
-    if !(v.abs() < 1e15) {
-        return format!("{v:?}");
+    if v.abs() < 1e15 {
+        let s = format!("{v:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{v:?}")
     }
-    let s = format!("{v:.2}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 fn fmt_signed(v: f64) -> String {
