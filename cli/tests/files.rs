@@ -86,6 +86,7 @@ fn outputs_follow_a_symlink_and_keep_it() {
         ("merged.json", vec!["merge", "-o", "LINK", "P", "Q"]),
         ("report.html", vec!["report", "P", "-o", "LINK"]),
         ("report.svg", vec!["report", "P", "-o", "LINK"]),
+        ("report.png", vec!["report", "P", "-o", "LINK"]),
         (
             "gate.md",
             vec![
@@ -174,6 +175,10 @@ fn outputs_write_through_a_device_and_refuse_a_directory() {
     let html_dir = d.join("out.html");
     std::fs::create_dir_all(&html_dir).unwrap();
     let out = laptime(args(&["report", "-o"], &[&html_dir, &p]));
+    assert_exit_2(&out, "is a directory: name a regular file");
+    let png_dir = d.join("out.png");
+    std::fs::create_dir_all(&png_dir).unwrap();
+    let out = laptime(args(&["report", "-o"], &[&png_dir, &p]));
     assert_exit_2(&out, "is a directory: name a regular file");
     let out = laptime(args(
         &["gate", "--baseline"],

@@ -84,12 +84,19 @@ pub enum ReportError {
         /// What went wrong.
         reason: String,
     },
-    /// The plotting library failed (for a PNG: typically the file could not be written).
+    /// The plotting library (or the PNG encoder) failed.
     Draw {
         /// The output (a path, or `SVG`).
         output: String,
         /// The library's message.
         reason: String,
+    },
+    /// The PNG file could not be written (by the rule of [`crate::fs::write_file`]).
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system (or the write rule) said.
+        source: std::io::Error,
     },
 }
 
@@ -130,6 +137,12 @@ impl fmt::Display for ReportError {
                 path.display()
             ),
             ReportError::Draw { output, reason } => write!(f, "cannot draw {output}: {reason}"),
+            ReportError::Write { path, source } => write!(
+                f,
+                "cannot write {}: {source}{}",
+                path.display(),
+                crate::fs::io_hint(source)
+            ),
         }
     }
 }
@@ -138,6 +151,7 @@ impl std::error::Error for ReportError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ReportError::Profile(e) => Some(e),
+            ReportError::Write { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -195,5 +209,10 @@ pub fn png(
     let keys = plot::stage_keys(current, baseline, stage)?;
     plot::image_size(keys.len())?;
     font::ensure_registered()?;
-    plot::png_grid(&plot::stage_plots(current, baseline, keys)?, path)
+    let output = path.display().to_string();
+    let png = plot::png_grid(&plot::stage_plots(current, baseline, keys)?, &output)?;
+    crate::fs::write_file(path, &png).map_err(|source| ReportError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }
