@@ -227,9 +227,9 @@ fn replace(path: &Path, bytes: &[u8], old: Option<&std::fs::Metadata>) -> std::i
     written
 }
 
-/// Gives the replacement `old`'s permissions, and its owner when they differ.
+/// Gives the replacement `old`'s owner (when it differs) and permissions, in that order: a
+/// change of owner clears the set-user-ID and set-group-ID bits.
 fn keep_metadata(file: &std::fs::File, old: &std::fs::Metadata) -> std::io::Result<()> {
-    file.set_permissions(old.permissions())?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
@@ -240,7 +240,7 @@ fn keep_metadata(file: &std::fs::File, old: &std::fs::Metadata) -> std::io::Resu
             let _ = std::os::unix::fs::fchown(file, Some(old.uid()), Some(old.gid()));
         }
     }
-    Ok(())
+    file.set_permissions(old.permissions())
 }
 
 #[cfg(test)]

@@ -190,6 +190,26 @@ fn a_symlink_is_followed_and_stays_a_link() {
     assert!(names.is_empty(), "{names:?}");
 }
 
+/// Only root may give a file away, so elsewhere this checks nothing.
+#[test]
+fn a_replaced_file_keeps_its_owner_and_mode_bits_when_root_writes_it() {
+    use std::os::unix::fs::MetadataExt;
+    let d = dir("owner");
+    let path = d.join("p.json");
+    std::fs::write(&path, b"old").unwrap();
+    if std::fs::metadata(&path).unwrap().uid() != 0 {
+        return;
+    }
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o4750)).unwrap();
+    empty_profile().write(&path).unwrap();
+    let m = std::fs::metadata(&path).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.permissions().mode() & 0o7777),
+        (65534, 65534, 0o4750)
+    );
+}
+
 #[test]
 fn a_dangling_symlink_is_refused() {
     let d = dir("dangling");
