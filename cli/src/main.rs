@@ -60,7 +60,12 @@ enum Command {
         stage: Option<String>,
         /// The most stages the HTML report shows (default 200): those with the highest p99,
         /// with a note of how many were left out.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(
+            long,
+            value_name = "N",
+            value_parser = clap::value_parser!(u64).range(1..),
+            allow_negative_numbers = true
+        )]
         max_stages: Option<u64>,
         #[command(flatten)]
         limit: InputLimit,
@@ -85,7 +90,12 @@ struct InputLimit {
     /// Refuse an input file larger than this many bytes (default: 268435456, 256 MiB, for a
     /// profile; 16777216, 16 MiB, for a configuration). A wrong path (/dev/zero, a log) then
     /// costs at most this much memory.
-    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        value_parser = clap::value_parser!(u64).range(1..),
+        allow_negative_numbers = true
+    )]
     max_input_bytes: Option<u64>,
 }
 

@@ -202,6 +202,16 @@ fn nonsense_numbers_are_refused_in_both_forms() {
         ("--min-count", "0", "--min-count 0: must be at least 1"),
         ("--min-count", "-1", "invalid value '-1' for '--min-count"),
         ("--replicates", "-3", "invalid value '-3' for '--replicates"),
+        (
+            "--max-input-bytes",
+            "-1",
+            "invalid value '-1' for '--max-input-bytes",
+        ),
+        (
+            "--max-input-bytes",
+            "0",
+            "invalid value '0' for '--max-input-bytes",
+        ),
     ] {
         let spaced = [flag, value];
         let joined = format!("{flag}={value}");

@@ -555,7 +555,13 @@ fn html_report_keeps_the_highest_p99_stages_and_says_what_it_left_out() {
     assert_eq!(html.matches("<section class=\"plot\">").count(), 250);
     assert!(!html.contains("left out"));
 
-    let out = run(&["--max-stages=0"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("--max-stages"), "{}", stderr(&out));
+    for bad in [&["--max-stages=0"][..], &["--max-stages", "-1"]] {
+        let out = run(bad);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains("invalid value") && stderr(&out).contains("--max-stages"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
