@@ -19,11 +19,12 @@
 //!   `cat > fifo` does;
 //! * a directory, a block device or a socket: refused with an error that says so.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why a bounded read failed.
+#[cfg(any(feature = "profile", feature = "config"))]
 #[derive(Debug)]
 pub(crate) enum ReadError {
     /// The file holds more than the limit.
@@ -32,6 +33,7 @@ pub(crate) enum ReadError {
     Io(std::io::Error),
 }
 
+#[cfg(any(feature = "profile", feature = "config"))]
 impl From<std::io::Error> for ReadError {
     fn from(e: std::io::Error) -> Self {
         ReadError::Io(e)
@@ -39,6 +41,7 @@ impl From<std::io::Error> for ReadError {
 }
 
 /// A file opened for reading at most `limit` bytes.
+#[cfg(any(feature = "profile", feature = "config"))]
 pub(crate) struct Limited {
     /// The file through a `Read::take(limit + 1)`: it yields a byte past the limit exactly when
     /// the file holds more.
@@ -50,6 +53,7 @@ pub(crate) struct Limited {
 
 /// Opens `path` for reading at most `limit` bytes; a regular file longer than that is refused at
 /// once, anything else stops at the limit as it is read.
+#[cfg(any(feature = "profile", feature = "config"))]
 pub(crate) fn open_limited(path: &Path, limit: u64) -> Result<Limited, ReadError> {
     let file = std::fs::File::open(path)?;
     let meta = file.metadata()?;
@@ -58,12 +62,13 @@ pub(crate) fn open_limited(path: &Path, limit: u64) -> Result<Limited, ReadError
         return Err(ReadError::TooLarge);
     }
     Ok(Limited {
-        reader: file.take(limit.saturating_add(1)),
+        reader: std::io::Read::take(file, limit.saturating_add(1)),
         len,
         limit,
     })
 }
 
+#[cfg(any(feature = "profile", feature = "config"))]
 impl Limited {
     /// The whole file. The buffer of a regular file is sized from its length up front (one
     /// allocation, reserved fallibly: a file too large for memory is an `OutOfMemory` error, not
@@ -75,7 +80,7 @@ impl Limited {
         bytes
             .try_reserve_exact(usize::try_from(want).unwrap_or(usize::MAX))
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
-        self.reader.read_to_end(&mut bytes)?;
+        std::io::Read::read_to_end(&mut self.reader, &mut bytes)?;
         if bytes.len() as u64 > self.limit {
             return Err(ReadError::TooLarge);
         }
@@ -84,12 +89,14 @@ impl Limited {
 }
 
 /// The whole of `path`, at most `limit` bytes.
+#[cfg(any(feature = "profile", feature = "config"))]
 pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
     open_limited(path, limit)?.read_all()
 }
 
 /// What to tell the user after an I/O error on a file they named: what to check for this kind of
 /// error, or nothing when the error says it all.
+#[cfg(any(feature = "profile", feature = "config"))]
 pub(crate) fn io_hint(e: &std::io::Error) -> &'static str {
     use std::io::ErrorKind;
     match e.kind() {
@@ -273,6 +280,7 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    #[cfg(any(feature = "profile", feature = "config"))]
     #[test]
     fn bounded_reads_stop_at_the_limit() {
         let dir = std::env::temp_dir().join(format!("laptime-fs-read-{}", std::process::id()));
