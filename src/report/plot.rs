@@ -54,9 +54,12 @@ pub(super) fn stage_keys(
         .map(|s| (s.key(), s.name.as_str()))
         .collect();
     if let Some(b) = baseline {
+        // One set of the current keys, not a search per stage (quadratic in 20 000 stages).
+        let known: std::collections::HashSet<String> =
+            stages.iter().map(|(k, _)| k.clone()).collect();
         for s in &b.stages {
             let k = s.key();
-            if current.stage(&k).is_none() {
+            if !known.contains(&k) {
                 stages.push((k, &s.name));
             }
         }
