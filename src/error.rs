@@ -231,8 +231,8 @@ impl fmt::Display for ConfigError {
                 "stage cap {cap} is out of range: use 1..={} and at least the {registered} stages already registered",
                 crate::stage::MAX_STAGES_LIMIT
             ),
-            Self::SamplingRate { rate } => write!(f, "sampling rate {rate} is not in [0, 1]: use e.g. 0.1 for 10 %"),
-            Self::Quantile { quantile } => write!(f, "quantile {quantile} is not in [0, 1]: use e.g. 0.99 for p99"),
+            Self::SamplingRate { rate } => write!(f, "sampling rate {rate:?} is not in [0, 1]: use e.g. 0.1 for 10 %"),
+            Self::Quantile { quantile } => write!(f, "quantile {quantile:?} is not in [0, 1]: use e.g. 0.99 for p99"),
             Self::Threshold { stage, reason } => write!(f, "SLA rule for stage {stage:?}: {reason}"),
             Self::UnknownWindow { stage, window } => write!(
                 f,
@@ -245,7 +245,7 @@ impl fmt::Display for ConfigError {
             ),
             Self::AdaptiveBudget { budget } => write!(
                 f,
-                "adaptive sampling budget {budget} events/s is not a positive number: use e.g. 1000.0"
+                "adaptive sampling budget {budget:?} events/s is not a positive number: use e.g. 1000.0"
             ),
             Self::DeadlineWatch { reason } => write!(f, "deadline watch: {reason}"),
             Self::Stage(e) => write!(f, "{e}"),

@@ -94,6 +94,10 @@
 //! * `report`: `laptime::report`, a self-contained HTML report of a profile (and a baseline) with
 //!   percentile-distribution plots, and the plots as SVG or PNG (implies `profile`).
 //!
+//! With `profile` or `trace`, `laptime::fs` holds the one rule every file is written by (a
+//! symlink followed, a device or FIFO written through and never replaced, a regular file
+//! replaced whole by a rename), for tools that write beside the library.
+//!
 //! The `laptime` command-line tool (package `laptime-cli`) gates a profile against a baseline,
 //! merges profiles and draws reports.
 //!
@@ -127,7 +131,7 @@ pub mod export;
 #[cfg(not(laptime_loom))]
 pub mod fmt;
 #[cfg(all(not(laptime_loom), any(feature = "profile", feature = "trace")))]
-mod fs;
+pub mod fs;
 #[cfg(laptime_loom)]
 pub mod handoff;
 #[cfg(not(laptime_loom))]

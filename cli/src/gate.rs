@@ -26,16 +26,18 @@
 //!
 //! ```no_run
 //! use laptime_cli::gate::{gate, GateOptions};
+//! use laptime::profile::DEFAULT_MAX_BYTES;
 //! use laptime_cli::load_profile;
 //!
-//! let baseline = load_profile("baseline", "base.json".as_ref())?;
-//! let current = load_profile("current", "cur.json".as_ref())?;
+//! let baseline = load_profile("baseline", "base.json".as_ref(), DEFAULT_MAX_BYTES)?;
+//! let current = load_profile("current", "cur.json".as_ref(), DEFAULT_MAX_BYTES)?;
 //! let report = gate(&baseline, &current, &GateOptions::default())?;
 //! println!("{}", report.to_markdown());
 //! std::process::exit(report.exit_code().into());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 
 use laptime::profile::{CorrectedProfile, Histogram, Profile, ProfileError, StageProfile};
@@ -97,15 +99,27 @@ impl GateOptions {
             ("--p99", self.p99_pct),
             ("--deadline-miss", self.deadline_miss_points),
         ] {
-            if !v.is_finite() {
-                return bad(option, v.to_string(), "a finite number");
+            // A negative threshold calls a regression when nothing changed.
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(
+                    option,
+                    fmt_given(v),
+                    "a finite number ≥ 0 (the largest increase allowed), such as 3",
+                );
             }
         }
         if !(self.confidence > 0.0 && self.confidence < 1.0) {
             return bad(
                 "--confidence",
-                self.confidence.to_string(),
+                fmt_given(self.confidence),
                 "a number between 0 and 1, such as 0.95",
+            );
+        }
+        if self.min_count == 0 {
+            return bad(
+                "--min-count",
+                "0".to_owned(),
+                "at least 1: a stage with no spans has no percentiles to compare",
             );
         }
         if !(100..=1_000_000).contains(&self.replicates) {
@@ -568,10 +582,14 @@ pub fn gate(
         ));
     }
 
+    // Stages matched through one index: a search of the other profile per stage made 20 000
+    // stages quadratic.
+    let mut current_by_key: HashMap<String, &StageProfile> =
+        current.stages.iter().map(|c| (c.key(), c)).collect();
     let mut stages = Vec::new();
     for b in &baseline.stages {
         let key = b.key();
-        let result = match current.stage(&key) {
+        let result = match current_by_key.remove(&key) {
             None => StageResult::Removed,
             Some(c) if b.count < options.min_count || c.count < options.min_count => {
                 StageResult::TooFewSamples {
@@ -583,9 +601,9 @@ pub fn gate(
         };
         stages.push(StageReport { stage: key, result });
     }
+    // What is left of the index is only in the current profile: added, in the current order.
     for c in &current.stages {
-        let key = c.key();
-        if baseline.stage(&key).is_none() {
+        if let Some((key, _)) = current_by_key.remove_entry(&c.key()) {
             stages.push(StageReport {
                 stage: key,
                 result: StageResult::Added,
@@ -864,9 +882,25 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+/// A number as it would be typed (`95`, `-5`, `0.001`, `NaN`), but `1e308` rather than 309
+/// digits past 10^15.
+fn fmt_given(v: f64) -> String {
+    if v.abs() < 1e15 {
+        v.to_string()
+    } else {
+        format!("{v:?}")
+    }
+}
+
+/// Two decimals at most; past 10^15 (or for NaN and infinities) Rust's shortest form, `1e308`,
+/// not 309 digits.
 fn fmt_num(v: f64) -> String {
-    let s = format!("{v:.2}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
+    if v.abs() < 1e15 {
+        let s = format!("{v:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{v:?}")
+    }
 }
 
 fn fmt_signed(v: f64) -> String {

@@ -36,7 +36,9 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.source {
             // Already names the file: "profile file PATH: …".
-            ProfileError::Io { .. } => write!(f, "{} {}", self.role, self.source),
+            ProfileError::Io { .. } | ProfileError::TooLarge { .. } => {
+                write!(f, "{} {}", self.role, self.source)
+            }
             _ => write!(
                 f,
                 "{} profile {}: {}",
@@ -54,9 +56,11 @@ impl std::error::Error for LoadError {
     }
 }
 
-/// Reads the profile at `path`; the error names the file, its `role` and the profile error.
-pub fn load_profile(role: &'static str, path: &Path) -> Result<Profile, LoadError> {
-    Profile::from_path(path).map_err(|source| LoadError {
+/// Reads the profile at `path`, refusing a file larger than `max_bytes`
+/// ([`laptime::profile::DEFAULT_MAX_BYTES`] unless `--max-input-bytes` says otherwise); the error
+/// names the file, its `role` and the profile error.
+pub fn load_profile(role: &'static str, path: &Path, max_bytes: u64) -> Result<Profile, LoadError> {
+    Profile::from_path_with_limit(path, max_bytes).map_err(|source| LoadError {
         role,
         path: path.to_path_buf(),
         source,

@@ -1,6 +1,8 @@
 //! The `laptime` command: `gate`, `merge` and `report` over perf profiles; `rules` from a
 //! configuration file. Exit codes: 0 success
 //! (gate: pass), 1 regression (gate only), 2 error (bad arguments, unreadable or malformed files).
+//! Every input is read through a limit (`--max-input-bytes`); every output is written by the
+//! library's one rule, [`laptime::fs::write_file`].
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,6 +39,8 @@ enum Command {
         /// The profiles to merge.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
+        #[command(flatten)]
+        limit: InputLimit,
     },
     /// Draw a profile (and a baseline) as one HTML file, or as an SVG or PNG image.
     Report {
@@ -54,6 +58,17 @@ enum Command {
         /// alone when only one stage has it.
         #[arg(long, value_name = "STAGE")]
         stage: Option<String>,
+        /// The most stages the HTML report shows (default 200): those with the highest p99,
+        /// with a note of how many were left out.
+        #[arg(
+            long,
+            value_name = "N",
+            value_parser = clap::value_parser!(u64).range(1..),
+            allow_negative_numbers = true
+        )]
+        max_stages: Option<u64>,
+        #[command(flatten)]
+        limit: InputLimit,
     },
     /// Generate Prometheus alert and recording rules (with promtool unit tests) and a Grafana
     /// dashboard from a configuration file: DIR/prometheus/rules.yml,
@@ -65,7 +80,30 @@ enum Command {
         /// The directory to write into (created if missing).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        #[command(flatten)]
+        limit: InputLimit,
     },
+}
+
+#[derive(clap::Args)]
+struct InputLimit {
+    /// Refuse an input file larger than this many bytes (default: 268435456, 256 MiB, for a
+    /// profile; 16777216, 16 MiB, for a configuration). A wrong path (/dev/zero, a log) then
+    /// costs at most this much memory.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        value_parser = clap::value_parser!(u64).range(1..),
+        allow_negative_numbers = true
+    )]
+    max_input_bytes: Option<u64>,
+}
+
+impl InputLimit {
+    fn profile(&self) -> u64 {
+        self.max_input_bytes
+            .unwrap_or(laptime::profile::DEFAULT_MAX_BYTES)
+    }
 }
 
 #[derive(clap::Args)]
@@ -79,14 +117,16 @@ struct GateArgs {
     /// Also write the Markdown report to this file.
     #[arg(long)]
     report: Option<PathBuf>,
+    // Negative numbers are taken as values (`--p95 -5` as `--p95=-5`), so both forms reach
+    // `GateOptions::validate` and get its message.
     /// Largest allowed p95 increase, in percent (raw and CO-corrected).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, allow_negative_numbers = true)]
     p95: f64,
     /// Largest allowed p99 increase, in percent (raw and CO-corrected).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
     p99: f64,
     /// Largest allowed deadline-miss increase, in percentage points.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     deadline_miss: f64,
     /// Judge point values only (no confidence intervals).
     #[arg(long)]
@@ -95,14 +135,16 @@ struct GateArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Confidence of the intervals.
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
     confidence: f64,
     /// Bootstrap replicates per metric.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, allow_negative_numbers = true)]
     replicates: usize,
     /// Stages with fewer spans on either side are not judged.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
     min_count: u64,
+    #[command(flatten)]
+    limit: InputLimit,
 }
 
 fn main() -> ExitCode {
@@ -137,10 +179,11 @@ fn run(command: Command) -> anyhow::Result<u8> {
             output,
             name,
             inputs,
+            limit,
         } => {
             let profiles = inputs
                 .iter()
-                .map(|p| load_profile("input", p))
+                .map(|p| load_profile("input", p, limit.profile()))
                 .collect::<Result<Vec<_>, _>>()?;
             let name = name.unwrap_or_else(|| profiles[0].meta.name.clone());
             let merged = Profile::merge(&name, &profiles)?;
@@ -154,25 +197,32 @@ fn run(command: Command) -> anyhow::Result<u8> {
             baseline,
             output,
             stage,
+            max_stages,
+            limit,
         } => {
-            let current = load_profile("current", &profile)?;
-            let baseline = baseline.map(|p| load_profile("baseline", &p)).transpose()?;
-            write_report(&current, baseline.as_ref(), &output, stage.as_deref())?;
+            let current = load_profile("current", &profile, limit.profile())?;
+            let baseline = baseline
+                .map(|p| load_profile("baseline", &p, limit.profile()))
+                .transpose()?;
+            let shown = Shown {
+                stage: stage.as_deref(),
+                max_stages: max_stages.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            };
+            write_report(&current, baseline.as_ref(), &output, shown)?;
             Ok(0)
         }
-        Command::Rules { config, out } => {
-            let config = laptime::config::Config::from_path(&config)?;
+        Command::Rules { config, out, limit } => {
+            let max = limit
+                .max_input_bytes
+                .unwrap_or(laptime::config::DEFAULT_MAX_BYTES);
+            let config = laptime::config::Config::from_path_with_limit(&config, max)?;
             let written = laptime_cli::rules::write_rules(&config, &out)
                 .with_context(|| format!("cannot write under {}", out.display()))?;
-            let grafana = out.join("grafana");
-            std::fs::create_dir_all(&grafana)
-                .with_context(|| format!("cannot create {}", grafana.display()))?;
-            let dashboard = grafana.join("dashboard.json");
+            let dashboard = out.join("grafana").join("dashboard.json");
             let json = laptime_cli::dashboard::dashboard(&config);
             let mut text = serde_json::to_string_pretty(&json)?;
             text.push('\n');
-            std::fs::write(&dashboard, text)
-                .with_context(|| format!("cannot write {}", dashboard.display()))?;
+            write_file(&dashboard, text.as_bytes())?;
             for path in written.iter().chain([&dashboard]) {
                 println!("wrote {}", path.display());
             }
@@ -192,8 +242,8 @@ fn run_gate(a: GateArgs) -> anyhow::Result<u8> {
     options.replicates = a.replicates;
     options.min_count = a.min_count;
     options.validate()?;
-    let baseline = load_profile("baseline", &a.baseline)?;
-    let current = load_profile("current", &a.current)?;
+    let baseline = load_profile("baseline", &a.baseline, a.limit.profile())?;
+    let current = load_profile("current", &a.current, a.limit.profile())?;
     // Nothing judged is an error (exit 2), but its report still shows what each side holds.
     let (mut report, error) = match gate(&baseline, &current, &options) {
         Ok(report) => (report, None),
@@ -210,8 +260,7 @@ fn run_gate(a: GateArgs) -> anyhow::Result<u8> {
     let md = report.to_markdown();
     print!("{md}");
     if let Some(path) = &a.report {
-        std::fs::write(path, &md)
-            .with_context(|| format!("cannot write the report to {}", path.display()))?;
+        write_file(path, md.as_bytes())?;
     }
     match error {
         Some(message) => bail!("{message}"),
@@ -219,12 +268,20 @@ fn run_gate(a: GateArgs) -> anyhow::Result<u8> {
     }
 }
 
+/// Which stages a report shows: `--stage` (an image of one), `--max-stages` (the HTML report's
+/// bound).
+struct Shown<'a> {
+    stage: Option<&'a str>,
+    max_stages: Option<usize>,
+}
+
 fn write_report(
     current: &Profile,
     baseline: Option<&Profile>,
     output: &Path,
-    stage: Option<&str>,
+    shown: Shown<'_>,
 ) -> anyhow::Result<()> {
+    let Shown { stage, max_stages } = shown;
     let ext = output
         .extension()
         .and_then(|e| e.to_str())
@@ -232,16 +289,21 @@ fn write_report(
     match ext.as_deref() {
         Some("html" | "htm") => {
             if stage.is_some() {
-                bail!("--stage applies to .svg and .png outputs; the HTML report has every stage");
+                bail!(
+                    "--stage applies to .svg and .png outputs; the HTML report has every stage \
+                     (up to --max-stages)"
+                );
             }
-            let html = laptime::report::html(current, baseline)?;
-            std::fs::write(output, html)
-                .with_context(|| format!("cannot write {}", output.display()))?;
+            let max = max_stages.unwrap_or(laptime::report::MAX_HTML_STAGES);
+            let html = laptime::report::html_top(current, baseline, max)?;
+            write_file(output, html.as_bytes())?;
+        }
+        Some("svg" | "png") if max_stages.is_some() => {
+            bail!("--max-stages applies to the HTML report; an image draws at most 64 stages")
         }
         Some("svg") => {
             let svg = laptime::report::svg(current, baseline, stage)?;
-            std::fs::write(output, svg)
-                .with_context(|| format!("cannot write {}", output.display()))?;
+            write_file(output, svg.as_bytes())?;
         }
         Some("png") => laptime::report::png(current, baseline, stage, output)?,
         _ => bail!(
@@ -250,4 +312,9 @@ fn write_report(
         ),
     }
     Ok(())
+}
+
+/// Writes an output by the library's rule, the error naming the file.
+fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    laptime::fs::write_file(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }

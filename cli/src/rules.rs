@@ -1381,8 +1381,8 @@ fn expr_test(expr: String, tl: &Timeline, samples: &[(String, &str)]) -> Yaml {
     ])
 }
 
-/// Writes `DIR/prometheus/rules.yml` and `DIR/prometheus/rules_test.yml` for `config`; returns
-/// the paths written.
+/// Writes `DIR/prometheus/rules.yml` and `DIR/prometheus/rules_test.yml` for `config` by the
+/// library's write rule ([`laptime::fs::write_file`]); returns the paths written.
 pub fn write_rules(
     config: &Config,
     dir: &std::path::Path,
@@ -1392,7 +1392,7 @@ pub fn write_rules(
     std::fs::create_dir_all(&prom)?;
     let rules = prom.join("rules.yml");
     let tests = prom.join("rules_test.yml");
-    std::fs::write(&rules, plan.rules_yaml())?;
-    std::fs::write(&tests, plan.tests_yaml("rules.yml"))?;
+    laptime::fs::write_file(&rules, plan.rules_yaml().as_bytes())?;
+    laptime::fs::write_file(&tests, plan.tests_yaml("rules.yml").as_bytes())?;
     Ok(vec![rules, tests])
 }

@@ -253,13 +253,11 @@ fn report_errors_exit_2() {
         stderr(&out)
     );
 
-    let out = run("no-such-dir/x.png", &[]);
+    // Under a regular file: no directory can be made there. (A missing directory is created,
+    // by the write rule every output shares.)
+    let out = run("cur.json/x.png", &[]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("no-such-dir/x.png"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("cur.json/x.png"), "{}", stderr(&out));
 }
 
 /// PNG text needs a font: a `LAPTIME_FONT` that names no file is an error, not a fallback.
@@ -517,4 +515,53 @@ fn corrected_figures_get_columns_and_a_dashed_curve() {
         2,
         "the curve and its legend line"
     );
+}
+
+/// An HTML report of more stages than it shows keeps the ones with the highest p99, in their
+/// order, and says how many it left out (a report of 20 000 stages was a 209 MB file).
+#[test]
+fn html_report_keeps_the_highest_p99_stages_and_says_what_it_left_out() {
+    let d = dir("html_report_bounded");
+    let stages = (0..250u64)
+        .map(|i| {
+            let name = format!("s{i:03}");
+            common::stage_from_values(&name, &[], &[1_000 + 10 * i, 2_000 + 10 * i], 3, None)
+        })
+        .collect();
+    let p = write(&d, "p.json", &common::profile("many", 3, stages));
+    let html_path = d.join("r.html");
+    let run = |extra: &[&str]| {
+        let mut args = vec![p.as_os_str(), "-o".as_ref(), html_path.as_os_str()];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        laptime(std::iter::once("report".as_ref()).chain(args))
+    };
+    let out = run(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert_eq!(html.matches("<section class=\"plot\">").count(), 200);
+    assert!(
+        html.contains(
+            "50 of 250 stages left out</b>: this report shows the 200 with the highest p99"
+        )
+    );
+    assert!(html.contains("<h3>s050</h3>") && html.contains("<h3>s249</h3>"));
+    assert!(!html.contains("<h3>s049</h3>") && !html.contains(">s049<"));
+    let (first, last) = (html.find(">s050<").unwrap(), html.find(">s249<").unwrap());
+    assert!(first < last, "the stages keep their order");
+
+    let out = run(&["--max-stages", "250"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert_eq!(html.matches("<section class=\"plot\">").count(), 250);
+    assert!(!html.contains("left out"));
+
+    for bad in [&["--max-stages=0"][..], &["--max-stages", "-1"]] {
+        let out = run(bad);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr(&out).contains("invalid value") && stderr(&out).contains("--max-stages"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }

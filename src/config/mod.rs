@@ -189,6 +189,11 @@ use crate::sla::{Metric, SlaPreset, SlaRule, Value};
 use crate::stage::Labels;
 use crate::stats::Window;
 
+/// The largest file [`Config::from_path`] reads: 16 MiB, far more than any configuration needs;
+/// a larger file is likely not one.
+/// [`Config::from_path_with_limit`] takes another limit.
+pub const DEFAULT_MAX_BYTES: u64 = 16 << 20;
+
 /// A configuration file, read and checked. Two configurations are equal when their settings are,
 /// however the files were laid out.
 #[derive(Debug, Clone)]
@@ -450,6 +455,14 @@ impl Default for AlertsSection {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ConfigFileError {
+    /// The file holds more than the read limit ([`DEFAULT_MAX_BYTES`], or the one given to
+    /// [`Config::from_path_with_limit`]): likely not a configuration (`/dev/zero`, a log).
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// The file could not be read.
     Io {
         /// The file.
@@ -492,7 +505,7 @@ impl ConfigFileError {
     /// The dotted key the error is about (`None` for I/O errors).
     pub fn key(&self) -> Option<&str> {
         match self {
-            Self::Io { .. } => None,
+            Self::Io { .. } | Self::TooLarge { .. } => None,
             Self::Parse { key, .. } | Self::Invalid { key, .. } => Some(key),
         }
     }
@@ -500,7 +513,7 @@ impl ConfigFileError {
     /// The 1-based line the error is about (`None` for I/O errors).
     pub fn line(&self) -> Option<usize> {
         match self {
-            Self::Io { .. } => None,
+            Self::Io { .. } | Self::TooLarge { .. } => None,
             Self::Parse { line, .. } | Self::Invalid { line, .. } => Some(*line),
         }
     }
@@ -516,11 +529,20 @@ impl ConfigFileError {
 impl fmt::Display for ConfigFileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (path, key, line, column, message) = match self {
+            Self::TooLarge { path, limit } => {
+                return write!(
+                    f,
+                    "{} is larger than {limit} bytes; is this a laptime configuration file? (raise \
+                     the limit with --max-input-bytes, or Config::from_path_with_limit)",
+                    path.display()
+                );
+            }
             Self::Io { path, source } => {
                 return write!(
                     f,
-                    "cannot read configuration file {}: {source}: check the path and its permissions",
-                    path.display()
+                    "cannot read configuration file {}: {source}{}",
+                    path.display(),
+                    crate::fs::io_hint(source)
                 );
             }
             Self::Parse {
@@ -555,7 +577,7 @@ impl std::error::Error for ConfigFileError {
         match self {
             Self::Io { source, .. } => Some(source),
             Self::Invalid { source, .. } => Some(&**source),
-            Self::Parse { .. } => None,
+            Self::Parse { .. } | Self::TooLarge { .. } => None,
         }
     }
 }
@@ -623,12 +645,35 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads a configuration file; errors carry its path.
+    /// Reads a configuration file, refusing one larger than [`DEFAULT_MAX_BYTES`] with
+    /// [`ConfigFileError::TooLarge`]; errors carry its path.
     pub fn from_path(path: impl AsRef<Path>) -> Result<Config, ConfigFileError> {
+        Self::from_path_with_limit(path, DEFAULT_MAX_BYTES)
+    }
+
+    /// Reads a configuration file, refusing one larger than `max_bytes` with
+    /// [`ConfigFileError::TooLarge`]; a file that never ends (`/dev/zero`, a FIFO) stops there.
+    pub fn from_path_with_limit(
+        path: impl AsRef<Path>,
+        max_bytes: u64,
+    ) -> Result<Config, ConfigFileError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Io {
+        let io = |source| ConfigFileError::Io {
             path: path.to_owned(),
             source,
+        };
+        let bytes = crate::fs::read_limited(path, max_bytes).map_err(|e| match e {
+            crate::fs::ReadError::TooLarge => ConfigFileError::TooLarge {
+                path: path.to_owned(),
+                limit: max_bytes,
+            },
+            crate::fs::ReadError::Io(source) => io(source),
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                e.utf8_error(),
+            ))
         })?;
         Self::from_toml_str(&text).map_err(|e| e.with_path(path))
     }

@@ -12,6 +12,7 @@ use super::{
     CorrectedCounts, CorrectedProfile, Histogram, ProfileConfig, ProfileError, StageCounts,
     StageProfile, invalid,
 };
+use crate::stage::MAX_NAME_LEN;
 use crate::stats::{QUANTILES, miss_share};
 
 /// HdrHistogram's V2 cookies (its `serialization` module keeps them private).
@@ -300,6 +301,7 @@ impl StageProfile {
         if self.name.is_empty() {
             return Err(invalid(f("name"), "the stage name is empty"));
         }
+        too_long(&f("name"), "the stage name", &self.name)?;
         for (k, v) in &self.labels {
             if k.is_empty() || v.is_empty() {
                 return Err(invalid(
@@ -307,6 +309,8 @@ impl StageProfile {
                     format!("label {k:?} = {v:?}: names and values must not be empty"),
                 ));
             }
+            too_long(&f("labels"), "a label name", k)?;
+            too_long(&f("labels"), &format!("the value of label {k:?}"), v)?;
         }
         let expected_calls = self
             .count
@@ -347,7 +351,7 @@ impl StageProfile {
             return Err(invalid(
                 f("deadline_miss_pct"),
                 format!(
-                    "{} is not 100 × deadline_misses / max(count, deadline_misses) = {pct}",
+                    "{:?} is not 100 × deadline_misses / max(count, deadline_misses) = {pct:?}",
                     self.deadline_miss_pct
                 ),
             ));
@@ -629,7 +633,7 @@ fn check_summary(
         if mean_ns != 0.0 {
             return Err(invalid(
                 f("mean_ns"),
-                format!("mean_ns is {mean_ns} but count is 0"),
+                format!("mean_ns is {mean_ns:?} but count is 0"),
             ));
         }
         return Ok(());
@@ -658,10 +662,27 @@ fn check_summary(
     if !close(mean_ns, expected) {
         return Err(invalid(
             f("mean_ns"),
-            format!("mean_ns {mean_ns} is not sum_ns / count = {expected}"),
+            format!("mean_ns {mean_ns:?} is not sum_ns / count = {expected:?}"),
         ));
     }
     Ok(())
+}
+
+/// Refuses a name or label longer than a collector registers ([`MAX_NAME_LEN`] bytes), without
+/// quoting it: the error of a 1 MB name is one line.
+fn too_long(at: &str, what: &str, text: &str) -> Result<(), ProfileError> {
+    if text.len() <= MAX_NAME_LEN {
+        return Ok(());
+    }
+    let start: String = text.chars().take(32).collect();
+    Err(invalid(
+        at,
+        format!(
+            "{what} ({start:?}…) is {} bytes, more than the {MAX_NAME_LEN} a collector \
+             registers: shorten it",
+            text.len()
+        ),
+    ))
 }
 
 /// Equal within 1e-9, relative to the larger of 1 and the expected value; false for NaN and

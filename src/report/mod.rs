@@ -12,7 +12,8 @@
 //! * [`html`]: the stats table (with the baseline's figures and the changes when given; with
 //!   `CO` columns of the corrected percentiles when a stage has them) and one inline SVG plot
 //!   per stage; inline CSS, no scripts, nothing fetched. Names and labels from the files are
-//!   escaped.
+//!   escaped. At most [`MAX_HTML_STAGES`] stages, those with the highest p99, with a note of
+//!   what was left out ([`html_top`] takes another bound).
 //! * [`svg`] and [`png`]: one image, of every stage (a grid) or of one.
 //!
 //! PNG text is drawn with a TrueType font found at run time: `LAPTIME_FONT` if set, else DejaVu
@@ -40,7 +41,7 @@ use std::time::Duration;
 
 use crate::profile::{Profile, ProfileError};
 
-pub use html::html;
+pub use html::{MAX_HTML_STAGES, html, html_top};
 
 /// Why a report could not be made.
 #[derive(Debug)]
@@ -83,12 +84,19 @@ pub enum ReportError {
         /// What went wrong.
         reason: String,
     },
-    /// The plotting library failed (for a PNG: typically the file could not be written).
+    /// The plotting library (or the PNG encoder) failed.
     Draw {
         /// The output (a path, or `SVG`).
         output: String,
         /// The library's message.
         reason: String,
+    },
+    /// The PNG file could not be written (by the rule of [`crate::fs::write_file`]).
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system (or the write rule) said.
+        source: std::io::Error,
     },
 }
 
@@ -129,6 +137,12 @@ impl fmt::Display for ReportError {
                 path.display()
             ),
             ReportError::Draw { output, reason } => write!(f, "cannot draw {output}: {reason}"),
+            ReportError::Write { path, source } => write!(
+                f,
+                "cannot write {}: {source}{}",
+                path.display(),
+                crate::fs::io_hint(source)
+            ),
         }
     }
 }
@@ -137,6 +151,7 @@ impl std::error::Error for ReportError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ReportError::Profile(e) => Some(e),
+            ReportError::Write { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -164,7 +179,8 @@ pub fn format_ns(ns: u64) -> String {
 
 /// The most stages one [`svg`] or [`png`] image draws: a grid of two columns of 720 × 420 cells,
 /// so 64 stages make a 1440 × 13 440 image (a 58 MB bitmap for a PNG). More is refused with
-/// [`ReportError::TooManyStages`]; the [`html`] report draws any number, one image per stage.
+/// [`ReportError::TooManyStages`]; the [`html`] report draws up to [`MAX_HTML_STAGES`], one
+/// image per stage.
 pub const MAX_IMAGE_STAGES: usize = 64;
 
 /// One image (SVG text) of the percentile distributions: of `stage` alone when given, else of
@@ -194,5 +210,10 @@ pub fn png(
     let keys = plot::stage_keys(current, baseline, stage)?;
     plot::image_size(keys.len())?;
     font::ensure_registered()?;
-    plot::png_grid(&plot::stage_plots(current, baseline, keys)?, path)
+    let output = path.display().to_string();
+    let png = plot::png_grid(&plot::stage_plots(current, baseline, keys)?, &output)?;
+    crate::fs::write_file(path, &png).map_err(|source| ReportError::Write {
+        path: path.to_owned(),
+        source,
+    })
 }

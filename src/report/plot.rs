@@ -5,7 +5,6 @@
 //! needs no font.
 
 use std::ops::Range;
-use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
@@ -55,9 +54,12 @@ pub(super) fn stage_keys(
         .map(|s| (s.key(), s.name.as_str()))
         .collect();
     if let Some(b) = baseline {
+        // One set of the current keys, not a search per stage (quadratic in 20 000 stages).
+        let known: std::collections::HashSet<String> =
+            stages.iter().map(|(k, _)| k.clone()).collect();
         for s in &b.stages {
             let k = s.key();
-            if current.stage(&k).is_none() {
+            if !known.contains(&k) {
                 stages.push((k, &s.name));
             }
         }
@@ -321,12 +323,25 @@ pub(super) fn svg_grid(plots: &[StagePlot]) -> Result<String, ReportError> {
     Ok(out)
 }
 
-pub(super) fn png_grid(plots: &[StagePlot], path: &Path) -> Result<(), ReportError> {
+/// The PNG file's bytes: drawn into memory and encoded there, so the file is written by the
+/// library's one write rule ([`crate::fs::write_file`]) like every other output.
+pub(super) fn png_grid(plots: &[StagePlot], output: &str) -> Result<Vec<u8>, ReportError> {
+    use image::ImageEncoder as _;
     let (rows, cols) = grid(plots.len());
     let size = image_size(plots.len())?;
-    let output = path.display().to_string();
-    let root = BitMapBackend::new(path, size).into_drawing_area();
-    draw_grid(&root, plots, rows, cols).map_err(draw_error(&output))
+    let mut rgb = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, size).into_drawing_area();
+        draw_grid(&root, plots, rows, cols).map_err(draw_error(output))?;
+    }
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&rgb, size.0, size.1, image::ColorType::Rgb8)
+        .map_err(|e| ReportError::Draw {
+            output: output.to_owned(),
+            reason: e.to_string(),
+        })?;
+    Ok(png)
 }
 
 fn draw_grid<DB: DrawingBackend>(

@@ -39,7 +39,7 @@ impl Writer {
             .name(format!("laptime-trace-writer-{generation}"))
             .spawn(move || {
                 for (path, text) in jobs {
-                    let counter = match crate::fs::write_atomic(&path, text.as_bytes()) {
+                    let counter = match crate::fs::write_file(&path, text.as_bytes()) {
                         Ok(()) => &for_thread.written,
                         Err(_) => &for_thread.errors,
                     };
