@@ -65,10 +65,15 @@ pub(crate) fn instrument(
     let span = local("__laptime_span");
     let out = local("__laptime_out");
     let ok = call_site(args, name, args.outcome.then_some("ok"));
+    // The body's statements go into the expansion's own braces: the body's block kept whole as
+    // the tail of another block trips `unused_braces` in the caller's crate on one-line bodies
+    // (`fn one(x: u32) -> u32 { x * 2 }`), and rustc's suggested fix does not compile.
+    let stmts = &block.stmts;
+    let body = quote!({ #(#stmts)* });
     let tokens = match (sig.asyncness.is_some(), args.outcome) {
         (false, false) => quote! {{
             let #span = #krate::start(#ok);
-            #block
+            #(#stmts)*
         }},
         (false, true) => {
             let err = call_site(args, name, Some("err"));
@@ -77,7 +82,7 @@ pub(crate) fn instrument(
             quote! {{
                 let #span = #krate::__private::OutcomeSpan::start(#ok, #err);
                 #[allow(clippy::redundant_closure_call)]
-                let #out = (move || #arrow #block)();
+                let #out = (move || #arrow #body)();
                 #span.finish(&#out);
                 #out
             }}
@@ -111,7 +116,7 @@ pub(crate) fn instrument(
             });
             quote! {{
                 let #span = #start;
-                let #out = async move { #hint #block }.await;
+                let #out = async move { #hint #(#stmts)* }.await;
                 #finish;
                 #out
             }}
