@@ -67,7 +67,9 @@
 //!   span's start, so a stuck span counts as a miss while it is stuck.
 //! * **SLA rules** ([`SlaRule`]) give warning and critical thresholds; violations come as data
 //!   ([`check_sla_violations`]), callbacks, and latency guards ([`Stage::latency_guard`]).
-//! * **Switches**: [`set_enabled`], [`Stage::set_enabled`], [`set_sampling_rate`], adaptive sampling.
+//! * **Switches**: [`set_enabled`], [`Stage::set_enabled`], [`set_sampling_rate`], adaptive sampling
+//!   ([`CollectorBuilder::with_adaptive_sampling`]; it reacts in 1–2 s, measuring the event rate
+//!   over periods of at least one second).
 //!
 //! # Feature flags
 //!
