@@ -25,6 +25,9 @@ scripts/check_dashboard.sh ops/grafana/dashboard.json
 step "doc tests"
 cargo test --doc --all-features
 
+step "docs as docs.rs builds them (every feature), rustdoc warnings are errors"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features -p laptime -p laptime-macros -p laptime-duration
+
 step "loom models (bounded preemptions)"
 scripts/loom.sh
 
