@@ -107,7 +107,7 @@
 //! * Stopping a collector: spans that end after the stop are counted as dropped, but a record
 //!   whose push races the final drain (a window of a few nanoseconds) is lost with the ring.
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 // The two modules that read the TSC and own the ring's slots opt back in, each with a SAFETY line
 // on every block.
 #![cfg_attr(not(laptime_loom), doc(test(attr(deny(warnings)))))]

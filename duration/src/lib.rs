@@ -12,6 +12,7 @@
 //! assert!(laptime_duration::parse_nanos("200 ms").is_err());
 //! ```
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 /// What every error message ends with.
 const HINT: &str =

@@ -6,6 +6,8 @@
 //! still parses its arguments and refuses what cannot be timed, then leaves its input as written;
 //! the checks the expansion makes at compile time (stage names and labels, `outcome`'s `Result`)
 //! happen only with it.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use proc_macro::TokenStream;
 use quote::{ToTokens, quote};
