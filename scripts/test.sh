@@ -56,5 +56,8 @@ stress="${CARGO_TARGET_DIR:-target}/release/laptime-stress"
 "$stress" soak --secs 30 --json target/stress/soak.json
 "$stress" flood --secs 10 --json target/stress/flood.json
 
+step "each feature alone (with enable) and the full set: check and unit tests"
+scripts/features.sh
+
 step "unit, integration, property and trybuild tests (nextest: one process per test)"
 cargo nextest run --workspace --exclude laptime-noop-check --all-features --no-fail-fast
