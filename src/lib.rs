@@ -75,7 +75,8 @@
 //!
 //! * `enable` (default): instrumentation compiled in. Without it (`default-features = false`) the
 //!   macros leave their items as written and every recording entry point returns at once; the API
-//!   is the same, so code builds either way ([`COMPILED_IN`] says which).
+//!   is the same, so code builds either way ([`COMPILED_IN`] says which). A library that depends on
+//!   laptime should use `default-features = false`, so that only the final binary turns `enable` on.
 //! * `test-util`: `clock::MockClock`, a hand-driven clock for deterministic tests, and
 //!   `CollectorHandle::inject_aggregator_panic`.
 //! * `prometheus`: `laptime::export::prometheus`, the Prometheus export the aggregator feeds after
