@@ -28,6 +28,9 @@ cargo test --doc --all-features
 step "docs as docs.rs builds them (every feature), rustdoc warnings are errors"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features -p laptime -p laptime-macros -p laptime-duration
 
+step "dependency policy: licenses, bans, sources (cargo deny; advisories need the network)"
+cargo deny --offline check --hide-inclusion-graph licenses bans sources
+
 step "loom models (bounded preemptions)"
 scripts/loom.sh
 
