@@ -76,8 +76,8 @@ pub struct MethodSite {
     module: &'static str,
     method: &'static str,
     /// Named `module::method` (checked at compile time), with the site's labels, deadline and
-    /// sampling rate: what every type's site copies, and the site used when
-    /// `module::Type::method` breaks the naming rules (longer than [`crate::MAX_NAME_LEN`]).
+    /// sampling rate: what every type's site copies, the name too when `module::Type::method`
+    /// breaks the naming rules (longer than [`crate::MAX_NAME_LEN`]). Never resolved itself.
     template: CallSite,
     first: OnceLock<&'static TypedSite>,
 }
@@ -86,7 +86,8 @@ pub struct MethodSite {
 #[derive(Debug)]
 struct TypedSite {
     type_name: &'static str,
-    site: &'static CallSite,
+    /// Inline, not behind a pointer: one dependent load less on every call.
+    site: CallSite,
     next: OnceLock<&'static TypedSite>,
 }
 
@@ -106,7 +107,7 @@ impl MethodSite {
     #[inline(always)]
     pub fn of(&'static self, type_name: &'static str) -> &'static CallSite {
         match self.first.get() {
-            Some(typed) if same_str(typed.type_name, type_name) => typed.site,
+            Some(typed) if same_str(typed.type_name, type_name) => &typed.site,
             _ => self.find(type_name),
         }
     }
@@ -125,35 +126,36 @@ impl MethodSite {
                 }))
             });
             if same_str(typed.type_name, type_name) {
-                return typed.site;
+                return &typed.site;
             }
             slot = &typed.next;
         }
     }
 
-    fn site_for(&'static self, type_name: &str) -> &'static CallSite {
+    fn site_for(&self, type_name: &str) -> CallSite {
         let name = format!(
             "{}::{}::{}",
             self.module,
             short_type(type_name),
             self.method
         );
-        if check_name(&name).is_err() {
-            return &self.template;
-        }
         let CallSite {
+            name: fallback,
             labels,
             deadline_ns,
             sample,
             ..
         } = self.template;
-        Box::leak(Box::new(CallSite {
-            name: String::leak(name),
+        CallSite {
+            name: match check_name(&name) {
+                Ok(()) => String::leak(name),
+                Err(_) => fallback,
+            },
             labels,
             deadline_ns,
             sample,
             stage: OnceLock::new(),
-        }))
+        }
     }
 }
 
@@ -313,7 +315,38 @@ pub trait StageEnum: Sized + 'static {
 
 #[cfg(test)]
 mod tests {
-    use super::short_type;
+    use super::{CallSite, MethodSite, short_type};
+
+    /// Stands in for `module_path!()`, which the expansion passes alone and in `concat!`.
+    macro_rules! module {
+        () => {
+            "a_module_path_long_enough_that_a_long_type_name_breaks_the_limit_of_stage_names"
+        };
+    }
+    const MODULE: &str = module!();
+    static SITE: MethodSite = MethodSite::new(
+        module!(),
+        "send",
+        CallSite::new(concat!(module!(), "::send"), &[], 0, None),
+    );
+
+    #[test]
+    fn each_type_gets_one_site_and_an_overlong_name_falls_back() {
+        let xnas = SITE.of("venues::Xnas");
+        let long = SITE.of("venues::AVenueWhoseTypeNameIsLongEnoughToBreakTheLimit");
+        assert_eq!(xnas.name, format!("{MODULE}::Xnas::send"));
+        assert_eq!(long.name, format!("{MODULE}::send"));
+        // The same site again, first in the list or not, and by content when the address differs.
+        assert!(std::ptr::eq(SITE.of("venues::Xnas"), xnas));
+        assert!(std::ptr::eq(
+            SITE.of(String::from("venues::Xnas").leak()),
+            xnas
+        ));
+        assert!(std::ptr::eq(
+            SITE.of("venues::AVenueWhoseTypeNameIsLongEnoughToBreakTheLimit"),
+            long
+        ));
+    }
 
     #[test]
     fn a_type_is_named_by_its_last_segment_without_parameters() {
