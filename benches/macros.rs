@@ -1,8 +1,9 @@
 //! Does `#[laptime::measure]` cost what the guard it writes for you costs?
 //!
 //! Group `measure`, in one run: a bare TSC pair (the baseline), the same empty function bare, with
-//! a hand-written `laptime::start(stage)` guard on a resolved `Stage`, with `#[measure]`, and a
-//! `measure_block!`. The macro must be within 5 % of the hand-written guard.
+//! a hand-written `laptime::start(stage)` guard on a resolved `Stage`, with `#[measure]`, as a
+//! method named by default (its stage found by `Self`'s type), and a `measure_block!`. The macro
+//! must be within 5 % of the hand-written guard.
 //!
 //! Group `measure_async`: an `async fn` that suspends `k` times (a future that is pending once per
 //! suspension), polled by hand with a no-op waker, bare and with `#[measure]`, for k = 0 and
@@ -42,6 +43,17 @@ fn measured(x: u64) -> u64 {
     black_box(x)
 }
 
+/// A method named by default: its site finds `Self`'s stage (`MethodSite`) before the guard.
+struct Venue;
+
+impl Venue {
+    #[inline(never)]
+    #[laptime::measure]
+    fn method(&self, x: u64) -> u64 {
+        black_box(x)
+    }
+}
+
 #[inline(never)]
 fn block(x: u64) -> u64 {
     laptime::measure_block!("bench_measure_block", { black_box(x) })
@@ -73,6 +85,9 @@ fn measure(c: &mut Criterion) {
     assert_records("bench_measure_block", 100, || {
         block(1);
     });
+    assert_records("macros::Venue::method", 100, || {
+        Venue.method(1);
+    });
 
     let mut g = c.benchmark_group("measure");
     g.throughput(Throughput::Elements(1));
@@ -91,6 +106,13 @@ fn measure(c: &mut Criterion) {
         b.iter_custom(|iters| {
             timed_in_chunks(iters, 1, || {
                 measured(black_box(1));
+            })
+        })
+    });
+    g.bench_function("fn/measure_method", |b| {
+        b.iter_custom(|iters| {
+            timed_in_chunks(iters, 1, || {
+                Venue.method(black_box(1));
             })
         })
     });

@@ -28,6 +28,12 @@ scripts/check_dashboard.sh ops/grafana/dashboard.json
 step "doc tests"
 cargo test --doc --all-features
 
+step "docs as docs.rs builds them (every feature), rustdoc warnings are errors"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features -p laptime -p laptime-macros -p laptime-duration
+
+step "dependency policy: licenses, bans, sources (cargo deny; advisories need the network)"
+cargo deny --offline check --hide-inclusion-graph licenses bans sources
+
 step "loom models (bounded preemptions)"
 scripts/loom.sh
 
@@ -55,6 +61,9 @@ cargo build --release -p laptime-stress
 stress="${CARGO_TARGET_DIR:-target}/release/laptime-stress"
 "$stress" soak --secs 30 --json target/stress/soak.json
 "$stress" flood --secs 10 --json target/stress/flood.json
+
+step "each feature alone (with enable) and the full set: check and unit tests"
+scripts/features.sh
 
 step "unit, integration, property and trybuild tests (nextest: one process per test)"
 cargo nextest run --workspace --exclude laptime-noop-check --all-features --no-fail-fast

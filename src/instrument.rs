@@ -64,6 +64,125 @@ impl CallSite {
     }
 }
 
+/// The call site of a method named by default: its stage is `module::Type::method`, where `Type`
+/// is `Self`'s, so two impls of one trait method are two series. Only the compiler knows `Self`
+/// (`core::any::type_name` is not a `const fn`), so each type's [`CallSite`] is made on the first
+/// call with that type, its name leaked once. A `static` in a generic impl or in a trait's
+/// default method is one for every `Self` it is compiled for, so the site keeps a list of them,
+/// one entry per type, never freed; a call walks it without a lock and allocates nothing once its
+/// type is in it.
+#[derive(Debug)]
+pub struct MethodSite {
+    module: &'static str,
+    method: &'static str,
+    /// Named `module::method` (checked at compile time), with the site's labels, deadline and
+    /// sampling rate: what every type's site copies, the name too when `module::Type::method`
+    /// breaks the naming rules (longer than [`crate::MAX_NAME_LEN`]). Never resolved itself.
+    template: CallSite,
+    first: OnceLock<&'static TypedSite>,
+}
+
+/// One `Self` type's call site in a [`MethodSite`]'s list.
+#[derive(Debug)]
+struct TypedSite {
+    type_name: &'static str,
+    /// Inline, not behind a pointer: one dependent load less on every call.
+    site: CallSite,
+    next: OnceLock<&'static TypedSite>,
+}
+
+impl MethodSite {
+    /// A method's call site; `template` is [`CallSite::new`]'s, named `module::method`.
+    pub const fn new(module: &'static str, method: &'static str, template: CallSite) -> MethodSite {
+        MethodSite {
+            module,
+            method,
+            template,
+            first: OnceLock::new(),
+        }
+    }
+
+    /// The call site of `Self = type_name` (`core::any::type_name::<Self>()`). The first type
+    /// seen costs one load and a compare more than a [`CallSite`]; others walk the list.
+    #[inline(always)]
+    pub fn of(&'static self, type_name: &'static str) -> &'static CallSite {
+        match self.first.get() {
+            Some(typed) if same_str(typed.type_name, type_name) => &typed.site,
+            _ => self.find(type_name),
+        }
+    }
+
+    /// Walks the list, appending `type_name` at its end when it is not there (the only step
+    /// that allocates or may wait, once per type).
+    #[cold]
+    fn find(&'static self, type_name: &'static str) -> &'static CallSite {
+        let mut slot = &self.first;
+        loop {
+            let typed = *slot.get_or_init(|| {
+                Box::leak(Box::new(TypedSite {
+                    type_name,
+                    site: self.site_for(type_name),
+                    next: OnceLock::new(),
+                }))
+            });
+            if same_str(typed.type_name, type_name) {
+                return &typed.site;
+            }
+            slot = &typed.next;
+        }
+    }
+
+    fn site_for(&self, type_name: &str) -> CallSite {
+        let name = format!(
+            "{}::{}::{}",
+            self.module,
+            short_type(type_name),
+            self.method
+        );
+        let CallSite {
+            name: fallback,
+            labels,
+            deadline_ns,
+            sample,
+            ..
+        } = self.template;
+        CallSite {
+            name: match check_name(&name) {
+                Ok(()) => String::leak(name),
+                Err(_) => fallback,
+            },
+            labels,
+            deadline_ns,
+            sample,
+            stage: OnceLock::new(),
+        }
+    }
+}
+
+/// `type_name` gives one string per type, usually at one address: compare the address first.
+#[inline(always)]
+fn same_str(a: &str, b: &str) -> bool {
+    a.len() == b.len() && (std::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
+}
+
+/// The type's own name as `#[measure_all]` writes it: the last path segment without generic
+/// arguments (`venues::Routed<u8>` → `Routed`, `&dyn venues::Venue` → `Venue`), and only the
+/// characters a stage name allows (`[u8]` → `u8`).
+fn short_type(type_name: &str) -> String {
+    let base = type_name.split('<').next().unwrap_or(type_name);
+    let last = base.rsplit("::").next().unwrap_or(base);
+    let last = last.rsplit(' ').next().unwrap_or(last);
+    let short: String = last
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    if short.is_empty() {
+        "_".to_owned()
+    } else {
+        short
+    }
+}
+
 impl IntoStage for &'static CallSite {
     #[inline(always)]
     fn into_stage(self) -> Option<Stage> {
@@ -192,4 +311,55 @@ pub trait StageEnum: Sized + 'static {
 
     /// The stage name this variant records under.
     fn stage_name(&self) -> &'static str;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CallSite, MethodSite, short_type};
+
+    /// Stands in for `module_path!()`, which the expansion passes alone and in `concat!`.
+    macro_rules! module {
+        () => {
+            "a_module_path_long_enough_that_a_long_type_name_breaks_the_limit_of_stage_names"
+        };
+    }
+    const MODULE: &str = module!();
+    static SITE: MethodSite = MethodSite::new(
+        module!(),
+        "send",
+        CallSite::new(concat!(module!(), "::send"), &[], 0, None),
+    );
+
+    #[test]
+    fn each_type_gets_one_site_and_an_overlong_name_falls_back() {
+        let xnas = SITE.of("venues::Xnas");
+        let long = SITE.of("venues::AVenueWhoseTypeNameIsLongEnoughToBreakTheLimit");
+        assert_eq!(xnas.name, format!("{MODULE}::Xnas::send"));
+        assert_eq!(long.name, format!("{MODULE}::send"));
+        // The same site again, first in the list or not, and by content when the address differs.
+        assert!(std::ptr::eq(SITE.of("venues::Xnas"), xnas));
+        assert!(std::ptr::eq(
+            SITE.of(String::from("venues::Xnas").leak()),
+            xnas
+        ));
+        assert!(std::ptr::eq(
+            SITE.of("venues::AVenueWhoseTypeNameIsLongEnoughToBreakTheLimit"),
+            long
+        ));
+    }
+
+    #[test]
+    fn a_type_is_named_by_its_last_segment_without_parameters() {
+        for (full, short) in [
+            ("macros::Xnas", "Xnas"),
+            ("macros::Routed<u8>", "Routed"),
+            ("macros::Routed<alloc::string::String>", "Routed"),
+            ("&dyn macros::Venue", "Venue"),
+            ("&mut macros::Book", "Book"),
+            ("[u8]", "u8"),
+            ("()", "_"),
+        ] {
+            assert_eq!(short_type(full), short, "{full}");
+        }
+    }
 }

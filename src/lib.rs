@@ -67,13 +67,16 @@
 //!   span's start, so a stuck span counts as a miss while it is stuck.
 //! * **SLA rules** ([`SlaRule`]) give warning and critical thresholds; violations come as data
 //!   ([`check_sla_violations`]), callbacks, and latency guards ([`Stage::latency_guard`]).
-//! * **Switches**: [`set_enabled`], [`Stage::set_enabled`], [`set_sampling_rate`], adaptive sampling.
+//! * **Switches**: [`set_enabled`], [`Stage::set_enabled`], [`set_sampling_rate`], adaptive sampling
+//!   ([`CollectorBuilder::with_adaptive_sampling`]; it reacts in 1–2 s, measuring the event rate
+//!   over periods of at least one second).
 //!
 //! # Feature flags
 //!
 //! * `enable` (default): instrumentation compiled in. Without it (`default-features = false`) the
 //!   macros leave their items as written and every recording entry point returns at once; the API
-//!   is the same, so code builds either way ([`COMPILED_IN`] says which).
+//!   is the same, so code builds either way ([`COMPILED_IN`] says which). A library that depends on
+//!   laptime should use `default-features = false`, so that only the final binary turns `enable` on.
 //! * `test-util`: `clock::MockClock`, a hand-driven clock for deterministic tests, and
 //!   `CollectorHandle::inject_aggregator_panic`.
 //! * `prometheus`: `laptime::export::prometheus`, the Prometheus export the aggregator feeds after
@@ -109,7 +112,7 @@
 //! * Stopping a collector: spans that end after the stop are counted as dropped, but a record
 //!   whose push races the final drain (a window of a few nanoseconds) is lost with the ring.
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 // The two modules that read the TSC and own the ring's slots opt back in, each with a SAFETY line
 // on every block.
 #![cfg_attr(not(laptime_loom), doc(test(attr(deny(warnings)))))]
@@ -228,7 +231,7 @@ pub const COMPILED_IN: bool = cfg!(feature = "enable");
 #[doc(hidden)]
 #[cfg(not(laptime_loom))]
 pub mod __private {
-    pub use crate::instrument::{AsyncSpan, CallSite, Outcome, OutcomeSpan};
+    pub use crate::instrument::{AsyncSpan, CallSite, MethodSite, Outcome, OutcomeSpan};
 }
 
 /// Guard trips of every reason over `window`, from the current collector's latest snapshot.

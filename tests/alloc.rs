@@ -1,6 +1,6 @@
 //! A counting global allocator proves the hot path allocates nothing after a thread's first
 //! event: guards, the split timer, start/end tokens, manual values, sampled-out and disabled calls,
-//! guard trips, and records dropped on a full ring.
+//! guard trips, records dropped on a full ring, and `#[measure]` methods named after `Self`'s type.
 
 mod common;
 
@@ -51,7 +51,19 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// A default method is one call site for both types: the second type seen walks the site's list.
+trait Venue {
+    #[laptime::measure]
+    fn cancel(&self) {}
+}
+struct Xnas;
+struct Bats;
+impl Venue for Xnas {}
+impl Venue for Bats {}
+
 fn hot_path(round: u32, stages: &[Stage; 4], sampled_out: Stage, watched: Stage) {
+    Xnas.cancel();
+    Bats.cancel();
     {
         let _g = laptime::start(stages[0]);
     }

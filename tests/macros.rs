@@ -400,3 +400,84 @@ fn derived_stage_enums_are_stages_everywhere_a_name_is() {
         1
     );
 }
+
+trait Venue {
+    fn send(&self, work: Duration);
+
+    /// A default body is one call site for every implementor: each still gets its own series.
+    #[laptime::measure]
+    fn cancel(&self) {
+        clock().advance(MS);
+    }
+
+    /// No receiver: the macro cannot tell this from a free function (see `docs/measure.md`).
+    #[laptime::measure]
+    fn venue_code() -> u32
+    where
+        Self: Sized,
+    {
+        1
+    }
+}
+
+struct Xnas;
+struct Bats;
+/// A generic impl is one call site for every `T`: one series, named without the parameters.
+struct Routed<T>(T);
+
+impl Venue for Xnas {
+    #[laptime::measure]
+    fn send(&self, work: Duration) {
+        clock().advance(work);
+    }
+}
+
+impl Venue for Bats {
+    #[laptime::measure]
+    fn send(&self, work: Duration) {
+        clock().advance(work);
+    }
+}
+
+impl<T> Venue for Routed<T> {
+    #[laptime::measure]
+    fn send(&self, work: Duration) {
+        clock().advance(work);
+    }
+}
+
+#[test]
+fn two_impls_of_one_method_are_two_series() {
+    let _s = serial();
+    let h = handle();
+    for _ in 0..3 {
+        Xnas.send(2 * MS);
+    }
+    for _ in 0..5 {
+        Bats.send(3 * MS);
+    }
+    let xnas = stats(&h, "macros::Xnas::send", &[]);
+    assert_eq!((xnas.count, xnas.max), (3, 2 * MS));
+    let bats = stats(&h, "macros::Bats::send", &[]);
+    assert_eq!((bats.count, bats.max), (5, 3 * MS));
+    assert!(
+        Stage::lookup("macros::send", &[]).is_none(),
+        "no shared series"
+    );
+
+    // Alternate the types so the call site's first type is not always the one asked for.
+    for _ in 0..2 {
+        Bats.cancel();
+        Xnas.cancel();
+        Bats.cancel();
+    }
+    assert_eq!(stats(&h, "macros::Xnas::cancel", &[]).count, 2);
+    assert_eq!(stats(&h, "macros::Bats::cancel", &[]).count, 4);
+
+    Routed(1u8).send(MS);
+    Routed("a").send(MS);
+    assert_eq!(stats(&h, "macros::Routed::send", &[]).count, 2);
+
+    assert_eq!(Xnas::venue_code() + Bats::venue_code(), 2);
+    assert_eq!(stats(&h, "macros::venue_code", &[]).count, 2);
+}

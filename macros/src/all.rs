@@ -5,7 +5,7 @@ use quote::ToTokens;
 use syn::{Attribute, ImplItem, Item, ItemImpl, Type};
 
 use crate::args::Args;
-use crate::expand::{check_signature, default_name, instrument};
+use crate::expand::{Name, check_signature, default_name, instrument};
 
 fn last_segment_is(attr: &Attribute, name: &str) -> bool {
     attr.path().segments.last().is_some_and(|s| s.ident == name)
@@ -49,7 +49,7 @@ fn instrument_impl(args: &Args, block: &mut ItemImpl, enabled: bool) -> syn::Res
                 .cloned()
                 .chain([f.sig.ident.to_string()])
                 .collect();
-            f.block = instrument(args, &f.sig, &f.block, &default_name(&path))?;
+            f.block = instrument(args, &f.sig, &f.block, &Name::Fixed(default_name(&path)))?;
         }
     }
     Ok(())
@@ -78,7 +78,7 @@ pub(crate) fn measure_all(
                         }
                         check_signature(&f.sig, args)?;
                         if enabled {
-                            let name = default_name(&[f.sig.ident.to_string()]);
+                            let name = Name::Fixed(default_name(&[f.sig.ident.to_string()]));
                             *f.block = instrument(args, &f.sig, &f.block, &name)?;
                         }
                     }

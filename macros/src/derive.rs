@@ -6,7 +6,7 @@ use quote::quote;
 use syn::{Data, DeriveInput, Fields, LitStr, Path};
 
 use crate::args::Args;
-use crate::expand::call_site;
+use crate::expand::{Name, call_site};
 
 /// `#[stage(name = "…")]` on a variant, `#[stage(crate = path)]` on the enum.
 fn stage_attr(
@@ -82,7 +82,7 @@ pub(crate) fn derive_stage(input: DeriveInput) -> syn::Result<TokenStream> {
     let lits: Vec<_> = variants.iter().map(|(_, n)| n).collect();
     let sites = variants
         .iter()
-        .map(|(_, n)| call_site(&args, &quote!(#n), None));
+        .map(|(_, n)| call_site(&args, &Name::Fixed(quote!(#n)), None));
     Ok(quote! {
         impl #krate::IntoStage for #ident {
             #[inline]

@@ -7,27 +7,47 @@ use syn::{Block, Ident, ReturnType, Signature};
 
 use crate::args::Args;
 
+/// What a call site's stage is named.
+pub(crate) enum Name {
+    /// A `&'static str` expression: `"stage_spread"`, `concat!(module_path!(), "::spread")`.
+    Fixed(TokenStream),
+    /// A method's default name, `module::Type::method`, with `Type` taken from `Self` on the first
+    /// call (`#[measure]` sees the method, not its `impl` block).
+    Method(Ident),
+}
+
 /// `{ static SITE: CallSite = CallSite::new(..); &SITE }`: the stage handle a call site resolves
-/// once. `name` is a `&'static str` expression; `outcome` adds the `outcome` label.
-pub(crate) fn call_site(args: &Args, name: &TokenStream, outcome: Option<&str>) -> TokenStream {
+/// once (for [`Name::Method`], once per `Self` type). `outcome` adds the `outcome` label.
+pub(crate) fn call_site(args: &Args, name: &Name, outcome: Option<&str>) -> TokenStream {
     let krate = args.krate();
     let keys = args.labels.iter().map(|(k, _)| k.to_string());
     let values = args.labels.iter().map(|(_, v)| v);
     let outcome = outcome.map(|o| quote!(("outcome", #o),));
+    let labels = quote!(&[#((#keys, #values),)* #outcome]);
     let deadline = args.deadline.unwrap_or(0);
     let sample = match args.sample {
         Some(rate) => quote!(::core::option::Option::Some(#rate)),
         None => quote!(::core::option::Option::None),
     };
-    quote! {{
-        static __LAPTIME_SITE: #krate::__private::CallSite = #krate::__private::CallSite::new(
-            #name,
-            &[#((#keys, #values),)* #outcome],
-            #deadline,
-            #sample,
-        );
-        &__LAPTIME_SITE
-    }}
+    let site = |name: &TokenStream| quote!(#krate::__private::CallSite::new(#name, #labels, #deadline, #sample));
+    match name {
+        Name::Fixed(name) => {
+            let site = site(name);
+            quote! {{
+                static __LAPTIME_SITE: #krate::__private::CallSite = #site;
+                &__LAPTIME_SITE
+            }}
+        }
+        Name::Method(ident) => {
+            let method = ident.to_string();
+            let template = site(&default_name(std::slice::from_ref(&method)));
+            quote! {{
+                static __LAPTIME_SITE: #krate::__private::MethodSite =
+                    #krate::__private::MethodSite::new(::core::module_path!(), #method, #template);
+                __LAPTIME_SITE.of(::core::any::type_name::<Self>())
+            }}
+        }
+    }
 }
 
 /// A local the user's code cannot see (mixed-site hygiene).
@@ -59,16 +79,21 @@ pub(crate) fn instrument(
     args: &Args,
     sig: &Signature,
     block: &Block,
-    name: &TokenStream,
+    name: &Name,
 ) -> syn::Result<Block> {
     let krate = args.krate();
     let span = local("__laptime_span");
     let out = local("__laptime_out");
     let ok = call_site(args, name, args.outcome.then_some("ok"));
+    // The body's statements go into the expansion's own braces: the body's block kept whole as
+    // the tail of another block trips `unused_braces` in the caller's crate on one-line bodies
+    // (`fn one(x: u32) -> u32 { x * 2 }`), and rustc's suggested fix does not compile.
+    let stmts = &block.stmts;
+    let body = quote!({ #(#stmts)* });
     let tokens = match (sig.asyncness.is_some(), args.outcome) {
         (false, false) => quote! {{
             let #span = #krate::start(#ok);
-            #block
+            #(#stmts)*
         }},
         (false, true) => {
             let err = call_site(args, name, Some("err"));
@@ -77,7 +102,7 @@ pub(crate) fn instrument(
             quote! {{
                 let #span = #krate::__private::OutcomeSpan::start(#ok, #err);
                 #[allow(clippy::redundant_closure_call)]
-                let #out = (move || #arrow #block)();
+                let #out = (move || #arrow #body)();
                 #span.finish(&#out);
                 #out
             }}
@@ -111,7 +136,7 @@ pub(crate) fn instrument(
             });
             quote! {{
                 let #span = #start;
-                let #out = async move { #hint #block }.await;
+                let #out = async move { #hint #(#stmts)* }.await;
                 #finish;
                 #out
             }}

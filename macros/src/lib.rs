@@ -6,6 +6,8 @@
 //! still parses its arguments and refuses what cannot be timed, then leaves its input as written;
 //! the checks the expansion makes at compile time (stage names and labels, `outcome`'s `Result`)
 //! happen only with it.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use proc_macro::TokenStream;
 use quote::{ToTokens, quote};
@@ -17,7 +19,7 @@ mod derive;
 mod expand;
 
 use args::{Accepts, BlockInput};
-use expand::{call_site, check_signature, default_name, instrument, local};
+use expand::{Name, call_site, check_signature, default_name, instrument, local};
 
 const ENABLED: bool = cfg!(feature = "enable");
 
@@ -44,14 +46,19 @@ fn measure_fn(
         outcome: true,
     };
     let args = args::parse_attr(attr, accepts)?;
-    let name = |ident: &syn::Ident| match &args.name {
-        Some(lit) => quote!(#lit),
-        None => default_name(&[ident.to_string()]),
+    // A method (a function with a receiver) is named after `Self`'s type too, so two impls of
+    // one trait method are two series. Without a receiver the macro cannot tell an associated
+    // function from a free one (`Self` would not compile in a free function): both are named
+    // `module::function` (docs/measure.md).
+    let name = |sig: &syn::Signature| match &args.name {
+        Some(lit) => Name::Fixed(quote!(#lit)),
+        None if sig.receiver().is_some() => Name::Method(sig.ident.clone()),
+        None => Name::Fixed(default_name(&[sig.ident.to_string()])),
     };
     if let Ok(mut f) = syn::parse2::<syn::ItemFn>(item.clone()) {
         check_signature(&f.sig, &args)?;
         if ENABLED {
-            *f.block = instrument(&args, &f.sig, &f.block, &name(&f.sig.ident))?;
+            *f.block = instrument(&args, &f.sig, &f.block, &name(&f.sig))?;
         }
         return Ok(f.into_token_stream());
     }
@@ -59,7 +66,7 @@ fn measure_fn(
     if let Ok(mut f) = syn::parse2::<ImplItemFn>(item.clone()) {
         check_signature(&f.sig, &args)?;
         if ENABLED {
-            f.block = instrument(&args, &f.sig, &f.block, &name(&f.sig.ident))?;
+            f.block = instrument(&args, &f.sig, &f.block, &name(&f.sig))?;
         }
         return Ok(f.into_token_stream());
     }
@@ -72,7 +79,7 @@ fn measure_fn(
             ));
         };
         if ENABLED {
-            f.default = Some(instrument(&args, &f.sig, block, &name(&f.sig.ident))?);
+            f.default = Some(instrument(&args, &f.sig, block, &name(&f.sig))?);
         }
         return Ok(f.into_token_stream());
     }
@@ -131,8 +138,9 @@ fn measure_block_expand(input: BlockInput) -> syn::Result<proc_macro2::TokenStre
             #(#stmts)*
         }},
         Some(name) if args.outcome => {
-            let ok = call_site(&args, &quote!(#name), Some("ok"));
-            let err = call_site(&args, &quote!(#name), Some("err"));
+            let name = Name::Fixed(quote!(#name));
+            let ok = call_site(&args, &name, Some("ok"));
+            let err = call_site(&args, &name, Some("err"));
             quote! {{
                 let #span = #krate::__private::OutcomeSpan::start(#ok, #err);
                 let #out = { #(#stmts)* };
@@ -141,7 +149,7 @@ fn measure_block_expand(input: BlockInput) -> syn::Result<proc_macro2::TokenStre
             }}
         }
         Some(name) => {
-            let site = call_site(&args, &quote!(#name), None);
+            let site = call_site(&args, &Name::Fixed(quote!(#name)), None);
             quote! {{
                 let #span = #krate::start(#site);
                 #(#stmts)*

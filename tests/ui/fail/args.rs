@@ -6,8 +6,11 @@ fn unknown_argument() {}
 #[laptime::measure(deadline = "200")]
 fn deadline_without_unit() {}
 
-#[laptime::measure(deadline = "2h")]
+#[laptime::measure(deadline = "2d")]
 fn deadline_unknown_unit() {}
+
+#[laptime::measure(deadline = "soon")]
+fn deadline_garbage() {}
 
 #[laptime::measure(deadline = "0ms")]
 fn deadline_zero() {}

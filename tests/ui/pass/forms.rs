@@ -17,6 +17,13 @@ fn named(x: f64) -> f64 {
 #[laptime::measure(labels(verb = "post", api = "batch-cancel"))]
 fn labelled() {}
 
+// Minutes and hours: the configuration file's duration grammar.
+#[laptime::measure(deadline = "2m")]
+fn minutes() {}
+
+#[laptime::measure(deadline = "1h")]
+fn hours() {}
+
 #[laptime::measure(outcome)]
 fn fallible(fail: bool) -> Result<u32, std::num::ParseIntError> {
     if fail {
