@@ -93,7 +93,8 @@ pub enum ConfigError {
         /// The rejected capacity.
         capacity: usize,
     },
-    /// The aggregator interval is zero or longer than a minute.
+    /// The aggregator interval is shorter than [`crate::limits::MIN_INTERVAL`] or longer than a
+    /// minute.
     Interval {
         /// The rejected interval.
         interval: Duration,
@@ -107,6 +108,13 @@ pub enum ConfigError {
         /// The window length.
         window: Duration,
         /// Its slice.
+        slice: Duration,
+    },
+    /// A window's slice is shorter than [`crate::limits::MIN_SLICE`].
+    SliceTooShort {
+        /// The window length.
+        window: Duration,
+        /// The slice asked for.
         slice: Duration,
     },
     /// A window is split into more slices than [`crate::limits::MAX_SLICES_PER_WINDOW`].
@@ -205,13 +213,17 @@ impl fmt::Display for ConfigError {
             ),
             Self::Interval { interval } => write!(
                 f,
-                "aggregator interval {interval:?} is out of range: use more than zero and at most 60 s (10 ms is the default)"
+                "aggregator interval {interval:?} is out of range: use at least 1 ms (a shorter one only spins the aggregator: a half-full ring wakes it early anyway) and at most 60 s (10 ms is the default)"
             ),
             Self::NoWindows => f.write_str("no sliding window configured: give at least one, e.g. 1 s split into 250 ms slices"),
             Self::ZeroWindow => f.write_str("a window or slice of zero length: both must be positive"),
             Self::WindowNotMultipleOfSlice { window, slice } => write!(
                 f,
                 "window {window:?} is not a whole multiple of its slice {slice:?}: pick a slice that divides the window"
+            ),
+            Self::SliceTooShort { window, slice } => write!(
+                f,
+                "window {window:?} moves by {slice:?}, shorter than 1 µs: records could never land in so short a slice; use a slice of at least 1 µs (a window of 1 s usually moves by 250 ms)"
             ),
             Self::TooManySlices { window, slices } => write!(
                 f,

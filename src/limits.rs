@@ -3,6 +3,12 @@
 
 /// Largest per-thread ring, in records (32 bytes each).
 pub const MAX_RING_CAPACITY: usize = 1 << 24;
+/// Shortest aggregator interval: below it the aggregator would spin (a ring passing half full
+/// wakes it early anyway, so a shorter interval buys nothing).
+pub const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(1);
+/// Shortest window slice: a slice is where a record's end time lands, and a window of slices
+/// shorter than a microsecond would expire before any record could reach it.
+pub const MIN_SLICE: std::time::Duration = std::time::Duration::from_micros(1);
 /// Most slices one window may be split into.
 pub const MAX_SLICES_PER_WINDOW: u64 = 1000;
 /// Default cap on the number of stages in a process.

@@ -36,6 +36,25 @@ fn each_bad_setting_has_its_own_error_and_message() {
         err(Collector::builder().with_interval(Duration::ZERO)),
         ConfigError::Interval { .. }
     ));
+    // Nonsense that used to be taken: a 1 ns interval spun the aggregator ~13 000 cycles a second,
+    // and a 1 ns window never held a value.
+    assert!(matches!(
+        err(Collector::builder().with_interval(Duration::from_nanos(1))),
+        ConfigError::Interval { .. }
+    ));
+    let ns = Duration::from_nanos(1);
+    assert_eq!(
+        err(Collector::builder().with_window(ns, ns)),
+        ConfigError::SliceTooShort {
+            window: ns,
+            slice: ns
+        }
+    );
+    let message = err(Collector::builder().with_window(ns, ns)).to_string();
+    assert!(
+        message.contains("use a slice of at least 1 µs"),
+        "{message}"
+    );
     assert_eq!(
         err(Collector::builder().with_windows([])),
         ConfigError::NoWindows

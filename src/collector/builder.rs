@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::aggregator::Settings;
 use crate::clock::ClockSource;
 use crate::error::ConfigError;
-use crate::limits::{MAX_RING_CAPACITY, MAX_SLICES_PER_WINDOW};
+use crate::limits::{MAX_RING_CAPACITY, MAX_SLICES_PER_WINDOW, MIN_INTERVAL, MIN_SLICE};
 use crate::sink::Sink;
 use crate::sla::{SlaPreset, SlaRule};
 use crate::stage::registry;
@@ -320,7 +320,7 @@ impl CollectorBuilder {
                 capacity: self.ring_capacity,
             });
         }
-        if self.interval.is_zero() || self.interval > Duration::from_secs(60) {
+        if self.interval < MIN_INTERVAL || self.interval > Duration::from_secs(60) {
             return Err(ConfigError::Interval {
                 interval: self.interval,
             });
@@ -331,6 +331,12 @@ impl CollectorBuilder {
         for (i, w) in self.windows.iter().enumerate() {
             if w.length.is_zero() || w.slice.is_zero() {
                 return Err(ConfigError::ZeroWindow);
+            }
+            if w.slice < MIN_SLICE {
+                return Err(ConfigError::SliceTooShort {
+                    window: w.length,
+                    slice: w.slice,
+                });
             }
             if w.length.as_nanos() % w.slice.as_nanos() != 0 {
                 return Err(ConfigError::WindowNotMultipleOfSlice {

@@ -830,6 +830,7 @@ impl Config {
             ConfigError::Interval { .. } => "collector.interval".to_owned(),
             ConfigError::NoWindows | ConfigError::ZeroWindow => "collector.windows".to_owned(),
             ConfigError::WindowNotMultipleOfSlice { window: w, .. }
+            | ConfigError::SliceTooShort { window: w, .. }
             | ConfigError::TooManySlices { window: w, .. } => window(*w),
             ConfigError::DuplicateWindow { window: w } => c
                 .windows
