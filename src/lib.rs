@@ -144,7 +144,7 @@ mod hist;
 #[cfg(not(laptime_loom))]
 mod instrument;
 #[cfg(not(laptime_loom))]
-mod limits;
+pub mod limits;
 #[cfg(all(not(laptime_loom), feature = "profile"))]
 pub mod profile;
 #[cfg(not(laptime_loom))]
