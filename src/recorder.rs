@@ -52,6 +52,20 @@ pub(crate) struct ThreadShared {
     pub(crate) sampled_out: Box<[AtomicU64]>,
     /// Set when `sampled_out` changed since the aggregator last looked.
     pub(crate) touched: std::sync::atomic::AtomicBool,
+    /// Set while the thread is between reading the control word and finishing a push: a stopping
+    /// aggregator waits for it to clear before its final drain (see [`with_local`]). On its own
+    /// cache line: the aggregator reads it only when stopping, the thread writes it twice a push.
+    pub(crate) pushing: crossbeam_utils::CachePadded<std::sync::atomic::AtomicBool>,
+}
+
+impl ThreadShared {
+    pub(crate) fn new(stages: usize) -> Self {
+        Self {
+            sampled_out: (0..stages).map(|_| AtomicU64::new(0)).collect(),
+            touched: std::sync::atomic::AtomicBool::new(false),
+            pushing: crossbeam_utils::CachePadded::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
 }
 
 struct Local {
@@ -98,6 +112,21 @@ impl Local {
         })
     }
 
+    /// Announces a push, before the control word is read.
+    #[inline(always)]
+    fn announce(&mut self) {
+        self.shared.pushing.store(true, Ordering::Relaxed);
+        // Ordered before the control-word load against the stopping aggregator's barrier.
+        crate::barrier::light();
+    }
+
+    /// Ends the announced push.
+    #[inline(always)]
+    fn done(&mut self) {
+        // Release: the push is visible to whoever sees the announcement cleared.
+        self.shared.pushing.store(false, Ordering::Release);
+    }
+
     #[inline]
     fn push(&mut self, record: Record) -> bool {
         if self.producer.push(record).is_err() {
@@ -132,27 +161,63 @@ impl Local {
 }
 
 /// Runs `f` on this thread's registered ring, registering it first if needed. `None` when there is
-/// no ring to be had (thread exiting, re-entered, no collector): the caller counts a drop.
+/// no ring to be had (thread exiting, re-entered, no collector, the collector stopping): the caller
+/// counts a drop.
+///
+/// A stop must lose nothing: the thread announces the push (`ThreadShared::pushing`) before it
+/// reads the control word, and the stopping aggregator sets "stopped", runs a process-wide barrier
+/// and waits for every announcement to clear before its final drain. So a push either sees the
+/// collector stopped (and is counted as a drop) or is drained by the final cycle.
 #[inline(always)]
 fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
     LOCAL
         .try_with(|cell| {
             let mut slot = cell.try_borrow_mut().ok()?;
+            if let Some(l) = slot.as_mut() {
+                l.announce();
+            }
             let state = CONTROL.state();
-            if state & STOPPED != 0 {
-                return None; // the collector made its final drain: count, don't strand
+            match slot.as_mut() {
+                Some(l) if state & STOPPED == 0 && l.generation == state >> GEN_SHIFT => {
+                    let r = f(l);
+                    l.done();
+                    Some(r)
+                }
+                _ => with_new_local(&mut slot, state, f),
             }
-            let generation = state >> GEN_SHIFT;
-            if !matches!(&*slot, Some(l) if l.generation == generation) {
-                // Acquire: the install that published this generation (AcqRel) stored the
-                // collector first; registration must find it, not the one before.
-                std::sync::atomic::fence(Ordering::Acquire);
-                *slot = Some(Local::register()?);
-            }
-            slot.as_mut().map(f)
         })
         .ok()
         .flatten()
+}
+
+/// [`with_local`] when the thread has no ring of the current collector: clears the old ring's
+/// announcement, registers a new ring (unless the collector is stopping) and runs `f` on it,
+/// announced in turn.
+#[cold]
+fn with_new_local<R>(
+    slot: &mut Option<Local>,
+    state: u64,
+    f: impl FnOnce(&mut Local) -> R,
+) -> Option<R> {
+    if let Some(old) = slot.as_mut() {
+        old.done();
+    }
+    if state & STOPPED != 0 {
+        return None; // the collector is making its final drain: count, don't strand
+    }
+    // Acquire: the install that published this generation (AcqRel) stored the collector first;
+    // registration must find it, not the one before.
+    std::sync::atomic::fence(Ordering::Acquire);
+    let local = slot.insert(Local::register()?);
+    local.announce();
+    // The collector may have begun stopping since it took the ring: look again, announced.
+    if CONTROL.state() & STOPPED != 0 {
+        local.done();
+        return None;
+    }
+    let r = f(local);
+    local.done();
+    Some(r)
 }
 
 #[inline(always)]

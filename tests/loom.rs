@@ -413,3 +413,68 @@ fn final_drain_strands_only_late_pushes_into_live_rings() {
         "expected the documented shutdown window to be reachable"
     );
 }
+
+/// (e) A collector's stop against a push, as `recorder::with_local` and `Aggregator::quiesce` do
+/// it. The producer announces the push, fences, reads "stopped", then pushes (or counts a drop)
+/// and clears the announcement with Release. The stopper sets "stopped", fences (the process-wide
+/// barrier, `barrier::heavy`), waits for the announcement to clear (Acquire), then makes its final
+/// drain. Every record must be drained or counted as dropped, exactly once. With `fenced` false
+/// (no fences: what a plain store/load pair gives) a record can be lost, and the model must find
+/// it.
+fn stop_against_push(items: u32, fenced: bool) {
+    use loom::sync::atomic::{AtomicUsize, fence};
+    let (mut p, mut c) = ring::<u32>(4);
+    let stopped = Arc::new(AtomicBool::new(false));
+    let pushing = Arc::new(AtomicBool::new(false));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let producer = {
+        let (stopped, pushing, dropped) = (stopped.clone(), pushing.clone(), dropped.clone());
+        thread::spawn(move || {
+            for i in 0..items {
+                pushing.store(true, Ordering::Relaxed);
+                if fenced {
+                    fence(Ordering::SeqCst);
+                }
+                if stopped.load(Ordering::Relaxed) {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    p.push(i).expect("room: the ring holds every item");
+                }
+                pushing.store(false, Ordering::Release);
+            }
+            p // the thread lives on: its ring is not closed
+        })
+    };
+    stopped.store(true, Ordering::Relaxed);
+    if fenced {
+        fence(Ordering::SeqCst);
+    }
+    while pushing.load(Ordering::Acquire) {
+        backoff();
+    }
+    let mut drained = 0;
+    c.drain(usize::MAX, |_| drained += 1);
+    let _producer = producer.join().unwrap();
+    let dropped = dropped.load(Ordering::Relaxed);
+    assert_eq!(
+        drained + dropped,
+        items as usize,
+        "a record admitted before the stop was neither drained nor counted"
+    );
+}
+
+#[test]
+fn stop_against_push_loses_nothing() {
+    check("stop vs push, 2 items, fenced", || {
+        stop_against_push(2, true)
+    });
+}
+
+/// The same model without the fences must fail: the model can tell a lost record.
+#[test]
+#[should_panic(expected = "neither drained nor counted")]
+fn stop_against_push_without_fences_loses_a_record() {
+    check("stop vs push, 2 items, unfenced", || {
+        stop_against_push(2, false)
+    });
+}

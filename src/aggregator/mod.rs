@@ -178,6 +178,9 @@ pub(crate) fn kept_windows(windows: &[WindowSpec]) -> Vec<Window> {
 
 /// Records drained per ring per visit, so one flooding thread cannot starve the others.
 const DRAIN_BATCH: usize = 1 << 14;
+/// How long a stop waits for a thread in the middle of a push (a push takes nanoseconds; only a
+/// thread descheduled inside one makes the stop wait at all).
+const QUIESCE_LIMIT: Duration = Duration::from_secs(1);
 /// Visits per ring per cycle at most: a cycle ends even if producers keep up with it.
 const MAX_PASSES: usize = 64;
 
@@ -354,8 +357,10 @@ impl Aggregator {
         loop {
             let stopping = self.shared.stop.load(Ordering::Acquire);
             if stopping {
-                // No ring may join after the final drain.
+                // No ring may join after the final drain, and every push already admitted
+                // lands before it.
                 self.shared.pending.close();
+                self.quiesce();
             }
             let ticket = self.shared.flush_requested.load(Ordering::Acquire);
             if catch_unwind(AssertUnwindSafe(|| self.cycle())).is_err() {
@@ -478,6 +483,23 @@ impl Aggregator {
                     .collect(),
                 total: 0,
             });
+        }
+    }
+
+    /// Before the final drain: waits until every thread that read the control word before the
+    /// collector was marked stopped has finished its push (see `recorder::with_local`), so the
+    /// drain holds every record admitted. A thread descheduled in the middle of a push is waited
+    /// for up to [`QUIESCE_LIMIT`].
+    fn quiesce(&mut self) {
+        self.adopt_rings();
+        crate::barrier::heavy();
+        let give_up = Instant::now() + QUIESCE_LIMIT;
+        for ring in &self.rings {
+            // Acquire: pairs with the Release that clears it, after the push's tail store. A
+            // thread announcing again after the barrier sees "stopped" and clears at once.
+            while ring.shared.pushing.load(Ordering::Acquire) && Instant::now() < give_up {
+                std::thread::yield_now();
+            }
         }
     }
 

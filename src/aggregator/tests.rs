@@ -2,7 +2,6 @@
 //! a fixed calibration (one tick is one nanosecond), `cycle_at(now)` instead of a clock, and a
 //! sink that keeps everything it is handed.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc as StdArc, Mutex as StdMutex};
 
 use super::*;
@@ -111,12 +110,7 @@ impl Engine {
     /// A new thread's ring, handed to the aggregator as registration does.
     fn ring(&mut self) -> Producer<Record> {
         let (producer, consumer) = ring::<Record>(64);
-        let shared = std::sync::Arc::new(ThreadShared {
-            sampled_out: (0..crate::limits::DEFAULT_MAX_STAGES)
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-            touched: AtomicBool::new(false),
-        });
+        let shared = std::sync::Arc::new(ThreadShared::new(crate::limits::DEFAULT_MAX_STAGES));
         self.next_ring += 1;
         let ring = ThreadRing::new(
             consumer,

@@ -53,10 +53,7 @@ impl CollectorShared {
         &self,
     ) -> Option<(Producer<Record>, std::sync::Arc<ThreadShared>, u64)> {
         let (producer, consumer) = ring::<Record>(self.ring_capacity);
-        let shared = std::sync::Arc::new(ThreadShared {
-            sampled_out: (0..self.stage_cap).map(|_| AtomicU64::new(0)).collect(),
-            touched: AtomicBool::new(false),
-        });
+        let shared = std::sync::Arc::new(ThreadShared::new(self.stage_cap));
         // Process-wide, so span ids stay unique across collectors (a guard may outlive one).
         let ring_id = NEXT_RING_ID.fetch_add(1, Ordering::Relaxed) + 1;
         let ring = ThreadRing::new(
