@@ -404,8 +404,9 @@ pub(crate) fn reasons() -> impl Iterator<Item = (usize, &'static ReasonInfo)> {
 }
 
 /// Counts one guard trip for `reason` (e.g. `"vol_hard"`), registering the reason on first use.
-/// Lock-free after the first call with that reason. Returns false, counting nothing, when the
-/// reason is not a valid name or [`MAX_GUARD_REASONS`] reasons exist already.
+/// Lock-free after the first call with that reason. Returns false when the reason is not a valid
+/// name or [`MAX_GUARD_REASONS`] reasons exist already: the trip is then counted in
+/// [`crate::Health::rejected_trips`] instead.
 #[inline]
 pub fn guard_trip(reason: &'static str) -> bool {
     if !crate::COMPILED_IN {
@@ -416,9 +417,15 @@ pub fn guard_trip(reason: &'static str) -> bool {
             r.trip();
             true
         }
-        None => false,
+        None => {
+            REJECTED_TRIPS.fetch_add(1, Ordering::Relaxed);
+            false
+        }
     }
 }
+
+/// Guard trips refused by [`guard_trip`] since the process started.
+pub(crate) static REJECTED_TRIPS: AtomicU64 = AtomicU64::new(0);
 
 #[cfg(all(test, not(laptime_loom)))]
 mod tests {

@@ -583,3 +583,14 @@ fn setting_the_rate_while_adaptive_sampling_holds_it_down_keeps_it_down() {
     );
     laptime::set_sampling_rate(1.0).unwrap();
 }
+
+/// A guard trip whose reason cannot be registered is refused and counted, not lost in silence.
+#[test]
+fn a_refused_guard_trip_is_counted() {
+    let _s = common::serial();
+    let handle = install(builder());
+    let before = handle.health().rejected_trips;
+    assert!(!laptime::guard_trip("not a valid reason!"));
+    assert!(handle.flush());
+    assert_eq!(handle.health().rejected_trips, before + 1);
+}

@@ -198,7 +198,6 @@ pub(crate) struct Aggregator {
     /// The open base slice's length: the greatest common divisor of the windows' slices.
     base_slice_ns: u64,
     calibration: Calibration,
-    started: Instant,
     rings: Vec<ThreadRing>,
     stages: Vec<StageState>,
     baseline: Baseline,
@@ -267,7 +266,6 @@ impl Aggregator {
             layout,
             base_slice_ns,
             calibration,
-            started: Instant::now(),
             rings: Vec::new(),
             stages: Vec::new(),
             baseline,
@@ -906,6 +904,7 @@ impl Aggregator {
         h.enabled = crate::recorder::is_enabled();
         h.histogram_bytes = histogram_bytes;
         h.untracked_starts = crate::recorder::UNTRACKED_STARTS.load(Ordering::Relaxed);
+        h.rejected_trips = crate::sla::REJECTED_TRIPS.load(Ordering::Relaxed);
         if self.names.1 != self.stages.len() {
             let names = self
                 .stages
@@ -916,7 +915,8 @@ impl Aggregator {
             self.names = (std::sync::Arc::new(names), self.stages.len());
         }
         let mut snapshot = Snapshot {
-            taken_at: self.started.elapsed(),
+            // The windows' clock: nanoseconds since the epoch the records are placed by.
+            taken_at: Duration::from_nanos(now),
             windows: self.config.kept_windows(),
             stages,
             violations: Vec::new(),
@@ -951,7 +951,7 @@ impl Aggregator {
         self.health.produced = pushed + self.health.dropped;
         let old = self.shared.snapshot.load_full();
         let snapshot = Snapshot {
-            taken_at: self.started.elapsed(),
+            taken_at: Duration::from_nanos(self.calibration.now_ns()),
             windows: old.windows.clone(),
             stages: old.stages.clone(),
             violations: old.violations.clone(),

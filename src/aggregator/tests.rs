@@ -370,3 +370,13 @@ fn a_latency_guard_trip_is_counted_in_the_snapshot_that_trips_it() {
         "the guard and its trip are published together"
     );
 }
+
+#[test]
+fn a_snapshot_is_taken_on_the_windows_clock() {
+    let mut engine = Engine::new(Vec::new(), Vec::new());
+    // Nanoseconds since the epoch the records are placed by: not since the thread started.
+    assert_eq!(
+        engine.cycle(1234 * MS).taken_at,
+        Duration::from_millis(1234)
+    );
+}

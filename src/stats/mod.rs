@@ -282,6 +282,9 @@ pub struct Health {
     pub abandoned: u64,
     /// Heap bytes held by the aggregator's histograms.
     pub histogram_bytes: usize,
+    /// Guard trips refused since the process started: [`crate::guard_trip`] named a reason that
+    /// is not a valid name, or one past [`crate::MAX_GUARD_REASONS`].
+    pub rejected_trips: u64,
     /// Panics caught in sinks (exporters, profile and trace collection, the user's own); the
     /// sink is kept and called again at the next cycle. Sinks run on the snapshot being
     /// published, so a cycle's panics show in the next one.
@@ -310,7 +313,8 @@ pub(crate) struct StageSnapshot {
 /// load it with one atomic operation and never wait on producers or the aggregator.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// When it was taken, as time since the collector started.
+    /// When it was taken, on the windows' clock: time since the collector's epoch (its install),
+    /// the same timeline the records are placed on.
     pub taken_at: Duration,
     /// The windows kept: the sliding ones in configuration order, then [`Window::Cumulative`].
     pub windows: Vec<Window>,

@@ -307,7 +307,9 @@ impl PrometheusExporter {
         stages: Vec<Option<StageFigures>>,
         interval: Duration,
     ) {
-        self.shared.core.state.store(Some(Arc::new(Published {
+        let core = &self.shared.core;
+        core.state.store(Some(Arc::new(Published {
+            generation: core.next_generation(),
             snapshot,
             stages,
             at: Instant::now(),
@@ -321,6 +323,7 @@ impl PrometheusExporter {
         let core = &self.shared.core;
         if let Some(old) = core.state.load_full() {
             core.state.store(Some(Arc::new(Published {
+                generation: old.generation + 1,
                 snapshot,
                 stages: old.stages.clone(),
                 // Not now: nothing was drained, so the last-drain age keeps growing and an
@@ -337,6 +340,7 @@ impl PrometheusExporter {
         let core = &self.shared.core;
         if let Some(old) = core.state.load_full() {
             core.state.store(Some(Arc::new(Published {
+                generation: old.generation + 1,
                 snapshot: old.snapshot.clone(),
                 stages: old.stages.clone(),
                 at: old.at,
@@ -359,13 +363,11 @@ impl crate::export::http::Exposition for PrometheusExporter {
         PrometheusExporter::health(self)
     }
 
-    /// Changes with every publication (each has its own snapshot time) and when the collector
-    /// stops: the server renders once per aggregator cycle.
+    /// Changes with every publication (a cycle, a health-only republish, the stop): the server
+    /// renders once per aggregator cycle.
     fn generation(&self) -> Option<u64> {
         let published = self.shared.core.state.load();
-        Some(published.as_ref().map_or(0, |p| {
-            (p.snapshot.taken_at.as_nanos() as u64) << 1 | u64::from(p.running)
-        }))
+        Some(published.as_ref().map_or(0, |p| p.generation))
     }
 }
 
@@ -394,6 +396,13 @@ struct Core {
     gauge_names: Mutex<HashSet<String>>,
 }
 
+impl Core {
+    /// The generation of the next publication: one more than the last one's.
+    fn next_generation(&self) -> u64 {
+        self.state.load().as_ref().map_or(1, |p| p.generation + 1)
+    }
+}
+
 struct Config {
     namespace: String,
     unit: Unit,
@@ -407,6 +416,8 @@ struct Config {
 
 /// What a scrape renders: everything one aggregator cycle published.
 struct Published {
+    /// Counts publications (1 for the first): what `Exposition::generation` reports.
+    generation: u64,
     snapshot: Arc<Snapshot>,
     /// By stage id; `None` for stages this collector has no state for.
     stages: Vec<Option<StageFigures>>,
