@@ -9,6 +9,8 @@
 # | soak   | laptime-stress soak: steady load, memory slope, drops, aggregator lag   | SOAK_SECS  |
 # | flood  | laptime-stress flood: producers far faster than the aggregator          | FLOOD_SECS |
 # | churn  | laptime-stress churn: CHURN_THREADS short-lived threads, rings reclaimed | 10-20 s    |
+# | endpoint | laptime-stress endpoint: /metrics under slow, idle and flooding clients | ~1 min   |
+# | stop   | tests/stop.rs 10 times: stops under 4 busy threads lose no admitted span | ~10 s      |
 # | faults | tests/faults.rs and the suite's panic/hang/flood/clock-fault tests      | 30 s       |
 # | tsan   | the library's tests under ThreadSanitizer (scripts/sanitize.sh thread)  | 1 min      |
 # | asan   | ... under AddressSanitizer + LeakSanitizer (scripts/sanitize.sh address)| 1 min      |
@@ -39,7 +41,7 @@ unset CI
 
 out=target/heavy
 mkdir -p "$out"
-all=(soak flood churn faults tsan asan loom miri fuzz)
+all=(soak flood churn endpoint stop faults tsan asan loom miri fuzz)
 fuzz_targets=(parse_profile parse_config http_request)
 
 steps=("$@")
@@ -70,6 +72,14 @@ stress() {
 step_soak() { stress soak --secs "$SOAK_SECS"; }
 step_flood() { stress flood --secs "$FLOOD_SECS"; }
 step_churn() { stress churn --threads "$CHURN_THREADS"; }
+step_endpoint() { stress endpoint; }
+# The lossless stop (issue 20) is a rare race: the test's 20 stops, ten times over.
+step_stop() {
+  local i
+  for i in $(seq 10); do
+    cargo nextest run --all-features --no-fail-fast -E 'binary(stop)' || return 1
+  done
+}
 
 step_faults() {
   # The suite's own fault tests: panics in the aggregator, callbacks and measured code; hanging,
@@ -120,13 +130,14 @@ step_fuzz() {
 figure() {
   local s=$1 log=$out/$1.log
   case $s in
-    soak | flood | churn)
+    soak | flood | churn | endpoint)
       # laptime-stress's summary: how many checks held, and the step's headline figures.
       local wanted
       case $s in
         soak) wanted='["rss_slope_kib_per_min", "dropped_total", "lag_p99_us", "lag_max_us"]' ;;
         flood) wanted='["calls_per_sec", "drop_fraction", "recovery_ms", "heartbeat_p99_us"]' ;;
         churn) wanted='["threads_per_sec", "rss_growth_kib", "heap_live_growth_kib"]' ;;
+        endpoint) wanted='[]' ;;
       esac
       if [[ -f $out/$s.json ]]; then
         jq -r --argjson wanted "$wanted" '
@@ -138,7 +149,7 @@ figure() {
         tail -n1 "$log"
       fi
       ;;
-    faults | tsan | asan) grep -E '^ +Summary' "$log" | tail -n1 | sed 's/^ *Summary *//' ;;
+    faults | tsan | asan | stop) grep -E '^ +Summary' "$log" | tail -n1 | sed 's/^ *Summary *//' ;;
     loom)
       grep -oE '[0-9]+ interleavings' "$log" |
         awk '{n++; s+=$1} END {if (n) printf "%d models, %d interleavings in all\n", n, s}'
