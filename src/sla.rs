@@ -188,7 +188,17 @@ impl SlaRule {
             t.filter(|t| observed.as_f64() > t.as_f64())
                 .map(|t| (sev, t))
         })?;
-        Some(Violation {
+        Some(self.violation(severity, threshold, observed, false))
+    }
+
+    fn violation(
+        &self,
+        severity: Severity,
+        threshold: Value,
+        observed: Value,
+        cleared: bool,
+    ) -> Violation {
+        Violation {
             stage: self.stage,
             labels: self.labels,
             window: self.window,
@@ -196,8 +206,8 @@ impl SlaRule {
             severity,
             threshold,
             observed,
-            cleared: false,
-        })
+            cleared,
+        }
     }
 
     /// The event that a violation of `severity` ended, judged on `stats` (`None`: the window
@@ -208,16 +218,8 @@ impl SlaRule {
             Value::Latency(_) => Value::Latency(Duration::ZERO),
             Value::Ratio(_) => Value::Ratio(0.0),
         };
-        Violation {
-            stage: self.stage,
-            labels: self.labels,
-            window: self.window,
-            metric: self.metric,
-            severity,
-            threshold,
-            observed: stats.and_then(|s| self.observe(s)).unwrap_or(zero),
-            cleared: true,
-        }
+        let observed = stats.and_then(|s| self.observe(s)).unwrap_or(zero);
+        self.violation(severity, threshold, observed, true)
     }
 
     fn threshold(&self, severity: Severity) -> Option<Value> {
