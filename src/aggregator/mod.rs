@@ -961,8 +961,11 @@ impl Aggregator {
         };
         let snapshot = std::sync::Arc::new(snapshot);
         self.shared.snapshot.store(snapshot.clone());
-        // Values recorded before the panic reach the sinks, so their counts stay exact.
+        // Values recorded before the panic reach the sinks, so their counts stay exact. The raw
+        // records of the visit that panicked are given up with it: handed over later they would
+        // be labelled with the next visit's ring.
         self.hand_over_values();
+        self.visit_records.clear();
         self.each_sink(|sink| sink.health_only(&snapshot));
     }
 
