@@ -12,7 +12,7 @@
 //! | what | bound (default) | past it |
 //! |---|---|---|
 //! | threads | one acceptor (the event loop) + [`with_workers`](MetricsServerBuilder::with_workers) (2) | — |
-//! | open connections, being read, answered or lingering | [`with_max_connections`](MetricsServerBuilder::with_max_connections) (32) | the oldest connection without a whole request is evicted with a `503`; if every one holds a request, new connections wait in the kernel's listen queue until one is answered |
+//! | open connections, being read, answered or lingering | [`with_max_connections`](MetricsServerBuilder::with_max_connections) (32) | the oldest connection without a whole request (and open at least 50 ms) is evicted with a `503`; if none is, new connections wait in the kernel's listen queue until one is answered or grows old enough |
 //! | requests answered | [`with_request_rate`](MetricsServerBuilder::with_request_rate) (200 a second, after a burst of the connection limit) | the request waits for its turn, its connection open |
 //! | request head (request line + headers) | [`with_max_header_bytes`](MetricsServerBuilder::with_max_header_bytes) (8 KiB), 32 headers | `431 Request Header Fields Too Large` |
 //! | time from accept to a whole request head | [`with_read_timeout`](MetricsServerBuilder::with_read_timeout) (2 s) | `408 Request Timeout`, closed |
@@ -145,6 +145,10 @@ pub const MAX_HEADERS: usize = 32;
 /// How long the acceptor waits after a failed `accept` (e.g. out of file descriptors) before it
 /// tries again, rather than spinning on the error.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+/// A connection younger than this is never evicted to make room: it may be a client between its
+/// connect and its request's write (a scraper that connected a moment ago is not "silent").
+/// Eviction then waits for the oldest silent connection to reach it.
+const EVICT_GRACE: Duration = Duration::from_millis(50);
 
 /// The longest a connection lingers after its answer (see [`State::Lingering`]).
 const IO_SLICE: Duration = Duration::from_millis(100);
@@ -992,6 +996,18 @@ impl<'a> EventLoop<'a> {
 
     /// Makes room for a new connection if the table is full (or parks it), reads what it already
     /// sent, and takes it in.
+    /// When a parked connection may find room: the earliest time a connection being read grows
+    /// old enough to be evicted.
+    fn room_at(&self) -> Option<Instant> {
+        self.parked.as_ref()?;
+        self.conns
+            .iter()
+            .flatten()
+            .filter(|c| matches!(c.state, State::Reading(_)))
+            .map(|c| c.accepted + EVICT_GRACE)
+            .min()
+    }
+
     fn admit(&mut self, mut stream: TcpStream) {
         if !self.has_room() {
             self.parked = Some(stream);
@@ -1051,6 +1067,7 @@ impl<'a> EventLoop<'a> {
     /// its place however many silent or dripping clients come after it. `false` when every open
     /// connection has a request being answered.
     fn make_room(&mut self) -> bool {
+        let now = Instant::now();
         // Each round either frees a place or moves a connection out of `Reading`: bounded.
         for _ in 0..=self.conns.len() {
             let victim = self
@@ -1061,7 +1078,7 @@ impl<'a> EventLoop<'a> {
                     let c = c.as_ref()?;
                     let rank = match &c.state {
                         State::Lingering { .. } => 0,
-                        State::Reading(_) => 1,
+                        State::Reading(_) if now >= c.accepted + EVICT_GRACE => 1,
                         _ => return None,
                     };
                     Some(((rank, c.accepted), slot))
@@ -1191,6 +1208,10 @@ impl<'a> EventLoop<'a> {
         if !self.paced.is_empty() {
             let turn = self.budget.next();
             next = Some(next.map_or(turn, |n| n.min(turn)));
+        }
+        // A parked connection looks for room again when a silent one may be evicted.
+        if let Some(at) = self.room_at() {
+            next = Some(next.map_or(at, |n| n.min(at)));
         }
         for slot in 0..self.conns.len() {
             let Some(conn) = self.conns[slot].as_ref() else {
