@@ -960,13 +960,15 @@ impl Aggregator {
             health: self.health.clone(),
         };
         let snapshot = std::sync::Arc::new(snapshot);
-        self.shared.snapshot.store(snapshot.clone());
         // Values recorded before the panic reach the sinks, so their counts stay exact. The raw
         // records of the visit that panicked are given up with it: handed over later they would
         // be labelled with the next visit's ring.
         self.hand_over_values();
         self.visit_records.clear();
         self.each_sink(|sink| sink.health_only(&snapshot));
+        // Stored after the sinks have it, as `publish` does: whoever sees this snapshot sees
+        // exports at least as new (a scrape never lags the health a test or caller just read).
+        self.shared.snapshot.store(snapshot);
     }
 
     /// Hands every sink this cycle's figures, then lets go of the sinks that are done.
