@@ -42,6 +42,39 @@ pub enum StageError {
     },
     /// The process already has [`crate::MAX_GUARD_REASONS`] guard-trip reasons.
     TooManyReasons,
+    /// The name is a family's (see [`crate::Family::total`]): record into its series.
+    NameIsAFamily {
+        /// The family's name.
+        name: String,
+    },
+    /// A family cannot take the name of a stage already registered.
+    NameIsAStage {
+        /// The stage's name.
+        name: String,
+    },
+    /// The family was declared before with other label names.
+    FamilyRedeclared {
+        /// The family's name.
+        name: String,
+        /// The label names it was declared with.
+        label_names: Vec<String>,
+    },
+    /// A family needs 1 to [`crate::limits::MAX_FAMILY_LABELS`] label names.
+    FamilyLabelCount {
+        /// The family's name.
+        name: String,
+        /// The number of label names given.
+        count: usize,
+    },
+    /// A family's series cap is zero or above [`crate::limits::MAX_SERIES_LIMIT`].
+    FamilyCap {
+        /// The family's name.
+        name: String,
+        /// The rejected cap.
+        cap: usize,
+    },
+    /// The process already has [`crate::limits::MAX_FAMILIES`] families.
+    TooManyFamilies,
 }
 
 impl fmt::Display for StageError {
@@ -74,6 +107,33 @@ impl fmt::Display for StageError {
                 "the process already has {} guard-trip reasons, the most it keeps: reuse reason names",
                 crate::MAX_GUARD_REASONS
             ),
+            Self::NameIsAFamily { name } => write!(
+                f,
+                "{name:?} is a family's name: record into one of its series (Family::series), not into the family itself"
+            ),
+            Self::NameIsAStage { name } => write!(
+                f,
+                "{name:?} is already a stage: give the family another name"
+            ),
+            Self::FamilyRedeclared { name, label_names } => write!(
+                f,
+                "family {name:?} was declared with the label names {label_names:?}: declare it with those, or give this one another name"
+            ),
+            Self::FamilyLabelCount { name, count } => write!(
+                f,
+                "family {name:?} has {count} label names: give 1 to {} (a stage without labels needs no family)",
+                crate::limits::MAX_FAMILY_LABELS
+            ),
+            Self::FamilyCap { name, cap } => write!(
+                f,
+                "family {name:?}: series cap {cap} is out of range: use 1..={}",
+                crate::limits::MAX_SERIES_LIMIT
+            ),
+            Self::TooManyFamilies => write!(
+                f,
+                "the process already has {} families, the most it keeps: label one family instead of declaring many",
+                crate::limits::MAX_FAMILIES
+            ),
             Self::TooManyStages { cap } => write!(
                 f,
                 "the process already has {cap} stages, the cap: raise it with CollectorBuilder::with_max_stages, or reuse stage names (labels with unbounded values are a common cause)"
@@ -83,6 +143,79 @@ impl fmt::Display for StageError {
 }
 
 impl std::error::Error for StageError {}
+
+/// Why a family could not give a series for some label values. The hot path never sees it:
+/// [`crate::Family::series_or_overflow`] sends such calls to the overflow series and counts them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SeriesError {
+    /// Not one value per label name.
+    WrongLabelCount {
+        /// The family.
+        family: &'static str,
+        /// Its number of label names.
+        expected: usize,
+        /// The number of values given.
+        got: usize,
+    },
+    /// A value laptime cannot carry.
+    InvalidLabelValue {
+        /// The family.
+        family: &'static str,
+        /// The label whose value was refused.
+        label: &'static str,
+        /// The value (its first 40 characters).
+        value: String,
+        /// What is wrong with it.
+        problem: crate::family::ValueProblem,
+    },
+    /// The family holds its cap of series.
+    FamilyFull {
+        /// The family.
+        family: &'static str,
+        /// Its cap.
+        cap: usize,
+    },
+    /// The process holds its cap of series, all families together.
+    ProcessFull {
+        /// The cap in force.
+        cap: usize,
+    },
+}
+
+impl fmt::Display for SeriesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WrongLabelCount {
+                family,
+                expected,
+                got,
+            } => write!(
+                f,
+                "family {family:?} has {expected} label names but {got} values were given: give one value per label name, in order"
+            ),
+            Self::InvalidLabelValue {
+                family,
+                label,
+                value,
+                problem,
+            } => write!(
+                f,
+                "family {family:?}: the value {value:?} of label {label:?} {problem}"
+            ),
+            Self::FamilyFull { family, cap } => write!(
+                f,
+                "family {family:?} holds its cap of {cap} series: raise it (family!(…, max_series = N) or FamilyOptions) or use fewer label values; past the cap, series_or_overflow records into the overflow series"
+            ),
+            Self::ProcessFull { cap } => write!(
+                f,
+                "the process holds its cap of {cap} series: raise it with CollectorBuilder::with_max_series"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SeriesError {}
 
 /// A collector configuration that cannot work, with what to change.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +279,14 @@ pub enum ConfigError {
         cap: usize,
         /// Stages already registered.
         registered: usize,
+    },
+    /// The series cap is zero or above [`crate::limits::MAX_SERIES_LIMIT`], or below the number
+    /// of series the process already has.
+    MaxSeries {
+        /// The rejected cap.
+        cap: usize,
+        /// Series already created.
+        existing: usize,
     },
     /// A sampling rate outside [0, 1] or NaN.
     SamplingRate {
@@ -242,6 +383,11 @@ impl fmt::Display for ConfigError {
                 f,
                 "stage cap {cap} is out of range: use 1..={} and at least the {registered} stages already registered",
                 crate::stage::MAX_STAGES_LIMIT
+            ),
+            Self::MaxSeries { cap, existing } => write!(
+                f,
+                "series cap {cap} is out of range: use 1..={} and at least the {existing} series already created",
+                crate::limits::MAX_SERIES_LIMIT
             ),
             Self::SamplingRate { rate } => write!(f, "sampling rate {rate:?} is not in [0, 1]: use e.g. 0.1 for 10 %"),
             Self::Quantile { quantile } => write!(f, "quantile {quantile:?} is not in [0, 1]: use e.g. 0.99 for p99"),

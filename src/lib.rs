@@ -135,6 +135,8 @@ mod error;
 #[cfg(all(not(laptime_loom), any(feature = "prometheus", feature = "http")))]
 pub mod export;
 #[cfg(not(laptime_loom))]
+pub mod family;
+#[cfg(not(laptime_loom))]
 pub mod fmt;
 #[cfg(all(not(laptime_loom), any(feature = "profile", feature = "trace")))]
 pub mod fs;
@@ -177,7 +179,8 @@ pub use collector::{
     WindowSpec, check_sla_violations, flush, get_all_stats, get_stats, health, snapshot,
 };
 #[cfg(not(laptime_loom))]
-pub use error::{ConfigError, InstallError, InstallErrorKind, StageError};
+pub use error::{ConfigError, InstallError, InstallErrorKind, SeriesError, StageError};
+pub use family::{Family, FamilyOptions, LabelValue, LabelValues, Rank};
 #[cfg(not(laptime_loom))]
 pub use limits::{MAX_RING_CAPACITY, MAX_SLICES_PER_WINDOW};
 #[cfg(not(laptime_loom))]

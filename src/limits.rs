@@ -15,6 +15,20 @@ pub const MAX_SLICES_PER_WINDOW: u64 = 1000;
 pub const DEFAULT_MAX_STAGES: usize = 1024;
 /// The largest cap [`crate::CollectorBuilder::with_max_stages`] accepts.
 pub const MAX_STAGES_LIMIT: usize = 64 * 1024;
+/// Default cap on the runtime-labelled series of all families together
+/// ([`crate::CollectorBuilder::with_max_series`]).
+pub const DEFAULT_MAX_SERIES: usize = 64 * 1024;
+/// Default cap on one family's series ([`crate::FamilyOptions::max_series`]).
+pub const DEFAULT_MAX_SERIES_PER_FAMILY: usize = 16 * 1024;
+/// The largest series cap, per family or for the process.
+pub const MAX_SERIES_LIMIT: usize = 1024 * 1024;
+/// Most families in a process.
+pub const MAX_FAMILIES: usize = 4096;
+/// Most label names one family may have.
+pub const MAX_FAMILY_LABELS: usize = 8;
+/// Every label value of a family's overflow series: where calls go past a cap or with a value
+/// laptime cannot carry. Refused as a value of one's own.
+pub const OVERFLOW_VALUE: &str = "__overflow__";
 /// Longest stage name, label name or label value, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
 /// Most distinct guard-trip reasons in a process.

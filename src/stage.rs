@@ -23,15 +23,19 @@ use parking_lot::Mutex;
 use crate::error::StageError;
 use crate::prom_name::is_label_name;
 
+use crate::limits::{DEFAULT_MAX_SERIES, MAX_FAMILIES, MAX_SERIES_LIMIT};
 pub use crate::limits::{DEFAULT_MAX_STAGES, MAX_NAME_LEN, MAX_STAGES_LIMIT};
 
-/// Stage ids per registry segment; [`MAX_STAGES_LIMIT`] is a whole number of segments.
+/// Stage ids per registry segment; the id space is a whole number of segments.
 const SEGMENT: usize = 1024;
-const _: () = assert!(MAX_STAGES_LIMIT.is_multiple_of(SEGMENT));
-const SEGMENTS: usize = MAX_STAGES_LIMIT / SEGMENT;
-/// Slots in the address-keyed table; kept at most half full so probes stay short.
-const LITERAL_SLOTS: usize = 4096;
-const LITERAL_PROBES: usize = 8;
+/// Every id the registry can hand out: named stages (and family totals), series, and one
+/// overflow series per family (outside the caps, so a family always has one).
+const MAX_IDS: usize = MAX_STAGES_LIMIT + MAX_SERIES_LIMIT + MAX_FAMILIES;
+const _: () = assert!(MAX_IDS.is_multiple_of(SEGMENT));
+const SEGMENTS: usize = MAX_IDS / SEGMENT;
+/// Slots in the first address-keyed table; each table is kept at most half full (probes stay
+/// short) and replaced by one twice its size when it would fill past that.
+const FIRST_LITERAL_SLOTS: usize = 4096;
 
 /// Static labels of a stage, e.g. `&[("verb", "post"), ("api", "batch-cancel")]`.
 pub type Labels = &'static [(&'static str, &'static str)];
@@ -54,6 +58,30 @@ pub(crate) struct StageInfo {
     pub(crate) dropped: AtomicU64,
     /// The latency guard: set by the aggregator while a critical SLA violation holds.
     pub(crate) tripped: AtomicBool,
+    /// The family this stage is a series (or the total) of.
+    pub(crate) family: OnceLock<&'static crate::family::FamilyInfo>,
+    /// A family total: values reach it through its series only.
+    pub(crate) is_family_total: bool,
+}
+
+impl StageInfo {
+    fn leak(id: usize, name: &'static str, labels: Labels, is_family_total: bool) -> Stage {
+        // Stage infos live for the process: the registry is append-only and bounded by its caps,
+        // so this leak is at most that many small structs.
+        Stage(Box::leak(Box::new(StageInfo {
+            id: id as u32,
+            name,
+            labels,
+            flags: AtomicU32::new(0),
+            sample_threshold: AtomicU64::new(u64::MAX),
+            deadline_ns: AtomicU64::new(0),
+            expected_interval_ns: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            tripped: AtomicBool::new(false),
+            family: OnceLock::new(),
+            is_family_total,
+        })))
+    }
 }
 
 pub(crate) const FLAG_DISABLED: u32 = 1;
@@ -316,6 +344,31 @@ macro_rules! stage {
     }};
 }
 
+struct LiteralTable {
+    mask: usize,
+    slots: Box<[LiteralSlot]>,
+}
+
+impl LiteralTable {
+    fn with_slots(slots: usize) -> LiteralTable {
+        LiteralTable {
+            mask: slots - 1,
+            slots: (0..slots)
+                .map(|_| LiteralSlot {
+                    ptr: AtomicUsize::new(0),
+                    len: AtomicUsize::new(0),
+                    stage: OnceLock::new(),
+                    name: OnceLock::new(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Enough doublings from [`FIRST_LITERAL_SLOTS`] for every id at half load.
+const LITERAL_GENERATIONS: usize = 10;
+const _: () = assert!(FIRST_LITERAL_SLOTS << LITERAL_GENERATIONS >= 2 * MAX_IDS);
+
 struct LiteralSlot {
     /// Address of the `&'static str`; 0 = empty. Written once, last (Release).
     ptr: AtomicUsize,
@@ -323,31 +376,45 @@ struct LiteralSlot {
     /// The stage itself, so a hit costs no lookup by id; `None` for a name that was refused
     /// (invalid, or past the cap), so calls naming it never take the registry lock again.
     stage: OnceLock<Option<Stage>>,
+    /// The name itself, to move it into a bigger table.
+    name: OnceLock<&'static str>,
 }
 
 pub(crate) struct Registry {
+    /// Cap on named stages (family totals included).
     cap: AtomicUsize,
+    /// Cap on series, all families together (overflow series aside).
+    series_cap: AtomicUsize,
+    /// Ids handed out.
     count: AtomicUsize,
+    /// Named stages registered (what `cap` bounds).
+    named: AtomicUsize,
+    /// Series created (what `series_cap` bounds).
+    series: AtomicUsize,
     rejected: AtomicU64,
     by_key: Mutex<HashMap<(&'static str, Labels), Stage>>,
     segments: [OnceLock<Box<[OnceLock<Stage>]>>; SEGMENTS],
-    literals: Box<[LiteralSlot]>,
+    /// The address-keyed table of `&'static str` names until it fills past half, then
+    /// `literals_grown[literals_current - 1]`, each twice the one before. Replaced tables are
+    /// kept (a reader may still probe one): all together at most twice the last.
+    literals: LiteralTable,
+    literals_grown: [OnceLock<LiteralTable>; LITERAL_GENERATIONS],
+    literals_current: AtomicUsize,
     literals_used: AtomicUsize,
 }
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
     cap: AtomicUsize::new(DEFAULT_MAX_STAGES),
+    series_cap: AtomicUsize::new(DEFAULT_MAX_SERIES),
     count: AtomicUsize::new(0),
+    named: AtomicUsize::new(0),
+    series: AtomicUsize::new(0),
     rejected: AtomicU64::new(0),
     by_key: Mutex::new(HashMap::new()),
     segments: [const { OnceLock::new() }; SEGMENTS],
-    literals: (0..LITERAL_SLOTS)
-        .map(|_| LiteralSlot {
-            ptr: AtomicUsize::new(0),
-            len: AtomicUsize::new(0),
-            stage: OnceLock::new(),
-        })
-        .collect(),
+    literals: LiteralTable::with_slots(FIRST_LITERAL_SLOTS),
+    literals_grown: [const { OnceLock::new() }; LITERAL_GENERATIONS],
+    literals_current: AtomicUsize::new(0),
     literals_used: AtomicUsize::new(0),
 });
 
@@ -484,36 +551,111 @@ impl Registry {
     fn resolve(&self, name: &'static str, labels: Labels) -> Result<Stage, StageError> {
         let mut by_key = self.by_key.lock();
         if let Some(stage) = by_key.get(&(name, labels)) {
+            if stage.0.is_family_total {
+                return Err(StageError::NameIsAFamily {
+                    name: name.to_owned(),
+                });
+            }
             return Ok(*stage);
         }
         valid_name(name)?;
         valid_labels(labels)?;
-        let id = self.count.load(Ordering::Relaxed);
+        self.add_named(&mut by_key, name, labels, false)
+    }
+
+    /// A named stage: counted against the stage cap.
+    fn add_named(
+        &self,
+        by_key: &mut HashMap<(&'static str, Labels), Stage>,
+        name: &'static str,
+        labels: Labels,
+        is_family_total: bool,
+    ) -> Result<Stage, StageError> {
         let cap = self.cap.load(Ordering::Relaxed);
-        if id >= cap {
+        if self.named.load(Ordering::Relaxed) >= cap {
             return Err(StageError::TooManyStages { cap });
         }
-        // Stage infos live for the process: the registry is append-only and bounded by the cap,
-        // so this leak is at most `cap` small structs.
-        let info: &'static StageInfo = Box::leak(Box::new(StageInfo {
-            id: id as u32,
-            name,
-            labels,
-            flags: AtomicU32::new(0),
-            sample_threshold: AtomicU64::new(u64::MAX),
-            deadline_ns: AtomicU64::new(0),
-            expected_interval_ns: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            tripped: AtomicBool::new(false),
-        }));
-        let stage = Stage(info);
+        self.named.fetch_add(1, Ordering::Relaxed);
+        Ok(self.add(by_key, name, labels, is_family_total))
+    }
+
+    /// Hands out the next id (the caller holds `by_key` and checked its cap).
+    fn add(
+        &self,
+        by_key: &mut HashMap<(&'static str, Labels), Stage>,
+        name: &'static str,
+        labels: Labels,
+        is_family_total: bool,
+    ) -> Stage {
+        let id = self.count.load(Ordering::Relaxed);
+        let stage = StageInfo::leak(id, name, labels, is_family_total);
         let segment = self.segments[id / SEGMENT]
             .get_or_init(|| (0..SEGMENT).map(|_| OnceLock::new()).collect());
         let _ = segment[id % SEGMENT].set(stage);
         by_key.insert((name, labels), stage);
         // Release: a reader that sees the new count (Acquire) finds the stage in its segment.
         self.count.store(id + 1, Ordering::Release);
+        stage
+    }
+
+    /// A family's total: the stage of its name with no labels (checked by the family).
+    pub(crate) fn register_total(&self, name: &'static str) -> Result<Stage, StageError> {
+        let mut by_key = self.by_key.lock();
+        if let Some(stage) = by_key.get(&(name, &[][..])) {
+            return Err(if stage.0.is_family_total {
+                StageError::NameIsAFamily {
+                    name: name.to_owned(),
+                }
+            } else {
+                StageError::NameIsAStage {
+                    name: name.to_owned(),
+                }
+            });
+        }
+        self.add_named(&mut by_key, name, &[], true)
+    }
+
+    /// A family's series (`family` given: counted against the series cap) or its overflow series
+    /// (`None`: outside the caps). The family checked the name, labels and uniqueness.
+    pub(crate) fn register_series(
+        &self,
+        name: &'static str,
+        labels: Labels,
+        family: Option<&'static crate::family::FamilyInfo>,
+    ) -> Result<Stage, StageError> {
+        let mut by_key = self.by_key.lock();
+        if family.is_some() {
+            let cap = self.series_cap.load(Ordering::Relaxed);
+            if self.series.load(Ordering::Relaxed) >= cap {
+                return Err(StageError::TooManyStages { cap });
+            }
+            self.series.fetch_add(1, Ordering::Relaxed);
+        }
+        let stage = self.add(&mut by_key, name, labels, false);
+        if let Some(f) = family {
+            let _ = stage.0.family.set(f);
+        }
         Ok(stage)
+    }
+
+    /// Ties a family's total or overflow series, made before the family, to it.
+    pub(crate) fn adopt(&self, stage: Stage, family: &'static crate::family::FamilyInfo) {
+        let _ = stage.0.family.set(family);
+    }
+
+    /// The cap on series in force.
+    pub(crate) fn series_cap(&self) -> usize {
+        self.series_cap.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_series_cap(&self, cap: usize) -> Result<(), crate::ConfigError> {
+        let _by_key = self.by_key.lock();
+        let existing = self.series.load(Ordering::Relaxed);
+        if cap == 0 || cap > MAX_SERIES_LIMIT || cap < existing {
+            return Err(crate::ConfigError::MaxSeries { cap, existing });
+        }
+        self.series_cap.store(cap, Ordering::Relaxed);
+        Ok(())
     }
 
     fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<Stage> {
@@ -535,7 +677,17 @@ impl Registry {
             .copied()
     }
 
-    /// Stages registered so far.
+    /// Named stages registered so far (what the stage cap bounds).
+    pub(crate) fn named_len(&self) -> usize {
+        self.named.load(Ordering::Relaxed)
+    }
+
+    /// Series created so far (what the series cap bounds).
+    pub(crate) fn series_len(&self) -> usize {
+        self.series.load(Ordering::Relaxed)
+    }
+
+    /// Ids handed out so far: named stages, series and overflow series.
     pub(crate) fn len(&self) -> usize {
         self.count.load(Ordering::Acquire)
     }
@@ -546,7 +698,7 @@ impl Registry {
 
     pub(crate) fn set_cap(&self, cap: usize) -> Result<(), crate::ConfigError> {
         let _by_key = self.by_key.lock();
-        let registered = self.count.load(Ordering::Relaxed);
+        let registered = self.named.load(Ordering::Relaxed);
         if cap == 0 || cap > MAX_STAGES_LIMIT || cap < registered {
             return Err(crate::ConfigError::MaxStages { cap, registered });
         }
@@ -557,10 +709,11 @@ impl Registry {
     #[inline(always)]
     fn by_literal(&'static self, name: &'static str) -> Option<Stage> {
         let ptr = name.as_ptr() as usize;
-        let mut slot = literal_hash(ptr);
-        for _ in 0..LITERAL_PROBES {
-            let entry = &self.literals[slot];
-            // Acquire: pairs with the Release in `remember_literal`; `len` and `stage` are set.
+        let table = self.literal_table();
+        let mut slot = literal_hash(ptr, table.mask);
+        loop {
+            let entry = &table.slots[slot];
+            // Acquire: pairs with the Release in `insert_literal`; `len` and `stage` are set.
             let p = entry.ptr.load(Ordering::Acquire);
             if p == ptr && entry.len.load(Ordering::Relaxed) == name.len() {
                 return match entry.stage.get() {
@@ -574,7 +727,7 @@ impl Registry {
             if p == 0 {
                 break;
             }
-            slot = (slot + 1) & (LITERAL_SLOTS - 1);
+            slot = (slot + 1) & table.mask;
         }
         self.by_literal_slow(name)
     }
@@ -592,34 +745,81 @@ impl Registry {
     fn remember_literal(&self, name: &'static str, stage: Option<Stage>) {
         // One writer at a time: inserts happen under the registry lock.
         let _by_key = self.by_key.lock();
-        if self.literals_used.load(Ordering::Relaxed) >= LITERAL_SLOTS / 2 {
-            return; // full enough: further literals take the locked path every time
+        // Every distinct address is remembered once; bounded by the names a program has (a
+        // refused name is remembered too, so it is refused without the lock next time).
+        let table = self.literal_table();
+        if find_literal(table, name).is_some() {
+            return;
         }
-        let ptr = name.as_ptr() as usize;
-        let mut slot = literal_hash(ptr);
-        for _ in 0..LITERAL_PROBES {
-            let entry = &self.literals[slot];
-            let p = entry.ptr.load(Ordering::Relaxed);
-            if p == ptr && entry.len.load(Ordering::Relaxed) == name.len() {
-                return;
+        let table = self.literal_table_with_room(table);
+        insert_literal(table, name, stage);
+        self.literals_used.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `table`, or a copy twice its size when one more name would fill it past half.
+    fn literal_table_with_room<'a>(&'a self, table: &'a LiteralTable) -> &'a LiteralTable {
+        if (self.literals_used.load(Ordering::Relaxed) + 1) * 2 <= table.slots.len() {
+            return table;
+        }
+        let next = self.literals_current.load(Ordering::Relaxed) + 1;
+        let Some(slot) = self.literals_grown.get(next - 1) else {
+            return table; // unreachable: the caps keep the names within the last table
+        };
+        let bigger = LiteralTable::with_slots(table.slots.len() * 2);
+        for entry in table.slots.iter() {
+            if let Some(&name) = entry.name.get() {
+                insert_literal(&bigger, name, entry.stage.get().copied().flatten());
             }
-            if p == 0 {
-                entry.len.store(name.len(), Ordering::Relaxed);
-                let _ = entry.stage.set(stage);
-                // Release: publishes `len` and `stage` to readers that see this pointer.
-                entry.ptr.store(ptr, Ordering::Release);
-                self.literals_used.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            slot = (slot + 1) & (LITERAL_SLOTS - 1);
+        }
+        let _ = slot.set(bigger);
+        // Release: readers that load the new index see the table set and filled.
+        self.literals_current.store(next, Ordering::Release);
+        slot.get().unwrap_or(table)
+    }
+
+    fn literal_table(&self) -> &LiteralTable {
+        // Acquire: pairs with the Release in `literal_table_with_room`.
+        match self.literals_current.load(Ordering::Acquire) {
+            0 => &self.literals,
+            n => self.literals_grown[n - 1].get().unwrap_or(&self.literals),
         }
     }
 }
 
+fn find_literal(table: &LiteralTable, name: &'static str) -> Option<usize> {
+    let ptr = name.as_ptr() as usize;
+    let mut slot = literal_hash(ptr, table.mask);
+    loop {
+        let entry = &table.slots[slot];
+        let p = entry.ptr.load(Ordering::Relaxed);
+        if p == ptr && entry.len.load(Ordering::Relaxed) == name.len() {
+            return Some(slot);
+        }
+        if p == 0 {
+            return None;
+        }
+        slot = (slot + 1) & table.mask;
+    }
+}
+
+/// Puts `name` in its first free slot (the caller holds the registry lock and looked first).
+fn insert_literal(table: &LiteralTable, name: &'static str, stage: Option<Stage>) {
+    let mut slot = literal_hash(name.as_ptr() as usize, table.mask);
+    while table.slots[slot].ptr.load(Ordering::Relaxed) != 0 {
+        slot = (slot + 1) & table.mask;
+    }
+    let entry = &table.slots[slot];
+    entry.len.store(name.len(), Ordering::Relaxed);
+    let _ = entry.stage.set(stage);
+    let _ = entry.name.set(name);
+    // Release: publishes `len` and `stage` to readers that see this pointer.
+    entry.ptr.store(name.as_ptr() as usize, Ordering::Release);
+}
+
 #[inline(always)]
-fn literal_hash(ptr: usize) -> usize {
-    ((ptr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - LITERAL_SLOTS.trailing_zeros()))
-        as usize
+fn literal_hash(ptr: usize, mask: usize) -> usize {
+    // The multiply's high bits, so addresses a few bytes apart spread over the table.
+    ((ptr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & mask
 }
 
 #[cfg(all(test, not(laptime_loom)))]

@@ -62,6 +62,25 @@ impl Venue for Xnas {}
 impl Venue for Bats {}
 
 fn hot_path(round: u32, stages: &[Stage; 4], sampled_out: Stage, watched: Stage) {
+    // Runtime-labelled series that exist: looked up uncached by text, integer and mixed values;
+    // one past the family's cap and one with a bad value, both sent to the overflow series.
+    let family = laptime::family!("alloc_family", ["pair", "level"], max_series = 4);
+    let level = round % 4;
+    laptime::record(
+        family.series_or_overflow(&("BTC", level)),
+        Duration::from_nanos(5),
+    );
+    laptime::record(
+        family.series_or_overflow(&["BTC", "9"]),
+        Duration::from_nanos(5),
+    );
+    laptime::record(
+        family.series_or_overflow(&["", "0"]),
+        Duration::from_nanos(5),
+    );
+    {
+        let _g = laptime::start(family.series_or_overflow(&[level.to_le_bytes()[0], 1]));
+    }
     Xnas.cancel();
     Bats.cancel();
     {
@@ -103,8 +122,11 @@ fn nothing_on_the_hot_path_allocates_after_the_first_event() {
     sampled_out.set_sampling_rate(Some(0.0)).unwrap();
     let watched = Stage::new("alloc_watched").unwrap();
 
-    // The thread's first event creates its ring; first uses resolve literals and guard reasons.
-    hot_path(0, &stages, sampled_out, watched);
+    // The thread's first event creates its ring; first uses resolve literals and guard reasons,
+    // and create the family's series.
+    for round in 0..4 {
+        hot_path(round, &stages, sampled_out, watched);
+    }
     COUNTING.with(|c| c.set(true));
     for round in 0..20_000 {
         hot_path(round, &stages, sampled_out, watched);
@@ -125,7 +147,7 @@ fn nothing_on_the_hot_path_allocates_after_the_first_event() {
     let a = handle.get_stats(stages[0], Window::Cumulative).unwrap();
     assert_eq!(
         a.count + a.dropped,
-        2 * 20_001,
+        2 * 20_004,
         "every call is either recorded or counted as dropped"
     );
     assert!(
@@ -133,7 +155,7 @@ fn nothing_on_the_hot_path_allocates_after_the_first_event() {
         "the tiny ring overflowed, exercising the drop path"
     );
     let s = handle.get_stats(sampled_out, Window::Cumulative).unwrap();
-    assert_eq!((s.count, s.sampled_out), (0, 20_001));
+    assert_eq!((s.count, s.sampled_out), (0, 20_004));
 }
 
 /// Allocations made by a fresh thread's first event (which registers its ring), on a thread named

@@ -959,7 +959,7 @@ fn messages_read_as_a_whole() {
         err.to_string(),
         "line 3, column 1: collector.ring_capcity: unknown key `ring_capcity`: remove it or fix its \
          spelling; allowed here: `ring_capacity`, `interval`, `windows`, `significant_digits`, \
-         `highest`, `max_stages`, `max_in_flight`, `abandon_after`, `latency_guard_reason`, `clock`"
+         `highest`, `max_stages`, `max_series`, `max_in_flight`, `abandon_after`, `latency_guard_reason`, `clock`"
     );
     let err = Config::from_toml_str("[collector]\nring_capacity = 1\n").unwrap_err();
     match &err {

@@ -665,10 +665,17 @@ impl Aggregator {
         state.cumulative.record(index, duration, saturated);
         state.windows.record(at, index, duration, saturated);
         let deadline = state.stage.0.deadline_ns.load(Ordering::Relaxed);
-        if deadline != 0 && duration > deadline && already_missed != Some(true) {
+        let missed = deadline != 0 && duration > deadline && already_missed != Some(true);
+        if missed {
             state.cumulative.count_event(Event::Miss, 1);
             state.windows.count_event(at, Event::Miss, 1);
         }
+        if let Some(total) = family_total(state.stage) {
+            self.record_into_total(total, at, index, duration, saturated, missed);
+        }
+        let Some(state) = self.stages.get_mut(id as usize) else {
+            return;
+        };
         let interval = state.stage.0.expected_interval_ns.load(Ordering::Relaxed);
         let corrected = (interval != 0).then(|| {
             let (windows, base_slice_ns) = (&self.config.windows, self.base_slice_ns);
@@ -699,6 +706,32 @@ impl Aggregator {
         };
         state.cumulative.count_event(event, n);
         state.windows.count_event(at, event, n);
+        state.dirty = true;
+        if let Some(total) = family_total(state.stage) {
+            self.count_event(total, at, event, n);
+        }
+    }
+
+    /// A series' value, recorded again into its family's total (the family as a whole: see
+    /// `crate::family`). Corrected figures and spans in flight stay per series.
+    fn record_into_total(
+        &mut self,
+        total: u32,
+        at: u64,
+        index: usize,
+        duration: u64,
+        saturated: bool,
+        missed: bool,
+    ) {
+        let Some(state) = self.stage_state(total) else {
+            return;
+        };
+        state.cumulative.record(index, duration, saturated);
+        state.windows.record(at, index, duration, saturated);
+        if missed {
+            state.cumulative.count_event(Event::Miss, 1);
+            state.windows.count_event(at, Event::Miss, 1);
+        }
         state.dirty = true;
     }
 
@@ -905,6 +938,7 @@ impl Aggregator {
         h.histogram_bytes = histogram_bytes;
         h.untracked_starts = crate::recorder::UNTRACKED_STARTS.load(Ordering::Relaxed);
         h.rejected_trips = crate::sla::REJECTED_TRIPS.load(Ordering::Relaxed);
+        (h.series, h.series_overflowed) = crate::family::series_figures();
         if self.names.1 != self.stages.len() {
             let names = self
                 .stages
@@ -1064,6 +1098,13 @@ fn new_correction(windows: &[WindowSpec], base_slice_ns: u64, interval_ns: u64) 
         0,
     );
     Box::new(Correction::new(windows, interval_ns))
+}
+
+/// The id of the family total `stage` also records into, if it is a series.
+#[inline]
+fn family_total(stage: Stage) -> Option<u32> {
+    let family = stage.family()?;
+    (!stage.is_family_total()).then(|| family.total().id())
 }
 
 fn gcd(a: u64, b: u64) -> u64 {

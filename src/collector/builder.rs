@@ -84,6 +84,7 @@ pub struct CollectorBuilder {
     pub(crate) digits: u8,
     pub(crate) highest: Duration,
     pub(crate) max_stages: usize,
+    pub(crate) max_series: usize,
     pub(crate) rules: Vec<SlaRule>,
     pub(crate) deadlines: Vec<(&'static str, Duration)>,
     pub(crate) expected_intervals: Vec<(&'static str, Duration)>,
@@ -111,6 +112,7 @@ impl std::fmt::Debug for CollectorBuilder {
             .field("digits", &self.digits)
             .field("highest", &self.highest)
             .field("max_stages", &self.max_stages)
+            .field("max_series", &self.max_series)
             .field("rules", &self.rules)
             .field("deadlines", &self.deadlines)
             .field("expected_intervals", &self.expected_intervals)
@@ -140,6 +142,7 @@ impl Default for CollectorBuilder {
             digits: 3,
             highest: Duration::from_secs(3600),
             max_stages: crate::stage::DEFAULT_MAX_STAGES,
+            max_series: crate::limits::DEFAULT_MAX_SERIES,
             rules: Vec::new(),
             deadlines: Vec::new(),
             expected_intervals: Vec::new(),
@@ -203,9 +206,18 @@ impl CollectorBuilder {
         self
     }
 
-    /// The cap on distinct stages in the process.
+    /// The cap on distinct named stages in the process (family totals included; series of
+    /// families have their own cap, [`CollectorBuilder::with_max_series`]).
     pub fn with_max_stages(mut self, cap: usize) -> Self {
         self.max_stages = cap;
+        self
+    }
+
+    /// The cap on series of all families together (default
+    /// [`crate::limits::DEFAULT_MAX_SERIES`]); past it, new label values go to their family's
+    /// overflow series (see [`crate::Family`]).
+    pub fn with_max_series(mut self, cap: usize) -> Self {
+        self.max_series = cap;
         self
     }
 
@@ -365,7 +377,7 @@ impl CollectorBuilder {
                 highest: self.highest,
             });
         }
-        let registered = registry().len();
+        let registered = registry().named_len();
         if self.max_stages == 0
             || self.max_stages > crate::stage::MAX_STAGES_LIMIT
             || self.max_stages < registered
@@ -373,6 +385,16 @@ impl CollectorBuilder {
             return Err(ConfigError::MaxStages {
                 cap: self.max_stages,
                 registered,
+            });
+        }
+        let existing = registry().series_len();
+        if self.max_series == 0
+            || self.max_series > crate::limits::MAX_SERIES_LIMIT
+            || self.max_series < existing
+        {
+            return Err(ConfigError::MaxSeries {
+                cap: self.max_series,
+                existing,
             });
         }
         if let Some(rate) = self.sampling_rate {

@@ -130,6 +130,7 @@ impl CollectorBuilder {
     /// Registers the stages named by deadlines and rules and applies their deadlines.
     fn apply_to_stages(&self) -> Result<(), ConfigError> {
         registry().set_cap(self.max_stages)?;
+        registry().set_series_cap(self.max_series)?;
         for (name, deadline) in &self.deadlines {
             Stage::new(name)?.set_deadline(Some(*deadline))?;
         }

@@ -77,6 +77,7 @@
 //! significant_digits = 3            # histogram precision, 1..=5
 //! highest = "1h"                    # highest trackable value
 //! max_stages = 1024
+//! max_series = 65536                # series of all families together
 //! max_in_flight = 65536
 //! abandon_after = "10m"
 //! latency_guard_reason = "latency_hard"
@@ -239,6 +240,8 @@ pub struct CollectorSection {
     pub highest: Duration,
     /// The stage cap ([`CollectorBuilder::with_max_stages`]).
     pub max_stages: usize,
+    /// The series cap, all families together ([`CollectorBuilder::with_max_series`]).
+    pub max_series: usize,
     /// Deadline-watched spans tracked at once ([`CollectorBuilder::with_max_in_flight`]).
     pub max_in_flight: usize,
     /// When an in-flight span is given up ([`CollectorBuilder::with_abandon_after`]).
@@ -260,6 +263,7 @@ impl Default for CollectorSection {
             significant_digits: b.digits,
             highest: b.highest,
             max_stages: b.max_stages,
+            max_series: b.max_series,
             max_in_flight: b.max_in_flight,
             abandon_after: b.abandon_after,
             latency_guard_reason: b.latency_guard_reason.to_owned(),
@@ -734,6 +738,7 @@ impl Config {
             .with_windows(c.windows.iter().copied())
             .with_histogram(c.significant_digits, c.highest)
             .with_max_stages(c.max_stages)
+            .with_max_series(c.max_series)
             .with_max_in_flight(c.max_in_flight)
             .with_abandon_after(c.abandon_after)
             .with_latency_guard_reason(name(&c.latency_guard_reason))
@@ -844,6 +849,7 @@ impl Config {
             ConfigError::SignificantDigits { .. } => "collector.significant_digits".to_owned(),
             ConfigError::HighestValue { .. } => "collector.highest".to_owned(),
             ConfigError::MaxStages { .. } => "collector.max_stages".to_owned(),
+            ConfigError::MaxSeries { .. } => "collector.max_series".to_owned(),
             ConfigError::SamplingRate { rate }
                 if self
                     .sampling

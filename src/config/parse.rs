@@ -259,6 +259,7 @@ struct RawCollector {
     significant_digits: Option<Spanned<u8>>,
     highest: Option<Spanned<Dur>>,
     max_stages: Option<Spanned<usize>>,
+    max_series: Option<Spanned<usize>>,
     max_in_flight: Option<Spanned<usize>>,
     abandon_after: Option<Spanned<Dur>>,
     latency_guard_reason: Option<Spanned<String>>,
@@ -793,6 +794,9 @@ fn convert_collector(
     }
     if let Some(v) = &raw.max_stages {
         c.max_stages = ctx.plain("collector.max_stages", v);
+    }
+    if let Some(v) = &raw.max_series {
+        c.max_series = ctx.plain("collector.max_series", v);
     }
     if let Some(v) = &raw.max_in_flight {
         c.max_in_flight = ctx.plain("collector.max_in_flight", v);

@@ -289,6 +289,11 @@ pub struct Health {
     /// sink is kept and called again at the next cycle. Sinks run on the snapshot being
     /// published, so a cycle's panics show in the next one.
     pub sink_panics: u64,
+    /// Series of all families together (overflow series aside; see [`crate::Family`]).
+    pub series: usize,
+    /// Calls sent to a family's overflow series, since the process started: past a cap, or with
+    /// label values laptime cannot carry (per family: [`crate::Family::overflowed`]).
+    pub series_overflowed: u64,
 }
 
 /// Guard trips of one reason in every kept window.
