@@ -58,6 +58,14 @@ impl Layout {
         layout
     }
 
+    /// Its significant digits (HdrHistogram's: 2 digits is 256 sub-buckets, 3 is 2048).
+    pub(crate) fn digits(&self) -> u8 {
+        let sub_buckets = self.sub_bucket_mask + 1;
+        (1..=5u8)
+            .find(|d| (2 * 10u64.pow(u32::from(*d))).next_power_of_two() == sub_buckets)
+            .unwrap_or(3)
+    }
+
     /// Values above this are recorded as this (and counted as saturated by the caller).
     pub(crate) fn highest(&self) -> u64 {
         self.highest
@@ -143,117 +151,230 @@ impl Count for u64 {
     }
 }
 
-/// Counts per counter index, allocated a chunk at a time where values land; chunks are zeroed, not
-/// freed, on reset, so a histogram that has seen its range never allocates again.
+/// Counts per counter index. A histogram holding few distinct values keeps them as a short sorted
+/// list (a window slice of a series recording ten values a second holds a handful); past
+/// [`SPARSE_MAX`] distinct values it turns dense, allocated a chunk at a time where values land.
+/// Dense chunks are zeroed, not freed, on reset, so a busy histogram that has seen its range never
+/// allocates again; a histogram emptied by subtraction (an idle window) lets go of everything.
 #[derive(Clone, Default)]
 pub(crate) struct Hist<C: Count> {
-    chunks: Vec<Option<Box<[C; CHUNK]>>>,
-    /// Sum of each chunk's counters (0 for absent chunks).
-    chunk_totals: Vec<u64>,
+    store: Store<C>,
     total: u64,
 }
 
+#[derive(Clone)]
+enum Store<C: Count> {
+    /// Non-zero counters as (index, count), ascending by index; at most [`SPARSE_MAX`].
+    Sparse(Vec<(u32, C)>),
+    Dense(Dense<C>),
+}
+
+impl<C: Count> Default for Store<C> {
+    fn default() -> Self {
+        Store::Sparse(Vec::new())
+    }
+}
+
+#[derive(Clone, Default)]
+struct Dense<C: Count> {
+    chunks: Vec<Option<Box<[C; CHUNK]>>>,
+    /// Sum of each chunk's counters (0 for absent chunks).
+    chunk_totals: Vec<u64>,
+    /// How many of `chunks` are allocated (kept, so memory accounting is O(1)).
+    allocated: usize,
+}
+
+/// Distinct values a histogram keeps as a sorted list before turning dense: 48 × 8 B for window
+/// counters is under half of one dense chunk, and an insertion moves at most that many entries.
+const SPARSE_MAX: usize = 48;
+
 impl<C: Count> fmt::Debug for Hist<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hist")
-            .field("total", &self.total)
-            .field(
-                "chunks",
-                &self.chunks.iter().filter(|c| c.is_some()).count(),
-            )
-            .finish()
+        let mut d = f.debug_struct("Hist");
+        d.field("total", &self.total);
+        match &self.store {
+            Store::Sparse(entries) => d.field("sparse", &entries.len()),
+            Store::Dense(dense) => d.field("chunks", &dense.allocated),
+        };
+        d.finish()
+    }
+}
+
+impl<C: Count> Dense<C> {
+    fn chunk_mut(&mut self, chunk: usize) -> &mut [C; CHUNK] {
+        if chunk >= self.chunks.len() {
+            self.chunks.resize_with(chunk + 1, || None);
+            self.chunk_totals.resize(chunk + 1, 0);
+        }
+        let slot = &mut self.chunks[chunk];
+        if slot.is_none() {
+            self.allocated += 1;
+        }
+        slot.get_or_insert_with(|| Box::new([C::default(); CHUNK]))
+    }
+
+    #[inline]
+    fn record(&mut self, index: usize, n: u64) {
+        let (chunk, offset) = (index / CHUNK, index % CHUNK);
+        self.chunk_mut(chunk)[offset].add(n);
+        self.chunk_totals[chunk] += n;
+    }
+
+    fn subtract_at(&mut self, index: usize, n: u64) {
+        let (chunk, offset) = (index / CHUNK, index % CHUNK);
+        self.chunk_mut(chunk)[offset].sub(n);
+        self.chunk_totals[chunk] -= n;
+    }
+
+    /// Adds (`add`) or subtracts every counter of `other`, chunk by chunk.
+    fn merge<D: Count>(&mut self, other: &Dense<D>, add: bool) {
+        for (chunk, counts) in other.chunks.iter().enumerate() {
+            let Some(counts) = counts else { continue };
+            let other_total = other.chunk_totals[chunk];
+            if other_total == 0 {
+                continue;
+            }
+            let mine = self.chunk_mut(chunk);
+            for (m, o) in mine.iter_mut().zip(counts.iter()) {
+                if add { m.add(o.get()) } else { m.sub(o.get()) }
+            }
+            if add {
+                self.chunk_totals[chunk] += other_total;
+            } else {
+                self.chunk_totals[chunk] -= other_total;
+            }
+        }
+    }
+
+    /// Zeroes every counter; frees the chunks that held fewer than `keep_at` records.
+    fn reset(&mut self, keep_at: u64) {
+        for (chunk, counts) in self.chunks.iter_mut().enumerate() {
+            let total = std::mem::take(&mut self.chunk_totals[chunk]);
+            if counts.is_none() {
+                continue;
+            }
+            if total < keep_at {
+                *counts = None;
+                self.allocated -= 1;
+            } else if total != 0
+                && let Some(counts) = counts
+            {
+                counts.fill(C::default());
+            }
+        }
     }
 }
 
 impl<C: Count> Hist<C> {
     pub(crate) fn new() -> Self {
-        Self {
-            chunks: Vec::new(),
-            chunk_totals: Vec::new(),
-            total: 0,
-        }
+        Self::default()
     }
 
     pub(crate) fn total(&self) -> u64 {
         self.total
     }
 
-    fn chunk_mut(&mut self, chunk: usize) -> &mut [C; CHUNK] {
-        if chunk >= self.chunks.len() {
-            self.chunks.resize_with(chunk + 1, || None);
-            self.chunk_totals.resize(chunk + 1, 0);
+    /// Turns a sparse histogram dense (its list no longer fits).
+    fn densify(&mut self) -> &mut Dense<C> {
+        if let Store::Sparse(entries) = &self.store {
+            let mut dense = Dense::default();
+            for &(index, count) in entries {
+                dense.record(index as usize, count.get());
+            }
+            self.store = Store::Dense(dense);
         }
-        self.chunks[chunk].get_or_insert_with(|| Box::new([C::default(); CHUNK]))
+        match &mut self.store {
+            Store::Dense(dense) => dense,
+            Store::Sparse(_) => unreachable!("made dense above"),
+        }
     }
 
     /// Adds `n` to the counter at `index`.
     #[inline]
     pub(crate) fn record(&mut self, index: usize, n: u64) {
-        let (chunk, offset) = (index / CHUNK, index % CHUNK);
-        self.chunk_mut(chunk)[offset].add(n);
-        self.chunk_totals[chunk] += n;
         self.total += n;
+        if let Store::Sparse(entries) = &mut self.store {
+            // Indices stay below the layout's length (a few hundred thousand at 5 digits).
+            let key = index as u32;
+            match entries.binary_search_by_key(&key, |e| e.0) {
+                Ok(at) => return entries[at].1.add(n),
+                Err(at) if entries.len() < SPARSE_MAX => {
+                    let mut count = C::default();
+                    count.add(n);
+                    return entries.insert(at, (key, count));
+                }
+                Err(_) => {}
+            }
+        }
+        self.densify().record(index, n);
     }
 
     /// Adds every count of `other` (of the same layout).
     pub(crate) fn add<D: Count>(&mut self, other: &Hist<D>) {
-        for (chunk, counts) in other.chunks.iter().enumerate() {
-            let Some(counts) = counts else { continue };
-            if other.chunk_totals[chunk] == 0 {
-                continue;
+        match &other.store {
+            Store::Sparse(entries) => {
+                for &(index, count) in entries {
+                    self.record(index as usize, count.get());
+                }
             }
-            let mine = self.chunk_mut(chunk);
-            for (m, o) in mine.iter_mut().zip(counts.iter()) {
-                m.add(o.get());
+            Store::Dense(theirs) => {
+                self.total += other.total;
+                self.densify().merge(theirs, true);
             }
-            self.chunk_totals[chunk] += other.chunk_totals[chunk];
         }
-        self.total += other.total;
     }
 
-    /// Removes every count of `other`, which must have been added before.
+    /// Removes every count of `other`, which must have been added before. A histogram emptied
+    /// this way (a window whose every slice expired) frees its memory.
     pub(crate) fn subtract<D: Count>(&mut self, other: &Hist<D>) {
-        for (chunk, counts) in other.chunks.iter().enumerate() {
-            let Some(counts) = counts else { continue };
-            if other.chunk_totals[chunk] == 0 {
-                continue;
-            }
-            let mine = self.chunk_mut(chunk);
-            for (m, o) in mine.iter_mut().zip(counts.iter()) {
-                m.sub(o.get());
-            }
-            self.chunk_totals[chunk] -= other.chunk_totals[chunk];
-        }
         self.total -= other.total;
-    }
-
-    /// Zeroes every counter, keeping the chunks for reuse.
-    pub(crate) fn reset(&mut self) {
-        for (chunk, counts) in self.chunks.iter_mut().enumerate() {
-            if let Some(counts) = counts
-                && self.chunk_totals[chunk] != 0
-            {
-                counts.fill(C::default());
-                self.chunk_totals[chunk] = 0;
+        match (&mut self.store, &other.store) {
+            (Store::Dense(mine), Store::Dense(theirs)) => mine.merge(theirs, false),
+            (Store::Dense(mine), Store::Sparse(theirs)) => {
+                for &(index, count) in theirs {
+                    mine.subtract_at(index as usize, count.get());
+                }
+            }
+            (Store::Sparse(mine), _) => {
+                for (index, count) in other.iter() {
+                    if let Ok(at) = mine.binary_search_by_key(&(index as u32), |e| e.0) {
+                        mine[at].1.sub(count);
+                        if mine[at].1.get() == 0 {
+                            mine.remove(at);
+                        }
+                    } else {
+                        debug_assert!(false, "subtracting a count never added");
+                    }
+                }
             }
         }
-        self.total = 0;
+        if self.total == 0 {
+            self.store = Store::default();
+        }
     }
 
-    /// Zeroes every counter like [`Hist::reset`], but frees the chunks that held fewer than
+    /// Zeroes every counter, keeping dense chunks for reuse (the open base slice, reset every
+    /// slice), unless so few records landed that a list holds them.
+    pub(crate) fn reset(&mut self) {
+        self.reset_keeping(1);
+    }
+
+    /// Zeroes every counter like [`Hist::reset`], but frees the dense chunks that held fewer than
     /// [`KEEP_CHUNK_AT`] records: a window slice that rotates then does not keep a chunk for
     /// every rare tail value it ever saw. Call only when the counts are no longer needed (a slice
     /// already subtracted from its window's sum).
     pub(crate) fn reset_and_trim(&mut self) {
-        for (chunk, counts) in self.chunks.iter_mut().enumerate() {
-            let total = std::mem::take(&mut self.chunk_totals[chunk]);
-            if total < KEEP_CHUNK_AT {
-                *counts = None;
-            } else if let Some(counts) = counts {
-                counts.fill(C::default());
-            }
+        self.reset_keeping(KEEP_CHUNK_AT);
+    }
+
+    fn reset_keeping(&mut self, keep_at: u64) {
+        let held = std::mem::take(&mut self.total);
+        match &mut self.store {
+            Store::Sparse(entries) => entries.clear(),
+            // A dense histogram that held no more than a list does goes back to a list.
+            Store::Dense(_) if held <= SPARSE_MAX as u64 => self.store = Store::default(),
+            Store::Dense(dense) => dense.reset(keep_at),
         }
-        self.total = 0;
     }
 
     /// For each rank in `ranks` (ascending, each in 1..=total), the counter index holding the
@@ -266,65 +387,185 @@ impl<C: Count> Hist<C> {
 
     /// Non-zero counters as (index, count), ascending.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        self.chunks.iter().enumerate().flat_map(|(chunk, counts)| {
-            counts
-                .iter()
-                .flat_map(|c| c.iter().enumerate())
-                .filter(|(_, c)| c.get() != 0)
-                .map(move |(offset, c)| (chunk * CHUNK + offset, c.get()))
-        })
+        let (sparse, dense) = match &self.store {
+            Store::Sparse(entries) => (entries.as_slice(), None),
+            Store::Dense(dense) => (&[][..], Some(dense)),
+        };
+        let sparse = sparse.iter().map(|&(i, c)| (i as usize, c.get()));
+        let dense = dense.into_iter().flat_map(|d| {
+            d.chunks.iter().enumerate().flat_map(|(chunk, counts)| {
+                counts
+                    .iter()
+                    .flat_map(|c| c.iter().enumerate())
+                    .filter(|(_, c)| c.get() != 0)
+                    .map(move |(offset, c)| (chunk * CHUNK + offset, c.get()))
+            })
+        });
+        sparse.chain(dense)
     }
 
-    /// Heap bytes held (chunks plus the two directories).
+    /// Heap bytes held (a list, or chunks plus the two directories).
     pub(crate) fn heap_bytes(&self) -> usize {
-        let chunks = self.chunks.iter().filter(|c| c.is_some()).count();
-        chunks * CHUNK * size_of::<C>()
-            + self.chunks.capacity() * size_of::<Option<Box<[C; CHUNK]>>>()
-            + self.chunk_totals.capacity() * size_of::<u64>()
+        match &self.store {
+            Store::Sparse(entries) => entries.capacity() * size_of::<(u32, C)>(),
+            Store::Dense(d) => {
+                d.allocated * CHUNK * size_of::<C>()
+                    + d.chunks.capacity() * size_of::<Option<Box<[C; CHUNK]>>>()
+                    + d.chunk_totals.capacity() * size_of::<u64>()
+            }
+        }
+    }
+
+    /// Chunks a rank walk must visit.
+    fn chunk_span(&self) -> usize {
+        match &self.store {
+            Store::Sparse(entries) => entries.last().map_or(0, |e| e.0 as usize / CHUNK + 1),
+            Store::Dense(d) => d.chunk_totals.len(),
+        }
+    }
+
+    /// The entries of a sparse histogram that fall in `chunk`.
+    fn sparse_in(entries: &[(u32, C)], chunk: usize) -> &[(u32, C)] {
+        let (lo, hi) = ((chunk * CHUNK) as u32, ((chunk + 1) * CHUNK) as u32);
+        let from = entries.partition_point(|e| e.0 < lo);
+        let to = from + entries[from..].partition_point(|e| e.0 < hi);
+        &entries[from..to]
+    }
+
+    fn chunk_total(&self, chunk: usize) -> u64 {
+        match &self.store {
+            Store::Sparse(e) => Self::sparse_in(e, chunk).iter().map(|e| e.1.get()).sum(),
+            Store::Dense(d) => d.chunk_totals.get(chunk).copied().unwrap_or(0),
+        }
+    }
+
+    /// Adds this histogram's counters of `chunk` into `counts`.
+    fn add_chunk_into(&self, chunk: usize, counts: &mut [u64; CHUNK]) {
+        match &self.store {
+            Store::Sparse(entries) => {
+                for &(index, count) in Self::sparse_in(entries, chunk) {
+                    counts[index as usize % CHUNK] += count.get();
+                }
+            }
+            Store::Dense(d) => {
+                if let Some(Some(mine)) = d.chunks.get(chunk) {
+                    for (c, m) in counts.iter_mut().zip(mine.iter()) {
+                        *c += m.get();
+                    }
+                }
+            }
+        }
     }
 }
 
 /// [`Hist::indices_at_ranks`] over the sum of several histograms of one layout, without building
-/// the sum: their chunk totals and counters are added as the walk goes.
+/// the sum: lists are merged as the walk goes; with a dense one among them, chunk totals are
+/// added to find the chunk holding a rank, and only that chunk's counters are summed.
 pub(crate) fn indices_at_ranks<C: Count>(hists: &[&Hist<C>], ranks: &[u64], out: &mut [usize]) {
     debug_assert!(ranks.windows(2).all(|w| w[0] <= w[1]));
     debug_assert_eq!(ranks.len(), out.len());
-    let chunks = hists
-        .iter()
-        .map(|h| h.chunk_totals.len())
-        .max()
-        .unwrap_or(0);
-    let mut next = 0;
-    let mut seen = 0u64;
-    for chunk in 0..chunks {
-        if next == ranks.len() {
-            return;
-        }
-        let chunk_total: u64 = hists.iter().filter_map(|h| h.chunk_totals.get(chunk)).sum();
-        if chunk_total == 0 || seen + chunk_total < ranks[next] {
-            seen += chunk_total;
-            continue;
-        }
-        for offset in 0..CHUNK {
-            let count: u64 = hists
-                .iter()
-                .filter_map(|h| h.chunks.get(chunk)?.as_ref())
-                .map(|c| c[offset].get())
-                .sum();
-            if count == 0 {
-                continue;
-            }
-            seen += count;
-            while next < ranks.len() && ranks[next] <= seen {
-                out[next] = chunk * CHUNK + offset;
-                next += 1;
-            }
-        }
+    let mut walk = RankWalk {
+        ranks,
+        out,
+        next: 0,
+        seen: 0,
+    };
+    if hists.iter().all(|h| matches!(h.store, Store::Sparse(_))) {
+        walk_lists(hists, &mut walk);
+    } else {
+        walk_chunks(hists, &mut walk);
     }
     // Ranks beyond the total (callers never ask) get the last index.
-    let last = out.get(next.wrapping_sub(1)).copied().unwrap_or(0);
-    for o in &mut out[next..] {
+    let last = walk
+        .out
+        .get(walk.next.wrapping_sub(1))
+        .copied()
+        .unwrap_or(0);
+    for o in &mut walk.out[walk.next..] {
         *o = last;
+    }
+}
+
+/// Ranks being placed by a walk over counters in ascending order.
+struct RankWalk<'a> {
+    ranks: &'a [u64],
+    out: &'a mut [usize],
+    /// The first rank not yet placed.
+    next: usize,
+    /// Records passed so far.
+    seen: u64,
+}
+
+impl RankWalk<'_> {
+    fn done(&self) -> bool {
+        self.next == self.ranks.len()
+    }
+
+    /// Passes `count` records at `index`, placing the ranks they reach.
+    #[inline]
+    fn pass(&mut self, index: usize, count: u64) {
+        self.seen += count;
+        while self.next < self.ranks.len() && self.ranks[self.next] <= self.seen {
+            self.out[self.next] = index;
+            self.next += 1;
+        }
+    }
+}
+
+/// Every histogram a list: merge them in index order.
+fn walk_lists<C: Count>(hists: &[&Hist<C>], walk: &mut RankWalk<'_>) {
+    let lists: Vec<&[(u32, C)]> = hists
+        .iter()
+        .map(|h| match &h.store {
+            Store::Sparse(entries) => entries.as_slice(),
+            Store::Dense(_) => &[],
+        })
+        .collect();
+    let mut at = vec![0usize; lists.len()];
+    while !walk.done() {
+        let Some(index) = lists
+            .iter()
+            .zip(&at)
+            .filter_map(|(l, &i)| l.get(i).map(|e| e.0))
+            .min()
+        else {
+            return;
+        };
+        let mut count = 0;
+        for (list, i) in lists.iter().zip(&mut at) {
+            if let Some(e) = list.get(*i)
+                && e.0 == index
+            {
+                count += e.1.get();
+                *i += 1;
+            }
+        }
+        walk.pass(index as usize, count);
+    }
+}
+
+/// A dense histogram among them: skip whole chunks by their totals, sum the one holding a rank.
+fn walk_chunks<C: Count>(hists: &[&Hist<C>], walk: &mut RankWalk<'_>) {
+    let chunks = hists.iter().map(|h| h.chunk_span()).max().unwrap_or(0);
+    let mut counts = [0u64; CHUNK];
+    for chunk in 0..chunks {
+        if walk.done() {
+            return;
+        }
+        let chunk_total: u64 = hists.iter().map(|h| h.chunk_total(chunk)).sum();
+        if chunk_total == 0 || walk.seen + chunk_total < walk.ranks[walk.next] {
+            walk.seen += chunk_total;
+            continue;
+        }
+        counts.fill(0);
+        for h in hists {
+            h.add_chunk_into(chunk, &mut counts);
+        }
+        for (offset, &count) in counts.iter().enumerate() {
+            if count != 0 {
+                walk.pass(chunk * CHUNK + offset, count);
+            }
+        }
     }
 }
 
@@ -512,14 +753,16 @@ mod tests {
         a.reset_and_trim();
         assert_eq!(a.total(), 0);
         assert_eq!(a.iter().count(), 0);
-        assert_eq!(
-            a.heap_bytes(),
-            a.chunks.capacity() * 8 + a.chunk_totals.capacity() * 8,
-            "sparse chunks are freed"
-        );
-        for _ in 0..KEEP_CHUNK_AT {
+        // Many records of one value: a list still holds them.
+        for _ in 0..KEEP_CHUNK_AT * 4 {
             a.record(layout.index(5000), 1);
         }
+        assert!(matches!(a.store, Store::Sparse(_)));
+        // Many distinct values: dense, and a busy chunk is kept for reuse after a reset.
+        for i in 0..KEEP_CHUNK_AT * 4 {
+            a.record(layout.index(5000 + i), 1);
+        }
+        assert!(matches!(a.store, Store::Dense(_)));
         let dense = a.heap_bytes();
         a.reset_and_trim();
         assert_eq!(a.heap_bytes(), dense, "a dense chunk is kept for reuse");
@@ -529,6 +772,57 @@ mod tests {
             a.iter().collect::<Vec<_>>(),
             vec![(layout.index(7), 1), (layout.index(5000), 2)]
         );
+    }
+
+    /// Random records, adds, subtracts and resets on list and dense histograms, checked after
+    /// every step against a map of exact counts.
+    #[test]
+    fn lists_and_chunks_agree_with_exact_counts() {
+        use std::collections::BTreeMap;
+        let layout = Layout::new(3, 1 << 40);
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            seed >> 33
+        };
+        let mut sum = Hist::<u32>::new();
+        let mut sum_ref = BTreeMap::<usize, u64>::new();
+        let mut parts: Vec<(Hist<u32>, BTreeMap<usize, u64>)> = Vec::new();
+        for step in 0..4000 {
+            // Parts of 1 to ~200 distinct values: some stay lists, some turn dense.
+            let mut part = (Hist::<u32>::new(), BTreeMap::new());
+            for _ in 0..1 + next() % (1 + step % 200) {
+                let index = layout.index(1000 + next() % 50_000);
+                let n = 1 + next() % 3;
+                part.0.record(index, n);
+                *part.1.entry(index).or_insert(0) += n;
+            }
+            sum.add(&part.0);
+            for (i, n) in &part.1 {
+                *sum_ref.entry(*i).or_insert(0) += n;
+            }
+            parts.push(part);
+            if parts.len() > 12 || next() % 5 == 0 {
+                let (old, old_ref) = parts.remove(0);
+                sum.subtract(&old);
+                for (i, n) in old_ref {
+                    let e = sum_ref.get_mut(&i).unwrap();
+                    *e -= n;
+                    if *e == 0 {
+                        sum_ref.remove(&i);
+                    }
+                }
+            }
+            let exact: Vec<_> = sum_ref.iter().map(|(i, n)| (*i, *n)).collect();
+            assert_eq!(sum.iter().collect::<Vec<_>>(), exact, "step {step}");
+            assert_eq!(sum.total(), sum_ref.values().sum::<u64>());
+            let chunk_totals: u64 = (0..sum.chunk_span()).map(|c| sum.chunk_total(c)).sum();
+            assert_eq!(chunk_totals, sum.total());
+        }
+        for (old, _) in parts.drain(..) {
+            sum.subtract(&old);
+        }
+        assert_eq!(sum.heap_bytes(), 0, "an emptied sum holds nothing");
     }
 
     #[test]
@@ -550,6 +844,22 @@ mod tests {
     #[test]
     fn ranks_over_a_sum_of_histograms_match_the_summed_histogram() {
         let layout = Layout::new(3, 1 << 40);
+        // A list and a dense histogram summed on the fly.
+        let (mut few, mut many) = (Hist::<u32>::new(), Hist::<u32>::new());
+        let mut all = Hist::<u32>::new();
+        for i in 1..=40u64 {
+            few.record(layout.index(i * 7919), 1);
+            all.record(layout.index(i * 7919), 1);
+        }
+        for i in 1..=3000u64 {
+            many.record(layout.index(i * 331), 2);
+            all.record(layout.index(i * 331), 2);
+        }
+        let ranks = [1, 40, 41, 3000, 6000, 6040];
+        let (mut mixed, mut summed) = ([0; 6], [0; 6]);
+        indices_at_ranks(&[&few, &many], &ranks, &mut mixed);
+        all.indices_at_ranks(&ranks, &mut summed);
+        assert_eq!(mixed, summed);
         let (mut a, mut b, mut both) = (Hist::<u32>::new(), Hist::<u32>::new(), Hist::<u32>::new());
         for i in 1..=3000u64 {
             let v = i * i % 977_771 + 1;
