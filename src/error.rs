@@ -73,6 +73,13 @@ pub enum StageError {
         /// The rejected cap.
         cap: usize,
     },
+    /// A family's significant digits are outside 1..=5.
+    FamilyDigits {
+        /// The family's name.
+        name: String,
+        /// The rejected precision.
+        digits: u8,
+    },
     /// The process already has [`crate::limits::MAX_FAMILIES`] families.
     TooManyFamilies,
 }
@@ -128,6 +135,10 @@ impl fmt::Display for StageError {
                 f,
                 "family {name:?}: series cap {cap} is out of range: use 1..={}",
                 crate::limits::MAX_SERIES_LIMIT
+            ),
+            Self::FamilyDigits { name, digits } => write!(
+                f,
+                "family {name:?}: {digits} significant digits is out of range: use 1..=5 (2 gives 1 %, 3 gives 0.1 %)"
             ),
             Self::TooManyFamilies => write!(
                 f,

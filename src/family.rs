@@ -50,8 +50,8 @@ use crate::stage::{Stage, registry};
 use crate::stats::{Snapshot, StageStats, Window};
 
 pub use crate::limits::{
-    DEFAULT_MAX_SERIES, DEFAULT_MAX_SERIES_PER_FAMILY, MAX_FAMILIES, MAX_FAMILY_LABELS,
-    MAX_SERIES_LIMIT, OVERFLOW_VALUE,
+    DEFAULT_FAMILY_DIGITS, DEFAULT_MAX_SERIES, DEFAULT_MAX_SERIES_PER_FAMILY, MAX_FAMILIES,
+    MAX_FAMILY_LABELS, MAX_SERIES_LIMIT, OVERFLOW_VALUE,
 };
 
 /// Settings of one family, given when it is declared.
@@ -60,20 +60,38 @@ pub use crate::limits::{
 pub struct FamilyOptions {
     /// Most series the family holds besides its overflow series.
     pub max_series: usize,
+    /// Significant digits of its series' histograms, 1..=5: every percentile of a series (and of
+    /// the family total) is within 10^-(digits) of the exact value, relative, bounded above by
+    /// HdrHistogram's bucket width at that precision (2 digits: 1/128, 3 digits: 1/1024).
+    pub significant_digits: u8,
 }
 
 impl Default for FamilyOptions {
     fn default() -> Self {
-        Self {
-            max_series: DEFAULT_MAX_SERIES_PER_FAMILY,
-        }
+        Self::new()
     }
 }
 
 impl FamilyOptions {
-    /// The defaults with another per-family cap.
-    pub const fn with_max_series(max_series: usize) -> Self {
-        Self { max_series }
+    /// The defaults: [`DEFAULT_MAX_SERIES_PER_FAMILY`] series at [`DEFAULT_FAMILY_DIGITS`]
+    /// significant digits.
+    pub const fn new() -> Self {
+        Self {
+            max_series: DEFAULT_MAX_SERIES_PER_FAMILY,
+            significant_digits: DEFAULT_FAMILY_DIGITS,
+        }
+    }
+
+    /// These options with another per-family cap.
+    pub const fn with_max_series(mut self, max_series: usize) -> Self {
+        self.max_series = max_series;
+        self
+    }
+
+    /// These options with another precision (1..=5 significant digits).
+    pub const fn with_significant_digits(mut self, digits: u8) -> Self {
+        self.significant_digits = digits;
+        self
     }
 }
 
@@ -85,6 +103,7 @@ pub(crate) struct FamilyInfo {
     name: &'static str,
     label_names: &'static [&'static str],
     cap: usize,
+    digits: u8,
     total: Stage,
     overflow: Stage,
     /// The table series are looked up in until it fills past half; then `grown[current - 1]`,
@@ -215,14 +234,16 @@ impl Family {
         if families.len() >= MAX_FAMILIES {
             return Err(StageError::TooManyFamilies);
         }
-        let total = registry().register_total(name)?;
+        let digits = options.significant_digits;
+        let total = registry().register_total(name, digits)?;
         let overflow_labels: Vec<(&'static str, &'static str)> =
             label_names.iter().map(|l| (*l, OVERFLOW_VALUE)).collect();
-        let overflow = registry().register_series(name, overflow_labels.leak(), None)?;
+        let overflow = registry().register_series(name, overflow_labels.leak(), None, digits)?;
         let info: &'static FamilyInfo = Box::leak(Box::new(FamilyInfo {
             name,
             label_names,
             cap: options.max_series,
+            digits,
             total,
             overflow,
             first: Table::with_slots(FIRST_TABLE_SLOTS),
@@ -252,6 +273,11 @@ impl Family {
     /// The family's cap on series (its overflow series aside).
     pub fn max_series(self) -> usize {
         self.0.cap
+    }
+
+    /// Significant digits of its series' histograms (see [`FamilyOptions::significant_digits`]).
+    pub fn significant_digits(self) -> u8 {
+        self.0.digits
     }
 
     /// Series created so far (the overflow series aside).
@@ -398,7 +424,7 @@ impl Family {
         self.check_room()?;
         let labels = self.owned_labels(values);
         let stage = registry()
-            .register_series(self.0.name, labels, Some(self.0))
+            .register_series(self.0.name, labels, Some(self.0), self.0.digits)
             .map_err(|_| Refusal::ProcessFull)?;
         let table = self.table_with_room(table);
         table.insert(hash, stage);
@@ -578,6 +604,12 @@ fn check_declaration(
         return Err(StageError::FamilyCap {
             name: name.to_owned(),
             cap: options.max_series,
+        });
+    }
+    if !(1..=5).contains(&options.significant_digits) {
+        return Err(StageError::FamilyDigits {
+            name: name.to_owned(),
+            digits: options.significant_digits,
         });
     }
     Ok(())
@@ -797,6 +829,8 @@ tuple_label_values!(4; A.0, B.1, C.2, D.3);
 /// let family = laptime::family!("doc_quote_latency", ["pair"]);
 /// let capped = laptime::family!("doc_fill_latency", ["pair"], max_series = 100);
 /// assert_eq!(capped.max_series(), 100);
+/// let fine = laptime::family!("doc_ack_latency", ["venue"], significant_digits = 3);
+/// assert_eq!(fine.significant_digits(), 3);
 /// let s = family.series_or_overflow(&["ETH-USD"]);
 /// assert_eq!(s.family(), Some(family));
 /// ```
@@ -806,12 +840,14 @@ tuple_label_values!(4; A.0, B.1, C.2, D.3);
 /// with other label names: call [`Family::new`] to get the error as a value instead.
 #[macro_export]
 macro_rules! family {
-    ($name:expr, [$($label:expr),+ $(,)?] $(, max_series = $cap:expr)? $(,)?) => {{
+    ($name:expr, [$($label:expr),+ $(,)?] $(, max_series = $cap:expr)?
+        $(, significant_digits = $digits:expr)? $(,)?) => {{
         static FAMILY: ::std::sync::OnceLock<$crate::Family> = ::std::sync::OnceLock::new();
         *FAMILY.get_or_init(|| {
             #[allow(unused_mut)]
             let mut options = $crate::FamilyOptions::default();
-            $(options = $crate::FamilyOptions::with_max_series($cap);)?
+            $(options = options.with_max_series($cap);)?
+            $(options = options.with_significant_digits($digits);)?
             $crate::Family::with_options($name, &[$($label),+], options)
                 .unwrap_or_else(|e| ::core::panic!("laptime::family!: {e}"))
         })
@@ -852,7 +888,7 @@ mod tests {
         let family = Family::with_options(
             "unit_family_growth",
             &["sym"],
-            FamilyOptions::with_max_series(5_000),
+            FamilyOptions::new().with_max_series(5_000),
         )
         .unwrap();
         let made: Vec<Stage> = (0..3_000u32)
@@ -871,7 +907,7 @@ mod tests {
         let family = Family::with_options(
             "unit_family_cap",
             &["sym"],
-            FamilyOptions::with_max_series(2),
+            FamilyOptions::new().with_max_series(2),
         )
         .unwrap();
         let a = family.series(&["a"]).unwrap();
@@ -948,7 +984,7 @@ mod tests {
             Family::with_options(
                 "unit_family_zero",
                 &["x"],
-                FamilyOptions::with_max_series(0)
+                FamilyOptions::new().with_max_series(0)
             ),
             Err(StageError::FamilyCap { cap: 0, .. })
         ));

@@ -20,6 +20,11 @@ pub const MAX_STAGES_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_MAX_SERIES: usize = 64 * 1024;
 /// Default cap on one family's series ([`crate::FamilyOptions::max_series`]).
 pub const DEFAULT_MAX_SERIES_PER_FAMILY: usize = 16 * 1024;
+/// Default significant digits of a family's histograms ([`crate::FamilyOptions::significant_digits`]):
+/// every percentile of a series within 1 % of the exact value (HdrHistogram's 2 digits: buckets
+/// 1/128 of their value wide). A series then holds a few KiB where a 3-digit stage holds tens;
+/// choose 3 for 0.1 %.
+pub const DEFAULT_FAMILY_DIGITS: u8 = 2;
 /// The largest series cap, per family or for the process.
 pub const MAX_SERIES_LIMIT: usize = 1024 * 1024;
 /// Most families in a process.

@@ -223,7 +223,7 @@ fn with_new_local<R>(
 #[inline(always)]
 fn push_or_count(stage: Stage, record: Record) {
     if with_local(|l| l.push(record)) != Some(true) {
-        stage.0.dropped.fetch_add(1, Ordering::Relaxed);
+        stage.0.count_drop();
     }
 }
 
@@ -270,7 +270,7 @@ fn sample(stage: Stage, threshold: u64) -> bool {
     })
     .flatten();
     kept.unwrap_or_else(|| {
-        stage.0.dropped.fetch_add(1, Ordering::Relaxed);
+        stage.0.count_drop();
         false
     })
 }
@@ -296,7 +296,7 @@ fn record_cancel(stage: Stage, span: u64) {
 #[cold]
 fn push_or_count_cold(stage: Stage, record: Record) {
     if with_local(|l| l.push(record)) != Some(true) {
-        stage.0.dropped.fetch_add(1, Ordering::Relaxed);
+        stage.0.count_drop();
     }
 }
 
@@ -629,13 +629,13 @@ impl Lap {
         .unwrap_or((0, false));
         for &(id, _) in &splits[written..] {
             if let Some(stage) = crate::stage::registry().get(id) {
-                stage.0.dropped.fetch_add(1, Ordering::Relaxed);
+                stage.0.count_drop();
             }
         }
         if let Some((stage, _)) = total
             && !total_written
         {
-            stage.0.dropped.fetch_add(1, Ordering::Relaxed);
+            stage.0.count_drop();
         }
         self.flushed_at = splits.last().map_or(self.flushed_at, |&(_, at)| at);
         self.len = 0;

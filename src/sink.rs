@@ -258,10 +258,7 @@ impl<'a> Cycle<'a> {
 
     /// Every stage the collector holds state for, in stage-id order (a stage's id is its place).
     pub fn stages(&self) -> impl ExactSizeIterator<Item = StageView<'a>> + 'a {
-        let layout = self.layout;
-        self.stages
-            .iter()
-            .map(move |state| StageView { state, layout })
+        self.stages.iter().map(|state| StageView { state })
     }
 
     /// How often the aggregator wakes.
@@ -284,7 +281,6 @@ impl<'a> Cycle<'a> {
 #[derive(Clone, Copy)]
 pub struct StageView<'a> {
     state: &'a StageState,
-    layout: &'a Layout,
 }
 
 impl std::fmt::Debug for StageView<'_> {
@@ -306,7 +302,7 @@ impl<'a> StageView<'a> {
         HistogramView {
             hist: &self.state.cumulative.hist,
             tally: &self.state.cumulative.tally,
-            layout: self.layout,
+            layout: &self.state.layout,
         }
     }
 
@@ -317,10 +313,15 @@ impl<'a> StageView<'a> {
             histogram: HistogramView {
                 hist: &c.cumulative.hist,
                 tally: &c.cumulative.tally,
-                layout: self.layout,
+                layout: &self.state.layout,
             },
             interval_ns: c.interval_ns,
         })
+    }
+
+    /// Its histograms' significant digits: the collector's, or its family's.
+    pub fn significant_digits(&self) -> u8 {
+        self.state.layout.digits()
     }
 
     /// The stage's span outcomes still waiting in rings at this publish.
@@ -379,6 +380,26 @@ impl<'a> HistogramView<'a> {
             sampled_out: self.tally.sampled_out,
             cancelled: self.tally.cancelled,
         }
+    }
+
+    /// The non-zero counters as `(index, count)` in `layout`'s indices: as they are when the
+    /// histogram has that layout, else each bucket at its reported value (highest equivalent),
+    /// within the coarser of the two precisions.
+    #[cfg(feature = "profile")]
+    pub(crate) fn counts_in(&self, layout: &Layout) -> Vec<(usize, u64)> {
+        let own = self.layout;
+        if own == layout {
+            return self.hist.iter().collect();
+        }
+        let mut counts: Vec<(usize, u64)> = Vec::new();
+        for (i, n) in self.hist.iter() {
+            let index = layout.index(own.highest_equivalent(i));
+            match counts.last_mut() {
+                Some((last, total)) if *last == index => *total += n,
+                _ => counts.push((index, n)),
+            }
+        }
+        counts
     }
 
     /// The non-empty buckets, ascending: `(lowest, highest, count)`, every value in

@@ -62,10 +62,39 @@ pub(crate) struct StageInfo {
     pub(crate) family: OnceLock<&'static crate::family::FamilyInfo>,
     /// A family total: values reach it through its series only.
     pub(crate) is_family_total: bool,
+    /// Its histograms' significant digits when not the collector's (a family's series and total).
+    pub(crate) digits: Option<u8>,
 }
 
+/// What a new stage is besides its name and labels.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    pub(crate) is_family_total: bool,
+    pub(crate) digits: Option<u8>,
+}
+
+impl Shape {
+    /// A stage of its own, at the collector's precision.
+    const PLAIN: Shape = Shape {
+        is_family_total: false,
+        digits: None,
+    };
+}
+
+/// Records lost to full rings over every stage, since process start: the aggregator scans the
+/// stages' own counts only when this moved.
+pub(crate) static DROPS: AtomicU64 = AtomicU64::new(0);
+
 impl StageInfo {
-    fn leak(id: usize, name: &'static str, labels: Labels, is_family_total: bool) -> Stage {
+    /// Counts one record lost to a full ring (or a thread with no ring any more).
+    #[inline]
+    pub(crate) fn count_drop(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        // Release: whoever sees the total move (Acquire) sees this stage's count moved too.
+        DROPS.fetch_add(1, Ordering::Release);
+    }
+
+    fn leak(id: usize, name: &'static str, labels: Labels, shape: Shape) -> Stage {
         // Stage infos live for the process: the registry is append-only and bounded by its caps,
         // so this leak is at most that many small structs.
         Stage(Box::leak(Box::new(StageInfo {
@@ -79,7 +108,8 @@ impl StageInfo {
             dropped: AtomicU64::new(0),
             tripped: AtomicBool::new(false),
             family: OnceLock::new(),
-            is_family_total,
+            is_family_total: shape.is_family_total,
+            digits: shape.digits,
         })))
     }
 }
@@ -560,7 +590,7 @@ impl Registry {
         }
         valid_name(name)?;
         valid_labels(labels)?;
-        self.add_named(&mut by_key, name, labels, false)
+        self.add_named(&mut by_key, name, labels, Shape::PLAIN)
     }
 
     /// A named stage: counted against the stage cap.
@@ -569,14 +599,14 @@ impl Registry {
         by_key: &mut HashMap<(&'static str, Labels), Stage>,
         name: &'static str,
         labels: Labels,
-        is_family_total: bool,
+        shape: Shape,
     ) -> Result<Stage, StageError> {
         let cap = self.cap.load(Ordering::Relaxed);
         if self.named.load(Ordering::Relaxed) >= cap {
             return Err(StageError::TooManyStages { cap });
         }
         self.named.fetch_add(1, Ordering::Relaxed);
-        Ok(self.add(by_key, name, labels, is_family_total))
+        Ok(self.add(by_key, name, labels, shape))
     }
 
     /// Hands out the next id (the caller holds `by_key` and checked its cap).
@@ -585,10 +615,10 @@ impl Registry {
         by_key: &mut HashMap<(&'static str, Labels), Stage>,
         name: &'static str,
         labels: Labels,
-        is_family_total: bool,
+        shape: Shape,
     ) -> Stage {
         let id = self.count.load(Ordering::Relaxed);
-        let stage = StageInfo::leak(id, name, labels, is_family_total);
+        let stage = StageInfo::leak(id, name, labels, shape);
         let segment = self.segments[id / SEGMENT]
             .get_or_init(|| (0..SEGMENT).map(|_| OnceLock::new()).collect());
         let _ = segment[id % SEGMENT].set(stage);
@@ -599,7 +629,11 @@ impl Registry {
     }
 
     /// A family's total: the stage of its name with no labels (checked by the family).
-    pub(crate) fn register_total(&self, name: &'static str) -> Result<Stage, StageError> {
+    pub(crate) fn register_total(
+        &self,
+        name: &'static str,
+        digits: u8,
+    ) -> Result<Stage, StageError> {
         let mut by_key = self.by_key.lock();
         if let Some(stage) = by_key.get(&(name, &[][..])) {
             return Err(if stage.0.is_family_total {
@@ -612,7 +646,11 @@ impl Registry {
                 }
             });
         }
-        self.add_named(&mut by_key, name, &[], true)
+        let shape = Shape {
+            is_family_total: true,
+            digits: Some(digits),
+        };
+        self.add_named(&mut by_key, name, &[], shape)
     }
 
     /// A family's series (`family` given: counted against the series cap) or its overflow series
@@ -622,6 +660,7 @@ impl Registry {
         name: &'static str,
         labels: Labels,
         family: Option<&'static crate::family::FamilyInfo>,
+        digits: u8,
     ) -> Result<Stage, StageError> {
         let mut by_key = self.by_key.lock();
         if family.is_some() {
@@ -631,7 +670,11 @@ impl Registry {
             }
             self.series.fetch_add(1, Ordering::Relaxed);
         }
-        let stage = self.add(&mut by_key, name, labels, false);
+        let shape = Shape {
+            is_family_total: false,
+            digits: Some(digits),
+        };
+        let stage = self.add(&mut by_key, name, labels, shape);
         if let Some(f) = family {
             let _ = stage.0.family.set(f);
         }

@@ -26,21 +26,49 @@ fn nearest_rank(sorted: &[u64], per_mille: u64) -> u64 {
     sorted[rank as usize - 1]
 }
 
-/// A reported percentile is the top of the exact value's bucket: within 1/1024 above it.
-fn assert_within_bucket(reported: Duration, exact: u64, what: &str) {
+/// A reported percentile is the top of the exact value's bucket: at most one bucket width above
+/// it, `1 / per_octave` of its value (HdrHistogram's sub-buckets per half octave: 128 at 2
+/// significant digits, 1024 at 3).
+fn assert_within_bucket(reported: Duration, exact: u64, per_octave: u64, what: &str) {
     let r = reported.as_nanos() as u64;
     assert!(
-        r >= exact && r <= exact + exact / 1024,
-        "{what}: reported {r} ns, exact {exact} ns"
+        r >= exact && r <= exact + exact / per_octave,
+        "{what}: reported {r} ns, exact {exact} ns, bucket 1/{per_octave}"
     );
 }
 
 #[test]
-fn every_series_and_the_family_total_equal_an_exact_reference() {
+fn every_series_and_the_family_total_equal_an_exact_reference_at_the_default_precision() {
+    // The default: 2 significant digits, every percentile within 1/128 (under 1 %).
+    every_series_and_the_family_total_equal_an_exact_reference(FamilyOptions::new(), 128);
+}
+
+#[test]
+fn every_series_and_the_family_total_equal_an_exact_reference_at_3_digits() {
+    let options = FamilyOptions::new().with_significant_digits(3);
+    every_series_and_the_family_total_equal_an_exact_reference(options, 1024);
+}
+
+#[test]
+fn a_family_refuses_a_precision_it_cannot_keep() {
+    for digits in [0, 6] {
+        let options = FamilyOptions::new().with_significant_digits(digits);
+        let err = Family::with_options(common::unique("families_digits"), &["k"], options);
+        assert!(
+            matches!(err, Err(StageError::FamilyDigits { digits: d, .. }) if d == digits),
+            "{err:?}"
+        );
+    }
+}
+
+fn every_series_and_the_family_total_equal_an_exact_reference(
+    options: FamilyOptions,
+    per_octave: u64,
+) {
     let _s = common::serial();
     let handle = common::install(Collector::builder());
     let name = common::unique("families_exact");
-    let family = Family::new(name, &["pair", "side"]).unwrap();
+    let family = Family::with_options(name, &["pair", "side"], options).unwrap();
     // Two producer threads, each owning half the series, resolving each value uncached.
     std::thread::scope(|scope| {
         for side in ["buy", "sell"] {
@@ -78,7 +106,8 @@ fn every_series_and_the_family_total_equal_an_exact_reference() {
             s.mean.as_nanos() as u64,
             mine.iter().sum::<u64>() / PER_SERIES
         );
-        assert_within_bucket(s.p99, nearest_rank(&mine, 990), &format!("{series} p99"));
+        let p99 = nearest_rank(&mine, 990);
+        assert_within_bucket(s.p99, p99, per_octave, &format!("{series} p99"));
         all.extend(mine);
     }
 
@@ -103,7 +132,8 @@ fn every_series_and_the_family_total_equal_an_exact_reference() {
         (total.p99, 990),
         (total.p999, 999),
     ] {
-        assert_within_bucket(reported, nearest_rank(&all, per_mille), "family total");
+        let exact = nearest_rank(&all, per_mille);
+        assert_within_bucket(reported, exact, per_octave, "family total");
     }
     // The sliding windows hold the same records (all recorded within the last second).
     let last_second = handle
@@ -144,7 +174,8 @@ fn past_the_cap_and_for_bad_values_calls_land_in_the_overflow_series_counted() {
     let _s = common::serial();
     let handle = common::install(Collector::builder());
     let name = common::unique("families_overflow");
-    let family = Family::with_options(name, &["venue"], FamilyOptions::with_max_series(3)).unwrap();
+    let family =
+        Family::with_options(name, &["venue"], FamilyOptions::new().with_max_series(3)).unwrap();
     let mut expected: BTreeMap<&str, u64> = BTreeMap::new();
     let before = handle.health().series_overflowed;
     for (venue, n) in [("a", 5), ("b", 4), ("c", 3), ("d", 2), ("e", 1), ("", 6)] {

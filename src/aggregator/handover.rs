@@ -17,7 +17,6 @@ use crate::stage::Stage;
 
 /// A stopped collector's cumulative figures, for the one installed in its place.
 pub(crate) struct Handover {
-    layout: Layout,
     /// By stage id.
     stages: Vec<CarriedStage>,
     /// By guard reason index: trips already counted.
@@ -26,6 +25,7 @@ pub(crate) struct Handover {
 
 struct CarriedStage {
     stage: Stage,
+    layout: Layout,
     /// The cumulative histogram's non-zero counters, (index, count).
     counts: Vec<(usize, u64)>,
     tally: Tally,
@@ -48,17 +48,14 @@ impl Aggregator {
             .iter()
             .map(|s| CarriedStage {
                 stage: s.stage,
+                layout: s.layout,
                 counts: s.cumulative.hist.iter().collect(),
                 tally: s.cumulative.tally,
                 dropped_seen: s.dropped_seen,
             })
             .collect();
         let trips_seen = self.reasons.iter().map(|r| r.seen).collect();
-        *self.shared.handover.lock() = Some(Handover {
-            layout: self.layout,
-            stages,
-            trips_seen,
-        });
+        *self.shared.handover.lock() = Some(Handover { stages, trips_seen });
     }
 
     /// On the new aggregator, before its first cycle: starts every carried stage's cumulative
@@ -66,17 +63,17 @@ impl Aggregator {
     pub(crate) fn carry(&mut self, handover: Handover) {
         self.ensure_stage_states();
         for carried in handover.stages {
-            let old = &handover.layout;
+            let old = &carried.layout;
             let Some(state) = self.stages.get_mut(carried.stage.id() as usize) else {
                 continue;
             };
             for &(index, n) in &carried.counts {
                 // The same layout keeps the counter; another one takes the bucket's reported
                 // value (its highest equivalent), within the coarser of the two precisions.
-                let new_index = if *old == self.layout {
+                let new_index = if *old == state.layout {
                     index
                 } else {
-                    self.layout.index(old.highest_equivalent(index))
+                    state.layout.index(old.highest_equivalent(index))
                 };
                 state.cumulative.hist.record(new_index, n);
             }

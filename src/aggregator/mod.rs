@@ -69,6 +69,8 @@ impl ThreadRing {
 /// The engine's state for one stage; sinks see it through [`crate::sink::StageView`].
 pub(crate) struct StageState {
     pub(crate) stage: Stage,
+    /// Its histograms' layout: the collector's, or its family's precision.
+    pub(crate) layout: Layout,
     windows: StageWindows,
     pub(crate) cumulative: Cumulative,
     /// Coordinated-omission-corrected histograms, from the first span drained while the stage
@@ -81,7 +83,38 @@ pub(crate) struct StageState {
     pub(crate) in_rings: u64,
     /// Changed since the last publish.
     dirty: bool,
-    published: Option<std::sync::Arc<StageSnapshot>>,
+    /// Its figures are in the stage table (they are refreshed at least once).
+    published: bool,
+    /// A family's series (or overflow series): refreshed within the cycle's budget.
+    is_series: bool,
+    /// Heap bytes of its histograms when last refreshed (their part of `Health::histogram_bytes`).
+    heap_bytes_seen: usize,
+}
+
+impl StageState {
+    /// Moves its windows to `now`, expiring what fell out (which changes its figures).
+    fn advance(&mut self, now: u64) {
+        // An idle stage's windows hold nothing to expire: they move on with its next record.
+        if !self.windows.is_idle() {
+            self.dirty |= self.windows.advance(now);
+        }
+        if let Some(c) = &mut self.corrected
+            && !c.windows.is_idle()
+        {
+            self.dirty |= c.windows.advance(now);
+        }
+    }
+
+    fn needs_refresh(&self) -> bool {
+        self.dirty || !self.published
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let corrected = self.corrected.as_ref().map_or(0, |c| {
+            c.cumulative.hist.heap_bytes() + c.windows.heap_bytes()
+        });
+        self.cumulative.hist.heap_bytes() + self.windows.heap_bytes() + corrected
+    }
 }
 
 /// A tracked span seen from one side only.
@@ -181,6 +214,9 @@ const DRAIN_BATCH: usize = 1 << 14;
 /// How long a stop waits for a thread in the middle of a push (a push takes nanoseconds; only a
 /// thread descheduled inside one makes the stop wait at all).
 const QUIESCE_LIMIT: Duration = Duration::from_secs(1);
+/// How often the refresh goes round every series: their figures in a snapshot are at most this
+/// old (with thousands of series, a pass takes several cycles instead of stretching one).
+const SERIES_SWEEP: Duration = Duration::from_millis(100);
 /// Visits per ring per cycle at most: a cycle ends even if producers keep up with it.
 const MAX_PASSES: usize = 64;
 
@@ -211,6 +247,8 @@ pub(crate) struct Aggregator {
     pushed_reclaimed: u64,
     /// Per-stage counts of what is in the rings, reused from publish to publish.
     in_rings_scratch: Vec<u64>,
+    /// The counts as last given to the stages.
+    in_rings_last: Vec<u64>,
     /// Rings were freed since the allocator was last asked to return freed memory, and when.
     reclaimed_since_trim: bool,
     last_trim: Instant,
@@ -227,6 +265,26 @@ pub(crate) struct Aggregator {
     cycle: u64,
     /// The current cycle's time, nanoseconds since the epoch.
     now: u64,
+    /// Heap bytes of every stage's histograms as last refreshed.
+    histogram_bytes: usize,
+    /// This cycle refreshes every changed series (a flush or the stop asked for it).
+    publish_complete: bool,
+    /// The stage the next cycle's refresh of series starts from.
+    refresh_cursor: usize,
+    /// When the current pass over every series began (nanoseconds since the epoch).
+    sweep_began: u64,
+    /// Ids of the stages that are not series: refreshed in full every cycle.
+    plain: Vec<u32>,
+    /// Every stage's published figures.
+    table: crate::stats::StageTable,
+    /// The flush ticket the last cycle answered.
+    last_ticket: u64,
+    /// `stage::DROPS` when the stages' drop counts were last scanned.
+    drops_scanned: u64,
+    /// Stages were added since: their drops (before this collector counted) are to be read.
+    stages_added: bool,
+    /// The base slice the stages' windows were last moved to.
+    advanced_to: u64,
 }
 
 impl Aggregator {
@@ -274,10 +332,21 @@ impl Aggregator {
             starts: 0,
             pushed_reclaimed: 0,
             in_rings_scratch: Vec::new(),
+            in_rings_last: Vec::new(),
             reclaimed_since_trim: false,
             last_trim: Instant::now(),
             reasons: Vec::new(),
             latency_reason,
+            histogram_bytes: 0,
+            publish_complete: true,
+            refresh_cursor: 0,
+            sweep_began: 0,
+            plain: Vec::new(),
+            table: crate::stats::StageTable::default(),
+            last_ticket: 0,
+            drops_scanned: 0,
+            stages_added: true,
+            advanced_to: 0,
             rule_stages,
             rule_state,
             health,
@@ -361,6 +430,9 @@ impl Aggregator {
                 self.quiesce();
             }
             let ticket = self.shared.flush_requested.load(Ordering::Acquire);
+            // Whoever flushes waits for every figure: no series left for a later cycle.
+            self.publish_complete = stopping || ticket != self.last_ticket;
+            self.last_ticket = ticket;
             if catch_unwind(AssertUnwindSafe(|| self.cycle())).is_err() {
                 self.health.aggregator_restarts += 1;
                 self.publish_health_only();
@@ -421,12 +493,7 @@ impl Aggregator {
         let horizon = u64::try_from(self.config.abandon_after.as_nanos()).unwrap_or(u64::MAX);
         self.orphans
             .retain(|_, o| now.saturating_sub(o.at()) <= horizon);
-        for state in &mut self.stages {
-            state.dirty |= state.windows.advance(now);
-            if let Some(c) = &mut state.corrected {
-                state.dirty |= c.windows.advance(now);
-            }
-        }
+        self.advance_windows(now);
         self.adapt_sampling(now);
         self.health.lag = Duration::from_nanos(now.saturating_sub(self.oldest_in_cycle.min(now)));
         self.health.cycles = self.cycle;
@@ -443,6 +510,20 @@ impl Aggregator {
         self.health.last_cycle = began.elapsed();
     }
 
+    /// Moves the windows of every stage that is not a series to `now` when a base slice has
+    /// ended: slices expire only at their boundaries, so between them there is nothing to move.
+    /// Series are moved as the refresh comes round to them (see [`Self::refresh_stages`]).
+    fn advance_windows(&mut self, now: u64) {
+        let base = now / self.base_slice_ns;
+        if base == self.advanced_to {
+            return;
+        }
+        self.advanced_to = base;
+        for &id in &self.plain {
+            self.stages[id as usize].advance(now);
+        }
+    }
+
     fn ensure_stage_states(&mut self) {
         let registered = registry().len();
         while self.stages.len() < registered {
@@ -456,8 +537,17 @@ impl Aggregator {
                 0,
             );
             let dropped_seen = self.baseline.drops.get(id as usize).copied().unwrap_or(0);
+            let layout = stage.0.digits.map_or(self.layout, |digits| {
+                Layout::new(digits, self.layout.highest())
+            });
+            self.stages_added = true;
+            let is_series = stage.0.digits.is_some() && !stage.is_family_total();
+            if !is_series {
+                self.plain.push(id);
+            }
             self.stages.push(StageState {
                 stage,
+                layout,
                 windows,
                 cumulative: Cumulative::default(),
                 corrected: None,
@@ -465,7 +555,9 @@ impl Aggregator {
                 in_flight: 0,
                 in_rings: 0,
                 dirty: true,
-                published: None,
+                published: false,
+                is_series,
+                heap_bytes_seen: 0,
             });
         }
         let reasons: Vec<_> = crate::sla::reasons().skip(self.reasons.len()).collect();
@@ -652,7 +744,6 @@ impl Aggregator {
     /// Records one duration ending at `at`. `already_missed` is `Some(true)` when the deadline
     /// watch already counted this span as a miss while it was in flight.
     fn record_value(&mut self, id: u32, at: u64, duration: u64, already_missed: Option<bool>) {
-        let layout = self.layout;
         self.oldest_in_cycle = self.oldest_in_cycle.min(at);
         if id as usize >= self.stages.len() {
             self.ensure_stage_states();
@@ -660,6 +751,7 @@ impl Aggregator {
         let Some(state) = self.stages.get_mut(id as usize) else {
             return;
         };
+        let layout = state.layout;
         let saturated = duration > layout.highest();
         let index = layout.index(duration);
         state.cumulative.record(index, duration, saturated);
@@ -767,6 +859,13 @@ impl Aggregator {
     }
 
     fn count_drops(&mut self, now: u64) {
+        // Acquire: pairs with `count_drop`'s Release, so every stage count behind it is seen.
+        let total = crate::stage::DROPS.load(Ordering::Acquire);
+        if total == self.drops_scanned && !self.stages_added {
+            return;
+        }
+        self.drops_scanned = total;
+        self.stages_added = false;
         for id in 0..self.stages.len() {
             let state = &mut self.stages[id];
             let value = state.stage.dropped();
@@ -876,8 +975,14 @@ impl Aggregator {
             pushed += tail as u64;
             in_rings += tail.wrapping_sub(popped) as u64;
         }
-        for (state, n) in self.stages.iter_mut().zip(&per_stage) {
-            if state.in_rings != *n {
+        // Compared with the last count side by side, so only the stages whose count moved are
+        // touched (with thousands of series, most are not).
+        let last = &mut self.in_rings_last;
+        last.resize(per_stage.len(), 0);
+        for (id, (n, seen)) in per_stage.iter().zip(last.iter_mut()).enumerate() {
+            if *n != *seen {
+                *seen = *n;
+                let state = &mut self.stages[id];
                 state.in_rings = *n;
                 state.dirty = true;
             }
@@ -887,46 +992,10 @@ impl Aggregator {
     }
 
     fn publish(&mut self, now: u64) {
-        let layout = self.layout;
         let (pushed, in_rings) = self.count_in_rings();
-        let mut stages = Vec::with_capacity(self.stages.len());
-        let mut histogram_bytes = 0;
-        for state in &mut self.stages {
-            if state.dirty || state.published.is_none() {
-                let mut stats = Vec::with_capacity(state.windows.len() + 1);
-                for i in 0..state.windows.len() {
-                    let mut s = state.windows.stats(i, state.stage, &layout);
-                    if let Some(c) = &state.corrected {
-                        let (raw, tally) = c.windows.stats_and_tally(i, state.stage, &layout);
-                        s.corrected = Some(window::corrected_from(raw, &tally, c.interval_ns));
-                    }
-                    stats.push(active(&s).then_some(s));
-                }
-                let mut cumulative = state
-                    .cumulative
-                    .stats(state.stage, &layout, state.in_flight);
-                cumulative.in_rings = state.in_rings;
-                cumulative.produced += state.in_rings;
-                cumulative.calls += state.in_rings;
-                if let Some(c) = &state.corrected {
-                    let raw = c.cumulative.stats(state.stage, &layout, 0);
-                    cumulative.corrected = Some(window::corrected_from(
-                        raw,
-                        &c.cumulative.tally,
-                        c.interval_ns,
-                    ));
-                }
-                let live = active(&cumulative) || state.in_flight > 0 || state.in_rings > 0;
-                stats.push(live.then_some(cumulative));
-                state.published = Some(std::sync::Arc::new(StageSnapshot { stats }));
-                state.dirty = false;
-            }
-            histogram_bytes += state.cumulative.hist.heap_bytes() + state.windows.heap_bytes();
-            if let Some(c) = &state.corrected {
-                histogram_bytes += c.cumulative.hist.heap_bytes() + c.windows.heap_bytes();
-            }
-            stages.push(state.published.clone());
-        }
+        self.refresh_stages();
+        let stages = self.table.clone();
+        let histogram_bytes = self.histogram_bytes;
         let h = &mut self.health;
         h.in_rings = in_rings;
         h.produced = pushed + h.dropped;
@@ -974,6 +1043,58 @@ impl Aggregator {
             self.health.callback_panics += 1;
             self.publish_health_only();
         }
+    }
+
+    /// Recomputes the published figures of the stages that changed: every stage without labels,
+    /// then series in id order from where the last cycle stopped. Each cycle visits enough
+    /// series to go round all of them every [`SERIES_SWEEP`], moving their windows and
+    /// refreshing those that changed, and stops early once a quarter of the interval is spent
+    /// (a flush or the stop visits every one). Consecutive series share table chunks, so a
+    /// cycle copies few.
+    fn refresh_stages(&mut self) {
+        let began = Instant::now();
+        for &id in &self.plain {
+            let state = &mut self.stages[id as usize];
+            if let Some(figures) = refresh(state, &mut self.histogram_bytes) {
+                self.table.set(id as usize, figures);
+            }
+        }
+        let n = self.stages.len();
+        let (budget, visits) = if self.publish_complete {
+            (Duration::MAX, n)
+        } else {
+            (self.config.interval / 4, self.series_visits(n))
+        };
+        let mut refreshed = 0;
+        for _ in 0..visits {
+            let i = self.refresh_cursor % n;
+            let state = &mut self.stages[i];
+            if state.is_series {
+                state.advance(self.now);
+                if state.needs_refresh() {
+                    // At least one series a cycle, so a budget however small still goes round.
+                    if refreshed > 0 && began.elapsed() >= budget {
+                        break;
+                    }
+                    if let Some(figures) = refresh(state, &mut self.histogram_bytes) {
+                        self.table.set(i, figures);
+                    }
+                    refreshed += 1;
+                }
+            }
+            self.refresh_cursor = i + 1;
+            if self.refresh_cursor >= n {
+                self.refresh_cursor = 0;
+                self.health.series_sweep = Duration::from_nanos(self.now - self.sweep_began);
+                self.sweep_began = self.now;
+            }
+        }
+    }
+
+    /// Stages one cycle visits so that a pass over all `n` takes [`SERIES_SWEEP`].
+    fn series_visits(&self, n: usize) -> usize {
+        let cycles = (SERIES_SWEEP.as_nanos() / self.config.interval.as_nanos().max(1)).max(1);
+        n.div_ceil(cycles as usize).clamp(n.min(64), n)
     }
 
     /// After a caught panic: keep the last statistics, update the health figures.
@@ -1091,6 +1212,48 @@ impl Aggregator {
 }
 
 /// A stage's corrected histograms, created when its first span with an expected interval drains.
+/// Recomputes `state`'s published figures if it changed, and its share of `histogram_bytes`.
+fn refresh(
+    state: &mut StageState,
+    histogram_bytes: &mut usize,
+) -> Option<std::sync::Arc<StageSnapshot>> {
+    if !state.needs_refresh() {
+        return None;
+    }
+    let layout = state.layout;
+    let mut stats = Vec::with_capacity(state.windows.len() + 1);
+    for i in 0..state.windows.len() {
+        let mut s = state.windows.stats(i, state.stage, &layout);
+        if let Some(c) = &state.corrected {
+            let (raw, tally) = c.windows.stats_and_tally(i, state.stage, &layout);
+            s.corrected = Some(window::corrected_from(raw, &tally, c.interval_ns));
+        }
+        stats.push(active(&s).then_some(s));
+    }
+    let mut cumulative = state
+        .cumulative
+        .stats(state.stage, &layout, state.in_flight);
+    cumulative.in_rings = state.in_rings;
+    cumulative.produced += state.in_rings;
+    cumulative.calls += state.in_rings;
+    if let Some(c) = &state.corrected {
+        let raw = c.cumulative.stats(state.stage, &layout, 0);
+        cumulative.corrected = Some(window::corrected_from(
+            raw,
+            &c.cumulative.tally,
+            c.interval_ns,
+        ));
+    }
+    let live = active(&cumulative) || state.in_flight > 0 || state.in_rings > 0;
+    stats.push(live.then_some(cumulative));
+    state.published = true;
+    state.dirty = false;
+    let bytes = state.heap_bytes();
+    *histogram_bytes = *histogram_bytes - state.heap_bytes_seen + bytes;
+    state.heap_bytes_seen = bytes;
+    Some(std::sync::Arc::new(StageSnapshot { stats }))
+}
+
 fn new_correction(windows: &[WindowSpec], base_slice_ns: u64, interval_ns: u64) -> Box<Correction> {
     let windows = StageWindows::new(
         windows.iter().map(|w| (w.length, w.slice)),

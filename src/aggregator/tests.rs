@@ -380,3 +380,62 @@ fn a_snapshot_is_taken_on_the_windows_clock() {
         Duration::from_millis(1234)
     );
 }
+
+#[test]
+fn busy_series_are_refreshed_within_a_budget_in_turn_and_all_on_flush() {
+    let family = crate::Family::new("engine_refresh_budget", &["k"]).unwrap();
+    let plain = Stage::new("engine_refresh_plain").unwrap();
+    let series: Vec<Stage> = (0..5u8).map(|k| family.series(&[k]).unwrap()).collect();
+    // A zero interval: the budget is spent before any series, so each cycle refreshes one.
+    let settings = Settings {
+        interval: Duration::ZERO,
+        ..settings(Vec::new())
+    };
+    let mut engine = Engine::with_settings(settings, Vec::new());
+    let mut ring = engine.ring();
+    engine.cycle(MS);
+    let count = |snapshot: &Snapshot, stage| {
+        snapshot
+            .stats(stage, Window::Cumulative)
+            .map_or(0, |s| s.count)
+    };
+    let records: Vec<Record> = std::iter::once(plain)
+        .chain(series.iter().copied())
+        .enumerate()
+        .map(|(i, s)| span(s, 100 + i as u64, MS, 2 * MS))
+        .collect();
+    push(&mut ring, &records);
+    engine.aggregator.publish_complete = false;
+    let mut refreshed_at = vec![None; series.len()];
+    for cycle in 0..series.len() {
+        let snapshot = engine.cycle(3 * MS + cycle as u64);
+        // A stage without labels and the family total are always current.
+        assert_eq!(count(&snapshot, plain), 1);
+        assert_eq!(count(&snapshot, family.total()), series.len() as u64);
+        let current = series.iter().filter(|s| count(&snapshot, **s) == 1).count();
+        assert_eq!(current, cycle + 1, "one series more each cycle");
+        for (i, s) in series.iter().enumerate() {
+            if count(&snapshot, *s) == 1 && refreshed_at[i].is_none() {
+                refreshed_at[i] = Some(cycle);
+            }
+        }
+    }
+    // Each cycle refreshed a new series: none was skipped for another twice.
+    let mut order: Vec<usize> = refreshed_at.iter().map(|c| c.unwrap()).collect();
+    order.sort_unstable();
+    assert_eq!(order, (0..series.len()).collect::<Vec<_>>());
+
+    // A flush's cycle refreshes every one at once.
+    push(
+        &mut ring,
+        &series
+            .iter()
+            .map(|s| span(*s, 7, 10 * MS, 11 * MS))
+            .collect::<Vec<_>>(),
+    );
+    engine.aggregator.publish_complete = true;
+    let snapshot = engine.cycle(12 * MS);
+    for s in &series {
+        assert_eq!(count(&snapshot, *s), 2);
+    }
+}

@@ -120,6 +120,11 @@ impl SlidingWindow {
         changed
     }
 
+    /// Holds nothing and has no expiry left to report: advancing it changes nothing.
+    fn is_idle(&self) -> bool {
+        !self.expired && self.slices.iter().all(|s| s.tally.is_empty())
+    }
+
     /// Whether anything expired since the last call.
     fn take_expired(&mut self) -> bool {
         std::mem::take(&mut self.expired)
@@ -378,6 +383,13 @@ impl StageWindows {
         changed
     }
 
+    /// No window holds anything, the open base slice is empty and no expiry is waiting to be
+    /// reported: [`Self::advance`] would change nothing and return false, so a caller may skip it
+    /// until the stage's next record or event (which moves the windows itself).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.fresh.tally.is_empty() && self.windows.iter().all(SlidingWindow::is_idle)
+    }
+
     /// The figures of window `i`.
     pub(crate) fn stats(&self, i: usize, stage: crate::Stage, layout: &Layout) -> StageStats {
         self.windows[i].stats(stage, layout, &self.fresh)
@@ -594,6 +606,37 @@ mod tests {
         assert!(w.advance(5_300 * MS), "the expiry must not be lost");
         assert_eq!(w.stats(0, stage(), &l).count, 1);
         assert!(!w.advance(5_310 * MS));
+    }
+
+    #[test]
+    fn idle_means_advancing_changes_nothing() {
+        let l = layout();
+        let mut w = StageWindows::new(
+            [
+                (Duration::from_secs(1), Duration::from_millis(250)),
+                (Duration::from_secs(5), Duration::from_secs(1)),
+            ],
+            250 * MS,
+            0,
+        );
+        assert!(w.is_idle(), "a new stage is idle");
+        w.record(100 * MS, l.index(7), 7, false);
+        assert!(!w.is_idle(), "a record in the open base slice");
+        w.advance(300 * MS);
+        assert!(!w.is_idle(), "a record in the windows");
+        // The 1 s window lets it go at 1 s, the 5 s one at 5 s.
+        assert!(w.advance(1000 * MS));
+        assert!(!w.is_idle());
+        // A late record expires the last slice on the record path: the expiry is still to be
+        // reported, so the stage is not idle until a cycle has seen it.
+        w.count_event(5_100 * MS, Event::Dropped, 1);
+        assert!(!w.is_idle());
+        assert!(w.advance(5_200 * MS));
+        assert!(!w.is_idle(), "the drop is held");
+        assert!(w.advance(10_300 * MS), "the drop expires");
+        assert!(w.is_idle());
+        assert!(!w.advance(20_000 * MS));
+        assert!(w.is_idle());
     }
 
     #[test]

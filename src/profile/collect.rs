@@ -86,6 +86,8 @@ impl Sink for ProfileRequest {
 }
 
 fn dump_of(cycle: &Cycle<'_>) -> Dump {
+    // A profile has one layout: a family's coarser series are carried over into it.
+    let layout = cycle.layout;
     let stages = cycle
         .stages()
         .filter(|s| !s.cumulative().tally.is_empty())
@@ -93,11 +95,11 @@ fn dump_of(cycle: &Cycle<'_>) -> Dump {
             let cumulative = s.cumulative();
             StageDump {
                 stage: s.stage(),
-                counts: cumulative.hist.iter().collect(),
+                counts: cumulative.counts_in(layout),
                 tally: *cumulative.tally,
                 in_rings: s.in_rings(),
                 corrected: s.corrected().map(|c| CorrectedDump {
-                    counts: c.histogram.hist.iter().collect(),
+                    counts: c.histogram.counts_in(layout),
                     tally: *c.histogram.tally,
                     interval_ns: c.interval_ns,
                 }),

@@ -1,6 +1,9 @@
 //! Statistics as plain data: what `get_stats` returns and what the snapshot holds.
 
+mod table;
 mod verdict;
+
+pub(crate) use table::StageTable;
 
 pub use verdict::{CLEAR_BELOW, Metric, Severity, Value, Violation};
 
@@ -294,6 +297,12 @@ pub struct Health {
     /// Calls sent to a family's overflow series, since the process started: past a cap, or with
     /// label values laptime cannot carry (per family: [`crate::Family::overflowed`]).
     pub series_overflowed: u64,
+    /// How long the last pass over every series took: a series' figures in a snapshot are at
+    /// most this much (and one interval) older than its records. A cycle refreshes series in
+    /// turn for at most a quarter of its interval, so that thousands of busy series cannot
+    /// stretch it; with a few hundred, a pass is one cycle. `flush` refreshes every one; stages
+    /// without labels are always current.
+    pub series_sweep: Duration,
 }
 
 /// Guard trips of one reason in every kept window.
@@ -323,7 +332,7 @@ pub struct Snapshot {
     pub taken_at: Duration,
     /// The windows kept: the sliding ones in configuration order, then [`Window::Cumulative`].
     pub windows: Vec<Window>,
-    pub(crate) stages: Vec<Option<std::sync::Arc<StageSnapshot>>>,
+    pub(crate) stages: StageTable,
     pub(crate) violations: Vec<Violation>,
     pub(crate) guard_trips: Vec<GuardTrips>,
     /// Unlabelled stages by name, for lock-free queries by name.
@@ -340,7 +349,7 @@ impl Snapshot {
         Self {
             taken_at: Duration::ZERO,
             windows,
-            stages: Vec::new(),
+            stages: StageTable::default(),
             violations: Vec::new(),
             guard_trips: Vec::new(),
             names: std::sync::Arc::default(),
@@ -360,12 +369,7 @@ impl Snapshot {
     /// One stage's statistics over `window`, if the window is kept and the stage had activity in it.
     pub fn stats(&self, stage: crate::Stage, window: Window) -> Option<&StageStats> {
         let w = self.window_index(window)?;
-        self.stages
-            .get(stage.id() as usize)?
-            .as_ref()?
-            .stats
-            .get(w)?
-            .as_ref()
+        self.stages.get(stage.id() as usize)?.stats.get(w)?.as_ref()
     }
 
     /// Every stage with activity in `window`, in stage-id order.
@@ -374,7 +378,6 @@ impl Snapshot {
             Some(w) => Box::new(
                 self.stages
                     .iter()
-                    .flatten()
                     .filter_map(move |s| s.stats.get(w).and_then(Option::as_ref)),
             ),
             None => Box::new(std::iter::empty()),

@@ -1,0 +1,76 @@
+//! Every stage's published figures, in chunks that snapshots share.
+//!
+//! A snapshot holds one entry per stage. Rebuilding that list each cycle would cost a reference
+//! count increment (and, when the old snapshot goes, a decrement) per stage per cycle: with
+//! 20 000 series, thousands of cache misses every 10 ms for figures that did not change. Here
+//! the list is chunks of [`CHUNK_STAGES`] entries behind their own `Arc`: a cycle copies only the
+//! chunks holding a stage it refreshed, and a new snapshot clones one `Arc` per chunk.
+
+use std::sync::Arc;
+
+use super::StageSnapshot;
+
+/// Stages per chunk: a cycle that refreshes a run of consecutive series copies a few chunks.
+const CHUNK_STAGES: usize = 256;
+
+type Entry = Option<Arc<StageSnapshot>>;
+
+/// The published figures by stage id.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StageTable {
+    chunks: Vec<Arc<Vec<Entry>>>,
+}
+
+impl StageTable {
+    /// Stage `id`'s figures, if it has published any.
+    pub(crate) fn get(&self, id: usize) -> Option<&Arc<StageSnapshot>> {
+        self.chunks
+            .get(id / CHUNK_STAGES)?
+            .get(id % CHUNK_STAGES)?
+            .as_ref()
+    }
+
+    /// Every stage that has published figures, in id order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<StageSnapshot>> {
+        self.chunks.iter().flat_map(|c| c.iter().flatten())
+    }
+
+    /// Sets stage `id`'s figures: the chunk is copied first if a snapshot still shares it.
+    pub(crate) fn set(&mut self, id: usize, figures: Arc<StageSnapshot>) {
+        let chunk = id / CHUNK_STAGES;
+        while self.chunks.len() <= chunk {
+            self.chunks.push(Arc::new(vec![None; CHUNK_STAGES]));
+        }
+        Arc::make_mut(&mut self.chunks[chunk])[id % CHUNK_STAGES] = Some(figures);
+    }
+}
+
+#[cfg(all(test, not(laptime_loom)))]
+mod tests {
+    use super::*;
+
+    fn figures(count: usize) -> Arc<StageSnapshot> {
+        Arc::new(StageSnapshot {
+            stats: vec![None; count],
+        })
+    }
+
+    #[test]
+    fn a_shared_chunk_is_copied_and_the_others_stay_shared() {
+        let mut table = StageTable::default();
+        for id in [0, 1, CHUNK_STAGES + 3] {
+            table.set(id, figures(id));
+        }
+        let published = table.clone();
+        table.set(1, figures(7));
+        // The snapshot taken before still sees the old figures; the new table the new ones.
+        assert_eq!(published.get(1).unwrap().stats.len(), 1);
+        assert_eq!(table.get(1).unwrap().stats.len(), 7);
+        assert!(!Arc::ptr_eq(&published.chunks[0], &table.chunks[0]));
+        assert!(Arc::ptr_eq(&published.chunks[1], &table.chunks[1]));
+        assert!(table.get(2).is_none());
+        assert!(table.get(10 * CHUNK_STAGES).is_none());
+        let ids: Vec<usize> = table.iter().map(|s| s.stats.len()).collect();
+        assert_eq!(ids, vec![0, 7, CHUNK_STAGES + 3]);
+    }
+}
