@@ -202,6 +202,11 @@ impl Table {
 /// Families by name, for redeclaration and for the health figures.
 static FAMILIES: LazyLock<Mutex<Vec<Family>>> = LazyLock::new(|| Mutex::new(Vec::new()));
 
+/// Every family declared so far, in declaration order.
+pub(crate) fn all() -> Vec<Family> {
+    FAMILIES.lock().clone()
+}
+
 impl Family {
     /// Declares (or finds) the family `name` with `label_names` and the default options.
     pub fn new(

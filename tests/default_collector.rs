@@ -101,3 +101,45 @@ fn values_carried_from_the_default_collector_are_exported() {
         "carried_stage_duration_seconds_bucket{stage=\"zero_setup_export\",le=\"0.00001\"}";
     assert_eq!(sample(below_10us), 2.0, "3 µs carried, 5 µs recorded after");
 }
+
+/// A family's series carried over are exported once: the series' `_count` is the engine's, and
+/// the family total (replayed through its series, not again on its own) accounts for each value
+/// once.
+#[cfg(feature = "prometheus")]
+#[test]
+fn a_family_carried_from_the_default_collector_is_counted_once() {
+    let family = laptime::Family::new("carried_fills", &["venue"]).unwrap();
+    let series = family.series(&["x"]).unwrap();
+    for micros in [3, 40, 900] {
+        laptime::record(series, Duration::from_micros(micros));
+    }
+    assert!(laptime::flush());
+    let exporter = laptime::export::prometheus::PrometheusExporter::builder()
+        .with_namespace("carried")
+        .build()
+        .unwrap();
+    let handle = Collector::builder()
+        .with_prometheus(exporter.clone())
+        .install()
+        .expect("the default collector gives way");
+    laptime::record(series, Duration::from_micros(5));
+    assert!(handle.flush());
+    let total = handle
+        .get_stats(family.total(), Window::Cumulative)
+        .unwrap();
+    assert_eq!(total.count, 4);
+    let text = exporter.render().unwrap();
+    let sample = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    assert_eq!(
+        sample("carried_carried_fills_seconds_count{venue=\"x\"}"),
+        4.0
+    );
+    assert_eq!(
+        sample("carried_spans_produced_total{stage=\"carried_fills\"}"),
+        4.0
+    );
+}

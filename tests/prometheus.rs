@@ -1256,3 +1256,74 @@ fn the_accounting_identity_holds_per_stage_in_the_exposition() {
         handle.health().backwards_spans as f64
     );
 }
+
+/// A family is one metric family with its label names: every series' histogram equals its own
+/// values (computed here); the family total has no histogram (a backend sums the series) but
+/// carries the accounting, which adds up over the series; the overflow series and the cap show.
+#[test]
+fn a_family_is_one_metric_family_with_its_series_its_overflow_and_its_cap() {
+    let _s = serial();
+    let exporter = PrometheusExporter::builder()
+        .with_namespace("mm")
+        .build()
+        .unwrap();
+    let handle = install(builder(&exporter));
+    let name = unique("prom_order_exec");
+    let options = laptime::FamilyOptions::new().with_max_series(3);
+    let family = laptime::Family::with_options(name, &["pair", "side"], options).unwrap();
+    let pairs = ["BTC-USD", "ETH-USD", "SOL-USD", "XRP-USD"];
+    let mut recorded: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for (i, pair) in pairs.iter().enumerate() {
+        let values = spread(200 + 50 * i, i as u64 + 1);
+        // The fourth pair is past the cap: its values go to the overflow series, counted.
+        let series = family.series_or_overflow(&[*pair, "buy"]);
+        for v in &values {
+            laptime::record(series, Duration::from_nanos(*v));
+        }
+        let key = if i < 3 {
+            *pair
+        } else {
+            laptime::limits::OVERFLOW_VALUE
+        };
+        recorded.entry(key).or_default().extend(values);
+    }
+    assert!(handle.flush());
+    let samples = parse(&exporter.render().unwrap());
+    let own = format!("mm_{name}_seconds");
+    for (pair, values) in &recorded {
+        let side = if *pair == laptime::limits::OVERFLOW_VALUE {
+            laptime::limits::OVERFLOW_VALUE
+        } else {
+            "buy"
+        };
+        let with = [("pair", *pair), ("side", side)];
+        assert_histogram(&samples, &own, &with, values, &default_buckets(), 1e9);
+    }
+    // Series only: no sample of the family's histogram lacks the labels.
+    let series_count = find(&samples, &format!("{own}_count"), &[]).len();
+    assert_eq!(series_count, recorded.len(), "one histogram per series");
+    let total = [("stage", name)];
+    assert!(find(&samples, "mm_stage_duration_seconds_count", &total).is_empty());
+    // The family's accounting, once for the family: every call is in a series' _count.
+    let all: usize = recorded.values().map(Vec::len).sum();
+    assert_eq!(
+        value(&samples, "mm_spans_produced_total", &total),
+        all as f64
+    );
+    assert_eq!(value(&samples, "mm_records_dropped_total", &total), 0.0);
+    assert!(find(&samples, "mm_spans_produced_total", &[("pair", "BTC-USD")]).is_empty());
+    let by_family = [("family", name)];
+    assert_eq!(value(&samples, "mm_family_series", &by_family), 3.0);
+    assert_eq!(value(&samples, "mm_family_series_max", &by_family), 3.0);
+    let overflowed = recorded[laptime::limits::OVERFLOW_VALUE].len();
+    assert_eq!(
+        family.overflowed(),
+        1,
+        "one lookup went to the overflow series"
+    );
+    assert_eq!(
+        value(&samples, "mm_family_overflowed_total", &by_family),
+        1.0,
+        "{overflowed} values through one overflowed lookup"
+    );
+}

@@ -79,7 +79,8 @@ impl Aggregator {
             }
             state.cumulative.tally.merge(&carried.tally);
             state.dirty = true;
-            if self.interest.values {
+            // A family total is replayed through its series (sinks add them up themselves).
+            if self.interest.values && !carried.stage.is_family_total() {
                 self.replay(carried.stage, old, &carried.counts);
             }
         }

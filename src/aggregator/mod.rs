@@ -277,6 +277,8 @@ pub(crate) struct Aggregator {
     plain: Vec<u32>,
     /// Every stage's published figures.
     table: crate::stats::StageTable,
+    /// The stages this cycle refreshed, in the order it did.
+    changed: Vec<u32>,
     /// The flush ticket the last cycle answered.
     last_ticket: u64,
     /// `stage::DROPS` when the stages' drop counts were last scanned.
@@ -343,6 +345,7 @@ impl Aggregator {
             sweep_began: 0,
             plain: Vec::new(),
             table: crate::stats::StageTable::default(),
+            changed: Vec::new(),
             last_ticket: 0,
             drops_scanned: 0,
             stages_added: true,
@@ -975,6 +978,17 @@ impl Aggregator {
             pushed += tail as u64;
             in_rings += tail.wrapping_sub(popped) as u64;
         }
+        // A family total answers for its series' outcomes in rings too, as for the rest.
+        for id in 0..per_stage.len() {
+            let n = per_stage[id];
+            if n > 0
+                && self.stages[id].is_series
+                && let Some(total) = family_total(self.stages[id].stage)
+                && let Some(t) = per_stage.get_mut(total as usize)
+            {
+                *t += n;
+            }
+        }
         // Compared with the last count side by side, so only the stages whose count moved are
         // touched (with thousands of series, most are not).
         let last = &mut self.in_rings_last;
@@ -1053,10 +1067,12 @@ impl Aggregator {
     /// cycle copies few.
     fn refresh_stages(&mut self) {
         let began = Instant::now();
+        self.changed.clear();
         for &id in &self.plain {
             let state = &mut self.stages[id as usize];
             if let Some(figures) = refresh(state, &mut self.histogram_bytes) {
                 self.table.set(id as usize, figures);
+                self.changed.push(id);
             }
         }
         let n = self.stages.len();
@@ -1078,6 +1094,7 @@ impl Aggregator {
                     }
                     if let Some(figures) = refresh(state, &mut self.histogram_bytes) {
                         self.table.set(i, figures);
+                        self.changed.push(i as u32);
                     }
                     refreshed += 1;
                 }
@@ -1133,6 +1150,7 @@ impl Aggregator {
         let cycle = Cycle {
             snapshot,
             stages: &self.stages,
+            changed: &self.changed,
             layout: &self.layout,
             settings: &self.config,
         };

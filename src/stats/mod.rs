@@ -3,7 +3,7 @@
 mod table;
 mod verdict;
 
-pub(crate) use table::StageTable;
+pub(crate) use table::{SharedTable, StageTable};
 
 pub use verdict::{CLEAR_BELOW, Metric, Severity, Value, Violation};
 

@@ -1,4 +1,4 @@
-//! Every stage's published figures, in chunks that snapshots share.
+//! Per-stage entries in chunks that publications share: the snapshot's figures, an exporter's.
 //!
 //! A snapshot holds one entry per stage. Rebuilding that list each cycle would cost a reference
 //! count increment (and, when the old snapshot goes, a decrement) per stage per cycle: with
@@ -13,35 +13,51 @@ use super::StageSnapshot;
 /// Stages per chunk: a cycle that refreshes a run of consecutive series copies a few chunks.
 const CHUNK_STAGES: usize = 256;
 
-type Entry = Option<Arc<StageSnapshot>>;
-
-/// The published figures by stage id.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct StageTable {
-    chunks: Vec<Arc<Vec<Entry>>>,
+/// Entries by stage id, each chunk behind its own `Arc`; cloning the table clones one `Arc` per
+/// chunk. `T` is cheap to clone (an `Arc` itself, or a pair of them).
+#[derive(Debug)]
+pub(crate) struct SharedTable<T> {
+    chunks: Vec<Arc<Vec<Option<T>>>>,
 }
 
-impl StageTable {
-    /// Stage `id`'s figures, if it has published any.
-    pub(crate) fn get(&self, id: usize) -> Option<&Arc<StageSnapshot>> {
+/// The snapshot's figures by stage id.
+pub(crate) type StageTable = SharedTable<Arc<StageSnapshot>>;
+
+impl<T> Default for SharedTable<T> {
+    fn default() -> Self {
+        Self { chunks: Vec::new() }
+    }
+}
+
+impl<T> Clone for SharedTable<T> {
+    fn clone(&self) -> Self {
+        Self {
+            chunks: self.chunks.clone(),
+        }
+    }
+}
+
+impl<T: Clone> SharedTable<T> {
+    /// Stage `id`'s entry, if it has one.
+    pub(crate) fn get(&self, id: usize) -> Option<&T> {
         self.chunks
             .get(id / CHUNK_STAGES)?
             .get(id % CHUNK_STAGES)?
             .as_ref()
     }
 
-    /// Every stage that has published figures, in id order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Arc<StageSnapshot>> {
+    /// Every entry, in id order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().flat_map(|c| c.iter().flatten())
     }
 
-    /// Sets stage `id`'s figures: the chunk is copied first if a snapshot still shares it.
-    pub(crate) fn set(&mut self, id: usize, figures: Arc<StageSnapshot>) {
+    /// Sets stage `id`'s entry: the chunk is copied first if a publication still shares it.
+    pub(crate) fn set(&mut self, id: usize, entry: T) {
         let chunk = id / CHUNK_STAGES;
         while self.chunks.len() <= chunk {
             self.chunks.push(Arc::new(vec![None; CHUNK_STAGES]));
         }
-        Arc::make_mut(&mut self.chunks[chunk])[id % CHUNK_STAGES] = Some(figures);
+        Arc::make_mut(&mut self.chunks[chunk])[id % CHUNK_STAGES] = Some(entry);
     }
 }
 

@@ -75,6 +75,9 @@ impl StageCollector {
                 &["stage", "window", "percentile"],
             )?;
         }
+        desc(n.family_series(), FAMILY_SERIES_HELP, &["family"])?;
+        desc(n.family_series_max(), FAMILY_SERIES_MAX_HELP, &["family"])?;
+        desc(n.family_overflowed(), FAMILY_OVERFLOWED_HELP, &["family"])?;
         for (name, m) in &n.health {
             desc(name, m.help, &[])?;
         }
@@ -98,6 +101,10 @@ const CORRECTED_QUANTILE_HELP: &str = "Percentile of a stage's coordinated-omiss
 const EXPECTED_INTERVAL_HELP: &str = "The interval a corrected stage's spans are expected to start at: the period of its coordinated-omission correction.";
 const LABELLED_HIST_HELP: &str =
     "Durations of a labelled stage since the collector started, cumulative.";
+const FAMILY_SERIES_HELP: &str = "Series a family holds (its overflow series aside).";
+const FAMILY_SERIES_MAX_HELP: &str =
+    "A family's cap on series: past it, calls go to its series whose every label is __overflow__.";
+const FAMILY_OVERFLOWED_HELP: &str = "Calls sent to a family's overflow series: past its cap or the process's, or with label values laptime cannot carry.";
 const SYNTHESIZED_HELP: &str = "Values the coordinated-omission correction added for spans held back by a slower one, by stage (the corrected histogram's _count is the spans recorded since the correction was on plus these).";
 
 impl PromCollector for StageCollector {
@@ -129,19 +136,32 @@ impl Core {
             .filter(|w| *w != Window::Cumulative)
             .collect();
         let mut series = StageSeries::default();
-        for f in p.stages.iter().flatten() {
+        for f in p.stages.iter() {
             let Some(s) = StageScrape::new(c, f, &p.snapshot) else {
                 continue;
             };
-            let (family, labels) = histogram_home(c, &s, &owners, &gauge_names);
-            series.add_histogram(family, labels, &s, c.unit);
-            series.add_counters(&s);
-            series.add_corrected(&s, c.unit);
-            if c.window_quantiles {
-                series.add_window_quantiles(&s, &p.snapshot, &windows, c.unit);
+            let stage = s.stage();
+            // A family's series: its histogram and deadline misses, by its labels. The family
+            // total: the accounting and window percentiles for the family as a whole, but no
+            // histogram (the backend sums the series'). Thousands of series then cost one
+            // histogram each, not a dozen families each.
+            let is_total = stage.is_family_total();
+            let is_series = !is_total && stage.family().is_some();
+            if !is_total {
+                let (family, labels) = histogram_home(c, &s, &owners, &gauge_names);
+                series.add_histogram(family, labels, &s, c.unit);
+                series.add_misses(&s);
+                series.add_corrected(&s, c.unit);
+            }
+            if !is_series {
+                series.add_accounting(&s);
+                if c.window_quantiles {
+                    series.add_window_quantiles(&s, &p.snapshot, &windows, c.unit);
+                }
             }
         }
         let mut out = series.into_families(&c.names);
+        out.extend(family_figures(c));
         out.push(guard_trips(c, &p.snapshot));
         out.extend(health(c, &p));
         out.retain(|f| !f.get_metric().is_empty());
@@ -154,7 +174,7 @@ impl Core {
 /// scrapes.
 fn family_owners(c: &Config, p: &Published) -> HashMap<String, &'static str> {
     let mut owners = HashMap::new();
-    for f in p.stages.iter().flatten() {
+    for f in p.stages.iter() {
         let stage = f.raw.stage;
         if !stage.labels().is_empty() {
             let own = MetricNames::own_family(&c.namespace, c.unit, stage.name());
@@ -281,15 +301,19 @@ impl StageSeries {
         self.hists.entry(family).or_default().push(metric);
     }
 
-    /// Deadline misses (for a stage with a deadline or a miss), drops, sampling, cancellations
-    /// and the stage's side of the accounting identity.
-    fn add_counters(&mut self, s: &StageScrape<'_>) {
+    /// Deadline misses, for a stage with a deadline or a miss.
+    fn add_misses(&mut self, s: &StageScrape<'_>) {
         let e = &s.figures.raw;
-        let labels = s.with_stage(&[]);
         if s.stage().deadline().is_some() || e.misses > 0 {
             self.misses
-                .push(counter_metric(labels.clone(), e.misses as f64));
+                .push(counter_metric(s.with_stage(&[]), e.misses as f64));
         }
+    }
+
+    /// Drops, sampling, cancellations and the stage's side of the accounting identity.
+    fn add_accounting(&mut self, s: &StageScrape<'_>) {
+        let e = &s.figures.raw;
+        let labels = s.with_stage(&[]);
         self.dropped
             .push(counter_metric(labels.clone(), e.dropped as f64));
         self.sampled_out
@@ -423,6 +447,46 @@ fn quantile_gauges(
         let l = s.with_stage(&[window.clone(), pair("percentile", label)]);
         out.push(gauge_metric(l, unit.of_ns(ns)));
     }
+}
+
+/// Per family: its series, its cap and the calls its overflow series took.
+fn family_figures(c: &Config) -> [MetricFamily; 3] {
+    let families = crate::family::all();
+    let by_family = |value: &dyn Fn(crate::Family) -> f64, counter: bool| {
+        families
+            .iter()
+            .map(|f| {
+                let mut l = vec![pair("family", f.name())];
+                l.extend(c.const_pairs.iter().cloned());
+                if counter {
+                    counter_metric(l, value(*f))
+                } else {
+                    gauge_metric(l, value(*f))
+                }
+            })
+            .collect()
+    };
+    let n = &c.names;
+    [
+        family(
+            n.family_series(),
+            FAMILY_SERIES_HELP,
+            MetricType::GAUGE,
+            by_family(&|f| f.len() as f64, false),
+        ),
+        family(
+            n.family_series_max(),
+            FAMILY_SERIES_MAX_HELP,
+            MetricType::GAUGE,
+            by_family(&|f| f.max_series() as f64, false),
+        ),
+        family(
+            n.family_overflowed(),
+            FAMILY_OVERFLOWED_HELP,
+            MetricType::COUNTER,
+            by_family(&|f| f.overflowed() as f64, true),
+        ),
+    ]
 }
 
 /// Guard trips by reason, over the cumulative window.

@@ -51,6 +51,9 @@
 //! | `ns_stage_window_quantile_corrected_<unit>` | gauge | `stage`, `window`, `percentile` (+ stage labels) | [`crate::StageStats::corrected`] per sliding window, with the window quantiles |
 //! | `ns_stage_expected_interval_<unit>` | gauge | `stage` (+ stage labels) | [`crate::CorrectedStats::expected_interval`] |
 //! | `ns_stage_values_synthesized_total` | counter | `stage` (+ stage labels) | [`crate::CorrectedStats::synthesized`] |
+//! | `ns_<family>_<unit>` | histogram | the family's label names | every series of a [`crate::Family`] (its overflow series too, every label `__overflow__`) |
+//! | `ns_family_series`, `ns_family_series_max` | gauge | `family` | [`crate::Family::len`], [`crate::Family::max_series`] |
+//! | `ns_family_overflowed_total` | counter | `family` | [`crate::Family::overflowed`] |
 //! | `ns_records_aggregated_total`, `ns_records_produced_total`, `ns_values_saturated_total`, `ns_spans_clock_backwards_total`, `ns_aggregator_cycles_total`, `ns_aggregator_restarts_total`, `ns_callback_panics_total`, `ns_rejected_calls_total`, `ns_spans_abandoned_total` | counter | | [`crate::Health`] |
 //! | `ns_aggregator_lag_seconds`, `ns_aggregator_last_cycle_seconds`, `ns_aggregator_last_drain_age_seconds`, `ns_sampling_rate`, `ns_adaptive_sampling_engaged`, `ns_enabled`, `ns_ring_high_water_records`, `ns_ring_capacity_records`, `ns_records_in_rings`, `ns_spans_in_flight`, `ns_aggregator_memory_bytes` | gauge | | [`crate::Health`]; the drain age is measured at scrape time |
 //! | `ns_<name>` | gauge | | [`PrometheusExporter::gauge`] |
@@ -69,12 +72,20 @@
 //! stage label whose name is also a const label, or one the export sets itself (`reason`,
 //! `percentile`), is exported as `exported_<name>`.
 //!
+//! **Families** come out as one metric family named after the family, with its label names:
+//! `laptime::family!("order_exec", ["pair", "side"])` is `mm_order_exec_seconds{pair, side}`,
+//! one histogram per series. Per series the export writes only that histogram (and deadline
+//! misses, for a series with a deadline or a miss): the accounting counters and window
+//! quantiles are written once for the family, under `stage="order_exec"`, from the family
+//! total. The total's own histogram is left out: `sum by (le) (rate(..._bucket[5m]))` over the
+//! series is the family's. So 20 000 series cost 20 000 histograms, not twelve families each.
+//!
 //! **Exactness.** Each drained duration lands in exactly one bucket (`le` is inclusive; a value
 //! above every bound is counted in `+Inf` only); `_count` is the library's cumulative count and
 //! `_sum` its exact nanosecond sum, converted to the unit once when rendered. Values above the
 //! collector's highest trackable value are bucketed by what was measured, as `_sum` counts them.
 //!
-//! **Accounting.** Per stage, `ns_spans_produced_total` = the stage's histogram `_count` +
+//! **Accounting.** Per stage (per family: over its series' `_count`s), `ns_spans_produced_total` = the stage's histogram `_count` +
 //! `ns_records_dropped_total` + `ns_spans_cancelled_total` + `ns_spans_in_rings`, every figure
 //! from the same aggregator cycle: a span outcome that passed sampling is aggregated, dropped,
 //! cancelled or still in a ring, and nothing else happens to it. Over all stages,
@@ -129,7 +140,7 @@ pub use crate::prom_name::{is_label_name, is_metric_name};
 
 use super::ExportError;
 use crate::stage::Stage;
-use crate::stats::Snapshot;
+use crate::stats::{SharedTable, Snapshot};
 use buckets::{Bounds, StageBuckets, StageFigures};
 use registry::{register, unregister_all};
 
@@ -304,7 +315,7 @@ impl PrometheusExporter {
     pub(crate) fn publish(
         &self,
         snapshot: Arc<Snapshot>,
-        stages: Vec<Option<StageFigures>>,
+        stages: SharedTable<StageFigures>,
         interval: Duration,
     ) {
         let core = &self.shared.core;
@@ -419,8 +430,8 @@ struct Published {
     /// Counts publications (1 for the first): what `Exposition::generation` reports.
     generation: u64,
     snapshot: Arc<Snapshot>,
-    /// By stage id; `None` for stages this collector has no state for.
-    stages: Vec<Option<StageFigures>>,
+    /// By stage id; none for stages this collector has no state for.
+    stages: SharedTable<StageFigures>,
     at: Instant,
     interval: Duration,
     /// False once the collector stopped.

@@ -40,6 +40,9 @@ pub struct MetricNames {
     window_quantile_corrected: String,
     expected_interval: String,
     synthesized: String,
+    family_series: String,
+    family_series_max: String,
+    family_overflowed: String,
     pub(super) health: Vec<(String, HealthMetric)>,
 }
 /// One figure of [`crate::Health`] (or the exporter's own drain age).
@@ -196,6 +199,9 @@ impl MetricNames {
             window_quantile_corrected: format!("{ns}_stage_window_quantile_corrected_{u}"),
             expected_interval: format!("{ns}_stage_expected_interval_{u}"),
             synthesized: format!("{ns}_stage_values_synthesized_total"),
+            family_series: format!("{ns}_family_series"),
+            family_series_max: format!("{ns}_family_series_max"),
+            family_overflowed: format!("{ns}_family_overflowed_total"),
             health: HEALTH
                 .iter()
                 .map(|m| (format!("{ns}_{}", m.suffix), *m))
@@ -299,6 +305,23 @@ impl MetricNames {
         &self.synthesized
     }
 
+    /// `<ns>_family_series`: gauge, label `family`: the series a [`crate::Family`] holds (its
+    /// overflow series aside).
+    pub fn family_series(&self) -> &str {
+        &self.family_series
+    }
+
+    /// `<ns>_family_series_max`: gauge, label `family`: the family's cap on series.
+    pub fn family_series_max(&self) -> &str {
+        &self.family_series_max
+    }
+
+    /// `<ns>_family_overflowed_total`: counter, label `family`: calls sent to the family's
+    /// overflow series (past a cap, or with label values laptime cannot carry).
+    pub fn family_overflowed(&self) -> &str {
+        &self.family_overflowed
+    }
+
     /// The own histogram family of a stage with static labels, e.g. `mm_exchange_req_seconds`
     /// for stage `exchange_req` (characters a metric name cannot hold become `_`). A stage whose
     /// family name collides goes under [`stage_duration`](Self::stage_duration) instead (see the
@@ -343,6 +366,9 @@ impl MetricNames {
             &self.window_quantile_corrected,
             &self.expected_interval,
             &self.synthesized,
+            &self.family_series,
+            &self.family_series_max,
+            &self.family_overflowed,
         ]
         .into_iter()
         .chain(self.health.iter().map(|(n, _)| n))

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use super::{PrometheusExporter, StageBuckets, StageFigures};
 use crate::CollectorBuilder;
-use crate::sink::{Cycle, Interest, Sink, ValueBatch};
+use crate::sink::{Cycle, Interest, Sink, StageView, ValueBatch};
 use crate::stage::Stage;
-use crate::stats::Snapshot;
+use crate::stats::{SharedTable, Snapshot};
 
 impl CollectorBuilder {
     /// Feeds `exporter` from the aggregator after each cycle (feature `prometheus`): bucket counts
@@ -18,6 +18,8 @@ impl CollectorBuilder {
             exporter,
             raw: Vec::new(),
             corrected: Vec::new(),
+            figures: SharedTable::default(),
+            primed: false,
         })
     }
 }
@@ -29,6 +31,10 @@ struct PrometheusSink {
     raw: Vec<Option<StageBuckets>>,
     /// Of the coordinated-omission-corrected values, for stages with an expected interval.
     corrected: Vec<Option<StageBuckets>>,
+    /// The figures last handed to the exporter, shared with its publications chunk by chunk.
+    figures: SharedTable<StageFigures>,
+    /// Every stage was exported once (the first cycle); since then only the changed ones.
+    primed: bool,
 }
 
 impl PrometheusSink {
@@ -57,6 +63,13 @@ impl Sink for PrometheusSink {
     fn values(&mut self, batch: &ValueBatch<'_>) {
         for v in batch.values() {
             Self::buckets(&self.exporter, &mut self.raw, v.stage).record(v.duration_ns);
+            // A family total's buckets follow its series', as its tally does: its `_count` and
+            // accounting stay exact (the histogram itself is not exported).
+            if let Some(total) = v.stage.family().map(crate::Family::total)
+                && total != v.stage
+            {
+                Self::buckets(&self.exporter, &mut self.raw, total).record(v.duration_ns);
+            }
             if let Some(added) = v.corrected {
                 let corrected = Self::buckets(&self.exporter, &mut self.corrected, v.stage);
                 corrected.record(v.duration_ns);
@@ -69,21 +82,30 @@ impl Sink for PrometheusSink {
     }
 
     fn cycle(&mut self, cycle: &Cycle<'_>) {
-        let stages = cycle
-            .stages()
-            .map(|view| {
-                let stage = view.stage();
-                let raw = Self::buckets(&self.exporter, &mut self.raw, stage)
-                    .export(stage, view.cumulative().tally);
-                let corrected = view.corrected().map(|c| {
-                    Self::buckets(&self.exporter, &mut self.corrected, stage)
-                        .export(stage, c.histogram.tally)
-                });
-                Some(StageFigures { raw, corrected })
-            })
-            .collect();
-        self.exporter
-            .publish(cycle.snapshot().clone(), stages, cycle.interval());
+        // Stages whose figures did not change keep last cycle's export: with thousands of
+        // series, a cycle re-exports the few hundred it refreshed, not every one.
+        let views: Box<dyn Iterator<Item = StageView<'_>>> = if self.primed {
+            Box::new(cycle.changed_stages())
+        } else {
+            Box::new(cycle.stages())
+        };
+        for view in views {
+            let stage = view.stage();
+            let raw = Self::buckets(&self.exporter, &mut self.raw, stage)
+                .export(stage, view.cumulative().tally);
+            let corrected = view.corrected().map(|c| {
+                Self::buckets(&self.exporter, &mut self.corrected, stage)
+                    .export(stage, c.histogram.tally)
+            });
+            self.figures
+                .set(stage.id() as usize, StageFigures { raw, corrected });
+        }
+        self.primed = true;
+        self.exporter.publish(
+            cycle.snapshot().clone(),
+            self.figures.clone(),
+            cycle.interval(),
+        );
     }
 
     fn health_only(&mut self, snapshot: &Arc<Snapshot>) {
