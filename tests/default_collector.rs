@@ -65,6 +65,25 @@ fn the_default_collector_starts_on_the_first_span_and_gives_way_to_install() {
     drop(handle);
 }
 
+/// Installs a collector exporting to Prometheus under namespace `ns`, in place of the default one.
+#[cfg(feature = "prometheus")]
+fn install_exporting(
+    ns: &str,
+) -> (
+    laptime::export::prometheus::PrometheusExporter,
+    laptime::CollectorHandle,
+) {
+    let exporter = laptime::export::prometheus::PrometheusExporter::builder()
+        .with_namespace(ns)
+        .build()
+        .unwrap();
+    let handle = Collector::builder()
+        .with_prometheus(exporter.clone())
+        .install()
+        .expect("the default collector gives way");
+    (exporter, handle)
+}
+
 /// The values carried over reach the Prometheus export too: its `_count` is the engine's count,
 /// and its buckets add up to it.
 #[cfg(feature = "prometheus")]
@@ -74,14 +93,7 @@ fn values_carried_from_the_default_collector_are_exported() {
         laptime::record("zero_setup_export", Duration::from_micros(micros));
     }
     assert!(laptime::flush());
-    let exporter = laptime::export::prometheus::PrometheusExporter::builder()
-        .with_namespace("carried")
-        .build()
-        .unwrap();
-    let handle = Collector::builder()
-        .with_prometheus(exporter.clone())
-        .install()
-        .expect("the default collector gives way");
+    let (exporter, handle) = install_exporting("carried");
     laptime::record("zero_setup_export", Duration::from_micros(5));
     assert!(handle.flush());
     let text = exporter.render().unwrap();
@@ -114,14 +126,7 @@ fn a_family_carried_from_the_default_collector_is_counted_once() {
         laptime::record(series, Duration::from_micros(micros));
     }
     assert!(laptime::flush());
-    let exporter = laptime::export::prometheus::PrometheusExporter::builder()
-        .with_namespace("carried")
-        .build()
-        .unwrap();
-    let handle = Collector::builder()
-        .with_prometheus(exporter.clone())
-        .install()
-        .expect("the default collector gives way");
+    let (exporter, handle) = install_exporting("carried");
     laptime::record(series, Duration::from_micros(5));
     assert!(handle.flush());
     let total = handle
