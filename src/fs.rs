@@ -24,9 +24,13 @@
 //! swapped between them (a symbolic link put where a regular file was, say) is never written
 //! through: the call fails with an error that says the path changed, and leaves the swapped-in
 //! entry as it found it. The temporary file is created with `O_EXCL | O_NOFOLLOW`, so a link
-//! planted at its name is never followed.
+//! planted at its name is never followed. A directory swapped for a link after it was opened
+//! changes nothing: the file lands in the directory that was checked.
+//!
+//! Every refusal is a [`Refused`] inside the returned `std::io::Error`, with a message that says
+//! what to change.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Why a bounded read failed.
 #[cfg(any(feature = "profile", feature = "config"))]
@@ -138,37 +142,131 @@ pub fn write_file(path: impl AsRef<Path>, bytes: &[u8]) -> std::io::Result<()> {
 /// The name the collector's Chrome-trace writer calls.
 pub(crate) use write_file as write_atomic;
 
-fn refused(path: &Path, what: &str) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        format!(
-            "{} is {what}: name a regular file (or a character device such as /dev/null, or a \
-             FIFO)",
-            path.display()
-        ),
-    )
+/// Why [`write_file`] refused a path or stopped a write: the error inside the `std::io::Error` it
+/// returns, for a caller that acts on the reason rather than the message
+/// (`e.get_ref().and_then(|inner| inner.downcast_ref::<Refused>())`). Each message says what to
+/// change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refused {
+    /// The path names something that is never written: a directory, a block device, a socket.
+    NotAFile {
+        /// The path given.
+        path: PathBuf,
+        /// What it names (`"a directory"`, `"a block device"`, …).
+        what: &'static str,
+    },
+    /// The path has no file name (`/`, `a/..`).
+    NoFileName {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A symbolic link whose target does not exist.
+    DanglingLink {
+        /// The path given.
+        path: PathBuf,
+        /// What the link holds.
+        target: PathBuf,
+    },
+    /// More symbolic links in a row than the kernel follows (40): likely a loop.
+    LinkLoop {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The path's entry changed between the check of what it is and the write (a symbolic link
+    /// swapped in, say): nothing was written through it, and the swapped-in entry was left as it
+    /// was found.
+    Changed {
+        /// The path given.
+        path: PathBuf,
+        /// What happened to it (`"was replaced"`, `"became a symbolic link"`, …).
+        how: &'static str,
+    },
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::NotAFile { path, what } => write!(
+                f,
+                "{} is {what}: name a regular file (or a character device such as /dev/null, or \
+                 a FIFO)",
+                path.display()
+            ),
+            Refused::NoFileName { path } => {
+                write!(f, "{} names no file: give a file name", path.display())
+            }
+            Refused::DanglingLink { path, target } => write!(
+                f,
+                "{} is a symbolic link to {}, which does not exist: create the target, or remove \
+                 the link to write a new file there",
+                path.display(),
+                target.display()
+            ),
+            Refused::LinkLoop { path } => write!(
+                f,
+                "{}: more than {MAX_LINKS} symbolic links in a row: is there a loop?",
+                path.display()
+            ),
+            Refused::Changed { path, how } => write!(
+                f,
+                "{} {how} while it was being written: nothing was written through it; write \
+                 again (is another process writing there?)",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl Refused {
+    /// The `std::io::Error` that carries it, of the kind that fits.
+    fn into_io(self) -> std::io::Error {
+        use std::io::ErrorKind;
+        let kind = match &self {
+            Refused::NotAFile { .. } | Refused::NoFileName { .. } => ErrorKind::InvalidInput,
+            Refused::DanglingLink { .. } => ErrorKind::NotFound,
+            Refused::LinkLoop { .. } | Refused::Changed { .. } => ErrorKind::Other,
+        };
+        std::io::Error::new(kind, self)
+    }
+}
+
+/// Symbolic links followed before giving up, as Linux's own `ELOOP` limit.
+const MAX_LINKS: usize = 40;
+
+fn refused(path: &Path, what: &'static str) -> std::io::Error {
+    Refused::NotAFile {
+        path: path.to_owned(),
+        what,
+    }
+    .into_io()
+}
+
+fn no_file_name(path: &Path) -> std::io::Error {
+    Refused::NoFileName {
+        path: path.to_owned(),
+    }
+    .into_io()
 }
 
 fn dangling(path: &Path, to: &Path) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::NotFound,
-        format!(
-            "{} is a symbolic link to {}, which does not exist: create the target, or remove the \
-             link to write a new file there",
-            path.display(),
-            to.display()
-        ),
-    )
+    Refused::DanglingLink {
+        path: path.to_owned(),
+        target: to.to_owned(),
+    }
+    .into_io()
 }
 
 /// The path's entry was replaced between the check of what it is and the write.
 #[cfg(unix)]
-fn changed(path: &Path, how: &str) -> std::io::Error {
-    std::io::Error::other(format!(
-        "{} {how} while it was being written: nothing was written through it; write again (is \
-         another process writing there?)",
-        path.display()
-    ))
+fn changed(path: &Path, how: &'static str) -> std::io::Error {
+    Refused::Changed {
+        path: path.to_owned(),
+        how,
+    }
+    .into_io()
 }
 
 /// The write rule on one directory handle (`openat`, `renameat2`, `O_NOFOLLOW`): what a name is
@@ -198,10 +296,7 @@ mod at {
     use rustix::fs::{AtFlags, CWD, FileType, Mode, OFlags, Stat};
     use rustix::io::Errno;
 
-    use super::{changed, dangling, refused};
-
-    /// Symbolic links followed before giving up, as Linux's own `ELOOP` limit.
-    const MAX_LINKS: usize = 40;
+    use super::{MAX_LINKS, Refused, changed, dangling, no_file_name, refused};
 
     /// What the path names, after links.
     enum Found {
@@ -211,6 +306,10 @@ mod at {
         Regular(Stat),
         /// A character device or a FIFO.
         Stream,
+        /// A symbolic link whose end is a character device or a FIFO (`/dev/stdout`, whose
+        /// `/proc/self/fd/1` leads to `pipe:[…]`, a name no directory holds): opened through
+        /// the link, and checked on the open handle.
+        LinkedStream,
     }
 
     /// A name in an open directory.
@@ -224,7 +323,8 @@ mod at {
         #[cfg(test)]
         tests_hooks::between_check_and_write();
         match found {
-            Found::Stream => stream(path, &place, bytes),
+            Found::Stream => stream(path, &place, OFlags::NOFOLLOW, bytes),
+            Found::LinkedStream => stream(path, &place, OFlags::empty(), bytes),
             Found::New => replace(path, &place, bytes, None),
             Found::Regular(stat) => replace(path, &place, bytes, Some(&stat)),
         }
@@ -236,10 +336,7 @@ mod at {
             return Err(if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
                 refused(path, "a directory")
             } else {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    format!("{} names no file: give a file name", path.display()),
-                )
+                no_file_name(path)
             });
         };
         let dir = path
@@ -256,6 +353,17 @@ mod at {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )
+    }
+
+    /// Whether the link at `place` ends, as the kernel follows it, at a character device or a
+    /// FIFO. Only decides how to open it: the open handle is checked again before a write.
+    fn leads_to_stream(place: &Place) -> bool {
+        rustix::fs::statat(&place.dir, &place.name, AtFlags::empty()).is_ok_and(|s| {
+            matches!(
+                FileType::from_raw_mode(s.st_mode),
+                FileType::CharacterDevice | FileType::Fifo
+            )
+        })
     }
 
     /// Where `path` leads and what is there, links followed by hand from one directory handle
@@ -288,6 +396,7 @@ mod at {
                 Err(e) => return Err(e.into()),
             };
             let found = match FileType::from_raw_mode(stat.st_mode) {
+                FileType::Symlink if leads_to_stream(&place) => Found::LinkedStream,
                 FileType::Symlink => {
                     let to = rustix::fs::readlinkat(&place.dir, &place.name, Vec::new())?;
                     let to = PathBuf::from(OsString::from_vec(to.into_bytes()));
@@ -313,20 +422,20 @@ mod at {
             };
             return Ok((place, found));
         }
-        Err(std::io::Error::other(format!(
-            "{}: more than {MAX_LINKS} symbolic links in a row: is there a loop?",
-            path.display()
-        )))
+        Err(Refused::LinkLoop {
+            path: path.to_owned(),
+        }
+        .into_io())
     }
 
-    /// Writes through a device or FIFO: opened without following a link, and checked again on
-    /// the open handle before anything is written (opening a regular file for writing without
+    /// Writes through a device or FIFO: opened with `follow` (`O_NOFOLLOW` where the check saw
+    /// no link), and checked again on the open handle before anything is written (opening a regular file for writing without
     /// `O_TRUNC` changes nothing).
-    fn stream(path: &Path, place: &Place, bytes: &[u8]) -> std::io::Result<()> {
+    fn stream(path: &Path, place: &Place, follow: OFlags, bytes: &[u8]) -> std::io::Result<()> {
         let fd = match rustix::fs::openat(
             &place.dir,
             &place.name,
-            OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
+            OFlags::WRONLY | OFlags::NOCTTY | OFlags::CLOEXEC | follow,
             Mode::empty(),
         ) {
             Ok(fd) => fd,
@@ -374,12 +483,17 @@ mod at {
 
     /// Creates `<name>.<pid>-<n>.tmp` with `O_EXCL | O_NOFOLLOW`; a name taken (by anything,
     /// a planted link included) is skipped for the next one.
-    fn create_temp(dir: &OwnedFd, name: &OsStr, mode: Mode) -> std::io::Result<(OsString, OwnedFd)> {
+    fn create_temp(
+        dir: &OwnedFd,
+        name: &OsStr,
+        mode: Mode,
+    ) -> std::io::Result<(OsString, OwnedFd)> {
         static WRITES: AtomicU64 = AtomicU64::new(0);
         let mut last = None;
         for _ in 0..100 {
             #[cfg(test)]
-            let n = tests_hooks::temp_number().unwrap_or_else(|| WRITES.fetch_add(1, Ordering::Relaxed));
+            let n = tests_hooks::temp_number()
+                .unwrap_or_else(|| WRITES.fetch_add(1, Ordering::Relaxed));
             #[cfg(not(test))]
             let n = WRITES.fetch_add(1, Ordering::Relaxed);
             let mut temp = name.to_owned();
@@ -430,9 +544,11 @@ mod at {
             let Some(old) = old else {
                 return Ok(());
             };
-            // `temp` now names what the target held: the file that was checked, or not.
+            // `temp` now names what the target held: the file that was checked, or not. The type
+            // is checked too: a file removed and a link created at once can reuse its inode
+            // number (ext4 does), and only a link or a device would be written through.
             let back = rustix::fs::statat(dir, temp, AtFlags::SYMLINK_NOFOLLOW);
-            if back.is_ok_and(|b| (b.st_dev, b.st_ino) == (old.st_dev, old.st_ino)) {
+            if back.is_ok_and(|b| same_regular_file(&b, old)) {
                 rustix::fs::unlinkat(dir, temp, AtFlags::empty())?;
                 return Ok(());
             }
@@ -445,6 +561,12 @@ mod at {
             let _ = old;
             Ok(rustix::fs::renameat(dir, temp, dir, &place.name)?)
         }
+    }
+
+    /// Whether `now` is a regular file with `old`'s device and inode numbers.
+    fn same_regular_file(now: &Stat, old: &Stat) -> bool {
+        FileType::from_raw_mode(now.st_mode) == FileType::RegularFile
+            && (now.st_dev, now.st_ino) == (old.st_dev, old.st_ino)
     }
 
     /// Gives the replacement `old`'s owner (when it differs) and permissions, in that order: a
@@ -519,7 +641,10 @@ mod by_path {
         let meta = match std::fs::metadata(path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && is_link => {
-                return Err(dangling(path, &std::fs::read_link(path).unwrap_or_default()));
+                return Err(dangling(
+                    path,
+                    &std::fs::read_link(path).unwrap_or_default(),
+                ));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Target::New),
             Err(e) => return Err(e),
@@ -553,10 +678,7 @@ mod by_path {
     fn replace(path: &Path, bytes: &[u8], old: Option<&std::fs::Metadata>) -> std::io::Result<()> {
         static WRITES: AtomicU64 = AtomicU64::new(0);
         let Some(name) = path.file_name() else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("{} names no file: give a file name", path.display()),
-            ));
+            return Err(super::no_file_name(path));
         };
         let mut temp_name = name.to_owned();
         let n = WRITES.fetch_add(1, Ordering::Relaxed);
@@ -615,7 +737,8 @@ mod tests {
     /// A fresh directory for one test, with a file `victim` that no write may touch.
     #[cfg(unix)]
     fn race_dir(test: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("laptime-fs-race-{test}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("laptime-fs-race-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("victim"), b"keep me").unwrap();
@@ -652,7 +775,11 @@ mod tests {
             std::os::unix::fs::symlink(&v, &o).unwrap();
         });
         let e = write_file(&out, b"new").unwrap_err();
-        assert!(e.to_string().contains("was replaced while it was being written"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("was replaced while it was being written"),
+            "{e}"
+        );
         assert!(is_link(&out), "the swapped-in link is put back");
         assert_untouched(&dir);
         // Without a swap, the same path (now the link) is followed by the rule.
@@ -671,7 +798,11 @@ mod tests {
         let (o, v) = (out.clone(), dir.join("victim"));
         at::tests_hooks::on_next_write(move || std::os::unix::fs::symlink(&v, &o).unwrap());
         let e = write_file(&out, b"new").unwrap_err();
-        assert!(e.to_string().contains("appeared while it was being written"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("appeared while it was being written"),
+            "{e}"
+        );
         assert!(is_link(&out));
         assert_untouched(&dir);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -740,6 +871,106 @@ mod tests {
         std::os::unix::fs::symlink("loop1", dir.join("loop2")).unwrap();
         let e = write_file(dir.join("loop1"), b"x").unwrap_err();
         assert!(e.to_string().contains("symbolic links in a row"), "{e}");
+        assert_untouched(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The reason of a refused write, as a caller reads it.
+    fn refusal(e: &std::io::Error) -> &Refused {
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<Refused>())
+            .unwrap_or_else(|| panic!("not a typed refusal: {e}"))
+    }
+
+    /// The refusals are typed, and their messages say what to change.
+    #[cfg(unix)]
+    #[test]
+    fn refusals_are_typed_and_say_what_to_change() {
+        let dir = race_dir("typed");
+        std::os::unix::fs::symlink("missing.json", dir.join("dangling")).unwrap();
+        std::os::unix::fs::symlink(&dir, dir.join("to-dir")).unwrap();
+        let e = write_file(dir.join("dangling"), b"x").unwrap_err();
+        assert_eq!(
+            refusal(&e),
+            &Refused::DanglingLink {
+                path: dir.join("dangling"),
+                target: PathBuf::from("missing.json"),
+            }
+        );
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        assert!(
+            e.to_string()
+                .contains("create the target, or remove the link"),
+            "{e}"
+        );
+        for (path, what) in [
+            (dir.clone(), "a directory"),
+            (dir.join("to-dir"), "a directory"),
+        ] {
+            let e = write_file(&path, b"x").unwrap_err();
+            assert!(
+                matches!(refusal(&e), Refused::NotAFile { what: w, .. } if *w == what),
+                "{path:?}: {e}"
+            );
+        }
+        assert!(
+            !dir.join("missing.json").exists(),
+            "nothing created through the link"
+        );
+        assert!(is_link(&dir.join("dangling")) && is_link(&dir.join("to-dir")));
+        assert_untouched(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The directory is opened once: swapped for a link to another directory after the check,
+    /// the write still lands in the directory that was checked, never in the link's target.
+    #[cfg(unix)]
+    #[test]
+    fn a_directory_swapped_for_a_link_after_the_check_is_not_written_through() {
+        let dir = race_dir("dir");
+        let (sub, moved, elsewhere) = (dir.join("sub"), dir.join("moved"), dir.join("elsewhere"));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(sub.join("out.json"), b"old").unwrap();
+        std::fs::write(elsewhere.join("out.json"), b"keep me").unwrap();
+        let (s, m, e) = (sub.clone(), moved.clone(), elsewhere.clone());
+        at::tests_hooks::on_next_write(move || {
+            std::fs::rename(&s, &m).unwrap();
+            std::os::unix::fs::symlink(&e, &s).unwrap();
+        });
+        write_file(sub.join("out.json"), b"new").unwrap();
+        assert_eq!(std::fs::read(moved.join("out.json")).unwrap(), b"new");
+        assert_eq!(
+            std::fs::read(elsewhere.join("out.json")).unwrap(),
+            b"keep me"
+        );
+        assert!(is_link(&sub));
+        assert_untouched(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// `/dev/stdout` into a pipe is a link to `/proc/self/fd/1`, itself a link to `pipe:[…]`,
+    /// a name no directory holds: followed by the kernel, written through, and the pipe's reader
+    /// gets the bytes.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_link_to_an_anonymous_pipe_is_written_through() {
+        use std::os::fd::AsRawFd;
+        let mut cat = std::process::Command::new("cat")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("cat runs");
+        let stdin = cat.stdin.take().unwrap();
+        let dir = race_dir("pipe");
+        let link = dir.join("stdout");
+        let fd = format!("/proc/self/fd/{}", stdin.as_raw_fd());
+        std::os::unix::fs::symlink(&fd, &link).unwrap();
+        write_file(&link, b"through the pipe").unwrap();
+        drop(stdin);
+        let out = cat.wait_with_output().unwrap();
+        assert_eq!(out.stdout, b"through the pipe");
+        assert!(is_link(&link));
         assert_untouched(&dir);
         std::fs::remove_dir_all(&dir).unwrap();
     }
