@@ -13,7 +13,10 @@
 //!   permissions (and its owner, when the process may set it: as root);
 //! * a symbolic link: followed, and its target written by the rule above; the link stays a link.
 //!   A link whose target does not exist is refused (as GNU `cp` does), since creating a file
-//!   wherever a stray link points is rarely what was meant;
+//!   wherever a stray link points is rarely what was meant. A link in a sticky directory anyone
+//!   may write to (`/tmp`) is followed only if it belongs to this process's user or to the
+//!   directory's owner (the kernel's `fs.protected_symlinks` rule, applied whatever the sysctl
+//!   says): another user's link there may have been planted to choose what root's write replaces;
 //! * a character device (`/dev/null`, `/dev/stdout` on a terminal) or a FIFO (`/dev/stdout` into
 //!   a pipe, `mkfifo`): written through, never replaced. Opening a FIFO waits for its reader, as
 //!   `cat > fifo` does;
@@ -168,6 +171,15 @@ pub enum Refused {
         /// What the link holds.
         target: PathBuf,
     },
+    /// A symbolic link in a sticky directory anyone may write to (`/tmp`), owned by another user
+    /// than this process's and the directory's: another user may have planted it to choose what
+    /// is written (the kernel's `fs.protected_symlinks` rule).
+    PlantedLink {
+        /// The path given.
+        path: PathBuf,
+        /// The link owner's user id.
+        owner: u32,
+    },
     /// More symbolic links in a row than the kernel follows (40): likely a loop.
     LinkLoop {
         /// The path given.
@@ -203,6 +215,13 @@ impl std::fmt::Display for Refused {
                 path.display(),
                 target.display()
             ),
+            Refused::PlantedLink { path, owner } => write!(
+                f,
+                "{} is a symbolic link owned by user {owner} in a directory anyone may write to: \
+                 it is not followed, since another user may have planted it; name the file it \
+                 should lead to, or write into a directory of your own",
+                path.display()
+            ),
             Refused::LinkLoop { path } => write!(
                 f,
                 "{}: more than {MAX_LINKS} symbolic links in a row: is there a loop?",
@@ -227,6 +246,7 @@ impl Refused {
         let kind = match &self {
             Refused::NotAFile { .. } | Refused::NoFileName { .. } => ErrorKind::InvalidInput,
             Refused::DanglingLink { .. } => ErrorKind::NotFound,
+            Refused::PlantedLink { .. } => ErrorKind::PermissionDenied,
             Refused::LinkLoop { .. } | Refused::Changed { .. } => ErrorKind::Other,
         };
         std::io::Error::new(kind, self)
@@ -355,6 +375,40 @@ mod at {
         )
     }
 
+    /// Moves `place` to where its link points (relative to the link's own directory; an
+    /// absolute target ignores it) and returns what the link holds.
+    fn follow(path: &Path, place: &mut Place) -> std::io::Result<PathBuf> {
+        let to = rustix::fs::readlinkat(&place.dir, &place.name, Vec::new())?;
+        let to = PathBuf::from(OsString::from_vec(to.into_bytes()));
+        let (dir, name) = split(&to).map_err(|_| refused(path, "a directory"))?;
+        place.dir = match open_dir(&place.dir, dir) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => return Err(dangling(path, &to)),
+            Err(e) => return Err(e.into()),
+        };
+        place.name = name.to_owned();
+        Ok(to)
+    }
+
+    /// Refuses a link that another user may have planted: one in a sticky directory anyone may
+    /// write to (`/tmp`) that belongs neither to this process's user nor to the directory's
+    /// owner. That is the kernel's `fs.protected_symlinks` rule, applied here whatever the
+    /// sysctl says, since links followed by hand bypass it; without it, a link planted in
+    /// `/tmp` by another user would choose which file root's write replaces.
+    fn refuse_planted_link(path: &Path, place: &Place, link: &Stat) -> std::io::Result<()> {
+        let dir = rustix::fs::fstat(&place.dir)?;
+        let shared = dir.st_mode & 0o1002 == 0o1002;
+        let euid = rustix::process::geteuid().as_raw();
+        if shared && link.st_uid != euid && link.st_uid != dir.st_uid {
+            return Err(Refused::PlantedLink {
+                path: path.to_owned(),
+                owner: link.st_uid,
+            }
+            .into_io());
+        }
+        Ok(())
+    }
+
     /// Whether the link at `place` ends, as the kernel follows it, at a character device or a
     /// FIFO. Only decides how to open it: the open handle is checked again before a write.
     fn leads_to_stream(place: &Place) -> bool {
@@ -396,20 +450,14 @@ mod at {
                 Err(e) => return Err(e.into()),
             };
             let found = match FileType::from_raw_mode(stat.st_mode) {
-                FileType::Symlink if leads_to_stream(&place) => Found::LinkedStream,
                 FileType::Symlink => {
-                    let to = rustix::fs::readlinkat(&place.dir, &place.name, Vec::new())?;
-                    let to = PathBuf::from(OsString::from_vec(to.into_bytes()));
-                    let (dir, name) = split(&to).map_err(|_| refused(path, "a directory"))?;
-                    // Relative to the link's own directory; an absolute target ignores it.
-                    place.dir = match open_dir(&place.dir, dir) {
-                        Ok(fd) => fd,
-                        Err(Errno::NOENT) => return Err(dangling(path, &to)),
-                        Err(e) => return Err(e.into()),
-                    };
-                    place.name = name.to_owned();
-                    link = Some(to);
-                    continue;
+                    refuse_planted_link(path, &place, &stat)?;
+                    if leads_to_stream(&place) {
+                        Found::LinkedStream
+                    } else {
+                        link = Some(follow(path, &mut place)?);
+                        continue;
+                    }
                 }
                 FileType::RegularFile => Found::Regular(stat),
                 FileType::CharacterDevice | FileType::Fifo => Found::Stream,
@@ -919,6 +967,76 @@ mod tests {
         );
         assert!(is_link(&dir.join("dangling")) && is_link(&dir.join("to-dir")));
         assert_untouched(&dir);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A link in a sticky world-writable directory (`/tmp`) owned by another user than ours and
+    /// the directory's is refused; ours, or any in a directory of our own, is followed. Giving a
+    /// link away takes root, so elsewhere only the followed cases are checked.
+    #[cfg(unix)]
+    #[test]
+    fn a_link_another_user_planted_in_a_shared_directory_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = race_dir("planted");
+        let shared = dir.join("tmp");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let ours = shared.join("ours.json");
+        std::os::unix::fs::symlink(dir.join("victim"), &ours).unwrap();
+        write_file(&ours, b"ours").unwrap();
+        assert_eq!(std::fs::read(dir.join("victim")).unwrap(), b"ours");
+        std::fs::write(dir.join("victim"), b"keep me").unwrap();
+        if !rustix::process::geteuid().is_root() {
+            std::fs::remove_dir_all(&dir).unwrap();
+            return;
+        }
+        let nobody = (
+            Some(rustix::process::Uid::from_raw(65534)),
+            Some(rustix::process::Gid::from_raw(65534)),
+        );
+        let give_away = |p: &Path| {
+            rustix::fs::chownat(
+                rustix::fs::CWD,
+                p,
+                nobody.0,
+                nobody.1,
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .unwrap();
+        };
+        let planted = shared.join("planted.json");
+        std::os::unix::fs::symlink(dir.join("victim"), &planted).unwrap();
+        give_away(&planted);
+        let e = write_file(&planted, b"evil").unwrap_err();
+        assert_eq!(
+            refusal(&e),
+            &Refused::PlantedLink {
+                path: planted.clone(),
+                owner: 65534
+            }
+        );
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(
+            e.to_string().contains("name the file it should lead to"),
+            "{e}"
+        );
+        // A link to a device is not followed either (a planted /dev/mem).
+        let to_null = shared.join("null.json");
+        std::os::unix::fs::symlink("/dev/null", &to_null).unwrap();
+        give_away(&to_null);
+        assert!(write_file(&to_null, b"evil").is_err());
+        // The same link in a directory that is not shared, or shared but the link owner's own.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        write_file(&planted, b"followed").unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        give_away(&shared);
+        write_file(&planted, b"followed again").unwrap();
+        assert_eq!(
+            std::fs::read(dir.join("victim")).unwrap(),
+            b"followed again"
+        );
+        std::fs::write(dir.join("victim"), b"keep me").unwrap();
+        assert!(is_link(&planted));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
