@@ -1307,13 +1307,16 @@ fn refused_briefly(text: &[u8]) -> ProfileError {
     e
 }
 
+/// Breaks one field of a valid profile's JSON, given a 1 MiB text.
+type Breaker = fn(&mut serde_json::Value, &str);
+
 /// Metadata text longer than anyone writes (1 MiB names, hosts, revisions, tag keys and
 /// values; 100 000 tags or merged-from entries) is refused naming the field, and the message
 /// does not quote it.
 #[test]
 fn absurd_metadata_is_refused_naming_the_field() {
     let long = "x".repeat(1 << 20);
-    let cases: [(&str, fn(&mut serde_json::Value, &str)); 7] = [
+    let cases: [(&str, Breaker); 7] = [
         ("meta.name", |v, long| v["meta"]["name"] = long.into()),
         ("meta.host", |v, long| v["meta"]["host"] = long.into()),
         ("meta.git_revision", |v, long| {
