@@ -804,6 +804,13 @@ mod tests {
         assert!(temps.is_empty(), "temporary files left: {temps:?}");
     }
 
+    /// [`assert_untouched`], then the test's directory removed.
+    #[cfg(unix)]
+    fn assert_untouched_and_remove(dir: &Path) {
+        assert_untouched(dir);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[cfg(unix)]
     fn is_link(path: &Path) -> bool {
         std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
@@ -852,8 +859,7 @@ mod tests {
             "{e}"
         );
         assert!(is_link(&out));
-        assert_untouched(&dir);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_untouched_and_remove(&dir);
     }
 
     /// The check saw a FIFO (written through); a link is swapped in: `O_NOFOLLOW` refuses it
@@ -878,8 +884,7 @@ mod tests {
         });
         let e = write_file(&fifo, b"new").unwrap_err();
         assert!(e.to_string().contains("became a symbolic link"), "{e}");
-        assert_untouched(&dir);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_untouched_and_remove(&dir);
     }
 
     /// A link planted before the call at the name the temporary file would take is never
@@ -897,8 +902,7 @@ mod tests {
         assert_eq!(std::fs::read(&out).unwrap(), b"new");
         assert!(is_link(&planted), "the planted link is left alone");
         std::fs::remove_file(&planted).unwrap();
-        assert_untouched(&dir);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_untouched_and_remove(&dir);
     }
 
     /// Links are followed by hand, each relative to its own directory; a loop is an error.
@@ -919,8 +923,7 @@ mod tests {
         std::os::unix::fs::symlink("loop1", dir.join("loop2")).unwrap();
         let e = write_file(dir.join("loop1"), b"x").unwrap_err();
         assert!(e.to_string().contains("symbolic links in a row"), "{e}");
-        assert_untouched(&dir);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_untouched_and_remove(&dir);
     }
 
     /// The reason of a refused write, as a caller reads it.
@@ -966,8 +969,7 @@ mod tests {
             "nothing created through the link"
         );
         assert!(is_link(&dir.join("dangling")) && is_link(&dir.join("to-dir")));
-        assert_untouched(&dir);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_untouched_and_remove(&dir);
     }
 
     /// A link in a sticky world-writable directory (`/tmp`) owned by another user than ours and
@@ -1063,8 +1065,7 @@ mod tests {
             b"keep me"
         );
         assert!(is_link(&sub));
-        assert_untouched(&dir);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_untouched_and_remove(&dir);
     }
 
     /// `/dev/stdout` into a pipe is a link to `/proc/self/fd/1`, itself a link to `pipe:[…]`,
@@ -1089,8 +1090,7 @@ mod tests {
         let out = cat.wait_with_output().unwrap();
         assert_eq!(out.stdout, b"through the pipe");
         assert!(is_link(&link));
-        assert_untouched(&dir);
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert_untouched_and_remove(&dir);
     }
 
     #[cfg(any(feature = "profile", feature = "config"))]
