@@ -123,13 +123,18 @@ pub(crate) fn io_hint(e: &std::io::Error) -> &'static str {
 /// Writes `bytes` to `path` by the rule in the [module docs](self): a regular file (existing or
 /// new, reached directly or through symbolic links) is replaced whole by a rename, keeping its
 /// permissions; a character device or FIFO is written through and never replaced; a directory,
-/// a dangling link, a block device or a socket is refused with an error that says so. Missing
-/// parent directories of a new file are created.
+/// a dangling link, a link another user may have planted in `/tmp`, a block device or a socket
+/// is refused with an error that says so. Missing parent directories of a new file are created.
 ///
 /// What the path is and the write act on one open handle of the directory that holds the file
 /// (Unix): if the entry is swapped for something else between the check and the write (a
 /// symbolic link to another file, say), nothing is written through the swapped-in entry and the
 /// call fails with an error that says the path changed.
+///
+/// # Errors
+///
+/// The operating system's error, or a [`Refused`] inside the `std::io::Error`
+/// (`e.get_ref().and_then(|inner| inner.downcast_ref::<Refused>())`) saying what to change.
 pub fn write_file(path: impl AsRef<Path>, bytes: &[u8]) -> std::io::Result<()> {
     let path = path.as_ref();
     #[cfg(unix)]
