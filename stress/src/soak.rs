@@ -63,8 +63,10 @@ pub struct SoakArgs {
     pub max_histogram_growth_kib: u64,
     /// Bound on the slope of the histograms' memory over the second half of the steady
     /// samples, in KiB per minute: asserted on a long run, where warm-up growth has stopped by
-    /// then and only a leak still climbs.
-    #[arg(long, default_value_t = 64.0)]
+    /// then and only a leak still climbs. The default leaves room for the cumulative histograms'
+    /// tail buckets, which still grow slowly (a 180 s run on a 2-vCPU AMD EPYC: 188 KiB/min in
+    /// the first half of the steady samples, 47 in the second; the RSS bound is 512).
+    #[arg(long, default_value_t = 128.0)]
     pub max_histogram_slope_kib_per_min: f64,
     /// Bound on the aggregator's lag (`Health::lag`) at any sample, in milliseconds.
     #[arg(long, default_value_t = 2_000)]
