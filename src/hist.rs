@@ -583,6 +583,14 @@ pub fn rank(q: f64, n: u64) -> u64 {
     (r as u64).clamp(1, n.max(1))
 }
 
+/// Whether the nearest-rank quantile `q` of `count` values falls among the `saturated` ones: the
+/// values above the histogram's highest trackable value, recorded as it and so the top ranks.
+/// Then the figure reads the highest trackable value while the true quantile is larger. `q` of
+/// 0 and 1 are the exact min and max, never saturated.
+pub(crate) fn quantile_saturated(q: f64, count: u64, saturated: u64) -> bool {
+    saturated > 0 && q > 0.0 && q < 1.0 && rank(q, count) > count.saturating_sub(saturated)
+}
+
 /// Exact figures beside a histogram.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Tally {

@@ -38,3 +38,17 @@ pub const OVERFLOW_VALUE: &str = "__overflow__";
 pub const MAX_NAME_LEN: usize = 128;
 /// Most distinct guard-trip reasons in a process.
 pub const MAX_GUARD_REASONS: usize = 64;
+/// Longest text in a profile's metadata (its name, git revision, each tag key and value, each
+/// `merged_from` entry), in bytes: a profile is refused past it rather than carried into every
+/// report and gate message.
+pub const MAX_PROFILE_TEXT_LEN: usize = 4096;
+/// Longest `host` of a profile, in bytes: longer than the other texts, since a merge joins its
+/// inputs' distinct hosts with `,`.
+pub const MAX_PROFILE_HOST_LEN: usize = 64 * 1024;
+/// Most tags one profile may carry.
+pub const MAX_PROFILE_TAGS: usize = 1024;
+/// Most entries in a profile's `merged_from` (the inputs of a merge).
+pub const MAX_PROFILE_MERGED_FROM: usize = 64 * 1024;
+/// Longest field path or parser message a profile error carries, in bytes: an unknown key of
+/// 1 MiB is named by its first bytes, not quoted whole.
+pub const MAX_PROFILE_ERROR_TEXT: usize = 256;

@@ -149,7 +149,21 @@ fn check(stats: &StageStats, values: &[u64]) -> Result<(), TestCaseError> {
             got,
             expected
         );
+        // Flagged exactly when the exact value is past the range: the figure is then a floor.
+        prop_assert_eq!(
+            stats.is_saturated(q),
+            exact > HIGHEST,
+            "{:?} p{}: exact {} ns, highest {} ns",
+            window,
+            q * 100.0,
+            exact,
+            HIGHEST
+        );
     }
+    prop_assert!(
+        !stats.is_saturated(0.0) && !stats.is_saturated(1.0),
+        "min and max are exact"
+    );
     Ok(())
 }
 

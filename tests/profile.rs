@@ -1293,3 +1293,108 @@ fn profiles_without_the_new_fields_parse_and_write_none() {
     v["stages"][1]["unwound"] = 3.into();
     assert!(matches!(parse(&v), ProfileError::Invalid { path, .. } if path == "stages[1].unwound"));
 }
+
+/// A profile's text refused with an error of at most a few lines: `e` is expected, and its
+/// message must not quote the whole absurd input.
+fn refused_briefly(text: &[u8]) -> ProfileError {
+    // Not expect_err: its panic would print the whole absurd profile.
+    let Err(e) = Profile::from_json(text) else {
+        panic!("the absurd profile was accepted");
+    };
+    let message = e.to_string();
+    let start: String = message.chars().take(200).collect();
+    assert!(message.len() < 800, "{} bytes: {start}…", message.len());
+    e
+}
+
+/// Breaks one field of a valid profile's JSON, given a 1 MiB text.
+type Breaker = fn(&mut serde_json::Value, &str);
+
+/// Metadata text longer than anyone writes (1 MiB names, hosts, revisions, tag keys and
+/// values; 100 000 tags or merged-from entries) is refused naming the field, and the message
+/// does not quote it.
+#[test]
+fn absurd_metadata_is_refused_naming_the_field() {
+    let long = "x".repeat(1 << 20);
+    let cases: [(&str, Breaker); 7] = [
+        ("meta.name", |v, long| v["meta"]["name"] = long.into()),
+        ("meta.host", |v, long| v["meta"]["host"] = long.into()),
+        ("meta.git_revision", |v, long| {
+            v["meta"]["git_revision"] = long.into()
+        }),
+        ("meta.tags", |v, long| {
+            v["meta"]["tags"] = serde_json::json!({ long: "v" })
+        }),
+        ("meta.tags", |v, long| {
+            v["meta"]["tags"] = serde_json::json!({ "k": long })
+        }),
+        ("meta.tags", |v, _| {
+            let many: serde_json::Map<String, serde_json::Value> = (0..100_000)
+                .map(|i| (format!("k{i}"), "v".into()))
+                .collect();
+            v["meta"]["tags"] = many.into();
+        }),
+        ("meta.merged_from", |v, _| {
+            v["meta"]["merged_from"] = vec!["p"; 100_000].into();
+        }),
+    ];
+    for (field, break_it) in cases {
+        let mut v = valid_json();
+        break_it(&mut v, &long);
+        let e = refused_briefly(serde_json::to_string(&v).unwrap().as_bytes());
+        assert!(
+            matches!(&e, ProfileError::Invalid { path, .. } if path.starts_with(field)),
+            "{field}: {e}"
+        );
+    }
+}
+
+/// An unknown key of 1 MiB: named as unknown, not quoted whole.
+#[test]
+fn a_huge_unknown_key_is_not_quoted_whole() {
+    let mut v = valid_json();
+    v["meta"]["x".repeat(1 << 20)] = 1.into();
+    let e = refused_briefly(serde_json::to_string(&v).unwrap().as_bytes());
+    assert!(matches!(e, ProfileError::Field { .. }), "{e}");
+}
+
+/// Deep nesting, numbers past u64, a count no histogram holds, text that stops mid-way: typed
+/// errors, no panic, no stack overflow.
+#[test]
+fn absurd_structure_and_numbers_are_typed_errors() {
+    let valid = serde_json::to_string(&valid_json()).unwrap();
+    let deep = valid.replacen(
+        "\"name\":\"errors\"",
+        &format!("\"name\":{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+        1,
+    );
+    assert_ne!(deep, valid);
+    assert!(matches!(
+        refused_briefly(deep.as_bytes()),
+        ProfileError::Field { .. } | ProfileError::Syntax { .. }
+    ));
+    let top = format!("{}{}", "[".repeat(1_000_000), "]".repeat(1_000_000));
+    assert!(matches!(
+        refused_briefly(top.as_bytes()),
+        ProfileError::Field { .. } | ProfileError::Syntax { .. }
+    ));
+    for count in ["1e30", "18446744073709551616", "-1"] {
+        let mut v = valid_json();
+        v["stages"][0]["count"] = serde_json::from_str(count).unwrap();
+        let e = refused_briefly(serde_json::to_string(&v).unwrap().as_bytes());
+        assert!(matches!(e, ProfileError::Field { .. }), "{count}: {e}");
+    }
+    let mut v = valid_json();
+    v["stages"][0]["count"] = u64::MAX.into();
+    v["stages"][0]["calls"] = u64::MAX.into();
+    assert!(matches!(
+        refused_briefly(serde_json::to_string(&v).unwrap().as_bytes()),
+        ProfileError::Invalid { .. }
+    ));
+    for cut in [1, valid.len() / 3, valid.len() - 1] {
+        assert!(matches!(
+            refused_briefly(&valid.as_bytes()[..cut]),
+            ProfileError::Syntax { .. }
+        ));
+    }
+}

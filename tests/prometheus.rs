@@ -476,6 +476,56 @@ fn windowed_quantiles_are_what_get_stats_reports() {
     assert_eq!(checked, 12, "3 windows × 4 quantiles");
 }
 
+/// A window percentile whose rank falls among values past the histogram's range is exported as
+/// +Inf, not as the range's top; the others keep their value.
+#[test]
+fn saturated_window_quantiles_are_exported_as_infinity() {
+    let _s = serial();
+    let exporter = PrometheusExporter::builder()
+        .with_window_quantiles(true)
+        .build()
+        .unwrap();
+    let highest = Duration::from_millis(1);
+    let handle = install(builder(&exporter).with_histogram(3, highest));
+    let name = unique("prom_saturated");
+    // 97 values inside the range, 3 past it: ranks 98–100 are saturated, so p99 (rank 99) and
+    // p99.9 (rank 100) are, p50 and p95 (rank 95) are not.
+    for _ in 0..97 {
+        laptime::record(name, Duration::from_micros(100));
+    }
+    for _ in 0..3 {
+        laptime::record(name, Duration::from_millis(5));
+    }
+    assert!(handle.flush());
+    let samples = parse(&exporter.render().unwrap());
+    let stats = handle.get_stats(name, Window::S1).unwrap();
+    assert_eq!((stats.count, stats.saturated), (100, 3));
+    for (q, l, saturated) in [
+        (0.5, "50", false),
+        (0.95, "95", false),
+        (0.99, "99", true),
+        (0.999, "99.9", true),
+    ] {
+        assert_eq!(stats.is_saturated(q), saturated, "p{l}");
+        let got = value(
+            &samples,
+            "laptime_stage_window_quantile_seconds",
+            &[("stage", name), ("window", "1s"), ("percentile", l)],
+        );
+        if saturated {
+            assert_eq!(got, f64::INFINITY, "p{l}");
+        } else {
+            // The bucket of 100 µs, as get_stats reports it.
+            assert_eq!(
+                got,
+                stats.quantile(q).unwrap().as_nanos() as f64 / 1e9,
+                "p{l}"
+            );
+            assert!((100e-6..100.1e-6).contains(&got), "p{l}: {got}");
+        }
+    }
+}
+
 #[test]
 fn guard_trips_and_deadline_misses_equal_the_library_counts() {
     let _s = serial();

@@ -260,6 +260,22 @@ pub struct MetricRow {
     pub method: Option<IntervalMethod>,
     /// The verdict.
     pub verdict: Verdict,
+    /// Which side's percentile is saturated (all false for deadline misses).
+    pub saturated: Saturated,
+}
+
+/// Which side of a percentile row is saturated: its rank falls among the values past the
+/// histogram's highest trackable value, so the figure is a floor of the true percentile and the
+/// change computed from it is not the true change. A saturated current side fails the row (the
+/// true value may be any larger); a saturated baseline alone passes it (the current value is
+/// below the range's top, the true baseline above it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Saturated {
+    /// The baseline's figure is a floor.
+    pub baseline: bool,
+    /// The current figure is a floor.
+    pub current: bool,
 }
 
 /// What the gate made of one stage.
@@ -409,9 +425,9 @@ impl GateReport {
                             md,
                             "| {stage} | {} | {} | {} | {} | {} | {} | {} |",
                             r.metric.name(),
-                            fmt_value(r.metric, r.baseline),
-                            fmt_value(r.metric, r.current),
-                            fmt_delta(r.metric, r.delta),
+                            fmt_floor(r.saturated.baseline, fmt_value(r.metric, r.baseline)),
+                            fmt_floor(r.saturated.current, fmt_value(r.metric, r.current)),
+                            fmt_row_delta(r),
                             fmt_delta(r.metric, r.threshold),
                             r.interval.map_or("–".to_string(), |(lo, hi)| format!(
                                 "[{}, {}]",
@@ -419,6 +435,7 @@ impl GateReport {
                                 fmt_delta(r.metric, hi)
                             )),
                             match r.verdict {
+                                _ if r.saturated.current => "**REGRESSION** (saturated)",
                                 Verdict::Pass => "pass",
                                 Verdict::WithinNoise => "pass (within noise)",
                                 Verdict::Regression => "**REGRESSION**",
@@ -597,7 +614,10 @@ pub fn gate(
                     current_count: c.count,
                 }
             }
-            Some(c) => StageResult::Judged(judge_stage(&key, b, c, options, &mut notes)?),
+            Some(c) => {
+                let highest = [bc.highest_ns, cc.highest_ns];
+                StageResult::Judged(judge_stage(&key, [b, c], highest, options, &mut notes)?)
+            }
         };
         stages.push(StageReport { stage: key, result });
     }
@@ -630,6 +650,9 @@ struct StagePair<'a> {
     key: &'a str,
     b: &'a StageProfile,
     c: &'a StageProfile,
+    /// Each side's highest trackable value, in ns.
+    b_highest: u64,
+    c_highest: u64,
     o: &'a GateOptions,
     notes: &'a mut Vec<String>,
 }
@@ -640,10 +663,11 @@ type StageCheck = fn(&mut StagePair<'_>) -> Result<Vec<MetricRow>, GateError>;
 /// The checks of a judged stage, in the order of the report's rows.
 const STAGE_CHECKS: [StageCheck; 3] = [raw_percentiles, corrected_percentiles, deadline_misses];
 
+/// One stage's rows: `[baseline, current]` with each side's highest trackable value.
 fn judge_stage(
     key: &str,
-    b: &StageProfile,
-    c: &StageProfile,
+    [b, c]: [&StageProfile; 2],
+    [b_highest, c_highest]: [u64; 2],
     o: &GateOptions,
     notes: &mut Vec<String>,
 ) -> Result<Vec<MetricRow>, GateError> {
@@ -651,6 +675,8 @@ fn judge_stage(
         key,
         b,
         c,
+        b_highest,
+        c_highest,
         o,
         notes,
     };
@@ -715,12 +741,53 @@ fn raw_percentiles(p: &mut StagePair<'_>) -> Result<Vec<MetricRow>, GateError> {
         }
     };
     let values = [(b.p95_ns, c.p95_ns), (b.p99_ns, c.p99_ns)];
-    Ok(p95_p99_rows(
-        p,
-        [Metric::P95, Metric::P99],
-        values,
-        samplers.as_ref(),
-    ))
+    let mut rows = p95_p99_rows(p, [Metric::P95, Metric::P99], values, samplers.as_ref());
+    for (row, q) in rows.iter_mut().zip([0.95, 0.99]) {
+        let saturated = Saturated {
+            baseline: b.is_saturated(q),
+            current: c.is_saturated(q),
+        };
+        mark_saturated(p, row, saturated);
+    }
+    Ok(rows)
+}
+
+/// Marks a percentile row whose side is saturated: no interval (it would resample floors), a
+/// current side that fails the row, and a note that says what to change.
+fn mark_saturated(p: &mut StagePair<'_>, row: &mut MetricRow, saturated: Saturated) {
+    row.saturated = saturated;
+    if !(saturated.baseline || saturated.current) {
+        return;
+    }
+    row.interval = None;
+    row.method = None;
+    if saturated.current {
+        row.verdict = Verdict::Regression;
+    }
+    let side = match (saturated.baseline, saturated.current) {
+        (true, true) => "both profiles",
+        (false, true) => "the current profile",
+        _ => "the baseline",
+    };
+    let highest = if saturated.current {
+        p.c_highest
+    } else {
+        p.b_highest
+    };
+    p.notes.push(format!(
+        "{}: {} is saturated in {side} (its rank falls among values above the histogram's \
+         highest trackable value, {}): the figure is a floor, not the percentile{}; raise the \
+         collector's highest trackable value (CollectorBuilder::with_histogram) and take the \
+         profile again",
+        p.key,
+        row.metric.name(),
+        format_ns(highest),
+        if saturated.current {
+            ", so the row fails"
+        } else {
+            ""
+        }
+    ));
 }
 
 /// The CO-corrected p95 and p99 of a stage both sides corrected on the same schedule; a note
@@ -803,6 +870,7 @@ fn deadline_misses(p: &mut StagePair<'_>) -> Result<Vec<MetricRow>, GateError> {
         interval,
         method: Some(IntervalMethod::Newcombe),
         verdict: verdict(delta, o.deadline_miss_points, interval, o.strict),
+        saturated: Saturated::default(),
     }])
 }
 
@@ -833,6 +901,7 @@ fn percentile_row(
         interval,
         method: interval.map(|_| IntervalMethod::Bootstrap),
         verdict: verdict(delta, threshold, interval, o.strict),
+        saturated: Saturated::default(),
     }
 }
 
@@ -915,6 +984,27 @@ fn fmt_value(metric: Metric, v: f64) -> String {
     match metric {
         Metric::DeadlineMiss => format!("{v:.2} %"),
         _ => format_ns(v as u64),
+    }
+}
+
+/// A saturated figure is shown as the floor it is: `≥ 3601.33 s`.
+fn fmt_floor(saturated: bool, shown: String) -> String {
+    if saturated {
+        format!("≥ {shown}")
+    } else {
+        shown
+    }
+}
+
+/// A row's change; with a saturated side, the bound it is (`≥` for the current side, `≤` for
+/// the baseline's) or `unknown` for both.
+fn fmt_row_delta(r: &MetricRow) -> String {
+    let delta = fmt_delta(r.metric, r.delta);
+    match (r.saturated.baseline, r.saturated.current) {
+        (false, false) => delta,
+        (false, true) => format!("≥ {delta}"),
+        (true, false) => format!("≤ {delta}"),
+        (true, true) => "unknown".to_string(),
     }
 }
 

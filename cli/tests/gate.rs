@@ -856,3 +856,87 @@ fn corrected_figures_of_different_intervals_are_not_judged() {
         report.notes
     );
 }
+
+/// A stage of 1 000 spans whose `saturated` longest ran past the histogram's highest trackable
+/// value (recorded as it, as the collector does), the rest between 100 and 200 µs.
+fn saturating_stage(saturated: u64, seed: u64) -> laptime::profile::StageProfile {
+    use laptime::profile::{Histogram, StageCounts, StageProfile};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let inside: Vec<u64> = (0..1_000 - saturated)
+        .map(|_| rng.random_range(100_000..200_000))
+        .collect();
+    let mut h = Histogram::new_with_bounds(1, common::HIGHEST_NS, 3).unwrap();
+    for &v in &inside {
+        h.record(v).unwrap();
+    }
+    h.record_n(common::HIGHEST_NS, saturated).unwrap();
+    // The true values, 2 h each: exact in min, max and sum, as a collector keeps them.
+    let long = 2 * common::HIGHEST_NS;
+    let counts = StageCounts {
+        min_ns: *inside.iter().min().unwrap(),
+        max_ns: if saturated > 0 {
+            long
+        } else {
+            *inside.iter().max().unwrap()
+        },
+        sum_ns: inside.iter().sum::<u64>() + saturated * long,
+        saturated,
+        ..StageCounts::default()
+    };
+    StageProfile::from_histogram("tick_total", Default::default(), &h, counts).unwrap()
+}
+
+/// A p99 past the range on both sides read 0 % change (both the range's top) and passed; now
+/// the row fails and says why, and a saturated baseline alone passes with the change as a bound.
+/// The reference: p95 is rank 950 and p99 rank 990 of 1 000, so 15 saturated spans reach p99
+/// (990 > 985) and not p95.
+#[test]
+fn a_saturated_percentile_is_never_called_fine() {
+    let o = GateOptions::default();
+    let (fine, saturated) = (saturating_stage(0, 1), saturating_stage(15, 2));
+    assert!(saturated.is_saturated(0.99) && !saturated.is_saturated(0.95));
+    assert!(!fine.is_saturated(0.99));
+    let both = gate(
+        &common::profile("b", 3, vec![saturating_stage(15, 3)]),
+        &common::profile("c", 3, vec![saturated.clone()]),
+        &o,
+    )
+    .unwrap();
+    let p99 = row(&both, "tick_total", Metric::P99);
+    assert_eq!(
+        (p99.saturated.baseline, p99.saturated.current),
+        (true, true)
+    );
+    assert_eq!(p99.verdict, Verdict::Regression, "{}", both.to_markdown());
+    assert_eq!(p99.interval, None, "no interval resampled from floors");
+    let p95 = row(&both, "tick_total", Metric::P95);
+    assert_eq!(
+        (p95.saturated.baseline, p95.saturated.current),
+        (false, false)
+    );
+    assert!(!both.passed());
+    let md = both.to_markdown();
+    assert!(
+        md.contains("| unknown |") && md.contains("REGRESSION** (saturated)"),
+        "{md}"
+    );
+    assert!(md.contains("p99 is saturated in both profiles"), "{md}");
+    assert!(md.contains("CollectorBuilder::with_histogram"), "{md}");
+
+    let only_baseline = gate(
+        &common::profile("b", 3, vec![saturated]),
+        &common::profile("c", 3, vec![fine]),
+        &o,
+    )
+    .unwrap();
+    let p99 = row(&only_baseline, "tick_total", Metric::P99);
+    assert_eq!(
+        (p99.saturated.baseline, p99.saturated.current),
+        (true, false)
+    );
+    assert_eq!(p99.verdict, Verdict::Pass);
+    assert!(p99.delta < 0.0);
+    let md = only_baseline.to_markdown();
+    assert!(md.contains("≥ ") && md.contains("≤ -"), "{md}");
+    assert!(only_baseline.passed(), "{md}");
+}

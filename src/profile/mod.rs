@@ -554,6 +554,8 @@ fn json_error(path: String, e: &serde_json::Error) -> ProfileError {
     if let Some(stripped) = message.strip_suffix(&position) {
         message.truncate(stripped.len());
     }
+    // An unknown key is quoted in both the path and the message: a 1 MiB key made a 2 MiB error.
+    let (path, message) = (clipped(path), clipped(message));
     match e.classify() {
         Category::Syntax | Category::Eof | Category::Io => ProfileError::Syntax {
             line: e.line(),
@@ -575,6 +577,77 @@ fn json_error(path: String, e: &serde_json::Error) -> ProfileError {
             ProfileError::Field { path, message }
         }
     }
+}
+
+/// `text` cut to [`MAX_PROFILE_ERROR_TEXT`](crate::limits::MAX_PROFILE_ERROR_TEXT) bytes (at a
+/// character boundary), saying how long it was.
+fn clipped(mut text: String) -> String {
+    let max = crate::limits::MAX_PROFILE_ERROR_TEXT;
+    if text.len() <= max {
+        return text;
+    }
+    let len = text.len();
+    let cut = (0..=max)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    text.truncate(cut);
+    text.push_str(&format!("… ({len} bytes in all)"));
+    text
+}
+
+/// Refuses metadata past the bounds of [`crate::limits`]: texts longer than anyone writes, more
+/// tags or merged inputs than a profile carries. The error names the field and quotes none of it.
+fn check_meta(meta: &ProfileMeta) -> Result<(), ProfileError> {
+    use crate::limits::{
+        MAX_PROFILE_HOST_LEN, MAX_PROFILE_MERGED_FROM, MAX_PROFILE_TAGS, MAX_PROFILE_TEXT_LEN,
+    };
+    let text = |field: &str, value: &str, max: usize| {
+        if value.len() <= max {
+            return Ok(());
+        }
+        Err(invalid(
+            field,
+            format!(
+                "is {} bytes, more than the {max} a profile may carry: shorten it",
+                value.len()
+            ),
+        ))
+    };
+    let count = |field: &str, n: usize, max: usize| {
+        if n <= max {
+            return Ok(());
+        }
+        Err(invalid(
+            field,
+            format!("has {n} entries, more than the {max} a profile may carry: keep fewer"),
+        ))
+    };
+    text("meta.name", &meta.name, MAX_PROFILE_TEXT_LEN)?;
+    text("meta.host", &meta.host, MAX_PROFILE_HOST_LEN)?;
+    text(
+        "meta.git_revision",
+        meta.git_revision.as_deref().unwrap_or(""),
+        MAX_PROFILE_TEXT_LEN,
+    )?;
+    count("meta.tags", meta.tags.len(), MAX_PROFILE_TAGS)?;
+    for (k, v) in &meta.tags {
+        text("meta.tags (a key)", k, MAX_PROFILE_TEXT_LEN)?;
+        text("meta.tags (a value)", v, MAX_PROFILE_TEXT_LEN)?;
+    }
+    count(
+        "meta.merged_from",
+        meta.merged_from.len(),
+        MAX_PROFILE_MERGED_FROM,
+    )?;
+    for (i, name) in meta.merged_from.iter().enumerate() {
+        text(
+            &format!("meta.merged_from[{i}]"),
+            name,
+            MAX_PROFILE_TEXT_LEN,
+        )?;
+    }
+    Ok(())
 }
 
 impl Profile {
@@ -710,8 +783,9 @@ impl Profile {
     }
 
     /// Checks that the figures agree with each other and with the histograms: the format and
-    /// version, the collector settings (significant digits 1–5, highest value 2048 ns – 2^62 ns,
-    /// sampling rate in [0, 1]), non-empty and distinct stages, and for each stage the order of
+    /// version, the metadata's sizes (texts, tags and merged inputs within the bounds of
+    /// [`crate::limits`]), the collector settings (significant digits 1–5, highest value
+    /// 2048 ns – 2^62 ns, sampling rate in [0, 1]), non-empty and distinct stages, and for each stage the order of
     /// min, percentiles and max, `calls`, `mean_ns`, `deadline_miss_pct` and the sum against the
     /// count, and that its histogram decodes with the profile's settings, holds `count` values
     /// and gives `p50_ns` … `p999_ns` as [`StageProfile::from_histogram`] computes them; the
@@ -729,6 +803,7 @@ impl Profile {
                 supported: VERSION,
             });
         }
+        check_meta(&self.meta)?;
         let config = &self.meta.config;
         histogram::check_settings(config.significant_digits, config.highest_ns)
             .map_err(|(field, message)| invalid(format!("meta.config.{field}"), message))?;
@@ -867,6 +942,14 @@ impl ProfileConfig {
 }
 
 impl StageProfile {
+    /// Whether the stage's figure for quantile `q` (`p99_ns` for 0.99) is saturated: its rank
+    /// falls among the `saturated` values, those past the histograms' highest trackable value
+    /// ([`ProfileConfig::highest_ns`]). Such a figure is a floor of the true percentile, not its
+    /// value, by the rule of [`crate::StageStats::is_saturated`].
+    pub fn is_saturated(&self, q: f64) -> bool {
+        crate::hist::quantile_saturated(q, self.count, self.saturated)
+    }
+
     /// The stage's identity, used to match stages across profiles: `name`, or
     /// `name{k="v",k2="v2"}` with the labels sorted by key (`\`, `"` and newlines in values
     /// escaped as in Prometheus).

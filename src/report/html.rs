@@ -267,6 +267,23 @@ fn cell(h: &mut String, cur: String, base: Option<(String, f64, f64)>, colour: b
     h.push_str("</td>");
 }
 
+/// A stage's p50, p90, p95, p99, p99.9 and max, each with its text: a saturated percentile (one
+/// past the histogram's range, [`StageProfile::is_saturated`]) is shown as the floor it is,
+/// `≥ 3601.33 s`.
+fn latency(s: &StageProfile) -> [(u64, String); 6] {
+    let figures = [s.p50_ns, s.p90_ns, s.p95_ns, s.p99_ns, s.p999_ns, s.max_ns];
+    let quantiles = [0.5, 0.9, 0.95, 0.99, 0.999, 1.0];
+    std::array::from_fn(|i| {
+        let text = format_ns(figures[i]);
+        let text = if s.is_saturated(quantiles[i]) {
+            format!("&#8805;&#8239;{text}")
+        } else {
+            text
+        };
+        (figures[i], text)
+    })
+}
+
 fn stage_row(
     h: &mut String,
     s: &StageProfile,
@@ -285,14 +302,14 @@ fn stage_row(
         base.map(|b| (b.count.to_string(), b.count as f64, s.count as f64)),
         false,
     );
-    let latency = |s: &StageProfile| [s.p50_ns, s.p90_ns, s.p95_ns, s.p99_ns, s.p999_ns, s.max_ns];
     let cur = latency(s);
     let old = base.map(latency);
-    for (i, v) in cur.iter().enumerate() {
+    for (i, (v, text)) in cur.into_iter().enumerate() {
         cell(
             h,
-            format_ns(*v),
-            old.map(|o| (format_ns(o[i]), o[i] as f64, *v as f64)),
+            text,
+            old.as_ref()
+                .map(|o| (o[i].1.clone(), o[i].0 as f64, v as f64)),
             true,
         );
     }
@@ -347,8 +364,8 @@ fn removed_row(h: &mut String, s: &StageProfile, corrected_columns: bool) {
         escape(&s.key()),
         s.count
     );
-    for v in [s.p50_ns, s.p90_ns, s.p95_ns, s.p99_ns, s.p999_ns, s.max_ns] {
-        let _ = write!(h, "<td><span class=\"base\">{}</span></td>", format_ns(v));
+    for (_, text) in latency(s) {
+        let _ = write!(h, "<td><span class=\"base\">{text}</span></td>");
     }
     let _ = write!(
         h,
@@ -452,6 +469,29 @@ mod tests {
             escape("<script>alert(\"x\" & 'y')</script>"),
             "&lt;script&gt;alert(&quot;x&quot; &amp; &#39;y&#39;)&lt;/script&gt;"
         );
+    }
+
+    /// 15 of 1 000 spans past the range: p99 (rank 990 > 985) and p99.9 are floors and say so;
+    /// p50–p95 and the exact max do not.
+    #[test]
+    fn saturated_percentiles_are_shown_as_floors() {
+        let highest = 3_600_000_000_000;
+        let mut h = crate::profile::Histogram::new_with_bounds(1, highest, 3).unwrap();
+        h.record_n(1_000, 985).unwrap();
+        h.record_n(highest, 15).unwrap();
+        let counts = crate::profile::StageCounts {
+            min_ns: 1_000,
+            max_ns: 2 * highest,
+            sum_ns: 985 * 1_000 + 15 * 2 * highest,
+            saturated: 15,
+            ..Default::default()
+        };
+        let s = StageProfile::from_histogram("s", Default::default(), &h, counts).unwrap();
+        let marked: Vec<bool> = latency(&s)
+            .iter()
+            .map(|(_, text)| text.starts_with("&#8805;"))
+            .collect();
+        assert_eq!(marked, [false, false, false, true, true, false]);
     }
 
     /// References from `date -u -d @SECONDS`.

@@ -76,6 +76,9 @@ pub struct StageStats {
     /// 99th percentile.
     pub p99: Duration,
     /// 99.9th percentile.
+    ///
+    /// Any percentile may be saturated (a value past the histogram's range):
+    /// [`StageStats::is_saturated`] says so.
     pub p999: Duration,
     /// Records lost to full rings.
     pub dropped: u64,
@@ -196,6 +199,15 @@ impl StageStats {
                 self.min, self.p50, self.p90, self.p95, self.p99, self.p999, self.max,
             ],
         )
+    }
+
+    /// Whether the figure for quantile `q` (`p99` for 0.99) is saturated: its rank falls among
+    /// the `saturated` values, those above the histogram's highest trackable value. Such a
+    /// figure reads about the highest trackable value while the true percentile is larger, by
+    /// any amount; treat it as a lower bound and raise the bound
+    /// ([`crate::CollectorBuilder::with_histogram`]). Min and max are exact, never saturated.
+    pub fn is_saturated(&self, q: f64) -> bool {
+        crate::hist::quantile_saturated(q, self.count, self.saturated)
     }
 }
 

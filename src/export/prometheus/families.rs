@@ -86,7 +86,7 @@ impl StageCollector {
 }
 
 const STAGE_HIST_HELP: &str = "Stage durations since the collector started, cumulative (labelled stages have their own family).";
-const WINDOW_QUANTILE_HELP: &str = "Percentile of a stage's durations over one sliding window of this process (not aggregatable: use the histogram across instances).";
+const WINDOW_QUANTILE_HELP: &str = "Percentile of a stage's durations over one sliding window of this process (not aggregatable: use the histogram across instances); +Inf when saturated (past the histogram's highest trackable value).";
 const DEADLINE_MISS_HELP: &str =
     "Spans that ran past their stage's deadline, counted once each (while stuck or when they end).";
 const GUARD_TRIPS_HELP: &str = "Guard trips by reason, since the collector started.";
@@ -362,7 +362,13 @@ impl StageSeries {
                 continue;
             };
             let window = pair("window", &w.to_string());
-            let raw = |q| stats.quantile(q);
+            // A saturated percentile is only a floor: +Inf, as histogram_quantile gives for a
+            // quantile in the +Inf bucket, rather than the range's top shown as a value.
+            let raw = |q| {
+                (!stats.is_saturated(q))
+                    .then(|| stats.quantile(q))
+                    .flatten()
+            };
             quantile_gauges(&mut self.quantiles, raw, s, &window, unit);
             if let Some(co) = stats.corrected.as_ref().filter(|co| co.count > 0) {
                 let corrected = |q| co.quantile(q);
@@ -433,7 +439,8 @@ impl StageSeries {
     }
 }
 
-/// One gauge per exported quantile of one window, in the unit.
+/// One gauge per exported quantile of one window, in the unit; a quantile without a value (a
+/// saturated one) is +Inf.
 fn quantile_gauges(
     out: &mut Vec<proto::Metric>,
     quantile: impl Fn(f64) -> Option<Duration>,
@@ -442,10 +449,11 @@ fn quantile_gauges(
     unit: Unit,
 ) {
     for (q, label) in WINDOW_QUANTILES {
-        let v = quantile(q).unwrap_or_default();
-        let ns = u64::try_from(v.as_nanos()).unwrap_or(u64::MAX);
+        let value = quantile(q).map_or(f64::INFINITY, |v| {
+            unit.of_ns(u64::try_from(v.as_nanos()).unwrap_or(u64::MAX))
+        });
         let l = s.with_stage(&[window.clone(), pair("percentile", label)]);
-        out.push(gauge_metric(l, unit.of_ns(ns)));
+        out.push(gauge_metric(l, value));
     }
 }
 
