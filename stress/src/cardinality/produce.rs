@@ -70,6 +70,16 @@ impl Plan {
     }
 }
 
+/// Which of `symbols` symbols are slow: `count` of them (at most all), each in the middle of one
+/// of `count` equal runs of symbols, so they spread over every producer and the whole range.
+pub fn slow_symbols(symbols: usize, count: usize) -> Vec<bool> {
+    let count = count.min(symbols);
+    let run = symbols / count.max(1);
+    (0..symbols)
+        .map(|i| count > 0 && i % run == run / 2 && i / run < count)
+        .collect()
+}
+
 /// What a producer hands back when it stops.
 #[derive(Debug)]
 pub struct Produced {
@@ -99,17 +109,18 @@ pub fn run(
     let t = Instant::now();
     let resolved = resolve(plan, &own);
     let resolve_time = t.elapsed();
-    // Wait even after a failure: the others, and the run, are waiting here too.
-    ready.wait();
-    let handles = resolved?;
-    let mut produced = Produced {
+    // The references are allocated before the run's baseline is read, at the barrier.
+    let produced = resolved.map(|handles| Produced {
         counts: vec![0; handles.len()],
         values: kept_values(plan, &own),
         own,
         handles,
         skipped: 0,
         resolve: resolve_time,
-    };
+    });
+    // Wait even after a failure: the others, and the run, are waiting here too.
+    ready.wait();
+    let mut produced = produced?;
     record_paced(plan, p, &mut produced, progress, stop);
     Ok(produced)
 }
@@ -197,5 +208,45 @@ fn record_paced(
         }
         progress.store(n as u64, Ordering::Relaxed);
         thread::sleep(TICK);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(rate: u64, threads: usize) -> Plan {
+        Plan {
+            symbols: Vec::new(),
+            families: Vec::new(),
+            stage_median_ns: Vec::new(),
+            slow: Vec::new(),
+            slow_factor: 1.0,
+            sample_every: 1,
+            threads,
+            rate,
+            secs: 1,
+            seed: 0,
+        }
+    }
+
+    #[test]
+    fn the_rate_is_split_to_the_record() {
+        for (rate, threads) in [(200_000, 2), (20_001, 2), (7, 3), (1, 4)] {
+            let plan = plan(rate, threads);
+            let rates: Vec<u64> = (0..threads).map(|p| plan.rate_of(p)).collect();
+            assert_eq!(rates.iter().sum::<u64>(), rate, "{rates:?}");
+            assert!(rates.iter().max().unwrap() - rates.iter().min().unwrap() <= 1);
+        }
+    }
+
+    #[test]
+    fn slow_symbols_are_as_many_as_asked_and_spread() {
+        let slow = slow_symbols(5_000, 10);
+        let at: Vec<usize> = (0..5_000).filter(|&i| slow[i]).collect();
+        assert_eq!(at, (0..10).map(|k| 250 + 500 * k).collect::<Vec<_>>());
+        assert_eq!(slow_symbols(7, 3).iter().filter(|s| **s).count(), 3);
+        assert_eq!(slow_symbols(3, 10), vec![true; 3]);
+        assert!(slow_symbols(100, 0).iter().all(|s| !s));
     }
 }
