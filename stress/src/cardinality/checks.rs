@@ -87,7 +87,7 @@ fn memory(
     targets: &mut TargetChecks,
     report: &mut Report,
 ) {
-    let hwm = samples.iter().map(|s| s.hwm_kib).max().unwrap_or(0);
+    let hwm = samples.iter().map(|s| s.mem.hwm_kib).max().unwrap_or(0);
     let hwm_mib = (hwm as f64 / 102.4).round() / 10.0;
     targets.at_most(
         report,
@@ -101,7 +101,7 @@ fn memory(
     let points: Vec<(f64, f64)> = samples
         .iter()
         .filter(|s| s.t_secs >= half)
-        .map(|s| (s.t_secs, s.rss_kib as f64))
+        .map(|s| (s.t_secs, s.mem.rss_kib as f64))
         .collect();
     let slope = rss::slope(&points).map_or(f64::NAN, |s| (s * 600.0).round() / 10.0);
     targets.at_most(
@@ -113,10 +113,7 @@ fn memory(
         Some(format!("{} samples from {half:.0} s", points.len())),
     );
     let b = ended.baseline;
-    let last = samples.last().map_or(b.before, |s| rss::Mem {
-        rss_kib: s.rss_kib,
-        hwm_kib: s.hwm_kib,
-    });
+    let last = samples.last().map_or(b.before, |s| s.mem);
     let series = plan.series().max(1) as f64;
     let per_series =
         |kib: u64, base: u64| (kib.saturating_sub(base) as f64 / series * 100.0).round() / 100.0;
@@ -323,7 +320,7 @@ fn lookups(plan: &Plan, ended: &Ended<'_>, report: &mut Report) {
     let took = t.elapsed();
     report.equal("every_series_found_by_label_value", found, n);
     report.figure(
-        "uncached_lookup_ns_mean",
+        "uncached_lookup_ns_mean_one_cold_pass",
         (ns(took) as f64 / n.max(1) as f64).round(),
     );
 }

@@ -139,8 +139,8 @@ impl CardinalityArgs {
 #[derive(Debug, Serialize)]
 struct Sample {
     t_secs: f64,
-    rss_kib: u64,
-    hwm_kib: u64,
+    #[serde(flatten)]
+    mem: rss::Mem,
     heap_live_kib: u64,
     histogram_bytes: usize,
     series: usize,
@@ -346,10 +346,10 @@ impl<'a> Monitor<'a> {
             second += 1;
             let sent = progress.iter().map(|p| p.load(Ordering::Relaxed)).sum();
             let sample = self.sample(started, sent);
-            if sample.rss_kib > self.abort_rss_kib {
+            if sample.mem.rss_kib > self.abort_rss_kib {
                 let why = format!(
                     "VmRSS {} MiB passed --abort-rss-mib {} at {:.0} s",
-                    sample.rss_kib / 1024,
+                    sample.mem.rss_kib / 1024,
                     self.abort_rss_kib / 1024,
                     sample.t_secs
                 );
@@ -379,8 +379,7 @@ impl<'a> Monitor<'a> {
         };
         let s = Sample {
             t_secs: started.elapsed().as_secs_f64(),
-            rss_kib: mem.rss_kib,
-            hwm_kib: mem.hwm_kib,
+            mem,
             heap_live_kib: heap::live() as u64 / 1024,
             histogram_bytes: h.histogram_bytes,
             series: h.series,
@@ -394,8 +393,8 @@ impl<'a> Monitor<'a> {
         println!(
             "[{:>5.0}s] rss {} KiB (hwm {}), heap {} KiB, histograms {} KiB, series {}, sent {}, records {}, dropped {}, in rings {}, cycle max {} µs, lag max {} µs",
             s.t_secs,
-            s.rss_kib,
-            s.hwm_kib,
+            s.mem.rss_kib,
+            s.mem.hwm_kib,
             s.heap_live_kib,
             s.histogram_bytes / 1024,
             s.series,
@@ -412,12 +411,18 @@ impl<'a> Monitor<'a> {
     /// Times `get_all_stats` over the cumulative window and a render of the text exposition.
     fn time_queries(&mut self, started: Instant) {
         let q = time_queries(self.handle, self.exporter, started);
+        let render = if self.exporter.is_some() {
+            format!(
+                ", render {:.2} ms ({} KiB)",
+                q.render_ms,
+                q.render_bytes / 1024
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "  queries: get_all_stats {:.2} ms ({} stages), render {:.2} ms ({} KiB)",
-            q.get_all_stats_ms,
-            q.stats_returned,
-            q.render_ms,
-            q.render_bytes / 1024
+            "  queries: get_all_stats {:.2} ms ({} stages){render}",
+            q.get_all_stats_ms, q.stats_returned
         );
         self.queries.push(q);
     }
