@@ -330,36 +330,58 @@ impl<'a> Monitor<'a> {
             handle,
             exporter,
             cycles,
-            // Allocated once, so they do not step the memory they measure.
+            // Allocated once, so it does not step the memory it measures.
             samples: Vec::with_capacity(args.secs as usize + 2),
-            queries: Vec::with_capacity((args.secs / args.query_every_secs) as usize + 2),
+            queries: Vec::new(),
         }
     }
 
-    /// Samples every second until the run's end; `Some(why)` if it was cut short.
+    /// Samples every second until the run's end while another thread times the queries (a
+    /// render of a large exposition takes seconds and must not hold up the memory samples);
+    /// `Some(why)` if the run was cut short.
     fn watch(&mut self, started: Instant, progress: &[AtomicU64]) -> Option<String> {
-        let (mut next, mut second) = (started, 0);
+        let done = AtomicBool::new(false);
+        let timer = QueryTimer {
+            handle: self.handle,
+            exporter: self.exporter,
+            every: Duration::from_secs(self.query_every),
+            room: (self.secs / self.query_every) as usize + 2,
+        };
+        thread::scope(|scope| {
+            let spawned = thread::Builder::new()
+                .name("card-queries".into())
+                .spawn_scoped(scope, || timer.run(started, &done));
+            if let Err(e) = &spawned {
+                println!("  ! cannot spawn the query timer: {e}; no query is timed");
+            }
+            let aborted = self.sample_every_second(started, progress);
+            done.store(true, Ordering::Relaxed);
+            if let Ok(join) = spawned {
+                self.queries = join.join().unwrap_or_default();
+            }
+            aborted
+        })
+    }
+
+    fn sample_every_second(&mut self, started: Instant, progress: &[AtomicU64]) -> Option<String> {
+        let mut next = started;
         while started.elapsed() < Duration::from_secs(self.secs) {
-            // A sample or query that overran the second is not caught up in a burst of samples.
+            // A sample that overran the second is not caught up in a burst of samples.
             next = (next + Duration::from_secs(1)).max(Instant::now());
             thread::sleep(next.saturating_duration_since(Instant::now()));
-            second += 1;
             let sent = progress.iter().map(|p| p.load(Ordering::Relaxed)).sum();
             let sample = self.sample(started, sent);
-            if sample.mem.rss_kib > self.abort_rss_kib {
+            let rss_kib = sample.mem.rss_kib;
+            self.samples.push(sample);
+            if rss_kib > self.abort_rss_kib {
                 let why = format!(
                     "VmRSS {} MiB passed --abort-rss-mib {} at {:.0} s",
-                    sample.mem.rss_kib / 1024,
+                    rss_kib / 1024,
                     self.abort_rss_kib / 1024,
-                    sample.t_secs
+                    started.elapsed().as_secs_f64()
                 );
                 println!("  ! {why}");
-                self.samples.push(sample);
                 return Some(why);
-            }
-            self.samples.push(sample);
-            if second % self.query_every == 0 {
-                self.time_queries(started);
             }
         }
         None
@@ -407,24 +429,44 @@ impl<'a> Monitor<'a> {
         );
         s
     }
+}
 
-    /// Times `get_all_stats` over the cumulative window and a render of the text exposition.
-    fn time_queries(&mut self, started: Instant) {
-        let q = time_queries(self.handle, self.exporter, started);
-        let render = if self.exporter.is_some() {
-            format!(
-                ", render {:.2} ms ({} KiB)",
-                q.render_ms,
-                q.render_bytes / 1024
-            )
-        } else {
-            String::new()
-        };
-        println!(
-            "  queries: get_all_stats {:.2} ms ({} stages){render}",
-            q.get_all_stats_ms, q.stats_returned
-        );
-        self.queries.push(q);
+/// Times `get_all_stats` over the cumulative window and a render of the text exposition, every
+/// `every`, on its own thread.
+struct QueryTimer<'a> {
+    handle: &'a CollectorHandle,
+    exporter: Option<&'a PrometheusExporter>,
+    every: Duration,
+    room: usize,
+}
+
+impl QueryTimer<'_> {
+    fn run(&self, started: Instant, done: &AtomicBool) -> Vec<Query> {
+        // Allocated once, so it does not step the memory measured.
+        let mut queries = Vec::with_capacity(self.room);
+        let mut next = started + self.every;
+        while !done.load(Ordering::Relaxed) {
+            if Instant::now() < next {
+                thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            let q = time_queries(self.handle, self.exporter, started);
+            let render = match self.exporter {
+                Some(_) => format!(
+                    ", render {:.2} ms ({} KiB)",
+                    q.render_ms,
+                    q.render_bytes / 1024
+                ),
+                None => String::new(),
+            };
+            println!(
+                "  queries at {:.0} s: get_all_stats {:.2} ms ({} stages){render}",
+                q.t_secs, q.get_all_stats_ms, q.stats_returned
+            );
+            queries.push(q);
+            next = (next + self.every).max(Instant::now());
+        }
+        queries
     }
 }
 
