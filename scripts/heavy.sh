@@ -10,6 +10,7 @@
 # | flood  | laptime-stress flood: producers far faster than the aggregator          | FLOOD_SECS |
 # | churn  | laptime-stress churn: CHURN_THREADS short-lived threads, rings reclaimed | 10-20 s    |
 # | endpoint | laptime-stress endpoint: /metrics under slow, idle and flooding clients | ~1 min   |
+# | cardinality | laptime-stress cardinality: 5 000 symbols x 4 families, 200 000 rec/s | CARDINALITY_SECS |
 # | stop   | tests/stop.rs 10 times: stops under 4 busy threads lose no admitted span | ~10 s      |
 # | faults | tests/faults.rs and the suite's panic/hang/flood/clock-fault tests      | 30 s       |
 # | tsan   | the library's tests under ThreadSanitizer (scripts/sanitize.sh thread)  | 1 min      |
@@ -18,8 +19,8 @@
 # | miri   | ring + handoff two-thread tests under MIRI_SEEDS seeds (miri.sh --wide) | 3 min      |
 # | fuzz   | cargo-fuzz: parse_profile, parse_config, http_request, FUZZ_SECS each   | 3 x FUZZ_SECS |
 #
-# Knobs (environment): SOAK_SECS=600, FLOOD_SECS=60, CHURN_THREADS=100000, FUZZ_SECS=180 (per
-# target), MIRI_SEEDS=64. Times are on 2 cores with warm caches, about 35 min in all; a cold
+# Knobs (environment): SOAK_SECS=600, FLOOD_SECS=60, CHURN_THREADS=100000, CARDINALITY_SECS=60,
+# FUZZ_SECS=180 (per target), MIRI_SEEDS=64. Times are on 2 cores with warm caches, about 35 min in all; a cold
 # first run adds about 15 min of builds (std rebuilt for tsan, asan and miri, the fuzz targets,
 # the release stress binary). RELIABILITY.md has a recorded run.
 #
@@ -32,6 +33,7 @@ cd "$(dirname "$0")/.."
 export SOAK_SECS="${SOAK_SECS:-600}"
 export FLOOD_SECS="${FLOOD_SECS:-60}"
 export CHURN_THREADS="${CHURN_THREADS:-100000}"
+export CARDINALITY_SECS="${CARDINALITY_SECS:-60}"
 export FUZZ_SECS="${FUZZ_SECS:-180}"
 export MIRI_SEEDS="${MIRI_SEEDS:-64}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -41,7 +43,7 @@ unset CI
 
 out=target/heavy
 mkdir -p "$out"
-all=(soak flood churn endpoint stop faults tsan asan loom miri fuzz)
+all=(soak flood churn endpoint cardinality stop faults tsan asan loom miri fuzz)
 fuzz_targets=(parse_profile parse_config http_request)
 
 steps=("$@")
@@ -73,6 +75,8 @@ step_soak() { stress soak --secs "$SOAK_SECS"; }
 step_flood() { stress flood --secs "$FLOOD_SECS"; }
 step_churn() { stress churn --threads "$CHURN_THREADS"; }
 step_endpoint() { stress endpoint; }
+# Issue 15's target, every bound enforced.
+step_cardinality() { stress cardinality --secs "$CARDINALITY_SECS"; }
 # The lossless stop (issue 20) is a rare race: the test's 20 stops, ten times over.
 step_stop() {
   local i
@@ -130,7 +134,7 @@ step_fuzz() {
 figure() {
   local s=$1 log=$out/$1.log
   case $s in
-    soak | flood | churn | endpoint)
+    soak | flood | churn | endpoint | cardinality)
       # laptime-stress's summary: how many checks held, and the step's headline figures.
       local wanted
       case $s in
@@ -138,6 +142,7 @@ figure() {
         flood) wanted='["calls_per_sec", "drop_fraction", "recovery_ms", "heartbeat_p99_us"]' ;;
         churn) wanted='["threads_per_sec", "rss_growth_kib", "heap_live_growth_kib"]' ;;
         endpoint) wanted='[]' ;;
+        cardinality) wanted='["vm_hwm_mib", "rss_per_series_kib", "cycle_p99_ms", "lag_p99_ms", "dropped", "get_all_stats_ms_p50", "render_ms_p50"]' ;;
       esac
       if [[ -f $out/$s.json ]]; then
         jq -r --argjson wanted "$wanted" '

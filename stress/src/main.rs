@@ -2,7 +2,10 @@
 //! `flood` (every core overrunning small rings: the hot path never blocks, drops are counted
 //! exactly, the aggregator recovers) and `churn` (100 000 short-lived threads: every ring
 //! reclaimed, memory back to its baseline) and `endpoint` (the `/metrics` server under slow,
-//! idle and flooding clients: a once-a-second scraper still served, the host's tick unharmed).
+//! idle and flooding clients: a once-a-second scraper still served, the host's tick unharmed)
+//! and `cardinality` (a desk's per-symbol latency: 5 000 symbols × 4 stage families at
+//! 200 000 records/s in bounded memory, cycle and lag within the interval, no drops, every
+//! series' count exact, the slow symbols named by the top-k).
 //!
 //! Each prints a progress line per sample, then every check with its measured figure beside its
 //! bound, and writes a JSON summary with `--json PATH`. Exit status: 0 when every check held, 1
@@ -14,11 +17,14 @@
 //! target/release/laptime-stress flood --secs 10 --json target/stress/flood.json
 //! target/release/laptime-stress churn --threads 100000 --json target/stress/churn.json
 //! target/release/laptime-stress endpoint --phase-secs 10 --json target/stress/endpoint.json
+//! target/release/laptime-stress cardinality --secs 60 --json target/stress/cardinality.json
+//! target/release/laptime-stress cardinality --symbols 25000 --max-series 100000 --rate 200000
 //! ```
 // Unsafe only in `heap`, the counting allocator.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cardinality;
 mod churn;
 mod endpoint;
 mod flood;
@@ -54,6 +60,10 @@ enum Command {
     /// Every core floods small rings: progress in every bucket of time, exact drop accounting,
     /// recovery after the flood.
     Flood(flood::FloodArgs),
+    /// Per-symbol latency at scale: 5 000 symbols × 4 stage families, 200 000 records/s from
+    /// 2 threads: memory, cycle time and lag, no drops, every series' count exact, the slow
+    /// symbols named by the top-k, query and exposition times.
+    Cardinality(cardinality::CardinalityArgs),
     /// Short-lived threads in batches: every ring reclaimed, every span counted, RSS back down.
     Churn(churn::ChurnArgs),
     /// The `/metrics` server under 40 slow, 1 000 idle-reconnecting and 200 flooding clients: a
@@ -76,6 +86,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Soak(args) => soak::run(args),
         Command::Flood(args) => flood::run(args),
+        Command::Cardinality(args) => cardinality::run(args),
         Command::Churn(args) => churn::run(args),
         Command::Endpoint(args) => endpoint::run(args),
     };
