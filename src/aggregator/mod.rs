@@ -216,7 +216,7 @@ const DRAIN_BATCH: usize = 1 << 14;
 const QUIESCE_LIMIT: Duration = Duration::from_secs(1);
 /// How often the refresh goes round every series: their figures in a snapshot are at most this
 /// old (with thousands of series, a pass takes several cycles instead of stretching one).
-const SERIES_SWEEP: Duration = Duration::from_millis(100);
+const SERIES_SWEEP: Duration = Duration::from_millis(250);
 /// Visits per ring per cycle at most: a cycle ends even if producers keep up with it.
 const MAX_PASSES: usize = 64;
 
