@@ -11,8 +11,9 @@
 //! chunks that hold anything.
 use std::fmt;
 
-/// Counters per chunk. 256 × 4 B = 1 KiB for window counters.
-const CHUNK: usize = 256;
+/// Counters per chunk: 64 × 4 B = 256 B for window counters, half an octave at 2 significant
+/// digits. Small chunks follow where values land closely; the price is a longer directory.
+const CHUNK: usize = 64;
 /// A window-slice chunk that held fewer records than this when its slice expired is freed rather
 /// than zeroed: steady-state memory then follows where values land now, not every value ever
 /// seen, at the price of an allocation when a rare value lands there again (aggregator thread).
@@ -153,7 +154,8 @@ impl Count for u64 {
 
 /// Counts per counter index. A histogram holding few distinct values keeps them as a short sorted
 /// list (a window slice of a series recording ten values a second holds a handful); past
-/// [`SPARSE_MAX`] distinct values it turns dense, allocated a chunk at a time where values land.
+/// [`SPARSE_MAX`] distinct values it turns dense when that is smaller, allocated a chunk at a time
+/// where values land.
 /// Dense chunks are zeroed, not freed, on reset, so a busy histogram that has seen its range never
 /// allocates again; a histogram emptied by subtraction (an idle window) lets go of everything.
 #[derive(Clone, Default)]
@@ -164,7 +166,7 @@ pub(crate) struct Hist<C: Count> {
 
 #[derive(Clone)]
 enum Store<C: Count> {
-    /// Non-zero counters as (index, count), ascending by index; at most [`SPARSE_MAX`].
+    /// Non-zero counters as (index, count), ascending by index; at most [`SPARSE_LIMIT`].
     Sparse(Vec<(u32, C)>),
     Dense(Dense<C>),
 }
@@ -184,9 +186,33 @@ struct Dense<C: Count> {
     allocated: usize,
 }
 
-/// Distinct values a histogram keeps as a sorted list before turning dense: 48 × 8 B for window
-/// counters is under half of one dense chunk, and an insertion moves at most that many entries.
+/// Distinct values a histogram always keeps as a sorted list. Past this, it turns dense once the
+/// list would take more memory than the dense chunks its values touch (checked every
+/// [`SPARSE_CHECK_EVERY`] insertions), and at [`SPARSE_LIMIT`] whatever: a window slice holding
+/// fifty values spread over two octaves stays a 400-byte list, not nine chunks.
 const SPARSE_MAX: usize = 48;
+const SPARSE_CHECK_EVERY: usize = 16;
+/// The longest list: an insertion moves at most this many entries.
+const SPARSE_LIMIT: usize = 512;
+
+/// Whether a list of `entries` takes one more entry rather than turning dense.
+fn stays_sparse<C: Count>(entries: &[(u32, C)]) -> bool {
+    let len = entries.len();
+    if len < SPARSE_MAX {
+        return true;
+    }
+    if len >= SPARSE_LIMIT || len % SPARSE_CHECK_EVERY != 0 {
+        return len < SPARSE_LIMIT;
+    }
+    let mut chunks = 0;
+    let mut last = usize::MAX;
+    for e in entries {
+        let chunk = e.0 as usize / CHUNK;
+        chunks += usize::from(chunk != last);
+        last = chunk;
+    }
+    (len + SPARSE_CHECK_EVERY) * size_of::<(u32, C)>() < chunks * CHUNK * size_of::<C>()
+}
 
 impl<C: Count> fmt::Debug for Hist<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -298,7 +324,7 @@ impl<C: Count> Hist<C> {
             let key = index as u32;
             match entries.binary_search_by_key(&key, |e| e.0) {
                 Ok(at) => return entries[at].1.add(n),
-                Err(at) if entries.len() < SPARSE_MAX => {
+                Err(at) if stays_sparse(entries) => {
                     let mut count = C::default();
                     count.add(n);
                     return entries.insert(at, (key, count));
