@@ -56,7 +56,7 @@ options:
   --slow STAGE=FACTOR
                    make one tick stage's simulated work FACTOR times longer (0.1 to 10), e.g.
                    stage_spread=1.10: a planted regression for the perf gate to find
-  --listen ADDR    serve the Prometheus metrics on http://ADDR/metrics (and /health) while
+  --listen ADDR    serve the Prometheus metrics on http://ADDR/metrics (and /health, /stats) while
                    running, e.g. 127.0.0.1:9898 (port 0: any free port; the address is printed).
                    Needs the example built with --features http
   --env NAME       the env label on every exported series (default local), e.g. canary

@@ -1504,7 +1504,8 @@ enum StatsOutcome {
 /// build waits for it and, if the snapshot is still the same, takes its bytes). `Err(())` when
 /// the exposition panicked.
 fn render_stats(shared: &Shared, window: Option<Window>) -> Result<StatsOutcome, ()> {
-    let snapshot = catch_unwind(AssertUnwindSafe(|| shared.exposition.snapshot())).map_err(|_| ())?;
+    let snapshot =
+        catch_unwind(AssertUnwindSafe(|| shared.exposition.snapshot())).map_err(|_| ())?;
     let Some(snapshot) = snapshot else {
         return Ok(StatsOutcome::NoSnapshot);
     };
@@ -1521,7 +1522,9 @@ fn render_stats(shared: &Shared, window: Option<Window>) -> Result<StatsOutcome,
     if !snapshot.windows.contains(&window) {
         // `render` says which windows are kept.
         return Ok(StatsOutcome::NotKept(
-            stats_json::render(&snapshot, window).err().unwrap_or_default(),
+            stats_json::render(&snapshot, window)
+                .err()
+                .unwrap_or_default(),
         ));
     }
     Counters::bump(&shared.counters.stats_renders);

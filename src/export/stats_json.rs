@@ -25,7 +25,11 @@
 //!       "deadline_ns": null, "deadline_misses": 0, "dropped": 0, "sampled_out": 0,
 //!       "saturated": 0, "cancelled": 0, "unwound": 0, "in_flight": 0, "in_rings": 0,
 //!       "produced": 9, "corrected": null,
-//!       "sla": {"state": "ok", "rule": null} } ],
+//!       "sla": {"state": "ok", "rule": null},
+//!       "family": null, "family_total": false } ],
+//!   "families": [ {                    // every runtime-labelled family active in the window
+//!       "name": "order_exec", "label_names": ["pair"], "series": 40, "overflowed": 0,
+//!       "slowest": [ {"labels": {"pair": "BTC-USD"}, "count": 17, "p99_ns": …} ] } ],
 //!   "violations": [ … ],              // every active SLA violation, over every window
 //!   "guard_trips": [ {"reason": "vol_hard", "count": 3} ],   // trips in the window
 //!   "health": { "records": …, "dropped": …, "in_rings": …, "lag_ns": …, … }
@@ -33,7 +37,10 @@
 //! ```
 //!
 //! A series of a labelled stage is its own entry (`name` plus `labels`, in the stage's label
-//! order); the series sharing a `name` form a family, which a reader groups itself.
+//! order). A runtime-labelled [`Family`]'s series name it in `family`; its total (every series'
+//! values in one histogram, no labels) is an entry of its own with `family_total: true`, and
+//! `families` lists each such family with its [`FAMILY_TOP_K`] slowest series by p99
+//! ([`Family::top`]).
 //!
 //! A stage's `sla.state` is the worst active violation of that series over any window (a rule
 //! judges its own window, whichever window the document shows), `"ok"` when there is none;
@@ -61,12 +68,17 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
+use crate::family::{Family, Rank};
+use crate::stage::Stage;
 use crate::stats::{CorrectedStats, Health, Metric, Severity, Snapshot, StageStats, Value};
 use crate::stats::{Violation, Window};
 
 /// The document's `version`: raised whenever a field changes meaning or goes away (fields may be
 /// added without a raise; a reader ignores the ones it does not know).
 pub const STATS_VERSION: u32 = 1;
+
+/// How many of a family's series `families[].slowest` lists: its slowest by p99.
+pub const FAMILY_TOP_K: usize = 5;
 
 /// The text of a window in the document and in `?window=`: `1s`, `5s`, `60s`, `500ms`,
 /// `cumulative` (as [`Window`]'s `Display`).
@@ -131,6 +143,7 @@ struct Document {
     taken_at_ns: u64,
     cycle: u64,
     stages: Vec<StageJson>,
+    families: Vec<FamilyJson>,
     violations: Vec<ViolationJson>,
     guard_trips: Vec<TripJson>,
     health: HealthJson,
@@ -148,6 +161,9 @@ impl Document {
             stages: snapshot
                 .all(window)
                 .map(|s| StageJson::new(s, violations))
+                .collect(),
+            families: families_in(snapshot, window)
+                .map(|f| FamilyJson::new(f, snapshot, window))
                 .collect(),
             violations: violations
                 .iter()
@@ -219,6 +235,10 @@ struct StageJson {
     produced: u64,
     corrected: Option<CorrectedJson>,
     sla: SlaJson,
+    /// The family this stage is a series or the total of; `null` for a plain stage.
+    family: Option<&'static str>,
+    /// Whether this entry is a family total (every series' values in one histogram).
+    family_total: bool,
 }
 
 impl StageJson {
@@ -231,7 +251,10 @@ impl StageJson {
             Some(w) if w.severity >= v.severity => Some(w),
             _ => Some(v),
         });
+        let stage = Stage::lookup(s.stage, s.labels);
         StageJson {
+            family: stage.and_then(Stage::family).map(Family::name),
+            family_total: stage.is_some_and(Stage::is_family_total),
             name: s.stage.to_string(),
             labels: LabelsJson::new(s.labels.iter()),
             count: s.count,
@@ -260,6 +283,53 @@ impl StageJson {
                 state: worst.map_or("ok", |v| severity_name(v.severity)),
                 rule: worst.map(RuleJson::new),
             },
+        }
+    }
+}
+
+/// The stages of `snapshot` that are family totals with activity in `window`: their families.
+fn families_in(snapshot: &Snapshot, window: Window) -> impl Iterator<Item = Family> + '_ {
+    snapshot
+        .all(window)
+        .filter_map(|s| Stage::lookup(s.stage, s.labels))
+        .filter(|stage| stage.is_family_total())
+        .filter_map(Stage::family)
+}
+
+/// A family with activity in the window: its size and its slowest series by p99
+/// ([`Family::top`] over the same snapshot and window).
+#[derive(Serialize)]
+struct FamilyJson {
+    name: &'static str,
+    label_names: &'static [&'static str],
+    series: usize,
+    overflowed: u64,
+    slowest: Vec<SlowSeriesJson>,
+}
+
+#[derive(Serialize)]
+struct SlowSeriesJson {
+    labels: LabelsJson,
+    count: u64,
+    p99_ns: u64,
+}
+
+impl FamilyJson {
+    fn new(family: Family, snapshot: &Snapshot, window: Window) -> Self {
+        let slowest = family.top(snapshot, window, Rank::Quantile(0.99), FAMILY_TOP_K);
+        FamilyJson {
+            name: family.name(),
+            label_names: family.label_names(),
+            series: family.len(),
+            overflowed: family.overflowed(),
+            slowest: slowest
+                .iter()
+                .map(|s| SlowSeriesJson {
+                    labels: LabelsJson::new(s.labels.iter()),
+                    count: s.count,
+                    p99_ns: ns(s.p99),
+                })
+                .collect(),
         }
     }
 }
@@ -526,7 +596,18 @@ mod tests {
             parse_window("250us"),
             Ok(Window::Last(Duration::from_micros(250)))
         );
-        for bad in ["", "s", "0s", "1", "1h", "-1s", "1.5s", " 1s", "Cumulative", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "s",
+            "0s",
+            "1",
+            "1h",
+            "-1s",
+            "1.5s",
+            " 1s",
+            "Cumulative",
+            "99999999999999999999s",
+        ] {
             assert!(parse_window(bad).is_err(), "{bad:?}");
         }
     }
