@@ -8,6 +8,8 @@
 //!   threshold (bootstrap over the stages' histograms); `--strict` compares the point values.
 //! * `laptime merge -o OUT.json A.json B.json …`: [`Profile::merge`](laptime::profile::Profile::merge).
 //! * `laptime report P.json [--baseline B.json] -o report.html|.svg|.png`: [`laptime::report`].
+//! * `laptime top --url http://127.0.0.1:9898 [--once | --json]`: [`top`], a live view of a
+//!   running process's stages from its `/stats` endpoint.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -15,6 +17,7 @@ pub mod dashboard;
 pub mod gate;
 pub mod interval;
 pub mod rules;
+pub mod top;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

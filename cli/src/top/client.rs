@@ -43,9 +43,8 @@ impl Endpoint {
                 "--url {url:?}: give no query; top asks for the window itself"
             ));
         }
-        let bad = || {
-            format!("--url {url:?}: expected http://HOST:PORT, e.g. http://127.0.0.1:9898")
-        };
+        let bad =
+            || format!("--url {url:?}: expected http://HOST:PORT, e.g. http://127.0.0.1:9898");
         let (host, port) = match authority.strip_prefix('[') {
             Some(v6) => {
                 let (host, after) = v6.split_once(']').ok_or_else(bad)?;
@@ -252,7 +251,10 @@ mod tests {
     #[test]
     fn urls_name_the_stats_document() {
         let e = Endpoint::parse("http://127.0.0.1:9898").unwrap();
-        assert_eq!(e.stats_url(Some("1s")), "http://127.0.0.1:9898/stats?window=1s");
+        assert_eq!(
+            e.stats_url(Some("1s")),
+            "http://127.0.0.1:9898/stats?window=1s"
+        );
         assert_eq!(e.stats_url(None), "http://127.0.0.1:9898/stats");
         let e = Endpoint::parse("127.0.0.1:9898/").unwrap();
         assert_eq!(e.stats_url(None), "http://127.0.0.1:9898/stats");
@@ -280,25 +282,29 @@ mod tests {
     #[test]
     fn answers_are_read_to_their_length_and_garbage_is_named() {
         let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
-        assert_eq!(
-            parse_answer(ok, false),
-            Ok(Some((200, b"{}".to_vec())))
-        );
+        assert_eq!(parse_answer(ok, false), Ok(Some((200, b"{}".to_vec()))));
         assert_eq!(parse_answer(&ok[..ok.len() - 1], false), Ok(None));
         assert!(parse_answer(&ok[..ok.len() - 1], true).is_err());
         assert_eq!(
             parse_answer(b"HTTP/1.1 503 X\r\n\r\nno", true),
             Ok(Some((503, b"no".to_vec())))
         );
-        assert!(parse_answer(b"", true).unwrap_err().contains("without answering"));
+        assert!(
+            parse_answer(b"", true)
+                .unwrap_err()
+                .contains("without answering")
+        );
         assert!(
             parse_answer(b"\x00\x01garbage\r\n\r\n", false)
                 .unwrap_err()
                 .contains("not HTTP")
         );
         assert!(
-            parse_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n", false)
-                .is_err()
+            parse_answer(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n",
+                false
+            )
+            .is_err()
         );
     }
 }
