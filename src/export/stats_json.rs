@@ -484,6 +484,8 @@ struct HealthJson {
     histogram_bytes: usize,
     rejected_trips: u64,
     sink_panics: u64,
+    series: usize,
+    series_overflowed: u64,
 }
 
 impl HealthJson {
@@ -519,6 +521,8 @@ impl HealthJson {
             histogram_bytes: h.histogram_bytes,
             rejected_trips: h.rejected_trips,
             sink_panics: h.sink_panics,
+            series: h.series,
+            series_overflowed: h.series_overflowed,
         }
     }
 }
