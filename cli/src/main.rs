@@ -20,7 +20,7 @@ use laptime_cli::top::{self, TopOptions, client::Endpoint};
 #[command(
     name = "laptime",
     version,
-    about = "Gate, merge and draw laptime perf profiles"
+    about = "Gate, merge and draw laptime perf profiles; watch a running process (top)"
 )]
 struct Cli {
     #[command(subcommand)]

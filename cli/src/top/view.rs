@@ -4,9 +4,9 @@
 use std::time::Instant;
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout};
+use ratatui::layout::{Alignment, Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
-use ratatui::text::Line;
+use ratatui::text::{Line, Text};
 use ratatui::widgets::{Cell, Paragraph, Row, Table};
 
 use super::model::{Column, Document, StageRow, State};
@@ -217,30 +217,53 @@ fn sla_style(state: &str) -> Style {
     }
 }
 
-fn column_width(c: Column) -> Constraint {
+/// A column's width: the stage column at least as wide as its longest key, the figures as
+/// their widest usual value, the trend what is left (up to its readings).
+fn column_width(c: Column, stage_width: u16) -> Constraint {
     match c {
-        Column::Stage => Constraint::Min(24),
-        Column::Count | Column::Misses | Column::Sla => Constraint::Length(9),
-        Column::Trend => Constraint::Length(TREND_WIDTH as u16),
-        _ => Constraint::Length(12),
+        Column::Stage => Constraint::Min(stage_width),
+        Column::Count | Column::Misses | Column::Sla => Constraint::Length(8),
+        Column::Trend => Constraint::Fill(1),
+        _ => Constraint::Length(11),
     }
 }
 
-fn table(state: &State) -> Table<'_> {
-    let sla_at = Column::ALL.iter().position(|c| *c == Column::Sla);
-    let rows = state.rows().into_iter().map(|r| {
-        let cells = cells(state, r).into_iter().enumerate().map(|(i, text)| {
-            let style = if Some(i) == sla_at {
-                sla_style(&r.sla.state)
-            } else {
-                Style::new()
-            };
-            Cell::from(text).style(style)
-        });
-        Row::new(cells)
+fn cell(column: Column, text: String, row: &StageRow) -> Cell<'static> {
+    match column {
+        Column::Stage => Cell::from(text),
+        Column::Sla => Cell::from(text).style(sla_style(&row.sla.state)),
+        // Right-aligned like the figures, and so a narrow terminal cuts the oldest readings.
+        _ => Cell::from(Text::from(text).alignment(Alignment::Right)),
+    }
+}
+
+fn table(state: &State) -> Table<'static> {
+    let rows = state.rows();
+    let stage_width = rows
+        .iter()
+        .map(|r| r.key().chars().count())
+        .chain([Column::Stage.title().len()])
+        .max()
+        .unwrap_or(0);
+    let stage_width = u16::try_from(stage_width).unwrap_or(u16::MAX);
+    let body = rows.into_iter().map(|r| {
+        let cells = Column::ALL
+            .into_iter()
+            .zip(cells(state, r))
+            .map(|(c, text)| cell(c, text, r));
+        Row::new(cells.collect::<Vec<_>>())
     });
-    let header = Row::new(headings(state)).style(Style::new().add_modifier(Modifier::BOLD));
-    Table::new(rows, Column::ALL.map(column_width)).header(header)
+    let header = Column::ALL
+        .into_iter()
+        .zip(headings(state))
+        .map(|(c, text)| match c {
+            Column::Stage | Column::Sla => Cell::from(text),
+            _ => Cell::from(Text::from(text).alignment(Alignment::Right)),
+        });
+    let header =
+        Row::new(header.collect::<Vec<_>>()).style(Style::new().add_modifier(Modifier::BOLD));
+    let widths = Column::ALL.map(|c| column_width(c, stage_width));
+    Table::new(body.collect::<Vec<_>>(), widths).header(header)
 }
 
 /// Draws the live view: the top lines, the table, the bottom lines, the keys.
