@@ -24,6 +24,19 @@ use std::path::{Path, PathBuf};
 
 use laptime::profile::{Profile, ProfileError};
 
+/// A stage as the CLI's outputs name it: `name{k=v,k=v}` with the labels in the order given, the
+/// name alone when it has none (the gate report, the dashboard, `top`).
+pub fn stage_title<'a>(name: &str, labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let labels: Vec<String> = labels
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if labels.is_empty() {
+        return name.to_owned();
+    }
+    format!("{name}{{{}}}", labels.join(","))
+}
+
 /// A profile file that could not be read or parsed.
 #[derive(Debug)]
 pub struct LoadError {

@@ -188,9 +188,12 @@ fn json_passes_the_document_through_unchanged() {
     assert!(text(&out.stderr).contains("answered 400: bad /stats query: window 2s is not kept"));
 }
 
+/// What a fake server sends on each connection: bytes, or `None` for nothing at all.
+type Answer = fn() -> Option<&'static [u8]>;
+
 /// A loopback listener whose every connection gets `answer(request)` (then closed), or nothing
 /// at all while `answer` returns `None` (the connection is held open until the test ends).
-fn fake_server(answer: fn() -> Option<&'static [u8]>) -> SocketAddr {
+fn fake_server(answer: Answer) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -210,7 +213,7 @@ fn fake_server(answer: fn() -> Option<&'static [u8]>) -> SocketAddr {
 
 #[test]
 fn garbage_silence_and_absence_are_named_and_never_hang() {
-    let cases: [(fn() -> Option<&'static [u8]>, &str); 4] = [
+    let cases: [(Answer, &str); 4] = [
         (
             || Some(b"\x00\x01 garbage\r\n\r\n"),
             "answered something that is not HTTP",

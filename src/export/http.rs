@@ -3,7 +3,7 @@
 //! served by a few named threads of its own, with every resource a client could use bounded.
 //!
 //! `/stats` is the structured view `laptime top` reads: one window of the last published
-//! [`Snapshot`] as JSON with a `version` field (the schema is [`stats_json`](super::stats_json)'s,
+//! [`Snapshot`] as JSON with a `version` field (the schema is [`stats_json`]'s,
 //! described in `docs/stats-endpoint.md`). `window` is `1s`, `5s`, `60s`, `cumulative` or another
 //! kept window's length; without it, the first window the process keeps. A query it does not
 //! understand (another parameter, a window given twice or not kept) is answered `400` with the
@@ -47,9 +47,9 @@
 //! Answers: `200` for `/metrics` (content type `text/plain; version=0.0.4`), a healthy
 //! `/health` and `/stats` (`application/json`); `503` for an unhealthy one, and for `/stats` while
 //! no snapshot is published; `400` for a request `httparse` rejects and a `/stats` query it
-//! cannot answer (the body says why); `404` for any other path; `405` (with `Allow: GET, HEAD`) for other methods; `500` when the exposition fails
-//! or panics (the panic is caught and counted; the server carries on). Every answer closes the
-//! connection (`Connection: close`).
+//! cannot answer (the body says why); `404` for any other path; `405` (with `Allow: GET, HEAD`)
+//! for other methods; `500` when the exposition fails or panics (the panic is caught and counted;
+//! the server carries on). Every answer closes the connection (`Connection: close`).
 //!
 //! Dropping the [`MetricsServerHandle`] stops the threads and joins them, usually within a few
 //! milliseconds, unless a call into the [`Exposition`] is in progress, which is waited for up to

@@ -208,12 +208,9 @@ impl Serialize for LabelsJson {
     }
 }
 
+/// The figures a stage and its corrected view both have, in ns.
 #[derive(Serialize)]
-struct StageJson {
-    name: String,
-    labels: LabelsJson,
-    count: u64,
-    calls: u64,
+struct FiguresJson {
     min_ns: u64,
     max_ns: u64,
     mean_ns: u64,
@@ -223,6 +220,34 @@ struct StageJson {
     p95_ns: u64,
     p99_ns: u64,
     p999_ns: u64,
+}
+
+impl FiguresJson {
+    /// From min, max, mean, stddev, p50, p90, p95, p99 and p99.9, in that order.
+    fn new(d: [Duration; 9]) -> Self {
+        let [min, max, mean, stddev, p50, p90, p95, p99, p999] = d.map(ns);
+        FiguresJson {
+            min_ns: min,
+            max_ns: max,
+            mean_ns: mean,
+            stddev_ns: stddev,
+            p50_ns: p50,
+            p90_ns: p90,
+            p95_ns: p95,
+            p99_ns: p99,
+            p999_ns: p999,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct StageJson {
+    name: String,
+    labels: LabelsJson,
+    count: u64,
+    calls: u64,
+    #[serde(flatten)]
+    figures: FiguresJson,
     deadline_ns: Option<u64>,
     deadline_misses: u64,
     dropped: u64,
@@ -259,15 +284,9 @@ impl StageJson {
             labels: LabelsJson::new(s.labels.iter()),
             count: s.count,
             calls: s.calls,
-            min_ns: ns(s.min),
-            max_ns: ns(s.max),
-            mean_ns: ns(s.mean),
-            stddev_ns: ns(s.stddev),
-            p50_ns: ns(s.p50),
-            p90_ns: ns(s.p90),
-            p95_ns: ns(s.p95),
-            p99_ns: ns(s.p99),
-            p999_ns: ns(s.p999),
+            figures: FiguresJson::new([
+                s.min, s.max, s.mean, s.stddev, s.p50, s.p90, s.p95, s.p99, s.p999,
+            ]),
             deadline_ns: s.deadline.map(ns),
             deadline_misses: s.deadline_misses,
             dropped: s.dropped,
@@ -339,15 +358,8 @@ struct CorrectedJson {
     expected_interval_ns: u64,
     count: u64,
     synthesized: u64,
-    min_ns: u64,
-    max_ns: u64,
-    mean_ns: u64,
-    stddev_ns: u64,
-    p50_ns: u64,
-    p90_ns: u64,
-    p95_ns: u64,
-    p99_ns: u64,
-    p999_ns: u64,
+    #[serde(flatten)]
+    figures: FiguresJson,
     truncated: u64,
 }
 
@@ -357,15 +369,9 @@ impl CorrectedJson {
             expected_interval_ns: ns(c.expected_interval),
             count: c.count,
             synthesized: c.synthesized,
-            min_ns: ns(c.min),
-            max_ns: ns(c.max),
-            mean_ns: ns(c.mean),
-            stddev_ns: ns(c.stddev),
-            p50_ns: ns(c.p50),
-            p90_ns: ns(c.p90),
-            p95_ns: ns(c.p95),
-            p99_ns: ns(c.p99),
-            p999_ns: ns(c.p999),
+            figures: FiguresJson::new([
+                c.min, c.max, c.mean, c.stddev, c.p50, c.p90, c.p95, c.p99, c.p999,
+            ]),
             truncated: c.truncated,
         }
     }
