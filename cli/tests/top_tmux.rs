@@ -4,7 +4,8 @@
 //! `capture-pane` (`-e` for the colours). Checked: the stages appear, the window keys switch the
 //! window, the sort keys order the rows, SLA states are coloured (critical red, ok green), `q`
 //! leaves the alternate screen and raw mode; and with the demo stopped (SIGSTOP), resumed and
-//! then killed, `top` says so on screen, recovers, and keeps running until `q`.
+//! then killed, `top` says so on screen, recovers, and keeps running until Ctrl-C, which
+//! restores the terminal as `q` does.
 //!
 //! Each test has its own tmux server (`-L`, a unique socket name) and session, killed when the
 //! test ends however it ends; the demo binds 127.0.0.1 and is killed by its own PID. Without
@@ -168,10 +169,10 @@ fn p99s(screen: &str) -> Vec<f64> {
         .collect()
 }
 
-/// `q` quits with 0, leaves the alternate screen and gives the shell back its cooked, echoing
-/// terminal.
-fn assert_quits_and_restores(t: &Tmux) {
-    t.send("q");
+/// `key` (`q`, or `C-c`: a key in raw mode, not a signal) quits with 0, leaves the alternate
+/// screen and gives the shell back its cooked, echoing terminal.
+fn assert_quits_and_restores(t: &Tmux, key: &str) {
+    t.send(key);
     let screen = t.wait_text("TOP-EXITED=");
     assert!(screen.contains("TOP-EXITED=0"), "{screen}");
     let modes = t.wait_for("stty's modes", false, |s| {
@@ -249,7 +250,7 @@ fn top_shows_stages_switches_windows_sorts_colours_and_restores() {
             .then_some(())
     });
 
-    assert_quits_and_restores(&t);
+    assert_quits_and_restores(&t, "q");
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -293,5 +294,5 @@ fn top_says_when_the_process_stalls_or_goes_away_and_keeps_running() {
         "top ended by itself"
     );
 
-    assert_quits_and_restores(&t);
+    assert_quits_and_restores(&t, "C-c");
 }
