@@ -165,6 +165,17 @@ fn once_prints_what_get_all_stats_says_to_the_nanosecond() {
             ns(slowest[0].p99) % 1000
         );
         assert!(frame.contains(&family_line), "{family_line}\n{frame}");
+        let slow_max = laptime::get_stats(stats_scenario::SLOW, Window::S1)
+            .unwrap()
+            .max;
+        let sla_line = format!(
+            "sla critical: {} max over 1s: {}.{:03} µs > {}.000 µs",
+            stats_scenario::SLOW,
+            ns(slow_max) / 1000,
+            ns(slow_max) % 1000,
+            ns(stats_scenario::THRESHOLD) / 1000
+        );
+        assert!(frame.contains(&sla_line), "{sla_line}\n{frame}");
     }
 }
 

@@ -158,6 +158,29 @@ pub fn family_lines(doc: &Document) -> Vec<String> {
         .collect()
 }
 
+/// One line per stage out of its SLA: the rule that set its state and what was observed.
+pub fn violation_lines(doc: &Document) -> Vec<String> {
+    let figure = |unit: &str, v: f64| match unit {
+        "ns" => format!("{} µs", micros(v as u64)),
+        _ => format!("{:.2}%", v * 100.0),
+    };
+    doc.stages
+        .iter()
+        .filter_map(|row| {
+            let rule = row.sla.rule.as_ref()?;
+            Some(format!(
+                "sla {}: {} {} over {}: {} > {}",
+                row.sla.state,
+                row.key(),
+                rule.metric,
+                rule.window,
+                figure(&rule.unit, rule.observed),
+                figure(&rule.unit, rule.threshold)
+            ))
+        })
+        .collect()
+}
+
 /// The lines above the table: header, failure (if any), health.
 fn top_lines(state: &State, now: Instant) -> Vec<String> {
     let mut lines = vec![header_line(state)];
@@ -172,6 +195,7 @@ fn bottom_lines(state: &State) -> Vec<String> {
         return Vec::new();
     };
     let mut lines = vec![trips_line(doc)];
+    lines.extend(violation_lines(doc));
     lines.extend(family_lines(doc));
     lines
 }
