@@ -1793,7 +1793,8 @@ fn names_this_server(authority: &str, local: SocketAddr) -> bool {
 
 /// The answer a server gives a client that sends `reads` (one element per `read` that returned
 /// data) and then closes its side, with a head buffer of `max_header_bytes` and an exposition
-/// that answers `/metrics` with `fuzz_metrics 1` and is healthy; `None` when the server sends
+/// that answers `/metrics` with `fuzz_metrics 1`, is healthy and has no snapshot for `/stats`;
+/// `None` when the server sends
 /// nothing (the head was not whole when the client closed). Runs the server's own head parsing
 /// (`parse_head`, as the event loop calls it after each read) and answers (`classify`, then
 /// `exposition_answer` as a worker does) without a socket.
@@ -1809,6 +1810,10 @@ pub fn answer_for_fuzzing(reads: &[&[u8]], max_header_bytes: usize) -> Option<Ve
         }
         fn health(&self) -> Result<String, String> {
             Ok("ok\n".to_owned())
+        }
+        // No snapshot, whatever collector the process has: a good `/stats` query is a `503`.
+        fn snapshot(&self) -> Option<Arc<Snapshot>> {
+            None
         }
     }
     let limits = MetricsServer::builder().with_max_header_bytes(max_header_bytes);

@@ -533,9 +533,10 @@ impl HealthJson {
     }
 }
 
-/// The `/stats` query string (`window=1s`; empty for the default): the window asked for, `None`
-/// for the default (the snapshot's first window), or the reason the query is refused.
-pub(crate) fn parse_query(query: &str) -> Result<Option<Window>, String> {
+/// Reads the `/stats` query string (`window=1s`; empty for the default), as the server does: the
+/// window asked for, `None` for the default (the snapshot's first window), or the reason the
+/// query is refused (answered `400`). Whether the snapshot keeps the window is not checked here.
+pub fn parse_query(query: &str) -> Result<Option<Window>, String> {
     let mut window = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
