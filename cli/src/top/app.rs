@@ -52,8 +52,13 @@ fn action(key: KeyEvent) -> Action {
 
 /// Runs the live view until a quit key; the terminal is restored however it ends.
 pub fn run(options: &TopOptions) -> Result<(), String> {
-    let mut terminal = ratatui::try_init()
-        .map_err(|e| format!("cannot take over the terminal (is this a terminal?): {e}"))?;
+    let mut terminal = ratatui::try_init().map_err(|e| {
+        // Raw mode may be on already when the alternate screen is what failed.
+        if ratatui::crossterm::terminal::is_raw_mode_enabled().unwrap_or(false) {
+            let _ = ratatui::try_restore();
+        }
+        format!("cannot take over the terminal (is this a terminal?): {e}")
+    })?;
     let outcome = run_in(&mut terminal, options);
     ratatui::restore();
     outcome
