@@ -19,6 +19,9 @@ use super::view;
 /// How long the loop waits for a key before looking for the poller's answers and redrawing.
 const TICK: Duration = Duration::from_millis(100);
 
+/// Rows a page key scrolls.
+const PAGE: isize = 20;
+
 /// What a key asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Action {
@@ -27,6 +30,7 @@ enum Action {
     Sort(isize),
     Reverse,
     DocumentOrder,
+    Scroll(isize),
     Nothing,
 }
 
@@ -46,6 +50,11 @@ fn action(key: KeyEvent) -> Action {
         KeyCode::Left | KeyCode::Char('S') => Action::Sort(-1),
         KeyCode::Char('r') => Action::Reverse,
         KeyCode::Char('o') => Action::DocumentOrder,
+        KeyCode::Down | KeyCode::Char('j') => Action::Scroll(1),
+        KeyCode::Up | KeyCode::Char('k') => Action::Scroll(-1),
+        KeyCode::PageDown => Action::Scroll(PAGE),
+        KeyCode::PageUp => Action::Scroll(-PAGE),
+        KeyCode::Home => Action::Scroll(isize::MIN / 2),
         _ => Action::Nothing,
     }
 }
@@ -91,6 +100,7 @@ fn run_in(terminal: &mut DefaultTerminal, options: &TopOptions) -> Result<(), St
             Action::Sort(by) => state.sort_step(by),
             Action::Reverse => state.sort.descending = !state.sort.descending,
             Action::DocumentOrder => state.sort.column = None,
+            Action::Scroll(by) => state.scroll_by(by),
             Action::Nothing => {}
         }
     }
@@ -138,6 +148,7 @@ mod tests {
         assert_eq!(key(KeyCode::Char('c'), none), Action::Window("cumulative"));
         assert_eq!(key(KeyCode::Char('6'), none), Action::Window("60s"));
         assert_eq!(key(KeyCode::Left, none), Action::Sort(-1));
+        assert_eq!(key(KeyCode::PageDown, none), Action::Scroll(PAGE));
         assert_eq!(key(KeyCode::Char('x'), none), Action::Nothing);
     }
 }

@@ -2,7 +2,7 @@
 //! p99 history it keeps per stage for the sparklines, the window and sort chosen, and the last
 //! failure. No terminal code: the view draws a [`State`], the app loop feeds it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -250,6 +250,8 @@ pub struct State {
     pub failure: Option<Failure>,
     /// How often the process is asked (and retried when it fails).
     pub poll_every: Duration,
+    /// Rows scrolled past at the top of the table.
+    pub scroll: usize,
     /// p99 readings per (window, stage key), oldest first.
     history: HashMap<(String, String), VecDeque<u64>>,
 }
@@ -268,6 +270,7 @@ impl State {
             read_at: None,
             failure: None,
             poll_every: Duration::from_secs(1),
+            scroll: 0,
             history: HashMap::new(),
         }
     }
@@ -289,7 +292,13 @@ impl State {
         }
     }
 
+    /// Extends the histories of the document's window; a series gone from it loses its own
+    /// (so `top` holds at most the process's series times its windows, however many come and
+    /// go).
     fn remember_p99(&mut self, doc: &Document) {
+        let present: HashSet<String> = doc.stages.iter().map(StageRow::key).collect();
+        self.history
+            .retain(|(window, key), _| *window != doc.window || present.contains(key));
         for row in &doc.stages {
             let readings = self
                 .history
@@ -339,6 +348,15 @@ impl State {
             None if by < 0 => Column::ALL[Column::ALL.len() - 1],
             None => Column::ALL[0],
         });
+    }
+
+    /// Scrolls the table by `by` rows (negative: up), within its rows.
+    pub fn scroll_by(&mut self, by: isize) {
+        let rows = self.doc.as_ref().map_or(0, |d| d.stages.len());
+        self.scroll = self
+            .scroll
+            .saturating_add_signed(by)
+            .min(rows.saturating_sub(1));
     }
 
     /// How old the shown document is.
@@ -412,6 +430,11 @@ mod tests {
         );
         let row = state.rows()[0].clone();
         assert_eq!(state.p99_history(&row), [5, 7]);
+        // A series gone from the window loses its history; one that comes back starts afresh.
+        state.apply(Ok(doc(&[("b", 1, "ok")])), t1);
+        state.apply(Ok(doc(&[("a", 9, "ok")])), t1);
+        assert_eq!(state.p99_history(&row), [9]);
+        assert_eq!(state.history.len(), 1);
         assert!(parse_document(br#"{"version":2,"window":"1s","windows":[],"cycle":0,"stages":[],"guard_trips":[],"health":{"records":0,"dropped":0,"in_rings":0,"rings":0,"lag_ns":0,"sampling_rate":1.0,"enabled":true}}"#).unwrap_err().contains("version 2"));
     }
 }

@@ -12,8 +12,8 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table};
 use super::model::{Column, Document, StageRow, State};
 
 /// The keys, as the bottom line says them.
-pub const HELP: &str =
-    "q quit · 1 5 6 c window 1s/5s/60s/cumulative · ←/→ or s/S sort column · r reverse · o order";
+pub const HELP: &str = "q quit · 1 5 6 c window 1s/5s/60s/cumulative · ←/→ or s/S sort column · \
+                        r reverse · o order · ↑/↓ PgUp/PgDn scroll";
 
 /// How many p99 readings a sparkline cell shows (the newest).
 const TREND_WIDTH: usize = 20;
@@ -83,8 +83,13 @@ pub fn header_line(state: &State) -> String {
         .as_ref()
         .map_or_else(|| "-".to_owned(), |d| d.cycle.to_string());
     let sorted = state.sort.column.map_or("document order", Column::title);
+    let rows = state.doc.as_ref().map_or(0, |d| d.stages.len());
+    let rows = match state.scroll {
+        0 => format!("{rows} rows"),
+        from => format!("rows {}-{rows} of {rows}", from + 1),
+    };
     format!(
-        "laptime top · {} · window {window} · cycle {cycle} · sorted by {sorted}",
+        "laptime top · {} · window {window} · cycle {cycle} · {rows} · sorted by {sorted}",
         state.url
     )
 }
@@ -270,7 +275,7 @@ fn table(state: &State) -> Table<'static> {
         .max()
         .unwrap_or(0);
     let stage_width = u16::try_from(stage_width).unwrap_or(u16::MAX);
-    let body = rows.into_iter().map(|r| {
+    let body = rows.into_iter().skip(state.scroll).map(|r| {
         let cells = Column::ALL
             .into_iter()
             .zip(cells(state, r))
