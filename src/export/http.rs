@@ -1494,8 +1494,9 @@ enum StatsOutcome {
     Ok(Arc<[u8]>),
     /// No snapshot yet (or the exposition panicked giving one): `503`.
     NoSnapshot,
-    /// A window the snapshot does not keep, or an encoding failure: `400`/`500` with the reason.
+    /// A window the snapshot does not keep: `400` with the reason.
     NotKept(String),
+    /// The document could not be encoded: `500` with the reason.
     Failed(String),
 }
 
@@ -1512,6 +1513,9 @@ fn render_stats(shared: &Shared, window: Option<Window>) -> Result<StatsOutcome,
     let Some(window) = window.or_else(|| snapshot.windows.first().copied()) else {
         return Ok(StatsOutcome::NoSnapshot);
     };
+    if let Err(reason) = stats_json::check_kept(&snapshot, window) {
+        return Ok(StatsOutcome::NotKept(reason));
+    }
     if let Some(body) = shared.stats_cached(&snapshot, window) {
         return Ok(StatsOutcome::Ok(body));
     }
@@ -1519,33 +1523,29 @@ fn render_stats(shared: &Shared, window: Option<Window>) -> Result<StatsOutcome,
     if let Some(body) = shared.stats_cached(&snapshot, window) {
         return Ok(StatsOutcome::Ok(body));
     }
-    if !snapshot.windows.contains(&window) {
-        // `render` says which windows are kept.
-        return Ok(StatsOutcome::NotKept(
-            stats_json::render(&snapshot, window)
-                .err()
-                .unwrap_or_default(),
-        ));
-    }
     Counters::bump(&shared.counters.stats_renders);
     let text = match stats_json::render(&snapshot, window) {
         Ok(text) => text,
         Err(reason) => return Ok(StatsOutcome::Failed(reason)),
     };
     let body: Arc<[u8]> = Arc::from(text.into_bytes());
+    store_stats(shared, snapshot, window, Arc::clone(&body));
+    Ok(StatsOutcome::Ok(body))
+}
+
+/// Keeps `body` as the `/stats` document of `window` for `snapshot` (a new snapshot replaces the
+/// documents of the last).
+fn store_stats(shared: &Shared, snapshot: Arc<Snapshot>, window: Window, body: Arc<[u8]>) {
     let mut cache = shared.stats_cache.lock();
     match cache.as_mut() {
-        Some(c) if Arc::ptr_eq(&c.snapshot, &snapshot) => {
-            c.bodies.push((window, Arc::clone(&body)));
-        }
+        Some(c) if Arc::ptr_eq(&c.snapshot, &snapshot) => c.bodies.push((window, body)),
         _ => {
             *cache = Some(StatsRendered {
                 snapshot,
-                bodies: vec![(window, Arc::clone(&body))],
+                bodies: vec![(window, body)],
             });
         }
     }
-    Ok(StatsOutcome::Ok(body))
 }
 
 /// The answer to `/metrics` or `/health` (on a worker thread), counted under its status.

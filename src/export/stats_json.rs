@@ -119,15 +119,21 @@ pub fn parse_window(text: &str) -> Result<Window, String> {
 /// The document for `window` of `snapshot`, as compact JSON; the reason when the snapshot does
 /// not keep that window (naming the ones it keeps).
 pub fn render(snapshot: &Snapshot, window: Window) -> Result<String, String> {
-    if !snapshot.windows.contains(&window) {
-        let kept: Vec<String> = snapshot.windows.iter().map(|w| w.to_string()).collect();
-        return Err(format!(
-            "window {window} is not kept by this process: use one of {}",
-            kept.join(", ")
-        ));
-    }
+    check_kept(snapshot, window)?;
     let document = Document::new(snapshot, window);
     serde_json::to_string(&document).map_err(|e| format!("cannot encode the stats: {e}"))
+}
+
+/// Whether `snapshot` keeps `window`; the reason, naming the windows it keeps, when it does not.
+pub fn check_kept(snapshot: &Snapshot, window: Window) -> Result<(), String> {
+    if snapshot.windows.contains(&window) {
+        return Ok(());
+    }
+    let kept: Vec<String> = snapshot.windows.iter().map(|w| w.to_string()).collect();
+    Err(format!(
+        "window {window} is not kept by this process: use one of {}",
+        kept.join(", ")
+    ))
 }
 
 /// Nanoseconds, saturating at `u64::MAX` (584 years).
