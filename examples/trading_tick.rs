@@ -21,7 +21,8 @@
 //! * with `--listen` (features `prometheus` and `http`): the Prometheus export under the seeds'
 //!   names (`mm_stage_duration_seconds{stage}`, `mm_exchange_req_seconds{verb,api}`,
 //!   `mm_guard_trips_total{reason}`, `mm_deadline_miss_total{stage}`, `mm_parallel_symbols`, each
-//!   with an `env` label), served on `/metrics` and `/health` while the loop runs.
+//!   with an `env` label), served on `/metrics` and `/health` while the loop runs, and the
+//!   snapshot as JSON on `/stats`, which `laptime top --url http://ADDR` shows live.
 //!
 //! Run: `cargo run --release --example trading_tick -- --seconds 10`
 //!
