@@ -21,7 +21,8 @@
 //! * with `--listen` (features `prometheus` and `http`): the Prometheus export under the seeds'
 //!   names (`mm_stage_duration_seconds{stage}`, `mm_exchange_req_seconds{verb,api}`,
 //!   `mm_guard_trips_total{reason}`, `mm_deadline_miss_total{stage}`, `mm_parallel_symbols`, each
-//!   with an `env` label), served on `/metrics` and `/health` while the loop runs.
+//!   with an `env` label), served on `/metrics` and `/health` while the loop runs, and the
+//!   snapshot as JSON on `/stats`, which `laptime top --url http://ADDR` shows live.
 //!
 //! Run: `cargo run --release --example trading_tick -- --seconds 10`
 //!
@@ -56,7 +57,7 @@ options:
   --slow STAGE=FACTOR
                    make one tick stage's simulated work FACTOR times longer (0.1 to 10), e.g.
                    stage_spread=1.10: a planted regression for the perf gate to find
-  --listen ADDR    serve the Prometheus metrics on http://ADDR/metrics (and /health) while
+  --listen ADDR    serve the Prometheus metrics on http://ADDR/metrics (and /health, /stats) while
                    running, e.g. 127.0.0.1:9898 (port 0: any free port; the address is printed).
                    Needs the example built with --features http
   --env NAME       the env label on every exported series (default local), e.g. canary

@@ -9,6 +9,7 @@
 // size of each read (0: one read), the rest is what the client sends before closing.
 
 use laptime::export::http::{MAX_HEADERS, answer_for_fuzzing};
+use laptime::export::stats_json::parse_query;
 
 /// The body the fuzzing exposition serves on `/metrics`.
 const METRICS_BODY: &str = "fuzz_metrics 1\n";
@@ -78,12 +79,17 @@ fn expected(sent: &[u8], max_header_bytes: usize) -> Option<(u16, Option<&'stati
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(received) {
         Ok(httparse::Status::Complete(_)) => {
-            let path = origin_form(request.path.unwrap_or(""));
-            let path = path.split_once('?').map_or(path, |(p, _)| p);
+            let target = origin_form(request.path.unwrap_or(""));
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
             let head_only = request.method == Some("HEAD");
             let known_method = matches!(request.method, Some("GET" | "HEAD"));
+            // A `/stats` query is read with the head: a bad one is refused whatever the method.
+            let stats_query = (path == "/stats").then(|| parse_query(query).is_ok());
             Some(match path {
-                "/metrics" | "/health" if !known_method => (405, None, false),
+                "/stats" if stats_query == Some(false) => (400, None, false),
+                "/metrics" | "/health" | "/stats" if !known_method => (405, None, false),
+                // The fuzzing exposition has no snapshot.
+                "/stats" => (503, None, head_only),
                 "/metrics" => (200, Some(METRICS_BODY), head_only),
                 "/health" => (200, Some(HEALTH_BODY), head_only),
                 _ => (404, None, head_only),

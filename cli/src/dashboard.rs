@@ -145,15 +145,10 @@ struct StageKey {
 
 impl StageKey {
     fn title(&self) -> String {
-        if self.labels.is_empty() {
-            return self.name.clone();
-        }
-        let labels: Vec<String> = self
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        format!("{}{{{}}}", self.name, labels.join(","))
+        crate::stage_title(
+            &self.name,
+            self.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
     }
 }
 

@@ -8,6 +8,8 @@
 //!   threshold (bootstrap over the stages' histograms); `--strict` compares the point values.
 //! * `laptime merge -o OUT.json A.json B.json …`: [`Profile::merge`](laptime::profile::Profile::merge).
 //! * `laptime report P.json [--baseline B.json] -o report.html|.svg|.png`: [`laptime::report`].
+//! * `laptime top --url http://127.0.0.1:9898 [--once | --json]`: [`top`], a live view of a
+//!   running process's stages from its `/stats` endpoint.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -15,11 +17,25 @@ pub mod dashboard;
 pub mod gate;
 pub mod interval;
 pub mod rules;
+pub mod top;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use laptime::profile::{Profile, ProfileError};
+
+/// A stage as the CLI's outputs name it: `name{k=v,k=v}` with the labels in the order given, the
+/// name alone when it has none (the gate report, the dashboard, `top`).
+pub fn stage_title<'a>(name: &str, labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let labels: Vec<String> = labels
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if labels.is_empty() {
+        return name.to_owned();
+    }
+    format!("{name}{{{}}}", labels.join(","))
+}
 
 /// A profile file that could not be read or parsed.
 #[derive(Debug)]

@@ -1,23 +1,26 @@
 //! The `laptime` command: `gate`, `merge` and `report` over perf profiles; `rules` from a
-//! configuration file. Exit codes: 0 success
+//! configuration file; `top`, a live view of a running process. Exit codes: 0 success
 //! (gate: pass), 1 regression (gate only), 2 error (bad arguments, unreadable or malformed files).
 //! Every input is read through a limit (`--max-input-bytes`); every output is written by the
 //! library's one rule, [`laptime::fs::write_file`].
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use laptime::profile::Profile;
 use laptime_cli::gate::{GateError, GateOptions, gate};
 use laptime_cli::load_profile;
+use laptime_cli::top::{self, TopOptions, client::Endpoint};
 
 #[derive(Parser)]
 #[command(
     name = "laptime",
     version,
-    about = "Gate, merge and draw laptime perf profiles"
+    about = "Gate, merge and draw laptime perf profiles; watch a running process (top)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -83,6 +86,33 @@ enum Command {
         #[command(flatten)]
         limit: InputLimit,
     },
+    /// Watch a running process's stages live, from its /stats endpoint (`q` quits).
+    Top(TopArgs),
+}
+
+#[derive(clap::Args)]
+struct TopArgs {
+    /// The process's endpoint (`laptime::export::http`, feature `http`).
+    #[arg(long, default_value = "http://127.0.0.1:9898")]
+    url: String,
+    /// The window to show first: 1s, 5s, 60s, cumulative or another kept window (default: the
+    /// process's first).
+    #[arg(long)]
+    window: Option<String>,
+    /// How often to ask the process (and to retry when it does not answer), in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000), allow_negative_numbers = true)]
+    interval_ms: u64,
+    /// The most one request may take, connect to last byte, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000), allow_negative_numbers = true)]
+    timeout_ms: u64,
+    /// Print one frame as plain text and exit (for scripts and CI logs).
+    #[arg(long, conflicts_with = "json")]
+    once: bool,
+    /// Print the endpoint's JSON document as it came and exit.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -175,6 +205,7 @@ fn one_line(e: &anyhow::Error) -> String {
 fn run(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Gate(a) => run_gate(a),
+        Command::Top(a) => run_top(a),
         Command::Merge {
             output,
             name,
@@ -229,6 +260,26 @@ fn run(command: Command) -> anyhow::Result<u8> {
             Ok(0)
         }
     }
+}
+
+fn run_top(a: TopArgs) -> anyhow::Result<u8> {
+    let options = TopOptions {
+        endpoint: Endpoint::parse(&a.url).map_err(anyhow::Error::msg)?,
+        window: a.window,
+        interval: Duration::from_millis(a.interval_ms),
+        timeout: Duration::from_millis(a.timeout_ms),
+    };
+    if a.json {
+        let body = top::fetch(&options).map_err(anyhow::Error::msg)?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&body)?;
+        out.write_all(b"\n")?;
+    } else if a.once {
+        print!("{}", top::once(&options).map_err(anyhow::Error::msg)?);
+    } else {
+        top::app::run(&options).map_err(anyhow::Error::msg)?;
+    }
+    Ok(0)
 }
 
 fn run_gate(a: GateArgs) -> anyhow::Result<u8> {

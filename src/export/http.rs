@@ -1,6 +1,13 @@
-//! A small HTTP endpoint for the Prometheus exposition (feature `http`): `GET /metrics` and
-//! `GET /health` (and `HEAD` of both), on `127.0.0.1:9898` by default, served by a few named
-//! threads of its own, with every resource a client could use bounded.
+//! A small HTTP endpoint for the Prometheus exposition (feature `http`): `GET /metrics`,
+//! `GET /health` and `GET /stats?window=…` (and `HEAD` of each), on `127.0.0.1:9898` by default,
+//! served by a few named threads of its own, with every resource a client could use bounded.
+//!
+//! `/stats` is the structured view `laptime top` reads: one window of the last published
+//! [`Snapshot`] as JSON with a `version` field (the schema is [`stats_json`]'s,
+//! described in `docs/stats-endpoint.md`). `window` is `1s`, `5s`, `60s`, `cumulative` or another
+//! kept window's length; without it, the first window the process keeps. A query it does not
+//! understand (another parameter, a window given twice or not kept) is answered `400` with the
+//! reason.
 //!
 //! The server parses requests with [`httparse`] on one event loop ([`mio`], the acceptor
 //! thread) that accepts, reads every request head and writes every answer without blocking on any
@@ -18,7 +25,8 @@
 //! | time from accept to a whole request head | [`with_read_timeout`](MetricsServerBuilder::with_read_timeout) (2 s) | `408 Request Timeout`, closed |
 //! | time to write a whole response | [`with_write_timeout`](MetricsServerBuilder::with_write_timeout) (5 s) | closed |
 //! | renders of the exposition | one at a time; once per [`generation`](Exposition::generation) (for the Prometheus exporter: once per aggregator cycle), at least once a second | later scrapes wait for the render in progress and share its bytes |
-//! | memory | per open connection, the head bytes received so far; one rendered exposition shared by every answer being written | — |
+//! | renders of `/stats` | one at a time; once per published snapshot and window | later requests wait for the render in progress and share its bytes |
+//! | memory | per open connection, the head bytes received so far; one rendered exposition and one `/stats` document per kept window, shared by every answer being written | — |
 //!
 //! Every connection is read as its bytes arrive, from the moment it is accepted, so its read
 //! timeout counts only its own slowness: a scraper that sends its request at once is answered at
@@ -36,11 +44,12 @@
 //! a second behind 200 flooding clients) and the host keeps its CPU. That is why the default
 //! address is loopback.
 //!
-//! Answers: `200` for `/metrics` (content type `text/plain; version=0.0.4`) and a healthy
-//! `/health`; `503` for an unhealthy one; `400` for a request `httparse` rejects; `404` for any
-//! other path; `405` (with `Allow: GET, HEAD`) for other methods; `500` when the exposition fails
-//! or panics (the panic is caught and counted; the server carries on). Every answer closes the
-//! connection (`Connection: close`).
+//! Answers: `200` for `/metrics` (content type `text/plain; version=0.0.4`), a healthy
+//! `/health` and `/stats` (`application/json`); `503` for an unhealthy one, and for `/stats` while
+//! no snapshot is published; `400` for a request `httparse` rejects and a `/stats` query it
+//! cannot answer (the body says why); `404` for any other path; `405` (with `Allow: GET, HEAD`)
+//! for other methods; `500` when the exposition fails or panics (the panic is caught and counted;
+//! the server carries on). Every answer closes the connection (`Connection: close`).
 //!
 //! Dropping the [`MetricsServerHandle`] stops the threads and joins them, usually within a few
 //! milliseconds, unless a call into the [`Exposition`] is in progress, which is waited for up to
@@ -99,6 +108,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::{Condvar, Mutex};
 
 use crate::export::ExportError;
+use crate::export::stats_json;
+use crate::stats::{Snapshot, Window};
 
 /// What the server serves: the text exposition and a liveness verdict. Called on the server's
 /// worker threads, one request at a time per worker (and `metrics` on one worker at a time); a panic inside either is answered with
@@ -117,6 +128,13 @@ pub trait Exposition: Send + Sync + 'static {
     fn generation(&self) -> Option<u64> {
         None
     }
+
+    /// The snapshot `/stats` reads, or `None` while there is none (answered `503`). The default
+    /// is the current collector's last published one ([`crate::snapshot`]): one atomic load, no
+    /// lock. Called on every `/stats` request, on the server's threads: keep it to a load.
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        crate::snapshot()
+    }
 }
 
 impl<T: Exposition + ?Sized> Exposition for Arc<T> {
@@ -130,6 +148,10 @@ impl<T: Exposition + ?Sized> Exposition for Arc<T> {
 
     fn generation(&self) -> Option<u64> {
         (**self).generation()
+    }
+
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        (**self).snapshot()
     }
 }
 
@@ -379,9 +401,10 @@ pub struct ServerStats {
     pub accepted: u64,
     /// `200` answers (`/metrics`, and `/health` when healthy).
     pub ok: u64,
-    /// `400`: requests `httparse` could not parse.
+    /// `400`: requests `httparse` could not parse, and `/stats` queries that ask for something
+    /// it cannot answer.
     pub bad_request: u64,
-    /// `404`: paths other than `/metrics` and `/health`.
+    /// `404`: paths other than `/metrics`, `/health` and `/stats`.
     pub not_found: u64,
     /// `405`: methods other than `GET` and `HEAD`.
     pub method_not_allowed: u64,
@@ -409,6 +432,10 @@ pub struct ServerStats {
     pub renders: u64,
     /// `/metrics` answers served from the bytes rendered for the same generation.
     pub cached: u64,
+    /// `/stats` documents built (one per published snapshot and window asked for).
+    pub stats_renders: u64,
+    /// `/stats` answers served from the document built for the same snapshot and window.
+    pub stats_cached: u64,
     /// Requests that waited for their turn under the request rate.
     pub paced: u64,
     /// Connections the client closed or reset before a whole request arrived.
@@ -466,6 +493,8 @@ impl MetricsServerHandle {
             evicted: get(&c.evicted),
             renders: get(&c.renders),
             cached: get(&c.cached),
+            stats_renders: get(&c.stats_renders),
+            stats_cached: get(&c.stats_cached),
             paced: get(&c.paced),
             closed_early: get(&c.closed_early),
             accept_errors: get(&c.accept_errors),
@@ -571,6 +600,11 @@ struct Shared {
     cache: Mutex<Option<Rendered>>,
     /// Held while rendering: one render at a time, however many scrapes arrive.
     rendering: Mutex<()>,
+    /// The `/stats` documents built from the last snapshot, one per window asked for (at most
+    /// as many as the snapshot keeps).
+    stats_cache: Mutex<Option<StatsRendered>>,
+    /// Held while building a `/stats` document: one at a time.
+    stats_rendering: Mutex<()>,
     counters: Arc<Counters>,
 }
 
@@ -592,6 +626,8 @@ impl Shared {
             waker,
             cache: Mutex::new(None),
             rendering: Mutex::new(()),
+            stats_cache: Mutex::new(None),
+            stats_rendering: Mutex::new(()),
             counters: Arc::default(),
         }
     }
@@ -620,6 +656,29 @@ impl Shared {
         Counters::bump(&self.counters.cached);
         Some(Arc::clone(&hit.body))
     }
+
+    /// The exposition's snapshot now; `None` when it has none or the call panicked.
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        catch_unwind(AssertUnwindSafe(|| self.exposition.snapshot())).unwrap_or(None)
+    }
+
+    /// The `/stats` document of `window` already built from `snapshot`, if there is one.
+    fn stats_cached(&self, snapshot: &Arc<Snapshot>, window: Window) -> Option<Arc<[u8]>> {
+        let cache = self.stats_cache.lock();
+        let built = cache
+            .as_ref()
+            .filter(|c| Arc::ptr_eq(&c.snapshot, snapshot))?;
+        let body = built.bodies.iter().find(|(w, _)| *w == window)?;
+        Counters::bump(&self.counters.stats_cached);
+        Some(Arc::clone(&body.1))
+    }
+}
+
+/// The `/stats` documents built from one snapshot (held, so its address is not reused while it
+/// keys the cache).
+struct StatsRendered {
+    snapshot: Arc<Snapshot>,
+    bodies: Vec<(Window, Arc<[u8]>)>,
 }
 
 #[derive(Default)]
@@ -638,6 +697,8 @@ struct Counters {
     evicted: AtomicU64,
     renders: AtomicU64,
     cached: AtomicU64,
+    stats_renders: AtomicU64,
+    stats_cached: AtomicU64,
     paced: AtomicU64,
     closed_early: AtomicU64,
     accept_errors: AtomicU64,
@@ -1135,7 +1196,7 @@ impl<'a> EventLoop<'a> {
     fn decided(&mut self, slot: usize, head: Head) {
         let asked = matches!(
             head,
-            Head::Request { .. } | Head::Malformed | Head::TooLarge
+            Head::Request { .. } | Head::Malformed | Head::TooLarge | Head::BadQuery(_)
         );
         if asked && !(self.paced.is_empty() && self.budget.take(Instant::now())) {
             Counters::bump(&self.shared.counters.paced);
@@ -1310,6 +1371,8 @@ fn worker(shared: &Shared) {
 enum Head {
     /// A method and a path the server knows what to do with.
     Request { method: Method, route: Route },
+    /// `/stats` with a query it cannot answer: the reason.
+    BadQuery(String),
     /// Over the size or header-count limit.
     TooLarge,
     /// Not HTTP/1.x as `httparse` understands it.
@@ -1331,6 +1394,8 @@ enum Method {
 enum Route {
     Metrics,
     Health,
+    /// `/stats`, for this window (`None`: the snapshot's first).
+    Stats(Option<Window>),
     Unknown,
 }
 
@@ -1372,6 +1437,13 @@ fn classify(c: &Counters, head: Head) -> Reply {
         Head::Malformed => {
             return plain(&c.bad_request, Status::BadRequest, b"malformed request\n");
         }
+        Head::BadQuery(reason) => {
+            return plain(
+                &c.bad_request,
+                Status::BadRequest,
+                format!("bad /stats query: {reason}\n").as_bytes(),
+            );
+        }
         Head::Request { method, route } => (method, route),
     };
     let head_only = method == Method::Head;
@@ -1380,7 +1452,9 @@ fn classify(c: &Counters, head: Head) -> Reply {
         return Reply::Now(response(
             Status::NotFound,
             TEXT,
-            b"not found: try /metrics or /health\n".as_slice().into(),
+            b"not found: try /metrics, /health or /stats\n"
+                .as_slice()
+                .into(),
             head_only,
         ));
     }
@@ -1394,19 +1468,84 @@ fn classify(c: &Counters, head: Head) -> Reply {
     Reply::Exposition { method, route }
 }
 
-/// The `/metrics` answer from the cache, if it holds the exposition's current generation.
+/// The `/metrics` answer from the cache, if it holds the exposition's current generation, or the
+/// `/stats` answer, if the document for the current snapshot and the window is built.
 fn cached_answer(shared: &Shared, method: Method, route: Route) -> Option<Answer> {
-    if !matches!(route, Route::Metrics) {
-        return None;
-    }
-    let body = shared.cached(shared.generation())?;
+    let (body, content_type) = match route {
+        Route::Metrics => (shared.cached(shared.generation())?, EXPOSITION),
+        Route::Stats(window) => {
+            let snapshot = shared.snapshot()?;
+            let window = window.or_else(|| snapshot.windows.first().copied())?;
+            (shared.stats_cached(&snapshot, window)?, JSON)
+        }
+        _ => return None,
+    };
     Counters::bump(&shared.counters.ok);
     Some(response(
         Status::Ok,
-        EXPOSITION,
+        content_type,
         body,
         method == Method::Head,
     ))
+}
+
+/// What `/stats` answers for `window` (`None`: the snapshot's first).
+enum StatsOutcome {
+    Ok(Arc<[u8]>),
+    /// No snapshot yet (or the exposition panicked giving one): `503`.
+    NoSnapshot,
+    /// A window the snapshot does not keep: `400` with the reason.
+    NotKept(String),
+    /// The document could not be encoded: `500` with the reason.
+    Failed(String),
+}
+
+/// The `/stats` document for `window` of the exposition's snapshot now: the one already built
+/// for that snapshot and window, else a new one (one at a time: a request that arrives during a
+/// build waits for it and, if the snapshot is still the same, takes its bytes). `Err(())` when
+/// the exposition panicked.
+fn render_stats(shared: &Shared, window: Option<Window>) -> Result<StatsOutcome, ()> {
+    let snapshot =
+        catch_unwind(AssertUnwindSafe(|| shared.exposition.snapshot())).map_err(|_| ())?;
+    let Some(snapshot) = snapshot else {
+        return Ok(StatsOutcome::NoSnapshot);
+    };
+    let Some(window) = window.or_else(|| snapshot.windows.first().copied()) else {
+        return Ok(StatsOutcome::NoSnapshot);
+    };
+    if let Err(reason) = stats_json::check_kept(&snapshot, window) {
+        return Ok(StatsOutcome::NotKept(reason));
+    }
+    if let Some(body) = shared.stats_cached(&snapshot, window) {
+        return Ok(StatsOutcome::Ok(body));
+    }
+    let _one = shared.stats_rendering.lock();
+    if let Some(body) = shared.stats_cached(&snapshot, window) {
+        return Ok(StatsOutcome::Ok(body));
+    }
+    Counters::bump(&shared.counters.stats_renders);
+    let text = match stats_json::render(&snapshot, window) {
+        Ok(text) => text,
+        Err(reason) => return Ok(StatsOutcome::Failed(reason)),
+    };
+    let body: Arc<[u8]> = Arc::from(text.into_bytes());
+    store_stats(shared, snapshot, window, Arc::clone(&body));
+    Ok(StatsOutcome::Ok(body))
+}
+
+/// Keeps `body` as the `/stats` document of `window` for `snapshot` (a new snapshot replaces the
+/// documents of the last).
+fn store_stats(shared: &Shared, snapshot: Arc<Snapshot>, window: Window, body: Arc<[u8]>) {
+    let mut cache = shared.stats_cache.lock();
+    match cache.as_mut() {
+        Some(c) if Arc::ptr_eq(&c.snapshot, &snapshot) => c.bodies.push((window, body)),
+        _ => {
+            *cache = Some(StatsRendered {
+                snapshot,
+                bodies: vec![(window, body)],
+            });
+        }
+    }
 }
 
 /// The answer to `/metrics` or `/health` (on a worker thread), counted under its status.
@@ -1415,6 +1554,9 @@ fn exposition_answer(shared: &Shared, method: Method, route: Route) -> Answer {
     // AssertUnwindSafe: the server keeps nothing a panic could leave half-updated (it only holds
     // the returned text); the exposition's own state is its to keep consistent, and it is
     // called again for the next request.
+    if let Route::Stats(window) = route {
+        return stats_answer(shared, method, window);
+    }
     let outcome = match route {
         Route::Metrics => {
             render(shared).map(|r| r.map_err(|e| format!("metrics unavailable: {e}\n")))
@@ -1446,6 +1588,44 @@ fn exposition_answer(shared: &Shared, method: Method, route: Route) -> Answer {
             Status::Unavailable,
             TEXT,
             text.into_bytes().into(),
+        ),
+    };
+    Counters::bump(counter);
+    response(status, content_type, body, method == Method::Head)
+}
+
+/// The answer to `/stats` (on a worker thread), counted under its status.
+fn stats_answer(shared: &Shared, method: Method, window: Option<Window>) -> Answer {
+    let c = &shared.counters;
+    let text = |s: String| -> Arc<[u8]> { s.into_bytes().into() };
+    let (counter, status, content_type, body) = match render_stats(shared, window) {
+        Err(()) => {
+            Counters::bump(&c.panics);
+            (
+                &c.internal_error,
+                Status::InternalError,
+                TEXT,
+                text("the exposition panicked\n".to_owned()),
+            )
+        }
+        Ok(StatsOutcome::Ok(body)) => (&c.ok, Status::Ok, JSON, body),
+        Ok(StatsOutcome::NoSnapshot) => (
+            &c.unhealthy,
+            Status::Unavailable,
+            TEXT,
+            text("no snapshot published yet: is a collector installed and running?\n".to_owned()),
+        ),
+        Ok(StatsOutcome::NotKept(reason)) => (
+            &c.bad_request,
+            Status::BadRequest,
+            TEXT,
+            text(format!("bad /stats query: {reason}\n")),
+        ),
+        Ok(StatsOutcome::Failed(reason)) => (
+            &c.internal_error,
+            Status::InternalError,
+            TEXT,
+            text(format!("stats unavailable: {reason}\n")),
         ),
     };
     Counters::bump(counter);
@@ -1510,6 +1690,7 @@ impl Status {
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const EXPOSITION: &str = "text/plain; version=0.0.4; charset=utf-8";
+const JSON: &str = "application/json";
 
 /// A whole answer: status line, headers (`Content-Length` always that of `body`, so a `HEAD`
 /// answer says what a `GET` would get), and the body unless `head_only`.
@@ -1541,9 +1722,13 @@ fn parse_head(received: &[u8], full: bool, local: SocketAddr) -> Option<Head> {
                 Some("HEAD") => Method::Head,
                 _ => Method::Other,
             };
-            let route = match origin_path(request.path.unwrap_or(""), local) {
-                Some("/metrics") => Route::Metrics,
-                Some("/health") => Route::Health,
+            let route = match origin_target(request.path.unwrap_or(""), local) {
+                Some(("/metrics", _)) => Route::Metrics,
+                Some(("/health", _)) => Route::Health,
+                Some(("/stats", query)) => match stats_json::parse_query(query) {
+                    Ok(window) => Route::Stats(window),
+                    Err(reason) => return Some(Head::BadQuery(reason)),
+                },
                 _ => Route::Unknown,
             };
             Some(Head::Request { method, route })
@@ -1559,7 +1744,13 @@ fn parse_head(received: &[u8], full: bool, local: SocketAddr) -> Option<Head> {
 /// (`/metrics?x`), or what follows the authority in absolute form (`http://127.0.0.1:9898/metrics`),
 /// which RFC 9112 §3.2.2 says a server must accept. `None` for an absolute form whose authority
 /// is not this server (`local`), or any other form.
+#[cfg(test)]
 fn origin_path(target: &str, local: SocketAddr) -> Option<&str> {
+    origin_target(target, local).map(|(path, _)| path)
+}
+
+/// [`origin_path`] and the query (what follows the first `?`, empty when there is none).
+fn origin_target(target: &str, local: SocketAddr) -> Option<(&str, &str)> {
     let path = if target.starts_with('/') {
         target
     } else {
@@ -1573,8 +1764,8 @@ fn origin_path(target: &str, local: SocketAddr) -> Option<&str> {
         }
         path
     };
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
-    Some(if path.is_empty() { "/" } else { path })
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    Some((if path.is_empty() { "/" } else { path }, query))
 }
 
 /// Whether the authority of an absolute-form target (`host[:port]`) is this server listening on
@@ -1602,7 +1793,8 @@ fn names_this_server(authority: &str, local: SocketAddr) -> bool {
 
 /// The answer a server gives a client that sends `reads` (one element per `read` that returned
 /// data) and then closes its side, with a head buffer of `max_header_bytes` and an exposition
-/// that answers `/metrics` with `fuzz_metrics 1` and is healthy; `None` when the server sends
+/// that answers `/metrics` with `fuzz_metrics 1`, is healthy and has no snapshot for `/stats`;
+/// `None` when the server sends
 /// nothing (the head was not whole when the client closed). Runs the server's own head parsing
 /// (`parse_head`, as the event loop calls it after each read) and answers (`classify`, then
 /// `exposition_answer` as a worker does) without a socket.
@@ -1618,6 +1810,10 @@ pub fn answer_for_fuzzing(reads: &[&[u8]], max_header_bytes: usize) -> Option<Ve
         }
         fn health(&self) -> Result<String, String> {
             Ok("ok\n".to_owned())
+        }
+        // No snapshot, whatever collector the process has: a good `/stats` query is a `503`.
+        fn snapshot(&self) -> Option<Arc<Snapshot>> {
+            None
         }
     }
     let limits = MetricsServer::builder().with_max_header_bytes(max_header_bytes);

@@ -4,6 +4,10 @@
 //! families (stage histograms, guard-trip and deadline-miss counters, gauges, the library's own
 //! health) and renders them in the text exposition format. The aggregator feeds it in batches after
 //! each drain; nothing here runs on the hot path.
+//!
+//! With `http`, [`http::MetricsServer`] serves that exposition on `/metrics`, and
+//! [`stats_json`] one window of the published snapshot as JSON on `/stats` (what `laptime top`
+//! reads).
 
 use std::fmt;
 
@@ -11,6 +15,8 @@ use std::fmt;
 pub mod http;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
+#[cfg(feature = "http")]
+pub mod stats_json;
 
 /// Why an export could not be configured or rendered. Every message says what to change.
 #[derive(Debug, Clone, PartialEq, Eq)]

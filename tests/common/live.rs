@@ -67,8 +67,11 @@ pub fn demo_binary() -> PathBuf {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let status = Command::new(cargo)
+        // `-p laptime`: the CLI's tests build it too, from the CLI's directory.
         .args([
             "build",
+            "-p",
+            "laptime",
             "--example",
             "trading_tick",
             "--features",
@@ -229,6 +232,11 @@ impl Reaped {
             name,
             quit_url: None,
         }
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// Its exit status, if it has exited.
