@@ -201,7 +201,7 @@ fn stays_sparse<C: Count>(entries: &[(u32, C)]) -> bool {
     if len < SPARSE_MAX {
         return true;
     }
-    if len >= SPARSE_LIMIT || len % SPARSE_CHECK_EVERY != 0 {
+    if len >= SPARSE_LIMIT || !len.is_multiple_of(SPARSE_CHECK_EVERY) {
         return len < SPARSE_LIMIT;
     }
     let mut chunks = 0;

@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::family::{Family, LabelValue};
 use crate::recorder::{SpanGuard, start};
 use crate::stage::{IntoStage, Labels, Stage, check_labels, check_name};
 
@@ -183,6 +184,59 @@ fn short_type(type_name: &str) -> String {
     }
 }
 
+/// The call site of a function timed with a label from an argument
+/// (`#[measure(name = "order_exec", labels(pair = symbol))]`): a family named after the site,
+/// declared on the first call, whose series each call's values select with the family's
+/// lock-free lookup (no lock, no allocation once the series exists). Values laptime cannot carry,
+/// or past the caps, go to the family's overflow series, counted.
+#[derive(Debug)]
+pub struct FamilySite {
+    name: &'static str,
+    label_names: &'static [&'static str],
+    family: OnceLock<Option<Family>>,
+}
+
+impl FamilySite {
+    /// A family call site. Checks the name and label names with registration's own rules;
+    /// called to initialise a `static`, a bad one is a compile error.
+    pub const fn new(name: &'static str, label_names: &'static [&'static str]) -> FamilySite {
+        if let Err(problem) = check_name(name) {
+            panic!("{}", problem.message());
+        }
+        if let Err(problem) = crate::stage::check_label_names(label_names) {
+            panic!("{}", problem.message());
+        }
+        FamilySite {
+            name,
+            label_names,
+            family: OnceLock::new(),
+        }
+    }
+
+    /// The series of `values`; `None` when the family cannot be declared (its name is a
+    /// stage's, or a family of that name has other label names), counted in
+    /// [`crate::Health::rejected`] once, as a site past the stage cap.
+    #[inline]
+    pub fn series(&'static self, values: &[&dyn LabelValue]) -> Option<Stage> {
+        let family = match self.family.get() {
+            Some(family) => *family,
+            None => self.declare(),
+        }?;
+        Some(family.series_or_overflow(values))
+    }
+
+    #[cold]
+    fn declare(&self) -> Option<Family> {
+        *self.family.get_or_init(|| {
+            let family = Family::new(self.name, self.label_names).ok();
+            if family.is_none() {
+                crate::stage::registry().count_rejected();
+            }
+            family
+        })
+    }
+}
+
 impl IntoStage for &'static CallSite {
     #[inline(always)]
     fn into_stage(self) -> Option<Stage> {
@@ -202,7 +256,7 @@ pub struct AsyncSpan(Option<SpanGuard>);
 impl AsyncSpan {
     /// Starts the span (the `async fn`'s body runs from its first poll).
     #[inline]
-    pub fn start(site: &'static CallSite) -> AsyncSpan {
+    pub fn start(site: impl IntoStage) -> AsyncSpan {
         AsyncSpan(Some(start(site)))
     }
 

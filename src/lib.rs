@@ -237,7 +237,9 @@ pub const COMPILED_IN: bool = cfg!(feature = "enable");
 #[doc(hidden)]
 #[cfg(not(laptime_loom))]
 pub mod __private {
-    pub use crate::instrument::{AsyncSpan, CallSite, MethodSite, Outcome, OutcomeSpan};
+    pub use crate::instrument::{
+        AsyncSpan, CallSite, FamilySite, MethodSite, Outcome, OutcomeSpan,
+    };
 }
 
 /// Guard trips of every reason over `window`, from the current collector's latest snapshot.

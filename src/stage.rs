@@ -344,6 +344,14 @@ impl IntoStage for Stage {
     }
 }
 
+/// A stage that may not exist: a family call site whose family could not be declared.
+impl IntoStage for Option<Stage> {
+    #[inline(always)]
+    fn into_stage(self) -> Option<Stage> {
+        self
+    }
+}
+
 impl IntoStage for &'static str {
     #[inline(always)]
     fn into_stage(self) -> Option<Stage> {
@@ -527,14 +535,7 @@ pub(crate) const fn check_labels(labels: &[(&str, &str)]) -> Result<(), NameProb
     let mut i = 0;
     while i < labels.len() {
         let (k, v) = labels[i];
-        let mut ok = is_label_name(k) && k.len() <= MAX_NAME_LEN;
-        let reserved = ["stage", "le", "quantile", "window"];
-        let mut r = 0;
-        while r < reserved.len() {
-            ok &= !str_eq(k, reserved[r]);
-            r += 1;
-        }
-        if !ok {
+        if !label_name_ok(k) {
             return Err(NameProblem::InvalidLabelName(i));
         }
         if v.is_empty() || v.len() > MAX_NAME_LEN {
@@ -543,6 +544,37 @@ pub(crate) const fn check_labels(labels: &[(&str, &str)]) -> Result<(), NameProb
         let mut p = 0;
         while p < i {
             if str_eq(labels[p].0, k) {
+                return Err(NameProblem::DuplicateLabel(i));
+            }
+            p += 1;
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// A label name laptime accepts: a Prometheus label name, not `__*`, not one the exports use.
+const fn label_name_ok(k: &str) -> bool {
+    let mut ok = is_label_name(k) && k.len() <= MAX_NAME_LEN;
+    let reserved = ["stage", "le", "quantile", "window"];
+    let mut r = 0;
+    while r < reserved.len() {
+        ok &= !str_eq(k, reserved[r]);
+        r += 1;
+    }
+    ok
+}
+
+/// [`check_labels`]' rules for label names alone (a family's, whose values come later).
+pub(crate) const fn check_label_names(names: &[&str]) -> Result<(), NameProblem> {
+    let mut i = 0;
+    while i < names.len() {
+        if !label_name_ok(names[i]) {
+            return Err(NameProblem::InvalidLabelName(i));
+        }
+        let mut p = 0;
+        while p < i {
+            if str_eq(names[p], names[i]) {
                 return Err(NameProblem::DuplicateLabel(i));
             }
             p += 1;
@@ -737,6 +769,11 @@ impl Registry {
 
     pub(crate) fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Counts a call that could not be given a stage (see [`crate::Health::rejected`]).
+    pub(crate) fn count_rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn set_cap(&self, cap: usize) -> Result<(), crate::ConfigError> {

@@ -481,3 +481,57 @@ fn two_impls_of_one_method_are_two_series() {
     assert_eq!(Xnas::venue_code() + Bats::venue_code(), 2);
     assert_eq!(stats(&h, "macros::venue_code", &[]).count, 2);
 }
+
+#[laptime::measure(name = "macro_quote", labels(pair = symbol, side = "buy"))]
+fn quote(symbol: &str, work: Duration) -> usize {
+    clock().advance(work);
+    symbol.len()
+}
+
+/// A label from an argument: one family, a series per value, each span exact in its series.
+#[laptime::measure(name = "macro_venue_ack", labels(venue = venue))]
+async fn venue_ack(venue: u32, work: Duration) {
+    clock().advance(work);
+}
+
+struct Router;
+
+impl Router {
+    #[laptime::measure(name = "macro_route", labels(pair = pair))]
+    fn route(&self, pair: &String, work: Duration) {
+        clock().advance(work);
+    }
+}
+
+#[test]
+fn a_label_from_an_argument_selects_a_series_of_the_sites_family() {
+    let _s = serial();
+    let h = handle();
+    for (i, symbol) in ["BTC-USD", "ETH-USD", "BTC-USD", "SOL-USD", "BTC-USD"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(quote(symbol, (i as u32 + 1) * MS), symbol.len());
+    }
+    let btc = stats(&h, "macro_quote", &[("pair", "BTC-USD"), ("side", "buy")]);
+    assert_eq!((btc.count, btc.min, btc.max), (3, MS, 5 * MS));
+    let eth = stats(&h, "macro_quote", &[("pair", "ETH-USD"), ("side", "buy")]);
+    assert_eq!((eth.count, eth.min), (1, 2 * MS));
+    // The site's family answers for all of them, and a bad value lands in its overflow series.
+    let family = laptime::Family::new("macro_quote", &["pair", "side"]).unwrap();
+    assert_eq!(family.len(), 3);
+    assert_eq!(quote("", MS), 0);
+    assert_eq!(family.overflowed(), 1);
+    assert_eq!(stats(&h, "macro_quote", &[]).count, 6, "the family total");
+
+    for venue in [7u32, 9, 7] {
+        runtime().block_on(venue_ack(venue, 2 * MS));
+    }
+    assert_eq!(stats(&h, "macro_venue_ack", &[("venue", "7")]).count, 2);
+    assert_eq!(stats(&h, "macro_venue_ack", &[("venue", "9")]).count, 1);
+
+    let pair = String::from("XRP-USD");
+    Router.route(&pair, 4 * MS);
+    let routed = stats(&h, "macro_route", &[("pair", "XRP-USD")]);
+    assert_eq!((routed.count, routed.max), (1, 4 * MS));
+}

@@ -42,7 +42,7 @@ fn instrument_impl(args: &Args, block: &mut ItemImpl, enabled: bool) -> syn::Res
         if leave_alone(&mut f.attrs, &f.sig) {
             continue;
         }
-        check_signature(&f.sig, args)?;
+        check_signature(&f.sig, args, true)?;
         if enabled {
             let path: Vec<String> = owner
                 .iter()
@@ -61,6 +61,12 @@ pub(crate) fn measure_all(
     enabled: bool,
 ) -> syn::Result<TokenStream> {
     let mut item: Item = syn::parse2(item)?;
+    if args.has_runtime_labels() {
+        return Err(syn::Error::new_spanned(
+            &item,
+            "#[laptime::measure_all] takes static labels only (verb = \"post\"): put #[laptime::measure(labels(pair = symbol))] on the functions that have the argument",
+        ));
+    }
     match &mut item {
         Item::Impl(block) => instrument_impl(args, block, enabled)?,
         Item::Mod(module) => {
@@ -76,7 +82,7 @@ pub(crate) fn measure_all(
                         if leave_alone(&mut f.attrs, &f.sig) {
                             continue;
                         }
-                        check_signature(&f.sig, args)?;
+                        check_signature(&f.sig, args, true)?;
                         if enabled {
                             let name = Name::Fixed(default_name(&[f.sig.ident.to_string()]));
                             *f.block = instrument(args, &f.sig, &f.block, &name)?;

@@ -4,7 +4,7 @@
 use proc_macro2::Span;
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
-use syn::{Ident, LitStr, Path, Token};
+use syn::{Expr, Ident, LitStr, Path, Token};
 
 /// Which arguments a macro takes (`measure_block!` names its stage positionally; `measure_all`
 /// names each function after itself).
@@ -20,14 +20,53 @@ pub(crate) struct Args {
     /// Nanoseconds.
     pub(crate) deadline: Option<u64>,
     pub(crate) sample: Option<f64>,
-    pub(crate) labels: Vec<(Ident, LitStr)>,
+    pub(crate) labels: Vec<(Ident, LabelArg)>,
     pub(crate) outcome: bool,
     pub(crate) krate: Option<Path>,
+}
+
+/// A label's value: a string literal (a static label), or an expression evaluated on each call
+/// (`labels(pair = symbol)`), which makes the call site a family with one series per value.
+#[derive(Clone)]
+pub(crate) enum LabelArg {
+    Literal(LitStr),
+    Runtime(Box<Expr>),
 }
 
 const EXPECTED: &str = "expected `name = \"…\"`, `deadline = \"200ms\"`, `sample = 0.1`, `labels(key = \"value\", …)`, `outcome` or `crate = path`";
 
 impl Args {
+    /// Whether a label takes its value on each call: the site is then a family.
+    pub(crate) fn has_runtime_labels(&self) -> bool {
+        self.labels
+            .iter()
+            .any(|(_, v)| matches!(v, LabelArg::Runtime(_)))
+    }
+
+    /// Refuses what a family call site cannot do yet, naming the way around it.
+    pub(crate) fn check_runtime_labels(&self, span: Span, named: bool) -> syn::Result<()> {
+        if !self.has_runtime_labels() {
+            return Ok(());
+        }
+        let refuse = |what: &str| Err(syn::Error::new(span, what.to_owned()));
+        if !named {
+            return refuse(
+                "a label from an argument makes a family: name it with `name = \"…\"` (a method's default name depends on `Self`)",
+            );
+        }
+        if self.outcome {
+            return refuse(
+                "`outcome` with a label from an argument is not supported: add the outcome as a label value yourself, or use laptime::family! and record into the series",
+            );
+        }
+        if self.deadline.is_some() || self.sample.is_some() {
+            return refuse(
+                "`deadline` and `sample` with a label from an argument are not supported: set them on the series (Stage::set_deadline, Stage::set_sampling_rate)",
+            );
+        }
+        Ok(())
+    }
+
     /// The crate path the expansion names: `::laptime` unless `crate = …` says otherwise.
     pub(crate) fn krate(&self) -> proc_macro2::TokenStream {
         match &self.krate {
@@ -108,12 +147,16 @@ impl Args {
                 while !content.is_empty() {
                     let k = Ident::parse_any(&content)?;
                     content.parse::<Token![=]>()?;
-                    let v = content.parse::<LitStr>().map_err(|e| {
-                        syn::Error::new(
-                            e.span(),
-                            "a label value is a string literal: verb = \"post\"",
-                        )
-                    })?;
+                    let v = if content.peek(LitStr) {
+                        LabelArg::Literal(content.parse::<LitStr>()?)
+                    } else {
+                        LabelArg::Runtime(Box::new(content.parse::<Expr>().map_err(|e| {
+                            syn::Error::new(
+                                e.span(),
+                                "a label value is a string literal (verb = \"post\") or an expression evaluated on each call (pair = symbol)",
+                            )
+                        })?))
+                    };
                     if self.labels.iter().any(|(k2, _)| *k2 == k) {
                         return Err(syn::Error::new(
                             k.span(),

@@ -5,7 +5,7 @@ use quote::{ToTokens, quote};
 use syn::visit::Visit;
 use syn::{Block, Ident, ReturnType, Signature};
 
-use crate::args::Args;
+use crate::args::{Args, LabelArg};
 
 /// What a call site's stage is named.
 pub(crate) enum Name {
@@ -20,8 +20,18 @@ pub(crate) enum Name {
 /// once (for [`Name::Method`], once per `Self` type). `outcome` adds the `outcome` label.
 pub(crate) fn call_site(args: &Args, name: &Name, outcome: Option<&str>) -> TokenStream {
     let krate = args.krate();
+    if args.has_runtime_labels()
+        && let Name::Fixed(name) = name
+    {
+        return family_site(args, name);
+    }
     let keys = args.labels.iter().map(|(k, _)| k.to_string());
-    let values = args.labels.iter().map(|(_, v)| v);
+    let values = args.labels.iter().map(|(_, v)| match v {
+        LabelArg::Literal(lit) => lit.to_token_stream(),
+        // Refused before expansion (`Args::check_runtime_labels`); a literal in its place keeps
+        // the expansion well-formed.
+        LabelArg::Runtime(_) => quote!("_"),
+    });
     let outcome = outcome.map(|o| quote!(("outcome", #o),));
     let labels = quote!(&[#((#keys, #values),)* #outcome]);
     let deadline = args.deadline.unwrap_or(0);
@@ -50,6 +60,24 @@ pub(crate) fn call_site(args: &Args, name: &Name, outcome: Option<&str>) -> Toke
     }
 }
 
+/// The series of a family call site (`labels(pair = symbol)`): the family, declared once in a
+/// static, and this call's values (literals as they are, expressions borrowed), resolved by the
+/// family's lock-free lookup on every call. An `Option<Stage>`: `None` when the family cannot
+/// be declared (its name is a stage's), as a site past the stage cap records nothing.
+fn family_site(args: &Args, name: &TokenStream) -> TokenStream {
+    let krate = args.krate();
+    let keys = args.labels.iter().map(|(k, _)| k.to_string());
+    let values = args.labels.iter().map(|(_, v)| match v {
+        LabelArg::Literal(lit) => quote!(&#lit as &dyn #krate::LabelValue),
+        LabelArg::Runtime(expr) => quote!(&(#expr) as &dyn #krate::LabelValue),
+    });
+    quote! {{
+        static __LAPTIME_FAMILY: #krate::__private::FamilySite =
+            #krate::__private::FamilySite::new(#name, &[#(#keys),*]);
+        __LAPTIME_FAMILY.series(&[#(#values),*])
+    }}
+}
+
 /// A local the user's code cannot see (mixed-site hygiene).
 pub(crate) fn local(name: &str) -> Ident {
     Ident::new(name, Span::mixed_site())
@@ -58,7 +86,8 @@ pub(crate) fn local(name: &str) -> Ident {
 /// Refuses what cannot be timed, whatever the `enable` feature says. (Stage names, labels and
 /// `outcome`'s `Result` are checked by the expansion itself, so only a build with `enable` checks
 /// those.)
-pub(crate) fn check_signature(sig: &Signature, args: &Args) -> syn::Result<()> {
+pub(crate) fn check_signature(sig: &Signature, args: &Args, named: bool) -> syn::Result<()> {
+    args.check_runtime_labels(sig.ident.span(), named)?;
     if let Some(constness) = &sig.constness {
         return Err(syn::Error::new_spanned(
             constness,

@@ -55,8 +55,10 @@ fn measure_fn(
         None if sig.receiver().is_some() => Name::Method(sig.ident.clone()),
         None => Name::Fixed(default_name(&[sig.ident.to_string()])),
     };
+    // A family's name is fixed: given, or a free function's own.
+    let named = |sig: &syn::Signature| args.name.is_some() || sig.receiver().is_none();
     if let Ok(mut f) = syn::parse2::<syn::ItemFn>(item.clone()) {
-        check_signature(&f.sig, &args)?;
+        check_signature(&f.sig, &args, named(&f.sig))?;
         if ENABLED {
             *f.block = instrument(&args, &f.sig, &f.block, &name(&f.sig))?;
         }
@@ -64,14 +66,14 @@ fn measure_fn(
     }
     // Not a free function: an impl method with `default`, or a trait method.
     if let Ok(mut f) = syn::parse2::<ImplItemFn>(item.clone()) {
-        check_signature(&f.sig, &args)?;
+        check_signature(&f.sig, &args, named(&f.sig))?;
         if ENABLED {
             f.block = instrument(&args, &f.sig, &f.block, &name(&f.sig))?;
         }
         return Ok(f.into_token_stream());
     }
     if let Ok(mut f) = syn::parse2::<TraitItemFn>(item.clone()) {
-        check_signature(&f.sig, &args)?;
+        check_signature(&f.sig, &args, named(&f.sig))?;
         let Some(block) = &f.default else {
             return Err(syn::Error::new_spanned(
                 &f.sig,
@@ -123,6 +125,7 @@ fn measure_block_expand(input: BlockInput) -> syn::Result<proc_macro2::TokenStre
             "`deadline`, `sample`, `labels` and `outcome` make a call-site stage: name it with a string literal",
         ));
     }
+    args.check_runtime_labels(syn::spanned::Spanned::span(&stage), true)?;
     if !ENABLED {
         return Ok(block.into_token_stream());
     }
