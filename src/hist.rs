@@ -168,7 +168,8 @@ pub(crate) struct Hist<C: Count> {
 enum Store<C: Count> {
     /// Non-zero counters as (index, count), ascending by index; at most [`SPARSE_LIMIT`].
     Sparse(Vec<(u32, C)>),
-    Dense(Dense<C>),
+    /// Boxed: most histograms of a series are lists, and every window slice holds one.
+    Dense(Box<Dense<C>>),
 }
 
 impl<C: Count> Default for Store<C> {
@@ -307,7 +308,7 @@ impl<C: Count> Hist<C> {
             for &(index, count) in entries {
                 dense.record(index as usize, count.get());
             }
-            self.store = Store::Dense(dense);
+            self.store = Store::Dense(Box::new(dense));
         }
         match &mut self.store {
             Store::Dense(dense) => dense,
@@ -415,7 +416,7 @@ impl<C: Count> Hist<C> {
     pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
         let (sparse, dense) = match &self.store {
             Store::Sparse(entries) => (entries.as_slice(), None),
-            Store::Dense(dense) => (&[][..], Some(dense)),
+            Store::Dense(dense) => (&[][..], Some(&**dense)),
         };
         let sparse = sparse.iter().map(|&(i, c)| (i as usize, c.get()));
         let dense = dense.into_iter().flat_map(|d| {
@@ -435,7 +436,8 @@ impl<C: Count> Hist<C> {
         match &self.store {
             Store::Sparse(entries) => entries.capacity() * size_of::<(u32, C)>(),
             Store::Dense(d) => {
-                d.allocated * CHUNK * size_of::<C>()
+                size_of::<Dense<C>>()
+                    + d.allocated * CHUNK * size_of::<C>()
                     + d.chunks.capacity() * size_of::<Option<Box<[C; CHUNK]>>>()
                     + d.chunk_totals.capacity() * size_of::<u64>()
             }
