@@ -207,6 +207,11 @@ pub(crate) fn all() -> Vec<Family> {
     FAMILIES.lock().clone()
 }
 
+/// The family called `name`, if one was declared.
+pub(crate) fn named(name: &str) -> Option<Family> {
+    FAMILIES.lock().iter().find(|f| f.0.name == name).copied()
+}
+
 impl Family {
     /// Declares (or finds) the family `name` with `label_names` and the default options.
     pub fn new(
@@ -278,6 +283,23 @@ impl Family {
     /// The family's cap on series (its overflow series aside).
     pub fn max_series(self) -> usize {
         self.0.cap
+    }
+
+    /// What an SLA rule on `(name, labels)` judges: the total for no labels, else the series
+    /// of those labels (given in any order, every label name of the family once).
+    pub(crate) fn stage_for_rule(self, labels: &[(&str, &str)]) -> Option<Stage> {
+        if labels.is_empty() {
+            return Some(self.total());
+        }
+        let values: Vec<&str> = self
+            .0
+            .label_names
+            .iter()
+            .map(|name| labels.iter().find(|(k, _)| k == name).map(|(_, v)| *v))
+            .collect::<Option<_>>()?;
+        (values.len() == labels.len())
+            .then(|| self.series(&values[..]).ok())
+            .flatten()
     }
 
     /// Significant digits of its series' histograms (see [`FamilyOptions::significant_digits`]).

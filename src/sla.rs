@@ -154,8 +154,21 @@ impl SlaRule {
         Ok(())
     }
 
-    pub(crate) fn resolve(&self) -> Result<Stage, StageError> {
-        Stage::with_labels(self.stage, self.labels)
+    /// Whether the rule's stage name and labels are ones a stage could have.
+    pub(crate) fn check_names(&self) -> Result<(), StageError> {
+        crate::stage::valid_name(self.stage)?;
+        crate::stage::valid_labels(self.labels)
+    }
+
+    /// The stage this rule judges if it exists, without registering one: a family's total (no
+    /// labels) or series, or a registered stage. The aggregator asks again each cycle until it
+    /// exists, so a rule may name a family declared after the collector started (registering a
+    /// plain stage of that name first would refuse the family).
+    pub(crate) fn find(&self) -> Option<Stage> {
+        match crate::family::named(self.stage) {
+            Some(family) => family.stage_for_rule(self.labels),
+            None => Stage::lookup(self.stage, self.labels),
+        }
     }
 
     fn observe(&self, s: &StageStats) -> Option<Value> {

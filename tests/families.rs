@@ -272,3 +272,56 @@ fn the_series_cap_is_a_collector_setting_checked_at_install() {
     let _handle = common::install(Collector::builder());
     family.series(&[3u8]).unwrap();
 }
+
+/// An SLA rule may name a family (its total) or one of its series, also when the family is
+/// declared after the collector started; a rule whose labels are not the family's is refused at
+/// install.
+#[test]
+fn sla_rules_judge_a_family_total_and_a_series() {
+    use laptime::{Metric, SlaRule};
+    let _s = common::serial();
+    let name = common::unique("families_sla");
+    let slow = Duration::from_millis(5);
+    let handle = common::install(
+        Collector::builder()
+            .with_sla_rule(SlaRule::new(name, Window::S1, Metric::Max).with_critical(MS_1))
+            .with_sla_rule(
+                SlaRule::new(name, Window::S1, Metric::Max)
+                    .with_labels(&[("pair", "SOL-USD")])
+                    .with_critical(MS_1),
+            ),
+    );
+    // Declared after install: the rules find it when it appears.
+    let family = Family::new(name, &["pair"]).unwrap();
+    laptime::record(family.series(&["BTC-USD"]).unwrap(), slow);
+    laptime::record(
+        family.series(&["SOL-USD"]).unwrap(),
+        Duration::from_micros(10),
+    );
+    assert!(handle.flush());
+    let violations = handle.check_sla_violations(Window::S1);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].stage, name);
+    assert!(
+        violations[0].labels.is_empty(),
+        "the family total broke, not SOL-USD"
+    );
+    laptime::record(family.series(&["SOL-USD"]).unwrap(), slow);
+    assert!(handle.flush());
+    assert_eq!(handle.check_sla_violations(Window::S1).len(), 2);
+    drop(handle);
+
+    // Declared before install with other label names: a typed error at install.
+    let err = Collector::builder()
+        .with_sla_rule(
+            SlaRule::new(name, Window::S1, Metric::Max)
+                .with_labels(&[("venue", "x")])
+                .with_critical(MS_1),
+        )
+        .install()
+        .map(|_| ())
+        .unwrap_err();
+    assert!(err.to_string().contains("label names"), "{err}");
+}
+
+const MS_1: Duration = Duration::from_millis(1);

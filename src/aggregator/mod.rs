@@ -302,7 +302,7 @@ impl Aggregator {
         );
         let mut calibration = baseline.epoch.clone();
         calibration.settle(Duration::from_millis(10));
-        let rule_stages = config.rules.iter().map(|r| r.resolve().ok()).collect();
+        let rule_stages = config.rules.iter().map(SlaRule::find).collect();
         let rule_state = vec![None; config.rules.len()];
         let latency_reason = crate::sla::GuardReason::new(config.latency_guard_reason).ok();
         let health = Health {
@@ -1192,6 +1192,10 @@ impl Aggregator {
         let mut changed = Vec::new();
         let mut critical: Vec<Stage> = Vec::new();
         for (i, rule) in self.config.rules.iter().enumerate() {
+            // A series a rule names may appear at any time.
+            if self.rule_stages[i].is_none() {
+                self.rule_stages[i] = rule.find();
+            }
             let Some(stage) = self.rule_stages[i] else {
                 continue;
             };

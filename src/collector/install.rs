@@ -127,7 +127,8 @@ impl CollectorBuilder {
         })
     }
 
-    /// Registers the stages named by deadlines and rules and applies their deadlines.
+    /// Registers the stages named by deadlines, applies their deadlines, and checks the names
+    /// the rules give.
     fn apply_to_stages(&self) -> Result<(), ConfigError> {
         registry().set_cap(self.max_stages)?;
         registry().set_series_cap(self.max_series)?;
@@ -138,7 +139,24 @@ impl CollectorBuilder {
             Stage::new(name)?.set_expected_interval(Some(*interval))?;
         }
         for rule in &self.rules {
-            rule.resolve()?;
+            // A rule on a family judges its total or one of its series: nothing to register.
+            match crate::family::named(rule.stage) {
+                Some(family) => {
+                    family.stage_for_rule(rule.labels).ok_or_else(|| {
+                        crate::StageError::FamilyRedeclared {
+                            name: rule.stage.to_owned(),
+                            label_names: family
+                                .label_names()
+                                .iter()
+                                .map(|l| l.to_string())
+                                .collect(),
+                        }
+                    })?;
+                }
+                // Checked, not registered: the stage may be a family declared later (a plain
+                // stage of its name would refuse it); the aggregator finds it when it exists.
+                None => rule.check_names()?,
+            }
         }
         Ok(())
     }
