@@ -39,7 +39,11 @@ impl CollectorShared {
     }
 
     pub(super) fn get_all_stats(&self, window: Window) -> Vec<StageStats> {
-        self.snapshot.load().all(window).cloned().collect()
+        let snapshot = self.snapshot.load();
+        // Sized once: with 20 000 series, growing by doubling copied the figures several times.
+        let mut all = Vec::with_capacity(snapshot.stages.slots());
+        all.extend(snapshot.all(window).cloned());
+        all
     }
 
     pub(super) fn check_sla_violations(&self, window: Window) -> Vec<Violation> {

@@ -46,6 +46,11 @@ impl<T: Clone> SharedTable<T> {
             .as_ref()
     }
 
+    /// At least the number of entries (the slots of every chunk).
+    pub(crate) fn slots(&self) -> usize {
+        self.chunks.len() * CHUNK_STAGES
+    }
+
     /// Every entry, in id order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().flat_map(|c| c.iter().flatten())
