@@ -117,6 +117,13 @@ impl SlidingWindow {
         }
         self.current = target;
         self.expired |= changed;
+        if changed && self.sum.total() == 0 {
+            // Everything expired: an idle series lets go of its slices' storage (a busy one
+            // keeps it, so its slices do not allocate again every time they come round).
+            for slice in &mut self.slices {
+                slice.hist = Hist::new();
+            }
+        }
         changed
     }
 
@@ -380,6 +387,9 @@ impl StageWindows {
             w.advance(now_ns);
             changed |= w.take_expired();
         }
+        if changed && self.is_idle() {
+            self.fresh.hist = Hist::new();
+        }
         changed
     }
 
@@ -606,6 +616,28 @@ mod tests {
         assert!(w.advance(5_300 * MS), "the expiry must not be lost");
         assert_eq!(w.stats(0, stage(), &l).count, 1);
         assert!(!w.advance(5_310 * MS));
+    }
+
+    #[test]
+    fn an_idle_stage_lets_go_of_its_window_memory() {
+        let l = layout();
+        let mut w = StageWindows::new(
+            [
+                (Duration::from_secs(1), Duration::from_millis(250)),
+                (Duration::from_secs(5), Duration::from_secs(1)),
+            ],
+            250 * MS,
+            0,
+        );
+        for i in 0..100u64 {
+            let v = 1_000 + i * 37;
+            w.record(10 * MS + i * MS, l.index(v), v, false);
+        }
+        w.advance(300 * MS);
+        assert!(w.heap_bytes() > 0);
+        assert!(w.advance(6_000 * MS), "everything expired");
+        assert!(w.is_idle());
+        assert_eq!(w.heap_bytes(), 0, "nothing held once idle");
     }
 
     #[test]
