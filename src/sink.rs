@@ -395,26 +395,6 @@ impl<'a> HistogramView<'a> {
         }
     }
 
-    /// The non-zero counters as `(index, count)` in `layout`'s indices: as they are when the
-    /// histogram has that layout, else each bucket at its reported value (highest equivalent),
-    /// within the coarser of the two precisions.
-    #[cfg(feature = "profile")]
-    pub(crate) fn counts_in(&self, layout: &Layout) -> Vec<(usize, u64)> {
-        let own = self.layout;
-        if own == layout {
-            return self.hist.iter().collect();
-        }
-        let mut counts: Vec<(usize, u64)> = Vec::new();
-        for (i, n) in self.hist.iter() {
-            let index = layout.index(own.highest_equivalent(i));
-            match counts.last_mut() {
-                Some((last, total)) if *last == index => *total += n,
-                _ => counts.push((index, n)),
-            }
-        }
-        counts
-    }
-
     /// The non-empty buckets, ascending: `(lowest, highest, count)`, every value in
     /// `lowest..=highest` nanoseconds being counted in that bucket (its width is the histogram's
     /// precision).

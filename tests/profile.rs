@@ -1398,3 +1398,43 @@ fn absurd_structure_and_numbers_are_typed_errors() {
         ));
     }
 }
+
+/// A family's 2-digit series in a profile of 3-digit stages: carried over at their buckets'
+/// reported values, so the profile's percentiles are get_stats' and within 1/128 of the exact
+/// value; count, min, max and sum stay exact.
+#[test]
+fn a_family_series_is_profiled_at_its_own_precision() {
+    let _s = serial();
+    let handle = collector("profile_family_deadline");
+    let family = laptime::Family::new(unique("profile_family"), &["pair"]).unwrap();
+    let series = family.series(&["BTC-USD"]).unwrap();
+    let recorded_values = values(41, 3_000);
+    for &v in &recorded_values {
+        laptime::record(series, Duration::from_nanos(v));
+    }
+    assert!(handle.flush());
+    let profile = handle.profile("family").unwrap();
+    let key = format!("{}{{pair=\"BTC-USD\"}}", family.name());
+    let s = profile
+        .stage(&key)
+        .unwrap_or_else(|| panic!("no {key} in the profile"));
+    let reference = Reference::new(&recorded_values);
+    assert_eq!(s.count, recorded_values.len() as u64);
+    assert_eq!(
+        (s.min_ns, s.max_ns),
+        (reference.sorted[0], *reference.sorted.last().unwrap())
+    );
+    let stats = handle.get_stats(series, Window::Cumulative).unwrap();
+    for (q, p, from_stats) in [
+        (0.5, s.p50_ns, stats.p50),
+        (0.99, s.p99_ns, stats.p99),
+        (0.999, s.p999_ns, stats.p999),
+    ] {
+        let exact = reference.at_rank(q);
+        assert_eq!(p, ns(from_stats), "q{q}: the profile agrees with get_stats");
+        assert!(
+            p >= exact && (p - exact) as f64 <= exact as f64 / 128.0,
+            "q{q}: {p} vs exact {exact}"
+        );
+    }
+}

@@ -476,17 +476,43 @@ fn windowed_quantiles_are_what_get_stats_reports() {
     assert_eq!(checked, 12, "3 windows × 4 quantiles");
 }
 
+/// The 1 s window's exported percentiles of `stage` in `metric`, as (quantile, value).
+fn window_gauges(samples: &[Sample], metric: &str, stage: &str) -> Vec<(f64, f64)> {
+    [(0.5, "50"), (0.95, "95"), (0.99, "99"), (0.999, "99.9")]
+        .into_iter()
+        .map(|(q, l)| {
+            let with = [("stage", stage), ("window", "1s"), ("percentile", l)];
+            (q, value(samples, metric, &with))
+        })
+        .collect()
+}
+
+/// A saturated percentile is exported as +Inf; any other as get_stats reports it.
+fn assert_gauge(got: f64, saturated: bool, reported: Option<Duration>, q: f64) {
+    let want = if saturated {
+        f64::INFINITY
+    } else {
+        reported.unwrap().as_nanos() as f64 / 1e9
+    };
+    assert_eq!(got, want, "p{q}");
+}
+
+/// A collector whose histograms end at 1 ms, exporting window quantiles.
+fn exporting_quantiles_up_to_1ms() -> (PrometheusExporter, laptime::CollectorHandle) {
+    let exporter = PrometheusExporter::builder()
+        .with_window_quantiles(true)
+        .build()
+        .unwrap();
+    let handle = install(builder(&exporter).with_histogram(3, Duration::from_millis(1)));
+    (exporter, handle)
+}
+
 /// A window percentile whose rank falls among values past the histogram's range is exported as
 /// +Inf, not as the range's top; the others keep their value.
 #[test]
 fn saturated_window_quantiles_are_exported_as_infinity() {
     let _s = serial();
-    let exporter = PrometheusExporter::builder()
-        .with_window_quantiles(true)
-        .build()
-        .unwrap();
-    let highest = Duration::from_millis(1);
-    let handle = install(builder(&exporter).with_histogram(3, highest));
+    let (exporter, handle) = exporting_quantiles_up_to_1ms();
     let name = unique("prom_saturated");
     // 97 values inside the range, 3 past it: ranks 98–100 are saturated, so p99 (rank 99) and
     // p99.9 (rank 100) are, p50 and p95 (rank 95) are not.
@@ -500,28 +526,13 @@ fn saturated_window_quantiles_are_exported_as_infinity() {
     let samples = parse(&exporter.render().unwrap());
     let stats = handle.get_stats(name, Window::S1).unwrap();
     assert_eq!((stats.count, stats.saturated), (100, 3));
-    for (q, l, saturated) in [
-        (0.5, "50", false),
-        (0.95, "95", false),
-        (0.99, "99", true),
-        (0.999, "99.9", true),
-    ] {
-        assert_eq!(stats.is_saturated(q), saturated, "p{l}");
-        let got = value(
-            &samples,
-            "laptime_stage_window_quantile_seconds",
-            &[("stage", name), ("window", "1s"), ("percentile", l)],
-        );
-        if saturated {
-            assert_eq!(got, f64::INFINITY, "p{l}");
-        } else {
+    let gauges = window_gauges(&samples, "laptime_stage_window_quantile_seconds", name);
+    for (q, got) in gauges {
+        assert_eq!(stats.is_saturated(q), q >= 0.99, "p{q}");
+        assert_gauge(got, stats.is_saturated(q), stats.quantile(q), q);
+        if !stats.is_saturated(q) {
             // The bucket of 100 µs, as get_stats reports it.
-            assert_eq!(
-                got,
-                stats.quantile(q).unwrap().as_nanos() as f64 / 1e9,
-                "p{l}"
-            );
-            assert!((100e-6..100.1e-6).contains(&got), "p{l}: {got}");
+            assert!((100e-6..100.1e-6).contains(&got), "p{q}: {got}");
         }
     }
 }
@@ -1376,4 +1387,35 @@ fn a_family_is_one_metric_family_with_its_series_its_overflow_and_its_cap() {
         1.0,
         "{overflowed} values through one overflowed lookup"
     );
+}
+
+/// The corrected window percentiles follow the raw ones' rule: a rank among the values past the
+/// range (raw or added by the correction) is +Inf in the export and flagged in get_stats.
+#[test]
+fn saturated_corrected_quantiles_are_exported_as_infinity() {
+    let _s = serial();
+    let (exporter, handle) = exporting_quantiles_up_to_1ms();
+    let name = unique("prom_corrected_saturated");
+    let interval = Duration::from_micros(100);
+    Stage::new(name)
+        .unwrap()
+        .set_expected_interval(Some(interval))
+        .unwrap();
+    for _ in 0..97 {
+        laptime::record(name, interval);
+    }
+    // A 5 ms stall: HdrHistogram's rule adds 4.9 ms, 4.8 ms, … 0.1 ms (49 values), of which the
+    // 39 above 1 ms are past the range, as is the 5 ms itself.
+    laptime::record(name, Duration::from_millis(5));
+    assert!(handle.flush());
+    let stats = handle.get_stats(name, Window::S1).unwrap();
+    let co = stats.corrected.clone().expect("a corrected stage");
+    assert_eq!((co.count, co.synthesized, co.saturated), (147, 49, 40));
+    let samples = parse(&exporter.render().unwrap());
+    // 147 values, ranks 108–147 saturated: p50 (rank 74) is a value, p95 (140) and up are not.
+    let metric = "laptime_stage_window_quantile_corrected_seconds";
+    for (q, got) in window_gauges(&samples, metric, name) {
+        assert_eq!(co.is_saturated(q), q >= 0.95, "p{q}");
+        assert_gauge(got, co.is_saturated(q), co.quantile(q), q);
+    }
 }

@@ -509,6 +509,7 @@ pub(crate) fn corrected_from(
         p99: stats.p99,
         p999: stats.p999,
         truncated: tally.truncated,
+        saturated: tally.saturated,
     }
 }
 

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::CollectorHandle;
 use crate::hist::{Layout, Tally};
-use crate::sink::{Cycle, Sink};
+use crate::sink::{Cycle, HistogramView, Sink};
 use crate::stage::Stage;
 
 /// One stage's cumulative figures as the aggregator holds them.
@@ -85,6 +85,25 @@ impl Sink for ProfileRequest {
     }
 }
 
+/// A histogram's non-zero counters as `(index, count)` in `layout`'s indices: as they are when
+/// the histogram has that layout, else each bucket at its reported value (highest equivalent),
+/// within the coarser of the two precisions (a family's series in a profile of 3-digit stages).
+fn counts_in(view: &HistogramView<'_>, layout: &Layout) -> Vec<(usize, u64)> {
+    let own = view.layout;
+    if own == layout {
+        return view.hist.iter().collect();
+    }
+    let mut counts: Vec<(usize, u64)> = Vec::new();
+    for (i, n) in view.hist.iter() {
+        let index = layout.index(own.highest_equivalent(i));
+        match counts.last_mut() {
+            Some((last, total)) if *last == index => *total += n,
+            _ => counts.push((index, n)),
+        }
+    }
+    counts
+}
+
 fn dump_of(cycle: &Cycle<'_>) -> Dump {
     // A profile has one layout: a family's coarser series are carried over into it.
     let layout = cycle.layout;
@@ -95,11 +114,11 @@ fn dump_of(cycle: &Cycle<'_>) -> Dump {
             let cumulative = s.cumulative();
             StageDump {
                 stage: s.stage(),
-                counts: cumulative.counts_in(layout),
+                counts: counts_in(&cumulative, layout),
                 tally: *cumulative.tally,
                 in_rings: s.in_rings(),
                 corrected: s.corrected().map(|c| CorrectedDump {
-                    counts: c.histogram.counts_in(layout),
+                    counts: counts_in(&c.histogram, layout),
                     tally: *c.histogram.tally,
                     interval_ns: c.interval_ns,
                 }),

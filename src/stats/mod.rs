@@ -160,9 +160,18 @@ pub struct CorrectedStats {
     /// Spans whose correction was cut short: one span adds at most 4 194 304 values (a 4 s stall
     /// of a 1 µs loop); the smallest ones beyond that are left out.
     pub truncated: u64,
+    /// Values (raw or added) above the histogram's highest trackable value: see
+    /// [`CorrectedStats::is_saturated`].
+    pub saturated: u64,
 }
 
 impl CorrectedStats {
+    /// Whether the corrected figure for quantile `q` is saturated, by the rule of
+    /// [`StageStats::is_saturated`]: a floor of the true percentile, not its value.
+    pub fn is_saturated(&self, q: f64) -> bool {
+        crate::hist::quantile_saturated(q, self.count, self.saturated)
+    }
+
     /// The percentile for quantile `q` among the ones kept, as [`StageStats::quantile`].
     pub fn quantile(&self, q: f64) -> Option<Duration> {
         pick_quantile(

@@ -371,7 +371,7 @@ impl StageSeries {
             };
             quantile_gauges(&mut self.quantiles, raw, s, &window, unit);
             if let Some(co) = stats.corrected.as_ref().filter(|co| co.count > 0) {
-                let corrected = |q| co.quantile(q);
+                let corrected = |q| (!co.is_saturated(q)).then(|| co.quantile(q)).flatten();
                 quantile_gauges(&mut self.corrected_quantiles, corrected, s, &window, unit);
             }
         }
