@@ -202,17 +202,17 @@ impl Table {
 /// Families by name, for redeclaration and for the health figures.
 static FAMILIES: LazyLock<Mutex<Vec<Family>>> = LazyLock::new(|| Mutex::new(Vec::new()));
 
-/// Every family declared so far, in declaration order.
-pub(crate) fn all() -> Vec<Family> {
-    FAMILIES.lock().clone()
-}
-
 /// The family called `name`, if one was declared.
 pub(crate) fn named(name: &str) -> Option<Family> {
     FAMILIES.lock().iter().find(|f| f.0.name == name).copied()
 }
 
 impl Family {
+    /// Every family declared so far in the process, in declaration order.
+    pub fn all() -> Vec<Family> {
+        FAMILIES.lock().clone()
+    }
+
     /// Declares (or finds) the family `name` with `label_names` and the default options.
     pub fn new(
         name: &'static str,

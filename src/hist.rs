@@ -1,4 +1,5 @@
-//! Histograms for the aggregator: HdrHistogram's bucket layout, stored in lazily allocated chunks.
+//! Histograms for the aggregator: HdrHistogram's bucket layout, stored as a short sorted list of
+//! the values held or in lazily allocated chunks.
 //!
 //! Why not `hdrhistogram::Histogram` directly: memory. A 1 ns – 1 h, 3-digit `Histogram<u64>` is
 //! 33 792 counters (264 KiB) whatever it holds, so 64 stages × (3 windows of several slices +
@@ -6,9 +7,10 @@
 //! (`add`, `subtract`), which expiring a slice needs, but each call walks every counter of both,
 //! and `value_at_quantile` scans every counter per quantile. Here the index math is HdrHistogram's
 //! (the tests convert to the `hdrhistogram` crate and compare, and a profile serialises through
-//! it), but counters are allocated 256 at a time only where values land, every chunk keeps its
-//! total so a quantile walks ~130 totals then one chunk, and windows add and subtract only the
-//! chunks that hold anything.
+//! it), but a histogram of few distinct values is a sorted list of them (a series' window slice
+//! holds a handful), and past that counters are allocated 64 at a time only where values land;
+//! every chunk keeps its total so a quantile walks the totals then one chunk, and windows add and
+//! subtract only what holds anything.
 use std::fmt;
 
 /// Counters per chunk: 64 × 4 B = 256 B for window counters, half an octave at 2 significant
@@ -156,8 +158,9 @@ impl Count for u64 {
 /// list (a window slice of a series recording ten values a second holds a handful); past
 /// [`SPARSE_MAX`] distinct values it turns dense when that is smaller, allocated a chunk at a time
 /// where values land.
-/// Dense chunks are zeroed, not freed, on reset, so a busy histogram that has seen its range never
-/// allocates again; a histogram emptied by subtraction (an idle window) lets go of everything.
+/// On reset, dense chunks that held records are zeroed, not freed, so a busy histogram does not
+/// allocate again where values keep landing; a histogram emptied by subtraction (an idle window)
+/// lets go of everything.
 #[derive(Clone, Default)]
 pub(crate) struct Hist<C: Count> {
     store: Store<C>,

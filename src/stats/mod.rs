@@ -1,9 +1,9 @@
 //! Statistics as plain data: what `get_stats` returns and what the snapshot holds.
 
-mod table;
+pub(crate) mod table;
 mod verdict;
 
-pub(crate) use table::{SharedTable, StageTable};
+pub(crate) use table::StageTable;
 
 pub use verdict::{CLEAR_BELOW, Metric, Severity, Value, Violation};
 

@@ -459,7 +459,7 @@ fn quantile_gauges(
 
 /// Per family: its series, its cap and the calls its overflow series took.
 fn family_figures(c: &Config) -> [MetricFamily; 3] {
-    let families = crate::family::all();
+    let families = crate::Family::all();
     let by_family = |value: &dyn Fn(crate::Family) -> f64, counter: bool| {
         families
             .iter()

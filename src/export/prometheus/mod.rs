@@ -140,7 +140,8 @@ pub use crate::prom_name::{is_label_name, is_metric_name};
 
 use super::ExportError;
 use crate::stage::Stage;
-use crate::stats::{SharedTable, Snapshot};
+use crate::stats::Snapshot;
+use crate::stats::table::SharedTable;
 use buckets::{Bounds, StageBuckets, StageFigures};
 use registry::{register, unregister_all};
 

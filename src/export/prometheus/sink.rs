@@ -7,7 +7,8 @@ use super::{PrometheusExporter, StageBuckets, StageFigures};
 use crate::CollectorBuilder;
 use crate::sink::{Cycle, Interest, Sink, StageView, ValueBatch};
 use crate::stage::Stage;
-use crate::stats::{SharedTable, Snapshot};
+use crate::stats::Snapshot;
+use crate::stats::table::SharedTable;
 
 impl CollectorBuilder {
     /// Feeds `exporter` from the aggregator after each cycle (feature `prometheus`): bucket counts
