@@ -180,6 +180,7 @@ pub use collector::{
 };
 #[cfg(not(laptime_loom))]
 pub use error::{ConfigError, InstallError, InstallErrorKind, SeriesError, StageError};
+#[cfg(not(laptime_loom))]
 pub use family::{Family, FamilyOptions, LabelValue, LabelValues, Rank};
 #[cfg(not(laptime_loom))]
 pub use limits::{MAX_RING_CAPACITY, MAX_SLICES_PER_WINDOW};
