@@ -337,6 +337,54 @@ fn tick(c: &mut Criterion) {
     g.finish();
 }
 
+/// Per-symbol series: a span through a cached series handle beside one through a static stage
+/// (issue 15: within noise), and the uncached lookup of an existing series among 5 000 symbols
+/// (`series_or_overflow`: hash and probe, no lock, no allocation; target ≤ 100 ns), each beside
+/// the TSC pair of the same run.
+fn series(c: &mut Criterion) {
+    collector();
+    let family = laptime::Family::new("bench_series", &["pair"]).expect("a family");
+    let symbols: Vec<String> = (0..5_000).map(|i| format!("S{i:05}-USD")).collect();
+    let handles: Vec<Stage> = symbols
+        .iter()
+        .map(|s| family.series(&[s.as_str()]).expect("under the caps"))
+        .collect();
+    let fixed = stage("bench_series_static");
+    assert_records(handles[7], 100, || {
+        for _ in 0..100 {
+            let _g = laptime::start(handles[7]);
+        }
+    });
+
+    let mut g = c.benchmark_group("series");
+    baselines(&mut g);
+    g.bench_function("guard/static_stage", |b| {
+        b.iter_custom(|iters| {
+            timed_in_chunks(iters, 1, || {
+                let _g = laptime::start(black_box(fixed));
+            })
+        })
+    });
+    g.bench_function("guard/cached_series", |b| {
+        b.iter_custom(|iters| {
+            timed_in_chunks(iters, 1, || {
+                let _g = laptime::start(black_box(handles[7]));
+            })
+        })
+    });
+    // Symbols in turn, so the lookup is not served from one hot cache line.
+    let mut next = 0usize;
+    g.bench_function("lookup/uncached_existing", |b| {
+        b.iter(|| {
+            next = (next + 1) % symbols.len();
+            black_box(family.series_or_overflow(&[black_box(symbols[next].as_str())]))
+        })
+    });
+    g.finish();
+    assert_eq!(family.len(), symbols.len(), "the lookups created nothing");
+    assert_eq!(family.overflowed(), 0);
+}
+
 /// The library's own accounting after the run: drops would mean some spans cost a failed push.
 fn report_health() {
     laptime::flush();
@@ -349,7 +397,7 @@ fn report_health() {
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    for group in [span, split, switches, clock, query, tick] {
+    for group in [span, split, switches, clock, query, tick, series] {
         group(&mut c);
     }
     report_health();
