@@ -1171,6 +1171,7 @@ fn corrected_json() -> serde_json::Value {
             sum_ns: all.iter().sum(),
             synthesized: (all.len() - raw.len()) as u64,
             truncated: 0,
+            saturated: 0,
         },
     )
     .unwrap();
@@ -1437,4 +1438,44 @@ fn a_family_series_is_profiled_at_its_own_precision() {
             "q{q}: {p} vs exact {exact}"
         );
     }
+}
+
+/// A corrected stage's values past the range (the raw one and those the correction adds) are
+/// counted in its profile, so its corrected percentiles say when they are floors.
+#[test]
+fn corrected_values_past_the_range_are_counted_in_the_profile() {
+    let _s = serial();
+    let handle = collector("profile_corrected_saturated_deadline");
+    let name = unique("profile_corrected_saturated");
+    let stage = Stage::new(name).unwrap();
+    stage
+        .set_expected_interval(Some(Duration::from_secs(1)))
+        .unwrap();
+    for _ in 0..30 {
+        laptime::record(stage, Duration::from_secs(1));
+    }
+    // 20 s against a 10 s range and a 1 s interval: 19 s, 18 s, … 1 s are added; 20 s and the
+    // nine added values above 10 s are past the range.
+    laptime::record(stage, Duration::from_secs(20));
+    assert!(handle.flush());
+    let profile = handle.profile("corrected").unwrap();
+    let s = profile.stage(name).unwrap();
+    let c = s.corrected.as_ref().expect("a corrected stage");
+    assert_eq!((c.count, c.synthesized, c.saturated), (50, 19, 10));
+    let stats = handle.get_stats(stage, Window::Cumulative).unwrap();
+    assert_eq!(stats.corrected.unwrap().saturated, c.saturated);
+    // Ranks 41–50 of 50 are past the range: p99 (rank 50) is a floor, p50 (rank 25) is not.
+    assert!(c.is_saturated(0.99) && !c.is_saturated(0.5));
+    // Written and read back, the count stays.
+    let text = serde_json::to_string(&profile).unwrap();
+    let back: laptime::profile::Profile = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        back.stage(name)
+            .unwrap()
+            .corrected
+            .as_ref()
+            .unwrap()
+            .saturated,
+        10
+    );
 }

@@ -742,14 +742,22 @@ fn raw_percentiles(p: &mut StagePair<'_>) -> Result<Vec<MetricRow>, GateError> {
     };
     let values = [(b.p95_ns, c.p95_ns), (b.p99_ns, c.p99_ns)];
     let mut rows = p95_p99_rows(p, [Metric::P95, Metric::P99], values, samplers.as_ref());
-    for (row, q) in rows.iter_mut().zip([0.95, 0.99]) {
-        let saturated = Saturated {
-            baseline: b.is_saturated(q),
-            current: c.is_saturated(q),
-        };
-        mark_saturated(p, row, saturated);
-    }
+    mark_saturated_rows(p, &mut rows, |q| Saturated {
+        baseline: b.is_saturated(q),
+        current: c.is_saturated(q),
+    });
     Ok(rows)
+}
+
+/// [`mark_saturated`] on a p95 row and a p99 row, with each side's saturation for a quantile.
+fn mark_saturated_rows(
+    p: &mut StagePair<'_>,
+    rows: &mut [MetricRow],
+    saturated: impl Fn(f64) -> Saturated,
+) {
+    for (row, q) in rows.iter_mut().zip([0.95, 0.99]) {
+        mark_saturated(p, row, saturated(q));
+    }
 }
 
 /// Marks a percentile row whose side is saturated: no interval (it would resample floors), a
@@ -831,7 +839,12 @@ fn corrected_percentiles(p: &mut StagePair<'_>) -> Result<Vec<MetricRow>, GateEr
     };
     let values = [(bc.p95_ns, cc.p95_ns), (bc.p99_ns, cc.p99_ns)];
     let metrics = [Metric::CorrectedP95, Metric::CorrectedP99];
-    Ok(p95_p99_rows(p, metrics, values, samplers.as_ref()))
+    let mut rows = p95_p99_rows(p, metrics, values, samplers.as_ref());
+    mark_saturated_rows(p, &mut rows, |q| Saturated {
+        baseline: bc.is_saturated(q),
+        current: cc.is_saturated(q),
+    });
+    Ok(rows)
 }
 
 /// A sampler of a corrected histogram: only the spans really measured are independent draws

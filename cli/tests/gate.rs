@@ -751,6 +751,7 @@ fn stalled_tick(seed: u64, stall_ns: u64) -> laptime::profile::StageProfile {
             sum_ns: all.iter().sum(),
             synthesized: (all.len() - raw.len()) as u64,
             truncated: 0,
+            saturated: 0,
         },
     )
     .unwrap();
@@ -939,4 +940,33 @@ fn a_saturated_percentile_is_never_called_fine() {
     let md = only_baseline.to_markdown();
     assert!(md.contains("≥ ") && md.contains("≤ -"), "{md}");
     assert!(only_baseline.passed(), "{md}");
+}
+
+/// The CO-corrected rows follow the raw ones: a corrected p99 whose rank falls among values past
+/// the range fails its row and is not resampled, while its p95 is judged as usual.
+#[test]
+fn a_saturated_corrected_percentile_is_never_called_fine() {
+    let baseline = stalled_tick(1, 20 * PERIOD_NS);
+    let mut current = stalled_tick(1, 20 * PERIOD_NS);
+    let corrected = current.corrected.as_mut().unwrap();
+    // 2 % of the corrected values past the range: rank 99 % is among them, rank 95 % is not.
+    corrected.saturated = corrected.count / 50;
+    assert!(corrected.is_saturated(0.99) && !corrected.is_saturated(0.95));
+    let report = gate(
+        &common::profile("b", 3, vec![baseline]),
+        &common::profile("c", 3, vec![current]),
+        &GateOptions::default(),
+    )
+    .unwrap();
+    let p99 = row(&report, "tick_total", Metric::CorrectedP99);
+    assert_eq!(
+        (p99.saturated.baseline, p99.saturated.current),
+        (false, true)
+    );
+    assert_eq!(p99.verdict, Verdict::Regression, "{}", report.to_markdown());
+    assert_eq!(p99.interval, None, "no interval resampled from floors");
+    let p95 = row(&report, "tick_total", Metric::CorrectedP95);
+    assert!(!p95.saturated.current);
+    assert_eq!(p95.verdict, Verdict::Pass);
+    assert!(!report.passed());
 }

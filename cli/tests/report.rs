@@ -441,6 +441,7 @@ fn corrected_profile(name: &str, seed: u64) -> Profile {
                 sum_ns: all.iter().sum(),
                 synthesized: (all.len() - raw.len()) as u64,
                 truncated: 0,
+                saturated: 0,
             },
         )
         .unwrap(),

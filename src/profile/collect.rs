@@ -358,6 +358,7 @@ fn corrected_counts_of(c: &CorrectedDump) -> CorrectedCounts {
         sum_ns: u64::try_from(t.sum).unwrap_or(u64::MAX),
         synthesized: t.synthesized,
         truncated: t.truncated,
+        saturated: t.saturated,
     }
 }
 

@@ -409,6 +409,7 @@ impl CorrectedProfile {
             count,
             synthesized: counts.synthesized,
             truncated: counts.truncated,
+            saturated: counts.saturated,
             min_ns: counts.min_ns,
             max_ns: counts.max_ns,
             sum_ns: counts.sum_ns,
@@ -476,6 +477,15 @@ impl CorrectedProfile {
                 format!(
                     "{} synthesized values but the corrected histogram holds only {}",
                     self.synthesized, self.count
+                ),
+            ));
+        }
+        if self.saturated > self.count {
+            return Err(invalid(
+                field(at, "saturated"),
+                format!(
+                    "{} saturated values but the corrected histogram holds only {}",
+                    self.saturated, self.count
                 ),
             ));
         }

@@ -210,6 +210,7 @@ fn corrected_counts_of(c: &CorrectedProfile) -> CorrectedCounts {
         sum_ns: c.sum_ns,
         synthesized: c.synthesized,
         truncated: c.truncated,
+        saturated: c.saturated,
     }
 }
 
@@ -294,6 +295,7 @@ pub(super) fn add_corrected(
     a.sum_ns = a.sum_ns.saturating_add(b.sum_ns);
     a.synthesized = a.synthesized.saturating_add(b.synthesized);
     a.truncated = a.truncated.saturating_add(b.truncated);
+    a.saturated = a.saturated.saturating_add(b.saturated);
 }
 
 /// The min and max of two groups of values, either of which may hold none (then its own min

@@ -293,6 +293,10 @@ pub struct CorrectedProfile {
     pub synthesized: u64,
     /// Spans whose correction was cut short (one span adds at most 4 194 304 values).
     pub truncated: u64,
+    /// Values (raw or added) above the histograms' highest trackable value (absent in profiles
+    /// written before it was kept: read as 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub saturated: u64,
     /// Smallest value, exact.
     pub min_ns: u64,
     /// Largest value, exact.
@@ -333,6 +337,8 @@ pub struct CorrectedCounts {
     pub synthesized: u64,
     /// Spans whose correction was cut short.
     pub truncated: u64,
+    /// Values above the histogram's highest trackable value.
+    pub saturated: u64,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -938,6 +944,14 @@ impl ProfileConfig {
             interval_ns: 0,
             ring_capacity: 0,
         }
+    }
+}
+
+impl CorrectedProfile {
+    /// Whether the corrected figure for quantile `q` is saturated, by the rule of
+    /// [`StageProfile::is_saturated`].
+    pub fn is_saturated(&self, q: f64) -> bool {
+        crate::hist::quantile_saturated(q, self.count, self.saturated)
     }
 }
 
