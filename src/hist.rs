@@ -193,7 +193,8 @@ struct Dense<C: Count> {
 /// Distinct values a histogram always keeps as a sorted list. Past this, it turns dense once the
 /// list would take more memory than the dense chunks its values touch (checked every
 /// [`SPARSE_CHECK_EVERY`] insertions), and at [`SPARSE_LIMIT`] whatever: a window slice holding
-/// fifty values spread over two octaves stays a 400-byte list, not nine chunks.
+/// fifty values spread over two octaves at 2 digits stays a 400-byte list, not four 256-byte
+/// chunks.
 const SPARSE_MAX: usize = 48;
 const SPARSE_CHECK_EVERY: usize = 16;
 /// The longest list: an insertion moves at most this many entries. Longer lists (a minute's
@@ -385,8 +386,9 @@ impl<C: Count> Hist<C> {
         }
     }
 
-    /// Zeroes every counter, keeping dense chunks for reuse (the open base slice, reset every
-    /// slice), unless so few records landed that a list holds them.
+    /// Zeroes every counter (the open base slice, reset every base slice), keeping the dense
+    /// chunks that held records for reuse and freeing the others; a dense histogram that held
+    /// no more records than a list does goes back to a list.
     pub(crate) fn reset(&mut self) {
         self.reset_keeping(1);
     }
@@ -503,7 +505,7 @@ pub(crate) fn indices_at_ranks<C: Count>(hists: &[&Hist<C>], ranks: &[u64], out:
         next: 0,
         seen: 0,
     };
-    if hists.iter().all(|h| matches!(h.store, Store::Sparse(_))) {
+    if hists.len() <= MAX_LISTS && hists.iter().all(|h| matches!(h.store, Store::Sparse(_))) {
         walk_lists(hists, &mut walk);
     } else {
         walk_chunks(hists, &mut walk);
@@ -545,16 +547,21 @@ impl RankWalk<'_> {
     }
 }
 
-/// Every histogram a list: merge them in index order.
+/// Lists merged by [`walk_lists`] at most: the callers sum a window's running sum and its open
+/// slice, so two; more go through [`walk_chunks`].
+const MAX_LISTS: usize = 4;
+
+/// Every histogram a list: merge them in index order (on the stack: this runs for every
+/// figure the aggregator refreshes).
 fn walk_lists<C: Count>(hists: &[&Hist<C>], walk: &mut RankWalk<'_>) {
-    let lists: Vec<&[(u32, C)]> = hists
-        .iter()
-        .map(|h| match &h.store {
-            Store::Sparse(entries) => entries.as_slice(),
-            Store::Dense(_) => &[],
-        })
-        .collect();
-    let mut at = vec![0usize; lists.len()];
+    let mut lists: [&[(u32, C)]; MAX_LISTS] = [&[]; MAX_LISTS];
+    for (list, h) in lists.iter_mut().zip(hists) {
+        if let Store::Sparse(entries) = &h.store {
+            *list = entries;
+        }
+    }
+    let lists = &lists[..hists.len()];
+    let mut at = [0usize; MAX_LISTS];
     while !walk.done() {
         let Some(index) = lists
             .iter()

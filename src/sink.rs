@@ -263,10 +263,10 @@ impl<'a> Cycle<'a> {
         self.stages.iter().map(|state| StageView { state })
     }
 
-    /// The stages whose figures this cycle refreshed (every stage in a sink's first cycle is not
-    /// among them unless it changed: a sink that keeps per-stage state starts from
-    /// [`Cycle::stages`] once, then follows these). With thousands of series, a cycle refreshes
-    /// a few hundred at most, so following these keeps a sink's work per cycle to what moved.
+    /// The stages whose figures this cycle refreshed. A sink that keeps per-stage state takes
+    /// [`Cycle::stages`] in its first cycle (a stage that has not changed since is not among
+    /// these), then only these: with thousands of series a cycle refreshes a few hundred, so the
+    /// sink's work per cycle follows what moved.
     pub fn changed_stages(&self) -> impl ExactSizeIterator<Item = StageView<'a>> + 'a {
         let stages = self.stages;
         self.changed.iter().map(move |&id| StageView {

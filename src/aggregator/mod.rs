@@ -257,8 +257,8 @@ pub(crate) struct Aggregator {
     rule_stages: Vec<Option<Stage>>,
     rule_state: Vec<Option<Severity>>,
     health: Health,
-    /// Unlabelled stage names → ids, shared by snapshots; rebuilt when stages are added (the
-    /// second field is the stage count it was built for).
+    /// Unlabelled stage names → ids, shared by snapshots; rebuilt when stages that are not series
+    /// are added (the second field is the count of those it was built for).
     names: (std::sync::Arc<HashMap<&'static str, u32>>, usize),
     oldest_in_cycle: u64,
     adaptive_mark: (u64, u64),
@@ -1022,14 +1022,16 @@ impl Aggregator {
         h.untracked_starts = crate::recorder::UNTRACKED_STARTS.load(Ordering::Relaxed);
         h.rejected_trips = crate::sla::REJECTED_TRIPS.load(Ordering::Relaxed);
         (h.series, h.series_overflowed) = crate::family::series_figures();
-        if self.names.1 != self.stages.len() {
+        // Only stages that are not series can be unlabelled: a new series leaves the index be.
+        if self.names.1 != self.plain.len() {
             let names = self
-                .stages
+                .plain
                 .iter()
-                .filter(|s| s.stage.labels().is_empty())
-                .map(|s| (s.stage.name(), s.stage.id()))
+                .map(|&id| self.stages[id as usize].stage)
+                .filter(|stage| stage.labels().is_empty())
+                .map(|stage| (stage.name(), stage.id()))
                 .collect();
-            self.names = (std::sync::Arc::new(names), self.stages.len());
+            self.names = (std::sync::Arc::new(names), self.plain.len());
         }
         let mut snapshot = Snapshot {
             // The windows' clock: nanoseconds since the epoch the records are placed by.

@@ -619,17 +619,22 @@ mod tests {
         assert!(!w.advance(5_310 * MS));
     }
 
-    #[test]
-    fn an_idle_stage_lets_go_of_its_window_memory() {
-        let l = layout();
-        let mut w = StageWindows::new(
+    /// A 1 s window of 250 ms slices and a 5 s one of 1 s slices, from time 0.
+    fn one_and_five_seconds() -> StageWindows {
+        StageWindows::new(
             [
                 (Duration::from_secs(1), Duration::from_millis(250)),
                 (Duration::from_secs(5), Duration::from_secs(1)),
             ],
             250 * MS,
             0,
-        );
+        )
+    }
+
+    #[test]
+    fn an_idle_stage_lets_go_of_its_window_memory() {
+        let l = layout();
+        let mut w = one_and_five_seconds();
         for i in 0..100u64 {
             let v = 1_000 + i * 37;
             w.record(10 * MS + i * MS, l.index(v), v, false);
@@ -644,14 +649,7 @@ mod tests {
     #[test]
     fn idle_means_advancing_changes_nothing() {
         let l = layout();
-        let mut w = StageWindows::new(
-            [
-                (Duration::from_secs(1), Duration::from_millis(250)),
-                (Duration::from_secs(5), Duration::from_secs(1)),
-            ],
-            250 * MS,
-            0,
-        );
+        let mut w = one_and_five_seconds();
         assert!(w.is_idle(), "a new stage is idle");
         w.record(100 * MS, l.index(7), 7, false);
         assert!(!w.is_idle(), "a record in the open base slice");
