@@ -211,6 +211,25 @@ fn stays_sparse<C: Count>(entries: &[(u32, C)]) -> bool {
     if len >= SPARSE_LIMIT || !len.is_multiple_of(SPARSE_CHECK_EVERY) {
         return len < SPARSE_LIMIT;
     }
+    (len + SPARSE_CHECK_EVERY) * size_of::<(u32, C)>()
+        < chunks_touched(entries) * CHUNK * size_of::<C>()
+}
+
+/// Whether a list built in one go (a merge) stays a list: the rule [`stays_sparse`] applies one
+/// insertion at a time.
+fn list_fits<C: Count>(entries: &[(u32, C)]) -> bool {
+    let len = entries.len();
+    if len <= SPARSE_MAX {
+        return true;
+    }
+    if len > SPARSE_LIMIT {
+        return false;
+    }
+    size_of_val(entries) < chunks_touched(entries) * CHUNK * size_of::<C>()
+}
+
+/// How many dense chunks the entries of a list fall in.
+fn chunks_touched<C: Count>(entries: &[(u32, C)]) -> usize {
     let mut chunks = 0;
     let mut last = usize::MAX;
     for e in entries {
@@ -218,7 +237,42 @@ fn stays_sparse<C: Count>(entries: &[(u32, C)]) -> bool {
         chunks += usize::from(chunk != last);
         last = chunk;
     }
-    (len + SPARSE_CHECK_EVERY) * size_of::<(u32, C)>() < chunks * CHUNK * size_of::<C>()
+    chunks
+}
+
+/// Adds the sorted list `theirs` into the sorted list `mine` in one pass from the back (the new
+/// entries counted first, so every entry moves once): folding a base slice into a minute's window
+/// sum is a streaming merge, not a binary search and an insertion per value.
+fn merge_lists<C: Count, D: Count>(mine: &mut Vec<(u32, C)>, theirs: &[(u32, D)]) {
+    let (mut i, mut new) = (0, 0);
+    for e in theirs {
+        while i < mine.len() && mine[i].0 < e.0 {
+            i += 1;
+        }
+        new += usize::from(mine.get(i).is_none_or(|m| m.0 != e.0));
+    }
+    let old = mine.len();
+    mine.resize(old + new, (0, C::default()));
+    let (mut i, mut j, mut k) = (old, theirs.len(), old + new);
+    while j > 0 {
+        let (key, count) = theirs[j - 1];
+        k -= 1;
+        if i > 0 && mine[i - 1].0 > key {
+            mine[k] = mine[i - 1];
+            i -= 1;
+            continue;
+        }
+        let mut merged = if i > 0 && mine[i - 1].0 == key {
+            i -= 1;
+            mine[i].1
+        } else {
+            C::default()
+        };
+        merged.add(count.get());
+        mine[k] = (key, merged);
+        j -= 1;
+    }
+    debug_assert_eq!(i, k, "the entries left in front are already in place");
 }
 
 impl<C: Count> fmt::Debug for Hist<C> {
@@ -344,13 +398,20 @@ impl<C: Count> Hist<C> {
 
     /// Adds every count of `other` (of the same layout).
     pub(crate) fn add<D: Count>(&mut self, other: &Hist<D>) {
-        match &other.store {
-            Store::Sparse(entries) => {
-                for &(index, count) in entries {
+        match (&mut self.store, &other.store) {
+            (Store::Sparse(mine), Store::Sparse(theirs)) => {
+                self.total += other.total;
+                merge_lists(mine, theirs);
+                if !list_fits(mine) {
+                    self.densify();
+                }
+            }
+            (_, Store::Sparse(theirs)) => {
+                for &(index, count) in theirs {
                     self.record(index as usize, count.get());
                 }
             }
-            Store::Dense(theirs) => {
+            (_, Store::Dense(theirs)) => {
                 self.total += other.total;
                 self.densify().merge(theirs, true);
             }
@@ -369,16 +430,20 @@ impl<C: Count> Hist<C> {
                 }
             }
             (Store::Sparse(mine), _) => {
+                // One forward walk (both ascending), then one pass dropping the emptied entries:
+                // a binary search and a removal per entry missed the cache on every probe.
+                let mut at = 0;
                 for (index, count) in other.iter() {
-                    if let Ok(at) = mine.binary_search_by_key(&(index as u32), |e| e.0) {
-                        mine[at].1.sub(count);
-                        if mine[at].1.get() == 0 {
-                            mine.remove(at);
-                        }
-                    } else {
-                        debug_assert!(false, "subtracting a count never added");
+                    let key = index as u32;
+                    while at < mine.len() && mine[at].0 < key {
+                        at += 1;
+                    }
+                    match mine.get_mut(at) {
+                        Some(e) if e.0 == key => e.1.sub(count),
+                        _ => debug_assert!(false, "subtracting a count never added"),
                     }
                 }
+                mine.retain(|e| e.1.get() != 0);
             }
         }
         if self.total == 0 {
@@ -823,9 +888,15 @@ mod tests {
     }
 
     /// Random records, adds, subtracts and resets on list and dense histograms, checked after
-    /// every step against a map of exact counts.
+    /// every step against a map of exact counts: values spread wide (lists turn dense) and narrow
+    /// (lists merged into lists, most keys shared).
     #[test]
     fn lists_and_chunks_agree_with_exact_counts() {
+        churn_against_exact_counts(50_000);
+        churn_against_exact_counts(300);
+    }
+
+    fn churn_against_exact_counts(spread: u64) {
         use std::collections::BTreeMap;
         let layout = Layout::new(3, 1 << 40);
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -840,7 +911,7 @@ mod tests {
             // Parts of 1 to ~200 distinct values: some stay lists, some turn dense.
             let mut part = (Hist::<u32>::new(), BTreeMap::new());
             for _ in 0..1 + next() % (1 + step % 200) {
-                let index = layout.index(1000 + next() % 50_000);
+                let index = layout.index(1000 + next() % spread);
                 let n = 1 + next() % 3;
                 part.0.record(index, n);
                 *part.1.entry(index).or_insert(0) += n;
