@@ -1275,7 +1275,7 @@ fn refresh(
     let bytes = state.heap_bytes();
     *histogram_bytes = *histogram_bytes - state.heap_bytes_seen + bytes;
     state.heap_bytes_seen = bytes;
-    Some(std::sync::Arc::new(StageSnapshot { stats }))
+    Some(std::sync::Arc::from(stats))
 }
 
 fn new_correction(windows: &[WindowSpec], base_slice_ns: u64, interval_ns: u64) -> Box<Correction> {

@@ -336,13 +336,11 @@ pub struct GuardTrips {
     pub counts: Vec<u64>,
 }
 
-/// One stage's statistics in every window, shared between snapshots while the stage is idle.
-#[derive(Debug)]
-pub(crate) struct StageSnapshot {
-    /// One entry per window, in the order of [`Snapshot::windows`]; `None` where the stage had no
-    /// activity in that window.
-    pub(crate) stats: Vec<Option<StageStats>>,
-}
+/// One stage's statistics in every window, shared between snapshots while the stage is idle: one
+/// entry per window, in the order of [`Snapshot::windows`], `None` where the stage had no activity
+/// in that window. Behind an `Arc<[_]>`, one allocation: a reader walking 20 000 series follows
+/// one pointer per stage, not two.
+pub(crate) type StageSnapshot = [Option<StageStats>];
 
 /// An immutable picture of every statistic, published by the aggregator after each cycle. Readers
 /// load it with one atomic operation and never wait on producers or the aggregator.
@@ -390,7 +388,7 @@ impl Snapshot {
     /// One stage's statistics over `window`, if the window is kept and the stage had activity in it.
     pub fn stats(&self, stage: crate::Stage, window: Window) -> Option<&StageStats> {
         let w = self.window_index(window)?;
-        self.stages.get(stage.id() as usize)?.stats.get(w)?.as_ref()
+        self.stages.get(stage.id() as usize)?.get(w)?.as_ref()
     }
 
     /// Every stage with activity in `window`, in stage-id order.
@@ -399,7 +397,7 @@ impl Snapshot {
             Some(w) => Box::new(
                 self.stages
                     .iter()
-                    .filter_map(move |s| s.stats.get(w).and_then(Option::as_ref)),
+                    .filter_map(move |s| s.get(w).and_then(Option::as_ref)),
             ),
             None => Box::new(std::iter::empty()),
         }

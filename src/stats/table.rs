@@ -71,9 +71,7 @@ mod tests {
     use super::*;
 
     fn figures(count: usize) -> Arc<StageSnapshot> {
-        Arc::new(StageSnapshot {
-            stats: vec![None; count],
-        })
+        Arc::from(vec![None; count])
     }
 
     #[test]
@@ -85,13 +83,13 @@ mod tests {
         let published = table.clone();
         table.set(1, figures(7));
         // The snapshot taken before still sees the old figures; the new table the new ones.
-        assert_eq!(published.get(1).unwrap().stats.len(), 1);
-        assert_eq!(table.get(1).unwrap().stats.len(), 7);
+        assert_eq!(published.get(1).unwrap().len(), 1);
+        assert_eq!(table.get(1).unwrap().len(), 7);
         assert!(!Arc::ptr_eq(&published.chunks[0], &table.chunks[0]));
         assert!(Arc::ptr_eq(&published.chunks[1], &table.chunks[1]));
         assert!(table.get(2).is_none());
         assert!(table.get(10 * CHUNK_STAGES).is_none());
-        let ids: Vec<usize> = table.iter().map(|s| s.stats.len()).collect();
+        let ids: Vec<usize> = table.iter().map(|s| s.len()).collect();
         assert_eq!(ids, vec![0, 7, CHUNK_STAGES + 3]);
     }
 }
