@@ -140,6 +140,7 @@ impl PrometheusBuilder {
             state: ArcSwapOption::empty(),
             gauge_names: Mutex::new(HashSet::new()),
         });
+        let owns_registry = self.registry.is_none();
         let registry = self.registry.unwrap_or_default();
         let collector = StageCollector::new(core.clone())?;
         #[cfg_attr(
@@ -162,6 +163,7 @@ impl PrometheusBuilder {
         Ok(PrometheusExporter {
             shared: Arc::new(Shared {
                 registry,
+                owns_registry,
                 core,
                 gauges: Mutex::new(HashMap::new()),
                 registered: Mutex::new(registered),

@@ -5,6 +5,31 @@ use ::prometheus::proto::{self, MetricFamily, MetricType};
 use super::Unit;
 use super::buckets::StageExport;
 
+/// One series of a histogram family before it is written: its labels and its published counts.
+pub(super) struct HistSeries {
+    pub(super) labels: Vec<proto::LabelPair>,
+    pub(super) export: std::sync::Arc<StageExport>,
+}
+
+/// A histogram family before it is written: name, help and series.
+pub(super) struct HistFamily {
+    pub(super) name: String,
+    pub(super) help: &'static str,
+    pub(super) series: Vec<HistSeries>,
+}
+
+/// The order a gather puts a family's series in: by label values, in label order (the prometheus
+/// crate's registry sorts this way; the text writer must match it).
+pub(super) fn label_order(a: &[proto::LabelPair], b: &[proto::LabelPair]) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| x.value().cmp(y.value()))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    })
+}
+
 pub(super) fn histogram_metric(
     labels: Vec<proto::LabelPair>,
     e: &StageExport,

@@ -10,8 +10,10 @@ use ::prometheus::core::{Collector as PromCollector, Desc};
 use ::prometheus::proto::{self, MetricFamily, MetricType};
 
 use super::buckets::StageFigures;
-use super::encode::{counter_metric, family, gauge_metric, histogram_metric, pair};
-use super::{Config, Core, MetricNames, Published, RESERVED_LABELS, Unit};
+use super::encode::{
+    HistFamily, HistSeries, counter_metric, family, gauge_metric, histogram_metric, pair,
+};
+use super::{Config, Core, MetricNames, Published, RESERVED_LABELS, Unit, text};
 use crate::export::ExportError;
 use crate::stage::Stage;
 use crate::stats::{Snapshot, StageStats, Window};
@@ -136,6 +138,7 @@ impl Core {
             .filter(|w| *w != Window::Cumulative)
             .collect();
         let mut series = StageSeries::default();
+        let mut homes = HashMap::new();
         for f in p.stages.iter() {
             let Some(s) = StageScrape::new(c, f, &p.snapshot) else {
                 continue;
@@ -148,8 +151,8 @@ impl Core {
             let is_total = stage.is_family_total();
             let is_series = !is_total && stage.family().is_some();
             if !is_total {
-                let (family, labels) = histogram_home(c, &s, &owners, &gauge_names);
-                series.add_histogram(family, labels, &s, c.unit);
+                let (family, labels) = histogram_home(c, &s, &owners, &gauge_names, &mut homes);
+                series.add_histogram(family, labels, &s);
                 series.add_misses(&s);
                 series.add_corrected(&s, c.unit);
             }
@@ -160,7 +163,7 @@ impl Core {
                 }
             }
         }
-        let mut out = series.into_families(&c.names);
+        let mut out = series.into_families(&c.names, c.unit);
         out.extend(family_figures(c));
         out.push(guard_trips(c, &p.snapshot));
         out.extend(health(c, &p));
@@ -174,9 +177,11 @@ impl Core {
 /// scrapes.
 fn family_owners(c: &Config, p: &Published) -> HashMap<String, &'static str> {
     let mut owners = HashMap::new();
+    // A family's thousands of series share one name: its family name is worked out once.
+    let mut seen = HashSet::new();
     for f in p.stages.iter() {
         let stage = f.raw.stage;
-        if !stage.labels().is_empty() {
+        if !stage.labels().is_empty() && seen.insert(stage.name()) {
             let own = MetricNames::own_family(&c.namespace, c.unit, stage.name());
             owners.entry(own).or_insert(stage.name());
         }
@@ -192,16 +197,21 @@ fn histogram_home(
     s: &StageScrape<'_>,
     owners: &HashMap<String, &'static str>,
     gauge_names: &HashSet<String>,
+    homes: &mut HashMap<&'static str, Option<String>>,
 ) -> (String, Vec<proto::LabelPair>) {
     let stage = s.stage();
     if !s.own_labels.is_empty() {
-        let own = MetricNames::own_family(&c.namespace, c.unit, stage.name());
-        let owner = owners.get(&own).copied().unwrap_or(stage.name());
-        let taken = c.names.fixed().any(|f| *f == own) || gauge_names.contains(&own);
-        if owner == stage.name() && !taken {
+        // Decided once per name: a family's series all go where its first one goes.
+        let home = homes.entry(stage.name()).or_insert_with(|| {
+            let own = MetricNames::own_family(&c.namespace, c.unit, stage.name());
+            let owner = owners.get(&own).copied().unwrap_or(stage.name());
+            let taken = c.names.fixed().any(|f| *f == own) || gauge_names.contains(&own);
+            (owner == stage.name() && !taken).then_some(own)
+        });
+        if let Some(own) = home {
             let mut labels = s.own_labels.clone();
             labels.extend(c.const_pairs.iter().cloned());
-            return (own, labels);
+            return (own.clone(), labels);
         }
     }
     (c.names.stage_duration().to_owned(), s.with_stage(&[]))
@@ -273,8 +283,8 @@ impl<'a> StageScrape<'a> {
 #[derive(Default)]
 struct StageSeries {
     /// By family name: the shared `stage_duration` family and the labelled stages' own.
-    hists: BTreeMap<String, Vec<proto::Metric>>,
-    corrected_hists: Vec<proto::Metric>,
+    hists: BTreeMap<String, Vec<HistSeries>>,
+    corrected_hists: Vec<HistSeries>,
     quantiles: Vec<proto::Metric>,
     corrected_quantiles: Vec<proto::Metric>,
     intervals: Vec<proto::Metric>,
@@ -295,10 +305,12 @@ impl StageSeries {
         family: String,
         labels: Vec<proto::LabelPair>,
         s: &StageScrape<'_>,
-        unit: Unit,
     ) {
-        let metric = histogram_metric(labels, &s.figures.raw, unit);
-        self.hists.entry(family).or_default().push(metric);
+        let export = s.figures.raw.clone();
+        self.hists
+            .entry(family)
+            .or_default()
+            .push(HistSeries { labels, export });
     }
 
     /// Deadline misses, for a stage with a deadline or a miss.
@@ -335,9 +347,11 @@ impl StageSeries {
     /// The coordinated-omission figures, only for a stage that has them: absent, not zero,
     /// otherwise.
     fn add_corrected(&mut self, s: &StageScrape<'_>, unit: Unit) {
-        if let Some(ce) = &s.figures.corrected {
-            self.corrected_hists
-                .push(histogram_metric(s.with_stage(&[]), ce, unit));
+        if let Some(export) = &s.figures.corrected {
+            self.corrected_hists.push(HistSeries {
+                labels: s.with_stage(&[]),
+                export: export.clone(),
+            });
         }
         if let Some(co) = s.cumulative.and_then(|c| c.corrected.as_ref()) {
             let ns = u64::try_from(co.expected_interval.as_nanos()).unwrap_or(u64::MAX);
@@ -377,32 +391,40 @@ impl StageSeries {
         }
     }
 
-    /// The families, in the order the export writes them.
-    fn into_families(self, n: &MetricNames) -> Vec<MetricFamily> {
-        let mut out: Vec<MetricFamily> = self
+    /// The families, in the order the export writes them. The histograms go to the text writer
+    /// when a text render is gathering on this thread ([`text::offer`]), else into protobuf.
+    fn into_families(self, n: &MetricNames, unit: Unit) -> Vec<MetricFamily> {
+        let mut hists: Vec<_> = self
             .hists
             .into_iter()
-            .map(|(name, metrics)| {
+            .map(|(name, series)| {
                 let help = if name == n.stage_duration() {
                     STAGE_HIST_HELP
                 } else {
                     LABELLED_HIST_HELP
                 };
-                family(&name, help, MetricType::HISTOGRAM, metrics)
+                HistFamily { name, help, series }
             })
             .collect();
-        let (hist, gauge, counter) = (
-            MetricType::HISTOGRAM,
-            MetricType::GAUGE,
-            MetricType::COUNTER,
-        );
+        hists.push(HistFamily {
+            name: n.stage_duration_corrected().to_owned(),
+            help: CORRECTED_HIST_HELP,
+            series: self.corrected_hists,
+        });
+        let mut out: Vec<MetricFamily> = text::offer(hists)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| {
+                let metrics = f
+                    .series
+                    .into_iter()
+                    .map(|s| histogram_metric(s.labels, &s.export, unit))
+                    .collect();
+                family(&f.name, f.help, MetricType::HISTOGRAM, metrics)
+            })
+            .collect();
+        let (gauge, counter) = (MetricType::GAUGE, MetricType::COUNTER);
         let per_stage = [
-            (
-                n.stage_duration_corrected(),
-                CORRECTED_HIST_HELP,
-                hist,
-                self.corrected_hists,
-            ),
             (
                 n.window_quantile(),
                 WINDOW_QUANTILE_HELP,

@@ -129,6 +129,7 @@ mod families;
 mod names;
 mod registry;
 mod sink;
+mod text;
 
 pub use buckets::{MAX_BUCKETS, default_buckets};
 pub use builder::PrometheusBuilder;
@@ -221,6 +222,9 @@ impl PrometheusExporter {
     pub fn render(&self) -> Result<String, ExportError> {
         let registry = &self.shared.registry;
         let rendered = catch_unwind(AssertUnwindSafe(|| {
+            if self.shared.owns_registry {
+                return text::render(registry, self.shared.core.config.unit);
+            }
             let families = registry.gather();
             let mut buf = Vec::with_capacity(16 * 1024);
             TextEncoder::new()
@@ -386,6 +390,9 @@ impl crate::export::http::Exposition for PrometheusExporter {
 /// What the clones of one exporter share.
 struct Shared {
     registry: Registry,
+    /// The registry is the exporter's own (no prefix, no common labels): the stage histograms
+    /// can be written as text directly ([`text`]).
+    owns_registry: bool,
     core: Arc<Core>,
     gauges: Mutex<HashMap<String, Gauge>>,
     /// The descriptors of every collector this exporter registered: the registry finds a
