@@ -211,26 +211,32 @@ impl SlidingWindow {
         t
     }
 
-    /// The window's figures, with the stage's open base slice `fresh` (newer than every slice
-    /// already absorbed, so always inside the window).
-    fn stats(&self, stage: crate::Stage, layout: &Layout, fresh: &Fresh) -> StageStats {
+    /// The window's figures, with the stage's open base slices `open` (not absorbed yet, each
+    /// inside the window: see [`StageWindows::open_in`]).
+    fn stats(&self, stage: crate::Stage, layout: &Layout, open: &[&Fresh]) -> StageStats {
         let mut tally = self.tally();
-        tally.merge(&fresh.tally);
-        self.stats_with(stage, layout, fresh, &tally)
+        for f in open {
+            tally.merge(&f.tally);
+        }
+        self.stats_with(stage, layout, open, &tally)
     }
 
-    /// [`Self::stats`] with the tally of the live slices and `fresh` already merged.
+    /// [`Self::stats`] with the tally of the live slices and `open` already merged.
     fn stats_with(
         &self,
         stage: crate::Stage,
         layout: &Layout,
-        fresh: &Fresh,
+        open: &[&Fresh],
         tally: &Tally,
     ) -> StageStats {
+        let mut hists = [&self.sum; 3];
+        for (h, f) in hists[1..].iter_mut().zip(open) {
+            *h = &f.hist;
+        }
         stats_from(
             stage,
             self.window(),
-            &[&self.sum, &fresh.hist],
+            &hists[..1 + open.len()],
             tally,
             layout,
             0,
@@ -247,11 +253,13 @@ impl SlidingWindow {
     }
 }
 
-/// The newest base slice of a stage, still open: every record of the stage lands here (and in
-/// the cumulative histogram), two counter writes per record. When the base slice closes, its
-/// counts are added, chunk by chunk, into each window's slice and sum. The base slice length is
-/// the greatest common divisor of the windows' slices, so a base slice always falls inside one
-/// slice of every window.
+/// A base slice not yet handed to the windows: every record of the stage lands in the newest one
+/// (and in the cumulative histogram), two counter writes per record. A closed base slice's
+/// counts are added, chunk by chunk, into each window's slice and sum when the aggregator next
+/// advances the stage, not by the record that opens the next one: at 20 000 series, the first
+/// record of each series after a slice boundary used to fold all of them within a few cycles,
+/// the aggregator's longest. The base slice length is the greatest common divisor of the
+/// windows' slices, so a base slice always falls inside one slice of every window.
 #[derive(Debug)]
 struct Fresh {
     /// Which base slice (`t / base_ns`) this is.
@@ -260,11 +268,14 @@ struct Fresh {
     tally: Tally,
 }
 
-/// A stage's sliding windows and the open base slice they are fed from.
+/// A stage's sliding windows and the open base slices they are fed from.
 #[derive(Debug)]
 pub(crate) struct StageWindows {
     base_ns: u64,
+    /// The newest base slice.
     fresh: Fresh,
+    /// The base slice before `fresh`, closed but not folded yet (empty once folded).
+    older: Fresh,
     windows: Vec<SlidingWindow>,
 }
 
@@ -276,13 +287,15 @@ impl StageWindows {
         now_ns: u64,
     ) -> Self {
         let base_ns = base_ns.max(1);
+        let open = |number| Fresh {
+            number,
+            hist: Hist::new(),
+            tally: Tally::default(),
+        };
         Self {
             base_ns,
-            fresh: Fresh {
-                number: now_ns / base_ns,
-                hist: Hist::new(),
-                tally: Tally::default(),
-            },
+            fresh: open(now_ns / base_ns),
+            older: open(u64::MAX),
             windows: specs
                 .into_iter()
                 .map(|(length, slice)| SlidingWindow::new(length, slice, now_ns))
@@ -307,80 +320,95 @@ impl StageWindows {
         }
     }
 
-    /// Hands the open base slice to the windows and opens base slice `number`, moving every
-    /// window to it so that the open base slice is always inside each window's newest slice.
-    fn fold_to(&mut self, number: u64) {
-        if !self.fresh.tally.is_empty() {
-            let start = self.fresh.number * self.base_ns;
+    /// Hands `older` to the windows (a no-op when it is empty).
+    fn fold_older(&mut self) {
+        let older = &mut self.older;
+        if !older.tally.is_empty() {
+            let start = older.number * self.base_ns;
             for w in &mut self.windows {
-                w.absorb(start, &self.fresh.hist, &self.fresh.tally);
+                w.absorb(start, &older.hist, &older.tally);
             }
-            self.fresh.hist.reset();
-            self.fresh.tally = Tally::default();
-        }
-        self.fresh.number = number;
-        for w in &mut self.windows {
-            w.advance(number * self.base_ns);
+            older.hist.reset();
+            older.tally = Tally::default();
         }
     }
 
-    /// Records a duration that ended at `t_ns`. A record older than the open base slice (its
+    /// Opens base slice `number` (newer than `fresh`): `fresh` becomes `older`, folded later by
+    /// [`Self::advance`]. Only a stage that reaches a third base slice before the aggregator
+    /// advanced it folds here.
+    fn open_next(&mut self, number: u64) {
+        self.fold_older();
+        std::mem::swap(&mut self.older, &mut self.fresh);
+        self.fresh.number = number;
+    }
+
+    /// Where a record or event at base slice `number` goes: an open base slice, opening a new
+    /// one if it is newer, or `None` for one already folded (it goes straight into the windows).
+    #[inline]
+    fn open_for(&mut self, number: u64) -> Option<&mut Fresh> {
+        if number > self.fresh.number {
+            self.open_next(number);
+        }
+        if number == self.fresh.number {
+            Some(&mut self.fresh)
+        } else if number == self.older.number {
+            Some(&mut self.older)
+        } else {
+            None
+        }
+    }
+
+    /// Records a duration that ended at `t_ns`. A record older than the open base slices (its
     /// ring was drained late) goes straight into its own slice of each window.
     #[inline]
     pub(crate) fn record(&mut self, t_ns: u64, index: usize, value: u64, saturated: bool) {
         let number = self.base_number(t_ns);
-        if number < self.fresh.number {
-            for w in &mut self.windows {
-                w.record(t_ns, index, value, saturated);
-            }
+        if let Some(open) = self.open_for(number) {
+            open.hist.record(index, 1);
+            open.tally.record(value, saturated);
             return;
         }
-        if number > self.fresh.number {
-            self.fold_to(number);
+        for w in &mut self.windows {
+            w.record(t_ns, index, value, saturated);
         }
-        self.fresh.hist.record(index, 1);
-        self.fresh.tally.record(value, saturated);
     }
 
     /// Records a batch of values that ended at `t_ns` (see [`Self::record`]).
     pub(crate) fn record_batch(&mut self, t_ns: u64, batch: &Batch) {
         let number = self.base_number(t_ns);
-        if number < self.fresh.number {
-            for w in &mut self.windows {
-                w.record_batch(t_ns, batch);
+        if let Some(open) = self.open_for(number) {
+            for &(index, n) in &batch.counts {
+                open.hist.record(index, n);
             }
+            open.tally.merge(&batch.tally);
             return;
         }
-        if number > self.fresh.number {
-            self.fold_to(number);
+        for w in &mut self.windows {
+            w.record_batch(t_ns, batch);
         }
-        for &(index, n) in &batch.counts {
-            self.fresh.hist.record(index, n);
-        }
-        self.fresh.tally.merge(&batch.tally);
     }
 
     /// Counts `n` non-duration events at `t_ns`.
     pub(crate) fn count_event(&mut self, t_ns: u64, event: Event, n: u64) {
         let number = self.base_number(t_ns);
-        if number < self.fresh.number {
-            for w in &mut self.windows {
-                w.count_event(t_ns, event, n);
-            }
+        if let Some(open) = self.open_for(number) {
+            open.tally.count_event(event, n);
             return;
         }
-        if number > self.fresh.number {
-            self.fold_to(number);
+        for w in &mut self.windows {
+            w.count_event(t_ns, event, n);
         }
-        self.fresh.tally.count_event(event, n);
     }
 
-    /// Moves every window to `now_ns`. Returns whether anything expired since the last call, on
-    /// any path (so a stage idle since is still republished).
+    /// Folds the closed base slices and moves every window to `now_ns`. Returns whether anything
+    /// expired since the last call, on any path (so a stage idle since is still republished).
     pub(crate) fn advance(&mut self, now_ns: u64) -> bool {
+        self.fold_older();
         let number = now_ns / self.base_ns;
         if number > self.fresh.number {
-            self.fold_to(number);
+            // The newest base slice has closed too: fold it, and open `number` in its place.
+            self.open_next(number);
+            self.fold_older();
         }
         let mut changed = false;
         for w in &mut self.windows {
@@ -389,20 +417,34 @@ impl StageWindows {
         }
         if changed && self.is_idle() {
             self.fresh.hist = Hist::new();
+            self.older.hist = Hist::new();
         }
         changed
     }
 
-    /// No window holds anything, the open base slice is empty and no expiry is waiting to be
+    /// No window holds anything, the open base slices are empty and no expiry is waiting to be
     /// reported: [`Self::advance`] would change nothing and return false, so a caller may skip it
-    /// until the stage's next record or event (which moves the windows itself).
+    /// until the stage's next record or event.
     pub(crate) fn is_idle(&self) -> bool {
-        self.fresh.tally.is_empty() && self.windows.iter().all(SlidingWindow::is_idle)
+        self.fresh.tally.is_empty()
+            && self.older.tally.is_empty()
+            && self.windows.iter().all(SlidingWindow::is_idle)
+    }
+
+    /// The open base slices, for window figures. A window moves only by folding (which folds
+    /// `older` first) or by [`Self::advance`] (likewise), so no window has moved past `older`.
+    fn open(&self) -> ([&Fresh; 2], usize) {
+        if self.older.tally.is_empty() {
+            ([&self.fresh, &self.fresh], 1)
+        } else {
+            ([&self.older, &self.fresh], 2)
+        }
     }
 
     /// The figures of window `i`.
     pub(crate) fn stats(&self, i: usize, stage: crate::Stage, layout: &Layout) -> StageStats {
-        self.windows[i].stats(stage, layout, &self.fresh)
+        let (open, n) = self.open();
+        self.windows[i].stats(stage, layout, &open[..n])
     }
 
     /// The figures of window `i` and the exact tally they were built from.
@@ -412,14 +454,18 @@ impl StageWindows {
         stage: crate::Stage,
         layout: &Layout,
     ) -> (StageStats, Tally) {
+        let (open, n) = self.open();
         let mut tally = self.windows[i].tally();
-        tally.merge(&self.fresh.tally);
-        let stats = self.windows[i].stats_with(stage, layout, &self.fresh, &tally);
+        for f in &open[..n] {
+            tally.merge(&f.tally);
+        }
+        let stats = self.windows[i].stats_with(stage, layout, &open[..n], &tally);
         (stats, tally)
     }
 
     pub(crate) fn heap_bytes(&self) -> usize {
         self.fresh.hist.heap_bytes()
+            + self.older.hist.heap_bytes()
             + self
                 .windows
                 .iter()
@@ -597,7 +643,7 @@ mod tests {
             hist: Hist::new(),
             tally: Tally::default(),
         };
-        w.stats(stage(), l, &empty)
+        w.stats(stage(), l, &[&empty])
     }
 
     #[test]
@@ -673,9 +719,13 @@ mod tests {
     #[test]
     fn folded_base_slices_equal_records_placed_one_by_one() {
         let l = layout();
+        // Advanced every 37 records: records open new base slices between advances (the closed
+        // one waits to be folded, a third folds it), and a one-slice window moves with every
+        // base slice folded.
         let specs = [
             (Duration::from_secs(1), Duration::from_millis(250)),
             (Duration::from_secs(5), Duration::from_secs(1)),
+            (Duration::from_millis(250), Duration::from_millis(250)),
         ];
         let mut folded = StageWindows::new(specs, 250 * MS, 0);
         let mut direct: Vec<SlidingWindow> = specs
@@ -712,6 +762,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_closed_base_slice_counts_before_it_is_folded() {
+        let l = layout();
+        let mut w = one_and_five_seconds();
+        w.record(100 * MS, l.index(5), 5, false);
+        // Opens the next base slice: the first waits for the next advance to be folded.
+        w.record(300 * MS, l.index(7), 7, false);
+        for i in 0..2 {
+            let s = w.stats(i, stage(), &l);
+            assert_eq!((s.count, s.min, s.max), (2, ns(5), ns(7)), "window {i}");
+        }
+        // A third base slice folds the first; the second waits.
+        w.record(600 * MS, l.index(9), 9, false);
+        assert_eq!(w.stats(0, stage(), &l).count, 3);
+        w.advance(1_100 * MS);
+        // 1 s window at 1.1 s: the slice of 0-250 ms expired, 250 ms on are in.
+        assert_eq!(w.stats(0, stage(), &l).count, 2);
+        assert_eq!(w.stats(1, stage(), &l).count, 3);
     }
 
     #[test]
