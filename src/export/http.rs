@@ -647,7 +647,7 @@ impl Shared {
     }
 
     /// The cached exposition, if it was rendered for `generation` less than [`CACHE_MAX_AGE`] ago.
-    fn cached(&self, generation: Option<u64>) -> Option<Arc<[u8]>> {
+    fn cached(&self, generation: Option<u64>) -> Option<Body> {
         let generation = generation?;
         let cache = self.cache.lock();
         let hit = cache
@@ -663,7 +663,7 @@ impl Shared {
     }
 
     /// The `/stats` document of `window` already built from `snapshot`, if there is one.
-    fn stats_cached(&self, snapshot: &Arc<Snapshot>, window: Window) -> Option<Arc<[u8]>> {
+    fn stats_cached(&self, snapshot: &Arc<Snapshot>, window: Window) -> Option<Body> {
         let cache = self.stats_cache.lock();
         let built = cache
             .as_ref()
@@ -678,7 +678,7 @@ impl Shared {
 /// keys the cache).
 struct StatsRendered {
     snapshot: Arc<Snapshot>,
-    bodies: Vec<(Window, Arc<[u8]>)>,
+    bodies: Vec<(Window, Body)>,
 }
 
 #[derive(Default)]
@@ -739,18 +739,22 @@ struct Job {
     route: Route,
 }
 
+/// An answer's body, shared between answers. A `Vec` inside, not a slice: a rendered exposition
+/// (~40 MB at 20 000 series) becomes a body without being copied.
+type Body = Arc<Vec<u8>>;
+
 /// An exposition rendered for one generation.
 struct Rendered {
     generation: u64,
     at: Instant,
-    body: Arc<[u8]>,
+    body: Body,
 }
 
 /// The bytes of one answer: its head, and a body that may be shared with other answers (the
 /// cached exposition).
 struct Answer {
     head: Vec<u8>,
-    body: Arc<[u8]>,
+    body: Body,
 }
 
 impl Answer {
@@ -1332,7 +1336,7 @@ fn refuse(mut stream: TcpStream) {
     let answer = response(
         Status::Unavailable,
         TEXT,
-        b"too many connections, try later\n".as_slice().into(),
+        Arc::new(b"too many connections, try later\n".to_vec()),
         false,
     );
     let _ = stream.write(&answer.head);
@@ -1413,7 +1417,7 @@ enum Reply {
 fn classify(c: &Counters, head: Head) -> Reply {
     let plain = |counter: &AtomicU64, status, body: &[u8]| {
         Counters::bump(counter);
-        Reply::Now(response(status, TEXT, body.into(), false))
+        Reply::Now(response(status, TEXT, Arc::new(body.to_vec()), false))
     };
     let (method, route) = match head {
         Head::Closed => {
@@ -1452,9 +1456,7 @@ fn classify(c: &Counters, head: Head) -> Reply {
         return Reply::Now(response(
             Status::NotFound,
             TEXT,
-            b"not found: try /metrics, /health or /stats\n"
-                .as_slice()
-                .into(),
+            Arc::new(b"not found: try /metrics, /health or /stats\n".to_vec()),
             head_only,
         ));
     }
@@ -1491,7 +1493,7 @@ fn cached_answer(shared: &Shared, method: Method, route: Route) -> Option<Answer
 
 /// What `/stats` answers for `window` (`None`: the snapshot's first).
 enum StatsOutcome {
-    Ok(Arc<[u8]>),
+    Ok(Body),
     /// No snapshot yet (or the exposition panicked giving one): `503`.
     NoSnapshot,
     /// A window the snapshot does not keep: `400` with the reason.
@@ -1528,14 +1530,14 @@ fn render_stats(shared: &Shared, window: Option<Window>) -> Result<StatsOutcome,
         Ok(text) => text,
         Err(reason) => return Ok(StatsOutcome::Failed(reason)),
     };
-    let body: Arc<[u8]> = Arc::from(text.into_bytes());
+    let body: Body = Arc::new(text.into_bytes());
     store_stats(shared, snapshot, window, Arc::clone(&body));
     Ok(StatsOutcome::Ok(body))
 }
 
 /// Keeps `body` as the `/stats` document of `window` for `snapshot` (a new snapshot replaces the
 /// documents of the last).
-fn store_stats(shared: &Shared, snapshot: Arc<Snapshot>, window: Window, body: Arc<[u8]>) {
+fn store_stats(shared: &Shared, snapshot: Arc<Snapshot>, window: Window, body: Body) {
     let mut cache = shared.stats_cache.lock();
     match cache.as_mut() {
         Some(c) if Arc::ptr_eq(&c.snapshot, &snapshot) => c.bodies.push((window, body)),
@@ -1562,17 +1564,17 @@ fn exposition_answer(shared: &Shared, method: Method, route: Route) -> Answer {
             render(shared).map(|r| r.map_err(|e| format!("metrics unavailable: {e}\n")))
         }
         _ => catch_unwind(AssertUnwindSafe(|| shared.exposition.health()))
-            .map(|r| r.map(|t| Arc::from(t.into_bytes())))
+            .map(|r| r.map(|t| Arc::new(t.into_bytes())))
             .map_err(|_| ()),
     };
-    let (counter, status, content_type, body): (_, _, _, Arc<[u8]>) = match (route, outcome) {
+    let (counter, status, content_type, body): (_, _, _, Body) = match (route, outcome) {
         (_, Err(())) => {
             Counters::bump(&c.panics);
             (
                 &c.internal_error,
                 Status::InternalError,
                 TEXT,
-                b"the exposition panicked\n".as_slice().into(),
+                Arc::new(b"the exposition panicked\n".to_vec()),
             )
         }
         (Route::Metrics, Ok(Ok(text))) => (&c.ok, Status::Ok, EXPOSITION, text),
@@ -1580,14 +1582,14 @@ fn exposition_answer(shared: &Shared, method: Method, route: Route) -> Answer {
             &c.internal_error,
             Status::InternalError,
             TEXT,
-            text.into_bytes().into(),
+            Arc::new(text.into_bytes()),
         ),
         (_, Ok(Ok(text))) => (&c.ok, Status::Ok, TEXT, text),
         (_, Ok(Err(text))) => (
             &c.unhealthy,
             Status::Unavailable,
             TEXT,
-            text.into_bytes().into(),
+            Arc::new(text.into_bytes()),
         ),
     };
     Counters::bump(counter);
@@ -1597,7 +1599,7 @@ fn exposition_answer(shared: &Shared, method: Method, route: Route) -> Answer {
 /// The answer to `/stats` (on a worker thread), counted under its status.
 fn stats_answer(shared: &Shared, method: Method, window: Option<Window>) -> Answer {
     let c = &shared.counters;
-    let text = |s: String| -> Arc<[u8]> { s.into_bytes().into() };
+    let text = |s: String| -> Body { Arc::new(s.into_bytes()) };
     let (counter, status, content_type, body) = match render_stats(shared, window) {
         Err(()) => {
             Counters::bump(&c.panics);
@@ -1635,7 +1637,7 @@ fn stats_answer(shared: &Shared, method: Method, window: Option<Window>) -> Answ
 /// The exposition's text: the cached bytes while its generation is unchanged, else a new render
 /// (one at a time: a scrape that arrives during a render waits for it and, if the generation
 /// still matches, takes its bytes). `Err(())` when the exposition panicked.
-fn render(shared: &Shared) -> Result<Result<Arc<[u8]>, ExportError>, ()> {
+fn render(shared: &Shared) -> Result<Result<Body, ExportError>, ()> {
     let generation = shared.generation();
     if let Some(body) = shared.cached(generation) {
         return Ok(Ok(body));
@@ -1648,7 +1650,7 @@ fn render(shared: &Shared) -> Result<Result<Arc<[u8]>, ExportError>, ()> {
     Counters::bump(&shared.counters.renders);
     let text = catch_unwind(AssertUnwindSafe(|| shared.exposition.metrics())).map_err(|_| ())?;
     Ok(text.map(|text| {
-        let body: Arc<[u8]> = Arc::from(text.into_bytes());
+        let body: Body = Arc::new(text.into_bytes());
         if let Some(generation) = generation {
             *shared.cache.lock() = Some(Rendered {
                 generation,
@@ -1694,7 +1696,7 @@ const JSON: &str = "application/json";
 
 /// A whole answer: status line, headers (`Content-Length` always that of `body`, so a `HEAD`
 /// answer says what a `GET` would get), and the body unless `head_only`.
-fn response(status: Status, content_type: &str, body: Arc<[u8]>, head_only: bool) -> Answer {
+fn response(status: Status, content_type: &str, body: Body, head_only: bool) -> Answer {
     let allow = match status {
         Status::MethodNotAllowed => "Allow: GET, HEAD\r\n",
         _ => "",
@@ -1706,7 +1708,7 @@ fn response(status: Status, content_type: &str, body: Arc<[u8]>, head_only: bool
         body.len()
     )
     .into_bytes();
-    let body = if head_only { Arc::from([]) } else { body };
+    let body = if head_only { Body::default() } else { body };
     Answer { head, body }
 }
 
