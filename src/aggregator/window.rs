@@ -229,7 +229,7 @@ impl SlidingWindow {
         open: &[&Fresh],
         tally: &Tally,
     ) -> StageStats {
-        let mut hists = [&self.sum; 3];
+        let mut hists = [&self.sum; CLOSED + 2];
         for (h, f) in hists[1..].iter_mut().zip(open) {
             *h = &f.hist;
         }
@@ -274,10 +274,15 @@ pub(crate) struct StageWindows {
     base_ns: u64,
     /// The newest base slice.
     fresh: Fresh,
-    /// The base slice before `fresh`, closed but not folded yet (empty once folded).
-    older: Fresh,
+    /// The base slices before `fresh`, closed but not folded yet (empty once folded), oldest
+    /// first. Two: the series sweep visits a series about once a base slice, so with one a record
+    /// two base slices on still had to fold on the record path about half the time.
+    closed: [Fresh; CLOSED],
     windows: Vec<SlidingWindow>,
 }
+
+/// Closed base slices a stage keeps waiting for the aggregator to fold them.
+const CLOSED: usize = 2;
 
 impl StageWindows {
     /// `specs` as (length, slice); `base_ns` divides every slice.
@@ -295,7 +300,7 @@ impl StageWindows {
         Self {
             base_ns,
             fresh: open(now_ns / base_ns),
-            older: open(u64::MAX),
+            closed: [open(u64::MAX), open(u64::MAX)],
             windows: specs
                 .into_iter()
                 .map(|(length, slice)| SlidingWindow::new(length, slice, now_ns))
@@ -320,25 +325,33 @@ impl StageWindows {
         }
     }
 
-    /// Hands `older` to the windows (a no-op when it is empty).
-    fn fold_older(&mut self) {
-        let older = &mut self.older;
-        if !older.tally.is_empty() {
-            let start = older.number * self.base_ns;
+    /// Hands closed base slice `i` to the windows (a no-op when it is empty).
+    fn fold(&mut self, i: usize) {
+        let closed = &mut self.closed[i];
+        if !closed.tally.is_empty() {
+            let start = closed.number * self.base_ns;
             for w in &mut self.windows {
-                w.absorb(start, &older.hist, &older.tally);
+                w.absorb(start, &closed.hist, &closed.tally);
             }
-            older.hist.reset();
-            older.tally = Tally::default();
+            closed.hist.reset();
+            closed.tally = Tally::default();
         }
     }
 
-    /// Opens base slice `number` (newer than `fresh`): `fresh` becomes `older`, folded later by
-    /// [`Self::advance`]. Only a stage that reaches a third base slice before the aggregator
-    /// advanced it folds here.
+    /// Hands every closed base slice to the windows, oldest first.
+    fn fold_closed(&mut self) {
+        for i in 0..CLOSED {
+            self.fold(i);
+        }
+    }
+
+    /// Opens base slice `number` (newer than `fresh`): `fresh` joins the closed ones, folded later
+    /// by [`Self::advance`]. Only a stage that reaches yet another base slice before the
+    /// aggregator advanced it folds its oldest here.
     fn open_next(&mut self, number: u64) {
-        self.fold_older();
-        std::mem::swap(&mut self.older, &mut self.fresh);
+        self.fold(0);
+        self.closed.rotate_left(1);
+        std::mem::swap(&mut self.closed[CLOSED - 1], &mut self.fresh);
         self.fresh.number = number;
     }
 
@@ -350,12 +363,9 @@ impl StageWindows {
             self.open_next(number);
         }
         if number == self.fresh.number {
-            Some(&mut self.fresh)
-        } else if number == self.older.number {
-            Some(&mut self.older)
-        } else {
-            None
+            return Some(&mut self.fresh);
         }
+        self.closed.iter_mut().find(|c| c.number == number)
     }
 
     /// Records a duration that ended at `t_ns`. A record older than the open base slices (its
@@ -403,12 +413,12 @@ impl StageWindows {
     /// Folds the closed base slices and moves every window to `now_ns`. Returns whether anything
     /// expired since the last call, on any path (so a stage idle since is still republished).
     pub(crate) fn advance(&mut self, now_ns: u64) -> bool {
-        self.fold_older();
+        self.fold_closed();
         let number = now_ns / self.base_ns;
         if number > self.fresh.number {
             // The newest base slice has closed too: fold it, and open `number` in its place.
             self.open_next(number);
-            self.fold_older();
+            self.fold_closed();
         }
         let mut changed = false;
         for w in &mut self.windows {
@@ -417,7 +427,9 @@ impl StageWindows {
         }
         if changed && self.is_idle() {
             self.fresh.hist = Hist::new();
-            self.older.hist = Hist::new();
+            for c in &mut self.closed {
+                c.hist = Hist::new();
+            }
         }
         changed
     }
@@ -427,18 +439,22 @@ impl StageWindows {
     /// until the stage's next record or event.
     pub(crate) fn is_idle(&self) -> bool {
         self.fresh.tally.is_empty()
-            && self.older.tally.is_empty()
+            && self.closed.iter().all(|c| c.tally.is_empty())
             && self.windows.iter().all(SlidingWindow::is_idle)
     }
 
-    /// The open base slices, for window figures. A window moves only by folding (which folds
-    /// `older` first) or by [`Self::advance`] (likewise), so no window has moved past `older`.
-    fn open(&self) -> ([&Fresh; 2], usize) {
-        if self.older.tally.is_empty() {
-            ([&self.fresh, &self.fresh], 1)
-        } else {
-            ([&self.older, &self.fresh], 2)
+    /// The base slices not folded yet, for window figures. A window moves only by folding
+    /// (oldest first) or by [`Self::advance`] (which folds them all), so no window has moved past
+    /// one of them.
+    fn open(&self) -> ([&Fresh; CLOSED + 1], usize) {
+        let mut open = [&self.fresh; CLOSED + 1];
+        let mut n = 0;
+        for c in self.closed.iter().filter(|c| !c.tally.is_empty()) {
+            open[n] = c;
+            n += 1;
         }
+        open[n] = &self.fresh;
+        (open, n + 1)
     }
 
     /// The figures of window `i`.
@@ -465,7 +481,11 @@ impl StageWindows {
 
     pub(crate) fn heap_bytes(&self) -> usize {
         self.fresh.hist.heap_bytes()
-            + self.older.hist.heap_bytes()
+            + self
+                .closed
+                .iter()
+                .map(|c| c.hist.heap_bytes())
+                .sum::<usize>()
             + self
                 .windows
                 .iter()
@@ -775,13 +795,15 @@ mod tests {
             let s = w.stats(i, stage(), &l);
             assert_eq!((s.count, s.min, s.max), (2, ns(5), ns(7)), "window {i}");
         }
-        // A third base slice folds the first; the second waits.
+        // A third base slice: both closed ones wait; a fourth folds the oldest.
         w.record(600 * MS, l.index(9), 9, false);
         assert_eq!(w.stats(0, stage(), &l).count, 3);
+        w.record(800 * MS, l.index(11), 11, false);
+        assert_eq!(w.stats(1, stage(), &l).count, 4);
         w.advance(1_100 * MS);
         // 1 s window at 1.1 s: the slice of 0-250 ms expired, 250 ms on are in.
-        assert_eq!(w.stats(0, stage(), &l).count, 2);
-        assert_eq!(w.stats(1, stage(), &l).count, 3);
+        assert_eq!(w.stats(0, stage(), &l).count, 3);
+        assert_eq!(w.stats(1, stage(), &l).count, 4);
     }
 
     #[test]
