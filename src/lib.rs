@@ -200,7 +200,8 @@ pub use stage::{
 };
 #[cfg(not(laptime_loom))]
 pub use stats::{
-    CorrectedStats, GuardTrips, Health, Snapshot, StageSnapshotIter, StageStats, Window,
+    CorrectedStats, Distribution, GuardTrips, Health, Snapshot, StageSnapshotIter, StageStats,
+    Window,
 };
 
 #[cfg(not(laptime_loom))]
