@@ -40,7 +40,9 @@
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 
-use laptime::profile::{CorrectedProfile, Histogram, Profile, ProfileError, StageProfile};
+use laptime::profile::{
+    CorrectedProfile, DistributionProfile, Histogram, Profile, ProfileError, StageProfile,
+};
 use laptime::report::format_ns;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -700,14 +702,15 @@ fn decoded<H>(
     })
 }
 
-/// The p95 and p99 rows of one kind of figures (`metrics`), from their point values
-/// (baseline, current) and the two sides' samplers when both have a histogram.
+/// The p95 and p99 rows of one kind of figures (`metrics`, raw or corrected), from the two
+/// sides' distributions `[baseline, current]` and their samplers when both have a histogram.
 fn p95_p99_rows(
     p: &StagePair<'_>,
     [m95, m99]: [Metric; 2],
-    [p95, p99]: [(u64, u64); 2],
+    [b, c]: [&DistributionProfile; 2],
     samplers: Option<&(QuantileSampler, QuantileSampler)>,
 ) -> Vec<MetricRow> {
+    let (p95, p99) = ((b.p95_ns, c.p95_ns), (b.p99_ns, c.p99_ns));
     [(m95, 0.95, p95, p.o.p95_pct), (m99, 0.99, p99, p.o.p99_pct)]
         .into_iter()
         .map(|(metric, q, values, threshold)| {
@@ -740,8 +743,8 @@ fn raw_percentiles(p: &mut StagePair<'_>) -> Result<Vec<MetricRow>, GateError> {
             None
         }
     };
-    let values = [(b.p95_ns, c.p95_ns), (b.p99_ns, c.p99_ns)];
-    let mut rows = p95_p99_rows(p, [Metric::P95, Metric::P99], values, samplers.as_ref());
+    let figures = [&b.distribution, &c.distribution];
+    let mut rows = p95_p99_rows(p, [Metric::P95, Metric::P99], figures, samplers.as_ref());
     mark_saturated_rows(p, &mut rows, |q| Saturated {
         baseline: b.is_saturated(q),
         current: c.is_saturated(q),
@@ -837,9 +840,9 @@ fn corrected_percentiles(p: &mut StagePair<'_>) -> Result<Vec<MetricRow>, GateEr
             None
         }
     };
-    let values = [(bc.p95_ns, cc.p95_ns), (bc.p99_ns, cc.p99_ns)];
     let metrics = [Metric::CorrectedP95, Metric::CorrectedP99];
-    let mut rows = p95_p99_rows(p, metrics, values, samplers.as_ref());
+    let figures = [&bc.distribution, &cc.distribution];
+    let mut rows = p95_p99_rows(p, metrics, figures, samplers.as_ref());
     mark_saturated_rows(p, &mut rows, |q| Saturated {
         baseline: bc.is_saturated(q),
         current: cc.is_saturated(q),
