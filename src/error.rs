@@ -40,7 +40,7 @@ pub enum StageError {
         /// The cap in force.
         cap: usize,
     },
-    /// The process already has [`crate::MAX_GUARD_REASONS`] guard-trip reasons.
+    /// The process already has [`crate::MAX_TRIP_REASONS`] trip reasons.
     TooManyReasons,
     /// The name is a family's (see [`crate::Family::total`]): record into its series.
     NameIsAFamily {
@@ -111,8 +111,8 @@ impl fmt::Display for StageError {
             Self::DuplicateLabel { label } => write!(f, "label {label:?} is given twice: keep one"),
             Self::TooManyReasons => write!(
                 f,
-                "the process already has {} guard-trip reasons, the most it keeps: reuse reason names",
-                crate::MAX_GUARD_REASONS
+                "the process already has {} trip reasons, the most it keeps: reuse reason names",
+                crate::MAX_TRIP_REASONS
             ),
             Self::NameIsAFamily { name } => write!(
                 f,

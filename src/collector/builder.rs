@@ -299,10 +299,17 @@ impl CollectorBuilder {
         self
     }
 
-    /// The guard-trip reason counted when a latency guard trips (default `latency_hard`).
-    pub fn with_latency_guard_reason(mut self, reason: &'static str) -> Self {
+    /// The trip reason counted when a latency breaker trips (default `latency_hard`).
+    pub fn with_breaker_trip_reason(mut self, reason: &'static str) -> Self {
         self.latency_guard_reason = reason;
         self
+    }
+
+    /// Renamed [`with_breaker_trip_reason`](Self::with_breaker_trip_reason), after
+    /// [`crate::LatencyBreaker`].
+    #[deprecated(since = "0.2.0", note = "renamed `with_breaker_trip_reason`")]
+    pub fn with_latency_guard_reason(self, reason: &'static str) -> Self {
+        self.with_breaker_trip_reason(reason)
     }
 
     /// Adds a sink: the aggregator hands it every cycle's figures (see [`crate::sink`]).

@@ -177,7 +177,7 @@ impl Document {
                 .map(ViolationJson::new)
                 .collect(),
             guard_trips: snapshot
-                .guard_trips(window)
+                .trip_counts(window)
                 .into_iter()
                 .map(|(reason, count)| TripJson { reason, count })
                 .collect(),

@@ -496,7 +496,11 @@ impl DistributionProfile {
     /// The figures of `hist` with the exact `(min, max, sum)` of its values beside it: the mean
     /// `sum / count` and the percentiles [`percentiles`] computes. All 0 when `hist` is empty;
     /// errors name fields under `at`.
-    fn of(hist: &Histogram, (min, max, sum): (u64, u64, u64), at: &str) -> Result<Self, ProfileError> {
+    fn of(
+        hist: &Histogram,
+        (min, max, sum): (u64, u64, u64),
+        at: &str,
+    ) -> Result<Self, ProfileError> {
         let mut d = DistributionProfile {
             min_ns: min,
             max_ns: max,

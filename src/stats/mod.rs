@@ -312,8 +312,8 @@ pub struct Health {
     pub abandoned: u64,
     /// Heap bytes held by the aggregator's histograms.
     pub histogram_bytes: usize,
-    /// Guard trips refused since the process started: [`crate::guard_trip`] named a reason that
-    /// is not a valid name, or one past [`crate::MAX_GUARD_REASONS`].
+    /// Trips refused since the process started: [`crate::record_trip`] named a reason that
+    /// is not a valid name, or one past [`crate::MAX_TRIP_REASONS`].
     pub rejected_trips: u64,
     /// Panics caught in sinks (exporters, profile and trace collection, the user's own); the
     /// sink is kept and called again at the next cycle. Sinks run on the snapshot being
@@ -332,15 +332,19 @@ pub struct Health {
     pub series_sweep: Duration,
 }
 
-/// Guard trips of one reason in every kept window.
+/// Trips of one reason in every kept window.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct GuardTrips {
+pub struct TripCounts {
     /// The reason, e.g. `vol_hard`.
     pub reason: &'static str,
     /// Trips per window, in the order of [`Snapshot::windows`].
     pub counts: Vec<u64>,
 }
+
+/// Renamed [`TripCounts`].
+#[deprecated(since = "0.2.0", note = "renamed `TripCounts`")]
+pub type GuardTrips = TripCounts;
 
 /// One stage's statistics in every window, shared between snapshots while the stage is idle.
 #[derive(Debug)]
@@ -361,7 +365,7 @@ pub struct Snapshot {
     pub windows: Vec<Window>,
     pub(crate) stages: StageTable,
     pub(crate) violations: Vec<Violation>,
-    pub(crate) guard_trips: Vec<GuardTrips>,
+    pub(crate) guard_trips: Vec<TripCounts>,
     /// Unlabelled stages by name, for lock-free queries by name.
     pub(crate) names: std::sync::Arc<std::collections::HashMap<&'static str, u32>>,
     /// The library's own health and accounting.
@@ -416,8 +420,8 @@ impl Snapshot {
         &self.violations
     }
 
-    /// Guard trips per reason over `window` (reasons with no trips in it are left out).
-    pub fn guard_trips(&self, window: Window) -> Vec<(&'static str, u64)> {
+    /// Trips per reason over `window` (reasons with no trips in it are left out).
+    pub fn trip_counts(&self, window: Window) -> Vec<(&'static str, u64)> {
         let Some(w) = self.window_index(window) else {
             return Vec::new();
         };
@@ -425,5 +429,11 @@ impl Snapshot {
             .iter()
             .filter_map(|g| g.counts.get(w).filter(|c| **c > 0).map(|c| (g.reason, *c)))
             .collect()
+    }
+
+    /// Renamed [`trip_counts`](Self::trip_counts).
+    #[deprecated(since = "0.2.0", note = "renamed `trip_counts`")]
+    pub fn guard_trips(&self, window: Window) -> Vec<(&'static str, u64)> {
+        self.trip_counts(window)
     }
 }
