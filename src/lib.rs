@@ -179,7 +179,7 @@ pub use collector::{
     WindowSpec, check_sla_violations, flush, get_all_stats, get_stats, health, snapshot,
 };
 #[cfg(not(laptime_loom))]
-pub use error::{ConfigError, InstallError, InstallErrorKind, SeriesError, StageError};
+pub use error::{ConfigError, InstallError, InstallErrorKind, SeriesError, SinkError, StageError};
 #[cfg(not(laptime_loom))]
 pub use family::{Family, FamilyOptions, LabelValue, LabelValues, Rank};
 #[cfg(not(laptime_loom))]

@@ -875,7 +875,10 @@ impl Config {
             }
             ConfigError::Quantile { .. } => "sla".to_owned(),
             ConfigError::Stage(_) => "collector.latency_guard_reason".to_owned(),
-            ConfigError::Trace { setting, .. } => self.trace_key(setting),
+            ConfigError::Sink(e) => match e.downcast_ref::<crate::trace::TraceError>() {
+                Some(crate::trace::TraceError::Setting { setting, .. }) => self.trace_key(setting),
+                _ => e.sink().to_owned(),
+            },
         };
         self.invalid_at(key, e)
     }
