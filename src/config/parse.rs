@@ -491,6 +491,40 @@ impl Ctx<'_> {
 /// validation runs afterwards (see [`Config::from_toml_str`]).
 pub(super) fn parse(text: &str) -> Result<Config, ConfigFileError> {
     let lines = Lines::new(text);
+    let raw = read_raw(text, &lines)?;
+    let mut ctx = Ctx {
+        lines,
+        positions: Positions::default(),
+    };
+    let collector = convert_collector(&mut ctx, raw.collector)?;
+    let sampling = convert_sampling(&mut ctx, raw.sampling)?;
+    let deadlines = convert_deadlines(&mut ctx, raw.deadlines)?;
+    let expected_intervals = convert_expected_intervals(&mut ctx, raw.expected_intervals);
+    let mut sla = Vec::new();
+    for (i, rule) in raw.sla.into_iter().flatten().enumerate() {
+        sla.push(convert_rule(&mut ctx, i, rule, &collector)?);
+    }
+    let trace = raw.trace.map(|t| convert_trace(&mut ctx, t)).transpose()?;
+    let profile = raw.profile.map(|p| convert_profile(&mut ctx, p));
+    let prometheus = convert_prometheus(&mut ctx, raw.prometheus)?;
+    let alerts = convert_alerts(&mut ctx, raw.alerts)?;
+    Ok(Config {
+        collector,
+        sampling,
+        deadlines,
+        expected_intervals,
+        sla,
+        trace,
+        profile,
+        prometheus,
+        alerts,
+        positions: ctx.positions,
+    })
+}
+
+/// The file's TOML read into its raw tables: a syntax error, an unknown key, a missing one or a
+/// value of the wrong type is reported at its line and column, naming its key.
+fn read_raw(text: &str, lines: &Lines<'_>) -> Result<RawFile, ConfigFileError> {
     let de = toml::Deserializer::parse(text).map_err(|e| {
         let (line, column) = lines.at(e.span().map_or(0, |s| s.start));
         ConfigFileError::Parse {
@@ -507,7 +541,7 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigFileError> {
             },
         }
     })?;
-    let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).map_err(|e| {
         let mut key = dotted(e.path());
         let message = e.inner().message().trim_end().to_owned();
         if let Some(rest) = message.strip_prefix("missing field `")
@@ -532,62 +566,52 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigFileError> {
             column,
             message,
         }
-    })?;
-    let mut ctx = Ctx {
-        lines,
-        positions: Positions::default(),
-    };
-    let collector = convert_collector(&mut ctx, raw.collector)?;
-    let sampling = convert_sampling(&mut ctx, raw.sampling)?;
+    })
+}
+
+fn convert_deadlines(
+    ctx: &mut Ctx<'_>,
+    raw: Option<Spanned<Ordered<Dur>>>,
+) -> Result<Vec<(String, Duration)>, ConfigFileError> {
     let mut deadlines = Vec::new();
-    if let Some(table) = raw.deadlines {
+    if let Some(table) = raw {
         ctx.note("deadlines", &table.span());
         for (stage, deadline) in &table.get_ref().0 {
             let key = format!("deadlines.{}", key_segment(stage));
             deadlines.push((stage.clone(), ctx.positive(&key, deadline)?));
         }
     }
-    // A zero interval is left to `Config`'s check, which reports the library's own typed error
-    // (`ConfigError::ZeroExpectedInterval`) at this key.
+    Ok(deadlines)
+}
+
+/// A zero interval is left to `Config`'s check, which reports the library's own typed error
+/// (`ConfigError::ZeroExpectedInterval`) at this key.
+fn convert_expected_intervals(
+    ctx: &mut Ctx<'_>,
+    raw: Option<Spanned<Ordered<Dur>>>,
+) -> Vec<(String, Duration)> {
     let mut expected_intervals = Vec::new();
-    if let Some(table) = raw.expected_intervals {
+    if let Some(table) = raw {
         ctx.note("expected_intervals", &table.span());
         for (stage, interval) in &table.get_ref().0 {
             let key = format!("expected_intervals.{}", key_segment(stage));
             expected_intervals.push((stage.clone(), ctx.plain(&key, interval).0));
         }
     }
-    let mut sla = Vec::new();
-    for (i, rule) in raw.sla.into_iter().flatten().enumerate() {
-        sla.push(convert_rule(&mut ctx, i, rule, &collector)?);
+    expected_intervals
+}
+
+fn convert_profile(ctx: &mut Ctx<'_>, raw: Spanned<RawProfile>) -> ProfileSection {
+    ctx.note("profile", &raw.span());
+    let p = raw.into_inner();
+    ProfileSection {
+        name: p.name,
+        output: p.output.map(PathBuf::from),
+        tags: p
+            .tags
+            .map(|t| t.0.into_iter().map(|(k, v)| (k, v.into_inner())).collect())
+            .unwrap_or_default(),
     }
-    let trace = raw.trace.map(|t| convert_trace(&mut ctx, t)).transpose()?;
-    let profile = raw.profile.map(|p| {
-        ctx.note("profile", &p.span());
-        let p = p.into_inner();
-        ProfileSection {
-            name: p.name,
-            output: p.output.map(PathBuf::from),
-            tags: p
-                .tags
-                .map(|t| t.0.into_iter().map(|(k, v)| (k, v.into_inner())).collect())
-                .unwrap_or_default(),
-        }
-    });
-    let prometheus = convert_prometheus(&mut ctx, raw.prometheus)?;
-    let alerts = convert_alerts(&mut ctx, raw.alerts)?;
-    Ok(Config {
-        collector,
-        sampling,
-        deadlines,
-        expected_intervals,
-        sla,
-        trace,
-        profile,
-        prometheus,
-        alerts,
-        positions: ctx.positions,
-    })
 }
 
 fn convert_prometheus(
