@@ -332,6 +332,10 @@ pub struct Health {
     pub series_sweep: Duration,
 }
 
+/// Renamed [`TripCounts`].
+#[deprecated(since = "0.2.0", note = "renamed `TripCounts`")]
+pub type GuardTrips = TripCounts;
+
 /// Trips of one reason in every kept window.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -341,10 +345,6 @@ pub struct TripCounts {
     /// Trips per window, in the order of [`Snapshot::windows`].
     pub counts: Vec<u64>,
 }
-
-/// Renamed [`TripCounts`].
-#[deprecated(since = "0.2.0", note = "renamed `TripCounts`")]
-pub type GuardTrips = TripCounts;
 
 /// One stage's statistics in every window, shared between snapshots while the stage is idle.
 #[derive(Debug)]
