@@ -387,32 +387,9 @@ impl GateReport {
     /// The report as Markdown: a header, one table row per stage and metric, notes, and a
     /// summary line starting with `**PASS**`, `**FAIL**` or (nothing judged) `**ERROR**`.
     pub fn to_markdown(&self) -> String {
-        let o = &self.options;
-        let conf = fmt_num(o.confidence * 100.0);
+        let conf = fmt_num(self.options.confidence * 100.0);
         let mut md = String::new();
-        let _ = writeln!(md, "# laptime performance gate\n");
-        let _ = writeln!(md, "- baseline: {}", escape_md(&self.baseline_source));
-        let _ = writeln!(md, "- current: {}", escape_md(&self.current_source));
-        let mode = if o.strict {
-            "strict (point values)".to_string()
-        } else {
-            format!(
-                "noise-aware: a regression needs the whole {conf} % interval above the threshold \
-                 (percentiles: order-statistic bootstrap, {} replicates, seed {}; deadline misses: \
-                 Newcombe score interval)",
-                o.replicates, o.seed
-            )
-        };
-        let _ = writeln!(md, "- mode: {mode}");
-        let _ = writeln!(
-            md,
-            "- thresholds: p95 {} %, p99 {} %, deadline misses {} points; stages with fewer than {} \
-             spans are not judged\n",
-            fmt_signed(o.p95_pct),
-            fmt_signed(o.p99_pct),
-            fmt_signed(o.deadline_miss_points),
-            o.min_count
-        );
+        self.markdown_header(&mut md, &conf);
         let _ = writeln!(
             md,
             "| stage | metric | baseline | current | delta | threshold | {conf} % interval | verdict |"
@@ -423,26 +400,7 @@ impl GateReport {
             match &s.result {
                 StageResult::Judged(rows) => {
                     for r in rows {
-                        let _ = writeln!(
-                            md,
-                            "| {stage} | {} | {} | {} | {} | {} | {} | {} |",
-                            r.metric.name(),
-                            fmt_floor(r.saturated.baseline, fmt_value(r.metric, r.baseline)),
-                            fmt_floor(r.saturated.current, fmt_value(r.metric, r.current)),
-                            fmt_row_delta(r),
-                            fmt_delta(r.metric, r.threshold),
-                            r.interval.map_or("–".to_string(), |(lo, hi)| format!(
-                                "[{}, {}]",
-                                fmt_delta(r.metric, lo),
-                                fmt_delta(r.metric, hi)
-                            )),
-                            match r.verdict {
-                                _ if r.saturated.current => "**REGRESSION** (saturated)",
-                                Verdict::Pass => "pass",
-                                Verdict::WithinNoise => "pass (within noise)",
-                                Verdict::Regression => "**REGRESSION**",
-                            }
-                        );
+                        markdown_row(&mut md, &stage, r);
                     }
                 }
                 StageResult::TooFewSamples {
@@ -473,6 +431,35 @@ impl GateReport {
         md.push_str(&self.summary());
         md.push('\n');
         md
+    }
+
+    /// The Markdown report's title and the list of what was compared, how and against what
+    /// thresholds (`conf`: the confidence in percent, as written).
+    fn markdown_header(&self, md: &mut String, conf: &str) {
+        let o = &self.options;
+        let _ = writeln!(md, "# laptime performance gate\n");
+        let _ = writeln!(md, "- baseline: {}", escape_md(&self.baseline_source));
+        let _ = writeln!(md, "- current: {}", escape_md(&self.current_source));
+        let mode = if o.strict {
+            "strict (point values)".to_string()
+        } else {
+            format!(
+                "noise-aware: a regression needs the whole {conf} % interval above the threshold \
+                 (percentiles: order-statistic bootstrap, {} replicates, seed {}; deadline misses: \
+                 Newcombe score interval)",
+                o.replicates, o.seed
+            )
+        };
+        let _ = writeln!(md, "- mode: {mode}");
+        let _ = writeln!(
+            md,
+            "- thresholds: p95 {} %, p99 {} %, deadline misses {} points; stages with fewer than {} \
+             spans are not judged\n",
+            fmt_signed(o.p95_pct),
+            fmt_signed(o.p99_pct),
+            fmt_signed(o.deadline_miss_points),
+            o.min_count
+        );
     }
 
     /// Why nothing was judged and what to check, for a report that judged no stage.
@@ -946,6 +933,30 @@ fn row_seed(seed: u64, key: &str, metric: Metric) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h ^ seed
+}
+
+/// One judged row of the Markdown table.
+fn markdown_row(md: &mut String, stage: &str, r: &MetricRow) {
+    let _ = writeln!(
+        md,
+        "| {stage} | {} | {} | {} | {} | {} | {} | {} |",
+        r.metric.name(),
+        fmt_floor(r.saturated.baseline, fmt_value(r.metric, r.baseline)),
+        fmt_floor(r.saturated.current, fmt_value(r.metric, r.current)),
+        fmt_row_delta(r),
+        fmt_delta(r.metric, r.threshold),
+        r.interval.map_or("–".to_string(), |(lo, hi)| format!(
+            "[{}, {}]",
+            fmt_delta(r.metric, lo),
+            fmt_delta(r.metric, hi)
+        )),
+        match r.verdict {
+            _ if r.saturated.current => "**REGRESSION** (saturated)",
+            Verdict::Pass => "pass",
+            Verdict::WithinNoise => "pass (within noise)",
+            Verdict::Regression => "**REGRESSION**",
+        }
+    );
 }
 
 /// Up to three names, then how many more: `a, b, c and 7 more`.
