@@ -639,25 +639,7 @@ fn convert_prometheus(
         ),
     ] {
         if let Some(v) = value {
-            ctx.note(key, &v.span());
-            let name = v.get_ref();
-            let valid = if label {
-                is_label_name(name)
-            } else {
-                is_metric_name(name)
-            };
-            if !valid {
-                return Err(ctx.err(
-                    key,
-                    &v.span(),
-                    format!(
-                        "`{name}` is not a Prometheus name: use letters, digits and `_`, not \
-                         starting with a digit{}",
-                        if label { " or `__`" } else { "" }
-                    ),
-                ));
-            }
-            name.clone_into(target);
+            prometheus_name(ctx, key, v, label)?.clone_into(target);
         }
     }
     if let Some(v) = &raw.unit {
@@ -707,6 +689,34 @@ fn convert_prometheus(
         p.labelled_stages.clone_from(v.get_ref());
     }
     Ok(p)
+}
+
+/// A namespace (`label` false) or label name (`label` true) at `key`, if Prometheus accepts it.
+fn prometheus_name<'v>(
+    ctx: &mut Ctx<'_>,
+    key: &str,
+    v: &'v Spanned<String>,
+    label: bool,
+) -> Result<&'v str, ConfigFileError> {
+    ctx.note(key, &v.span());
+    let name = v.get_ref();
+    let valid = if label {
+        is_label_name(name)
+    } else {
+        is_metric_name(name)
+    };
+    if !valid {
+        return Err(ctx.err(
+            key,
+            &v.span(),
+            format!(
+                "`{name}` is not a Prometheus name: use letters, digits and `_`, not \
+                 starting with a digit{}",
+                if label { " or `__`" } else { "" }
+            ),
+        ));
+    }
+    Ok(name)
 }
 
 fn convert_alerts(
@@ -895,36 +905,8 @@ fn convert_rule(
             ),
         ));
     }
-    let mut threshold = |name: &str, t: &Option<Spanned<Threshold>>| {
-        let Some(t) = t else {
-            return Ok(None);
-        };
-        let key = format!("{at}.{name}");
-        ctx.note(&key, &t.span());
-        match (metric, *t.get_ref()) {
-            (Metric::DeadlineMissRate, Threshold::Ratio(r)) if (0.0..=1.0).contains(&r) => {
-                Ok(Some(Value::Ratio(r)))
-            }
-            (Metric::DeadlineMissRate, Threshold::Ratio(r)) => Err(ctx.err(
-                &key,
-                &t.span(),
-                format!("{r} is not a fraction in [0, 1]: write 0.02 for 2 % of spans"),
-            )),
-            (Metric::DeadlineMissRate, Threshold::Latency(_)) => Err(ctx.err(
-                &key,
-                &t.span(),
-                "deadline_miss_rate is a fraction of spans, not a duration: write a number in [0, 1], e.g. 0.02 for 2 %",
-            )),
-            (_, Threshold::Latency(d)) => Ok(Some(Value::Latency(d))),
-            (_, Threshold::Ratio(_)) => Err(ctx.err(
-                &key,
-                &t.span(),
-                format!("{metric} is a latency: give a duration string such as \"150ms\""),
-            )),
-        }
-    };
-    let warning = threshold("warning", &raw.warning)?;
-    let critical = threshold("critical", &raw.critical)?;
+    let warning = convert_threshold(ctx, &format!("{at}.warning"), metric, &raw.warning)?;
+    let critical = convert_threshold(ctx, &format!("{at}.critical"), metric, &raw.critical)?;
     match (warning, critical) {
         (None, None) => {
             return Err(ctx.err(
@@ -961,6 +943,41 @@ fn convert_rule(
         min_count: raw.min_count.unwrap_or(1),
         guard: raw.guard.unwrap_or(true),
     })
+}
+
+/// A rule's threshold at `key`, checked against its metric: a fraction in [0, 1] for the
+/// deadline-miss rate, a duration for every latency metric.
+fn convert_threshold(
+    ctx: &mut Ctx<'_>,
+    key: &str,
+    metric: Metric,
+    t: &Option<Spanned<Threshold>>,
+) -> Result<Option<Value>, ConfigFileError> {
+    let Some(t) = t else {
+        return Ok(None);
+    };
+    ctx.note(key, &t.span());
+    match (metric, *t.get_ref()) {
+        (Metric::DeadlineMissRate, Threshold::Ratio(r)) if (0.0..=1.0).contains(&r) => {
+            Ok(Some(Value::Ratio(r)))
+        }
+        (Metric::DeadlineMissRate, Threshold::Ratio(r)) => Err(ctx.err(
+            key,
+            &t.span(),
+            format!("{r} is not a fraction in [0, 1]: write 0.02 for 2 % of spans"),
+        )),
+        (Metric::DeadlineMissRate, Threshold::Latency(_)) => Err(ctx.err(
+            key,
+            &t.span(),
+            "deadline_miss_rate is a fraction of spans, not a duration: write a number in [0, 1], e.g. 0.02 for 2 %",
+        )),
+        (_, Threshold::Latency(d)) => Ok(Some(Value::Latency(d))),
+        (_, Threshold::Ratio(_)) => Err(ctx.err(
+            key,
+            &t.span(),
+            format!("{metric} is a latency: give a duration string such as \"150ms\""),
+        )),
+    }
 }
 
 fn convert_trace(
