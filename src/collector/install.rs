@@ -84,7 +84,12 @@ impl CollectorBuilder {
         }
         let join = match self.spawn_aggregator(shared.clone(), handover) {
             Ok(join) => join,
-            Err((e, builder)) => return fail(InstallErrorKind::Spawn(e), builder),
+            Err((e, builder)) => {
+                return Err(InstallError {
+                    kind: InstallErrorKind::Spawn(e),
+                    builder,
+                });
+            }
         };
         NO_LAZY_DEFAULT.store(true, Ordering::Relaxed);
         let _ = shared.thread.set(join.thread().clone());
@@ -117,7 +122,7 @@ impl CollectorBuilder {
         self,
         shared: Arc<CollectorShared>,
         handover: Option<Handover>,
-    ) -> Result<JoinHandle<()>, (std::io::Error, CollectorBuilder)> {
+    ) -> Result<JoinHandle<()>, (std::io::Error, Box<CollectorBuilder>)> {
         let generation = shared.generation;
         let baseline = handover
             .as_ref()
@@ -137,7 +142,7 @@ impl CollectorBuilder {
                     aggregator.run();
                 }
             })
-            .map_err(|e| (e, builder.lock().take().unwrap_or_default()))
+            .map_err(|e| (e, Box::new(builder.lock().take().unwrap_or_default())))
     }
 
     /// Registers the stages named by deadlines, applies their deadlines, and checks the names
