@@ -993,7 +993,7 @@ impl StageProfile {
     /// Whether the stage's figure for quantile `q` (`p99_ns` for 0.99) is saturated: its rank
     /// falls among the `saturated` values, those past the histograms' highest trackable value
     /// ([`ProfileConfig::highest_ns`]). Such a figure is a floor of the true percentile, not its
-    /// value, by the rule of [`crate::StageStats::is_saturated`].
+    /// value, by the rule of [`crate::Distribution::is_saturated`].
     pub fn is_saturated(&self, q: f64) -> bool {
         crate::hist::quantile_saturated(q, self.count, self.saturated)
     }
