@@ -11,7 +11,7 @@
 //!   `#[derive(laptime::Stage)]` enum so a misspelt stage does not compile;
 //! * `#[laptime::measure]` on the exchange-request functions, each a series of the labelled stage
 //!   `exchange_req{verb, api}`;
-//! * guard trips the application counts itself (`vol_soft`, `vol_hard`) and the latency guard
+//! * guard trips the application counts itself (`vol_soft`, `vol_hard`) and the latency breaker
 //!   the collector trips while `tick_total` breaks its SLA;
 //! * the market-maker SLA preset scaled to this demo's half-millisecond ticks, a callback that
 //!   prints violations as they start, and a table per second read from the published snapshot;
@@ -174,9 +174,9 @@ fn main() -> ExitCode {
         );
     }
 
-    // The latency guard trips while a critical violation of a tick_total rule holds: one relaxed
+    // The latency breaker trips while a critical violation of a tick_total rule holds: one relaxed
     // load per tick tells the hot loop to quote defensively.
-    let tick_guard = laptime::stage!("tick_total").latency_guard();
+    let tick_guard = laptime::stage!("tick_total").latency_breaker();
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let mut quotes = QuoteCounts::default();
     let mut next_report = started + Duration::from_secs(1);
@@ -620,7 +620,7 @@ const VOLATILE: Market = Market {
 #[derive(Clone, Copy)]
 enum Quotes {
     Normal,
-    /// Widened: a soft volatility trip, or the latency guard was tripped.
+    /// Widened: a soft volatility trip, or the latency breaker was tripped.
     Wide,
     /// Pulled: a hard volatility trip; the stale quotes are cancelled and none are posted.
     Pulled,
@@ -712,10 +712,10 @@ fn tick(rng: &mut Rng, market: &Market, latency_guard_tripped: bool, slow: &Slow
     slow.work(StageGuards, rng.latency(15.0, 0.2));
     let vol = rng.unit();
     let quotes = if vol < market.vol_hard {
-        laptime::guard_trip("vol_hard");
+        laptime::record_trip("vol_hard");
         Quotes::Pulled
     } else if vol < market.vol_hard + market.vol_soft {
-        laptime::guard_trip("vol_soft");
+        laptime::record_trip("vol_soft");
         Quotes::Wide
     } else if latency_guard_tripped {
         Quotes::Wide
@@ -825,7 +825,7 @@ fn print_live(at: Duration, sla: &SlaPreset) {
     let stats = laptime::get_all_stats(Window::S1);
     let violations = laptime::check_sla_violations(Window::S1);
     write_table(&mut out, &stats, &violations, sla);
-    write_guard_trips(&mut out, &laptime::guard_trips(Window::S1));
+    write_guard_trips(&mut out, &laptime::trip_counts(Window::S1));
     for v in &violations {
         let _ = writeln!(out, "SLA now: {}", describe(v));
     }
@@ -879,7 +879,7 @@ fn print_summary(collector: &laptime::CollectorHandle, sla: &SlaPreset, quotes: 
         );
     }
     let snapshot = collector.snapshot();
-    write_guard_trips(&mut out, &snapshot.guard_trips(Window::Cumulative));
+    write_guard_trips(&mut out, &snapshot.trip_counts(Window::Cumulative));
     let _ = writeln!(
         out,
         "quotes: {} normal, {} widened, {} pulled",
@@ -937,7 +937,7 @@ fn summary_json(collector: &laptime::CollectorHandle) -> String {
         })
         .collect();
     let trips: Vec<String> = snapshot
-        .guard_trips(Window::Cumulative)
+        .trip_counts(Window::Cumulative)
         .iter()
         .map(|(reason, n)| format!("{}:{n}", json_str(reason)))
         .collect();

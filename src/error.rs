@@ -40,7 +40,7 @@ pub enum StageError {
         /// The cap in force.
         cap: usize,
     },
-    /// The process already has [`crate::MAX_GUARD_REASONS`] guard-trip reasons.
+    /// The process already has [`crate::MAX_TRIP_REASONS`] trip reasons.
     TooManyReasons,
     /// The name is a family's (see [`crate::Family::total`]): record into its series.
     NameIsAFamily {
@@ -111,8 +111,8 @@ impl fmt::Display for StageError {
             Self::DuplicateLabel { label } => write!(f, "label {label:?} is given twice: keep one"),
             Self::TooManyReasons => write!(
                 f,
-                "the process already has {} guard-trip reasons, the most it keeps: reuse reason names",
-                crate::MAX_GUARD_REASONS
+                "the process already has {} trip reasons, the most it keeps: reuse reason names",
+                crate::MAX_TRIP_REASONS
             ),
             Self::NameIsAFamily { name } => write!(
                 f,
@@ -345,14 +345,9 @@ pub enum ConfigError {
     },
     /// A stage named in the configuration could not be registered.
     Stage(StageError),
-    /// A tracing setting that cannot work (feature `trace`, `laptime::trace::TraceConfig`).
-    Trace {
-        /// The setting, named as its `TraceConfig` getter: `root`, `sample_rate`, `deadline`,
-        /// `golden_interval`, `keep`, `max_spans` or `metadata`.
-        setting: &'static str,
-        /// What is wrong with it and what to use instead.
-        reason: String,
-    },
+    /// A sink's settings cannot work ([`crate::sink::Sink::validate`]); the sink's own error
+    /// says which and what to change (for tracing: `laptime::trace::TraceError`).
+    Sink(SinkError),
 }
 
 impl fmt::Display for ConfigError {
@@ -418,7 +413,7 @@ impl fmt::Display for ConfigError {
             ),
             Self::DeadlineWatch { reason } => write!(f, "deadline watch: {reason}"),
             Self::Stage(e) => write!(f, "{e}"),
-            Self::Trace { setting, reason } => write!(f, "trace setting {setting}: {reason}"),
+            Self::Sink(e) => write!(f, "{e}"),
         }
     }
 }
@@ -427,8 +422,68 @@ impl std::error::Error for ConfigError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Stage(e) => Some(e),
+            Self::Sink(e) => e.error.source(),
             _ => None,
         }
+    }
+}
+
+/// A sink's own error, as the core's errors carry it ([`ConfigError::Sink`],
+/// [`InstallErrorKind::Sink`]): the engine names no sink's types, so the error is held as a
+/// trait object. Its message is the sink's; [`SinkError::downcast_ref`] recovers the sink's own
+/// type (e.g. `laptime::trace::TraceError`) to match on.
+#[derive(Clone)]
+pub struct SinkError {
+    sink: &'static str,
+    error: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+}
+
+impl SinkError {
+    /// The error `error` of the sink named `sink` ([`crate::sink::Sink::name`]).
+    pub fn new(sink: &'static str, error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            sink,
+            error: std::sync::Arc::new(error),
+        }
+    }
+
+    /// The name of the sink that failed.
+    pub fn sink(&self) -> &'static str {
+        self.sink
+    }
+
+    /// The sink's own error, if it is an `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.error.downcast_ref()
+    }
+}
+
+/// Two sink errors are equal when the same sink says the same thing: the sink's error type need
+/// not be comparable (an I/O error is not), and [`ConfigError`] is.
+impl PartialEq for SinkError {
+    fn eq(&self, other: &Self) -> bool {
+        self.sink == other.sink && self.error.to_string() == other.error.to_string()
+    }
+}
+
+impl fmt::Debug for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SinkError")
+            .field("sink", &self.sink)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl fmt::Display for SinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl std::error::Error for SinkError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
     }
 }
 
@@ -458,13 +513,9 @@ pub enum InstallErrorKind {
     AlreadyRunning,
     /// The aggregator thread (or the trace-file writer) could not be spawned.
     Spawn(std::io::Error),
-    /// The trace output directory could not be created (feature `trace`).
-    TraceOutput {
-        /// The directory.
-        dir: std::path::PathBuf,
-        /// Why it could not be created.
-        error: std::io::Error,
-    },
+    /// A sink could not start ([`crate::sink::Sink::start`]): for tracing, an output directory
+    /// that cannot be created (`laptime::trace::TraceError::OutputDir`).
+    Sink(SinkError),
 }
 
 impl fmt::Debug for InstallError {
@@ -483,11 +534,7 @@ impl fmt::Display for InstallError {
                 "a collector installed earlier in this process is still running: drop its handle first (the default collector, started by a span before any install, gives way by itself)",
             ),
             InstallErrorKind::Spawn(e) => write!(f, "could not spawn the aggregator thread: {e}"),
-            InstallErrorKind::TraceOutput { dir, error } => write!(
-                f,
-                "cannot create the trace output directory {}: {error}: create it, or pass a writable directory to TraceConfig::with_output_dir",
-                dir.display()
-            ),
+            InstallErrorKind::Sink(e) => write!(f, "{e}"),
         }
     }
 }
@@ -497,7 +544,7 @@ impl std::error::Error for InstallError {
         match &self.kind {
             InstallErrorKind::Config(e) => Some(e),
             InstallErrorKind::Spawn(e) => Some(e),
-            InstallErrorKind::TraceOutput { error, .. } => Some(error),
+            InstallErrorKind::Sink(e) => std::error::Error::source(e),
             InstallErrorKind::AlreadyRunning => None,
         }
     }

@@ -32,7 +32,7 @@
 //!     let book = laptime::measure_block!("stage_fetch_md", { (bid, ask) });
 //!     lap.split("stage_book");
 //!     let s = spread(book.0, book.1);
-//!     if laptime::guard_trip_if(s > 1.0, "vol_hard") {
+//!     if laptime::record_trip_if(s > 1.0, "vol_hard") {
 //!         return None; // the lap's total is still recorded when it drops
 //!     }
 //!     lap.end_with("stage_emit");
@@ -66,7 +66,7 @@
 //! * **Deadlines** ([`Stage::set_deadline`], [`CollectorBuilder::with_deadline`]) publish each
 //!   span's start, so a stuck span counts as a miss while it is stuck.
 //! * **SLA rules** ([`SlaRule`]) give warning and critical thresholds; violations come as data
-//!   ([`check_sla_violations`]), callbacks, and latency guards ([`Stage::latency_guard`]).
+//!   ([`check_sla_violations`]), callbacks, and latency breakers ([`Stage::latency_breaker`]).
 //! * **Switches**: [`set_enabled`], [`Stage::set_enabled`], [`set_sampling_rate`], adaptive sampling
 //!   ([`CollectorBuilder::with_adaptive_sampling`]; it reacts in 1–2 s, measuring the event rate
 //!   over periods of at least one second).
@@ -179,7 +179,7 @@ pub use collector::{
     WindowSpec, check_sla_violations, flush, get_all_stats, get_stats, health, snapshot,
 };
 #[cfg(not(laptime_loom))]
-pub use error::{ConfigError, InstallError, InstallErrorKind, SeriesError, StageError};
+pub use error::{ConfigError, InstallError, InstallErrorKind, SeriesError, SinkError, StageError};
 #[cfg(not(laptime_loom))]
 pub use family::{Family, FamilyOptions, LabelValue, LabelValues, Rank};
 #[cfg(not(laptime_loom))]
@@ -191,16 +191,26 @@ pub use recorder::{
 };
 #[cfg(not(laptime_loom))]
 pub use sla::{
-    CLEAR_BELOW, GuardReason, MAX_GUARD_REASONS, Metric, Severity, SlaPreset, SlaRule, Value,
-    Violation, guard_trip, presets,
+    CLEAR_BELOW, MAX_TRIP_REASONS, Metric, Severity, SlaPreset, SlaRule, TripReason, Value,
+    Violation, presets, record_trip,
 };
+#[cfg(not(laptime_loom))]
+#[allow(deprecated)]
+pub use sla::{GuardReason, MAX_GUARD_REASONS, guard_trip};
+#[cfg(not(laptime_loom))]
+#[allow(deprecated)]
+pub use stage::LatencyGuard;
 #[cfg(not(laptime_loom))]
 pub use stage::{
-    DEFAULT_MAX_STAGES, IntoStage, Labels, LatencyGuard, MAX_NAME_LEN, MAX_STAGES_LIMIT, Stage,
+    DEFAULT_MAX_STAGES, IntoStage, Labels, LatencyBreaker, MAX_NAME_LEN, MAX_STAGES_LIMIT, Stage,
 };
 #[cfg(not(laptime_loom))]
+#[allow(deprecated)]
+pub use stats::GuardTrips;
+#[cfg(not(laptime_loom))]
 pub use stats::{
-    CorrectedStats, GuardTrips, Health, Snapshot, StageSnapshotIter, StageStats, Window,
+    CorrectedStats, Distribution, Health, Snapshot, StageSnapshotIter, StageStats, TripCounts,
+    Window,
 };
 
 #[cfg(not(laptime_loom))]
@@ -243,23 +253,38 @@ pub mod __private {
     };
 }
 
-/// Guard trips of every reason over `window`, from the current collector's latest snapshot.
+/// Trips of every reason over `window`, from the current collector's latest snapshot.
 #[cfg(not(laptime_loom))]
-pub fn guard_trips(window: Window) -> Vec<(&'static str, u64)> {
+pub fn trip_counts(window: Window) -> Vec<(&'static str, u64)> {
     snapshot()
-        .map(|s| s.guard_trips(window))
+        .map(|s| s.trip_counts(window))
         .unwrap_or_default()
 }
 
-/// Trips `reason` when `condition` holds and returns `condition`: `if guard_trip_if(vol > max,
+/// Trips `reason` when `condition` holds and returns `condition`: `if record_trip_if(vol > max,
 /// "vol_hard") { return; }`.
 #[inline]
 #[cfg(not(laptime_loom))]
-pub fn guard_trip_if(condition: bool, reason: &'static str) -> bool {
+pub fn record_trip_if(condition: bool, reason: &'static str) -> bool {
     if condition {
-        guard_trip(reason);
+        record_trip(reason);
     }
     condition
+}
+
+/// Renamed [`trip_counts`].
+#[deprecated(since = "0.2.0", note = "renamed `trip_counts`")]
+#[cfg(not(laptime_loom))]
+pub fn guard_trips(window: Window) -> Vec<(&'static str, u64)> {
+    trip_counts(window)
+}
+
+/// Renamed [`record_trip_if`].
+#[deprecated(since = "0.2.0", note = "renamed `record_trip_if`")]
+#[inline]
+#[cfg(not(laptime_loom))]
+pub fn guard_trip_if(condition: bool, reason: &'static str) -> bool {
+    record_trip_if(condition, reason)
 }
 
 /// The exact nearest-rank definition every percentile here follows: the rank of quantile `q` among

@@ -36,8 +36,8 @@ pub const MAX_FAMILY_LABELS: usize = 8;
 pub const OVERFLOW_VALUE: &str = "__overflow__";
 /// Longest stage name, label name or label value, in bytes.
 pub const MAX_NAME_LEN: usize = 128;
-/// Most distinct guard-trip reasons in a process.
-pub const MAX_GUARD_REASONS: usize = 64;
+/// Most distinct trip reasons in a process.
+pub const MAX_TRIP_REASONS: usize = 64;
 /// Longest text in a profile's metadata (its name, git revision, each tag key and value, each
 /// `merged_from` entry), in bytes: a profile is refused past it rather than carried into every
 /// report and gate message.

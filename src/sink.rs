@@ -107,14 +107,17 @@ pub trait Sink: Send + 'static {
         "sink"
     }
 
-    /// Checks the sink's settings; called by `CollectorBuilder::validate` and `install`.
+    /// Checks the sink's settings; called by `CollectorBuilder::validate` and `install`. A sink
+    /// with its own error type returns it as `ConfigError::Sink(SinkError::new(self.name(), e))`
+    /// ([`crate::SinkError`]), which callers match with `downcast_ref`.
     fn validate(&self) -> Result<(), ConfigError> {
         Ok(())
     }
 
     /// Called by `install` on the installing thread, before the aggregator starts: the place to
     /// register stages, create directories or spawn threads, so that a failure is the install's
-    /// typed error and not a silent loss later.
+    /// typed error and not a silent loss later. A failure of the sink's own is
+    /// `InstallErrorKind::Sink(SinkError::new(self.name(), e))`.
     fn start(&mut self, _install: &Install) -> Result<(), InstallErrorKind> {
         Ok(())
     }

@@ -1,13 +1,13 @@
-//! SLA rules, violations, presets from the seeds, and guard trips.
+//! SLA rules, violations, presets from the seeds, and trips.
 //!
 //! A rule puts a warning and/or critical threshold on one metric of one stage over one window:
 //! a percentile, the max, the mean, or the deadline-miss rate. The aggregator evaluates every rule
 //! after each cycle; violations are available as data ([`crate::check_sla_violations`]), through
-//! a callback (new or changed violations only), and as latency guards that hot code can test in
-//! about a nanosecond ([`crate::Stage::latency_guard`]).
+//! a callback (new or changed violations only), and as latency breakers that hot code can test in
+//! about a nanosecond ([`crate::Stage::latency_breaker`]).
 //!
-//! Guard trips are counters the application bumps itself (`guard_trip("vol_hard")`) and that the
-//! latency guards bump when they trip; they are kept per reason, per window and cumulatively.
+//! Trips are counters the application bumps itself (`record_trip("vol_hard")`) and that the
+//! latency breakers bump when they trip; they are kept per reason, per window and cumulatively.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -34,9 +34,9 @@ pub struct SlaRule {
     pub metric: Metric,
     /// Above this: a warning.
     pub warning: Option<Value>,
-    /// Above this: critical (and the latency guard trips, unless turned off).
+    /// Above this: critical (and the latency breaker trips, unless turned off).
     pub critical: Option<Value>,
-    /// Whether a critical violation trips the stage's latency guard (default true).
+    /// Whether a critical violation trips the stage's latency breaker (default true).
     pub trips_guard: bool,
     /// Spans (completed or missed) the window must hold before the rule judges it (default 1):
     /// a p99 of ten spans is their max.
@@ -97,10 +97,16 @@ impl SlaRule {
         self
     }
 
-    /// Whether a critical violation trips the stage's latency guard.
-    pub fn with_guard(mut self, trips_guard: bool) -> Self {
+    /// Whether a critical violation trips the stage's latency breaker.
+    pub fn with_breaker(mut self, trips_guard: bool) -> Self {
         self.trips_guard = trips_guard;
         self
+    }
+
+    /// Renamed [`with_breaker`](Self::with_breaker), after [`crate::LatencyBreaker`].
+    #[deprecated(since = "0.2.0", note = "renamed `with_breaker`")]
+    pub fn with_guard(self, trips_guard: bool) -> Self {
+        self.with_breaker(trips_guard)
     }
 
     pub(crate) fn validate(&self, kept: &[Window]) -> Result<(), ConfigError> {
@@ -330,36 +336,36 @@ pub mod presets {
     }
 }
 
-pub use crate::limits::MAX_GUARD_REASONS;
+pub use crate::limits::MAX_TRIP_REASONS;
 
 pub(crate) struct ReasonInfo {
     pub(crate) name: &'static str,
     pub(crate) trips: AtomicU64,
 }
 
-static REASONS: [OnceLock<&'static ReasonInfo>; MAX_GUARD_REASONS] =
-    [const { OnceLock::new() }; MAX_GUARD_REASONS];
+static REASONS: [OnceLock<&'static ReasonInfo>; MAX_TRIP_REASONS] =
+    [const { OnceLock::new() }; MAX_TRIP_REASONS];
 static REASON_COUNT: AtomicUsize = AtomicUsize::new(0);
 static REASON_LOCK: Mutex<()> = Mutex::new(());
 
-/// A guard-trip reason such as `vol_hard`, resolved once.
+/// A trip reason such as `vol_hard`, resolved once.
 #[derive(Clone, Copy)]
-pub struct GuardReason(&'static ReasonInfo);
+pub struct TripReason(&'static ReasonInfo);
 
-impl fmt::Debug for GuardReason {
+impl fmt::Debug for TripReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GuardReason({})", self.0.name)
+        write!(f, "TripReason({})", self.0.name)
     }
 }
 
-impl GuardReason {
+impl TripReason {
     /// Registers (or finds) the reason `name` (same rules as a stage name).
-    pub fn new(name: &'static str) -> Result<GuardReason, StageError> {
+    pub fn new(name: &'static str) -> Result<TripReason, StageError> {
         if let Some(r) = find_reason(name) {
             return Ok(r);
         }
         crate::stage::valid_name(name)?;
-        if REASON_COUNT.load(Ordering::Acquire) >= MAX_GUARD_REASONS {
+        if REASON_COUNT.load(Ordering::Acquire) >= MAX_TRIP_REASONS {
             return Err(StageError::TooManyReasons); // without the lock: this may be every call
         }
         let _lock = REASON_LOCK.lock();
@@ -367,10 +373,10 @@ impl GuardReason {
             return Ok(r);
         }
         let n = REASON_COUNT.load(Ordering::Relaxed);
-        if n >= MAX_GUARD_REASONS {
+        if n >= MAX_TRIP_REASONS {
             return Err(StageError::TooManyReasons);
         }
-        // Bounded by MAX_GUARD_REASONS: reasons live for the process.
+        // Bounded by MAX_TRIP_REASONS: reasons live for the process.
         let info: &'static ReasonInfo = Box::leak(Box::new(ReasonInfo {
             name,
             trips: AtomicU64::new(0),
@@ -378,7 +384,7 @@ impl GuardReason {
         let _ = REASONS[n].set(info);
         // Release: a reader that sees the count finds the slot filled.
         REASON_COUNT.store(n + 1, Ordering::Release);
-        Ok(GuardReason(info))
+        Ok(TripReason(info))
     }
 
     /// Counts one trip. One relaxed atomic add; no lock, no allocation.
@@ -401,13 +407,13 @@ impl GuardReason {
     }
 }
 
-fn find_reason(name: &str) -> Option<GuardReason> {
+fn find_reason(name: &str) -> Option<TripReason> {
     let n = REASON_COUNT.load(Ordering::Acquire);
     REASONS[..n]
         .iter()
         .filter_map(|slot| slot.get())
         .find(|r| std::ptr::eq(r.name, name) || r.name == name)
-        .map(|r| GuardReason(r))
+        .map(|r| TripReason(r))
 }
 
 pub(crate) fn reasons() -> impl Iterator<Item = (usize, &'static ReasonInfo)> {
@@ -418,16 +424,16 @@ pub(crate) fn reasons() -> impl Iterator<Item = (usize, &'static ReasonInfo)> {
         .filter_map(|(i, s)| s.get().map(|r| (i, *r)))
 }
 
-/// Counts one guard trip for `reason` (e.g. `"vol_hard"`), registering the reason on first use.
+/// Counts one trip for `reason` (e.g. `"vol_hard"`), registering the reason on first use.
 /// Lock-free after the first call with that reason. Returns false when the reason is not a valid
-/// name or [`MAX_GUARD_REASONS`] reasons exist already: the trip is then counted in
+/// name or [`MAX_TRIP_REASONS`] reasons exist already: the trip is then counted in
 /// [`crate::Health::rejected_trips`] instead.
 #[inline]
-pub fn guard_trip(reason: &'static str) -> bool {
+pub fn record_trip(reason: &'static str) -> bool {
     if !crate::COMPILED_IN {
         return false;
     }
-    match find_reason(reason).map_or_else(|| GuardReason::new(reason).ok(), Some) {
+    match find_reason(reason).map_or_else(|| TripReason::new(reason).ok(), Some) {
         Some(r) => {
             r.trip();
             true
@@ -439,7 +445,22 @@ pub fn guard_trip(reason: &'static str) -> bool {
     }
 }
 
-/// Guard trips refused by [`guard_trip`] since the process started.
+/// Renamed [`record_trip`]: "guard" names the RAII values ([`crate::SpanGuard`]).
+#[deprecated(since = "0.2.0", note = "renamed `record_trip`")]
+#[inline]
+pub fn guard_trip(reason: &'static str) -> bool {
+    record_trip(reason)
+}
+
+/// Renamed [`TripReason`].
+#[deprecated(since = "0.2.0", note = "renamed `TripReason`")]
+pub type GuardReason = TripReason;
+
+/// Renamed [`MAX_TRIP_REASONS`].
+#[deprecated(since = "0.2.0", note = "renamed `MAX_TRIP_REASONS`")]
+pub const MAX_GUARD_REASONS: usize = MAX_TRIP_REASONS;
+
+/// Trips refused by [`record_trip`] since the process started.
 pub(crate) static REJECTED_TRIPS: AtomicU64 = AtomicU64::new(0);
 
 #[cfg(all(test, not(laptime_loom)))]
@@ -452,20 +473,22 @@ mod tests {
             stage: "tick_total",
             labels: &[],
             window: Window::S60,
-            count,
-            min: d,
-            max: d,
-            mean: d,
-            stddev: Duration::ZERO,
-            p50: d,
-            p90: d,
-            p95: d,
-            p99: d,
-            p999: d,
+            distribution: crate::Distribution {
+                count,
+                min: d,
+                max: d,
+                mean: d,
+                stddev: Duration::ZERO,
+                p50: d,
+                p90: d,
+                p95: d,
+                p99: d,
+                p999: d,
+                saturated: 0,
+            },
             dropped: 0,
             sampled_out: 0,
             calls: count,
-            saturated: 0,
             deadline_misses: misses,
             cancelled: 0,
             in_flight: 0,
@@ -619,13 +642,13 @@ mod tests {
 
     #[test]
     fn guard_trips_count_by_reason() {
-        let before = GuardReason::new("unit_vol_hard").unwrap().trips();
-        assert!(guard_trip("unit_vol_hard"));
-        assert!(guard_trip("unit_vol_hard"));
+        let before = TripReason::new("unit_vol_hard").unwrap().trips();
+        assert!(record_trip("unit_vol_hard"));
+        assert!(record_trip("unit_vol_hard"));
         assert_eq!(
-            GuardReason::new("unit_vol_hard").unwrap().trips(),
+            TripReason::new("unit_vol_hard").unwrap().trips(),
             before + 2
         );
-        assert!(!guard_trip("not a reason"));
+        assert!(!record_trip("not a reason"));
     }
 }

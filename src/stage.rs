@@ -56,7 +56,7 @@ pub(crate) struct StageInfo {
     pub(crate) expected_interval_ns: AtomicU64,
     /// Records lost to a full ring (or a thread with no ring any more), since process start.
     pub(crate) dropped: AtomicU64,
-    /// The latency guard: set by the aggregator while a critical SLA violation holds.
+    /// The latency breaker: set by the aggregator while a critical SLA violation holds.
     pub(crate) tripped: AtomicBool,
     /// The family this stage is a series (or the total) of.
     pub(crate) family: OnceLock<&'static crate::family::FamilyInfo>,
@@ -260,9 +260,16 @@ impl Stage {
         self.0.dropped.load(Ordering::Relaxed)
     }
 
-    /// The stage's latency guard, which trips while a critical SLA violation holds.
-    pub fn latency_guard(self) -> LatencyGuard {
-        LatencyGuard(self.0)
+    /// The stage's latency breaker, which trips while a critical SLA violation holds.
+    pub fn latency_breaker(self) -> LatencyBreaker {
+        LatencyBreaker(self.0)
+    }
+
+    /// Renamed [`latency_breaker`](Self::latency_breaker): "guard" names the RAII values
+    /// ([`crate::SpanGuard`]); this is a flag hot code reads.
+    #[deprecated(since = "0.2.0", note = "renamed `latency_breaker`")]
+    pub fn latency_guard(self) -> LatencyBreaker {
+        self.latency_breaker()
     }
 }
 
@@ -307,12 +314,15 @@ impl fmt::Display for Stage {
     }
 }
 
-/// A stage's latency guard: hot code asks [`LatencyGuard::is_tripped`] (one relaxed load) and sheds
-/// work or widens quotes while the stage is in critical violation of its SLA.
+/// A stage's latency breaker: tripped by the aggregator while the stage is in critical violation
+/// of an SLA rule ([`crate::SlaRule::with_breaker`]), reset when the violation clears. Hot code asks
+/// [`LatencyBreaker::is_tripped`] (one relaxed load) and sheds work or widens quotes while it is.
+/// Each time it trips, one trip is counted under the collector's breaker reason
+/// ([`crate::CollectorBuilder::with_breaker_trip_reason`]).
 #[derive(Clone, Copy)]
-pub struct LatencyGuard(&'static StageInfo);
+pub struct LatencyBreaker(&'static StageInfo);
 
-impl LatencyGuard {
+impl LatencyBreaker {
     /// Whether the stage is in critical violation right now.
     #[inline]
     pub fn is_tripped(self) -> bool {
@@ -320,9 +330,14 @@ impl LatencyGuard {
     }
 }
 
-impl fmt::Debug for LatencyGuard {
+/// Renamed [`LatencyBreaker`]: "guard" names the RAII values ([`crate::SpanGuard`]); this is a
+/// flag hot code reads.
+#[deprecated(since = "0.2.0", note = "renamed `LatencyBreaker`")]
+pub type LatencyGuard = LatencyBreaker;
+
+impl fmt::Debug for LatencyBreaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LatencyGuard")
+        f.debug_struct("LatencyBreaker")
             .field("stage", &self.0.name)
             .field("tripped", &self.is_tripped())
             .finish()

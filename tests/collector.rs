@@ -115,8 +115,8 @@ fn sla_rules_report_call_back_and_trip_the_latency_guard() {
             }),
     );
     let stage = Stage::new(name).unwrap();
-    let guard = stage.latency_guard();
-    let trips_before = laptime::GuardReason::new("latency_hard").unwrap().trips();
+    let guard = stage.latency_breaker();
+    let trips_before = laptime::TripReason::new("latency_hard").unwrap().trips();
 
     for _ in 0..100 {
         laptime::record(name, 5 * MS);
@@ -162,7 +162,7 @@ fn sla_rules_report_call_back_and_trip_the_latency_guard() {
         );
     }
     assert_eq!(
-        laptime::GuardReason::new("latency_hard").unwrap().trips(),
+        laptime::TripReason::new("latency_hard").unwrap().trips(),
         trips_before + 1
     );
 
@@ -179,18 +179,18 @@ fn guard_trips_are_counted_per_window() {
     let handle = install(builder());
     let reason = unique("vol_hard");
     for _ in 0..3 {
-        assert!(laptime::guard_trip(reason));
+        assert!(laptime::record_trip(reason));
     }
     assert!(handle.flush());
     let snap = handle.snapshot();
-    assert_eq!(snap.guard_trips(Window::S1), vec![(reason, 3)]);
+    assert_eq!(snap.trip_counts(Window::S1), vec![(reason, 3)]);
     clock.advance(Duration::from_secs(2));
-    laptime::guard_trip(reason);
+    laptime::record_trip(reason);
     assert!(handle.flush());
     let snap = handle.snapshot();
-    assert_eq!(snap.guard_trips(Window::S1), vec![(reason, 1)]);
-    assert_eq!(snap.guard_trips(Window::S5), vec![(reason, 4)]);
-    assert_eq!(snap.guard_trips(Window::Cumulative), vec![(reason, 4)]);
+    assert_eq!(snap.trip_counts(Window::S1), vec![(reason, 1)]);
+    assert_eq!(snap.trip_counts(Window::S5), vec![(reason, 4)]);
+    assert_eq!(snap.trip_counts(Window::Cumulative), vec![(reason, 4)]);
 }
 
 #[test]
@@ -557,7 +557,7 @@ fn a_latency_guard_does_not_stay_tripped_after_its_collector_stops() {
     );
     laptime::record(name, 5 * MS);
     assert!(handle.flush());
-    let guard = Stage::new(name).unwrap().latency_guard();
+    let guard = Stage::new(name).unwrap().latency_breaker();
     assert!(guard.is_tripped());
     drop(handle);
     assert!(!guard.is_tripped());
@@ -590,7 +590,7 @@ fn a_refused_guard_trip_is_counted() {
     let _s = common::serial();
     let handle = install(builder());
     let before = handle.health().rejected_trips;
-    assert!(!laptime::guard_trip("not a valid reason!"));
+    assert!(!laptime::record_trip("not a valid reason!"));
     assert!(handle.flush());
     assert_eq!(handle.health().rejected_trips, before + 1);
 }

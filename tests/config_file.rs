@@ -241,7 +241,7 @@ fn the_seed_trace_block_reads_with_its_own_keys() {
 #[cfg(feature = "test-util")]
 #[test]
 fn an_installed_file_shows_its_settings_and_rules_through_the_api() {
-    use laptime::{GuardReason, Severity, Stage};
+    use laptime::{Severity, Stage, TripReason};
     let _s = common::serial();
     let clock = common::clock();
     // The full file, minus what would make this test depend on more than the file: adaptive
@@ -283,7 +283,7 @@ fn an_installed_file_shows_its_settings_and_rules_through_the_api() {
     // Everything recorded from here on; 20 ticks of 20 ms (each a deadline miss) and one
     // 60 ms request.
     laptime::set_sampling_rate(1.0).unwrap();
-    let trips_before = GuardReason::new("cfg_latency").unwrap().trips();
+    let trips_before = TripReason::new("cfg_latency").unwrap().trips();
     for _ in 0..20 {
         let span = laptime::start("cfg_tick");
         clock.advance(20 * MS);
@@ -341,8 +341,8 @@ fn an_installed_file_shows_its_settings_and_rules_through_the_api() {
     ];
     want.sort_by_key(|v| format!("{v:?}"));
     assert_eq!(seen, want);
-    assert!(tick.latency_guard().is_tripped());
-    assert!(!req.latency_guard().is_tripped(), "guard = false");
+    assert!(tick.latency_breaker().is_tripped());
+    assert!(!req.latency_breaker().is_tripped(), "guard = false");
     // Corrected with the file's 5 ms interval: each 20 ms tick adds 15, 10 and 5 ms.
     let corrected = handle
         .get_stats(tick, Window::Cumulative)
@@ -361,7 +361,7 @@ fn an_installed_file_shows_its_settings_and_rules_through_the_api() {
             .is_none()
     );
     assert_eq!(
-        GuardReason::new("cfg_latency").unwrap().trips(),
+        TripReason::new("cfg_latency").unwrap().trips(),
         trips_before + 1,
         "the file's latency_guard_reason counts the trip"
     );

@@ -197,7 +197,7 @@ fn a_panicking_sla_callback_is_counted_every_time_and_the_rules_go_on() {
     let sink = Arc::clone(&seen);
     let handle = install(
         builder(&exporter)
-            .with_latency_guard_reason(reason)
+            .with_breaker_trip_reason(reason)
             .with_sla_rule(
                 SlaRule::new(name, Window::S1, Metric::Max)
                     .with_warning(10 * MS)
@@ -210,8 +210,8 @@ fn a_panicking_sla_callback_is_counted_every_time_and_the_rules_go_on() {
                 panic!("a bug inside an SLA callback, as the test asked");
             }),
     );
-    let guard = Stage::new(name).unwrap().latency_guard();
-    let trips = laptime::GuardReason::new(reason).unwrap();
+    let guard = Stage::new(name).unwrap().latency_breaker();
+    let trips = laptime::TripReason::new(reason).unwrap();
     // (value recorded, severity in force after the cycle, callbacks so far)
     let steps = [
         (5 * MS, None, 0),

@@ -548,9 +548,9 @@ fn guard_trips_and_deadline_misses_equal_the_library_counts() {
     let handle = install(builder(&exporter).with_deadline(tick, 200 * MS));
     let (vol, pos) = (unique("vol_hard"), unique("pos_limit"));
     for _ in 0..3 {
-        laptime::guard_trip(vol);
+        laptime::record_trip(vol);
     }
-    laptime::guard_trip(pos);
+    laptime::record_trip(pos);
     for d in [100 * MS, 250 * MS, 199 * MS, 201 * MS, 1000 * MS] {
         laptime::record(tick, d);
     }
@@ -562,7 +562,7 @@ fn guard_trips_and_deadline_misses_equal_the_library_counts() {
     assert!(handle.flush());
 
     let samples = parse(&exporter.render().unwrap());
-    let trips = laptime::guard_trips(Window::Cumulative);
+    let trips = laptime::trip_counts(Window::Cumulative);
     for reason in [vol, pos] {
         let library = trips.iter().find(|(r, _)| *r == reason).unwrap().1;
         assert_eq!(
@@ -997,7 +997,7 @@ fn everything(unit: Unit) -> (PrometheusExporter, laptime::CollectorHandle) {
         laptime::record(req, Duration::from_nanos(v / 3));
     }
     laptime::record(tick, 2 * Duration::from_secs(1));
-    laptime::guard_trip(unique("vol_hard"));
+    laptime::record_trip(unique("vol_hard"));
     assert!(handle.flush());
     (exporter, handle)
 }

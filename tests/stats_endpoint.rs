@@ -99,7 +99,7 @@ fn assert_window(server: &MetricsServerHandle, snapshot: &Snapshot, window: Wind
         assert_eq!(json["family"], serde_json::json!(family), "{}", s.stage);
     }
     let trips: Vec<Value> = snapshot
-        .guard_trips(window)
+        .trip_counts(window)
         .into_iter()
         .map(|(reason, count)| serde_json::json!({"reason": reason, "count": count}))
         .collect();

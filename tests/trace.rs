@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{clock, install, serial};
 use laptime::clock::MockClock;
-use laptime::trace::{Reason, Trace, TraceConfig};
+use laptime::trace::{Reason, Trace, TraceConfig, TraceError};
 use laptime::{Collector, CollectorBuilder, CollectorHandle, ConfigError, InstallErrorKind, Stage};
 
 const US: Duration = Duration::from_micros(1);
@@ -657,7 +657,10 @@ fn invalid_settings_are_typed_errors_that_name_the_setting() {
             .unwrap_err();
         let message = err.to_string();
         assert!(
-            matches!(&err, ConfigError::Trace { setting: s, .. } if *s == setting),
+            matches!(&err, ConfigError::Sink(e) if matches!(
+                e.downcast_ref::<TraceError>(),
+                Some(TraceError::Setting { setting: s, .. }) if *s == setting
+            )),
             "{config:?}: {err:?}"
         );
         assert!(
@@ -666,8 +669,9 @@ fn invalid_settings_are_typed_errors_that_name_the_setting() {
         );
         let refused = builder().with_tracing(config).install().unwrap_err();
         assert!(matches!(
-            refused.kind,
-            InstallErrorKind::Config(ConfigError::Trace { .. })
+            &refused.kind,
+            InstallErrorKind::Config(ConfigError::Sink(e))
+                if matches!(e.downcast_ref::<TraceError>(), Some(TraceError::Setting { .. }))
         ));
     }
 }
@@ -684,7 +688,10 @@ fn an_output_dir_that_cannot_be_created_fails_the_install() {
         .install()
         .unwrap_err();
     assert!(
-        matches!(&err.kind, InstallErrorKind::TraceOutput { dir, .. } if *dir == file.join("traces")),
+        matches!(&err.kind, InstallErrorKind::Sink(e) if matches!(
+            e.downcast_ref::<TraceError>(),
+            Some(TraceError::OutputDir { dir, .. }) if *dir == file.join("traces")
+        )),
         "{err}"
     );
     assert!(err.to_string().contains("with_output_dir"), "{err}");

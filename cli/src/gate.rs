@@ -40,7 +40,9 @@
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 
-use laptime::profile::{CorrectedProfile, Histogram, Profile, ProfileError, StageProfile};
+use laptime::profile::{
+    CorrectedProfile, DistributionProfile, Histogram, Profile, ProfileError, StageProfile,
+};
 use laptime::report::format_ns;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -385,32 +387,9 @@ impl GateReport {
     /// The report as Markdown: a header, one table row per stage and metric, notes, and a
     /// summary line starting with `**PASS**`, `**FAIL**` or (nothing judged) `**ERROR**`.
     pub fn to_markdown(&self) -> String {
-        let o = &self.options;
-        let conf = fmt_num(o.confidence * 100.0);
+        let conf = fmt_num(self.options.confidence * 100.0);
         let mut md = String::new();
-        let _ = writeln!(md, "# laptime performance gate\n");
-        let _ = writeln!(md, "- baseline: {}", escape_md(&self.baseline_source));
-        let _ = writeln!(md, "- current: {}", escape_md(&self.current_source));
-        let mode = if o.strict {
-            "strict (point values)".to_string()
-        } else {
-            format!(
-                "noise-aware: a regression needs the whole {conf} % interval above the threshold \
-                 (percentiles: order-statistic bootstrap, {} replicates, seed {}; deadline misses: \
-                 Newcombe score interval)",
-                o.replicates, o.seed
-            )
-        };
-        let _ = writeln!(md, "- mode: {mode}");
-        let _ = writeln!(
-            md,
-            "- thresholds: p95 {} %, p99 {} %, deadline misses {} points; stages with fewer than {} \
-             spans are not judged\n",
-            fmt_signed(o.p95_pct),
-            fmt_signed(o.p99_pct),
-            fmt_signed(o.deadline_miss_points),
-            o.min_count
-        );
+        self.markdown_header(&mut md, &conf);
         let _ = writeln!(
             md,
             "| stage | metric | baseline | current | delta | threshold | {conf} % interval | verdict |"
@@ -421,26 +400,7 @@ impl GateReport {
             match &s.result {
                 StageResult::Judged(rows) => {
                     for r in rows {
-                        let _ = writeln!(
-                            md,
-                            "| {stage} | {} | {} | {} | {} | {} | {} | {} |",
-                            r.metric.name(),
-                            fmt_floor(r.saturated.baseline, fmt_value(r.metric, r.baseline)),
-                            fmt_floor(r.saturated.current, fmt_value(r.metric, r.current)),
-                            fmt_row_delta(r),
-                            fmt_delta(r.metric, r.threshold),
-                            r.interval.map_or("–".to_string(), |(lo, hi)| format!(
-                                "[{}, {}]",
-                                fmt_delta(r.metric, lo),
-                                fmt_delta(r.metric, hi)
-                            )),
-                            match r.verdict {
-                                _ if r.saturated.current => "**REGRESSION** (saturated)",
-                                Verdict::Pass => "pass",
-                                Verdict::WithinNoise => "pass (within noise)",
-                                Verdict::Regression => "**REGRESSION**",
-                            }
-                        );
+                        markdown_row(&mut md, &stage, r);
                     }
                 }
                 StageResult::TooFewSamples {
@@ -471,6 +431,35 @@ impl GateReport {
         md.push_str(&self.summary());
         md.push('\n');
         md
+    }
+
+    /// The Markdown report's title and the list of what was compared, how and against what
+    /// thresholds (`conf`: the confidence in percent, as written).
+    fn markdown_header(&self, md: &mut String, conf: &str) {
+        let o = &self.options;
+        let _ = writeln!(md, "# laptime performance gate\n");
+        let _ = writeln!(md, "- baseline: {}", escape_md(&self.baseline_source));
+        let _ = writeln!(md, "- current: {}", escape_md(&self.current_source));
+        let mode = if o.strict {
+            "strict (point values)".to_string()
+        } else {
+            format!(
+                "noise-aware: a regression needs the whole {conf} % interval above the threshold \
+                 (percentiles: order-statistic bootstrap, {} replicates, seed {}; deadline misses: \
+                 Newcombe score interval)",
+                o.replicates, o.seed
+            )
+        };
+        let _ = writeln!(md, "- mode: {mode}");
+        let _ = writeln!(
+            md,
+            "- thresholds: p95 {} %, p99 {} %, deadline misses {} points; stages with fewer than {} \
+             spans are not judged\n",
+            fmt_signed(o.p95_pct),
+            fmt_signed(o.p99_pct),
+            fmt_signed(o.deadline_miss_points),
+            o.min_count
+        );
     }
 
     /// Why nothing was judged and what to check, for a report that judged no stage.
@@ -700,14 +689,15 @@ fn decoded<H>(
     })
 }
 
-/// The p95 and p99 rows of one kind of figures (`metrics`), from their point values
-/// (baseline, current) and the two sides' samplers when both have a histogram.
+/// The p95 and p99 rows of one kind of figures (`metrics`, raw or corrected), from the two
+/// sides' distributions `[baseline, current]` and their samplers when both have a histogram.
 fn p95_p99_rows(
     p: &StagePair<'_>,
     [m95, m99]: [Metric; 2],
-    [p95, p99]: [(u64, u64); 2],
+    [b, c]: [&DistributionProfile; 2],
     samplers: Option<&(QuantileSampler, QuantileSampler)>,
 ) -> Vec<MetricRow> {
+    let (p95, p99) = ((b.p95_ns, c.p95_ns), (b.p99_ns, c.p99_ns));
     [(m95, 0.95, p95, p.o.p95_pct), (m99, 0.99, p99, p.o.p99_pct)]
         .into_iter()
         .map(|(metric, q, values, threshold)| {
@@ -740,8 +730,8 @@ fn raw_percentiles(p: &mut StagePair<'_>) -> Result<Vec<MetricRow>, GateError> {
             None
         }
     };
-    let values = [(b.p95_ns, c.p95_ns), (b.p99_ns, c.p99_ns)];
-    let mut rows = p95_p99_rows(p, [Metric::P95, Metric::P99], values, samplers.as_ref());
+    let figures = [&b.distribution, &c.distribution];
+    let mut rows = p95_p99_rows(p, [Metric::P95, Metric::P99], figures, samplers.as_ref());
     mark_saturated_rows(p, &mut rows, |q| Saturated {
         baseline: b.is_saturated(q),
         current: c.is_saturated(q),
@@ -837,9 +827,9 @@ fn corrected_percentiles(p: &mut StagePair<'_>) -> Result<Vec<MetricRow>, GateEr
             None
         }
     };
-    let values = [(bc.p95_ns, cc.p95_ns), (bc.p99_ns, cc.p99_ns)];
     let metrics = [Metric::CorrectedP95, Metric::CorrectedP99];
-    let mut rows = p95_p99_rows(p, metrics, values, samplers.as_ref());
+    let figures = [&bc.distribution, &cc.distribution];
+    let mut rows = p95_p99_rows(p, metrics, figures, samplers.as_ref());
     mark_saturated_rows(p, &mut rows, |q| Saturated {
         baseline: bc.is_saturated(q),
         current: cc.is_saturated(q),
@@ -943,6 +933,30 @@ fn row_seed(seed: u64, key: &str, metric: Metric) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h ^ seed
+}
+
+/// One judged row of the Markdown table.
+fn markdown_row(md: &mut String, stage: &str, r: &MetricRow) {
+    let _ = writeln!(
+        md,
+        "| {stage} | {} | {} | {} | {} | {} | {} | {} |",
+        r.metric.name(),
+        fmt_floor(r.saturated.baseline, fmt_value(r.metric, r.baseline)),
+        fmt_floor(r.saturated.current, fmt_value(r.metric, r.current)),
+        fmt_row_delta(r),
+        fmt_delta(r.metric, r.threshold),
+        r.interval.map_or("–".to_string(), |(lo, hi)| format!(
+            "[{}, {}]",
+            fmt_delta(r.metric, lo),
+            fmt_delta(r.metric, hi)
+        )),
+        match r.verdict {
+            _ if r.saturated.current => "**REGRESSION** (saturated)",
+            Verdict::Pass => "pass",
+            Verdict::WithinNoise => "pass (within noise)",
+            Verdict::Regression => "**REGRESSION**",
+        }
+    );
 }
 
 /// Up to three names, then how many more: `a, b, c and 7 more`.

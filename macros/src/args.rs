@@ -142,39 +142,7 @@ impl Args {
                 if !self.labels.is_empty() {
                     return Err(duplicate());
                 }
-                let content;
-                syn::parenthesized!(content in input);
-                while !content.is_empty() {
-                    let k = Ident::parse_any(&content)?;
-                    content.parse::<Token![=]>()?;
-                    let v = if content.peek(LitStr) {
-                        LabelArg::Literal(content.parse::<LitStr>()?)
-                    } else {
-                        LabelArg::Runtime(Box::new(content.parse::<Expr>().map_err(|e| {
-                            syn::Error::new(
-                                e.span(),
-                                "a label value is a string literal (verb = \"post\") or an expression evaluated on each call (pair = symbol)",
-                            )
-                        })?))
-                    };
-                    if self.labels.iter().any(|(k2, _)| *k2 == k) {
-                        return Err(syn::Error::new(
-                            k.span(),
-                            format!("label `{k}` is given twice: keep one"),
-                        ));
-                    }
-                    self.labels.push((k, v));
-                    if content.is_empty() {
-                        break;
-                    }
-                    content.parse::<Token![,]>()?;
-                }
-                if self.labels.is_empty() {
-                    return Err(syn::Error::new(
-                        span,
-                        "`labels()` is empty: give labels or drop it",
-                    ));
-                }
+                self.parse_labels(input, span)?;
             }
             "outcome" if accepts.outcome => {
                 if self.outcome {
@@ -207,6 +175,45 @@ impl Args {
                     format!("unknown argument `{other}`: {EXPECTED}"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// `labels(k = "v", k2 = expr)`: each value a literal or an expression evaluated per call;
+    /// at least one label, none twice. `span` is the `labels` key's, for the empty-list error.
+    fn parse_labels(&mut self, input: ParseStream, span: Span) -> syn::Result<()> {
+        let content;
+        syn::parenthesized!(content in input);
+        while !content.is_empty() {
+            let k = Ident::parse_any(&content)?;
+            content.parse::<Token![=]>()?;
+            let v = if content.peek(LitStr) {
+                LabelArg::Literal(content.parse::<LitStr>()?)
+            } else {
+                LabelArg::Runtime(Box::new(content.parse::<Expr>().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "a label value is a string literal (verb = \"post\") or an expression evaluated on each call (pair = symbol)",
+                    )
+                })?))
+            };
+            if self.labels.iter().any(|(k2, _)| *k2 == k) {
+                return Err(syn::Error::new(
+                    k.span(),
+                    format!("label `{k}` is given twice: keep one"),
+                ));
+            }
+            self.labels.push((k, v));
+            if content.is_empty() {
+                break;
+            }
+            content.parse::<Token![,]>()?;
+        }
+        if self.labels.is_empty() {
+            return Err(syn::Error::new(
+                span,
+                "`labels()` is empty: give labels or drop it",
+            ));
         }
         Ok(())
     }

@@ -92,7 +92,7 @@ fn hot_path() -> u32 {
     laptime::record_end(token);
     laptime::record("noop_value", Duration::from_micros(5));
     laptime::start("noop_cancelled").cancel();
-    let tripped = laptime::guard_trip_if(true, "noop_vol_hard");
+    let tripped = laptime::record_trip_if(true, "noop_vol_hard");
     lap.end_with("noop_emit");
     v + w.unwrap_or(0) + Quoter.quote() + Quoter.skipped() + u32::from(tripped)
 }
@@ -157,7 +157,7 @@ fn the_whole_api_builds_runs_and_records_nothing() {
     assert!(laptime::health().is_none());
     assert!(laptime::snapshot().is_none());
     assert!(laptime::check_sla_violations(Window::S1).is_empty());
-    assert!(laptime::guard_trips(Window::Cumulative).is_empty());
+    assert!(laptime::trip_counts(Window::Cumulative).is_empty());
     assert!(handle.get_all_stats(Window::Cumulative).is_empty());
     assert_eq!(handle.health().records, 0);
     assert!(!laptime::start("noop_probe").is_recording());

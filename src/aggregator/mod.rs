@@ -30,7 +30,7 @@ use crate::ring::{Consumer, Visit};
 use crate::sink::{Cycle, Interest, RecordBatch, Recorded, Sink, Synthesized, ValueBatch};
 use crate::sla::{ReasonInfo, SlaRule};
 use crate::stage::{Stage, registry};
-use crate::stats::{GuardTrips, Health, Severity, Snapshot, StageSnapshot, Violation, Window};
+use crate::stats::{Health, Severity, Snapshot, StageSnapshot, TripCounts, Violation, Window};
 use crate::sync::Arc;
 
 /// A registered thread's ring, as the aggregator holds it.
@@ -253,7 +253,7 @@ pub(crate) struct Aggregator {
     reclaimed_since_trim: bool,
     last_trim: Instant,
     reasons: Vec<ReasonState>,
-    latency_reason: Option<crate::sla::GuardReason>,
+    latency_reason: Option<crate::sla::TripReason>,
     rule_stages: Vec<Option<Stage>>,
     rule_state: Vec<Option<Severity>>,
     health: Health,
@@ -304,7 +304,7 @@ impl Aggregator {
         calibration.settle(Duration::from_millis(10));
         let rule_stages = config.rules.iter().map(SlaRule::find).collect();
         let rule_state = vec![None; config.rules.len()];
-        let latency_reason = crate::sla::GuardReason::new(config.latency_guard_reason).ok();
+        let latency_reason = crate::sla::TripReason::new(config.latency_guard_reason).ok();
         let health = Health {
             ring_capacity: crate::ring::capacity_for(config.ring_capacity),
             enabled: crate::recorder::is_enabled(),
@@ -1171,8 +1171,8 @@ impl Aggregator {
     }
 
     /// Guard trips per reason: in each sliding window, then since install.
-    fn guard_trips(&self, now: u64) -> Vec<GuardTrips> {
-        let per_reason = |r: &ReasonState| GuardTrips {
+    fn guard_trips(&self, now: u64) -> Vec<TripCounts> {
+        let per_reason = |r: &ReasonState| TripCounts {
             reason: r.info.name,
             counts: r
                 .windows

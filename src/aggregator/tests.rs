@@ -363,9 +363,9 @@ fn a_latency_guard_trip_is_counted_in_the_snapshot_that_trips_it() {
     let mut ring = engine.ring();
     push(&mut ring, &[span(stage, 0, 0, 3 * MS)]);
     let snapshot = engine.cycle(4 * MS);
-    assert!(stage.latency_guard().is_tripped());
+    assert!(stage.latency_breaker().is_tripped());
     assert_eq!(
-        snapshot.guard_trips(Window::Cumulative),
+        snapshot.trip_counts(Window::Cumulative),
         [("engine_guard_latency", 1)],
         "the guard and its trip are published together"
     );

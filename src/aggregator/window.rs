@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use crate::hist::{Batch, Count, Hist, Layout, Tally, indices_at_ranks, rank};
-use crate::stats::{QUANTILES, StageStats, Window};
+use crate::stats::{Distribution, QUANTILES, StageStats, Window};
 
 /// A counted event that is not a duration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -560,23 +560,13 @@ pub(crate) fn corrected_from(
     stats: StageStats,
     tally: &Tally,
     interval_ns: u64,
-) -> crate::stats::CorrectedStats {
-    crate::stats::CorrectedStats {
+) -> Box<crate::stats::CorrectedStats> {
+    Box::new(crate::stats::CorrectedStats {
         expected_interval: ns(interval_ns),
-        count: stats.count,
         synthesized: tally.synthesized,
-        min: stats.min,
-        max: stats.max,
-        mean: stats.mean,
-        stddev: stats.stddev,
-        p50: stats.p50,
-        p90: stats.p90,
-        p95: stats.p95,
-        p99: stats.p99,
-        p999: stats.p999,
         truncated: tally.truncated,
-        saturated: tally.saturated,
-    }
+        distribution: stats.distribution,
+    })
 }
 
 /// Builds the public figures from a histogram and the tally of the same records.
@@ -597,20 +587,14 @@ pub(crate) fn stats_from<C: Count>(
         stage: stage.name(),
         labels: stage.labels(),
         window,
-        count: tally.count,
-        min: Duration::ZERO,
-        max: Duration::ZERO,
-        mean: Duration::ZERO,
-        stddev: Duration::ZERO,
-        p50: Duration::ZERO,
-        p90: Duration::ZERO,
-        p95: Duration::ZERO,
-        p99: Duration::ZERO,
-        p999: Duration::ZERO,
+        distribution: Distribution {
+            count: tally.count,
+            saturated: tally.saturated,
+            ..Distribution::default()
+        },
         dropped: tally.dropped,
         sampled_out: tally.sampled_out,
         calls: tally.count + tally.sampled_out + tally.dropped + tally.cancelled,
-        saturated: tally.saturated,
         deadline_misses: tally.misses,
         cancelled: tally.cancelled,
         in_flight,

@@ -299,10 +299,17 @@ impl CollectorBuilder {
         self
     }
 
-    /// The guard-trip reason counted when a latency guard trips (default `latency_hard`).
-    pub fn with_latency_guard_reason(mut self, reason: &'static str) -> Self {
+    /// The trip reason counted when a latency breaker trips (default `latency_hard`).
+    pub fn with_breaker_trip_reason(mut self, reason: &'static str) -> Self {
         self.latency_guard_reason = reason;
         self
+    }
+
+    /// Renamed [`with_breaker_trip_reason`](Self::with_breaker_trip_reason), after
+    /// [`crate::LatencyBreaker`].
+    #[deprecated(since = "0.2.0", note = "renamed `with_breaker_trip_reason`")]
+    pub fn with_latency_guard_reason(self, reason: &'static str) -> Self {
+        self.with_breaker_trip_reason(reason)
     }
 
     /// Adds a sink: the aggregator hands it every cycle's figures (see [`crate::sink`]).
@@ -325,8 +332,27 @@ impl CollectorBuilder {
         crate::aggregator::kept_windows(&self.windows)
     }
 
-    /// Checks the configuration without installing anything.
+    /// Checks the configuration without installing anything. The checks run in this order,
+    /// and the first that fails is the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check_ring_and_interval()?;
+        self.check_windows()?;
+        self.check_histogram()?;
+        self.check_caps()?;
+        if let Some(rate) = self.sampling_rate {
+            crate::record::rate_to_threshold(rate)?;
+        }
+        crate::stage::valid_name(self.latency_guard_reason)?;
+        for sink in &self.sinks {
+            sink.validate()?;
+        }
+        self.check_deadline_watch()?;
+        self.check_adaptive()?;
+        self.check_stage_settings()?;
+        self.check_rules()
+    }
+
+    fn check_ring_and_interval(&self) -> Result<(), ConfigError> {
         if self.ring_capacity < 2 || self.ring_capacity > MAX_RING_CAPACITY {
             return Err(ConfigError::RingCapacity {
                 capacity: self.ring_capacity,
@@ -337,6 +363,12 @@ impl CollectorBuilder {
                 interval: self.interval,
             });
         }
+        Ok(())
+    }
+
+    /// At least one window; each a whole number of slices, not too short or too finely split,
+    /// and no length twice.
+    fn check_windows(&self) -> Result<(), ConfigError> {
         if self.windows.is_empty() {
             return Err(ConfigError::NoWindows);
         }
@@ -367,6 +399,10 @@ impl CollectorBuilder {
                 return Err(ConfigError::DuplicateWindow { window: w.length });
             }
         }
+        Ok(())
+    }
+
+    fn check_histogram(&self) -> Result<(), ConfigError> {
         if !(1..=5).contains(&self.digits) {
             return Err(ConfigError::SignificantDigits {
                 digits: self.digits,
@@ -377,6 +413,11 @@ impl CollectorBuilder {
                 highest: self.highest,
             });
         }
+        Ok(())
+    }
+
+    /// The stage and series caps: in range, and not below what the process already has.
+    fn check_caps(&self) -> Result<(), ConfigError> {
         let registered = registry().named_len();
         if self.max_stages == 0
             || self.max_stages > crate::stage::MAX_STAGES_LIMIT
@@ -397,13 +438,10 @@ impl CollectorBuilder {
                 existing,
             });
         }
-        if let Some(rate) = self.sampling_rate {
-            crate::record::rate_to_threshold(rate)?;
-        }
-        crate::stage::valid_name(self.latency_guard_reason)?;
-        for sink in &self.sinks {
-            sink.validate()?;
-        }
+        Ok(())
+    }
+
+    fn check_deadline_watch(&self) -> Result<(), ConfigError> {
         if self.abandon_after.is_zero() {
             return Err(ConfigError::DeadlineWatch {
                 reason: "abandon_after is zero: in-flight spans would be given up at once",
@@ -414,6 +452,10 @@ impl CollectorBuilder {
                 reason: "max_in_flight is zero: no deadline-watched span could be tracked",
             });
         }
+        Ok(())
+    }
+
+    fn check_adaptive(&self) -> Result<(), ConfigError> {
         if let Some(a) = self.adaptive {
             if !(a.budget_per_sec.is_finite() && a.budget_per_sec > 0.0) {
                 return Err(ConfigError::AdaptiveBudget {
@@ -422,6 +464,11 @@ impl CollectorBuilder {
             }
             crate::record::rate_to_threshold(a.reduced_rate)?;
         }
+        Ok(())
+    }
+
+    /// Per-stage deadlines and expected intervals: valid names, durations above zero.
+    fn check_stage_settings(&self) -> Result<(), ConfigError> {
         for (stage, deadline) in &self.deadlines {
             crate::stage::valid_name(stage)?;
             if deadline.is_zero() {
@@ -438,6 +485,10 @@ impl CollectorBuilder {
                 });
             }
         }
+        Ok(())
+    }
+
+    fn check_rules(&self) -> Result<(), ConfigError> {
         let kept = self.kept_windows();
         for rule in &self.rules {
             crate::stage::valid_name(rule.stage)?;

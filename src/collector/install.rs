@@ -58,13 +58,7 @@ impl CollectorBuilder {
         if let Err(e) = self.apply_to_stages() {
             return fail(InstallErrorKind::Config(e), self);
         }
-        crate::clock::choose(self.clock);
-        // Adaptive sampling engaged by a previous collector does not carry over.
-        ADAPTIVE_REDUCED.store(u64::MAX, Ordering::Relaxed);
-        match self.sampling_rate.map(crate::record::rate_to_threshold) {
-            Some(Ok(base)) => set_base_sampling(base),
-            _ => set_base_sampling(BASE_SAMPLING.load(Ordering::Relaxed)),
-        }
+        self.apply_process_settings();
 
         let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed) + 1;
         let shared = Arc::new(CollectorShared::new(
@@ -88,31 +82,13 @@ impl CollectorBuilder {
                 return fail(kind, self);
             }
         }
-        let aggregator_shared = shared.clone();
-        let baseline = handover
-            .as_ref()
-            .map_or_else(Baseline::now, Baseline::carried);
-        // Shared with the thread's closure, so a failed spawn can still hand the builder back.
-        let builder = std::sync::Arc::new(Mutex::new(Some(self)));
-        let for_thread = builder.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("laptime-aggregator-{generation}"))
-            .spawn(move || {
-                if let Some(builder) = for_thread.lock().take() {
-                    let (settings, sinks) = builder.into_parts();
-                    let mut aggregator =
-                        Aggregator::new(aggregator_shared, settings, sinks, baseline);
-                    if let Some(handover) = handover {
-                        aggregator.carry(handover);
-                    }
-                    aggregator.run();
-                }
-            });
-        let join = match spawned {
+        let join = match self.spawn_aggregator(shared.clone(), handover) {
             Ok(join) => join,
-            Err(e) => {
-                let builder = builder.lock().take().unwrap_or_default();
-                return fail(InstallErrorKind::Spawn(e), builder);
+            Err((e, builder)) => {
+                return Err(InstallError {
+                    kind: InstallErrorKind::Spawn(e),
+                    builder,
+                });
             }
         };
         NO_LAZY_DEFAULT.store(true, Ordering::Relaxed);
@@ -125,6 +101,48 @@ impl CollectorBuilder {
             shared,
             join: Some(join),
         })
+    }
+
+    /// The process-wide settings this collector brings: the clock, and the sampling rate (its
+    /// own, or the one set before install), with no adaptive reduction carried over from a
+    /// previous collector.
+    fn apply_process_settings(&self) {
+        crate::clock::choose(self.clock);
+        ADAPTIVE_REDUCED.store(u64::MAX, Ordering::Relaxed);
+        match self.sampling_rate.map(crate::record::rate_to_threshold) {
+            Some(Ok(base)) => set_base_sampling(base),
+            _ => set_base_sampling(BASE_SAMPLING.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Starts the aggregator thread on this builder's settings and sinks, carrying `handover`'s
+    /// figures from a default collector that gave way. When the thread cannot be spawned, the
+    /// builder comes back with the error.
+    fn spawn_aggregator(
+        self,
+        shared: Arc<CollectorShared>,
+        handover: Option<Handover>,
+    ) -> Result<JoinHandle<()>, (std::io::Error, Box<CollectorBuilder>)> {
+        let generation = shared.generation;
+        let baseline = handover
+            .as_ref()
+            .map_or_else(Baseline::now, Baseline::carried);
+        // Shared with the thread's closure, so a failed spawn can still hand the builder back.
+        let builder = std::sync::Arc::new(Mutex::new(Some(self)));
+        let for_thread = builder.clone();
+        std::thread::Builder::new()
+            .name(format!("laptime-aggregator-{generation}"))
+            .spawn(move || {
+                if let Some(builder) = for_thread.lock().take() {
+                    let (settings, sinks) = builder.into_parts();
+                    let mut aggregator = Aggregator::new(shared, settings, sinks, baseline);
+                    if let Some(handover) = handover {
+                        aggregator.carry(handover);
+                    }
+                    aggregator.run();
+                }
+            })
+            .map_err(|e| (e, Box::new(builder.lock().take().unwrap_or_default())))
     }
 
     /// Registers the stages named by deadlines, applies their deadlines, and checks the names

@@ -104,7 +104,7 @@
 //! warning = "160ms"                 # at least one of warning and critical: durations for the
 //! critical = "200ms"                # latency metrics, fractions in [0, 1] for the miss rate
 //! min_count = 20                    # spans the window must hold before it is judged (default 1)
-//! guard = true                      # a critical violation trips the latency guard (default)
+//! guard = true                      # a critical violation trips the latency breaker (default)
 //!
 //! [trace]                           # TraceConfig, through CollectorBuilder::with_tracing
 //! enabled = true
@@ -163,7 +163,7 @@
 //! # Stage names live for the process
 //!
 //! The library names stages with `&'static str`. The names a file brings (stages, labels, the
-//! latency-guard reason, the trace root) are interned by [`Config::builder`] in one process-wide
+//! latency-breaker reason, the trace root) are interned by [`Config::builder`] in one process-wide
 //! set, so building from the same file (or another file naming the same stages) any number of
 //! times keeps one copy of each name; the set only grows by names never seen before, as the stage
 //! registry does. Reading a file allocates nothing that outlives the [`Config`].
@@ -246,7 +246,7 @@ pub struct CollectorSection {
     pub max_in_flight: usize,
     /// When an in-flight span is given up ([`CollectorBuilder::with_abandon_after`]).
     pub abandon_after: Duration,
-    /// The guard-trip reason of latency guards ([`CollectorBuilder::with_latency_guard_reason`]).
+    /// The trip reason of latency breakers ([`CollectorBuilder::with_breaker_trip_reason`]).
     pub latency_guard_reason: String,
     /// Where ticks come from ([`CollectorBuilder::with_clock`]).
     pub clock: ClockSource,
@@ -310,7 +310,7 @@ pub struct SlaRuleConfig {
     pub critical: Option<Value>,
     /// Spans the window must hold before the rule judges it.
     pub min_count: u64,
-    /// Whether a critical violation trips the stage's latency guard.
+    /// Whether a critical violation trips the stage's latency breaker.
     pub guard: bool,
 }
 
@@ -427,7 +427,7 @@ pub struct AlertsSection {
     pub deadline_miss_ratio: f64,
     /// Canary p95 more than this many percent above the baseline's alerts (default 15).
     pub canary_regression_pct: f64,
-    /// Guard-trip reason and the trips per hour above which it alerts, in the file's order
+    /// Trip reason and the trips per hour above which it alerts, in the file's order
     /// (default `vol_hard = 5`, `latency_hard = 5`).
     pub guard_trip_burst: Vec<(String, u64)>,
     /// Records dropped per second above which the drop alert fires (default 0: any drop).
@@ -715,7 +715,7 @@ impl Config {
                 let mut r = SlaRule::new(name(&rule.stage), rule.window, rule.metric)
                     .with_labels(labels(&rule.labels))
                     .with_min_count(rule.min_count)
-                    .with_guard(rule.guard);
+                    .with_breaker(rule.guard);
                 r.warning = rule.warning;
                 r.critical = rule.critical;
                 r
@@ -741,7 +741,7 @@ impl Config {
             .with_max_series(c.max_series)
             .with_max_in_flight(c.max_in_flight)
             .with_abandon_after(c.abandon_after)
-            .with_latency_guard_reason(name(&c.latency_guard_reason))
+            .with_breaker_trip_reason(name(&c.latency_guard_reason))
             .with_clock(c.clock);
         if let Some(rate) = self.sampling.rate {
             b = b.with_sampling_rate(rate);
@@ -875,7 +875,10 @@ impl Config {
             }
             ConfigError::Quantile { .. } => "sla".to_owned(),
             ConfigError::Stage(_) => "collector.latency_guard_reason".to_owned(),
-            ConfigError::Trace { setting, .. } => self.trace_key(setting),
+            ConfigError::Sink(e) => match e.downcast_ref::<crate::trace::TraceError>() {
+                Some(crate::trace::TraceError::Setting { setting, .. }) => self.trace_key(setting),
+                _ => e.sink().to_owned(),
+            },
         };
         self.invalid_at(key, e)
     }

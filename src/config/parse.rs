@@ -491,6 +491,40 @@ impl Ctx<'_> {
 /// validation runs afterwards (see [`Config::from_toml_str`]).
 pub(super) fn parse(text: &str) -> Result<Config, ConfigFileError> {
     let lines = Lines::new(text);
+    let raw = read_raw(text, &lines)?;
+    let mut ctx = Ctx {
+        lines,
+        positions: Positions::default(),
+    };
+    let collector = convert_collector(&mut ctx, raw.collector)?;
+    let sampling = convert_sampling(&mut ctx, raw.sampling)?;
+    let deadlines = convert_deadlines(&mut ctx, raw.deadlines)?;
+    let expected_intervals = convert_expected_intervals(&mut ctx, raw.expected_intervals);
+    let mut sla = Vec::new();
+    for (i, rule) in raw.sla.into_iter().flatten().enumerate() {
+        sla.push(convert_rule(&mut ctx, i, rule, &collector)?);
+    }
+    let trace = raw.trace.map(|t| convert_trace(&mut ctx, t)).transpose()?;
+    let profile = raw.profile.map(|p| convert_profile(&mut ctx, p));
+    let prometheus = convert_prometheus(&mut ctx, raw.prometheus)?;
+    let alerts = convert_alerts(&mut ctx, raw.alerts)?;
+    Ok(Config {
+        collector,
+        sampling,
+        deadlines,
+        expected_intervals,
+        sla,
+        trace,
+        profile,
+        prometheus,
+        alerts,
+        positions: ctx.positions,
+    })
+}
+
+/// The file's TOML read into its raw tables: a syntax error, an unknown key, a missing one or a
+/// value of the wrong type is reported at its line and column, naming its key.
+fn read_raw(text: &str, lines: &Lines<'_>) -> Result<RawFile, ConfigFileError> {
     let de = toml::Deserializer::parse(text).map_err(|e| {
         let (line, column) = lines.at(e.span().map_or(0, |s| s.start));
         ConfigFileError::Parse {
@@ -507,7 +541,7 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigFileError> {
             },
         }
     })?;
-    let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| {
+    serde_path_to_error::deserialize(de).map_err(|e| {
         let mut key = dotted(e.path());
         let message = e.inner().message().trim_end().to_owned();
         if let Some(rest) = message.strip_prefix("missing field `")
@@ -532,62 +566,52 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigFileError> {
             column,
             message,
         }
-    })?;
-    let mut ctx = Ctx {
-        lines,
-        positions: Positions::default(),
-    };
-    let collector = convert_collector(&mut ctx, raw.collector)?;
-    let sampling = convert_sampling(&mut ctx, raw.sampling)?;
+    })
+}
+
+fn convert_deadlines(
+    ctx: &mut Ctx<'_>,
+    raw: Option<Spanned<Ordered<Dur>>>,
+) -> Result<Vec<(String, Duration)>, ConfigFileError> {
     let mut deadlines = Vec::new();
-    if let Some(table) = raw.deadlines {
+    if let Some(table) = raw {
         ctx.note("deadlines", &table.span());
         for (stage, deadline) in &table.get_ref().0 {
             let key = format!("deadlines.{}", key_segment(stage));
             deadlines.push((stage.clone(), ctx.positive(&key, deadline)?));
         }
     }
-    // A zero interval is left to `Config`'s check, which reports the library's own typed error
-    // (`ConfigError::ZeroExpectedInterval`) at this key.
+    Ok(deadlines)
+}
+
+/// A zero interval is left to `Config`'s check, which reports the library's own typed error
+/// (`ConfigError::ZeroExpectedInterval`) at this key.
+fn convert_expected_intervals(
+    ctx: &mut Ctx<'_>,
+    raw: Option<Spanned<Ordered<Dur>>>,
+) -> Vec<(String, Duration)> {
     let mut expected_intervals = Vec::new();
-    if let Some(table) = raw.expected_intervals {
+    if let Some(table) = raw {
         ctx.note("expected_intervals", &table.span());
         for (stage, interval) in &table.get_ref().0 {
             let key = format!("expected_intervals.{}", key_segment(stage));
             expected_intervals.push((stage.clone(), ctx.plain(&key, interval).0));
         }
     }
-    let mut sla = Vec::new();
-    for (i, rule) in raw.sla.into_iter().flatten().enumerate() {
-        sla.push(convert_rule(&mut ctx, i, rule, &collector)?);
+    expected_intervals
+}
+
+fn convert_profile(ctx: &mut Ctx<'_>, raw: Spanned<RawProfile>) -> ProfileSection {
+    ctx.note("profile", &raw.span());
+    let p = raw.into_inner();
+    ProfileSection {
+        name: p.name,
+        output: p.output.map(PathBuf::from),
+        tags: p
+            .tags
+            .map(|t| t.0.into_iter().map(|(k, v)| (k, v.into_inner())).collect())
+            .unwrap_or_default(),
     }
-    let trace = raw.trace.map(|t| convert_trace(&mut ctx, t)).transpose()?;
-    let profile = raw.profile.map(|p| {
-        ctx.note("profile", &p.span());
-        let p = p.into_inner();
-        ProfileSection {
-            name: p.name,
-            output: p.output.map(PathBuf::from),
-            tags: p
-                .tags
-                .map(|t| t.0.into_iter().map(|(k, v)| (k, v.into_inner())).collect())
-                .unwrap_or_default(),
-        }
-    });
-    let prometheus = convert_prometheus(&mut ctx, raw.prometheus)?;
-    let alerts = convert_alerts(&mut ctx, raw.alerts)?;
-    Ok(Config {
-        collector,
-        sampling,
-        deadlines,
-        expected_intervals,
-        sla,
-        trace,
-        profile,
-        prometheus,
-        alerts,
-        positions: ctx.positions,
-    })
 }
 
 fn convert_prometheus(
@@ -615,25 +639,7 @@ fn convert_prometheus(
         ),
     ] {
         if let Some(v) = value {
-            ctx.note(key, &v.span());
-            let name = v.get_ref();
-            let valid = if label {
-                is_label_name(name)
-            } else {
-                is_metric_name(name)
-            };
-            if !valid {
-                return Err(ctx.err(
-                    key,
-                    &v.span(),
-                    format!(
-                        "`{name}` is not a Prometheus name: use letters, digits and `_`, not \
-                         starting with a digit{}",
-                        if label { " or `__`" } else { "" }
-                    ),
-                ));
-            }
-            name.clone_into(target);
+            prometheus_name(ctx, key, v, label)?.clone_into(target);
         }
     }
     if let Some(v) = &raw.unit {
@@ -683,6 +689,34 @@ fn convert_prometheus(
         p.labelled_stages.clone_from(v.get_ref());
     }
     Ok(p)
+}
+
+/// A namespace (`label` false) or label name (`label` true) at `key`, if Prometheus accepts it.
+fn prometheus_name<'v>(
+    ctx: &mut Ctx<'_>,
+    key: &str,
+    v: &'v Spanned<String>,
+    label: bool,
+) -> Result<&'v str, ConfigFileError> {
+    ctx.note(key, &v.span());
+    let name = v.get_ref();
+    let valid = if label {
+        is_label_name(name)
+    } else {
+        is_metric_name(name)
+    };
+    if !valid {
+        return Err(ctx.err(
+            key,
+            &v.span(),
+            format!(
+                "`{name}` is not a Prometheus name: use letters, digits and `_`, not \
+                 starting with a digit{}",
+                if label { " or `__`" } else { "" }
+            ),
+        ));
+    }
+    Ok(name)
 }
 
 fn convert_alerts(
@@ -871,36 +905,8 @@ fn convert_rule(
             ),
         ));
     }
-    let mut threshold = |name: &str, t: &Option<Spanned<Threshold>>| {
-        let Some(t) = t else {
-            return Ok(None);
-        };
-        let key = format!("{at}.{name}");
-        ctx.note(&key, &t.span());
-        match (metric, *t.get_ref()) {
-            (Metric::DeadlineMissRate, Threshold::Ratio(r)) if (0.0..=1.0).contains(&r) => {
-                Ok(Some(Value::Ratio(r)))
-            }
-            (Metric::DeadlineMissRate, Threshold::Ratio(r)) => Err(ctx.err(
-                &key,
-                &t.span(),
-                format!("{r} is not a fraction in [0, 1]: write 0.02 for 2 % of spans"),
-            )),
-            (Metric::DeadlineMissRate, Threshold::Latency(_)) => Err(ctx.err(
-                &key,
-                &t.span(),
-                "deadline_miss_rate is a fraction of spans, not a duration: write a number in [0, 1], e.g. 0.02 for 2 %",
-            )),
-            (_, Threshold::Latency(d)) => Ok(Some(Value::Latency(d))),
-            (_, Threshold::Ratio(_)) => Err(ctx.err(
-                &key,
-                &t.span(),
-                format!("{metric} is a latency: give a duration string such as \"150ms\""),
-            )),
-        }
-    };
-    let warning = threshold("warning", &raw.warning)?;
-    let critical = threshold("critical", &raw.critical)?;
+    let warning = convert_threshold(ctx, &format!("{at}.warning"), metric, &raw.warning)?;
+    let critical = convert_threshold(ctx, &format!("{at}.critical"), metric, &raw.critical)?;
     match (warning, critical) {
         (None, None) => {
             return Err(ctx.err(
@@ -937,6 +943,41 @@ fn convert_rule(
         min_count: raw.min_count.unwrap_or(1),
         guard: raw.guard.unwrap_or(true),
     })
+}
+
+/// A rule's threshold at `key`, checked against its metric: a fraction in [0, 1] for the
+/// deadline-miss rate, a duration for every latency metric.
+fn convert_threshold(
+    ctx: &mut Ctx<'_>,
+    key: &str,
+    metric: Metric,
+    t: &Option<Spanned<Threshold>>,
+) -> Result<Option<Value>, ConfigFileError> {
+    let Some(t) = t else {
+        return Ok(None);
+    };
+    ctx.note(key, &t.span());
+    match (metric, *t.get_ref()) {
+        (Metric::DeadlineMissRate, Threshold::Ratio(r)) if (0.0..=1.0).contains(&r) => {
+            Ok(Some(Value::Ratio(r)))
+        }
+        (Metric::DeadlineMissRate, Threshold::Ratio(r)) => Err(ctx.err(
+            key,
+            &t.span(),
+            format!("{r} is not a fraction in [0, 1]: write 0.02 for 2 % of spans"),
+        )),
+        (Metric::DeadlineMissRate, Threshold::Latency(_)) => Err(ctx.err(
+            key,
+            &t.span(),
+            "deadline_miss_rate is a fraction of spans, not a duration: write a number in [0, 1], e.g. 0.02 for 2 %",
+        )),
+        (_, Threshold::Latency(d)) => Ok(Some(Value::Latency(d))),
+        (_, Threshold::Ratio(_)) => Err(ctx.err(
+            key,
+            &t.span(),
+            format!("{metric} is a latency: give a duration string such as \"150ms\""),
+        )),
+    }
 }
 
 fn convert_trace(

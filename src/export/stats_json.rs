@@ -177,7 +177,7 @@ impl Document {
                 .map(ViolationJson::new)
                 .collect(),
             guard_trips: snapshot
-                .guard_trips(window)
+                .trip_counts(window)
                 .into_iter()
                 .map(|(reason, count)| TripJson { reason, count })
                 .collect(),
@@ -303,7 +303,7 @@ impl StageJson {
             in_flight: s.in_flight,
             in_rings: s.in_rings,
             produced: s.produced,
-            corrected: s.corrected.as_ref().map(CorrectedJson::new),
+            corrected: s.corrected.as_deref().map(CorrectedJson::new),
             sla: SlaJson {
                 state: worst.map_or("ok", |v| severity_name(v.severity)),
                 rule: worst.map(RuleJson::new),

@@ -9,8 +9,8 @@ use base64::engine::general_purpose::STANDARD;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 
 use super::{
-    CorrectedCounts, CorrectedProfile, Histogram, ProfileConfig, ProfileError, StageCounts,
-    StageProfile, invalid,
+    CorrectedCounts, CorrectedProfile, DistributionProfile, Histogram, ProfileConfig, ProfileError,
+    StageCounts, StageProfile, invalid,
 };
 use crate::stage::MAX_NAME_LEN;
 use crate::stats::{QUANTILES, miss_share};
@@ -224,6 +224,7 @@ impl StageProfile {
     ) -> Result<StageProfile, ProfileError> {
         let name = name.into();
         check_hist(hist, &name)?;
+        let at = StageProfile::key_of(&name, &labels);
         let count = hist.len();
         let mut stage = StageProfile {
             name,
@@ -234,15 +235,11 @@ impl StageProfile {
                 .saturating_add(counts.dropped)
                 .saturating_add(counts.cancelled)
                 .saturating_add(counts.in_rings),
-            min_ns: counts.min_ns,
-            max_ns: counts.max_ns,
-            sum_ns: counts.sum_ns,
-            mean_ns: 0.0,
-            p50_ns: 0,
-            p90_ns: 0,
-            p95_ns: 0,
-            p99_ns: 0,
-            p999_ns: 0,
+            distribution: DistributionProfile::of(
+                hist,
+                (counts.min_ns, counts.max_ns, counts.sum_ns),
+                &at,
+            )?,
             deadline_ns: counts.deadline_ns,
             deadline_misses: counts.deadline_misses,
             deadline_miss_pct: miss_share(count, counts.deadline_misses, 100.0),
@@ -255,18 +252,6 @@ impl StageProfile {
             in_rings: counts.in_rings,
             corrected: None,
         };
-        let at = stage.key();
-        if count > 0 {
-            min_below_max(&at, counts.min_ns, counts.max_ns)?;
-            stage.mean_ns = counts.sum_ns as f64 / count as f64;
-            [
-                stage.p50_ns,
-                stage.p90_ns,
-                stage.p95_ns,
-                stage.p99_ns,
-                stage.p999_ns,
-            ] = percentiles(hist, counts.min_ns, counts.max_ns);
-        }
         stage.check_figures(&at)?;
         stage.histogram = Some(encode_field(hist, &at)?);
         Ok(stage)
@@ -278,20 +263,7 @@ impl StageProfile {
     /// Errors name fields under `at`; run after [`check_figures`](Self::check_figures), which
     /// ensures `min_ns <= max_ns`.
     pub(super) fn check_histogram(&self, at: &str, hist: &Histogram) -> Result<(), ProfileError> {
-        check_against(
-            at,
-            hist,
-            self.count,
-            self.min_ns,
-            self.max_ns,
-            [
-                self.p50_ns,
-                self.p90_ns,
-                self.p95_ns,
-                self.p99_ns,
-                self.p999_ns,
-            ],
-        )
+        self.distribution.check_against(at, hist, self.count)
     }
 
     /// Checks the stage's figures against each other (not its histogram); errors name fields
@@ -356,21 +328,7 @@ impl StageProfile {
                 ),
             ));
         }
-        check_summary(
-            at,
-            self.count,
-            self.min_ns,
-            [
-                self.p50_ns,
-                self.p90_ns,
-                self.p95_ns,
-                self.p99_ns,
-                self.p999_ns,
-            ],
-            self.max_ns,
-            self.sum_ns,
-            self.mean_ns,
-        )?;
+        self.distribution.check(at, self.count)?;
         if let Some(c) = &self.corrected {
             let at = field(at, "corrected");
             c.check_figures(&at)?;
@@ -403,30 +361,19 @@ impl CorrectedProfile {
     ) -> Result<CorrectedProfile, ProfileError> {
         let at = "corrected";
         check_hist(hist, at)?;
-        let count = hist.len();
         let mut c = CorrectedProfile {
             expected_interval_ns: counts.expected_interval_ns,
-            count,
+            count: hist.len(),
             synthesized: counts.synthesized,
             truncated: counts.truncated,
             saturated: counts.saturated,
-            min_ns: counts.min_ns,
-            max_ns: counts.max_ns,
-            sum_ns: counts.sum_ns,
-            mean_ns: 0.0,
-            p50_ns: 0,
-            p90_ns: 0,
-            p95_ns: 0,
-            p99_ns: 0,
-            p999_ns: 0,
+            distribution: DistributionProfile::of(
+                hist,
+                (counts.min_ns, counts.max_ns, counts.sum_ns),
+                at,
+            )?,
             histogram: None,
         };
-        if count > 0 {
-            min_below_max(at, counts.min_ns, counts.max_ns)?;
-            c.mean_ns = counts.sum_ns as f64 / count as f64;
-            [c.p50_ns, c.p90_ns, c.p95_ns, c.p99_ns, c.p999_ns] =
-                percentiles(hist, counts.min_ns, counts.max_ns);
-        }
         c.check_figures(at)?;
         c.histogram = Some(encode_field(hist, at)?);
         Ok(c)
@@ -447,20 +394,7 @@ impl CorrectedProfile {
 
     /// The corrected figures against their histogram, as [`StageProfile::check_histogram`].
     pub(super) fn check_histogram(&self, at: &str, hist: &Histogram) -> Result<(), ProfileError> {
-        check_against(
-            at,
-            hist,
-            self.count,
-            self.min_ns,
-            self.max_ns,
-            [
-                self.p50_ns,
-                self.p90_ns,
-                self.p95_ns,
-                self.p99_ns,
-                self.p999_ns,
-            ],
-        )
+        self.distribution.check_against(at, hist, self.count)
     }
 
     /// The corrected figures against each other; errors name fields under `at`.
@@ -499,21 +433,7 @@ impl CorrectedProfile {
                 ),
             ));
         }
-        check_summary(
-            at,
-            self.count,
-            self.min_ns,
-            [
-                self.p50_ns,
-                self.p90_ns,
-                self.p95_ns,
-                self.p99_ns,
-                self.p999_ns,
-            ],
-            self.max_ns,
-            self.sum_ns,
-            self.mean_ns,
-        )
+        self.distribution.check(at, self.count)
     }
 }
 
@@ -568,114 +488,139 @@ fn min_below_max(at: &str, min: u64, max: u64) -> Result<(), ProfileError> {
     Ok(())
 }
 
-/// Figures against their decoded histogram: it holds `count` values, and each percentile is
-/// what [`percentiles`] computes from it (so the gate's point values and its intervals, both
-/// taken from the histogram, agree with the file). Errors name fields under `at`; run after the
-/// figures' own checks, which ensure `min <= max`.
-fn check_against(
-    at: &str,
-    hist: &Histogram,
-    count: u64,
-    min: u64,
-    max: u64,
-    found: [u64; QUANTILES.len()],
-) -> Result<(), ProfileError> {
-    if hist.len() != count {
-        return Err(invalid(
-            field(at, "histogram"),
-            format!(
-                "the histogram holds {} values but count is {count}",
-                hist.len()
-            ),
-        ));
-    }
-    if count == 0 {
-        return Ok(());
-    }
-    let expected = percentiles(hist, min, max);
-    for ((name, found), want) in PERCENTILE_FIELDS.into_iter().zip(found).zip(expected) {
-        if found != want {
-            return Err(invalid(
-                field(at, name),
-                format!(
-                    "{name} is {found} but the histogram gives {want} (nearest rank, the \
-                     bucket's highest value clamped to [min_ns, max_ns]): write {want}, or \
-                     leave out `histogram` to have hand-written figures taken as they are"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// The percentile fields, in [`QUANTILES`] order.
 const PERCENTILE_FIELDS: [&str; QUANTILES.len()] =
     ["p50_ns", "p90_ns", "p95_ns", "p99_ns", "p999_ns"];
 
-/// The checks raw and corrected figures share: with nothing recorded every figure is 0;
-/// otherwise min ≤ p50 ≤ … ≤ p999 ≤ max, the sum within `count × [min, max]` and the mean
-/// `sum / count`. Errors name fields under `at`.
-#[allow(clippy::too_many_arguments)]
-fn check_summary(
-    at: &str,
-    count: u64,
-    min: u64,
-    ps: [u64; QUANTILES.len()],
-    max: u64,
-    sum: u64,
-    mean_ns: f64,
-) -> Result<(), ProfileError> {
-    let f = |name: &str| field(at, name);
-    let mut ordered = vec![("min_ns", min)];
-    ordered.extend(PERCENTILE_FIELDS.into_iter().zip(ps));
-    ordered.push(("max_ns", max));
-    if count == 0 {
-        if let Some((name, v)) = ordered
-            .iter()
-            .chain(&[("sum_ns", sum)])
-            .find(|(_, v)| *v != 0)
-        {
-            return Err(invalid(
-                f(name),
-                format!("{name} is {v} but count is 0: with nothing recorded it must be 0"),
-            ));
+impl DistributionProfile {
+    /// The figures of `hist` with the exact `(min, max, sum)` of its values beside it: the mean
+    /// `sum / count` and the percentiles [`percentiles`] computes. All 0 when `hist` is empty;
+    /// errors name fields under `at`.
+    fn of(
+        hist: &Histogram,
+        (min, max, sum): (u64, u64, u64),
+        at: &str,
+    ) -> Result<Self, ProfileError> {
+        let mut d = DistributionProfile {
+            min_ns: min,
+            max_ns: max,
+            sum_ns: sum,
+            ..DistributionProfile::default()
+        };
+        let count = hist.len();
+        if count > 0 {
+            min_below_max(at, min, max)?;
+            d.mean_ns = sum as f64 / count as f64;
+            [d.p50_ns, d.p90_ns, d.p95_ns, d.p99_ns, d.p999_ns] = percentiles(hist, min, max);
         }
-        if mean_ns != 0.0 {
-            return Err(invalid(
-                f("mean_ns"),
-                format!("mean_ns is {mean_ns:?} but count is 0"),
-            ));
-        }
-        return Ok(());
+        Ok(d)
     }
-    for pair in ordered.windows(2) {
-        let ((low_name, low), (high_name, high)) = (pair[0], pair[1]);
-        if high < low {
+
+    /// `p50_ns` … `p999_ns`, in [`QUANTILES`] order.
+    fn percentiles(&self) -> [u64; QUANTILES.len()] {
+        [
+            self.p50_ns,
+            self.p90_ns,
+            self.p95_ns,
+            self.p99_ns,
+            self.p999_ns,
+        ]
+    }
+
+    /// The figures against their decoded histogram: it holds `count` values, and each
+    /// percentile is what [`percentiles`] computes from it (so the gate's point values and its
+    /// intervals, both taken from the histogram, agree with the file). Errors name fields under
+    /// `at`; run after [`check`](Self::check), which ensures `min_ns <= max_ns`.
+    fn check_against(&self, at: &str, hist: &Histogram, count: u64) -> Result<(), ProfileError> {
+        if hist.len() != count {
             return Err(invalid(
-                f(high_name),
+                field(at, "histogram"),
                 format!(
-                    "{high_name} {high} is below {low_name} {low}: min ≤ p50 ≤ p90 ≤ p95 ≤ p99 ≤ p999 ≤ max"
+                    "the histogram holds {} values but count is {count}",
+                    hist.len()
                 ),
             ));
         }
+        if count == 0 {
+            return Ok(());
+        }
+        let expected = percentiles(hist, self.min_ns, self.max_ns);
+        for ((name, found), want) in PERCENTILE_FIELDS
+            .into_iter()
+            .zip(self.percentiles())
+            .zip(expected)
+        {
+            if found != want {
+                return Err(invalid(
+                    field(at, name),
+                    format!(
+                        "{name} is {found} but the histogram gives {want} (nearest rank, the \
+                         bucket's highest value clamped to [min_ns, max_ns]): write {want}, or \
+                         leave out `histogram` to have hand-written figures taken as they are"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
-    // A saturated sum (u64::MAX) only bounds from below.
-    let (n, total) = (u128::from(count), u128::from(sum));
-    let (least, most) = (n * u128::from(min), n * u128::from(max));
-    if total < least || (total > most && sum != u64::MAX) {
-        return Err(invalid(
-            f("sum_ns"),
-            format!("sum_ns {sum} is outside count × [min_ns, max_ns] = [{least}, {most}]"),
-        ));
+
+    /// The figures of `count` values against each other: with nothing recorded every figure is
+    /// 0; otherwise min ≤ p50 ≤ … ≤ p999 ≤ max, the sum within `count × [min, max]` and the mean
+    /// `sum / count`. Errors name fields under `at`.
+    fn check(&self, at: &str, count: u64) -> Result<(), ProfileError> {
+        let f = |name: &str| field(at, name);
+        let (min, max, sum, mean_ns) = (self.min_ns, self.max_ns, self.sum_ns, self.mean_ns);
+        let mut ordered = vec![("min_ns", min)];
+        ordered.extend(PERCENTILE_FIELDS.into_iter().zip(self.percentiles()));
+        ordered.push(("max_ns", max));
+        if count == 0 {
+            if let Some((name, v)) = ordered
+                .iter()
+                .chain(&[("sum_ns", sum)])
+                .find(|(_, v)| *v != 0)
+            {
+                return Err(invalid(
+                    f(name),
+                    format!("{name} is {v} but count is 0: with nothing recorded it must be 0"),
+                ));
+            }
+            if mean_ns != 0.0 {
+                return Err(invalid(
+                    f("mean_ns"),
+                    format!("mean_ns is {mean_ns:?} but count is 0"),
+                ));
+            }
+            return Ok(());
+        }
+        for pair in ordered.windows(2) {
+            let ((low_name, low), (high_name, high)) = (pair[0], pair[1]);
+            if high < low {
+                return Err(invalid(
+                    f(high_name),
+                    format!(
+                        "{high_name} {high} is below {low_name} {low}: min ≤ p50 ≤ p90 ≤ p95 ≤ p99 ≤ p999 ≤ max"
+                    ),
+                ));
+            }
+        }
+        // A saturated sum (u64::MAX) only bounds from below.
+        let (n, total) = (u128::from(count), u128::from(sum));
+        let (least, most) = (n * u128::from(min), n * u128::from(max));
+        if total < least || (total > most && sum != u64::MAX) {
+            return Err(invalid(
+                f("sum_ns"),
+                format!("sum_ns {sum} is outside count × [min_ns, max_ns] = [{least}, {most}]"),
+            ));
+        }
+        let expected = sum as f64 / count as f64;
+        if !close(mean_ns, expected) {
+            return Err(invalid(
+                f("mean_ns"),
+                format!("mean_ns {mean_ns:?} is not sum_ns / count = {expected:?}"),
+            ));
+        }
+        Ok(())
     }
-    let expected = sum as f64 / count as f64;
-    if !close(mean_ns, expected) {
-        return Err(invalid(
-            f("mean_ns"),
-            format!("mean_ns {mean_ns:?} is not sum_ns / count = {expected:?}"),
-        ));
-    }
-    Ok(())
 }
 
 /// Refuses a name or label longer than a collector registers ([`MAX_NAME_LEN`] bytes), without

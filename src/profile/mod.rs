@@ -132,6 +132,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) mod collect;
 mod histogram;
 mod merge;
+mod wire;
 
 /// The `hdrhistogram` crate this module builds on, so callers use the same version.
 pub use hdrhistogram;
@@ -214,7 +215,7 @@ pub struct ProfileConfig {
 
 /// One stage's figures over the whole run (the collector's cumulative window).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "wire::StageWire")]
 #[non_exhaustive]
 pub struct StageProfile {
     /// The stage's name.
@@ -226,24 +227,11 @@ pub struct StageProfile {
     pub count: u64,
     /// Every call: `count + sampled_out + dropped + cancelled + in_rings`.
     pub calls: u64,
-    /// Shortest span, exact.
-    pub min_ns: u64,
-    /// Longest span, exact.
-    pub max_ns: u64,
-    /// Sum of all recorded spans, exact (saturating at `u64::MAX`).
-    pub sum_ns: u64,
-    /// `sum_ns / count` (0 when `count` is 0).
-    pub mean_ns: f64,
-    /// Median (nearest rank, the bucket's highest equivalent value clamped to [min, max]).
-    pub p50_ns: u64,
-    /// 90th percentile.
-    pub p90_ns: u64,
-    /// 95th percentile.
-    pub p95_ns: u64,
-    /// 99th percentile.
-    pub p99_ns: u64,
-    /// 99.9th percentile.
-    pub p999_ns: u64,
+    /// The recorded spans' range, sum, mean and percentiles; `stage.p99_ns` reads
+    /// `stage.distribution.p99_ns`. In the file its fields sit inline, between `calls` and
+    /// `deadline_ns`.
+    #[serde(flatten)]
+    pub distribution: DistributionProfile,
     /// The stage's deadline, if it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ns: Option<u64>,
@@ -281,7 +269,7 @@ pub struct StageProfile {
 /// (since the correction was turned on) plus, for each span at least twice the expected
 /// interval, the latencies of the spans it held back. Same rules as the raw figures beside it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "wire::CorrectedWire")]
 #[non_exhaustive]
 pub struct CorrectedProfile {
     /// The interval the stage's spans were expected to start at, in ns.
@@ -297,6 +285,28 @@ pub struct CorrectedProfile {
     /// written before it was kept: read as 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub saturated: u64,
+    /// The corrected values' range, sum, mean and percentiles, by the raw figures' rules;
+    /// `corrected.p99_ns` reads `corrected.distribution.p99_ns`. In the file its fields sit
+    /// inline, between `saturated` and `histogram`.
+    #[serde(flatten)]
+    pub distribution: DistributionProfile,
+    /// The corrected histogram (ns), encoded like [`StageProfile::histogram`]; absent only in
+    /// hand-written profiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub histogram: Option<String>,
+}
+
+/// The figures of one distribution as a profile writes them, in whole nanoseconds: the exact
+/// range and sum, the mean, and the nearest-rank percentiles of its histogram. A stage's raw
+/// figures ([`StageProfile`]) and its corrected ones ([`CorrectedProfile`]) each carry one, and
+/// dereference to it; its fields are written inline, so the file format is the one described
+/// above.
+///
+/// Every percentile is the highest value of the histogram bucket holding its rank
+/// ([`crate::rank`]), clamped to `[min_ns, max_ns]`; with nothing recorded every figure is 0.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct DistributionProfile {
     /// Smallest value, exact.
     pub min_ns: u64,
     /// Largest value, exact.
@@ -305,7 +315,7 @@ pub struct CorrectedProfile {
     pub sum_ns: u64,
     /// `sum_ns / count` (0 when `count` is 0).
     pub mean_ns: f64,
-    /// Median, by the raw figures' rule.
+    /// Median (nearest rank, the bucket's highest equivalent value clamped to [min, max]).
     pub p50_ns: u64,
     /// 90th percentile.
     pub p90_ns: u64,
@@ -315,10 +325,34 @@ pub struct CorrectedProfile {
     pub p99_ns: u64,
     /// 99.9th percentile.
     pub p999_ns: u64,
-    /// The corrected histogram (ns), encoded like [`StageProfile::histogram`]; absent only in
-    /// hand-written profiles.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub histogram: Option<String>,
+}
+
+impl std::ops::Deref for StageProfile {
+    type Target = DistributionProfile;
+
+    fn deref(&self) -> &DistributionProfile {
+        &self.distribution
+    }
+}
+
+impl std::ops::DerefMut for StageProfile {
+    fn deref_mut(&mut self) -> &mut DistributionProfile {
+        &mut self.distribution
+    }
+}
+
+impl std::ops::Deref for CorrectedProfile {
+    type Target = DistributionProfile;
+
+    fn deref(&self) -> &DistributionProfile {
+        &self.distribution
+    }
+}
+
+impl std::ops::DerefMut for CorrectedProfile {
+    fn deref_mut(&mut self) -> &mut DistributionProfile {
+        &mut self.distribution
+    }
 }
 
 /// The exact figures of a corrected histogram that it does not hold, for
@@ -959,7 +993,7 @@ impl StageProfile {
     /// Whether the stage's figure for quantile `q` (`p99_ns` for 0.99) is saturated: its rank
     /// falls among the `saturated` values, those past the histograms' highest trackable value
     /// ([`ProfileConfig::highest_ns`]). Such a figure is a floor of the true percentile, not its
-    /// value, by the rule of [`crate::StageStats::is_saturated`].
+    /// value, by the rule of [`crate::Distribution::is_saturated`].
     pub fn is_saturated(&self, q: f64) -> bool {
         crate::hist::quantile_saturated(q, self.count, self.saturated)
     }

@@ -83,33 +83,7 @@ pub fn html_top(
              added.</p>\n",
         );
     }
-    h.push_str(
-        "<table>\n<thead><tr><th>stage</th><th>spans</th><th>p50</th>\
-                <th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th><th>mean</th>",
-    );
-    if corrected {
-        h.push_str(
-            "<th>CO p50</th><th>CO p90</th><th>CO p95</th><th>CO p99</th><th>CO p99.9</th>\
-             <th>CO interval</th>",
-        );
-    }
-    h.push_str(
-        "<th>deadline misses</th><th>dropped</th><th>saturated</th></tr></thead>\n<tbody>\n",
-    );
-    for row in &rows {
-        match (row.current, row.baseline) {
-            (Some(s), base) => stage_row(
-                &mut h,
-                s,
-                base,
-                baseline.is_some() && base.is_none(),
-                corrected,
-            ),
-            (None, Some(b)) => removed_row(&mut h, b, corrected),
-            (None, None) => {}
-        }
-    }
-    h.push_str("</tbody>\n</table>\n");
+    stage_table(&mut h, &rows, baseline.is_some(), corrected);
 
     h.push_str(
         "<h2>Percentile distributions</h2>\n<p class=\"meta\">x: percentile on a nines axis \
@@ -133,6 +107,32 @@ pub fn html_top(
         env!("CARGO_PKG_VERSION")
     );
     Ok(h)
+}
+
+/// The stages' table: one row per stage, the CO columns when `corrected`, and under each
+/// figure the baseline's when `compared` (a stage the baseline lacks is marked new).
+fn stage_table(h: &mut String, rows: &[Row<'_>], compared: bool, corrected: bool) {
+    h.push_str(
+        "<table>\n<thead><tr><th>stage</th><th>spans</th><th>p50</th>\
+                <th>p90</th><th>p95</th><th>p99</th><th>p99.9</th><th>max</th><th>mean</th>",
+    );
+    if corrected {
+        h.push_str(
+            "<th>CO p50</th><th>CO p90</th><th>CO p95</th><th>CO p99</th><th>CO p99.9</th>\
+             <th>CO interval</th>",
+        );
+    }
+    h.push_str(
+        "<th>deadline misses</th><th>dropped</th><th>saturated</th></tr></thead>\n<tbody>\n",
+    );
+    for row in rows {
+        match (row.current, row.baseline) {
+            (Some(s), base) => stage_row(h, s, base, compared && base.is_none(), corrected),
+            (None, Some(b)) => removed_row(h, b, corrected),
+            (None, None) => {}
+        }
+    }
+    h.push_str("</tbody>\n</table>\n");
 }
 
 /// One stage of the report: its key and its figures in each profile.

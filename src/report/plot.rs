@@ -357,6 +357,24 @@ fn draw_grid<DB: DrawingBackend>(
     root.present()
 }
 
+/// The plot's x extent (whole nines, at least 1) and its y range: the curves' latencies with a
+/// quarter of margin on the log scale, a factor of 2 around a single value, 1 ns – 1 µs for no
+/// data.
+fn axis_ranges(plot: &StagePlot) -> (f64, (f64, f64)) {
+    let all = || plot.series.iter().flat_map(|s| s.points.iter());
+    let x_max = all().map(|p| p.0).fold(1.0f64, f64::max).ceil();
+    let y_min = all().map(|p| p.1).fold(f64::INFINITY, f64::min).max(1.0);
+    let y_max = all().map(|p| p.1).fold(0.0f64, f64::max);
+    let y = if y_min.is_finite() && y_max > y_min {
+        (y_min / 1.25, y_max * 1.25)
+    } else if y_min.is_finite() {
+        (y_min / 2.0, y_min * 2.0)
+    } else {
+        (1.0, 1000.0)
+    };
+    (x_max, y)
+}
+
 fn draw_cell<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     plot: &StagePlot,
@@ -370,17 +388,7 @@ fn draw_cell<DB: DrawingBackend>(
             ("sans-serif", 18).into_font().color(&BLACK),
         ))?;
     }
-    let all = || plot.series.iter().flat_map(|s| s.points.iter());
-    let x_max = all().map(|p| p.0).fold(1.0f64, f64::max).ceil();
-    let y_min = all().map(|p| p.1).fold(f64::INFINITY, f64::min).max(1.0);
-    let y_max = all().map(|p| p.1).fold(0.0f64, f64::max);
-    let (y_lo, y_hi) = if y_min.is_finite() && y_max > y_min {
-        (y_min / 1.25, y_max * 1.25)
-    } else if y_min.is_finite() {
-        (y_min / 2.0, y_min * 2.0)
-    } else {
-        (1.0, 1000.0)
-    };
+    let (x_max, (y_lo, y_hi)) = axis_ranges(plot);
 
     let mut chart = ChartBuilder::on(area)
         .margin_top(if caption { 36 } else { 12 })

@@ -42,26 +42,23 @@ impl fmt::Display for Window {
     }
 }
 
-/// One stage's statistics over one window. Durations are nanosecond-exact where they come from
-/// exact sums (mean, min, max); percentiles are within the histogram's resolution (0.1 % with 3
-/// significant digits) of the exact nearest-rank value, and never outside `[min, max]`.
+/// The figures of one distribution of durations: how many values, their exact range and
+/// moments, the percentiles every snapshot keeps, and how many fell past the histogram's range.
+/// [`StageStats`] carries one for its spans and [`CorrectedStats`] one for the
+/// coordinated-omission-corrected values; both dereference to it, so `stats.p99` reads
+/// `stats.distribution.p99`.
 ///
-/// When `count` is 0 (nothing completed in the window, but something was dropped, sampled out or
-/// missed its deadline) every duration is zero.
-#[derive(Debug, Clone, PartialEq)]
+/// Durations are nanosecond-exact where they come from exact sums (mean, min, max); percentiles
+/// are within the histogram's resolution (0.1 % with 3 significant digits) of the exact
+/// nearest-rank value, and never outside `[min, max]`. When `count` is 0 every duration is zero.
+#[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
-pub struct StageStats {
-    /// The stage's name.
-    pub stage: &'static str,
-    /// The stage's static labels.
-    pub labels: &'static [(&'static str, &'static str)],
-    /// The window these figures cover.
-    pub window: Window,
-    /// Spans recorded into the histogram (the sampled-in ones that reached the aggregator).
+pub struct Distribution {
+    /// Values in the histogram.
     pub count: u64,
-    /// Shortest span.
+    /// Smallest value.
     pub min: Duration,
-    /// Longest span.
+    /// Largest value.
     pub max: Duration,
     /// Arithmetic mean (exact).
     pub mean: Duration,
@@ -78,8 +75,56 @@ pub struct StageStats {
     /// 99.9th percentile.
     ///
     /// Any percentile may be saturated (a value past the histogram's range):
-    /// [`StageStats::is_saturated`] says so.
+    /// [`Distribution::is_saturated`] says so.
     pub p999: Duration,
+    /// Values above the histogram's highest trackable value, recorded as that value.
+    pub saturated: u64,
+}
+
+impl Distribution {
+    /// The percentile for quantile `q` among the ones kept (0.5, 0.9, 0.95, 0.99, 0.999), the
+    /// minimum for 0 and the maximum for 1.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        const EPS: f64 = 1e-12;
+        let figures = [
+            self.min, self.p50, self.p90, self.p95, self.p99, self.p999, self.max,
+        ];
+        [0.0, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0]
+            .into_iter()
+            .zip(figures)
+            .find(|(k, _)| (k - q).abs() < EPS)
+            .map(|(_, v)| v)
+    }
+
+    /// Whether the figure for quantile `q` (`p99` for 0.99) is saturated: its rank falls among
+    /// the `saturated` values, those above the histogram's highest trackable value. Such a
+    /// figure reads about the highest trackable value while the true percentile is larger, by
+    /// any amount; treat it as a lower bound and raise the bound
+    /// ([`crate::CollectorBuilder::with_histogram`]). Min and max are exact, never saturated.
+    pub fn is_saturated(&self, q: f64) -> bool {
+        crate::hist::quantile_saturated(q, self.count, self.saturated)
+    }
+}
+
+/// One stage's statistics over one window: the distribution of its span durations
+/// ([`Distribution`], whose fields read through this struct: `stats.p99`) and what happened to
+/// the calls that are not in it.
+///
+/// When `count` is 0 (nothing completed in the window, but something was dropped, sampled out or
+/// missed its deadline) every duration is zero.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StageStats {
+    /// The stage's name.
+    pub stage: &'static str,
+    /// The stage's static labels.
+    pub labels: &'static [(&'static str, &'static str)],
+    /// The window these figures cover.
+    pub window: Window,
+    /// The spans recorded into the histogram (the sampled-in ones that reached the aggregator):
+    /// their count, range, mean, percentiles and saturated values. `stats.p99` reads
+    /// `stats.distribution.p99`.
+    pub distribution: Distribution,
     /// Records lost to full rings.
     pub dropped: u64,
     /// Calls skipped by sampling (counted exactly, per thread).
@@ -91,8 +136,6 @@ pub struct StageStats {
     /// One exception: a [`crate::Lap`] is sampled as a whole, and a sampled-out lap counts one
     /// skipped call for its total stage only, not for the splits it never reached.
     pub calls: u64,
-    /// Values above the histogram's highest trackable value, recorded as that value.
-    pub saturated: u64,
     /// Spans that ran past the stage's deadline: counted once each, as soon as the aggregator sees
     /// them overdue (even while still running) or when they end late.
     pub deadline_misses: u64,
@@ -118,8 +161,10 @@ pub struct StageStats {
     /// stage's side of the accounting identity [`Health::produced`] checks in total.
     pub produced: u64,
     /// Coordinated-omission-corrected figures, beside the raw ones, for a stage with an expected
-    /// interval ([`crate::Stage::set_expected_interval`]); `None` otherwise.
-    pub corrected: Option<CorrectedStats>,
+    /// interval ([`crate::Stage::set_expected_interval`]); `None` otherwise. Boxed: most stages
+    /// have no correction, and a snapshot holds one `StageStats` per stage and window, so the
+    /// corrected figures cost those stages one pointer, not their whole size.
+    pub corrected: Option<Box<CorrectedStats>>,
 }
 
 /// A stage's figures with coordinated-omission correction (HdrHistogram's
@@ -128,58 +173,49 @@ pub struct StageStats {
 /// have measured from their scheduled starts. Same window as the raw figures they sit beside.
 ///
 /// The added values are all shorter than the span that added them, so `max` is the raw one (for
-/// spans since the correction was turned on). Percentiles follow the raw figures' rules.
+/// spans since the correction was turned on). Percentiles follow the raw figures' rules; the
+/// distribution's fields read through this struct (`corrected.p99`).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct CorrectedStats {
     /// The expected interval the latest span was corrected with.
     pub expected_interval: Duration,
-    /// Values in the corrected histogram: the spans recorded since the correction was turned on,
-    /// plus `synthesized`.
-    pub count: u64,
     /// Values added for spans held back by a slower one.
     pub synthesized: u64,
-    /// Smallest value.
-    pub min: Duration,
-    /// Largest value.
-    pub max: Duration,
-    /// Arithmetic mean (exact).
-    pub mean: Duration,
-    /// Population standard deviation (exact).
-    pub stddev: Duration,
-    /// Median.
-    pub p50: Duration,
-    /// 90th percentile.
-    pub p90: Duration,
-    /// 95th percentile.
-    pub p95: Duration,
-    /// 99th percentile.
-    pub p99: Duration,
-    /// 99.9th percentile.
-    pub p999: Duration,
     /// Spans whose correction was cut short: one span adds at most 4 194 304 values (a 4 s stall
     /// of a 1 µs loop); the smallest ones beyond that are left out.
     pub truncated: u64,
-    /// Values (raw or added) above the histogram's highest trackable value: see
-    /// [`CorrectedStats::is_saturated`].
-    pub saturated: u64,
+    /// The corrected values: the spans recorded since the correction was turned on, plus
+    /// `synthesized`. `saturated` counts values (raw or added) above the histogram's highest
+    /// trackable value: see [`Distribution::is_saturated`].
+    pub distribution: Distribution,
 }
 
-impl CorrectedStats {
-    /// Whether the corrected figure for quantile `q` is saturated, by the rule of
-    /// [`StageStats::is_saturated`]: a floor of the true percentile, not its value.
-    pub fn is_saturated(&self, q: f64) -> bool {
-        crate::hist::quantile_saturated(q, self.count, self.saturated)
-    }
+impl std::ops::Deref for StageStats {
+    type Target = Distribution;
 
-    /// The percentile for quantile `q` among the ones kept, as [`StageStats::quantile`].
-    pub fn quantile(&self, q: f64) -> Option<Duration> {
-        pick_quantile(
-            q,
-            [
-                self.min, self.p50, self.p90, self.p95, self.p99, self.p999, self.max,
-            ],
-        )
+    fn deref(&self) -> &Distribution {
+        &self.distribution
+    }
+}
+
+impl std::ops::DerefMut for StageStats {
+    fn deref_mut(&mut self) -> &mut Distribution {
+        &mut self.distribution
+    }
+}
+
+impl std::ops::Deref for CorrectedStats {
+    type Target = Distribution;
+
+    fn deref(&self) -> &Distribution {
+        &self.distribution
+    }
+}
+
+impl std::ops::DerefMut for CorrectedStats {
+    fn deref_mut(&mut self) -> &mut Distribution {
+        &mut self.distribution
     }
 }
 
@@ -198,36 +234,6 @@ impl StageStats {
             self.count as f64 / self.calls as f64
         }
     }
-
-    /// The percentile for quantile `q` among the ones kept (0.5, 0.9, 0.95, 0.99, 0.999), the
-    /// minimum for 0 and the maximum for 1.
-    pub fn quantile(&self, q: f64) -> Option<Duration> {
-        pick_quantile(
-            q,
-            [
-                self.min, self.p50, self.p90, self.p95, self.p99, self.p999, self.max,
-            ],
-        )
-    }
-
-    /// Whether the figure for quantile `q` (`p99` for 0.99) is saturated: its rank falls among
-    /// the `saturated` values, those above the histogram's highest trackable value. Such a
-    /// figure reads about the highest trackable value while the true percentile is larger, by
-    /// any amount; treat it as a lower bound and raise the bound
-    /// ([`crate::CollectorBuilder::with_histogram`]). Min and max are exact, never saturated.
-    pub fn is_saturated(&self, q: f64) -> bool {
-        crate::hist::quantile_saturated(q, self.count, self.saturated)
-    }
-}
-
-/// The figure among `[min, p50, p90, p95, p99, p99.9, max]` for quantile `q`.
-fn pick_quantile(q: f64, figures: [Duration; 7]) -> Option<Duration> {
-    const EPS: f64 = 1e-12;
-    [0.0, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0]
-        .into_iter()
-        .zip(figures)
-        .find(|(k, _)| (k - q).abs() < EPS)
-        .map(|(_, v)| v)
 }
 
 /// `whole × misses / max(count, misses)`, 0 when both are 0: the deadline-miss share of
@@ -306,8 +312,8 @@ pub struct Health {
     pub abandoned: u64,
     /// Heap bytes held by the aggregator's histograms.
     pub histogram_bytes: usize,
-    /// Guard trips refused since the process started: [`crate::guard_trip`] named a reason that
-    /// is not a valid name, or one past [`crate::MAX_GUARD_REASONS`].
+    /// Trips refused since the process started: [`crate::record_trip`] named a reason that
+    /// is not a valid name, or one past [`crate::MAX_TRIP_REASONS`].
     pub rejected_trips: u64,
     /// Panics caught in sinks (exporters, profile and trace collection, the user's own); the
     /// sink is kept and called again at the next cycle. Sinks run on the snapshot being
@@ -326,10 +332,14 @@ pub struct Health {
     pub series_sweep: Duration,
 }
 
-/// Guard trips of one reason in every kept window.
+/// Renamed [`TripCounts`].
+#[deprecated(since = "0.2.0", note = "renamed `TripCounts`")]
+pub type GuardTrips = TripCounts;
+
+/// Trips of one reason in every kept window.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
-pub struct GuardTrips {
+pub struct TripCounts {
     /// The reason, e.g. `vol_hard`.
     pub reason: &'static str,
     /// Trips per window, in the order of [`Snapshot::windows`].
@@ -353,7 +363,7 @@ pub struct Snapshot {
     pub windows: Vec<Window>,
     pub(crate) stages: StageTable,
     pub(crate) violations: Vec<Violation>,
-    pub(crate) guard_trips: Vec<GuardTrips>,
+    pub(crate) guard_trips: Vec<TripCounts>,
     /// Unlabelled stages by name, for lock-free queries by name.
     pub(crate) names: std::sync::Arc<std::collections::HashMap<&'static str, u32>>,
     /// The library's own health and accounting.
@@ -408,8 +418,8 @@ impl Snapshot {
         &self.violations
     }
 
-    /// Guard trips per reason over `window` (reasons with no trips in it are left out).
-    pub fn guard_trips(&self, window: Window) -> Vec<(&'static str, u64)> {
+    /// Trips per reason over `window` (reasons with no trips in it are left out).
+    pub fn trip_counts(&self, window: Window) -> Vec<(&'static str, u64)> {
         let Some(w) = self.window_index(window) else {
             return Vec::new();
         };
@@ -417,5 +427,11 @@ impl Snapshot {
             .iter()
             .filter_map(|g| g.counts.get(w).filter(|c| **c > 0).map(|c| (g.reason, *c)))
             .collect()
+    }
+
+    /// Renamed [`trip_counts`](Self::trip_counts).
+    #[deprecated(since = "0.2.0", note = "renamed `trip_counts`")]
+    pub fn guard_trips(&self, window: Window) -> Vec<(&'static str, u64)> {
+        self.trip_counts(window)
     }
 }

@@ -54,7 +54,7 @@ impl fmt::Display for Metric {
 pub enum Severity {
     /// Above the warning threshold.
     Warning,
-    /// Above the critical threshold: the stage's latency guard trips.
+    /// Above the critical threshold: the stage's latency breaker trips.
     Critical,
 }
 
@@ -134,7 +134,7 @@ impl fmt::Display for Value {
     }
 }
 
-/// A violation in force is left (for callbacks and latency guards) only once the observed value
+/// A violation in force is left (for callbacks and latency breakers) only once the observed value
 /// falls below this fraction of the threshold, so a metric hovering at its threshold does not
 /// announce or trip again at every cycle.
 pub const CLEAR_BELOW: f64 = 0.9;

@@ -85,7 +85,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::ConfigError;
 use crate::stage::Labels;
 
 mod format;
@@ -94,6 +93,54 @@ mod tracer;
 mod writer;
 
 pub use format::{chrome_json, golden_json};
+
+/// Why tracing cannot be set up as configured. The collector carries it inside
+/// [`ConfigError::Sink`](crate::ConfigError::Sink) (a setting, found by `validate` and
+/// `install`) or [`InstallErrorKind::Sink`](crate::InstallErrorKind::Sink) (the output
+/// directory, found by `install`); [`SinkError::downcast_ref`](crate::SinkError::downcast_ref)
+/// gives it back.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TraceError {
+    /// A setting that cannot work.
+    Setting {
+        /// The setting, named as its `TraceConfig` getter: `root`, `sample_rate`, `deadline`,
+        /// `golden_interval`, `keep`, `max_spans` or `metadata`.
+        setting: &'static str,
+        /// What is wrong with it and what to use instead.
+        reason: String,
+    },
+    /// The output directory ([`TraceConfig::with_output_dir`]) could not be created.
+    OutputDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Why it could not be created.
+        error: std::io::Error,
+    },
+}
+
+impl fmt::Display for TraceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Setting { setting, reason } => write!(f, "trace setting {setting}: {reason}"),
+            Self::OutputDir { dir, error } => write!(
+                f,
+                "cannot create the trace output directory {}: {error}: create it, or pass a \
+                 writable directory to TraceConfig::with_output_dir",
+                dir.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TraceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::OutputDir { error, .. } => Some(error),
+            Self::Setting { .. } => None,
+        }
+    }
+}
 
 /// Tracing's own figures ([`crate::CollectorHandle::trace_health`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -293,9 +340,11 @@ impl TraceConfig {
         &self.metadata
     }
 
-    /// Checks the settings without installing anything (also checked when the collector is).
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |setting, reason: String| Err(ConfigError::Trace { setting, reason });
+    /// Checks the settings without installing anything (also checked when the collector is:
+    /// then the error comes as [`ConfigError::Sink`](crate::ConfigError::Sink), whose
+    /// [`downcast_ref`](crate::SinkError::downcast_ref) gives this one back).
+    pub fn validate(&self) -> Result<(), TraceError> {
+        let fail = |setting, reason: String| Err(TraceError::Setting { setting, reason });
         if let Err(e) = crate::stage::valid_name(self.root) {
             return fail("root", format!("{e}"));
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::tracer::{RingTrace, Store, Tracer};
 use super::{Trace, TraceConfig, TraceHealth};
 use crate::sink::{Cycle, Install, Interest, RecordBatch, Sink};
-use crate::{CollectorBuilder, CollectorHandle, ConfigError, InstallErrorKind};
+use crate::{CollectorBuilder, CollectorHandle, ConfigError, InstallErrorKind, SinkError};
 
 impl CollectorBuilder {
     /// Traces ticks as `config` says (feature `trace`): the aggregator rebuilds kept ticks' nested
@@ -72,7 +72,9 @@ impl Sink for TraceSink {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        self.config.validate()
+        self.config
+            .validate()
+            .map_err(|e| ConfigError::Sink(SinkError::new(self.name(), e)))
     }
 
     fn start(&mut self, install: &Install) -> Result<(), InstallErrorKind> {

@@ -172,9 +172,12 @@ impl Tracer {
             .map_err(InstallErrorKind::Config)?;
         let writer = match config.output_dir() {
             Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|error| InstallErrorKind::TraceOutput {
-                    dir: dir.to_path_buf(),
-                    error,
+                std::fs::create_dir_all(dir).map_err(|error| {
+                    let e = super::TraceError::OutputDir {
+                        dir: dir.to_path_buf(),
+                        error,
+                    };
+                    InstallErrorKind::Sink(crate::SinkError::new("trace", e))
                 })?;
                 Some(Writer::spawn(generation).map_err(InstallErrorKind::Spawn)?)
             }

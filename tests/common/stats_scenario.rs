@@ -61,7 +61,7 @@ pub fn record() -> Scenario {
         }
     }
     for _ in 0..TRIPS {
-        laptime::guard_trip(REASON);
+        laptime::record_trip(REASON);
     }
     assert!(handle.flush(), "the collector did not flush");
     Scenario {
