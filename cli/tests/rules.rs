@@ -12,7 +12,7 @@ use laptime::config::Config;
 use laptime_cli::rules::Plan;
 
 fn demo_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/trading_tick.toml")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/trading_tick.toml")
 }
 
 /// `promtool`, or `None` (with a message) when it is not installed; under CI its absence fails.
