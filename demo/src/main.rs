@@ -2,9 +2,9 @@
 //!
 //! Every tick fetches market data, prices a spread, checks the volatility guards and emits quotes
 //! (one exchange request cancels the stale quotes, another posts the new ones). Each stage is
-//! simulated by spinning for a drawn duration, tens of microseconds to a few milliseconds. Ticks
-//! start on a fixed schedule, one every millisecond (a slow tick makes the next ones start late,
-//! back to back, until the loop has caught up).
+//! simulated by spinning for a drawn duration, tens of microseconds to a few milliseconds. Market
+//! data arrives every millisecond, and a tick starts with each update (after a slow tick, the
+//! next one starts at once with the latest update; the ones before it are skipped).
 //!
 //! The story its output tells:
 //! 1. a warm-up of half a second with recording off: cold caches and first-time set-up are not
@@ -581,10 +581,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
 /// held back the ticks due meanwhile.
 const TICK_PERIOD: Duration = Duration::from_millis(1);
 
-/// How far behind its schedule the loop may fall (a machine too busy to keep up) before it skips
-/// the ticks it missed instead of running them all back to back.
-const MAX_BACKLOG: Duration = Duration::from_millis(50);
-
 /// The warm-up before the recorded run, recording off.
 const WARM_UP: Duration = Duration::from_millis(500);
 
@@ -592,9 +588,12 @@ const WARM_UP: Duration = Duration::from_millis(500);
 /// that a few ticks (the first ones of a run, say) are never a verdict.
 const MIN_TICKS: u64 = 500;
 
-/// Tick starts on a fixed schedule, one every [`TICK_PERIOD`]. A tick that overruns makes the
-/// next ones start at once, back to back, until the loop has caught up; past [`MAX_BACKLOG`]
-/// behind, the missed ticks are skipped (and counted) instead.
+/// Tick starts on a fixed schedule: market data arrives every [`TICK_PERIOD`], and a tick starts
+/// with each update, at once if the loop is late for it. Updates wait in a queue one deep: of
+/// those that arrive while a tick runs (or while the OS holds the loop off its core), the latest
+/// starts the next tick and the others are skipped (and counted). So a slow tick holds back the
+/// ticks due while it ran, which the coordinated-omission correction counts, and the loop never
+/// runs a backlog of ticks back to back.
 struct Schedule {
     next: Instant,
     skipped: u64,
@@ -608,17 +607,19 @@ impl Schedule {
         }
     }
 
-    /// Waits until the next tick is due.
+    /// Waits for the next update (none if one is waiting already).
     fn wait(&mut self) {
         let now = Instant::now();
         if now < self.next {
             // The sleep's overshoot (tens of µs) delays the tick's start, not its timing.
             std::thread::sleep(self.next - now);
-        } else if now - self.next > MAX_BACKLOG {
-            self.skipped += ((now - self.next).as_nanos() / TICK_PERIOD.as_nanos()) as u64;
-            self.next = now;
+            self.next += TICK_PERIOD;
+            return;
         }
-        self.next += TICK_PERIOD;
+        // Late: the latest update that arrived starts this tick; the ones before it are skipped.
+        let older = (now - self.next).as_nanos() / TICK_PERIOD.as_nanos();
+        self.skipped += older as u64;
+        self.next += TICK_PERIOD * (older as u32 + 1);
     }
 }
 
@@ -968,8 +969,8 @@ impl QuoteCounts {
 fn print_banner(sla: &SlaPreset, run: Duration) {
     let at = |d: Duration| format!("{:.1} s", d.as_secs_f64());
     println!(
-        "trading_tick: a {} warm-up (not recorded), then {} of ticks, one every {}: a calm \
-         market until {}, volatile until {}, calm again to the end",
+        "trading_tick: a {} warm-up (not recorded), then {} of ticks on market data every {}: \
+         a calm market until {}, volatile until {}, calm again to the end",
         fmt::duration(WARM_UP),
         at(run),
         fmt::duration(TICK_PERIOD),
@@ -1063,13 +1064,12 @@ fn print_summary(
     if let Some(ticks) = all.iter().find(|s| s.stage == "tick_total") {
         let _ = writeln!(
             out,
-            "ticks: {} in {:.2} s, {:.0} a second on a schedule of one every {} ({skipped} \
-             skipped while more than {} behind)",
+            "ticks: {} in {:.2} s, {:.0} a second, market data every {} ({skipped} updates \
+             skipped: a newer one arrived while the loop was busy)",
             ticks.count,
             elapsed.as_secs_f64(),
             ticks.count as f64 / elapsed.as_secs_f64(),
             fmt::duration(TICK_PERIOD),
-            fmt::duration(MAX_BACKLOG)
         );
     }
     for s in collector.get_all_stats(Window::Cumulative) {

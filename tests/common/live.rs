@@ -45,9 +45,9 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
 const DEMO_FEATURES: &str = "http,config";
 
 /// The demo (package `laptime-demo`, binary `trading_tick`), built here with [`DEMO_FEATURES`]
-/// into the test run's own target directory and profile if it is missing or lacks one of them.
-/// Every live test asks for the same features, so two of them running at once never rebuild it
-/// in turn.
+/// into the test run's own target directory and profile: the test run does not build another
+/// package's binary, and cargo does nothing if it is up to date. Every live test asks for the
+/// same features, so two of them running at once never rebuild it in turn.
 pub fn demo_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test>-<hash> -> target/<profile>/trading_tick
@@ -61,9 +61,6 @@ pub fn demo_binary() -> PathBuf {
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("--seconds takes"))
     };
-    if demo.is_file() && capable(&demo) {
-        return demo;
-    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let status = Command::new(cargo)
