@@ -397,12 +397,12 @@ fn the_demo_file_is_the_seeds_preset_scaled_to_the_demo() {
     );
     assert_eq!(config.sampling, laptime::config::SamplingSection::default());
 
-    // What demo/src/main.rs's `demo_sla()` does to the preset: durations / 100, judged over the
+    // What demo/src/main.rs's `demo_sla()` does to the preset: durations / 1000, judged over the
     // last second once it holds 500 ticks.
     let preset = presets::market_maker();
     let mut scaled = preset.clone();
     for (_, deadline) in &mut scaled.deadlines {
-        *deadline /= 100;
+        *deadline /= 1000;
     }
     for rule in &mut scaled.rules {
         rule.window = Window::S1;
@@ -412,14 +412,14 @@ fn the_demo_file_is_the_seeds_preset_scaled_to_the_demo() {
             .flatten()
         {
             if let Value::Latency(d) = threshold {
-                *d /= 100;
+                *d /= 1000;
             }
         }
     }
     assert_eq!(config.sla_preset().unwrap(), scaled);
     assert_eq!(
         config.deadlines,
-        [("tick_total".to_owned(), Duration::from_millis(2))]
+        [("tick_total".to_owned(), Duration::from_micros(200))]
     );
     // The demo's tick period, as demo/src/main.rs's built-in settings set it.
     assert_eq!(
@@ -429,7 +429,7 @@ fn the_demo_file_is_the_seeds_preset_scaled_to_the_demo() {
 
     let t = config.trace.as_ref().expect("the demo traces");
     assert_eq!(t.root, "tick_total");
-    assert_eq!(t.deadline, Some(preset.deadlines[0].1 / 100));
+    assert_eq!(t.deadline, Some(preset.deadlines[0].1 / 1000));
     assert_eq!(
         (
             t.enabled,
