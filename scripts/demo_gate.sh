@@ -16,16 +16,16 @@ seconds=${DEMO_GATE_SECONDS:-3}
 rounds=${DEMO_GATE_ROUNDS:-2}
 slowed=stage_spread
 
-cargo build --release --quiet --example trading_tick --features config,report
+cargo build --release --quiet -p laptime-demo --features config,report
 cargo build --release --quiet -p laptime-cli
-demo=target/release/examples/trading_tick
+demo=target/release/trading_tick
 laptime=target/release/laptime
 rm -rf "$out" && mkdir -p "$out"
 
 run() { # side, round, extra demo arguments...
   local side=$1 round=$2
   shift 2
-  "$demo" --seconds "$seconds" --config examples/trading_tick.toml \
+  "$demo" --seconds "$seconds" --config demo/trading_tick.toml \
     --artifacts "$out/$side-$round" "$@" >"$out/$side-$round.log"
 }
 for round in $(seq "$rounds"); do

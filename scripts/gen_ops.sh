@@ -4,7 +4,7 @@
 # if the committed files differ (scripts/test.sh runs it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-config=examples/trading_tick.toml
+config=demo/trading_tick.toml
 cargo build --quiet -p laptime-cli --bin laptime
 bin="${CARGO_TARGET_DIR:-target}/debug/laptime"
 if [[ "${1:-}" == "--check" ]]; then

@@ -52,6 +52,13 @@ pub enum StageError {
         /// The stage's name.
         name: String,
     },
+    /// The name is used both without labels and with them. A name's stage without labels is the
+    /// total of its stages with labels (see [`crate::Stage::is_total`]), so it cannot also be a
+    /// stage of its own.
+    MixedLabels {
+        /// The name.
+        name: String,
+    },
     /// The family was declared before with other label names.
     FamilyRedeclared {
         /// The family's name.
@@ -121,6 +128,10 @@ impl fmt::Display for StageError {
             Self::NameIsAStage { name } => write!(
                 f,
                 "{name:?} is already a stage: give the family another name"
+            ),
+            Self::MixedLabels { name } => write!(
+                f,
+                "{name:?} is used both with labels and without: the stage without labels is the total of those with labels (get_stats({name:?}) reads it), so record under one form only, or give one of them another name"
             ),
             Self::FamilyRedeclared { name, label_names } => write!(
                 f,

@@ -51,8 +51,8 @@ impl CallSite {
     #[cold]
     fn resolve(&self) -> Option<Stage> {
         *self.stage.get_or_init(|| {
-            // Refused only past the stage cap (the name was checked at compile time); counted in
-            // `Health::rejected` by the registry.
+            // Refused only past the stage cap, or for a name used with labels and without (the
+            // name was checked at compile time); counted in `Health::rejected` by the registry.
             let stage = Stage::with_labels(self.name, self.labels).ok()?;
             if self.deadline_ns != 0 {
                 let _ = stage.set_deadline(Some(Duration::from_nanos(self.deadline_ns)));

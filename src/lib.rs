@@ -305,3 +305,33 @@ pub fn rank(q: f64, n: u64) -> u64 {
 ))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeExamples;
+
+/// The examples of the guides the README links to (`docs/`), run as doc tests like the README's.
+#[cfg(all(
+    doctest,
+    feature = "prometheus",
+    feature = "http",
+    feature = "test-util"
+))]
+#[doc = include_str!("../docs/guide.md")]
+pub struct GuideExamples;
+
+/// `docs/export.md`'s examples (see [`GuideExamples`]).
+#[cfg(all(
+    doctest,
+    feature = "prometheus",
+    feature = "http",
+    feature = "test-util"
+))]
+#[doc = include_str!("../docs/export.md")]
+pub struct ExportExamples;
+
+/// `docs/traces.md`'s examples (see [`GuideExamples`]).
+#[cfg(all(
+    doctest,
+    feature = "prometheus",
+    feature = "http",
+    feature = "test-util"
+))]
+#[doc = include_str!("../docs/traces.md")]
+pub struct TracesExamples;

@@ -9,6 +9,11 @@
 //!   `laptime::start("stage_emit")` costs a multiply and one or two loads after the first call
 //!   from that call site.
 //!
+//! A name is used either without labels (one stage) or with static labels (a stage per label
+//! set, [`Stage::with_labels`]); in the second case its stage without labels is their *total*,
+//! which the aggregator fills with each of their values and events, so a query by name answers
+//! for the name as a whole (as a family's total does for its series).
+//!
 //! The number of stages is capped (default [`DEFAULT_MAX_STAGES`]); past the cap registration fails
 //! with [`StageError::TooManyStages`] and hot-path calls with a new name record nothing and are
 //! counted in [`crate::Health::rejected`].
@@ -62,6 +67,12 @@ pub(crate) struct StageInfo {
     pub(crate) family: OnceLock<&'static crate::family::FamilyInfo>,
     /// A family total: values reach it through its series only.
     pub(crate) is_family_total: bool,
+    /// The stage without labels of a name that has static labelled stages: their total, which
+    /// values reach through them only (see [`Stage::is_total`]).
+    pub(crate) is_name_total: bool,
+    /// For a static labelled stage, its name's total: every value and event recorded here is
+    /// recorded there too.
+    pub(crate) name_total: Option<Stage>,
     /// Its histograms' significant digits when not the collector's (a family's series and total).
     pub(crate) digits: Option<u8>,
 }
@@ -70,6 +81,8 @@ pub(crate) struct StageInfo {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Shape {
     pub(crate) is_family_total: bool,
+    pub(crate) is_name_total: bool,
+    pub(crate) name_total: Option<Stage>,
     pub(crate) digits: Option<u8>,
 }
 
@@ -77,6 +90,8 @@ impl Shape {
     /// A stage of its own, at the collector's precision.
     const PLAIN: Shape = Shape {
         is_family_total: false,
+        is_name_total: false,
+        name_total: None,
         digits: None,
     };
 }
@@ -109,6 +124,8 @@ impl StageInfo {
             tripped: AtomicBool::new(false),
             family: OnceLock::new(),
             is_family_total: shape.is_family_total,
+            is_name_total: shape.is_name_total,
+            name_total: shape.name_total,
             digits: shape.digits,
         })))
     }
@@ -138,15 +155,51 @@ impl StageInfo {
 pub struct Stage(pub(crate) &'static StageInfo);
 
 impl Stage {
-    /// Registers (or finds) the stage `name` with no labels.
+    /// Registers (or finds) the stage `name` with no labels. A name that has stages with labels
+    /// is refused ([`StageError::MixedLabels`]): its stage without labels is their total.
     pub fn new(name: &'static str) -> Result<Stage, StageError> {
         registry().resolve(name, &[])
     }
 
     /// Registers (or finds) the stage `name` with static labels, e.g. an exchange request stage
     /// labelled by `verb` and `api`. The same name with other label values is another stage.
+    ///
+    /// The name's stage without labels is then their total (see [`Stage::is_total`]): every
+    /// value and event recorded into any of them is recorded there too, so `get_stats(name)`
+    /// answers for the name as a whole, exactly (the histograms summed, not percentiles
+    /// averaged). The first labelled stage of a name registers the total as well, so it needs
+    /// room for two stages under the cap. A name already registered without labels, as a stage
+    /// of its own, is refused ([`StageError::MixedLabels`]), as is a family's name.
+    ///
+    /// ```
+    /// use laptime::Stage;
+    /// let post = Stage::with_labels("doc_exchange_req", &[("verb", "post")]).unwrap();
+    /// let delete = Stage::with_labels("doc_exchange_req", &[("verb", "delete")]).unwrap();
+    /// let total = Stage::lookup("doc_exchange_req", &[]).unwrap();
+    /// assert!(total.is_total() && !post.is_total() && !delete.is_total());
+    /// // The total is read, never recorded into.
+    /// assert!(Stage::new("doc_exchange_req").is_err());
+    /// ```
     pub fn with_labels(name: &'static str, labels: Labels) -> Result<Stage, StageError> {
         registry().resolve(name, labels)
+    }
+
+    /// Whether this stage is a total of others: a family's total ([`Stage::is_family_total`]) or
+    /// the stage without labels of a name that has static labelled stages
+    /// ([`Stage::with_labels`]). Values reach it only through the stages it adds up, so a sink
+    /// that sums those itself (an exporter) leaves it out.
+    pub fn is_total(self) -> bool {
+        self.0.is_name_total || self.0.is_family_total
+    }
+
+    /// The total this stage's values are also recorded into: its family's, or its name's.
+    #[inline]
+    pub(crate) fn sums_into(self) -> Option<Stage> {
+        if let Some(total) = self.0.name_total {
+            return Some(total);
+        }
+        let family = self.family()?;
+        (!self.0.is_family_total).then(|| family.total())
     }
 
     /// Finds an already registered stage without registering it.
@@ -347,7 +400,8 @@ impl fmt::Debug for LatencyBreaker {
 /// Anything the hot-path API accepts as a stage: a [`Stage`] handle, or a `&'static str` name
 /// (resolved by address, see the module docs).
 pub trait IntoStage {
-    /// Resolves to a stage, or `None` when the name is invalid or the cap is reached (counted in
+    /// Resolves to a stage, or `None` when the name is invalid, is the total of labelled stages
+    /// ([`StageError::MixedLabels`]) or the cap is reached (counted in
     /// [`crate::Health::rejected`]).
     fn into_stage(self) -> Option<Stage>;
 }
@@ -633,11 +687,54 @@ impl Registry {
                     name: name.to_owned(),
                 });
             }
+            if stage.0.is_name_total {
+                return Err(StageError::MixedLabels {
+                    name: name.to_owned(),
+                });
+            }
             return Ok(*stage);
         }
         valid_name(name)?;
         valid_labels(labels)?;
-        self.add_named(&mut by_key, name, labels, Shape::PLAIN)
+        if labels.is_empty() {
+            return self.add_named(&mut by_key, name, labels, Shape::PLAIN);
+        }
+        let name_total = self.name_total(&mut by_key, name)?;
+        let shape = Shape {
+            name_total: Some(name_total),
+            ..Shape::PLAIN
+        };
+        self.add_named(&mut by_key, name, labels, shape)
+    }
+
+    /// The total of `name`'s static labelled stages, registered with the first of them (which
+    /// then needs room for two stages under the cap). A name whose stage without labels is a
+    /// stage of its own, or a family's total, has no such total: labelled stages are refused.
+    fn name_total(
+        &self,
+        by_key: &mut HashMap<(&'static str, Labels), Stage>,
+        name: &'static str,
+    ) -> Result<Stage, StageError> {
+        match by_key.get(&(name, &[][..])) {
+            Some(total) if total.0.is_name_total => Ok(*total),
+            Some(family) if family.0.is_family_total => Err(StageError::NameIsAFamily {
+                name: name.to_owned(),
+            }),
+            Some(_) => Err(StageError::MixedLabels {
+                name: name.to_owned(),
+            }),
+            None => {
+                let cap = self.cap.load(Ordering::Relaxed);
+                if self.named.load(Ordering::Relaxed) + 2 > cap {
+                    return Err(StageError::TooManyStages { cap });
+                }
+                let shape = Shape {
+                    is_name_total: true,
+                    ..Shape::PLAIN
+                };
+                self.add_named(by_key, name, &[], shape)
+            }
+        }
     }
 
     /// A named stage: counted against the stage cap.
@@ -696,6 +793,7 @@ impl Registry {
         let shape = Shape {
             is_family_total: true,
             digits: Some(digits),
+            ..Shape::PLAIN
         };
         self.add_named(&mut by_key, name, &[], shape)
     }
@@ -718,8 +816,8 @@ impl Registry {
             self.series.fetch_add(1, Ordering::Relaxed);
         }
         let shape = Shape {
-            is_family_total: false,
             digits: Some(digits),
+            ..Shape::PLAIN
         };
         let stage = self.add(&mut by_key, name, labels, shape);
         if let Some(f) = family {
@@ -926,10 +1024,39 @@ mod tests {
         let a = Stage::new("unit_stage_a").unwrap();
         let b = Stage::new("unit_stage_a").unwrap();
         assert_eq!(a, b);
-        let c = Stage::with_labels("unit_stage_a", &[("verb", "post")]).unwrap();
+        let c = Stage::with_labels("unit_stage_b", &[("verb", "post")]).unwrap();
         assert_ne!(a, c);
         assert_eq!(registry().get(c.id()), Some(c));
         assert_eq!("unit_stage_a".into_stage(), Some(a));
+    }
+
+    #[test]
+    fn a_name_is_used_with_labels_or_without_never_both() {
+        let post = Stage::with_labels("unit_mixed_a", &[("verb", "post")]).unwrap();
+        let get = Stage::with_labels("unit_mixed_a", &[("verb", "get")]).unwrap();
+        let total = Stage::lookup("unit_mixed_a", &[]).expect("registered with the first");
+        assert!(total.is_total() && !total.is_family_total());
+        assert_eq!(post.sums_into(), Some(total));
+        assert_eq!(get.sums_into(), Some(total));
+        assert_eq!(total.sums_into(), None);
+        let mixed = StageError::MixedLabels {
+            name: "unit_mixed_a".to_owned(),
+        };
+        assert_eq!(Stage::new("unit_mixed_a").unwrap_err(), mixed);
+        assert_eq!("unit_mixed_a".into_stage(), None);
+        // The other way round: a stage of its own keeps its name to itself.
+        let own = Stage::new("unit_mixed_b").unwrap();
+        assert!(!own.is_total() && own.sums_into().is_none());
+        assert_eq!(
+            Stage::with_labels("unit_mixed_b", &[("verb", "post")]).unwrap_err(),
+            StageError::MixedLabels {
+                name: "unit_mixed_b".to_owned(),
+            }
+        );
+        assert!(
+            mixed.to_string().contains("get_stats(\"unit_mixed_a\")"),
+            "{mixed}"
+        );
     }
 
     #[test]

@@ -382,7 +382,7 @@ fn an_installed_file_shows_its_settings_and_rules_through_the_api() {
 
 #[test]
 fn the_demo_file_is_the_seeds_preset_scaled_to_the_demo() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/trading_tick.toml");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/demo/trading_tick.toml");
     let config = Config::from_path(path).unwrap_or_else(|e| panic!("{e}"));
     config
         .builder()
@@ -397,38 +397,39 @@ fn the_demo_file_is_the_seeds_preset_scaled_to_the_demo() {
     );
     assert_eq!(config.sampling, laptime::config::SamplingSection::default());
 
-    // What examples/trading_tick.rs's `demo_sla()` does to the preset: durations / 100, judged
-    // over the last second.
+    // What demo/src/main.rs's `demo_sla()` does to the preset: durations / 1000, judged over the
+    // last second once it holds 500 ticks.
     let preset = presets::market_maker();
     let mut scaled = preset.clone();
     for (_, deadline) in &mut scaled.deadlines {
-        *deadline /= 100;
+        *deadline /= 1000;
     }
     for rule in &mut scaled.rules {
         rule.window = Window::S1;
+        rule.min_count = 500;
         for threshold in [&mut rule.warning, &mut rule.critical]
             .into_iter()
             .flatten()
         {
             if let Value::Latency(d) = threshold {
-                *d /= 100;
+                *d /= 1000;
             }
         }
     }
     assert_eq!(config.sla_preset().unwrap(), scaled);
     assert_eq!(
         config.deadlines,
-        [("tick_total".to_owned(), Duration::from_millis(2))]
+        [("tick_total".to_owned(), Duration::from_micros(200))]
     );
-    // The demo's tick period, as examples/trading_tick.rs's built-in settings set it.
+    // The demo's tick period, as demo/src/main.rs's built-in settings set it.
     assert_eq!(
         config.expected_intervals,
-        [("tick_total".to_owned(), Duration::from_micros(900))]
+        [("tick_total".to_owned(), Duration::from_millis(1))]
     );
 
     let t = config.trace.as_ref().expect("the demo traces");
     assert_eq!(t.root, "tick_total");
-    assert_eq!(t.deadline, Some(preset.deadlines[0].1 / 100));
+    assert_eq!(t.deadline, Some(preset.deadlines[0].1 / 1000));
     assert_eq!(
         (
             t.enabled,
@@ -1058,7 +1059,7 @@ mod garbage {
 
     /// The demo's file, with a few spans replaced by pieces of TOML.
     fn mutated() -> impl Strategy<Value = String> {
-        let demo = include_str!("../examples/trading_tick.toml");
+        let demo = include_str!("../demo/trading_tick.toml");
         let piece = prop_oneof![
             Just(String::new()),
             "[\\[\\]{}=\",.#\n a-z0-9_]{1,6}",

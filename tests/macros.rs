@@ -64,12 +64,13 @@ fn name_labels_and_deadline_come_from_the_attribute() {
     let labels = [("verb", "post"), ("api", "batch-cancel")];
     let stage = Stage::lookup("exchange_req", &labels).unwrap();
     assert_eq!(stage.deadline(), Some(200 * MS));
-    assert!(
-        Stage::lookup("exchange_req", &[]).is_none(),
-        "no unlabelled series"
-    );
     let s = stats(&h, "exchange_req", &labels);
     assert_eq!((s.count, s.deadline_misses), (2, 1));
+    // The name without labels is the total of its labelled stages, not a series of its own.
+    let total = Stage::lookup("exchange_req", &[]).unwrap();
+    assert!(total.is_total());
+    let t = stats(&h, "exchange_req", &[]);
+    assert_eq!((t.count, t.deadline_misses, t.max), (2, 1, 250 * MS));
 }
 
 #[laptime::measure(name = "never_kept", sample = 0.0)]

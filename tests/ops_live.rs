@@ -1,7 +1,7 @@
 //! The generated operations files (`ops/`, written by `laptime rules --config
-//! examples/trading_tick.toml --out ops`) against a real Prometheus server scraping the demo.
+//! demo/trading_tick.toml --out ops`) against a real Prometheus server scraping the demo.
 //!
-//! Two demos run on loopback with `--config examples/trading_tick.toml`: `--env baseline`, and
+//! Two demos run on loopback with `--config demo/trading_tick.toml`: `--env baseline`, and
 //! `--env canary` with a planted slowdown (`--slow stage_fetch_md=10`, which puts the canary's
 //! tick_total p95 near 3 ms, above the 2 ms critical p95 threshold of the configuration's SLA
 //! rule; the baseline's is about 0.6 ms). Prometheus scrapes both every second under the job the
@@ -68,7 +68,7 @@ fn generated_rules_and_dashboard_have_data_and_the_planted_slowdown_alerts() {
         skip_or_fail("no prometheus binary (apt-get install prometheus)");
         return;
     };
-    let config_file = root().join("examples/trading_tick.toml");
+    let config_file = root().join("demo/trading_tick.toml");
     let rules_file = root().join("ops/prometheus/rules.yml");
     let dashboard_file = root().join("ops/grafana/dashboard.json");
     let job = prometheus_job(&config_file);

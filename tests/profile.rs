@@ -206,7 +206,8 @@ fn a_collectors_profile_matches_the_recorded_values() {
         })
         .collect();
     assert_eq!(keys, expected);
-    assert_eq!(keys.len(), 6);
+    // Six stages recorded into, and the labelled stage's name total.
+    assert_eq!(keys.len(), 7);
 
     let stage = |key: &str| {
         profile
@@ -241,6 +242,14 @@ fn a_collectors_profile_matches_the_recorded_values() {
     let key = format!("{}{{api=\"batch\",verb=\"post\"}}", labelled.name());
     let s = stage(&key);
     Reference::new(&labelled_values).check(s, &handle, labelled);
+    // Its name's total holds its values alone: the same figures, without labels.
+    let total = stage(labelled.name());
+    Reference::new(&labelled_values).check(
+        total,
+        &handle,
+        Stage::lookup(labelled.name(), &[]).unwrap(),
+    );
+    assert!(total.labels.is_empty());
     assert_eq!(
         s.labels,
         BTreeMap::from([
@@ -313,13 +322,13 @@ fn stages_with_labels_in_another_order_are_one_profile_stage() {
     let profile = handle.profile("order").unwrap();
     assert_eq!(
         handle.get_all_stats(Window::Cumulative).len(),
-        2,
-        "two stages in the collector"
+        3,
+        "two stages in the collector, and their name's total"
     );
     let keys: Vec<String> = profile.stages.iter().map(StageProfile::key).collect();
     let key = format!("{name}{{a=\"1\",b=\"2\"}}");
-    assert_eq!(keys, [key.as_str()]);
-    let s = &profile.stages[0];
+    assert_eq!(keys, [name, key.as_str()]);
+    let s = profile.stage(&key).unwrap();
     let all: Vec<u64> = first.iter().chain(&second).copied().collect();
     assert_eq!(
         (s.count, s.min_ns, s.max_ns, s.sum_ns, s.calls),
@@ -401,8 +410,12 @@ fn merging_two_runs_equals_one_run_of_both() {
     // Stages in order of first appearance: `a` never saw the labelled one.
     let keys = |p: &Profile| p.stages.iter().map(StageProfile::key).collect::<Vec<_>>();
     let labelled_key = format!("{}{{venue=\"x\"}}", labelled.name());
-    assert_eq!(keys(&merged), [watched, plain, labelled_key.as_str()]);
-    assert_eq!(keys(&both), [labelled_key.as_str(), watched, plain]);
+    let total = labelled.name();
+    assert_eq!(
+        keys(&merged),
+        [watched, plain, total, labelled_key.as_str()]
+    );
+    assert_eq!(keys(&both), [total, labelled_key.as_str(), watched, plain]);
     for m in &merged.stages {
         let c = both.stage(&m.key()).unwrap();
         let hist = |s: &StageProfile| recorded(&s.histogram().unwrap().unwrap());

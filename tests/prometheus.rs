@@ -408,6 +408,14 @@ fn labelled_stages_get_their_own_family_and_every_series_the_const_labels() {
         &bounds,
         1e6,
     );
+    // The name's total (its stage without labels, what `get_stats(req_name)` reads) is not
+    // exported: every series of the name carries its labels, and the backend sums them.
+    for s in samples.iter().filter(|s| s.name.starts_with("mm_")) {
+        if [req_name, twin_name].contains(&s.labels.get("stage").map_or("", String::as_str)) {
+            assert!(s.labels.contains_key("verb"), "{s:?}");
+        }
+    }
+    assert!(laptime::get_stats(req_name, Window::Cumulative).is_some_and(|t| t.count == 3));
     let clash_family = format!("mm_{}_ms", clash.name());
     assert_eq!(
         value(

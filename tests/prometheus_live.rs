@@ -1,6 +1,6 @@
 //! The demo's endpoint scraped by a real Prometheus server (Debian's `/usr/bin/prometheus`).
 //!
-//! The demo (`examples/trading_tick.rs`) runs a few seconds of ticks with `--listen 127.0.0.1:0`,
+//! The demo (`demo/`, the `trading_tick` binary) runs a few seconds of ticks with `--listen 127.0.0.1:0`,
 //! prints its whole-run figures as one JSON line, and keeps serving those final figures
 //! (`--linger`). Prometheus scrapes it every second. Once a scrape has seen the final state (its
 //! `_count` equals the library's count), the test asks Prometheus' HTTP API for:
@@ -222,9 +222,18 @@ fn prometheus_sees_what_the_library_counts() {
 }
 
 /// `mm_stage_duration_seconds<suffix>{stage="x",env=".."}` for an unlabelled stage,
-/// `mm_<name>_seconds<suffix>{k="v",..,env=".."}` for a labelled one.
+/// `mm_<name>_seconds<suffix>{k="v",..,env=".."}` for a labelled one. A name's total (its stage
+/// without labels, which is not exported) is the sum of its labelled series, `by (le)` for the
+/// buckets: Prometheus must add them up to the library's figures.
 fn series(stage: &Value, suffix: &str) -> String {
     let name = stage["stage"].as_str().unwrap();
+    if stage["total"] == true {
+        let all = format!("{NAMESPACE}_{name}_seconds{suffix}{{env=\"{ENV}\"}}");
+        return match suffix {
+            "_bucket" => format!("sum by (le) ({all})"),
+            _ => format!("sum({all})"),
+        };
+    }
     let labels = stage["labels"].as_object().unwrap();
     let mut matchers: Vec<String> = labels
         .iter()

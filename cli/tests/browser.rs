@@ -3,7 +3,7 @@
 //!
 //! Without Chromium on the PATH the test is skipped with a message, unless `CI` is set: then it
 //! fails (CI installs Debian's `chromium`). The screenshot is kept at
-//! `target/report-screenshot.png` for the README.
+//! `target/report-screenshot.png` for docs/profiles.md (`docs/report.png`).
 
 mod common;
 

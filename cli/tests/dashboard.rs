@@ -426,7 +426,7 @@ fn the_json_is_stable_and_laid_out() {
 /// The demo's committed configuration gives a dashboard whose series the demo exports.
 #[test]
 fn the_demos_config_names_the_demos_series() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/trading_tick.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/trading_tick.toml");
     let c = Config::from_path(&path).expect("the demo's configuration parses");
     let d = dashboard(&c);
     let names = MetricNames::new(&c.prometheus.namespace, c.prometheus.unit.into());

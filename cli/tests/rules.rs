@@ -12,7 +12,7 @@ use laptime::config::Config;
 use laptime_cli::rules::Plan;
 
 fn demo_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/trading_tick.toml")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../demo/trading_tick.toml")
 }
 
 /// `promtool`, or `None` (with a message) when it is not installed; under CI its absence fails.
@@ -110,11 +110,11 @@ fn a_rule_that_disagrees_with_the_config_fails_the_generated_tests() {
     let Some(_) = promtool() else { return };
     let prom = out.join("prometheus");
     let rules = std::fs::read_to_string(prom.join("rules.yml")).unwrap();
-    // The p95 warning threshold is 1.6 ms; a rule file saying 9.9 ms must fail its tests.
-    assert!(rules.contains("> 0.0016\""), "{rules}");
+    // The p95 warning threshold is 160 µs; a rule file saying 990 µs must fail its tests.
+    assert!(rules.contains("> 0.00016\""), "{rules}");
     std::fs::write(
         prom.join("rules.yml"),
-        rules.replace("> 0.0016\"", "> 0.0099\""),
+        rules.replace("> 0.00016\"", "> 0.00099\""),
     )
     .unwrap();
     let test = promtool_run(&["test", "rules", "rules_test.yml"], &prom);
@@ -131,24 +131,24 @@ fn a_rule_that_disagrees_with_the_config_fails_the_generated_tests() {
 fn a_threshold_change_in_the_config_moves_the_expression() {
     let text = std::fs::read_to_string(demo_config()).unwrap();
     let before = Config::from_toml_str(&text).unwrap();
-    let changed = text.replacen("warning = \"1.6ms\"", "warning = \"1.7ms\"", 1);
+    let changed = text.replacen("warning = \"160us\"", "warning = \"170us\"", 1);
     assert_ne!(
         text, changed,
-        "the demo config no longer has the 1.6ms warning"
+        "the demo config no longer has the 160us warning"
     );
     let after = Config::from_toml_str(&changed).unwrap();
     let (a, b) = (
         Plan::new(&before).rules_yaml(),
         Plan::new(&after).rules_yaml(),
     );
-    assert!(a.contains("> 0.0016\"") && !a.contains("> 0.0017\""));
-    assert!(b.contains("> 0.0017\"") && !b.contains("> 0.0016\""));
+    assert!(a.contains("> 0.00016\"") && !a.contains("> 0.00017\""));
+    assert!(b.contains("> 0.00017\"") && !b.contains("> 0.00016\""));
     // The deadline moves the SLO series' name and bound only through the p95 critical threshold.
-    let crit = text.replacen("critical = \"2ms\"", "critical = \"3ms\"", 1);
+    let crit = text.replacen("critical = \"200us\"", "critical = \"300us\"", 1);
     let c = Plan::new(&Config::from_toml_str(&crit).unwrap()).rules_yaml();
-    assert!(a.contains("slo:tick_total:p95_under_2ms"), "{a}");
+    assert!(a.contains("slo:tick_total:p95_under_200us"), "{a}");
     assert!(
-        c.contains("slo:tick_total:p95_under_3ms") && c.contains("< bool 0.003"),
+        c.contains("slo:tick_total:p95_under_300us") && c.contains("< bool 0.0003"),
         "{c}"
     );
     // The [alerts] settings reach the rules too.

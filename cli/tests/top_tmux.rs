@@ -1,5 +1,5 @@
 //! `laptime top` live, in a real terminal: `tmux` (Debian's package; `.ci/run` installs it) runs
-//! it against the demo (`examples/trading_tick.rs --listen 127.0.0.1:0`, its fetch stage slowed
+//! it against the demo (`demo/`'s `trading_tick --listen 127.0.0.1:0`, its fetch stage slowed
 //! so `tick_total` breaks its SLA), keys go in with `send-keys`, the screen comes back with
 //! `capture-pane` (`-e` for the colours). Checked: the stages appear, the window keys switch the
 //! window, the sort keys order the rows, SLA states are coloured (critical red, ok green), `q`

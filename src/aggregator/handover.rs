@@ -79,8 +79,8 @@ impl Aggregator {
             }
             state.cumulative.tally.merge(&carried.tally);
             state.dirty = true;
-            // A family total is replayed through its series (sinks add them up themselves).
-            if self.interest.values && !carried.stage.is_family_total() {
+            // A total is replayed through the stages it adds up (sinks add them up themselves).
+            if self.interest.values && !carried.stage.is_total() {
                 self.replay(carried.stage, old, &carried.counts);
             }
         }

@@ -765,7 +765,7 @@ impl Aggregator {
             state.cumulative.count_event(Event::Miss, 1);
             state.windows.count_event(at, Event::Miss, 1);
         }
-        if let Some(total) = family_total(state.stage) {
+        if let Some(total) = total_of(state.stage) {
             self.record_into_total(total, at, index, duration, saturated, missed);
         }
         let Some(state) = self.stages.get_mut(id as usize) else {
@@ -802,13 +802,14 @@ impl Aggregator {
         state.cumulative.count_event(event, n);
         state.windows.count_event(at, event, n);
         state.dirty = true;
-        if let Some(total) = family_total(state.stage) {
+        if let Some(total) = total_of(state.stage) {
             self.count_event(total, at, event, n);
         }
     }
 
     /// A series' value, recorded again into its family's total (the family as a whole: see
-    /// `crate::family`). Corrected figures and spans in flight stay per series.
+    /// `crate::family`), or a static labelled stage's into its name's (`Stage::with_labels`).
+    /// Both share the stage's layout. Corrected figures and spans in flight stay per stage.
     fn record_into_total(
         &mut self,
         total: u32,
@@ -978,12 +979,12 @@ impl Aggregator {
             pushed += tail as u64;
             in_rings += tail.wrapping_sub(popped) as u64;
         }
-        // A family total answers for its series' outcomes in rings too, as for the rest.
+        // A total answers for its stages' outcomes in rings too, as for the rest.
         for id in 0..per_stage.len() {
             let n = per_stage[id];
             if n > 0
                 && self.stages[id].is_series
-                && let Some(total) = family_total(self.stages[id].stage)
+                && let Some(total) = total_of(self.stages[id].stage)
                 && let Some(t) = per_stage.get_mut(total as usize)
             {
                 *t += n;
@@ -1287,11 +1288,11 @@ fn new_correction(windows: &[WindowSpec], base_slice_ns: u64, interval_ns: u64) 
     Box::new(Correction::new(windows, interval_ns))
 }
 
-/// The id of the family total `stage` also records into, if it is a series.
+/// The id of the total `stage` also records into: its family's if it is a series, its name's if
+/// it is a static labelled stage.
 #[inline]
-fn family_total(stage: Stage) -> Option<u32> {
-    let family = stage.family()?;
-    (!stage.is_family_total()).then(|| family.total().id())
+fn total_of(stage: Stage) -> Option<u32> {
+    stage.sums_into().map(Stage::id)
 }
 
 fn gcd(a: u64, b: u64) -> u64 {

@@ -8,8 +8,10 @@ use super::globals::CURRENT;
 use crate::stage::Stage;
 use crate::stats::{Health, Snapshot, StageStats, Violation, Window};
 
-/// What the query functions accept: a [`Stage`], or the name of an unlabelled stage (looked up in
-/// the snapshot's own index: no lock, never registers).
+/// What the query functions accept: a [`Stage`], or a name, which reads the name's stage without
+/// labels (looked up in the snapshot's own index: no lock, never registers). For a name that has
+/// stages with labels ([`Stage::with_labels`]), or a family's, that stage is their total: the
+/// exact figures of the name as a whole.
 pub trait IntoStageQuery {
     /// The stage, if `snapshot` knows it.
     fn find_in(self, snapshot: &Snapshot) -> Option<Stage>;

@@ -364,7 +364,7 @@ pub struct Snapshot {
     pub(crate) stages: StageTable,
     pub(crate) violations: Vec<Violation>,
     pub(crate) guard_trips: Vec<TripCounts>,
-    /// Unlabelled stages by name, for lock-free queries by name.
+    /// Unlabelled stages (totals of labelled ones among them) by name, for lock-free queries.
     pub(crate) names: std::sync::Arc<std::collections::HashMap<&'static str, u32>>,
     /// The library's own health and accounting.
     pub health: Health,

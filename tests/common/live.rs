@@ -44,15 +44,15 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
 /// The demo's features these tests need: the endpoint (`http`) and `--config` (`config`).
 const DEMO_FEATURES: &str = "http,config";
 
-/// The example as the test run built it (`cargo test` and nextest build examples beside the test
-/// binaries, with the same features); built here with [`DEMO_FEATURES`] if it is missing or
-/// lacks one of them. Every live test asks for the same features, so two of them running at once
-/// never rebuild it in turn.
+/// The demo (package `laptime-demo`, binary `trading_tick`), built here with [`DEMO_FEATURES`]
+/// into the test run's own target directory and profile: the test run does not build another
+/// package's binary, and cargo does nothing if it is up to date. Every live test asks for the
+/// same features, so two of them running at once never rebuild it in turn.
 pub fn demo_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test>-<hash> -> target/<profile>/examples/trading_tick
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/trading_tick
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-    let demo = profile_dir.join("examples").join("trading_tick");
+    let demo = profile_dir.join("trading_tick");
     // A demo built with both features parses `--listen` and `--config` and stops at the bad
     // `--seconds`; one built without either refuses that option first.
     let capable = |p: &Path| {
@@ -61,18 +61,15 @@ pub fn demo_binary() -> PathBuf {
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("--seconds takes"))
     };
-    if demo.is_file() && capable(&demo) {
-        return demo;
-    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let status = Command::new(cargo)
-        // `-p laptime`: the CLI's tests build it too, from the CLI's directory.
+        // The CLI's tests build it too, from the CLI's directory: `-p` names it in the workspace.
         .args([
             "build",
             "-p",
-            "laptime",
-            "--example",
+            "laptime-demo",
+            "--bin",
             "trading_tick",
             "--features",
             DEMO_FEATURES,

@@ -92,6 +92,10 @@ impl Sink for PrometheusSink {
         };
         for view in views {
             let stage = view.stage();
+            // A name's total: its labelled stages are exported, and the backend sums those.
+            if stage.0.is_name_total {
+                continue;
+            }
             let raw = Self::buckets(&self.exporter, &mut self.raw, stage)
                 .export(stage, view.cumulative().tally);
             let corrected = view.corrected().map(|c| {
