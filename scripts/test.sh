@@ -32,6 +32,10 @@ step "docs as docs.rs builds them (every feature), rustdoc warnings are errors"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features -p laptime -p laptime-macros -p laptime-duration
 
 step "dependency policy: licenses, bans, sources (cargo deny; advisories need the network)"
+# cargo deny reads the whole graph, other platforms' crates too (windows-sys and the like), which
+# a Linux build never downloads: fetch them first (from the registry cargo already uses), then
+# check with no network.
+cargo fetch --locked
 cargo deny --offline check --hide-inclusion-graph licenses bans sources
 
 step "loom models (bounded preemptions)"
