@@ -1494,3 +1494,43 @@ fn the_text_writer_writes_what_the_prometheus_encoder_writes() {
         .expect("the family's series are exported, its quote escaped");
     assert!(ours.1.contains("pair=\"back\\\\slash\""), "{}", ours.1);
 }
+
+/// Two exporters in one registry (the second given the first's), one in seconds and one in
+/// milliseconds: the text render writes each one's histograms in its own unit, as the crate's
+/// encoder does.
+#[test]
+fn two_exporters_in_one_registry_keep_their_units() {
+    use prometheus::Encoder;
+    let _s = serial();
+    let seconds = PrometheusExporter::builder().build().unwrap();
+    let ms = PrometheusExporter::builder()
+        .with_namespace("mm")
+        .with_unit(Unit::Milliseconds)
+        .with_registry(seconds.registry().clone())
+        .build()
+        .unwrap();
+    let handle = install(builder(&seconds).with_prometheus(ms.clone()));
+    let stage = unique("two_units");
+    for v in spread(200, 3) {
+        laptime::record(stage, Duration::from_nanos(v));
+    }
+    assert!(handle.flush());
+    drop(handle);
+    let written = seconds.render().unwrap();
+    let mut encoded = Vec::new();
+    prometheus::TextEncoder::new()
+        .encode(&seconds.registry().gather(), &mut encoded)
+        .unwrap();
+    let encoded = String::from_utf8(encoded).unwrap();
+    let histograms = |text: &str| -> Vec<(String, String)> {
+        family_blocks(text)
+            .into_iter()
+            .filter(|(_, b)| b.contains(" histogram\n"))
+            .collect()
+    };
+    let (written, encoded) = (histograms(&written), histograms(&encoded));
+    assert_eq!(written, encoded);
+    let names: Vec<&str> = written.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"mm_stage_duration_ms"), "{names:?}");
+    assert!(names.contains(&"laptime_stage_duration_seconds"), "{names:?}");
+}

@@ -11,10 +11,12 @@ pub(super) struct HistSeries {
     pub(super) export: std::sync::Arc<StageExport>,
 }
 
-/// A histogram family before it is written: name, help and series.
+/// A histogram family before it is written: name, help, the unit its exporter writes, and series.
 pub(super) struct HistFamily {
     pub(super) name: String,
     pub(super) help: &'static str,
+    /// Its own exporter's: two exporters may share a registry.
+    pub(super) unit: Unit,
     pub(super) series: Vec<HistSeries>,
 }
 

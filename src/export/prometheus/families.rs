@@ -403,12 +403,18 @@ impl StageSeries {
                 } else {
                     LABELLED_HIST_HELP
                 };
-                HistFamily { name, help, series }
+                HistFamily {
+                    name,
+                    help,
+                    unit,
+                    series,
+                }
             })
             .collect();
         hists.push(HistFamily {
             name: n.stage_duration_corrected().to_owned(),
             help: CORRECTED_HIST_HELP,
+            unit,
             series: self.corrected_hists,
         });
         let mut out: Vec<MetricFamily> = text::offer(hists)

@@ -223,7 +223,7 @@ impl PrometheusExporter {
         let registry = &self.shared.registry;
         let rendered = catch_unwind(AssertUnwindSafe(|| {
             if self.shared.owns_registry {
-                return text::render(registry, self.shared.core.config.unit);
+                return text::render(registry);
             }
             let families = registry.gather();
             let mut buf = Vec::with_capacity(16 * 1024);

@@ -5,7 +5,7 @@
 //! label escaped again on every line) took ~200 ms a scrape. Here each series' labels are escaped
 //! once, each bucket list's `le` values formatted once, and every line is a few copies and an
 //! integer. The output is byte for byte what [`::prometheus::TextEncoder`] writes for the same
-//! families (`tests` check it against the encoder), so the registry's other metrics still go
+//! families (`tests/prometheus.rs` checks it against the encoder), so the registry's other metrics still go
 //! through the crate and the two are merged family by family in name order, as a gather orders
 //! them.
 //!
@@ -45,7 +45,7 @@ pub(super) fn offer(families: Vec<HistFamily>) -> Option<Vec<HistFamily>> {
 /// prometheus crate's encoder, the stage histograms written here, merged in name order into one
 /// buffer sized up front (at 20 000 series a render is ~40 MB; growing it, or writing each family
 /// apart and copying, spent more time in page faults than in writing).
-pub(super) fn render(registry: &Registry, unit: Unit) -> Result<String, String> {
+pub(super) fn render(registry: &Registry) -> Result<String, String> {
     let others = {
         let _gathering = Gathering::start();
         registry.gather()
@@ -59,21 +59,18 @@ pub(super) fn render(registry: &Registry, unit: Unit) -> Result<String, String> 
         others_text.push((family.name(), encode(family)?));
     }
     let mut le = LeCache::default();
-    let room = ours
-        .iter_mut()
-        .map(|f| room_for(f, unit, &mut le))
-        .sum::<usize>()
+    let room = ours.iter_mut().map(|f| room_for(f, &mut le)).sum::<usize>()
         + others_text.iter().map(|(_, t)| t.len()).sum::<usize>();
     let mut out = String::with_capacity(room);
     let mut ours = ours.into_iter().peekable();
     for (name, text) in &others_text {
         while let Some(mut f) = ours.next_if(|f| f.name.as_str() < *name) {
-            histogram_family(&mut out, &mut f, unit, &mut le);
+            histogram_family(&mut out, &mut f, &mut le);
         }
         out.push_str(text);
     }
     for mut f in ours {
-        histogram_family(&mut out, &mut f, unit, &mut le);
+        histogram_family(&mut out, &mut f, &mut le);
     }
     Ok(out)
 }
@@ -108,7 +105,7 @@ fn encode(family: &MetricFamily) -> Result<String, String> {
 
 /// At least the bytes [`histogram_family`] writes for `f`: every line at its longest (a count
 /// of 20 digits), labels escaped at worst. Room never touched costs no page.
-fn room_for(f: &HistFamily, unit: Unit, le: &mut LeCache) -> usize {
+fn room_for(f: &HistFamily, le: &mut LeCache) -> usize {
     let mut room = f.help.len() * 2 + f.name.len() * 2 + 32;
     for s in &f.series {
         let labels: usize = s
@@ -117,30 +114,31 @@ fn room_for(f: &HistFamily, unit: Unit, le: &mut LeCache) -> usize {
             .map(|l| l.name().len() + 2 * l.value().len() + 4)
             .sum();
         let line = f.name.len() + 16 + labels + 22;
-        let bounds = le.get(&s.export.bounds, unit);
+        let bounds = le.get(&s.export.bounds, f.unit);
         room += bounds.iter().map(|b| line + b.len()).sum::<usize>();
         room += 3 * line + 32;
     }
     room
 }
 
-/// The `le` values of the last bucket list seen: stages mostly share one list.
+/// The `le` values of the last bucket list and unit seen: stages mostly share one list.
 #[derive(Default)]
 struct LeCache {
-    bounds: Option<Arc<Bounds>>,
+    bounds: Option<(Arc<Bounds>, Unit)>,
     le: Vec<String>,
 }
 
 impl LeCache {
     fn get(&mut self, bounds: &Arc<Bounds>, unit: Unit) -> &[String] {
-        let same = self.bounds.as_ref().is_some_and(|b| Arc::ptr_eq(b, bounds));
+        let same =
+            (self.bounds.as_ref()).is_some_and(|(b, u)| Arc::ptr_eq(b, bounds) && *u == unit);
         if !same {
             self.le = bounds
                 .as_slice()
                 .iter()
                 .map(|ns| unit.of_ns(*ns).to_string())
                 .collect();
-            self.bounds = Some(bounds.clone());
+            self.bounds = Some((bounds.clone(), unit));
         }
         &self.le
     }
@@ -149,8 +147,8 @@ impl LeCache {
 /// One histogram family as the prometheus crate's encoder writes it: `# HELP`, `# TYPE`, then
 /// each series (ordered by label values, as a gather orders them) as its buckets, `+Inf`, `_sum`
 /// and `_count`.
-fn histogram_family(out: &mut String, f: &mut HistFamily, unit: Unit, le: &mut LeCache) {
-    let name = f.name.as_str();
+fn histogram_family(out: &mut String, f: &mut HistFamily, le: &mut LeCache) {
+    let (name, unit) = (f.name.as_str(), f.unit);
     f.series
         .sort_by(|a, b| super::encode::label_order(&a.labels, &b.labels));
     if !f.help.is_empty() {
