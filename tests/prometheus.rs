@@ -1532,5 +1532,8 @@ fn two_exporters_in_one_registry_keep_their_units() {
     assert_eq!(written, encoded);
     let names: Vec<&str> = written.iter().map(|(n, _)| n.as_str()).collect();
     assert!(names.contains(&"mm_stage_duration_ms"), "{names:?}");
-    assert!(names.contains(&"laptime_stage_duration_seconds"), "{names:?}");
+    assert!(
+        names.contains(&"laptime_stage_duration_seconds"),
+        "{names:?}"
+    );
 }
