@@ -253,8 +253,9 @@ impl SlidingWindow {
     }
 }
 
-/// A base slice not yet handed to the windows: every record of the stage lands in the newest one
-/// (and in the cumulative histogram), two counter writes per record. A closed base slice's
+/// A base slice not yet handed to the windows: a record of the stage lands in the one of its time
+/// (the newest, but for a late one) and in the cumulative histogram, two counter writes per
+/// record. A closed base slice's
 /// counts are added, chunk by chunk, into each window's slice and sum when the aggregator next
 /// advances the stage, not by the record that opens the next one: at 20 000 series, the first
 /// record of each series after a slice boundary used to fold all of them within a few cycles,
