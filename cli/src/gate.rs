@@ -17,6 +17,11 @@
 //! rows `p95 (CO-corrected)` and `p99 (CO-corrected)`, and a regression there fails the gate like
 //! any other. A stage corrected on one side only is judged on its raw figures, with a note.
 //!
+//! Each side may be several runs ([`gate_runs`]; `laptime gate --baseline a.json b.json`): the
+//! side's figures are its runs merged, and the intervals come from a two-level bootstrap (runs,
+//! then values or misses within them), so they cover the spread between runs, which one run per
+//! side cannot show ([`RunSamplers`]).
+//!
 //! `strict` judges the point values alone (the interval is still shown). Stages present in one
 //! profile only are listed as added or removed (the summary line names the removed ones); stages
 //! with fewer than `min_count` spans on either side are listed as not judged. Neither fails the
@@ -37,17 +42,22 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 
 use laptime::profile::{
-    CorrectedProfile, DistributionProfile, Histogram, Profile, ProfileError, StageProfile,
+    CorrectedProfile, DistributionProfile, Histogram, Profile, ProfileConfig, ProfileError,
+    StageProfile,
 };
 use laptime::report::format_ns;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::interval::{QuantileSampler, bootstrap_relative_pct, newcombe_difference, relative_pct};
+use crate::interval::{
+    QuantileSampler, RunSamplers, bootstrap_miss_difference, bootstrap_relative_pct,
+    newcombe_difference, relative_pct,
+};
 
 /// How the gate judges.
 #[derive(Debug, Clone, PartialEq)]
@@ -155,6 +165,19 @@ pub enum GateError {
         /// What the gate found, to show with the error.
         report: Box<GateReport>,
     },
+    /// A side was given no profile at all.
+    NoRuns {
+        /// `baseline` or `current`.
+        side: &'static str,
+    },
+    /// A side's runs could not be merged into one profile (different histogram settings or
+    /// expected intervals: the runs do not measure the same thing).
+    Merge {
+        /// `baseline` or `current`.
+        side: &'static str,
+        /// Why the merge refused.
+        source: ProfileError,
+    },
     /// A stage's histogram could not be decoded.
     Histogram {
         /// `baseline` or `current`.
@@ -175,6 +198,12 @@ impl fmt::Display for GateError {
                 expected,
             } => write!(f, "{option} {value}: must be {expected}"),
             GateError::NothingJudged { report } => f.write_str(&report.nothing_judged()),
+            GateError::NoRuns { side } => write!(f, "no {side} profile given: give at least one"),
+            GateError::Merge { side, source } => write!(
+                f,
+                "the {side} runs cannot be compared as one side ({source}): take every run of a \
+                 side with the same collector settings"
+            ),
             GateError::Histogram {
                 side,
                 stage,
@@ -187,8 +216,10 @@ impl fmt::Display for GateError {
 impl std::error::Error for GateError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            GateError::Histogram { source, .. } => Some(source),
-            GateError::InvalidOption { .. } | GateError::NothingJudged { .. } => None,
+            GateError::Histogram { source, .. } | GateError::Merge { source, .. } => Some(source),
+            GateError::InvalidOption { .. }
+            | GateError::NothingJudged { .. }
+            | GateError::NoRuns { .. } => None,
         }
     }
 }
@@ -223,11 +254,15 @@ impl Metric {
 
 /// How a row's interval was computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum IntervalMethod {
     /// Order-statistic bootstrap over both histograms.
     Bootstrap,
     /// Newcombe's hybrid score interval for two proportions.
     Newcombe,
+    /// Two-level bootstrap: runs resampled, then values (or misses) within them
+    /// ([`gate_runs`] with several runs on a side).
+    RunBootstrap,
 }
 
 /// A row's verdict.
@@ -324,6 +359,10 @@ pub struct GateReport {
     pub baseline_source: String,
     /// How the report names the current profile.
     pub current_source: String,
+    /// How many runs (profiles) the baseline side held.
+    pub baseline_runs: usize,
+    /// How many runs the current side held.
+    pub current_runs: usize,
 }
 
 impl GateReport {
@@ -438,15 +477,33 @@ impl GateReport {
     fn markdown_header(&self, md: &mut String, conf: &str) {
         let o = &self.options;
         let _ = writeln!(md, "# laptime performance gate\n");
-        let _ = writeln!(md, "- baseline: {}", escape_md(&self.baseline_source));
-        let _ = writeln!(md, "- current: {}", escape_md(&self.current_source));
+        let runs = |n: usize| match n {
+            1 => String::new(),
+            n => format!(" ({n} runs, merged)"),
+        };
+        let (b, c) = (&self.baseline_source, &self.current_source);
+        let _ = writeln!(
+            md,
+            "- baseline: {}{}",
+            escape_md(b),
+            runs(self.baseline_runs)
+        );
+        let _ = writeln!(md, "- current: {}{}", escape_md(c), runs(self.current_runs));
         let mode = if o.strict {
             "strict (point values)".to_string()
+        } else if self.baseline_runs > 1 || self.current_runs > 1 {
+            format!(
+                "noise-aware: a regression needs the whole {conf} % interval above the threshold \
+                 (two-level bootstrap: runs resampled, then values within them, so the intervals \
+                 cover the spread between runs; {} replicates, seed {})",
+                o.replicates, o.seed
+            )
         } else {
             format!(
                 "noise-aware: a regression needs the whole {conf} % interval above the threshold \
                  (percentiles: order-statistic bootstrap, {} replicates, seed {}; deadline misses: \
-                 Newcombe score interval)",
+                 Newcombe score interval). One run per side: the intervals cover the noise within \
+                 a run, not drift between runs; give several runs per side to cover it",
                 o.replicates, o.seed
             )
         };
@@ -557,15 +614,121 @@ impl GateReport {
     }
 }
 
-/// Compares `current` with `baseline` under `options`.
+/// Compares `current` with `baseline` under `options`: one run per side, so the intervals cover
+/// the sampling noise within a run, not drift between runs ([`gate_runs`] covers both).
 pub fn gate(
     baseline: &Profile,
     current: &Profile,
     options: &GateOptions,
 ) -> Result<GateReport, GateError> {
+    gate_runs(
+        std::slice::from_ref(baseline),
+        std::slice::from_ref(current),
+        options,
+    )
+}
+
+/// Compares the runs of `current` with the runs of `baseline` (one profile per process, round
+/// or machine) under `options`.
+///
+/// Each side's figures are those of its runs merged ([`Profile::merge`]). With several runs on
+/// a side, its intervals come from a two-level bootstrap ([`RunSamplers`]): runs resampled,
+/// then values within them, so a spread between runs of one build widens the interval instead
+/// of failing the gate. Two runs per side see little of that spread; five see most of it.
+pub fn gate_runs(
+    baselines: &[Profile],
+    currents: &[Profile],
+    options: &GateOptions,
+) -> Result<GateReport, GateError> {
     options.validate()?;
+    let baseline = merged_side("baseline", baselines)?;
+    let current = merged_side("current", currents)?;
+    let mut notes = settings_notes(&baseline.meta.config, &current.meta.config);
+    if (baselines.len() == 1) != (currents.len() == 1) {
+        let (one, many) = if baselines.len() == 1 {
+            ("baseline", "current")
+        } else {
+            ("current", "baseline")
+        };
+        notes.push(format!(
+            "the {one} side is one run: the intervals hold the {many} side's spread between \
+             runs but not the {one} side's; give several {one} runs"
+        ));
+    }
+    let runs = [stage_index(baselines), stage_index(currents)];
+    let highest = [
+        baseline.meta.config.highest_ns,
+        current.meta.config.highest_ns,
+    ];
+
+    // Stages matched through one index: a search of the other profile per stage made 20 000
+    // stages quadratic.
+    let mut current_by_key: HashMap<String, &StageProfile> =
+        current.stages.iter().map(|c| (c.key(), c)).collect();
+    let mut stages = Vec::new();
+    for b in &baseline.stages {
+        let key = b.key();
+        let result = match current_by_key.remove(&key) {
+            None => StageResult::Removed,
+            Some(c) if b.count < options.min_count || c.count < options.min_count => {
+                StageResult::TooFewSamples {
+                    baseline_count: b.count,
+                    current_count: c.count,
+                }
+            }
+            Some(c) => {
+                let sides = [
+                    SideStage::new(b, &runs[0], &key),
+                    SideStage::new(c, &runs[1], &key),
+                ];
+                StageResult::Judged(judge_stage(&key, sides, highest, options, &mut notes)?)
+            }
+        };
+        stages.push(StageReport { stage: key, result });
+    }
+    // What is left of the index is only in the current profile: added, in the current order.
+    for c in &current.stages {
+        if let Some((key, _)) = current_by_key.remove_entry(&c.key()) {
+            stages.push(StageReport {
+                stage: key,
+                result: StageResult::Added,
+            });
+        }
+    }
+    let report = GateReport {
+        stages,
+        notes,
+        options: options.clone(),
+        baseline_source: baseline.meta.name.clone(),
+        current_source: current.meta.name.clone(),
+        baseline_runs: baselines.len(),
+        current_runs: currents.len(),
+    };
+    if report.judged() == 0 {
+        return Err(GateError::NothingJudged {
+            report: Box::new(report),
+        });
+    }
+    Ok(report)
+}
+
+/// A side's runs as one profile: the run itself when there is one, else their merge.
+fn merged_side<'a>(side: &'static str, runs: &'a [Profile]) -> Result<Cow<'a, Profile>, GateError> {
+    match runs {
+        [] => Err(GateError::NoRuns { side }),
+        [one] => Ok(Cow::Borrowed(one)),
+        many => {
+            let name = many[0].meta.name.clone();
+            Profile::merge(&name, many)
+                .map(Cow::Owned)
+                .map_err(|source| GateError::Merge { side, source })
+        }
+    }
+}
+
+/// Notes on histogram settings that differ between the sides (they do not fail the gate).
+fn settings_notes(bc: &ProfileConfig, cc: &ProfileConfig) -> Vec<String> {
     let mut notes = Vec::new();
-    let (bc, cc) = (&baseline.meta.config, &current.meta.config);
     if bc.significant_digits != cc.significant_digits {
         notes.push(format!(
             "the histograms have different precision (baseline {} significant digits, current {}): \
@@ -587,58 +750,52 @@ pub fn gate(
             bc.sampling_rate, cc.sampling_rate
         ));
     }
+    notes
+}
 
-    // Stages matched through one index: a search of the other profile per stage made 20 000
-    // stages quadratic.
-    let mut current_by_key: HashMap<String, &StageProfile> =
-        current.stages.iter().map(|c| (c.key(), c)).collect();
-    let mut stages = Vec::new();
-    for b in &baseline.stages {
-        let key = b.key();
-        let result = match current_by_key.remove(&key) {
-            None => StageResult::Removed,
-            Some(c) if b.count < options.min_count || c.count < options.min_count => {
-                StageResult::TooFewSamples {
-                    baseline_count: b.count,
-                    current_count: c.count,
-                }
-            }
-            Some(c) => {
-                let highest = [bc.highest_ns, cc.highest_ns];
-                StageResult::Judged(judge_stage(&key, [b, c], highest, options, &mut notes)?)
-            }
+/// Each run's stages by key; empty for a side of one run (its merged profile is the run).
+fn stage_index(runs: &[Profile]) -> Vec<HashMap<String, &StageProfile>> {
+    if runs.len() < 2 {
+        return Vec::new();
+    }
+    runs.iter()
+        .map(|run| run.stages.iter().map(|s| (s.key(), s)).collect())
+        .collect()
+}
+
+/// One side of a judged stage: its merged figures and the stage in each run that has it.
+struct SideStage<'a> {
+    merged: &'a StageProfile,
+    runs: Vec<&'a StageProfile>,
+}
+
+impl<'a> SideStage<'a> {
+    fn new(
+        merged: &'a StageProfile,
+        index: &[HashMap<String, &'a StageProfile>],
+        key: &str,
+    ) -> Self {
+        let runs = if index.is_empty() {
+            vec![merged]
+        } else {
+            index
+                .iter()
+                .filter_map(|run| run.get(key).copied())
+                .collect()
         };
-        stages.push(StageReport { stage: key, result });
+        SideStage { merged, runs }
     }
-    // What is left of the index is only in the current profile: added, in the current order.
-    for c in &current.stages {
-        if let Some((key, _)) = current_by_key.remove_entry(&c.key()) {
-            stages.push(StageReport {
-                stage: key,
-                result: StageResult::Added,
-            });
-        }
-    }
-    let report = GateReport {
-        stages,
-        notes,
-        options: options.clone(),
-        baseline_source: baseline.meta.name.clone(),
-        current_source: current.meta.name.clone(),
-    };
-    if report.judged() == 0 {
-        return Err(GateError::NothingJudged {
-            report: Box::new(report),
-        });
-    }
-    Ok(report)
 }
 
 /// One stage's two sides under judgement, and the notes its checks leave.
 struct StagePair<'a> {
     key: &'a str,
+    /// Each side's figures, its runs merged.
     b: &'a StageProfile,
     c: &'a StageProfile,
+    /// The stage in each run of a side (the merged figures alone for a side of one run).
+    b_runs: &'a [&'a StageProfile],
+    c_runs: &'a [&'a StageProfile],
     /// Each side's highest trackable value, in ns.
     b_highest: u64,
     c_highest: u64,
@@ -655,15 +812,17 @@ const STAGE_CHECKS: [StageCheck; 3] = [raw_percentiles, corrected_percentiles, d
 /// One stage's rows: `[baseline, current]` with each side's highest trackable value.
 fn judge_stage(
     key: &str,
-    [b, c]: [&StageProfile; 2],
+    [b, c]: [SideStage<'_>; 2],
     [b_highest, c_highest]: [u64; 2],
     o: &GateOptions,
     notes: &mut Vec<String>,
 ) -> Result<Vec<MetricRow>, GateError> {
     let mut pair = StagePair {
         key,
-        b,
-        c,
+        b: b.merged,
+        c: c.merged,
+        b_runs: &b.runs,
+        c_runs: &c.runs,
         b_highest,
         c_highest,
         o,
@@ -695,7 +854,7 @@ fn p95_p99_rows(
     p: &StagePair<'_>,
     [m95, m99]: [Metric; 2],
     [b, c]: [&DistributionProfile; 2],
-    samplers: Option<&(QuantileSampler, QuantileSampler)>,
+    samplers: Option<&(RunSamplers, RunSamplers)>,
 ) -> Vec<MetricRow> {
     let (p95, p99) = ((b.p95_ns, c.p95_ns), (b.p99_ns, c.p99_ns));
     [(m95, 0.95, p95, p.o.p95_pct), (m99, 0.99, p99, p.o.p99_pct)]
@@ -710,18 +869,24 @@ fn p95_p99_rows(
 /// when a side has none.
 fn raw_percentiles(p: &mut StagePair<'_>) -> Result<Vec<MetricRow>, GateError> {
     let (key, b, c) = (p.key, p.b, p.c);
+    // Every run's values are clamped to the side's merged range, so the pooled quantile is the
+    // merged profile's figure.
+    let raw = |run: &StageProfile, merged: &StageProfile| {
+        let h = run.histogram()?;
+        Ok(h.map(|h| QuantileSampler::new(&h, merged.min_ns, merged.max_ns)))
+    };
     let samplers = match (
-        decoded("baseline", key, b.histogram())?,
-        decoded("current", key, c.histogram())?,
+        run_samplers("baseline", key, (b, p.b_runs), raw)?,
+        run_samplers("current", key, (c, p.c_runs), raw)?,
     ) {
-        (Some(hb), Some(hc)) => Some((
-            QuantileSampler::new(&hb, b.min_ns, b.max_ns),
-            QuantileSampler::new(&hc, c.min_ns, c.max_ns),
-        )),
+        (Some(sb), Some(sc)) => Some((sb, sc)),
         _ => {
             p.notes.push(format!(
                 "{key}: no histogram in {}; its percentiles are judged on the point values",
-                match (b.histogram.is_none(), c.histogram.is_none()) {
+                match (
+                    p.b_runs.iter().any(|r| r.histogram.is_none()),
+                    p.c_runs.iter().any(|r| r.histogram.is_none()),
+                ) {
                     (true, true) => "either profile",
                     (true, false) => "the baseline",
                     _ => "the current profile",
@@ -814,11 +979,17 @@ fn corrected_percentiles(p: &mut StagePair<'_>) -> Result<Vec<MetricRow>, GateEr
             return Ok(Vec::new());
         }
     };
+    let corrected = |run: &StageProfile, merged: &StageProfile| {
+        let (Some(c), Some(range)) = (&run.corrected, &merged.corrected) else {
+            return Ok(None);
+        };
+        Ok(c.histogram()?.map(|h| corrected_sampler(&h, c, range)))
+    };
     let samplers = match (
-        decoded("baseline", key, bc.histogram())?,
-        decoded("current", key, cc.histogram())?,
+        run_samplers("baseline", key, (p.b, p.b_runs), corrected)?,
+        run_samplers("current", key, (p.c, p.c_runs), corrected)?,
     ) {
-        (Some(hb), Some(hc)) => Some((corrected_sampler(&hb, bc), corrected_sampler(&hc, cc))),
+        (Some(sb), Some(sc)) => Some((sb, sc)),
         _ => {
             p.notes.push(format!(
                 "{key}: no corrected histogram on both sides; its CO-corrected percentiles are \
@@ -837,10 +1008,35 @@ fn corrected_percentiles(p: &mut StagePair<'_>) -> Result<Vec<MetricRow>, GateEr
     Ok(rows)
 }
 
-/// A sampler of a corrected histogram: only the spans really measured are independent draws
-/// (see `QuantileSampler::with_independent`).
-fn corrected_sampler(h: &Histogram, c: &CorrectedProfile) -> QuantileSampler {
-    QuantileSampler::new(h, c.min_ns, c.max_ns)
+/// A run's sampler, given the run's stage and the side's merged stage.
+type RunSampler = fn(&StageProfile, &StageProfile) -> Result<Option<QuantileSampler>, ProfileError>;
+
+/// The samplers of a side's runs (`(merged, runs)`), or `None` when a run has no histogram (then
+/// the side is judged on its point values).
+fn run_samplers(
+    side: &'static str,
+    key: &str,
+    (merged, runs): (&StageProfile, &[&StageProfile]),
+    sampler: RunSampler,
+) -> Result<Option<RunSamplers>, GateError> {
+    let mut samplers = Vec::with_capacity(runs.len());
+    for run in runs {
+        match decoded(side, key, sampler(run, merged))? {
+            Some(s) => samplers.push(s),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(RunSamplers::new(samplers)))
+}
+
+/// A sampler of a corrected histogram, its values clamped to `range`'s: only the spans really
+/// measured are independent draws (see `QuantileSampler::with_independent`).
+fn corrected_sampler(
+    h: &Histogram,
+    c: &CorrectedProfile,
+    range: &CorrectedProfile,
+) -> QuantileSampler {
+    QuantileSampler::new(h, range.min_ns, range.max_ns)
         .with_independent(c.count.saturating_sub(c.synthesized))
 }
 
@@ -856,13 +1052,19 @@ fn deadline_misses(p: &mut StagePair<'_>) -> Result<Vec<MetricRow>, GateError> {
         return Ok(Vec::new());
     }
     let delta = c.deadline_miss_pct - b.deadline_miss_pct;
-    let (lo, hi) = newcombe_difference(
-        b.deadline_misses,
-        b.count.max(b.deadline_misses),
-        c.deadline_misses,
-        c.count.max(c.deadline_misses),
-        o.confidence,
-    );
+    let misses = |s: &&StageProfile| (s.deadline_misses, s.count.max(s.deadline_misses));
+    let (method, (lo, hi)) = if p.b_runs.len() > 1 || p.c_runs.len() > 1 {
+        let runs = |side: &[&StageProfile]| side.iter().map(misses).collect::<Vec<_>>();
+        let mut rng = ChaCha8Rng::seed_from_u64(row_seed(o.seed, p.key, Metric::DeadlineMiss));
+        let (b_runs, c_runs) = (runs(p.b_runs), runs(p.c_runs));
+        let interval =
+            bootstrap_miss_difference(&b_runs, &c_runs, o.confidence, o.replicates, &mut rng);
+        (IntervalMethod::RunBootstrap, interval)
+    } else {
+        let ((xb, nb), (xc, nc)) = (misses(&b), misses(&c));
+        let interval = newcombe_difference(xb, nb, xc, nc, o.confidence);
+        (IntervalMethod::Newcombe, interval)
+    };
     let interval = Some((100.0 * lo, 100.0 * hi));
     Ok(vec![MetricRow {
         metric: Metric::DeadlineMiss,
@@ -871,7 +1073,7 @@ fn deadline_misses(p: &mut StagePair<'_>) -> Result<Vec<MetricRow>, GateError> {
         delta,
         threshold: o.deadline_miss_points,
         interval,
-        method: Some(IntervalMethod::Newcombe),
+        method: Some(method),
         verdict: verdict(delta, o.deadline_miss_points, interval, o.strict),
         saturated: Saturated::default(),
     }])
@@ -886,7 +1088,7 @@ fn percentile_row(
     q: f64,
     (base, cur): (u64, u64),
     threshold: f64,
-    samplers: Option<&(QuantileSampler, QuantileSampler)>,
+    samplers: Option<&(RunSamplers, RunSamplers)>,
     o: &GateOptions,
 ) -> MetricRow {
     let (base, cur) = samplers.map_or((base, cur), |(sb, sc)| (sb.quantile(q), sc.quantile(q)));
@@ -902,7 +1104,13 @@ fn percentile_row(
         delta,
         threshold,
         interval,
-        method: interval.map(|_| IntervalMethod::Bootstrap),
+        method: samplers.map(|(sb, sc)| {
+            if sb.runs() > 1 || sc.runs() > 1 {
+                IntervalMethod::RunBootstrap
+            } else {
+                IntervalMethod::Bootstrap
+            }
+        }),
         verdict: verdict(delta, threshold, interval, o.strict),
         saturated: Saturated::default(),
     }

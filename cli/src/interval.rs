@@ -11,7 +11,7 @@
 //! not depend on `n`, and a histogram of millions of counts is as quick as one of a hundred.
 
 use rand::Rng;
-use rand_distr::{Beta, Distribution};
+use rand_distr::{Beta, Binomial, Distribution};
 use statrs::distribution::{ContinuousCDF, Normal};
 
 use laptime::profile::Histogram;
@@ -88,14 +88,138 @@ impl QuantileSampler {
         if n <= 1 {
             return self.value_at_rank(1);
         }
-        let k = laptime::rank(q, n).clamp(1, n);
-        // Both shapes are ≥ 1, so `Beta::new` cannot fail; a failure would be a bug here.
-        let beta = Beta::new(k as f64, (n - k + 1) as f64).expect("Beta shapes are at least 1");
-        let u: f64 = beta.sample(rng);
+        let u = beta_order_statistic(q, n, rng);
         // The rank whose cumulative share first reaches u: the inverse CDF at u.
         let rank = (u * self.total as f64).ceil() as u64;
         self.value_at_rank(rank)
     }
+}
+
+/// One side of a comparison: the inverse CDFs of the same stage in one or more runs (processes,
+/// machines, rounds of a benchmark).
+///
+/// Within one run the values are draws of one distribution, but runs differ from each other as
+/// well: another process wakes up, a thread lands on a busy core, a cache is warm or not. A
+/// bootstrap over the values alone measures only the first kind of noise, and on this project's
+/// 2-core machines two sets of runs of one build differed by 10–45 % at p95 with intervals ±4 %
+/// wide. So with several runs one replicate first resamples the runs with replacement, then
+/// draws the quantile of the values pooled from the runs it drew (a two-level bootstrap): the
+/// interval then covers the spread between runs as far as the runs show it.
+///
+/// A replicate draws `runs − 1` runs, not `runs`: a bootstrap of `n` clusters sees their spread
+/// as `(n − 1)/n` of what it is, too narrow with the few runs a pipeline has, and `n − 1` draws
+/// make the variance of a mean over runs exactly the unbiased one. With two runs each replicate
+/// is one run.
+///
+/// The interval is conservative when the runs do not differ: a run's own sampling noise is then
+/// counted at both levels, and the interval is about `√(1 + k/(k − 1))` times as wide as the
+/// one-level interval of the merged values (1.5× for six runs). When runs do differ, as they do on
+/// shared machines, the one-level interval is far too narrow: 43 % of A/A comparisons of one
+/// demo run per side failed the gate, against 2 % of six runs per side (benches/README.md).
+#[derive(Debug, Clone)]
+pub struct RunSamplers {
+    runs: Vec<QuantileSampler>,
+    /// Every run's bucket values, sorted and deduplicated: the candidates of a pooled look-up.
+    values: Vec<u64>,
+}
+
+impl RunSamplers {
+    /// The runs of one side (at least one; an empty list is treated as one empty run).
+    pub fn new(mut runs: Vec<QuantileSampler>) -> Self {
+        if runs.is_empty() {
+            runs.push(QuantileSampler {
+                values: Vec::new(),
+                cumulative: Vec::new(),
+                total: 0,
+                independent: 0,
+            });
+        }
+        let mut values: Vec<u64> = runs.iter().flat_map(|r| r.values.iter().copied()).collect();
+        values.sort_unstable();
+        values.dedup();
+        RunSamplers { runs, values }
+    }
+
+    /// How many runs this side holds.
+    pub fn runs(&self) -> usize {
+        self.runs.len()
+    }
+
+    /// The nearest-rank `q`-quantile of every run's values pooled: the merged profile's figure.
+    pub fn quantile(&self, q: f64) -> u64 {
+        if let [one] = self.runs.as_slice() {
+            return one.quantile(q);
+        }
+        let weights = vec![1u64; self.runs.len()];
+        let total = self.pooled(&weights, |r| r.total);
+        self.pooled_value_at_rank(&weights, laptime::rank(q, total))
+    }
+
+    /// The `q`-quantile of one bootstrap replicate: the runs resampled with replacement (when
+    /// there are several), then the order statistic of their pooled values, drawn as in
+    /// [`QuantileSampler::resampled_quantile`].
+    pub fn resampled_quantile<R: Rng + ?Sized>(&self, q: f64, rng: &mut R) -> u64 {
+        if let [one] = self.runs.as_slice() {
+            return one.resampled_quantile(q, rng);
+        }
+        let weights = resampled_weights(self.runs.len(), rng);
+        let total = self.pooled(&weights, |r| r.total);
+        let n = self.pooled(&weights, |r| r.independent).min(total);
+        if n <= 1 {
+            return self.pooled_value_at_rank(&weights, 1);
+        }
+        let u = beta_order_statistic(q, n, rng);
+        self.pooled_value_at_rank(&weights, (u * total as f64).ceil() as u64)
+    }
+
+    /// `Σ weight × field(run)`, saturating.
+    fn pooled(&self, weights: &[u64], field: impl Fn(&QuantileSampler) -> u64) -> u64 {
+        self.runs.iter().zip(weights).fold(0u64, |sum, (r, &w)| {
+            sum.saturating_add(field(r).saturating_mul(w))
+        })
+    }
+
+    /// The value of rank `rank` among the runs' values, each run counted `weight` times: the
+    /// smallest bucket value whose pooled cumulative count reaches the rank.
+    fn pooled_value_at_rank(&self, weights: &[u64], rank: u64) -> u64 {
+        let total = self.pooled(weights, |r| r.total);
+        if total == 0 {
+            return 0;
+        }
+        let rank = rank.clamp(1, total);
+        let at_or_below = |v: u64| {
+            self.pooled(weights, |r| match r.values.partition_point(|&x| x <= v) {
+                0 => 0,
+                i => r.cumulative[i - 1],
+            })
+        };
+        let i = self.values.partition_point(|&v| at_or_below(v) < rank);
+        self.values[i.min(self.values.len() - 1)]
+    }
+}
+
+impl From<QuantileSampler> for RunSamplers {
+    fn from(one: QuantileSampler) -> Self {
+        RunSamplers::new(vec![one])
+    }
+}
+
+/// How many times each of `runs` runs is drawn when `runs − 1` (at least one) are drawn with
+/// replacement (see [`RunSamplers`] for why one fewer).
+fn resampled_weights<R: Rng + ?Sized>(runs: usize, rng: &mut R) -> Vec<u64> {
+    let mut weights = vec![0u64; runs];
+    for _ in 0..runs.saturating_sub(1).max(1) {
+        weights[rng.random_range(0..runs)] += 1;
+    }
+    weights
+}
+
+/// The share `u` of the order statistic of rank `⌈q·n⌉` among `n` uniforms (`n ≥ 2`).
+fn beta_order_statistic<R: Rng + ?Sized>(q: f64, n: u64, rng: &mut R) -> f64 {
+    let k = laptime::rank(q, n).clamp(1, n);
+    // Both shapes are ≥ 1, so `Beta::new` cannot fail; a failure would be a bug here.
+    let beta = Beta::new(k as f64, (n - k + 1) as f64).expect("Beta shapes are at least 1");
+    beta.sample(rng)
 }
 
 /// `100 × (current − baseline) / baseline`: 0 when both are 0, +∞ when only the baseline is.
@@ -110,26 +234,69 @@ pub fn relative_pct(baseline: f64, current: f64) -> f64 {
 /// The two-sided `confidence` percentile interval of the relative change (in percent) of the
 /// `q`-quantile from `baseline` to `current`, from `replicates` bootstrap replicates.
 pub fn bootstrap_relative_pct<R: Rng + ?Sized>(
-    baseline: &QuantileSampler,
-    current: &QuantileSampler,
+    baseline: &RunSamplers,
+    current: &RunSamplers,
     q: f64,
     confidence: f64,
     replicates: usize,
     rng: &mut R,
 ) -> (f64, f64) {
-    let mut deltas: Vec<f64> = (0..replicates.max(1))
-        .map(|_| {
-            let b = baseline.resampled_quantile(q, rng) as f64;
-            let c = current.resampled_quantile(q, rng) as f64;
-            relative_pct(b, c)
-        })
-        .collect();
-    deltas.sort_by(f64::total_cmp);
+    let deltas = (0..replicates.max(1)).map(|_| {
+        let b = baseline.resampled_quantile(q, rng) as f64;
+        let c = current.resampled_quantile(q, rng) as f64;
+        relative_pct(b, c)
+    });
+    percentile_interval(deltas.collect(), confidence)
+}
+
+/// The two-sided `confidence` percentile interval of bootstrap replicates.
+fn percentile_interval(mut replicates: Vec<f64>, confidence: f64) -> (f64, f64) {
+    replicates.sort_by(f64::total_cmp);
     let alpha = 1.0 - confidence;
-    let n = deltas.len() as u64;
-    let lo = deltas[(laptime::rank(alpha / 2.0, n) - 1) as usize];
-    let hi = deltas[(laptime::rank(1.0 - alpha / 2.0, n) - 1) as usize];
+    let n = replicates.len() as u64;
+    let lo = replicates[(laptime::rank(alpha / 2.0, n) - 1) as usize];
+    let hi = replicates[(laptime::rank(1.0 - alpha / 2.0, n) - 1) as usize];
     (lo, hi)
+}
+
+/// One run's deadline misses: `(misses, spans)`.
+pub type MissCount = (u64, u64);
+
+/// The two-sided `confidence` interval of the change of a miss proportion, `current − baseline`,
+/// from runs on each side: a two-level bootstrap like [`RunSamplers::resampled_quantile`]'s.
+/// Each replicate resamples each side's runs with replacement, pools their misses and spans,
+/// and draws the side's proportion as a binomial count of the pooled spans at the pooled share
+/// (the within-run noise Newcombe's interval covers for one run per side).
+pub fn bootstrap_miss_difference<R: Rng + ?Sized>(
+    baseline: &[MissCount],
+    current: &[MissCount],
+    confidence: f64,
+    replicates: usize,
+    rng: &mut R,
+) -> (f64, f64) {
+    let deltas = (0..replicates.max(1)).map(|_| {
+        let b = resampled_miss_share(baseline, rng);
+        let c = resampled_miss_share(current, rng);
+        c - b
+    });
+    percentile_interval(deltas.collect(), confidence)
+}
+
+/// One replicate's miss share of one side (0 for a side with no spans).
+fn resampled_miss_share<R: Rng + ?Sized>(runs: &[MissCount], rng: &mut R) -> f64 {
+    let weights = resampled_weights(runs.len(), rng);
+    let (mut misses, mut spans) = (0u64, 0u64);
+    for (&(x, n), w) in runs.iter().zip(weights) {
+        misses = misses.saturating_add(x.saturating_mul(w));
+        spans = spans.saturating_add(n.saturating_mul(w));
+    }
+    if spans == 0 {
+        return 0.0;
+    }
+    let share = (misses as f64 / spans as f64).clamp(0.0, 1.0);
+    // `share` is in [0, 1], so `Binomial::new` cannot fail; a failure would be a bug here.
+    let draw = Binomial::new(spans, share).expect("a share in [0, 1]");
+    draw.sample(rng) as f64 / spans as f64
 }
 
 /// The standard normal quantile of `p` (0 < p < 1).
@@ -199,7 +366,7 @@ mod tests {
         let all = QuantileSampler::new(&h, 1, 100_000);
         let (q, replicates) = (0.5, 4_000);
         for n in [100u64, 10_000] {
-            let s = QuantileSampler::new(&h, 1, 100_000).with_independent(n);
+            let s = RunSamplers::from(QuantileSampler::new(&h, 1, 100_000).with_independent(n));
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(n);
             let (lo, hi) = bootstrap_relative_pct(&s, &s, q, 0.95, replicates, &mut rng);
             let expected = 2.0 * 1.96 * 2f64.sqrt() * (q * (1.0 - q) / n as f64).sqrt() / q * 100.0;
@@ -253,6 +420,7 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(s.resampled_quantile(0.99, &mut rng), 500);
         }
+        let s = RunSamplers::from(s);
         let (lo, hi) = bootstrap_relative_pct(&s, &s, 0.95, 0.95, 200, &mut rng);
         assert_eq!((lo, hi), (0.0, 0.0));
     }

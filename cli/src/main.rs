@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use laptime::profile::Profile;
-use laptime_cli::gate::{GateError, GateOptions, gate};
+use laptime_cli::gate::{GateError, GateOptions, gate_runs};
 use laptime_cli::load_profile;
 use laptime_cli::top::{self, TopOptions, client::Endpoint};
 
@@ -138,12 +138,13 @@ impl InputLimit {
 
 #[derive(clap::Args)]
 struct GateArgs {
-    /// The baseline profile.
-    #[arg(long)]
-    baseline: PathBuf,
-    /// The profile to judge.
-    #[arg(long)]
-    current: PathBuf,
+    /// The baseline profile; several (`--baseline a.json b.json`, or the option repeated) are
+    /// runs of one build, merged, and their spread widens the intervals.
+    #[arg(long, required = true, num_args = 1.., action = clap::ArgAction::Append)]
+    baseline: Vec<PathBuf>,
+    /// The profile to judge; several are runs of one build, as for `--baseline`.
+    #[arg(long, required = true, num_args = 1.., action = clap::ArgAction::Append)]
+    current: Vec<PathBuf>,
     /// Also write the Markdown report to this file.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -293,10 +294,17 @@ fn run_gate(a: GateArgs) -> anyhow::Result<u8> {
     options.replicates = a.replicates;
     options.min_count = a.min_count;
     options.validate()?;
-    let baseline = load_profile("baseline", &a.baseline, a.limit.profile())?;
-    let current = load_profile("current", &a.current, a.limit.profile())?;
+    let load = |side, paths: &[PathBuf]| -> anyhow::Result<Vec<Profile>> {
+        let limit = a.limit.profile();
+        paths
+            .iter()
+            .map(|p| Ok(load_profile(side, p, limit)?))
+            .collect()
+    };
+    let baseline = load("baseline", &a.baseline)?;
+    let current = load("current", &a.current)?;
     // Nothing judged is an error (exit 2), but its report still shows what each side holds.
-    let (mut report, error) = match gate(&baseline, &current, &options) {
+    let (mut report, error) = match gate_runs(&baseline, &current, &options) {
         Ok(report) => (report, None),
         Err(e) => {
             let message = e.to_string();
@@ -306,8 +314,8 @@ fn run_gate(a: GateArgs) -> anyhow::Result<u8> {
             }
         }
     };
-    report.baseline_source = a.baseline.display().to_string();
-    report.current_source = a.current.display().to_string();
+    report.baseline_source = sources(&a.baseline);
+    report.current_source = sources(&a.current);
     let md = report.to_markdown();
     print!("{md}");
     if let Some(path) = &a.report {
@@ -317,6 +325,12 @@ fn run_gate(a: GateArgs) -> anyhow::Result<u8> {
         Some(message) => bail!("{message}"),
         None => Ok(report.exit_code()),
     }
+}
+
+/// A side's files as the report names them: `a.json, b.json`.
+fn sources(paths: &[PathBuf]) -> String {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    names.join(", ")
 }
 
 /// Which stages a report shows: `--stage` (an image of one), `--max-stages` (the HTML report's

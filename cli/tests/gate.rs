@@ -3,22 +3,10 @@
 
 mod common;
 
-use common::{Spec, dir, laptime, stderr, stdout, synthetic, tick_specs, write};
+use common::{Spec, dir, laptime, row, stderr, stdout, synthetic, tick_specs, write};
 use laptime_cli::gate::{GateError, GateOptions, Metric, StageResult, Verdict, gate};
-use laptime_cli::interval::{QuantileSampler, bootstrap_relative_pct};
+use laptime_cli::interval::{QuantileSampler, RunSamplers, bootstrap_relative_pct};
 use rand::{Rng, SeedableRng};
-
-fn row<'a>(
-    report: &'a laptime_cli::gate::GateReport,
-    stage: &str,
-    metric: Metric,
-) -> &'a laptime_cli::gate::MetricRow {
-    report
-        .rows()
-        .find(|(s, r)| *s == stage && r.metric == metric)
-        .unwrap_or_else(|| panic!("no {metric:?} row for {stage}"))
-        .1
-}
 
 /// Runs `laptime gate --baseline B --current C` plus `extra` arguments.
 fn gate_cli(
@@ -568,7 +556,8 @@ fn bootstrap_width_matches_the_order_statistic_standard_error() {
             let sampler = |seed: u64| {
                 let v = common::exponential_values(n, 100_000.0, seed);
                 let s = common::stage_from_values("s", &[], &v, 3, None);
-                QuantileSampler::new(&s.histogram().unwrap().unwrap(), s.min_ns, s.max_ns)
+                let h = s.histogram().unwrap().unwrap();
+                RunSamplers::from(QuantileSampler::new(&h, s.min_ns, s.max_ns))
             };
             let (b, c) = (sampler(100 + pair), sampler(200 + pair));
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(pair);
@@ -680,7 +669,8 @@ fn beta_shortcut_matches_classical_resampling() {
 
     let sampler = |v: &[u64]| {
         let s = common::stage_from_values("s", &[], v, 3, None);
-        QuantileSampler::new(&s.histogram().unwrap().unwrap(), s.min_ns, s.max_ns)
+        let h = s.histogram().unwrap().unwrap();
+        RunSamplers::from(QuantileSampler::new(&h, s.min_ns, s.max_ns))
     };
     let mut sorted = b.clone();
     sorted.sort_unstable();
@@ -690,12 +680,7 @@ fn beta_shortcut_matches_classical_resampling() {
         "the histogram is exact here"
     );
     let shortcut = bootstrap_relative_pct(&sampler(&b), &sampler(&c), q, 0.95, 4_000, &mut rng);
-    let width = classical.1 - classical.0;
-    assert!(
-        (shortcut.0 - classical.0).abs() < 0.1 * width
-            && (shortcut.1 - classical.1).abs() < 0.1 * width,
-        "shortcut {shortcut:?} vs classical {classical:?}"
-    );
+    common::assert_same_interval(shortcut, classical);
 }
 
 /// Counters from a crafted file near `u64::MAX` are judged, not added up into an overflow.

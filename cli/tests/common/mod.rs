@@ -167,3 +167,27 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Asserts that a bootstrap shortcut's interval ends are each within 10 % of the classical
+/// interval's width of the classical ends.
+pub fn assert_same_interval(shortcut: (f64, f64), classical: (f64, f64)) {
+    let width = classical.1 - classical.0;
+    assert!(
+        (shortcut.0 - classical.0).abs() < 0.1 * width
+            && (shortcut.1 - classical.1).abs() < 0.1 * width,
+        "shortcut {shortcut:?} vs classical {classical:?}"
+    );
+}
+
+/// The `metric` row of `stage` in a gate report.
+pub fn row<'a>(
+    report: &'a laptime_cli::gate::GateReport,
+    stage: &str,
+    metric: laptime_cli::gate::Metric,
+) -> &'a laptime_cli::gate::MetricRow {
+    report
+        .rows()
+        .find(|(s, r)| *s == stage && r.metric == metric)
+        .unwrap_or_else(|| panic!("no {metric:?} row for {stage}"))
+        .1
+}
