@@ -204,6 +204,17 @@ fn camel(name: &str) -> String {
         .collect()
 }
 
+/// A stage in an alert's name: `TickTotal`, and for a labelled stage its label values too
+/// (`ExchangeReqPostBatch`), so the alerts of two label sets of one stage have names of their
+/// own. With one name, each set's no-data alert fired for the other's missing series.
+fn stage_token(stage: &StageRef) -> String {
+    let mut token = camel(&stage.name);
+    for (_, v) in &stage.labels {
+        token.push_str(&camel(v));
+    }
+    token
+}
+
 fn metric_tag(m: Metric) -> String {
     match m {
         Metric::Quantile(q) => format!("p{}", (q * 100.0).to_string().replace('.', "")),
@@ -303,14 +314,34 @@ impl Sel<'_> {
         )
     }
 
-    /// The labels a recorded or alerting series carries beyond its expression's: `stage` for a
-    /// labelled stage (its own family has no `stage` label).
-    fn extra_labels(&self) -> Vec<(&str, Yaml)> {
+    /// The static labels of a stage's alerts: none for a plain stage (the alert's name holds
+    /// the stage), else `stage` (its own family has no `stage` label) and the stage's labels,
+    /// which the alert's series carries anyway: Prometheus' linter tells alerts apart by name and
+    /// static labels, and two label sets of one stage share the name.
+    fn extra_labels(&self) -> Vec<(String, String)> {
         if self.stage.labels.is_empty() {
-            Vec::new()
-        } else {
-            vec![("stage", s(self.stage.name.clone()))]
+            return Vec::new();
         }
+        let mut labels = vec![("stage".to_owned(), self.stage.name.clone())];
+        labels.extend(self.stage.labels.iter().cloned());
+        labels
+    }
+}
+
+impl Sel<'_> {
+    /// The static labels of a stage's recording rules: `stage` and the stage's own labels, the
+    /// values its recorded series carry anyway. Prometheus' linter (`promtool check rules
+    /// --lint-fatal`) tells rules apart by record name and static labels only, so without them
+    /// the records of two stages were duplicates.
+    fn record_labels(&self) -> Vec<(&str, Yaml)> {
+        let mut labels = vec![("stage", s(self.stage.name.clone()))];
+        labels.extend(
+            self.stage
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), s(v.clone()))),
+        );
+        labels
     }
 }
 
@@ -347,11 +378,7 @@ impl<'a> StageAlerts<'a> {
 
     /// The labels the rule adds besides severity, with their values.
     fn extra(&self) -> Vec<(String, String)> {
-        self.sel
-            .extra_labels()
-            .into_iter()
-            .map(|(k, _)| (k.to_owned(), self.stage.name.clone()))
-            .collect()
+        self.sel.extra_labels()
     }
 }
 
@@ -509,15 +536,11 @@ impl<'a> Plan<'a> {
         for stage in self.stages() {
             let sel = self.sel(&stage);
             for (q, tag) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
-                let mut r = vec![
+                rules.push(map(vec![
                     ("record", s(self.quantile_record(tag))),
                     ("expr", s(sel.quantile(q, &self.window))),
-                ];
-                let extra = sel.extra_labels();
-                if !extra.is_empty() {
-                    r.push(("labels", map(extra)));
-                }
-                rules.push(map(r));
+                    ("labels", map(sel.record_labels())),
+                ]));
             }
             if let Some(t) = self.slo_threshold(&stage) {
                 let m = record_matchers(&stage);
@@ -531,18 +554,15 @@ impl<'a> Plan<'a> {
                             self.names.in_unit(t)
                         )),
                     ),
+                    ("labels", map(sel.record_labels())),
                 ]));
             }
             if stage.deadline.is_some() {
-                let mut r = vec![
+                rules.push(map(vec![
                     ("record", s(self.miss_record())),
                     ("expr", s(sel.miss_ratio(&self.window))),
-                ];
-                let extra = sel.extra_labels();
-                if !extra.is_empty() {
-                    r.push(("labels", map(extra)));
-                }
-                rules.push(map(r));
+                    ("labels", map(sel.record_labels())),
+                ]));
             }
         }
         // The corrected p99 of every stage `[expected_intervals]` corrects, beside the raw one.
@@ -550,6 +570,7 @@ impl<'a> Plan<'a> {
             rules.push(map(vec![
                 ("record", s(self.corrected_quantile_record("p99"))),
                 ("expr", s(self.corrected_quantile(stage, 0.99))),
+                ("labels", map(vec![("stage", s(stage.clone()))])),
             ]));
         }
         map(vec![
@@ -616,11 +637,24 @@ impl<'a> Plan<'a> {
     ) -> Option<Alert> {
         let (expr, shown) = self.sla_condition(&ctx.sel, rule.metric, value)?;
         let (tag, st, env) = (metric_tag(rule.metric), &ctx.shown, self.env());
+        // Rules on one metric over different in-process windows become alerts on the same
+        // Prometheus window: the in-process window tells their names apart.
+        let same_metric = self.rules_for(ctx.stage);
+        let over = if same_metric
+            .iter()
+            .filter(|r| r.metric == rule.metric)
+            .count()
+            > 1
+        {
+            format!("Over{}", camel(&window_text(rule.window)))
+        } else {
+            String::new()
+        };
         Some(Alert {
             name: format!(
-                "{}{}{}Slo{}",
+                "{}{}{}{over}Slo{}",
                 self.alert_prefix(),
-                camel(&ctx.stage.name),
+                stage_token(ctx.stage),
                 camel(&tag),
                 camel(severity)
             ),
@@ -696,7 +730,7 @@ impl<'a> Plan<'a> {
             name: format!(
                 "{}{}DeadlineMissRatio",
                 self.alert_prefix(),
-                camel(&ctx.stage.name)
+                stage_token(ctx.stage)
             ),
             expr: format!("{} > {r}", ctx.sel.miss_ratio(&self.window)),
             pending_for: ctx.pending.clone(),
@@ -723,7 +757,7 @@ impl<'a> Plan<'a> {
         let nd = prom_duration(self.config.alerts.no_data_after);
         let st = &ctx.shown;
         Some(Alert {
-            name: format!("{}{}NoData", self.alert_prefix(), camel(&ctx.stage.name)),
+            name: format!("{}{}NoData", self.alert_prefix(), stage_token(ctx.stage)),
             expr: format!(
                 "{} == 0 or absent({fam}_count{{{m}}})",
                 ctx.sel.rate_of("count", &nd)
@@ -750,7 +784,7 @@ impl<'a> Plan<'a> {
             name: format!(
                 "{}{}CanaryRegression",
                 self.alert_prefix(),
-                camel(&ctx.stage.name)
+                stage_token(ctx.stage)
             ),
             expr: format!(
                 "{p95}{{{m},{env}=\"canary\"}} > ignoring({env}) {} * {p95}{{{m},{env}=\"baseline\"}}",
@@ -758,7 +792,7 @@ impl<'a> Plan<'a> {
             ),
             pending_for: ctx.pending.clone(),
             severity: "critical",
-            extra: Vec::new(),
+            extra: ctx.extra(),
             summary: format!("canary p95 of stage {st} more than {pct} % above baseline"),
             description: format!(
                 "The canary's p95 of stage {st} over the last {} is more than {pct} % above the baseline's: roll the canary back. Compare the two on the canary-vs-baseline panel.",
@@ -953,7 +987,7 @@ impl Plan<'_> {
         let mut tests = Vec::new();
         for al in self.alerts() {
             let inputs = self.alert_inputs(&al, &tl);
-            tests.extend(alert_tests(&al, &inputs));
+            tests.extend(alert_tests(&al, &inputs, &tl));
         }
         // Recording rules: p50/p95/p99 of spans all in (c, 2c] are 1.5c, 1.95c, 1.99c; the SLO
         // series is 0 for them and 1 for spans below c/1000.
@@ -967,7 +1001,7 @@ impl Plan<'_> {
         }
         let doc = map(vec![
             ("rule_files", Yaml::Seq(vec![s(rule_file)])),
-            ("evaluation_interval", s("1m")),
+            ("evaluation_interval", s(tl.interval())),
             ("tests", Yaml::Seq(tests)),
         ]);
         format!(
@@ -989,7 +1023,7 @@ impl Plan<'_> {
                 let count = self.stage_series(stage(), "count", "prod", "");
                 (
                     vec![(count.clone(), tl.flat(5.0))],
-                    vec![(count, tl.ramp(60))],
+                    vec![(count, tl.ramp(60.0))],
                 )
             }
             TestKind::Canary => self.canary_series(stage(), tl),
@@ -1040,7 +1074,7 @@ impl Plan<'_> {
         let mut out = Series::new();
         for (i, b) in [c_u / 1000.0, c_u, 2.0 * c_u].iter().enumerate() {
             let filled = if slow { i == 2 } else { true };
-            let v = if filled { tl.ramp(60) } else { tl.flat(0.0) };
+            let v = if filled { tl.ramp(60.0) } else { tl.flat(0.0) };
             out.push((
                 self.stage_series(st, "bucket", envv, &format!(",le=\"{b}\"")),
                 v,
@@ -1048,9 +1082,9 @@ impl Plan<'_> {
         }
         out.push((
             self.stage_series(st, "bucket", envv, ",le=\"+Inf\""),
-            tl.ramp(60),
+            tl.ramp(60.0),
         ));
-        out.push((self.stage_series(st, "count", envv, ""), tl.ramp(60)));
+        out.push((self.stage_series(st, "count", envv, ""), tl.ramp(60.0)));
         out
     }
 
@@ -1075,7 +1109,7 @@ impl Plan<'_> {
     fn miss_series(&self, st: &StageRef, tl: &Timeline) -> (Series, Series) {
         let m = record_matchers(st);
         let env = self.env();
-        let miss = |per_min: u64| {
+        let miss = |per_min: f64| {
             (
                 format!(
                     "{}{{{m},{env}=\"prod\",instance=\"app:9000\"}}",
@@ -1086,8 +1120,8 @@ impl Plan<'_> {
         };
         let count = self.stage_series(st, "count", "prod", "");
         (
-            vec![(count.clone(), tl.ramp(60)), miss(30)],
-            vec![(count, tl.ramp(60)), miss(0)],
+            vec![(count.clone(), tl.ramp(60.0)), miss(30.0)],
+            vec![(count, tl.ramp(60.0)), miss(0.0)],
         )
     }
 
@@ -1122,7 +1156,7 @@ impl Plan<'_> {
             self.names.dropped(),
             self.env()
         );
-        let per_min = (self.config.alerts.drop_rate * 60.0).ceil() as u64 * 2 + 60;
+        let per_min = (self.config.alerts.drop_rate * 60.0).ceil() * 2.0 + 60.0;
         (
             vec![(name.clone(), tl.ramp(per_min))],
             vec![(name, tl.flat(3.0))],
@@ -1136,7 +1170,7 @@ impl Plan<'_> {
         let limit = self.config.alerts.aggregator_stalled_after.as_secs_f64();
         (
             vec![
-                (at(&age), tl.line(2.0 * limit, 60)),
+                (at(&age), tl.line(2.0 * limit, 60.0)),
                 (at(&lag), tl.flat(0.001)),
             ],
             vec![(at(&age), tl.flat(0.01)), (at(&lag), tl.flat(0.001))],
@@ -1167,7 +1201,7 @@ impl Plan<'_> {
                 "name",
                 s(format!("recording rules of stage {}", stage.name)),
             ),
-            ("interval", s("1m")),
+            ("interval", s(tl.interval())),
             ("input_series", series_yaml(&input)),
             ("promql_expr_test", Yaml::Seq(exprs)),
         ])
@@ -1218,10 +1252,10 @@ impl Plan<'_> {
         };
         let mut input = Series::new();
         for (i, b) in [i_u / 1000.0, i_u, 2.0 * i_u].iter().enumerate() {
-            let v = if i == 2 { tl.ramp(60) } else { tl.flat(0.0) };
+            let v = if i == 2 { tl.ramp(60.0) } else { tl.flat(0.0) };
             input.push((st("bucket", &format!(",le=\"{b}\"")), v));
         }
-        input.push((st("bucket", ",le=\"+Inf\""), tl.ramp(60)));
+        input.push((st("bucket", ",le=\"+Inf\""), tl.ramp(60.0)));
         let expr = format!(
             "abs({}{{stage={}}} - {}) < bool {}",
             self.corrected_quantile_record("p99"),
@@ -1235,7 +1269,7 @@ impl Plan<'_> {
                 "name",
                 s(format!("corrected p99 recording rule of stage {stage}")),
             ),
-            ("interval", s("1m")),
+            ("interval", s(tl.interval())),
             ("input_series", series_yaml(&input)),
             (
                 "promql_expr_test",
@@ -1253,33 +1287,53 @@ struct Timeline {
     /// Minutes after the start at which alerts and records are judged: past every window and
     /// every `for:`.
     eval_min: u64,
-    /// Samples in every input series, one a minute.
+    /// Seconds between two samples of an input series (and between two rule evaluations).
+    step_secs: u64,
+    /// Samples in every input series after the first.
     len: u64,
 }
+
+/// Sample intervals the tests may use, longest first: each divides a minute.
+const TEST_STEPS_SECS: [u64; 8] = [60, 30, 20, 15, 10, 5, 2, 1];
 
 impl Timeline {
     fn new(a: &AlertsSection) -> Self {
         let hold = a.rate_window.max(a.no_data_after) + a.pending_for.max(a.drop_for);
         let eval_min = hold.as_secs().div_ceil(60) + 3;
+        // rate() needs two samples inside its window, and a window exactly one step long may
+        // hold only one: sample at least four times per window (the minute steps of the default
+        // 5 m window stay as they were). A 30 s window with minute samples made every test
+        // that reads a rate find nothing.
+        let step_secs = TEST_STEPS_SECS
+            .into_iter()
+            .find(|&step| a.rate_window.as_secs() >= 4 * step)
+            .unwrap_or(1);
         Self {
             eval_min,
-            len: eval_min + 70,
+            step_secs,
+            len: (eval_min + 70) * 60 / step_secs,
         }
     }
 
-    /// `start+stepxN`: a series from `start` that moves by `step` a minute.
-    fn line(&self, start: impl std::fmt::Display, step: impl std::fmt::Display) -> String {
+    /// The sample interval, as promtool reads it.
+    fn interval(&self) -> String {
+        prom_duration(Duration::from_secs(self.step_secs))
+    }
+
+    /// `start+stepxN`: a series from `start` that moves by `per_min` a minute.
+    fn line(&self, start: f64, per_min: f64) -> String {
+        let step = per_min * self.step_secs as f64 / 60.0;
         format!("{start}+{step}x{}", self.len)
     }
 
     /// A counter from 0 that grows by `per_min` a minute.
-    fn ramp(&self, per_min: impl std::fmt::Display) -> String {
-        self.line(0, per_min)
+    fn ramp(&self, per_min: f64) -> String {
+        self.line(0.0, per_min)
     }
 
     /// A value that stays at `v`.
     fn flat(&self, v: f64) -> String {
-        self.line(v, 0)
+        self.line(v, 0.0)
     }
 }
 
@@ -1310,7 +1364,7 @@ fn series_yaml(list: &[(String, String)]) -> Yaml {
 
 /// An alert's two tests: it fires on the firing series (with these labels and annotations) and
 /// stays quiet on the others, both judged at the same time.
-fn alert_tests(al: &Alert, inputs: &AlertInputs) -> [Yaml; 2] {
+fn alert_tests(al: &Alert, inputs: &AlertInputs, tl: &Timeline) -> [Yaml; 2] {
     let mut labels = vec![("severity".to_owned(), al.severity.to_owned())];
     labels.extend(al.extra.iter().cloned());
     for l in &inputs.labels {
@@ -1340,7 +1394,7 @@ fn alert_tests(al: &Alert, inputs: &AlertInputs) -> [Yaml; 2] {
     let test = |verb: &str, series: &[(String, String)], expected: Vec<Yaml>| {
         map(vec![
             ("name", s(format!("{} {verb} ({})", al.name, al.severity))),
-            ("interval", s("1m")),
+            ("interval", s(tl.interval())),
             ("input_series", series_yaml(series)),
             (
                 "alert_rule_test",

@@ -32,7 +32,6 @@ struct CarriedStage {
     dropped_seen: u64,
 }
 
-
 impl Aggregator {
     /// On the stopping aggregator, after its final cycle: its figures, if the install that
     /// stops it asked for them.

@@ -502,7 +502,8 @@ pub(super) fn parse(text: &str) -> Result<Config, ConfigFileError> {
     let expected_intervals = convert_expected_intervals(&mut ctx, raw.expected_intervals);
     let mut sla = Vec::new();
     for (i, rule) in raw.sla.into_iter().flatten().enumerate() {
-        sla.push(convert_rule(&mut ctx, i, rule, &collector)?);
+        let rule = convert_rule(&mut ctx, i, rule, &collector, &sla)?;
+        sla.push(rule);
     }
     let trace = raw.trace.map(|t| convert_trace(&mut ctx, t)).transpose()?;
     let profile = raw.profile.map(|p| convert_profile(&mut ctx, p));
@@ -880,11 +881,13 @@ fn convert_sampling(
     Ok(s)
 }
 
+/// Rule `i` of `[[sla]]`, checked alone and against the rules before it (`earlier`).
 fn convert_rule(
     ctx: &mut Ctx<'_>,
     i: usize,
     raw: Spanned<RawSla>,
     collector: &CollectorSection,
+    earlier: &[SlaRuleConfig],
 ) -> Result<SlaRuleConfig, ConfigFileError> {
     let at = format!("sla[{i}]");
     ctx.note(&at, &raw.span());
@@ -932,6 +935,22 @@ fn convert_rule(
             ctx.note(&format!("{at}.labels.{}", key_segment(k)), &v.span());
             labels.push((k.clone(), v.get_ref().clone()));
         }
+    }
+    // Two rules on one stage, window and metric would judge the same figure twice: two
+    // violations, two alerts of one name, each firing twice in the generated tests.
+    let stage = raw.stage.get_ref();
+    if let Some(j) = earlier.iter().position(|r| {
+        r.stage == *stage && r.labels == labels && r.window == window && r.metric == metric
+    }) {
+        let (line, _) = ctx.positions.locate(&format!("sla[{j}]"));
+        return Err(ctx.err(
+            &at,
+            &header,
+            format!(
+                "this rule repeats the [[sla]] at line {line} (stage {stage}, window \"{window}\", \
+                 metric {metric}): give one rule both thresholds, or judge another window"
+            ),
+        ));
     }
     Ok(SlaRuleConfig {
         stage: raw.stage.into_inner(),
