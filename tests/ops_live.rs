@@ -158,15 +158,32 @@ fn generated_rules_and_dashboard_have_data_and_the_planted_slowdown_alerts() {
     let vars = variables(&dashboard, &job);
     check_variable_queries(addr, &dashboard, &vars, &job);
     let mut panels = 0;
-    for (title, expr) in panel_queries(&dashboard) {
+    // The names the legend gives each panel's lines: two alike and a reader cannot tell which
+    // is which (the labelled stage's panel named its six lines "p50" and "p95").
+    let mut legends: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (title, expr, legend) in panel_queries(&dashboard) {
         let promql = substitute(&expr, &vars);
         let result = query(addr, &promql).unwrap_or_else(|e| panic!("panel {title:?}: {e}"));
         if result.is_empty() {
             empty.push(format!("panel {title:?}: {promql}"));
         }
+        let names = legends.entry(title).or_default();
+        names.extend(
+            result
+                .iter()
+                .map(|(labels, _)| legend_name(&legend, labels)),
+        );
         panels += 1;
     }
     assert!(empty.is_empty(), "panel queries without data: {empty:#?}");
+    for (title, names) in &legends {
+        let distinct: BTreeSet<&String> = names.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            names.len(),
+            "panel {title:?} names two of its lines alike: {names:?}"
+        );
+    }
     assert!(panels >= 10, "only {panels} panel queries in the dashboard");
     println!("{panels} panel queries ran with data");
 
@@ -296,6 +313,24 @@ fn with_bool(expr: &str) -> String {
     out.join(" ")
 }
 
+/// The name Grafana gives a series in the legend: the format with `{{label}}` replaced, or for
+/// the automatic legend (`__auto`) the series' labels.
+fn legend_name(format: &str, labels: &serde_json::Map<String, Value>) -> String {
+    let value = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    if format == "__auto" {
+        let pairs: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}={}", value(v)))
+            .collect();
+        return pairs.join(",");
+    }
+    let mut name = format.to_owned();
+    for (k, v) in labels {
+        name = name.replace(&format!("{{{{{k}}}}}"), &value(v));
+    }
+    name
+}
+
 /// Each dashboard variable's value as Grafana would send it: the one selected in the file
 /// (`current`; the job, which must be the configuration's), else the "All" value (`allValue`,
 /// `.*`), plus the interval built-ins.
@@ -393,13 +428,14 @@ fn check_variable_queries(
 }
 
 /// Every panel target's `expr` (rows' nested panels included), with its panel's title.
-fn panel_queries(dashboard: &Value) -> Vec<(String, String)> {
-    fn walk(panels: &Value, out: &mut Vec<(String, String)>) {
+fn panel_queries(dashboard: &Value) -> Vec<(String, String, String)> {
+    fn walk(panels: &Value, out: &mut Vec<(String, String, String)>) {
         for panel in panels.as_array().into_iter().flatten() {
             let title = panel["title"].as_str().unwrap_or_default();
             for target in panel["targets"].as_array().into_iter().flatten() {
                 if let Some(expr) = target["expr"].as_str() {
-                    out.push((title.to_owned(), expr.to_owned()));
+                    let legend = target["legendFormat"].as_str().unwrap_or("__auto");
+                    out.push((title.to_owned(), expr.to_owned(), legend.to_owned()));
                 }
             }
             walk(&panel["panels"], out);

@@ -495,9 +495,16 @@ fn deadline_panel(q: &Queries<'_>, stage: &str, limits: &[RatioLimits]) -> Json 
 fn labelled_panel(q: &Queries<'_>, stage: &str) -> Json {
     let family = q.names.labelled_stage(stage);
     let sel = &q.sel;
+    // The label names are the application's (the configuration does not list them), so the
+    // legend is Grafana's automatic one, and the percentile goes in as a label: a fixed "p50"
+    // legend named all three label sets' lines alike.
     let by_labels = |p: f64| {
-        format!(
-            "histogram_quantile({p}, sum without (instance) (rate({family}_bucket{{{sel}}}[$__rate_interval])))"
+        tagged(
+            &format!(
+                "histogram_quantile({p}, sum without (instance) (rate({family}_bucket{{{sel}}}[$__rate_interval])))"
+            ),
+            "percentile",
+            &percentile_label(p),
         )
     };
     timeseries(
@@ -507,10 +514,18 @@ fn labelled_panel(q: &Queries<'_>, stage: &str) -> Json {
         ),
         grafana_unit(q.names.unit()),
         vec![
-            target(0, by_labels(0.5), "p50"),
-            target(1, by_labels(0.95), "p95"),
+            target(0, by_labels(0.5), AUTO_LEGEND),
+            target(1, by_labels(0.95), AUTO_LEGEND),
         ],
     )
+}
+
+/// Grafana's automatic legend: the labels that tell a panel's series apart.
+const AUTO_LEGEND: &str = "__auto";
+
+/// `expr` with the label `name="value"` added to each of its series.
+fn tagged(expr: &str, name: &str, value: &str) -> String {
+    format!(r#"label_replace({expr}, "{name}", "{value}", "", "")"#)
 }
 
 fn guard_panel(q: &Queries<'_>, config: &Config) -> Json {
@@ -567,26 +582,24 @@ fn health_panels(q: &Queries<'_>, config: &Config) -> Vec<Json> {
             .health(suffix)
             .unwrap_or_else(|| panic!("MetricNames knows no health figure {suffix}"))
     };
+    // Per stage and, for a labelled stage, per label set (`sum by (stage)` added those up).
+    let per_series = |counter: &str, what: &str| {
+        tagged(
+            &format!("sum without (instance) (rate({counter}{{{sel}}}[$__rate_interval]))"),
+            "records",
+            what,
+        )
+    };
     let drops = timeseries(
         "Records dropped and sampled out (per second)",
-        "Records a full ring handed back (dropped) and records sampling left out, per stage. Any drop loses data: the `dropped` alert fires on it.",
+        "Records a full ring handed back (dropped) and records sampling left out, per stage and label set. Any drop loses data: the `dropped` alert fires on it.",
         "short",
         vec![
-            target(
-                0,
-                format!(
-                    "sum by (stage) (rate({}{{{sel}}}[$__rate_interval]))",
-                    q.names.dropped()
-                ),
-                "dropped {{stage}}",
-            ),
+            target(0, per_series(q.names.dropped(), "dropped"), AUTO_LEGEND),
             target(
                 1,
-                format!(
-                    "sum by (stage) (rate({}{{{sel}}}[$__rate_interval]))",
-                    q.names.sampled_out()
-                ),
-                "sampled out {{stage}}",
+                per_series(q.names.sampled_out(), "sampled out"),
+                AUTO_LEGEND,
             ),
         ],
     );
@@ -689,18 +702,25 @@ fn canary_regression_panel(q: &Queries<'_>, config: &Config, stages: &[&str]) ->
     };
     let expr = format!("({} / {} - 1) * 100", p95(CANARY_ENV), p95(BASELINE_ENV));
     let pct = config.alerts.canary_regression_pct;
-    with_lines(
+    let mut panel = with_lines(
         timeseries(
             "Canary p95 regression against baseline (%)",
             &format!(
-                "How much higher the canary's p95 is than the baseline's, per stage. Line: the rollback trigger (+{pct} %)."
+                "How much higher the canary's p95 is than the baseline's, per stage. Line: the rollback trigger (+{pct} %). Empty unless processes with {env}=\"{CANARY_ENV}\" and {env}=\"{BASELINE_ENV}\" both run."
             ),
             "percent",
             vec![target(0, expr, "{{stage}}")],
         ),
         &[(pct, "red")],
-    )
+    );
+    panel["fieldConfig"]["defaults"]["noValue"] = json!(format!(
+        "no {CANARY_ENV} and {BASELINE_ENV} running side by side"
+    ));
+    panel
 }
+
+/// A variable's "every value" selection.
+const ALL: &str = "$__all";
 
 /// The template variables: the Prometheus data source, then job, instance and env, each a
 /// query over the label values of the stage histogram's count.
@@ -720,8 +740,12 @@ fn variables(names: &MetricNames, prom: &laptime::config::PrometheusSection) -> 
             "includeAll": true,
             "allValue": ".*",
         });
-        if let Some(c) = current {
-            v["current"] = json!({ "text": c, "value": c });
+        match current {
+            // Every instance and env until the reader picks: with none selected, panels
+            // stayed empty on a first load.
+            Some(ALL) => v["current"] = json!({ "text": ["All"], "value": ["$__all"] }),
+            Some(c) => v["current"] = json!({ "text": c, "value": c }),
+            None => {}
         }
         v
     };
@@ -733,8 +757,8 @@ fn variables(names: &MetricNames, prom: &laptime::config::PrometheusSection) -> 
             "query": "prometheus",
         }),
         query("job", "job", "", Some(&prom.job)),
-        query("instance", "instance", r#"{job=~"$job"}"#, None),
-        query("env", &prom.env_label, r#"{job=~"$job"}"#, None),
+        query("instance", "instance", r#"{job=~"$job"}"#, Some(ALL)),
+        query("env", &prom.env_label, r#"{job=~"$job"}"#, Some(ALL)),
     ]
 }
 

@@ -376,6 +376,26 @@ fn the_issues_panels_and_variables_are_there() {
         r#"label_values(mm_stage_duration_seconds_count{job=~"$job"}, deployment)"#
     );
     assert_eq!(d["templating"]["list"][1]["current"]["value"], "trading");
+    // Instance and env start at every value: with none selected a first load was empty.
+    for i in [2, 3] {
+        assert_eq!(
+            d["templating"]["list"][i]["current"]["value"],
+            serde_json::json!(["$__all"])
+        );
+    }
+    // A panel that needs a canary and a baseline says so when there is none.
+    let regression = panel(&d, "Canary p95 regression against baseline (%)");
+    assert!(
+        regression["fieldConfig"]["defaults"]["noValue"]
+            .as_str()
+            .is_some_and(|t| t.contains("canary") && t.contains("baseline")),
+        "{regression}"
+    );
+    // Per label set: the drops of two label sets of one stage are not added up.
+    assert!(
+        exprs(health)[0].contains("sum without (instance)"),
+        "{health}"
+    );
 
     // Without gauges or labelled stages configured, those panels are left out.
     let plain = dashboard(&Config::from_toml_str("").unwrap());
