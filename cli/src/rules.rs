@@ -804,23 +804,25 @@ impl<'a> Plan<'a> {
         })
     }
 
+    /// Trips of one reason at more than `n` an hour, as a rate over the rate window: an
+    /// `increase(…[1h])` held the alert for an hour after the burst had passed.
     fn guard_burst_alert(&self, reason: &str, n: u64) -> Alert {
         let env = self.env();
         Alert {
             name: format!("{}GuardTripBurst{}", self.alert_prefix(), camel(reason)),
             expr: format!(
-                "sum by (reason, {env}) (increase({}{{reason={}}}[1h])) > {n}",
+                "sum by (reason, {env}) (rate({}{{reason={}}}[{}])) * 3600 > {n}",
                 self.names.guard_trips(),
-                quote(reason)
+                quote(reason),
+                self.window
             ),
-            pending_for: "0s".to_owned(),
+            pending_for: prom_duration(self.config.alerts.pending_for),
             severity: "warning",
             extra: Vec::new(),
-            summary: format!(
-                "guard {{{{ $labels.reason }}}} tripped more than {n} times in an hour"
-            ),
+            summary: format!("guard {{{{ $labels.reason }}}} tripping more than {n} times an hour"),
             description: format!(
-                "The {{{{ $labels.reason }}}} guard tripped more than {n} times over the last hour in {env} {{{{ $labels.{env} }}}}. Look at the guard-trips panel and the stage latencies around the trips."
+                "The {{{{ $labels.reason }}}} guard tripped at more than {n} an hour over the last {} in {env} {{{{ $labels.{env} }}}}. Look at the guard-trips panel and the stage latencies around the trips.",
+                self.window
             ),
             test: TestKind::Guard(reason.to_owned(), n),
             stage: None,
@@ -1036,11 +1038,7 @@ impl Plan<'_> {
         if !matches!(al.test, TestKind::Canary) {
             labels.push((self.env().to_owned(), "prod".to_owned()));
         }
-        // The guard alert counts trips over an hour: judged once an hour has passed.
-        let eval = match al.test {
-            TestKind::Guard(..) => tl.eval_min.max(65),
-            _ => tl.eval_min,
-        };
+        let eval = tl.eval_min;
         AlertInputs {
             fire,
             quiet,
@@ -1311,7 +1309,7 @@ impl Timeline {
         Self {
             eval_min,
             step_secs,
-            len: (eval_min + 70) * 60 / step_secs,
+            len: (eval_min + 5) * 60 / step_secs,
         }
     }
 

@@ -138,7 +138,7 @@
 //! no_data_after = "5m"              # a stage with no span for this long alerts
 //! deadline_miss_ratio = 0.02        # miss ratio alerting for deadline stages without a miss-rate rule
 //! canary_regression_pct = 15.0      # canary p95 this many percent above baseline alerts
-//! guard_trip_burst = { vol_hard = 5, latency_hard = 5 }   # reason = trips per hour that alert
+//! guard_trip_burst = { vol_hard = 5, latency_hard = 5 }   # reason = trips an hour (rate) that alert
 //! drop_rate = 0.0                   # records dropped per second above this alert ...
 //! drop_for = "1m"                   # ... once it has held this long
 //! aggregator_stalled_after = "30s"  # aggregator lag or last drain age above this alerts
@@ -427,8 +427,8 @@ pub struct AlertsSection {
     pub deadline_miss_ratio: f64,
     /// Canary p95 more than this many percent above the baseline's alerts (default 15).
     pub canary_regression_pct: f64,
-    /// Trip reason and the trips per hour above which it alerts, in the file's order
-    /// (default `vol_hard = 5`, `latency_hard = 5`).
+    /// Trip reason and the trips per hour (their rate over `rate_window`) above which it
+    /// alerts, in the file's order (default `vol_hard = 5`, `latency_hard = 5`).
     pub guard_trip_burst: Vec<(String, u64)>,
     /// Records dropped per second above which the drop alert fires (default 0: any drop).
     pub drop_rate: f64,
