@@ -131,7 +131,7 @@ mod registry;
 mod sink;
 mod text;
 
-pub use buckets::{MAX_BUCKETS, default_buckets};
+pub use buckets::{MAX_BUCKETS, default_buckets, geometric_buckets};
 pub use builder::PrometheusBuilder;
 pub use names::MetricNames;
 
