@@ -105,9 +105,12 @@
 //! them across instances means nothing. Use `histogram_quantile` over `rate()` of the histogram's
 //! buckets to aggregate.
 //!
-//! **Milliseconds.** [`Unit::Milliseconds`] keeps dashboards built on the seeds' `_ms` names
-//! working. `promtool check metrics` reports those names ("metric names should not contain
-//! abbreviated units"); the exposition is otherwise the same.
+//! **Milliseconds.** [`Unit::Milliseconds`] exports the seeds' `_ms` names
+//! (`mm_stage_duration_ms`, `mm_exchange_req_ms`). Of the seeds' own queries only the guard-trip
+//! rates and the gauge work as written: the histogram and deadline-miss queries need the forms
+//! `docs/export.md` gives (its table "The seeds' queries", checked against a real Prometheus).
+//! `promtool check metrics` reports those names ("metric names should not contain abbreviated
+//! units"); the exposition is otherwise the same.
 
 use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
