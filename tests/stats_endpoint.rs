@@ -93,8 +93,11 @@ fn assert_window(server: &MetricsServerHandle, snapshot: &Snapshot, window: Wind
             "ok"
         };
         assert_eq!(json["sla"]["state"], state, "{} in {window}", s.stage);
-        let total = s.stage == stats_scenario::FAMILY && s.labels.is_empty();
-        assert_eq!(json["family_total"], total, "{}", s.stage);
+        let family_total = s.stage == stats_scenario::FAMILY && s.labels.is_empty();
+        assert_eq!(json["family_total"], family_total, "{}", s.stage);
+        // REQ is only used with labels: its bare name is their total.
+        let name_total = s.stage == stats_scenario::REQ && s.labels.is_empty();
+        assert_eq!(json["total"], family_total || name_total, "{}", s.stage);
         let family = (s.stage == stats_scenario::FAMILY).then_some(stats_scenario::FAMILY);
         assert_eq!(json["family"], serde_json::json!(family), "{}", s.stage);
     }
@@ -147,6 +150,17 @@ fn the_document_is_the_served_snapshot_window_by_window() {
     assert!(
         raw.contains(r#""labels":{"verb":"post","api":"batch"}"#),
         "{raw}"
+    );
+    // The name total of the labelled stage is an entry of its own, marked as a total.
+    let name_total = doc["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == stats_scenario::REQ && s["labels"] == serde_json::json!({}))
+        .expect("the name total of the labelled stage");
+    assert_eq!(
+        (&name_total["total"], &name_total["family_total"]),
+        (&Value::Bool(true), &Value::Bool(false))
     );
     // Without a window: the first kept one.
     assert_eq!(stats_json(&server, "")["window"], "1s");

@@ -108,7 +108,9 @@ fn rows(frame: &str) -> Vec<Printed> {
 
 /// The key `top` shows for a reference row, built from the scenario's own names.
 fn key(s: &StageStats) -> String {
-    if s.stage == stats_scenario::FAMILY && s.labels.is_empty() {
+    // The family's total, and the name total of REQ (only ever used with labels).
+    let totals = [stats_scenario::FAMILY, stats_scenario::REQ];
+    if totals.contains(&s.stage) && s.labels.is_empty() {
         return format!("Σ {}", s.stage);
     }
     let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -158,14 +158,15 @@ fn top_command(url: &str, extra: &str) -> String {
     )
 }
 
-/// The p99 column (the 4th) of each table row, top to bottom.
+/// The p99 column of each table row, top to bottom: the 5th word from the end (p99, p99.9,
+/// max, misses, sla), as a name may be two words (`Σ exchange_req`).
 fn p99s(screen: &str) -> Vec<f64> {
     screen
         .lines()
         .skip_while(|l| !l.starts_with("stage "))
         .skip(1)
         .take_while(|l| !l.trim().is_empty())
-        .map(|l| l.split_whitespace().nth(3).unwrap().parse().unwrap())
+        .map(|l| l.split_whitespace().rev().nth(4).unwrap().parse().unwrap())
         .collect()
 }
 

@@ -26,7 +26,7 @@
 //!       "saturated": 0, "cancelled": 0, "unwound": 0, "in_flight": 0, "in_rings": 0,
 //!       "produced": 9, "corrected": null,
 //!       "sla": {"state": "ok", "rule": null},
-//!       "family": null, "family_total": false } ],
+//!       "family": null, "family_total": false, "total": false } ],
 //!   "families": [ {                    // every runtime-labelled family active in the window
 //!       "name": "order_exec", "label_names": ["pair"], "series": 40, "overflowed": 0,
 //!       "slowest": [ {"labels": {"pair": "BTC-USD"}, "count": 17, "p99_ns": …} ] } ],
@@ -38,7 +38,9 @@
 //!
 //! A series of a labelled stage is its own entry (`name` plus `labels`, in the stage's label
 //! order). A runtime-labelled [`Family`]'s series name it in `family`; its total (every series'
-//! values in one histogram, no labels) is an entry of its own with `family_total: true`, and
+//! values in one histogram, no labels) is an entry of its own with `family_total: true`; so is a
+//! labelled stage's name total (its labelled stages' values under the bare name), with `total:
+//! true` (which a family total has too), and
 //! `families` lists each such family with its [`FAMILY_TOP_K`] slowest series by p99
 //! ([`Family::top`]).
 //!
@@ -270,6 +272,9 @@ struct StageJson {
     family: Option<&'static str>,
     /// Whether this entry is a family total (every series' values in one histogram).
     family_total: bool,
+    /// Whether this entry is a total: a family's, or a name's (the values of every labelled
+    /// stage of that name, which `Stage::with_labels` keeps under the bare name).
+    total: bool,
 }
 
 impl StageJson {
@@ -286,6 +291,7 @@ impl StageJson {
         StageJson {
             family: stage.and_then(Stage::family).map(Family::name),
             family_total: stage.is_some_and(Stage::is_family_total),
+            total: stage.is_some_and(Stage::is_total),
             name: s.stage.to_string(),
             labels: LabelsJson::new(s.labels.iter()),
             count: s.count,

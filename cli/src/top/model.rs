@@ -52,13 +52,16 @@ pub struct StageRow {
     pub sla: Sla,
     #[serde(default)]
     pub family_total: bool,
+    /// A family's or a name's total (documents before the field have `family_total` only).
+    #[serde(default)]
+    pub total: bool,
 }
 
 impl StageRow {
     /// The name and labels as one key: `exchange_req{api=batch,verb=post}`, `Σ order_exec` for
-    /// a family total.
+    /// a family's or a name's total.
     pub fn key(&self) -> String {
-        if self.family_total {
+        if self.family_total || self.total {
             return format!("Σ {}", self.name);
         }
         crate::stage_title(
@@ -386,6 +389,22 @@ mod tests {
             stages.join(",")
         )
         .into_bytes()
+    }
+
+    #[test]
+    fn totals_read_as_sigma_and_series_by_their_labels() {
+        let row = |json: &str| -> StageRow {
+            serde_json::from_str(&format!(
+                r#"{{"name":"req","labels":{{"verb":"post"}},"count":1,"p50_ns":1,"p99_ns":1,
+                "p999_ns":1,"max_ns":1,"deadline_misses":0,"sla":{{"state":"ok","rule":null}}{json}}}"#
+            ))
+            .unwrap()
+        };
+        assert_eq!(row("").key(), "req{verb=post}");
+        assert_eq!(row(r#","total":false"#).key(), "req{verb=post}");
+        // A name total (the document's `total`) and a family total both read as Σ.
+        assert_eq!(row(r#","total":true"#).key(), "Σ req");
+        assert_eq!(row(r#","family_total":true,"total":true"#).key(), "Σ req");
     }
 
     #[test]
