@@ -70,8 +70,7 @@ pub struct Interest {
     /// thread's name be copied when it registers (one allocation on its first record), for
     /// [`RecordBatch::thread_name`].
     pub records: bool,
-    /// Every value recorded into a stage's histograms, in batches of at most 256 values
-    /// ([`Sink::values`]).
+    /// Every value recorded into a stage's histograms, a batch per ring visit ([`Sink::values`]).
     pub values: bool,
 }
 
@@ -86,8 +85,7 @@ impl Interest {
         records: true,
         values: false,
     };
-    /// The recorded values, in order, in batches of at most 256 (a ring visit may make several;
-    /// they can come before the visit's [`Sink::records`] batch).
+    /// The recorded values, a batch per ring visit.
     pub const VALUES: Interest = Interest {
         records: false,
         values: true,

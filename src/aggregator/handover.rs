@@ -10,7 +10,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Aggregator, Baseline, VALUE_BATCH};
+use super::{Aggregator, Baseline};
 use crate::hist::{Layout, Tally};
 use crate::sink::Recorded;
 use crate::stage::Stage;
@@ -31,6 +31,10 @@ struct CarriedStage {
     tally: Tally,
     dropped_seen: u64,
 }
+
+/// Carried values handed to value sinks per batch: the batch buffer stays small however many
+/// spans came before the install.
+const REPLAY_BATCH: usize = 4096;
 
 impl Aggregator {
     /// On the stopping aggregator, after its final cycle: its figures, if the install that
@@ -94,7 +98,7 @@ impl Aggregator {
             };
             for _ in 0..n {
                 self.visit_values.push(value);
-                if self.visit_values.len() >= VALUE_BATCH {
+                if self.visit_values.len() >= REPLAY_BATCH {
                     self.hand_over_values();
                 }
             }

@@ -220,12 +220,6 @@ const SERIES_SWEEP: Duration = Duration::from_millis(250);
 /// Visits per ring per cycle at most: a cycle ends even if producers keep up with it.
 const MAX_PASSES: usize = 64;
 
-/// Values handed to value sinks per batch, at most. A ring visit drains up to `DRAIN_BATCH`
-/// records, and one batch per visit held up to 16 384 × 48 bytes (768 KiB, more than a core's L2)
-/// that every value sink then walked again; 256 values (12 KiB) are still in L1 when the sinks
-/// walk them. Under cachegrind the instruction count per record is the same either way.
-pub(crate) const VALUE_BATCH: usize = 256;
-
 pub(crate) struct Aggregator {
     shared: Arc<CollectorShared>,
     config: Settings,
@@ -411,7 +405,6 @@ impl Aggregator {
         self.hand_over_values();
     }
 
-    /// Hands the values waiting in the batch to the sinks that asked for them.
     fn hand_over_values(&mut self) {
         if self.visit_values.is_empty() {
             return;
@@ -799,9 +792,6 @@ impl Aggregator {
                 duration_ns: duration,
                 corrected,
             });
-            if self.visit_values.len() >= VALUE_BATCH {
-                self.hand_over_values();
-            }
         }
     }
 
