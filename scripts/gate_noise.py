@@ -39,7 +39,8 @@ def gate(baseline, current):
 def main():
     a = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     a.add_argument("--runs-a-side", type=int, default=6)
-    a.add_argument("--trials", type=int, default=100)
+    a.add_argument("--trials", type=int, default=100, help="A/A splits")
+    a.add_argument("--planted-trials", type=int, default=60)
     a.add_argument("--pool", type=int, default=36)
     a.add_argument("--slowed", type=int, default=18)
     a.add_argument("--seed", type=int, default=1)
@@ -53,12 +54,12 @@ def main():
         pick = rng.sample(pool, 2 * k)
         false_alarms += gate(pick[:k], pick[k:])[0] != 0
     found = 0
-    for _ in range(o.trials):
+    for _ in range(o.planted_trials):
         code, md = gate(rng.sample(pool, k), rng.sample(slowed, k))
         named = any(l.startswith("| stage_spread") and "REGRESSION" in l for l in md.splitlines())
         found += code == 1 and named
     print(f"{k} runs a side: A/A failed {false_alarms} of {o.trials}; "
-          f"planted 10 % found {found} of {o.trials}")
+          f"planted 10 % found {found} of {o.planted_trials}")
 
 
 if __name__ == "__main__":

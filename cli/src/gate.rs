@@ -201,8 +201,8 @@ impl fmt::Display for GateError {
             GateError::NoRuns { side } => write!(f, "no {side} profile given: give at least one"),
             GateError::Merge { side, source } => write!(
                 f,
-                "the {side} runs cannot be compared as one side ({source}): take every run of a \
-                 side with the same collector settings"
+                "the {side} runs cannot be merged into one side ({source}): every run of a side \
+                 must measure the same stages the same way"
             ),
             GateError::Histogram {
                 side,
@@ -763,7 +763,7 @@ fn stage_index(runs: &[Profile]) -> Vec<HashMap<String, &StageProfile>> {
         .collect()
 }
 
-/// One side of a judged stage: its merged figures and the stage in each run that has it.
+/// One side of a judged stage: its merged figures and the stage in each run that recorded it.
 struct SideStage<'a> {
     merged: &'a StageProfile,
     runs: Vec<&'a StageProfile>,
@@ -775,12 +775,15 @@ impl<'a> SideStage<'a> {
         index: &[HashMap<String, &'a StageProfile>],
         key: &str,
     ) -> Self {
+        // A run where the stage recorded nothing has no values to resample: a replicate of
+        // such runs alone would read 0 ns (a change of −100 % or +∞).
         let runs = if index.is_empty() {
             vec![merged]
         } else {
             index
                 .iter()
                 .filter_map(|run| run.get(key).copied())
+                .filter(|s| s.count > 0)
                 .collect()
         };
         SideStage { merged, runs }

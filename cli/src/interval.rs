@@ -294,10 +294,20 @@ fn resampled_miss_share<R: Rng + ?Sized>(runs: &[MissCount], rng: &mut R) -> f64
         return 0.0;
     }
     let share = (misses as f64 / spans as f64).clamp(0.0, 1.0);
+    if spans > EXACT_BINOMIAL_SPANS {
+        // rand_distr's binomial panics past 2⁶³ trials (a crafted file can hold that many); at
+        // this size the normal approximation is exact to far below the figures' resolution.
+        let sd = (share * (1.0 - share) / spans as f64).sqrt();
+        let z: f64 = rng.sample(rand_distr::StandardNormal);
+        return (share + sd * z).clamp(0.0, 1.0);
+    }
     // `share` is in [0, 1], so `Binomial::new` cannot fail; a failure would be a bug here.
     let draw = Binomial::new(spans, share).expect("a share in [0, 1]");
     draw.sample(rng) as f64 / spans as f64
 }
+
+/// Spans up to which a replicate's misses are drawn from the binomial itself.
+const EXACT_BINOMIAL_SPANS: u64 = 1 << 40;
 
 /// The standard normal quantile of `p` (0 < p < 1).
 pub fn normal_quantile(p: f64) -> f64 {

@@ -329,8 +329,48 @@ fn the_command_takes_several_runs_a_side() {
     );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("the baseline runs cannot be compared"),
-        "{err}"
-    );
+    assert!(err.contains("the baseline runs cannot be merged"), "{err}");
+}
+
+/// A run where the stage recorded nothing is left out of its side's resampling: a replicate of
+/// empty runs would read 0 ns, a change of −100 % or +∞, and hide a real regression.
+#[test]
+fn a_run_where_the_stage_recorded_nothing_is_left_out() {
+    let empty = || {
+        let stage = common::stage_from_values("tick_total", &[], &[], 3, None);
+        assert_eq!(stage.count, 0);
+        common::profile("idle run", 3, vec![stage])
+    };
+    // Two runs a side, one of them idle: half the replicates would draw only the idle one.
+    let mut baseline = runs(&[1.0], 1);
+    baseline.push(empty());
+    let mut slower = runs(&[1.1], 201);
+    slower.insert(0, empty());
+    let report = gate_runs(&baseline, &slower, &GateOptions::default()).unwrap();
+    for metric in [Metric::P95, Metric::P99] {
+        let r = row(&report, "tick_total", metric);
+        let (lo, hi) = r.interval.unwrap();
+        assert!(lo.is_finite() && hi.is_finite() && lo > -100.0, "{r:?}");
+    }
+    let p95 = row(&report, "tick_total", Metric::P95);
+    assert_eq!(p95.verdict, Verdict::Regression, "{}", report.to_markdown());
+}
+
+/// Miss counts from a crafted file near `u64::MAX`, on a side of several runs: judged, not a
+/// panic in the binomial draw (which refuses more than 2⁶³ trials).
+#[test]
+fn huge_miss_counts_over_runs_do_not_panic() {
+    let values = common::lognormal_values(&Spec::new("tick_total", 420_000.0, 0.35), 3);
+    let mut huge = common::stage_from_values("tick_total", &[], &values, 3, None);
+    huge.deadline_misses = u64::MAX / 2 + 1;
+    huge.deadline_miss_pct = 100.0;
+    let huge = common::profile("huge", 3, vec![huge]);
+    huge.validate().unwrap();
+    let mut side = runs(&[1.0; 2], 1);
+    side.push(huge);
+    let report = gate_runs(&side, &side, &GateOptions::default()).unwrap();
+    let r = row(&report, "tick_total", Metric::DeadlineMiss);
+    assert_eq!(r.method, Some(IntervalMethod::RunBootstrap));
+    let (lo, hi) = r.interval.unwrap();
+    assert!(lo.is_finite() && hi.is_finite(), "{r:?}");
 }
