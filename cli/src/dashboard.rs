@@ -16,7 +16,8 @@
 //!   p50 and p95 of each label set side by side, so a batch request is read beside a single one;
 //! * **coordinated omission** per stage of `[expected_intervals]`: its raw p99 and its
 //!   coordinated-omission-corrected p99 overlaid, so a stall the raw figure hides shows as the gap;
-//! * **guard trips** per reason over the last hour, with the `[alerts] guard_trip_burst` limits;
+//! * **guard trips** per reason, in trips an hour at the current rate, with the `[alerts]
+//!   guard_trip_burst` limits;
 //! * **application gauges** (`[prometheus] gauges`);
 //! * **the library's health**: dropped and sampled-out records, aggregator lag and drain age
 //!   (stall limit as a line), sampling rate;
@@ -529,8 +530,10 @@ fn tagged(expr: &str, name: &str, value: &str) -> String {
 }
 
 fn guard_panel(q: &Queries<'_>, config: &Config) -> Json {
+    // Trips an hour as the burst alert judges them: their rate, times 3600 (the alert over
+    // `rate_window`, the panel over Grafana's rate interval).
     let expr = format!(
-        "sum by (reason) (increase({}{{{}}}[1h]))",
+        "sum by (reason) (rate({}{{{}}}[$__rate_interval])) * 3600",
         q.names.guard_trips(),
         q.sel
     );
@@ -548,9 +551,9 @@ fn guard_panel(q: &Queries<'_>, config: &Config) -> Json {
         .collect();
     with_lines(
         timeseries(
-            "Guard trips per reason (last hour)",
+            "Guard trips per reason (an hour, at the current rate)",
             &format!(
-                "Guard trips per reason over the trailing hour. Lines: the burst limits ({}).",
+                "Guard trips per reason, as a rate in trips an hour, as the burst alerts judge them. Lines: the burst limits ({}).",
                 reasons.join(", ")
             ),
             "short",

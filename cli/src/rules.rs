@@ -71,6 +71,15 @@ fn key(k: &str) -> String {
     if plain { k.to_owned() } else { quote(k) }
 }
 
+/// An SLA rule's window in an alert's name: `60s`, `1500ms` (whole units, so 1.5 s and 15 s
+/// differ), `Cumulative`.
+fn window_token(w: laptime::Window) -> String {
+    match w {
+        laptime::Window::Last(d) => name_duration(d),
+        _ => "Cumulative".to_owned(),
+    }
+}
+
 /// An SLA rule's window, as the file writes it.
 fn window_text(w: laptime::Window) -> String {
     match w {
@@ -204,12 +213,13 @@ fn camel(name: &str) -> String {
         .collect()
 }
 
-/// A stage in an alert's name: `TickTotal`, and for a labelled stage its label values too
-/// (`ExchangeReqPostBatch`), so the alerts of two label sets of one stage have names of their
-/// own. With one name, each set's no-data alert fired for the other's missing series.
+/// A stage in an alert's name: `TickTotal`, and for a labelled stage its labels too
+/// (`ExchangeReqVerbPostApiBatch`), so the alerts of two label sets of one stage have names of
+/// their own. With one name, each set's no-data alert fired for the other's missing series.
 fn stage_token(stage: &StageRef) -> String {
     let mut token = camel(&stage.name);
-    for (_, v) in &stage.labels {
+    for (k, v) in &stage.labels {
+        token.push_str(&camel(k));
         token.push_str(&camel(v));
     }
     token
@@ -646,7 +656,7 @@ impl<'a> Plan<'a> {
             .count()
             > 1
         {
-            format!("Over{}", camel(&window_text(rule.window)))
+            format!("Over{}", window_token(rule.window))
         } else {
             String::new()
         };
@@ -1299,12 +1309,14 @@ impl Timeline {
         let hold = a.rate_window.max(a.no_data_after) + a.pending_for.max(a.drop_for);
         let eval_min = hold.as_secs().div_ceil(60) + 3;
         // rate() needs two samples inside its window, and a window exactly one step long may
-        // hold only one: sample at least four times per window (the minute steps of the default
-        // 5 m window stay as they were). A 30 s window with minute samples made every test
-        // that reads a rate find nothing.
+        // hold only one: sample at least four times per window, the shorter of the rate window
+        // and the no-data window (the minute steps of the default 5 m windows stay as they
+        // were). A 30 s window with minute samples made every test that reads a rate find
+        // nothing. The configuration refuses windows under 4 s.
+        let shortest = a.rate_window.min(a.no_data_after).as_secs();
         let step_secs = TEST_STEPS_SECS
             .into_iter()
-            .find(|&step| a.rate_window.as_secs() >= 4 * step)
+            .find(|&step| shortest >= 4 * step)
             .unwrap_or(1);
         Self {
             eval_min,

@@ -311,7 +311,10 @@ fn thresholds_are_the_configurations() {
             &[(0.02, "red")],
         );
         assert_lines(
-            &lines(panel(&d, "Guard trips per reason (last hour)")),
+            &lines(panel(
+                &d,
+                "Guard trips per reason (an hour, at the current rate)",
+            )),
             &[(3.0, "red"), (7.0, "red")],
         );
         assert_lines(

@@ -325,6 +325,17 @@ fn short_rate_windows_get_tests_that_pass() {
         let failed = promtool_verdict(&format!("rules_window_{window}"), &config);
         assert!(failed.is_empty(), "rate_window {window}: {failed}");
     }
+    // The no-data alert rates over no_data_after: a short one needs short samples too.
+    let config = demo.replace("no_data_after = \"5m\"", "no_data_after = \"30s\"");
+    assert_ne!(config, demo);
+    let failed = promtool_verdict("rules_no_data_30s", &config);
+    assert!(failed.is_empty(), "no_data_after 30s: {failed}");
+    // Under 4 s no scrape interval gives rate() enough samples: refused, naming the key.
+    for key in ["rate_window", "no_data_after"] {
+        let err = Config::from_toml_str(&format!("[alerts]\n{key} = \"2s\"\n")).unwrap_err();
+        assert_eq!(err.key(), Some(format!("alerts.{key}").as_str()), "{err}");
+        assert!(err.to_string().contains("at least \"4s\""), "{err}");
+    }
 }
 
 /// SLA rules on two stages, on two label sets of one stage, and on one metric over two windows:
@@ -381,8 +392,8 @@ critical = "30ms"
 "#;
     let y = Plan::new(&Config::from_toml_str(config).unwrap()).rules_yaml();
     for name in [
-        "MmExchangeReqPostBatchP99SloCritical",
-        "MmExchangeReqDeleteCancelNoData",
+        "MmExchangeReqVerbPostApiBatchP99SloCritical",
+        "MmExchangeReqVerbDeleteApiCancelNoData",
         "MmTickTotalP99Over60sSloCritical",
         "MmTickTotalP99Over5sSloWarning",
         "MmStageSpreadP95SloCritical",

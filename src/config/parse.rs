@@ -720,6 +720,9 @@ fn prometheus_name<'v>(
     Ok(name)
 }
 
+/// The shortest range the generated rules may give `rate()`.
+const MIN_RATE_RANGE: Duration = Duration::from_secs(4);
+
 fn convert_alerts(
     ctx: &mut Ctx<'_>,
     raw: Option<Spanned<RawAlerts>>,
@@ -752,6 +755,16 @@ fn convert_alerts(
                     key,
                     &v.span(),
                     "Prometheus durations are whole milliseconds: round it, e.g. \"5m\" or \"1500ms\"",
+                ));
+            }
+            // Both are rate() ranges in the generated rules.
+            let ranged = matches!(key, "alerts.rate_window" | "alerts.no_data_after");
+            if ranged && d < MIN_RATE_RANGE {
+                return Err(ctx.err(
+                    key,
+                    &v.span(),
+                    "at least \"4s\": rate() needs two scrapes in its range and four to be steady, \
+                     and a scrape a second is as often as Prometheus is usually asked",
                 ));
             }
             *target = d;

@@ -33,24 +33,28 @@ pub fn default_buckets() -> Vec<Duration> {
 /// 1.091`): −8.3 % to +9.1 %, where the default 1-2-5 ladder allows −60 % to +150 %; 1 µs to 10 s
 /// then takes 188 bounds. The bound holds for buckets summed across processes too. A quantile
 /// in the first bucket is interpolated from 0, and one past the last bound is that bound: keep
-/// the ladder wider than the values. `per_doubling` 0 counts as 1; `lowest` below 1 ns as 1 ns.
+/// the ladder wider than the values. `per_doubling` counts as 1 to 1 024; `lowest` below 1 ns as
+/// 1 ns.
 pub fn geometric_buckets(lowest: Duration, highest: Duration, per_doubling: u32) -> Vec<Duration> {
-    let ratio = 2f64.powf(1.0 / f64::from(per_doubling.max(1)));
+    // Finer than 1 024 a doubling (0.07 % apart) no bucket list can span a useful range within
+    // MAX_BUCKETS; the cap also bounds the loop below (64 doublings cover every u64).
+    let per_doubling = per_doubling.clamp(1, 1024);
+    let ratio = 2f64.powf(1.0 / f64::from(per_doubling));
     let (lowest, highest) = (lowest.as_nanos().max(1) as f64, highest.as_nanos() as f64);
     let mut bounds: Vec<Duration> = Vec::new();
-    let mut k = 0;
-    loop {
-        let ns = (lowest * ratio.powi(k)).round();
+    for k in 0..=64 * per_doubling {
+        // k ≤ 65 536: fits an i32.
+        let ns = (lowest * ratio.powi(k as i32)).round();
         let bound = Duration::from_nanos(ns as u64);
         if bounds.last() != Some(&bound) {
             bounds.push(bound);
         }
         // Past a few hundred bounds the builder refuses the list anyway (MAX_BUCKETS).
         if ns >= highest || bounds.len() > MAX_BUCKETS {
-            return bounds;
+            break;
         }
-        k += 1;
     }
+    bounds
 }
 
 /// A bucket list in nanoseconds, with what finds a value's bucket in a few instructions.
@@ -283,6 +287,9 @@ mod tests {
             geometric_buckets(Duration::ZERO, Duration::from_nanos(4), 0),
             [1, 2, 4].map(Duration::from_nanos)
         );
+        // A ratio too close to 1 repeats bounds for ever without the cap: it ends, increasing.
+        let fine = geometric_buckets(Duration::from_nanos(1), Duration::from_secs(10), u32::MAX);
+        assert!(fine.windows(2).all(|w| w[0] < w[1]) && fine.len() > MAX_BUCKETS);
     }
 
     #[test]
