@@ -355,6 +355,34 @@ fn panics_in_the_aggregator_and_in_callbacks_are_caught_and_counted() {
     assert_eq!(handle.get_stats(name, Window::Cumulative).unwrap().count, 2);
 }
 
+/// The aggregator-start hook runs once, on the aggregator thread, before the first cycle; one
+/// that panics is counted and the collector works on.
+#[test]
+fn the_aggregator_start_hook_runs_once_on_the_aggregator_thread() {
+    let _s = serial();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = install(builder().with_aggregator_start(move || {
+        let name = std::thread::current().name().map(str::to_owned);
+        tx.send(name).unwrap();
+    }));
+    let name = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+    assert!(name.starts_with("laptime-aggregator-"), "{name}");
+    assert!(handle.flush() && handle.flush());
+    assert!(rx.try_recv().is_err(), "once, not per cycle");
+    assert_eq!(handle.health().callback_panics, 0);
+    drop(handle);
+
+    let handle = install(builder().with_aggregator_start(|| panic!("pinning failed")));
+    let stage = unique("after_a_bad_start");
+    laptime::record(stage, MS);
+    assert!(handle.flush(), "the aggregator runs on");
+    assert_eq!(handle.health().callback_panics, 1);
+    assert_eq!(
+        handle.get_stats(stage, Window::Cumulative).unwrap().count,
+        1
+    );
+}
+
 #[test]
 fn values_above_the_highest_trackable_saturate_and_are_counted() {
     let _s = serial();

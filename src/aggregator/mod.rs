@@ -193,7 +193,13 @@ pub(crate) struct Settings {
     pub(crate) max_in_flight: usize,
     pub(crate) abandon_after: Duration,
     pub(crate) latency_guard_reason: &'static str,
+    /// Run once on the aggregator thread before its first cycle (pinning it, naming it to a
+    /// profiler, raising its priority).
+    pub(crate) on_start: Option<AggregatorStart>,
 }
+
+/// The user's aggregator-start hook ([`crate::CollectorBuilder::with_aggregator_start`]).
+pub(crate) type AggregatorStart = Box<dyn FnOnce() + Send>;
 
 impl Settings {
     /// The windows a snapshot holds: the sliding ones in order, then [`Window::Cumulative`].
@@ -424,6 +430,11 @@ impl Aggregator {
 
     /// The thread's body.
     pub(crate) fn run(mut self) {
+        if let Some(on_start) = self.config.on_start.take()
+            && catch_unwind(AssertUnwindSafe(on_start)).is_err()
+        {
+            self.health.callback_panics += 1;
+        }
         loop {
             let stopping = self.shared.stop.load(Ordering::Acquire);
             if stopping {

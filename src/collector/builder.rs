@@ -97,6 +97,7 @@ pub struct CollectorBuilder {
     pub(crate) max_in_flight: usize,
     pub(crate) abandon_after: Duration,
     pub(crate) latency_guard_reason: &'static str,
+    pub(crate) on_start: Option<crate::aggregator::AggregatorStart>,
     /// What the aggregator feeds after each cycle: exporters, profiles, traces, the user's own.
     pub(crate) sinks: Vec<Box<dyn Sink>>,
     /// Values the handle hands out by type (a sink's shared state, e.g. the kept traces).
@@ -118,6 +119,7 @@ impl std::fmt::Debug for CollectorBuilder {
             .field("expected_intervals", &self.expected_intervals)
             .field("release_memory", &self.release_memory)
             .field("callback", &self.callback.is_some())
+            .field("aggregator_start", &self.on_start.is_some())
             .field("adaptive", &self.adaptive)
             .field("sampling_rate", &self.sampling_rate)
             .field("clock", &self.clock)
@@ -154,6 +156,7 @@ impl Default for CollectorBuilder {
             max_in_flight: 65_536,
             abandon_after: Duration::from_secs(600),
             latency_guard_reason: "latency_hard",
+            on_start: None,
             sinks: Vec::new(),
             extensions: Extensions::default(),
         }
@@ -265,6 +268,36 @@ impl CollectorBuilder {
         callback: impl Fn(&[Violation]) + Send + Sync + 'static,
     ) -> Self {
         self.callback = Some(Box::new(callback));
+        self
+    }
+
+    /// Runs `on_start` once on the aggregator thread, before its first cycle: the place to pin
+    /// it to a core away from the hot threads and their SMT siblings (with the `core_affinity`
+    /// crate, `libc::sched_setaffinity` or the like), raise or lower its priority, or register
+    /// it with a profiler. On a 2-core machine an aggregator sharing a core with the hot thread
+    /// can double what that thread's work costs.
+    ///
+    /// A panic in it is caught and counted in [`Health::callback_panics`](crate::Health); the
+    /// aggregator runs on.
+    ///
+    /// ```
+    /// # #[cfg(feature = "enable")] {
+    /// use std::sync::mpsc;
+    ///
+    /// let (tx, rx) = mpsc::channel();
+    /// let _collector = laptime::Collector::builder()
+    ///     .with_aggregator_start(move || {
+    ///         // e.g. core_affinity::set_for_current(core_affinity::CoreId { id: 1 });
+    ///         tx.send(std::thread::current().name().map(str::to_owned)).unwrap();
+    ///     })
+    ///     .install()
+    ///     .unwrap();
+    /// let name = rx.recv().unwrap().unwrap();
+    /// assert!(name.starts_with("laptime-aggregator"), "{name}");
+    /// # }
+    /// ```
+    pub fn with_aggregator_start(mut self, on_start: impl FnOnce() + Send + 'static) -> Self {
+        self.on_start = Some(Box::new(on_start));
         self
     }
 
@@ -513,6 +546,7 @@ impl CollectorBuilder {
             max_in_flight: self.max_in_flight,
             abandon_after: self.abandon_after,
             latency_guard_reason: self.latency_guard_reason,
+            on_start: self.on_start,
         };
         (settings, self.sinks)
     }

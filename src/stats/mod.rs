@@ -293,7 +293,7 @@ pub struct Health {
     pub lag: Duration,
     /// Panics caught inside the aggregator (it carries on after each).
     pub aggregator_restarts: u64,
-    /// Panics caught inside SLA callbacks.
+    /// Panics caught inside SLA callbacks and the aggregator-start hook.
     pub callback_panics: u64,
     /// The global sampling rate in force.
     pub sampling_rate: f64,
