@@ -243,6 +243,9 @@ pub struct StageRef {
     pub labels: Vec<(String, String)>,
     /// Its deadline, if `[deadlines]` gives one (labelled or not: deadlines are by name).
     pub deadline: Option<Duration>,
+    /// Whether it is a labelled stage's bare name (`[prometheus] labelled_stages`, no labels):
+    /// the total of its label sets, which the exporter leaves to the backend to sum.
+    pub total: bool,
 }
 
 /// How to query one stage's series.
@@ -250,12 +253,16 @@ struct Sel<'a> {
     n: &'a MetricNames,
     stage: &'a StageRef,
     env: &'a str,
+    /// Whether the stage's series are in a family of its own: a labelled stage, or the bare
+    /// name of one (`[prometheus] labelled_stages`), whose total the exporter leaves to the
+    /// backend to sum from its label sets.
+    own_family: bool,
 }
 
 impl Sel<'_> {
     /// The histogram family (without `_bucket`) and its matchers.
     fn family(&self) -> (String, String) {
-        if self.stage.labels.is_empty() {
+        if !self.own_family {
             (
                 self.n.stage_duration().to_owned(),
                 format!("stage={}", quote(&self.stage.name)),
@@ -280,7 +287,7 @@ impl Sel<'_> {
     /// The labels every per-stage aggregation keeps.
     fn group(&self) -> Vec<String> {
         let mut g = Vec::new();
-        if self.stage.labels.is_empty() {
+        if !self.own_family {
             g.push("stage".to_owned());
         }
         g.extend(self.stage.labels.iter().map(|(k, _)| k.clone()));
@@ -329,7 +336,7 @@ impl Sel<'_> {
     /// which the alert's series carries anyway: Prometheus' linter tells alerts apart by name and
     /// static labels, and two label sets of one stage share the name.
     fn extra_labels(&self) -> Vec<(String, String)> {
-        if self.stage.labels.is_empty() {
+        if !self.own_family {
             return Vec::new();
         }
         let mut labels = vec![("stage".to_owned(), self.stage.name.clone())];
@@ -351,6 +358,11 @@ impl Sel<'_> {
                 .iter()
                 .map(|(k, v)| (k.as_str(), s(v.clone()))),
         );
+        // A name total's records share `stage` with those of its label sets, whose label
+        // names the configuration need not list: `total` tells them apart.
+        if self.stage.total {
+            labels.push(("total", s("true")));
+        }
         labels
     }
 }
@@ -370,16 +382,17 @@ struct StageAlerts<'a> {
 
 impl<'a> StageAlerts<'a> {
     fn new(plan: &'a Plan<'_>, stage: &'a StageRef) -> Self {
-        let shown = if stage.labels.is_empty() {
-            "{{ $labels.stage }}".to_owned()
-        } else {
+        let sel = plan.sel(stage);
+        let shown = if sel.own_family {
             stage.name.clone()
+        } else {
+            "{{ $labels.stage }}".to_owned()
         };
         let mut labels = vec![("stage".to_owned(), stage.name.clone())];
         labels.extend(stage.labels.iter().cloned());
         Self {
             stage,
-            sel: plan.sel(stage),
+            sel,
             shown,
             labels,
             pending: prom_duration(plan.config.alerts.pending_for),
@@ -395,6 +408,15 @@ impl<'a> StageAlerts<'a> {
 /// `stage="…",k="v"`: the matchers of a stage's recorded series, which carry `stage` whether
 /// the stage is labelled or not.
 fn record_matchers(stage: &StageRef) -> String {
+    let mut m = series_matchers(stage);
+    if stage.total {
+        m.push_str(",total=\"true\"");
+    }
+    m
+}
+
+/// `stage="…",k="v"`: the matchers of a stage's exported counters (deadline misses).
+fn series_matchers(stage: &StageRef) -> String {
     let mut m = format!("stage={}", quote(&stage.name));
     for (k, v) in &stage.labels {
         let _ = write!(m, ",{k}={}", quote(v));
@@ -433,6 +455,10 @@ impl<'a> Plan<'a> {
                 .find(|(s, _)| s == name)
                 .map(|(_, d)| *d)
         };
+        let labelled = &self.config.prometheus.labelled_stages;
+        let total = |name: &String, labels: &[(String, String)]| {
+            labels.is_empty() && labelled.contains(name)
+        };
         let mut out: Vec<StageRef> = Vec::new();
         for r in &self.config.sla {
             if !out
@@ -443,6 +469,7 @@ impl<'a> Plan<'a> {
                     name: r.stage.clone(),
                     labels: r.labels.clone(),
                     deadline: deadline(&r.stage),
+                    total: total(&r.stage, &r.labels),
                 });
             }
         }
@@ -452,6 +479,7 @@ impl<'a> Plan<'a> {
                     name: name.clone(),
                     labels: Vec::new(),
                     deadline: Some(*d),
+                    total: total(name, &[]),
                 });
             }
         }
@@ -463,6 +491,7 @@ impl<'a> Plan<'a> {
             n: &self.names,
             stage,
             env: &self.config.prometheus.env_label,
+            own_family: !stage.labels.is_empty() || stage.total,
         }
     }
 
@@ -1044,9 +1073,12 @@ impl Plan<'_> {
             TestKind::Stalled => self.stalled_series(tl),
         };
         let mut labels = al.stage_labels.clone();
-        // The canary alert compares two environments: it keeps neither.
+        // The canary alert compares two environments: it keeps neither. It reads the p95
+        // records, so a name total's keeps their `total` label.
         if !matches!(al.test, TestKind::Canary) {
             labels.push((self.env().to_owned(), "prod".to_owned()));
+        } else if al.stage.as_ref().is_some_and(|s| s.total) {
+            labels.push(("total".to_owned(), "true".to_owned()));
         }
         let eval = tl.eval_min;
         AlertInputs {
@@ -1061,8 +1093,10 @@ impl Plan<'_> {
     /// `extra` matchers (`,le="…"`) after the rest.
     fn stage_series(&self, stage: &StageRef, suffix: &str, envv: &str, extra: &str) -> String {
         let (fam, m) = self.sel(stage).family();
+        // A name total selects its whole family: no matcher of its own.
+        let m = if m.is_empty() { m } else { m + "," };
         format!(
-            "{fam}_{suffix}{{{m},{env}={},instance=\"app:9000\"{extra}}}",
+            "{fam}_{suffix}{{{m}{env}={},instance=\"app:9000\"{extra}}}",
             quote(envv),
             env = self.env()
         )
@@ -1115,7 +1149,7 @@ impl Plan<'_> {
 
     /// 60 spans a minute: 30 missed (50 %) against none.
     fn miss_series(&self, st: &StageRef, tl: &Timeline) -> (Series, Series) {
-        let m = record_matchers(st);
+        let m = series_matchers(st);
         let env = self.env();
         let miss = |per_min: f64| {
             (
@@ -1190,11 +1224,13 @@ impl Plan<'_> {
     fn recording_test(&self, stage: &StageRef, c: Duration, tl: &Timeline) -> Yaml {
         let mut input = self.bucket_series(stage, c, "slow", true, tl);
         input.extend(self.bucket_series(stage, c, "fast", false, tl));
-        let mut out_labels: Vec<(String, String)> = Vec::new();
-        if stage.labels.is_empty() {
-            out_labels.push(("stage".to_owned(), stage.name.clone()));
-        }
+        // Every record carries its stage (and labels) as static labels, a name total also
+        // `total`.
+        let mut out_labels = vec![("stage".to_owned(), stage.name.clone())];
         out_labels.extend(stage.labels.iter().cloned());
+        if stage.total {
+            out_labels.push(("total".to_owned(), "true".to_owned()));
+        }
         let mut label_str = String::new();
         for (k, v) in &out_labels {
             let _ = write!(label_str, "{k}={},", quote(v));
@@ -1244,7 +1280,9 @@ impl Plan<'_> {
             (format!("{slo}{{{label_str}{env}=\"fast\"}}"), "1"),
             (format!("{slo}{{{label_str}{env}=\"slow\"}}"), "0"),
         ];
-        expr_test(slo, tl, &samples)
+        // A name total and its label sets share the record's name.
+        let expr = format!("{slo}{{{}}}", record_matchers(stage));
+        expr_test(expr, tl, &samples)
     }
 
     /// The corrected p99 record: corrected values all in (i, 2i] (i the expected interval)

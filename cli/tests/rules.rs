@@ -419,3 +419,45 @@ fn a_repeated_sla_rule_is_refused() {
     let other = rule.replace("60s", "5s");
     Config::from_toml_str(&format!("{rule}\n{other}")).unwrap();
 }
+
+/// An SLA rule on a labelled stage's bare name judges the total of its label sets: the
+/// exporter has no `stage="…"` series for it, so the rules read its own family whole, and its
+/// records carry `total="true"` beside those of its label sets (they share the stage label).
+#[test]
+fn a_rule_on_a_labelled_stages_name_judges_its_label_sets_together() {
+    let config = r#"
+[prometheus]
+namespace = "mm"
+labelled_stages = ["exchange_req"]
+
+[deadlines]
+exchange_req = "1ms"
+
+[[sla]]
+stage = "exchange_req"
+window = "60s"
+metric = "p99"
+warning = "20ms"
+critical = "25ms"
+
+[[sla]]
+stage = "exchange_req"
+labels = { verb = "post", api = "batch" }
+window = "60s"
+metric = "p95"
+critical = "25ms"
+"#;
+    let y = Plan::new(&Config::from_toml_str(config).unwrap()).rules_yaml();
+    assert!(
+        y.contains(r#"sum by (le, env) (rate(mm_exchange_req_seconds_bucket{}[5m]))"#),
+        "{y}"
+    );
+    assert!(
+        !y.contains(r#"mm_stage_duration_seconds_bucket{stage=\"exchange_req\"}"#),
+        "{y}"
+    );
+    assert!(y.contains(r#"total: "true""#), "{y}");
+    let Some(_) = promtool() else { return };
+    let failed = promtool_verdict("rules_name_total", config);
+    assert!(failed.is_empty(), "{failed}");
+}
