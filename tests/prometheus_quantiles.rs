@@ -25,7 +25,7 @@ use http_client::wait_for;
 use laptime::export::http::MetricsServer;
 use laptime::export::prometheus::{PrometheusExporter, geometric_buckets};
 use laptime::{Collector, Stage};
-use live::{FIRST_SCRAPE, Prometheus, TempDir, find_tool, single, skip_or_fail};
+use live::{Prometheus, TempDir, find_tool, single, skip_or_fail};
 
 const VALUES: usize = 60_000;
 const PER_DOUBLING: u32 = 8;
@@ -89,23 +89,11 @@ fn histogram_quantile_stays_within_the_ladders_bound() {
         .expect("a free loopback port");
 
     let work = TempDir::new("laptime-prometheus-quantiles");
-    let mut prom = Prometheus::start(
-        &prometheus,
-        work.path(),
-        &format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-             scrape_configs:\n  - job_name: quantiles\n    static_configs:\n      \
-             - targets: ['{}']\n",
-            server.local_addr()
-        ),
-    );
-    if !prom.wait_up("quantiles", 1) {
-        skip_or_fail(&format!(
-            "prometheus did not scrape within {FIRST_SCRAPE:?}:\n{}",
-            prom.log()
-        ));
+    let Some(prom) =
+        Prometheus::scraping(&prometheus, work.path(), "quantiles", server.local_addr())
+    else {
         return;
-    }
+    };
     let count = |stage: &str| format!(r#"qe_stage_duration_seconds_count{{stage="{stage}"}}"#);
     let all_seen = wait_for(Duration::from_secs(30), || {
         let n = live::query(prom.addr, &count("geometric")).ok()?;

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use http_client::wait_for;
-use live::{FIRST_SCRAPE, Prometheus, TempDir, find_tool, query, skip_or_fail, start_demo};
+use live::{Prometheus, TempDir, find_tool, query, skip_or_fail, start_demo};
 
 /// One row of the table: the seed's query, what Prometheus answers, the working form.
 struct Row {
@@ -63,22 +63,9 @@ fn the_seeds_queries_answer_what_the_docs_say() {
     let (_demo, _lines, endpoint) =
         start_demo(&["--seconds", "6", "--ms", "--linger", "120"], "demo --ms");
     let work = TempDir::new("laptime-seed-queries");
-    let mut prom = Prometheus::start(
-        &prometheus,
-        work.path(),
-        &format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-             scrape_configs:\n  - job_name: seeds\n    static_configs:\n      \
-             - targets: ['{endpoint}']\n"
-        ),
-    );
-    if !prom.wait_up("seeds", 1) {
-        skip_or_fail(&format!(
-            "prometheus did not scrape within {FIRST_SCRAPE:?}:\n{}",
-            prom.log()
-        ));
+    let Some(prom) = Prometheus::scraping(&prometheus, work.path(), "seeds", endpoint) else {
         return;
-    }
+    };
     // rate() needs two scrapes of each series; the working forms all rate or read counters.
     let ready = wait_for(Duration::from_secs(30), || {
         let r = query(prom.addr, &rows[0].working).ok()?;

@@ -157,6 +157,28 @@ impl Prometheus {
         Prometheus { process, addr, log }
     }
 
+    /// Starts `binary` scraping `target` every second as job `job`, and waits until it is up;
+    /// `None` (after `skip_or_fail` with the log) when it never scrapes the target.
+    pub fn scraping(binary: &Path, dir: &Path, job: &str, target: SocketAddr) -> Option<Self> {
+        let mut prom = Self::start(
+            binary,
+            dir,
+            &format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: {job}\n    static_configs:\n      \
+                 - targets: ['{target}']\n"
+            ),
+        );
+        if prom.wait_up(job, 1) {
+            return Some(prom);
+        }
+        skip_or_fail(&format!(
+            "prometheus did not scrape {target} within {FIRST_SCRAPE:?}:\n{}",
+            prom.log()
+        ));
+        None
+    }
+
     /// What it logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
