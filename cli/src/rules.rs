@@ -336,34 +336,20 @@ impl Sel<'_> {
     /// which the alert's series carries anyway: Prometheus' linter tells alerts apart by name and
     /// static labels, and two label sets of one stage share the name.
     fn extra_labels(&self) -> Vec<(String, String)> {
-        if !self.own_family {
-            return Vec::new();
+        if self.own_family {
+            series_identity(self.stage)
+        } else {
+            Vec::new()
         }
-        let mut labels = vec![("stage".to_owned(), self.stage.name.clone())];
-        labels.extend(self.stage.labels.iter().cloned());
-        labels
     }
-}
 
-impl Sel<'_> {
-    /// The static labels of a stage's recording rules: `stage` and the stage's own labels, the
-    /// values its recorded series carry anyway. Prometheus' linter (`promtool check rules
-    /// --lint-fatal`) tells rules apart by record name and static labels only, so without them
-    /// the records of two stages were duplicates.
-    fn record_labels(&self) -> Vec<(&str, Yaml)> {
-        let mut labels = vec![("stage", s(self.stage.name.clone()))];
-        labels.extend(
-            self.stage
-                .labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), s(v.clone()))),
-        );
-        // A name total's records share `stage` with those of its label sets, whose label
-        // names the configuration need not list: `total` tells them apart.
-        if self.stage.total {
-            labels.push(("total", s("true")));
-        }
-        labels
+    /// The static labels of a stage's recording rules ([`record_identity`]), the values its
+    /// recorded series carry anyway. Prometheus' linter (`promtool check rules --lint-fatal`)
+    /// tells rules apart by record name and static labels only, so without them the records of
+    /// two stages were duplicates.
+    fn record_labels(&self) -> Yaml {
+        let labels = record_identity(self.stage).into_iter();
+        Yaml::Map(labels.map(|(k, v)| (k, s(v))).collect())
     }
 }
 
@@ -388,13 +374,11 @@ impl<'a> StageAlerts<'a> {
         } else {
             "{{ $labels.stage }}".to_owned()
         };
-        let mut labels = vec![("stage".to_owned(), stage.name.clone())];
-        labels.extend(stage.labels.iter().cloned());
         Self {
             stage,
             sel,
             shown,
-            labels,
+            labels: series_identity(stage),
             pending: prom_duration(plan.config.alerts.pending_for),
         }
     }
@@ -405,23 +389,41 @@ impl<'a> StageAlerts<'a> {
     }
 }
 
-/// `stage="…",k="v"`: the matchers of a stage's recorded series, which carry `stage` whether
-/// the stage is labelled or not.
-fn record_matchers(stage: &StageRef) -> String {
-    let mut m = series_matchers(stage);
-    if stage.total {
-        m.push_str(",total=\"true\"");
-    }
-    m
+/// `stage` and the stage's labels: what its exported counters (deadline misses) carry.
+fn series_identity(stage: &StageRef) -> Vec<(String, String)> {
+    let mut labels = vec![("stage".to_owned(), stage.name.clone())];
+    labels.extend(stage.labels.iter().cloned());
+    labels
 }
 
-/// `stage="…",k="v"`: the matchers of a stage's exported counters (deadline misses).
-fn series_matchers(stage: &StageRef) -> String {
-    let mut m = format!("stage={}", quote(&stage.name));
-    for (k, v) in &stage.labels {
-        let _ = write!(m, ",{k}={}", quote(v));
+/// What a stage's recorded series carry: [`series_identity`], and `total="true"` for a name
+/// total, whose records share `stage` with those of its label sets (whose label names the
+/// configuration need not list).
+fn record_identity(stage: &StageRef) -> Vec<(String, String)> {
+    let mut labels = series_identity(stage);
+    if stage.total {
+        labels.push(("total".to_owned(), "true".to_owned()));
     }
-    m
+    labels
+}
+
+/// `k="v",…` of `labels`.
+fn matchers(labels: &[(String, String)]) -> String {
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", quote(v)))
+        .collect();
+    pairs.join(",")
+}
+
+/// The matchers of a stage's recorded series ([`record_identity`]).
+fn record_matchers(stage: &StageRef) -> String {
+    matchers(&record_identity(stage))
+}
+
+/// The matchers of a stage's exported counters ([`series_identity`]).
+fn series_matchers(stage: &StageRef) -> String {
+    matchers(&series_identity(stage))
 }
 
 /// A builder of one of the alerts every stage gets.
@@ -578,7 +580,7 @@ impl<'a> Plan<'a> {
                 rules.push(map(vec![
                     ("record", s(self.quantile_record(tag))),
                     ("expr", s(sel.quantile(q, &self.window))),
-                    ("labels", map(sel.record_labels())),
+                    ("labels", sel.record_labels()),
                 ]));
             }
             if let Some(t) = self.slo_threshold(&stage) {
@@ -593,14 +595,14 @@ impl<'a> Plan<'a> {
                             self.names.in_unit(t)
                         )),
                     ),
-                    ("labels", map(sel.record_labels())),
+                    ("labels", sel.record_labels()),
                 ]));
             }
             if stage.deadline.is_some() {
                 rules.push(map(vec![
                     ("record", s(self.miss_record())),
                     ("expr", s(sel.miss_ratio(&self.window))),
-                    ("labels", map(sel.record_labels())),
+                    ("labels", sel.record_labels()),
                 ]));
             }
         }
@@ -839,7 +841,8 @@ impl<'a> Plan<'a> {
             ),
             test: TestKind::Canary,
             stage: Some(ctx.stage.clone()),
-            stage_labels: ctx.labels.clone(),
+            // It reads the p95 records: their labels, `total` too for a name total.
+            stage_labels: record_identity(ctx.stage),
         })
     }
 
@@ -1073,12 +1076,9 @@ impl Plan<'_> {
             TestKind::Stalled => self.stalled_series(tl),
         };
         let mut labels = al.stage_labels.clone();
-        // The canary alert compares two environments: it keeps neither. It reads the p95
-        // records, so a name total's keeps their `total` label.
+        // The canary alert compares two environments: it keeps neither.
         if !matches!(al.test, TestKind::Canary) {
             labels.push((self.env().to_owned(), "prod".to_owned()));
-        } else if al.stage.as_ref().is_some_and(|s| s.total) {
-            labels.push(("total".to_owned(), "true".to_owned()));
         }
         let eval = tl.eval_min;
         AlertInputs {
@@ -1224,15 +1224,8 @@ impl Plan<'_> {
     fn recording_test(&self, stage: &StageRef, c: Duration, tl: &Timeline) -> Yaml {
         let mut input = self.bucket_series(stage, c, "slow", true, tl);
         input.extend(self.bucket_series(stage, c, "fast", false, tl));
-        // Every record carries its stage (and labels) as static labels, a name total also
-        // `total`.
-        let mut out_labels = vec![("stage".to_owned(), stage.name.clone())];
-        out_labels.extend(stage.labels.iter().cloned());
-        if stage.total {
-            out_labels.push(("total".to_owned(), "true".to_owned()));
-        }
         let mut label_str = String::new();
-        for (k, v) in &out_labels {
+        for (k, v) in &record_identity(stage) {
             let _ = write!(label_str, "{k}={},", quote(v));
         }
         let mut exprs: Vec<Yaml> = [("p50", 1.5), ("p95", 1.95), ("p99", 1.99)]
