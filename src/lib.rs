@@ -295,43 +295,25 @@ pub fn rank(q: f64, n: u64) -> u64 {
     hist::rank(q, n)
 }
 
-/// The README's examples, compiled and run as doc tests so they cannot drift from the API (with
-/// every feature on, as `scripts/test.sh` runs them: some show the optional exports).
+/// The README's and the guides' examples (`docs/`), compiled and run as doc tests so they cannot
+/// drift from the API (with every feature on, as `scripts/test.sh` runs them: some show the
+/// optional exports).
 #[cfg(all(
     doctest,
     feature = "prometheus",
     feature = "http",
     feature = "test-util"
 ))]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeExamples;
+pub mod doc_examples {
+    #[doc = include_str!("../README.md")]
+    pub struct ReadmeExamples;
 
-/// The examples of the guides the README links to (`docs/`), run as doc tests like the README's.
-#[cfg(all(
-    doctest,
-    feature = "prometheus",
-    feature = "http",
-    feature = "test-util"
-))]
-#[doc = include_str!("../docs/guide.md")]
-pub struct GuideExamples;
+    #[doc = include_str!("../docs/guide.md")]
+    pub struct GuideExamples;
 
-/// `docs/export.md`'s examples (see [`GuideExamples`]).
-#[cfg(all(
-    doctest,
-    feature = "prometheus",
-    feature = "http",
-    feature = "test-util"
-))]
-#[doc = include_str!("../docs/export.md")]
-pub struct ExportExamples;
+    #[doc = include_str!("../docs/export.md")]
+    pub struct ExportExamples;
 
-/// `docs/traces.md`'s examples (see [`GuideExamples`]).
-#[cfg(all(
-    doctest,
-    feature = "prometheus",
-    feature = "http",
-    feature = "test-util"
-))]
-#[doc = include_str!("../docs/traces.md")]
-pub struct TracesExamples;
+    #[doc = include_str!("../docs/traces.md")]
+    pub struct TracesExamples;
+}
