@@ -69,7 +69,8 @@ use laptime::{
 
 const USAGE: &str = "\
 usage: trading_tick [--seconds N] [--config FILE] [--artifacts DIR] [--slow STAGE=FACTOR]
-                    [--listen ADDR [--env NAME] [--ms] [--linger N]] [--summary-json]
+                    [--listen ADDR [--env NAME] [--ms] [--native] [--linger N]]
+                    [--summary-json]
 
 Warms up for half a second (not recorded), then runs a simulated market-making tick loop for
 N seconds, a tick every millisecond, printing per-stage latency percentiles, deadline misses,
@@ -92,6 +93,9 @@ options:
   --env NAME       the env label on every exported series (default local), e.g. canary
   --ms             export milliseconds under the seeds' _ms names (mm_stage_duration_ms, ...)
                    instead of seconds
+  --native         also keep native histograms (schema 6) and serve them as protobuf to a
+                   Prometheus started with --enable-feature=native-histograms. Needs --features
+                   native
   --linger N       after the run, keep serving the final figures N more seconds (0 to 3600;
                    default 0), so a scraper sees them
   --summary-json   end with one JSON line of the whole-run figures (counts, percentiles in ns,
@@ -413,6 +417,9 @@ struct Options {
     listen: Option<std::net::SocketAddr>,
     env: String,
     milliseconds: bool,
+    /// Native histograms beside the classic buckets (`--native`).
+    #[cfg_attr(not(feature = "native"), allow(dead_code))]
+    native: bool,
     linger: u64,
     summary_json: bool,
     #[cfg_attr(not(feature = "config"), allow(dead_code))]
@@ -441,12 +448,17 @@ mod export {
         } else {
             Unit::Seconds
         };
-        PrometheusExporter::builder()
+        let builder = PrometheusExporter::builder()
             .with_namespace("mm")
             .with_unit(unit)
-            .with_const_label("env", options.env.as_str())
-            .build()
-            .map_err(|e| e.to_string())
+            .with_const_label("env", options.env.as_str());
+        #[cfg(feature = "native")]
+        let builder = if options.native {
+            builder.with_native_histograms(laptime::export::prometheus::NativeHistograms::default())
+        } else {
+            builder
+        };
+        builder.build().map_err(|e| e.to_string())
     }
 
     /// Starts the endpoint on `addr` (loopback unless told otherwise) and prints where it is.
@@ -481,6 +493,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
     let mut listen = None;
     let mut env = None;
     let mut milliseconds = false;
+    let mut native = false;
     let mut linger = None;
     let mut summary_json = false;
     let mut config = None;
@@ -508,6 +521,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
                 env = Some(args.next().ok_or("--env needs a name, e.g. --env canary")?);
             }
             "--ms" => milliseconds = true,
+            "--native" => {
+                if !cfg!(feature = "native") {
+                    return Err("--native needs --features native".to_owned());
+                }
+                native = true;
+            }
             "--linger" => {
                 let value = args
                     .next()
@@ -564,14 +583,18 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    if listen.is_none() && (env.is_some() || milliseconds || linger.is_some()) {
-        return Err("--env, --ms and --linger shape what --listen serves: add --listen".to_owned());
+    if listen.is_none() && (env.is_some() || milliseconds || native || linger.is_some()) {
+        return Err(
+            "--env, --ms, --native and --linger shape what --listen serves: add --listen"
+                .to_owned(),
+        );
     }
     Ok(Some(Options {
         seconds,
         listen,
         env: env.unwrap_or_else(|| "local".to_owned()),
         milliseconds,
+        native,
         linger: linger.unwrap_or(0),
         summary_json,
         config,

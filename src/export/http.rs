@@ -44,7 +44,10 @@
 //! a second behind 200 flooding clients) and the host keeps its CPU. That is why the default
 //! address is loopback.
 //!
-//! Answers: `200` for `/metrics` (content type `text/plain; version=0.0.4`), a healthy
+//! Answers: `200` for `/metrics` (content type `text/plain; version=0.0.4`, or the format the
+//! request's `Accept` header weighs highest of those the [`Exposition`] offers: the
+//! [`PrometheusExporter`](crate::export::prometheus::PrometheusExporter) offers OpenMetrics and,
+//! with feature `prometheus-native`, protobuf), a healthy
 //! `/health` and `/stats` (`application/json`); `503` for an unhealthy one, and for `/stats` while
 //! no snapshot is published; `400` for a request `httparse` rejects and a `/stats` query it
 //! cannot answer (the body says why); `404` for any other path; `405` (with `Allow: GET, HEAD`)
@@ -108,6 +111,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::{Condvar, Mutex};
 
 use crate::export::ExportError;
+use crate::export::format::Accept;
+pub use crate::export::format::Format;
 use crate::export::stats_json;
 use crate::stats::{Snapshot, Window};
 
@@ -117,6 +122,20 @@ use crate::stats::{Snapshot, Window};
 pub trait Exposition: Send + Sync + 'static {
     /// The Prometheus text exposition (content type text/plain; version=0.0.4).
     fn metrics(&self) -> Result<String, ExportError>;
+
+    /// The formats besides text this exposition can render; `/metrics` answers in the one the
+    /// request's `Accept` header weighs highest (text on a tie, and when it names none of them).
+    /// Default: none. Called once, when the server starts.
+    fn formats(&self) -> Vec<Format> {
+        Vec::new()
+    }
+
+    /// The exposition in `format` ([`Format::Text`] or one of [`formats`](Self::formats)).
+    /// Default: [`metrics`](Self::metrics)' text.
+    fn metrics_in(&self, format: Format) -> Result<Vec<u8>, ExportError> {
+        let _ = format;
+        self.metrics().map(String::into_bytes)
+    }
     /// Liveness for /health: Ok(body) when healthy, Err(body) when not (503).
     fn health(&self) -> Result<String, String>;
 
@@ -140,6 +159,14 @@ pub trait Exposition: Send + Sync + 'static {
 impl<T: Exposition + ?Sized> Exposition for Arc<T> {
     fn metrics(&self) -> Result<String, ExportError> {
         (**self).metrics()
+    }
+
+    fn formats(&self) -> Vec<Format> {
+        (**self).formats()
+    }
+
+    fn metrics_in(&self, format: Format) -> Result<Vec<u8>, ExportError> {
+        (**self).metrics_in(format)
     }
 
     fn health(&self) -> Result<String, String> {
@@ -583,6 +610,8 @@ const READ_CHUNK: usize = 4096;
 
 struct Shared {
     exposition: Box<dyn Exposition>,
+    /// The formats besides text the exposition renders (asked once, at start).
+    formats: Vec<Format>,
     limits: MetricsServerBuilder,
     /// Where the server listens: an absolute-form request target must name it.
     local_addr: SocketAddr,
@@ -596,8 +625,8 @@ struct Shared {
     /// Wakes the event loop when an answer is ready or the server stops; `None` only for
     /// [`answer_for_fuzzing`], which has no loop.
     waker: Option<Waker>,
-    /// The last exposition rendered, for its generation.
-    cache: Mutex<Option<Rendered>>,
+    /// The last exposition rendered in each format, for its generation.
+    cache: Mutex<Vec<Rendered>>,
     /// Held while rendering: one render at a time, however many scrapes arrive.
     rendering: Mutex<()>,
     /// The `/stats` documents built from the last snapshot, one per window asked for (at most
@@ -615,8 +644,10 @@ impl Shared {
         local_addr: SocketAddr,
         waker: Option<Waker>,
     ) -> Self {
+        let formats = catch_unwind(AssertUnwindSafe(|| exposition.formats())).unwrap_or_default();
         Self {
             exposition,
+            formats,
             jobs: Mutex::new(VecDeque::with_capacity(limits.max_connections)),
             limits,
             local_addr,
@@ -624,7 +655,7 @@ impl Shared {
             ready: Condvar::new(),
             answers: Mutex::new(Vec::new()),
             waker,
-            cache: Mutex::new(None),
+            cache: Mutex::new(Vec::new()),
             rendering: Mutex::new(()),
             stats_cache: Mutex::new(None),
             stats_rendering: Mutex::new(()),
@@ -646,13 +677,14 @@ impl Shared {
         catch_unwind(AssertUnwindSafe(|| self.exposition.generation())).unwrap_or(None)
     }
 
-    /// The cached exposition, if it was rendered for `generation` less than [`CACHE_MAX_AGE`] ago.
-    fn cached(&self, generation: Option<u64>) -> Option<Body> {
+    /// The cached exposition in `format`, if it was rendered for `generation` less than
+    /// [`CACHE_MAX_AGE`] ago.
+    fn cached(&self, generation: Option<u64>, format: Format) -> Option<Body> {
         let generation = generation?;
         let cache = self.cache.lock();
-        let hit = cache
-            .as_ref()
-            .filter(|c| c.generation == generation && c.at.elapsed() < CACHE_MAX_AGE)?;
+        let hit = cache.iter().find(|c| {
+            c.format == format && c.generation == generation && c.at.elapsed() < CACHE_MAX_AGE
+        })?;
         Counters::bump(&self.counters.cached);
         Some(Arc::clone(&hit.body))
     }
@@ -745,6 +777,7 @@ type Body = Arc<Vec<u8>>;
 
 /// An exposition rendered for one generation.
 struct Rendered {
+    format: Format,
     generation: u64,
     at: Instant,
     body: Body,
@@ -1396,7 +1429,8 @@ enum Method {
 
 #[derive(Clone, Copy)]
 enum Route {
-    Metrics,
+    /// `/metrics`, in the format the request accepts best.
+    Metrics(Accept),
     Health,
     /// `/stats`, for this window (`None`: the snapshot's first).
     Stats(Option<Window>),
@@ -1474,7 +1508,11 @@ fn classify(c: &Counters, head: Head) -> Reply {
 /// `/stats` answer, if the document for the current snapshot and the window is built.
 fn cached_answer(shared: &Shared, method: Method, route: Route) -> Option<Answer> {
     let (body, content_type) = match route {
-        Route::Metrics => (shared.cached(shared.generation())?, EXPOSITION),
+        Route::Metrics(accept) => {
+            let format = accept.choose(&shared.formats);
+            let body = shared.cached(shared.generation(), format)?;
+            (body, format.content_type())
+        }
         Route::Stats(window) => {
             let snapshot = shared.snapshot()?;
             let window = window.or_else(|| snapshot.windows.first().copied())?;
@@ -1559,9 +1597,13 @@ fn exposition_answer(shared: &Shared, method: Method, route: Route) -> Answer {
     if let Route::Stats(window) = route {
         return stats_answer(shared, method, window);
     }
+    let format = match route {
+        Route::Metrics(accept) => accept.choose(&shared.formats),
+        _ => Format::Text,
+    };
     let outcome = match route {
-        Route::Metrics => {
-            render(shared).map(|r| r.map_err(|e| format!("metrics unavailable: {e}\n")))
+        Route::Metrics(_) => {
+            render(shared, format).map(|r| r.map_err(|e| format!("metrics unavailable: {e}\n")))
         }
         _ => catch_unwind(AssertUnwindSafe(|| shared.exposition.health()))
             .map(|r| r.map(|t| Arc::new(t.into_bytes())))
@@ -1577,8 +1619,8 @@ fn exposition_answer(shared: &Shared, method: Method, route: Route) -> Answer {
                 Arc::new(b"the exposition panicked\n".to_vec()),
             )
         }
-        (Route::Metrics, Ok(Ok(text))) => (&c.ok, Status::Ok, EXPOSITION, text),
-        (Route::Metrics, Ok(Err(text))) => (
+        (Route::Metrics(_), Ok(Ok(body))) => (&c.ok, Status::Ok, format.content_type(), body),
+        (Route::Metrics(_), Ok(Err(text))) => (
             &c.internal_error,
             Status::InternalError,
             TEXT,
@@ -1637,22 +1679,29 @@ fn stats_answer(shared: &Shared, method: Method, window: Option<Window>) -> Answ
 /// The exposition's text: the cached bytes while its generation is unchanged, else a new render
 /// (one at a time: a scrape that arrives during a render waits for it and, if the generation
 /// still matches, takes its bytes). `Err(())` when the exposition panicked.
-fn render(shared: &Shared) -> Result<Result<Body, ExportError>, ()> {
+fn render(shared: &Shared, format: Format) -> Result<Result<Body, ExportError>, ()> {
     let generation = shared.generation();
-    if let Some(body) = shared.cached(generation) {
+    if let Some(body) = shared.cached(generation, format) {
         return Ok(Ok(body));
     }
     let _one = shared.rendering.lock();
     let generation = shared.generation();
-    if let Some(body) = shared.cached(generation) {
+    if let Some(body) = shared.cached(generation, format) {
         return Ok(Ok(body));
     }
     Counters::bump(&shared.counters.renders);
-    let text = catch_unwind(AssertUnwindSafe(|| shared.exposition.metrics())).map_err(|_| ())?;
-    Ok(text.map(|text| {
-        let body: Body = Arc::new(text.into_bytes());
+    let rendered = catch_unwind(AssertUnwindSafe(|| match format {
+        Format::Text => shared.exposition.metrics().map(String::into_bytes),
+        other => shared.exposition.metrics_in(other),
+    }))
+    .map_err(|_| ())?;
+    Ok(rendered.map(|bytes| {
+        let body: Body = Arc::new(bytes);
         if let Some(generation) = generation {
-            *shared.cache.lock() = Some(Rendered {
+            let mut cache = shared.cache.lock();
+            cache.retain(|c| c.format != format);
+            cache.push(Rendered {
+                format,
                 generation,
                 at: Instant::now(),
                 body: Arc::clone(&body),
@@ -1691,7 +1740,6 @@ impl Status {
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
-const EXPOSITION: &str = "text/plain; version=0.0.4; charset=utf-8";
 const JSON: &str = "application/json";
 
 /// A whole answer: status line, headers (`Content-Length` always that of `body`, so a `HEAD`
@@ -1725,7 +1773,7 @@ fn parse_head(received: &[u8], full: bool, local: SocketAddr) -> Option<Head> {
                 _ => Method::Other,
             };
             let route = match origin_target(request.path.unwrap_or(""), local) {
-                Some(("/metrics", _)) => Route::Metrics,
+                Some(("/metrics", _)) => Route::Metrics(accept(request.headers)),
                 Some(("/health", _)) => Route::Health,
                 Some(("/stats", query)) => match stats_json::parse_query(query) {
                     Ok(window) => Route::Stats(window),
@@ -1740,6 +1788,14 @@ fn parse_head(received: &[u8], full: bool, local: SocketAddr) -> Option<Head> {
         Err(httparse::Error::TooManyHeaders) => Some(Head::TooLarge),
         Err(_) => Some(Head::Malformed),
     }
+}
+
+/// What the request's `Accept` header asks for (the first one, if it sends several).
+fn accept(headers: &[httparse::Header<'_>]) -> Accept {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("accept"))
+        .map_or_else(Accept::default, |h| Accept::parse(h.value))
 }
 
 /// The path of a request target, without its query: the target itself in origin form

@@ -11,6 +11,11 @@
 
 use std::fmt;
 
+#[cfg(feature = "prometheus")]
+pub use format::Format;
+
+#[cfg(feature = "prometheus")]
+mod format;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "prometheus")]
@@ -80,6 +85,21 @@ pub enum ExportError {
         /// The most allowed.
         max: usize,
     },
+    /// A native histogram schema outside Prometheus' −4 to 8.
+    InvalidNativeSchema {
+        /// The rejected schema.
+        schema: i8,
+    },
+    /// A native histogram bucket budget too small to hold every value at the lowest schema.
+    TooFewNativeBuckets {
+        /// The rejected budget.
+        max_buckets: usize,
+        /// The smallest budget allowed.
+        min: usize,
+    },
+    /// Native histograms were asked of an exporter given the application's registry: they are
+    /// written by the exporter's own protobuf render, which a registry it does not own bypasses.
+    NativeNeedsOwnRegistry,
     /// A stage name given to the export is not a valid stage name.
     InvalidStageName {
         /// The rejected name.
@@ -155,6 +175,17 @@ impl fmt::Display for ExportError {
                 f,
                 "{} has {count} bounds, more than {max}: use fewer (a 1-2-5 ladder over 1 µs - 10 s is 22)",
                 which(stage)
+            ),
+            Self::InvalidNativeSchema { schema } => write!(
+                f,
+                "native histogram schema {schema} is outside Prometheus' range: use -4 to 8 (6 keeps bounds 1.09 % apart)"
+            ),
+            Self::TooFewNativeBuckets { max_buckets, min } => write!(
+                f,
+                "a native histogram budget of {max_buckets} buckets cannot hold every value even at schema -4: use {min} or more"
+            ),
+            Self::NativeNeedsOwnRegistry => f.write_str(
+                "native histograms need a registry the exporter owns: drop with_registry, or serve the application's registry beside the exporter's",
             ),
             Self::InvalidStageName { name } => write!(
                 f,

@@ -131,6 +131,9 @@ pub(crate) struct StageBuckets {
     bounds: Arc<Bounds>,
     /// Records per bucket (not cumulative); the last one counts values above every bound.
     counts: Box<[u64]>,
+    /// The same values in native buckets, when the exporter keeps them.
+    #[cfg(feature = "prometheus-native")]
+    native: Option<super::native::NativeBuckets>,
     published: Option<Arc<StageExport>>,
 }
 
@@ -140,8 +143,17 @@ impl StageBuckets {
         Self {
             counts: vec![0; bounds.len + 1].into_boxed_slice(),
             bounds,
+            #[cfg(feature = "prometheus-native")]
+            native: None,
             published: None,
         }
+    }
+
+    /// Counts in native buckets too, from the next value on.
+    #[cfg(feature = "prometheus-native")]
+    pub(super) fn with_native(mut self, native: super::native::NativeBuckets) -> Self {
+        self.native = Some(native);
+        self
     }
 
     /// Counts one duration, in nanoseconds: the bucket is the first bound at or above it.
@@ -150,6 +162,10 @@ impl StageBuckets {
         // At most `bounds.len`, the last index of `counts`.
         if let Some(c) = self.counts.get_mut(self.bounds.bucket(ns)) {
             *c += 1;
+        }
+        #[cfg(feature = "prometheus-native")]
+        if let Some(native) = &mut self.native {
+            native.record_n(ns, 1);
         }
     }
 
@@ -167,6 +183,10 @@ impl StageBuckets {
             }
             left -= here;
             v = v.saturating_sub(here * step);
+        }
+        #[cfg(feature = "prometheus-native")]
+        if let Some(native) = &mut self.native {
+            native.record_sequence(highest, step, n);
         }
     }
 
@@ -196,6 +216,11 @@ impl StageBuckets {
             dropped: tally.dropped,
             sampled_out: tally.sampled_out,
             cancelled: tally.cancelled,
+            #[cfg(feature = "prometheus-native")]
+            native: self
+                .native
+                .as_ref()
+                .map(super::native::NativeBuckets::export),
         });
         self.published = Some(export.clone());
         export
@@ -221,6 +246,9 @@ pub(crate) struct StageExport {
     pub(super) dropped: u64,
     pub(super) sampled_out: u64,
     pub(super) cancelled: u64,
+    /// The native buckets, when the exporter keeps them.
+    #[cfg(feature = "prometheus-native")]
+    pub(super) native: Option<super::native::NativeExport>,
 }
 
 /// Checks a bucket list and converts it to nanoseconds.
@@ -309,6 +337,8 @@ mod tests {
         let mut b = StageBuckets {
             counts: vec![0; 4].into_boxed_slice(),
             bounds,
+            #[cfg(feature = "prometheus-native")]
+            native: None,
             published: None,
         };
         for v in [0, 10, 11, 20, 21, 50, 51, u64::MAX] {

@@ -33,6 +33,8 @@ pub struct PrometheusBuilder {
     stage_buckets: Vec<(String, Vec<Duration>)>,
     const_labels: Vec<(String, String)>,
     window_quantiles: bool,
+    #[cfg(feature = "prometheus-native")]
+    native: Option<super::NativeHistograms>,
     #[cfg(feature = "prometheus-process")]
     process: bool,
 }
@@ -61,6 +63,8 @@ impl Default for PrometheusBuilder {
             stage_buckets: Vec::new(),
             const_labels: Vec::new(),
             window_quantiles: false,
+            #[cfg(feature = "prometheus-native")]
+            native: None,
             #[cfg(feature = "prometheus-process")]
             process: false,
         }
@@ -119,6 +123,19 @@ impl PrometheusBuilder {
     /// this process only: do not aggregate them across instances.
     pub fn with_window_quantiles(mut self, on: bool) -> Self {
         self.window_quantiles = on;
+        self
+    }
+
+    /// Also keeps every stage histogram (raw and corrected, every series of a family) in native
+    /// buckets, exported beside the classic ones in the protobuf exposition
+    /// ([`PrometheusExporter::render_protobuf`]) that a Prometheus started with
+    /// `--enable-feature=native-histograms` asks for. Text scrapes still get the classic buckets.
+    /// Prometheus 2.42 then stores these families as native histograms only (no `_bucket`,
+    /// `_count` or `_sum` series): generate native rules (`laptime rules --native`). Default off.
+    /// Needs a registry the exporter owns (the default).
+    #[cfg(feature = "prometheus-native")]
+    pub fn with_native_histograms(mut self, native: super::NativeHistograms) -> Self {
+        self.native = Some(native);
         self
     }
 
@@ -182,6 +199,8 @@ impl PrometheusBuilder {
         let const_labels = self.const_labels()?;
         let default_bounds = bounds_ns(&self.buckets, None)?;
         let stage_bounds = self.stage_bounds()?;
+        #[cfg(feature = "prometheus-native")]
+        let native = self.native_config()?;
         Ok(Config {
             namespace: self.namespace.clone(),
             unit: self.unit,
@@ -191,7 +210,28 @@ impl PrometheusBuilder {
             const_labels,
             window_quantiles: self.window_quantiles,
             names: MetricNames::new(&self.namespace, self.unit),
+            #[cfg(feature = "prometheus-native")]
+            native,
         })
+    }
+
+    /// The native settings, checked, with the bucket table for their schema and the unit.
+    #[cfg(feature = "prometheus-native")]
+    fn native_config(&self) -> Result<Option<super::NativeConfig>, ExportError> {
+        let Some(native) = self.native else {
+            return Ok(None);
+        };
+        native.validate()?;
+        if self.registry.is_some() {
+            return Err(ExportError::NativeNeedsOwnRegistry);
+        }
+        Ok(Some(super::NativeConfig {
+            index: Arc::new(super::native::NativeIndex::new(
+                native.schema(),
+                self.unit.ns_per_unit(),
+            )),
+            max_buckets: native.max_buckets(),
+        }))
     }
 
     /// The const labels, each a label name the export does not set itself, with a value, once.

@@ -115,7 +115,7 @@
 use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use ::prometheus::core::{Collector as PromCollector, Desc};
 use ::prometheus::proto;
@@ -130,6 +130,10 @@ mod builder;
 mod encode;
 mod families;
 mod names;
+#[cfg(feature = "prometheus-native")]
+mod native;
+#[cfg(feature = "prometheus-native")]
+mod protobuf;
 mod registry;
 mod sink;
 mod text;
@@ -137,6 +141,10 @@ mod text;
 pub use buckets::{MAX_BUCKETS, default_buckets, geometric_buckets};
 pub use builder::PrometheusBuilder;
 pub use names::MetricNames;
+#[cfg(feature = "prometheus-native")]
+pub use native::NativeHistograms;
+#[cfg(feature = "prometheus-native")]
+pub use protobuf::CONTENT_TYPE as PROTOBUF_CONTENT_TYPE;
 
 /// The name rules the export checks namespaces, gauges and labels with, for tools that write
 /// names against it.
@@ -244,6 +252,24 @@ impl PrometheusExporter {
         }
     }
 
+    /// The protobuf exposition of the whole registry (feature `prometheus-native`; content type
+    /// [`PROTOBUF_CONTENT_TYPE`]): what a Prometheus started with
+    /// `--enable-feature=native-histograms` asks for. Stage histograms carry their native buckets
+    /// (with [`PrometheusBuilder::with_native_histograms`]) beside the classic ones, and the
+    /// install time of the collector as their start. Never panics, as [`render`](Self::render).
+    #[cfg(feature = "prometheus-native")]
+    pub fn render_protobuf(&self) -> Result<Vec<u8>, ExportError> {
+        let created = self.shared.core.state.load().as_ref().map(|p| p.created);
+        let registry = &self.shared.registry;
+        let owned = self.shared.owns_registry;
+        catch_unwind(AssertUnwindSafe(|| {
+            protobuf::render(registry, owned, created)
+        }))
+        .map_err(|_| ExportError::Encode {
+            message: "a collector in the registry panicked while gathering".to_owned(),
+        })
+    }
+
     /// An application gauge `<ns>_<name>` with the const labels, e.g. the number of symbols quoted
     /// in parallel. Registered on first use; later calls with the same name return the same
     /// gauge (the first help text stays). Setting it is a Prometheus atomic in the caller's
@@ -316,7 +342,13 @@ impl PrometheusExporter {
             .get(stage.name())
             .unwrap_or(&config.default_bounds)
             .clone();
-        StageBuckets::new(bounds)
+        let buckets = StageBuckets::new(bounds);
+        #[cfg(feature = "prometheus-native")]
+        if let Some(n) = &config.native {
+            let native = native::NativeBuckets::new(n.index.clone(), n.max_buckets);
+            return buckets.with_native(native);
+        }
+        buckets
     }
 
     /// Called by the aggregator after each cycle: the figures a scrape renders from now on.
@@ -325,6 +357,7 @@ impl PrometheusExporter {
         snapshot: Arc<Snapshot>,
         stages: SharedTable<StageFigures>,
         interval: Duration,
+        created: SystemTime,
     ) {
         let core = &self.shared.core;
         core.state.store(Some(Arc::new(Published {
@@ -333,6 +366,7 @@ impl PrometheusExporter {
             stages,
             at: Instant::now(),
             interval,
+            created,
             running: true,
         })));
     }
@@ -349,6 +383,7 @@ impl PrometheusExporter {
                 // aggregator that panics on every cycle shows as stuck.
                 at: old.at,
                 interval: old.interval,
+                created: old.created,
                 running: old.running,
             })));
         }
@@ -364,6 +399,7 @@ impl PrometheusExporter {
                 stages: old.stages.clone(),
                 at: old.at,
                 interval: old.interval,
+                created: old.created,
                 running: false,
             })));
         }
@@ -376,6 +412,21 @@ impl PrometheusExporter {
 impl crate::export::http::Exposition for PrometheusExporter {
     fn metrics(&self) -> Result<String, ExportError> {
         self.render()
+    }
+
+    fn formats(&self) -> Vec<crate::export::Format> {
+        #[cfg(feature = "prometheus-native")]
+        return vec![crate::export::Format::Protobuf];
+        #[cfg(not(feature = "prometheus-native"))]
+        Vec::new()
+    }
+
+    fn metrics_in(&self, format: crate::export::Format) -> Result<Vec<u8>, ExportError> {
+        match format {
+            #[cfg(feature = "prometheus-native")]
+            crate::export::Format::Protobuf => self.render_protobuf(),
+            _ => self.render().map(String::into_bytes),
+        }
     }
 
     fn health(&self) -> Result<String, String> {
@@ -434,6 +485,16 @@ struct Config {
     const_pairs: Vec<proto::LabelPair>,
     window_quantiles: bool,
     names: MetricNames,
+    #[cfg(feature = "prometheus-native")]
+    native: Option<NativeConfig>,
+}
+
+/// Native histograms as an exporter keeps them: the bucket table of the starting schema, shared
+/// by every stage, and each histogram's budget.
+#[cfg(feature = "prometheus-native")]
+struct NativeConfig {
+    index: Arc<native::NativeIndex>,
+    max_buckets: usize,
 }
 
 /// What a scrape renders: everything one aggregator cycle published.
@@ -445,6 +506,9 @@ struct Published {
     stages: SharedTable<StageFigures>,
     at: Instant,
     interval: Duration,
+    /// When the collector feeding these figures was installed: every cumulative count started
+    /// from zero then (a new collector starts them again). OpenMetrics' `_created`.
+    created: SystemTime,
     /// False once the collector stopped.
     running: bool,
 }

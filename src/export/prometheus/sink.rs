@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use super::{PrometheusExporter, StageBuckets, StageFigures};
 use crate::CollectorBuilder;
-use crate::sink::{Cycle, Interest, Sink, StageView, ValueBatch};
+use crate::InstallErrorKind;
+use crate::sink::{Cycle, Install, Interest, Sink, StageView, ValueBatch};
 use crate::stage::Stage;
 use crate::stats::Snapshot;
 use crate::stats::table::SharedTable;
@@ -21,6 +22,7 @@ impl CollectorBuilder {
             corrected: Vec::new(),
             figures: SharedTable::default(),
             primed: false,
+            created: std::time::SystemTime::now(),
         })
     }
 }
@@ -36,6 +38,8 @@ struct PrometheusSink {
     figures: SharedTable<StageFigures>,
     /// Every stage was exported once (the first cycle); since then only the changed ones.
     primed: bool,
+    /// When the collector was installed: where every count starts.
+    created: std::time::SystemTime,
 }
 
 impl PrometheusSink {
@@ -55,6 +59,11 @@ impl PrometheusSink {
 impl Sink for PrometheusSink {
     fn name(&self) -> &'static str {
         "prometheus"
+    }
+
+    fn start(&mut self, _install: &Install) -> Result<(), InstallErrorKind> {
+        self.created = std::time::SystemTime::now();
+        Ok(())
     }
 
     fn interest(&self) -> Interest {
@@ -110,6 +119,7 @@ impl Sink for PrometheusSink {
             cycle.snapshot().clone(),
             self.figures.clone(),
             cycle.interval(),
+            self.created,
         );
     }
 

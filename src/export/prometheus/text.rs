@@ -46,14 +46,7 @@ pub(super) fn offer(families: Vec<HistFamily>) -> Option<Vec<HistFamily>> {
 /// buffer sized up front (at 20 000 series a render is ~40 MB; growing it, or writing each family
 /// apart and copying, spent more time in page faults than in writing).
 pub(super) fn render(registry: &Registry) -> Result<String, String> {
-    let others = {
-        let _gathering = Gathering::start();
-        registry.gather()
-    };
-    let mut ours = HISTOGRAMS
-        .with(|h| h.borrow_mut().take())
-        .unwrap_or_default();
-    ours.sort_by(|a, b| a.name.cmp(&b.name));
+    let (others, mut ours) = gather_split(registry);
     let mut others_text = Vec::with_capacity(others.len());
     for family in &others {
         others_text.push((family.name(), encode(family)?));
@@ -73,6 +66,20 @@ pub(super) fn render(registry: &Registry) -> Result<String, String> {
         histogram_family(&mut out, &mut f, &mut le);
     }
     Ok(out)
+}
+
+/// The registry's families: the other collectors' as the prometheus crate gathers them, and the
+/// stage histograms as [`offer`] took them, in name order.
+pub(super) fn gather_split(registry: &Registry) -> (Vec<MetricFamily>, Vec<HistFamily>) {
+    let others = {
+        let _gathering = Gathering::start();
+        registry.gather()
+    };
+    let mut ours = HISTOGRAMS
+        .with(|h| h.borrow_mut().take())
+        .unwrap_or_default();
+    ours.sort_by(|a, b| a.name.cmp(&b.name));
+    (others, ours)
 }
 
 /// Opens the thread's slot for [`offer`] and closes it when dropped, so a panicking collector
