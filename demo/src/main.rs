@@ -68,7 +68,8 @@ use laptime::{
 };
 
 const USAGE: &str = "\
-usage: trading_tick [--seconds N] [--config FILE] [--artifacts DIR] [--slow STAGE=FACTOR]
+usage: trading_tick [--seconds N] [--warm-up-ms N] [--config FILE] [--artifacts DIR]
+                    [--slow STAGE=FACTOR]
                     [--listen ADDR [--env NAME] [--ms] [--native] [--linger N]]
                     [--summary-json]
 
@@ -78,6 +79,9 @@ SLA state and guard trips every second, then a summary.
 
 options:
   --seconds N      how long to run, in whole seconds (1 to 86400; default 10)
+  --warm-up-ms N   the unrecorded warm-up before the run, in milliseconds (0 to 60000; default
+                   500). Every series is exported, at zero, from the warm-up on: a scraper whose
+                   first sample falls in it sees the run from its start
   --config FILE    take the collector, deadlines, SLA rules and trace settings from a laptime
                    configuration file (demo/trading_tick.toml describes the built-in ones).
                    Needs --features config
@@ -184,14 +188,15 @@ fn main() -> ExitCode {
     };
 
     let run = Duration::from_secs(seconds);
-    print_banner(&sla, run);
+    print_banner(&sla, options.warm_up, run);
 
     let mut rng = Rng(0x2545_F491_4F6C_DD1D);
     let no_slowdown = Slowdown::default();
     // Warm-up: the same ticks with recording off (each span one load and a branch), so that cold
     // caches, page faults and first-time set-up do not read as the service's latency.
     laptime::set_enabled(false);
-    let warm_until = Instant::now() + WARM_UP;
+    register_stages();
+    let warm_until = Instant::now() + options.warm_up;
     let mut schedule = Schedule::new(Instant::now());
     while Instant::now() < warm_until {
         schedule.wait();
@@ -414,6 +419,7 @@ mod artifacts {
 #[cfg_attr(not(feature = "http"), allow(dead_code))]
 struct Options {
     seconds: u64,
+    warm_up: Duration,
     listen: Option<std::net::SocketAddr>,
     env: String,
     milliseconds: bool,
@@ -490,6 +496,7 @@ mod export {
 /// `Ok(None)` for `--help`; an error message for anything it does not understand.
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>, String> {
     let mut seconds = 10;
+    let mut warm_up = WARM_UP;
     let mut listen = None;
     let mut env = None;
     let mut milliseconds = false;
@@ -567,6 +574,19 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
                     .ok_or("--slow needs STAGE=FACTOR, e.g. --slow stage_spread=1.10")?;
                 slow = Slowdown::parse(&value)?;
             }
+            "--warm-up-ms" => {
+                let value = args
+                    .next()
+                    .ok_or("--warm-up-ms needs a value, e.g. --warm-up-ms 3000")?;
+                warm_up = match value.parse::<u64>() {
+                    Ok(n) if n <= 60_000 => Duration::from_millis(n),
+                    _ => {
+                        return Err(format!(
+                            "--warm-up-ms takes a whole number of milliseconds from 0 to 60000, not {value:?}"
+                        ));
+                    }
+                };
+            }
             "--seconds" => {
                 let value = args
                     .next()
@@ -591,6 +611,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
     }
     Ok(Some(Options {
         seconds,
+        warm_up,
         listen,
         env: env.unwrap_or_else(|| "local".to_owned()),
         milliseconds,
@@ -609,7 +630,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
 /// held back the ticks due meanwhile.
 const TICK_PERIOD: Duration = Duration::from_millis(1);
 
-/// The warm-up before the recorded run, recording off.
+/// The warm-up before the recorded run, recording off (`--warm-up-ms` sets another).
 const WARM_UP: Duration = Duration::from_millis(500);
 
 /// Ticks an SLA rule's window must hold before the rule judges it: half a second's worth, so
@@ -904,6 +925,25 @@ fn tick(rng: &mut Rng, market: &Market, latency_guard_tripped: bool, slow: &Slow
 
 // The exchange requests: every call is one span of its `exchange_req{verb, api}` series.
 
+/// Every stage the run records, registered before the warm-up: each series is exported, at zero,
+/// from the first cycle on, so a scraper's first sample is the start of the run and `rate()`
+/// over the run counts every record (a series that first appears with counts already in it
+/// hides them from `rate()`).
+fn register_stages() {
+    for stage in <TickStage as laptime::StageEnum>::ALL {
+        let _ = laptime::IntoStage::into_stage(*stage);
+    }
+    // The same stages #[measure] resolves below: a name and its labels make one stage.
+    let requests: [&'static [(&str, &str)]; 3] = [
+        &[("verb", "delete"), ("api", "cancel")],
+        &[("verb", "post"), ("api", "batch-cancel")],
+        &[("verb", "post"), ("api", "batch-orders")],
+    ];
+    for labels in requests {
+        let _ = laptime::Stage::with_labels("exchange_req", labels);
+    }
+}
+
 #[laptime::measure(name = "exchange_req", labels(verb = "delete", api = "cancel"))]
 fn cancel_one(rng: &mut Rng) {
     work(rng.latency(6.0, 0.4));
@@ -995,12 +1035,12 @@ impl QuoteCounts {
 }
 
 /// What the run will do, and the rules it is judged by.
-fn print_banner(sla: &SlaPreset, run: Duration) {
+fn print_banner(sla: &SlaPreset, warm_up: Duration, run: Duration) {
     let at = |d: Duration| format!("{:.1} s", d.as_secs_f64());
     println!(
         "trading_tick: a {} warm-up (not recorded), then {} of ticks on market data every {}: \
          a calm market until {}, volatile until {}, calm again to the end",
-        fmt::duration(WARM_UP),
+        fmt::duration(warm_up),
         at(run),
         fmt::duration(TICK_PERIOD),
         at(run / 3),

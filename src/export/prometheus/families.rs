@@ -140,9 +140,7 @@ impl Core {
         let mut series = StageSeries::default();
         let mut homes = HashMap::new();
         for f in p.stages.iter() {
-            let Some(s) = StageScrape::new(c, f, &p.snapshot) else {
-                continue;
-            };
+            let s = StageScrape::new(c, f, &p.snapshot);
             let stage = s.stage();
             // A family's series: its histogram and deadline misses, by its labels. The family
             // total: the accounting and window percentiles for the family as a whole, but no
@@ -229,22 +227,13 @@ struct StageScrape<'a> {
 }
 
 impl<'a> StageScrape<'a> {
-    /// `None` for a stage without a deadline that has nothing to show yet: nothing recorded,
-    /// missed, dropped, sampled out, cancelled or waiting in a ring.
-    fn new(c: &'a Config, figures: &'a StageFigures, snap: &'a Snapshot) -> Option<Self> {
-        let e = &figures.raw;
-        let stage = e.stage;
+    /// Every stage the process registered, recorded into or not: a series exported at zero
+    /// before its first record is what lets `rate()` count that record (a series that first
+    /// appears with counts in it has no earlier sample to subtract). Register stages at start
+    /// (`Stage::new`, `stage!`) to have them from the first scrape.
+    fn new(c: &'a Config, figures: &'a StageFigures, snap: &'a Snapshot) -> Self {
+        let stage = figures.raw.stage;
         let cumulative = snap.stats(stage, Window::Cumulative);
-        let in_rings = cumulative.map_or(0, |s| s.in_rings);
-        let active = e.count > 0
-            || e.misses > 0
-            || e.dropped > 0
-            || e.sampled_out > 0
-            || e.cancelled > 0
-            || in_rings > 0;
-        if !active && stage.deadline().is_none() {
-            return None;
-        }
         let own_labels = stage
             .labels()
             .iter()
@@ -256,12 +245,12 @@ impl<'a> StageScrape<'a> {
                 }
             })
             .collect();
-        Some(Self {
+        Self {
             figures,
             cumulative,
             own_labels,
             const_pairs: &c.const_pairs,
-        })
+        }
     }
 
     fn stage(&self) -> Stage {
