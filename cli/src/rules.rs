@@ -1257,16 +1257,22 @@ impl Plan<'_> {
         (fire, quiet)
     }
 
-    /// The p95 records the canary alert reads, given as input: a canary at 1.95c against a
-    /// baseline at c/1000, and both at 1.95c (c the stage's SLO threshold). With native
+    /// The p95 records the canary alert reads, given as input: a baseline at c (the stage's SLO
+    /// threshold) and a canary twice the allowed regression above it, against one half of it
+    /// above, so a rule that misreads the percentage fails one of the two. With native
     /// histograms the records cannot be computed in a test (see [`NATIVE_TESTS_NOTE`]); the
     /// comparison that rolls a canary back can still be judged.
     fn canary_records(&self, st: &StageRef, tl: &Timeline) -> (Series, Series) {
-        let c = self.slo_threshold(st).unwrap_or(Duration::from_millis(1));
-        let slow = self.p95_record_series(st, "canary", 1.95 * self.names.in_unit(c), tl);
-        let fast = self.p95_record_series(st, "baseline", self.names.in_unit(c) / 1000.0, tl);
-        let even = self.p95_record_series(st, "baseline", 1.95 * self.names.in_unit(c), tl);
-        (vec![slow.clone(), fast], vec![slow, even])
+        let c = self
+            .names
+            .in_unit(self.slo_threshold(st).unwrap_or(Duration::from_millis(1)));
+        let pct = self.config.alerts.canary_regression_pct / 100.0;
+        let baseline = self.p95_record_series(st, "baseline", c, tl);
+        let canary = |f: f64| self.p95_record_series(st, "canary", c * f, tl);
+        (
+            vec![canary(1.0 + 2.0 * pct), baseline.clone()],
+            vec![canary(1.0 + pct / 2.0), baseline],
+        )
     }
 
     /// A stage's p95 record in environment `envv`, holding `value`.
