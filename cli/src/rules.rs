@@ -23,6 +23,13 @@
 //! `<ns>:stage_latency_corrected_<unit>:p99`, from the exporter's corrected histogram, beside
 //! the raw `<ns>:stage_latency_<unit>:p99` (with a unit test). Alerts stay on the raw figures,
 //! which the SLA rules judge in the process too.
+//!
+//! # Native histograms
+//!
+//! With `[prometheus] native = true` (`laptime rules --native`) every rule reads the stage
+//! histograms as native histograms ([`crate::promql`]); records and alerts keep their names and
+//! labels. promtool 2.42 cannot feed a test a native histogram, so the native tests cover the
+//! rules that read none and list the others ([`NATIVE_TESTS_NOTE`]).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -1000,7 +1007,7 @@ pub struct Record {
     pub name: String,
     /// Its PromQL.
     pub expr: String,
-    /// Its static labels: [`record_identity`], the values its recorded series carry anyway.
+    /// Its static labels: the stage and its labels, the values its recorded series carry anyway.
     /// Prometheus' linter (`promtool check rules --lint-fatal`) tells rules apart by record
     /// name and static labels only, so without them the records of two stages were duplicates.
     pub labels: Vec<(String, String)>,

@@ -224,21 +224,30 @@ fn alerts_and_prometheus_sections_name_the_key_and_line_of_a_mistake() {
     assert_eq!(c.alerts.guard_trip_burst.len(), 2);
 }
 
+/// `ops/prometheus/` is what `laptime rules` writes for the demo's configuration, and
+/// `ops/native/prometheus/` what `laptime rules --native` writes.
 #[test]
 fn committed_ops_rules_are_up_to_date() {
     let text = std::fs::read_to_string(demo_config()).unwrap();
-    let plan_config = Config::from_toml_str(&text).unwrap();
-    let plan = Plan::new(&plan_config);
-    let ops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/prometheus");
-    for (file, fresh) in [
-        ("rules.yml", plan.rules_yaml()),
-        ("rules_test.yml", plan.tests_yaml("rules.yml")),
+    for (dir, text) in [
+        ("prometheus", text.clone()),
+        ("native/prometheus", with_native(&text)),
     ] {
-        let committed = std::fs::read_to_string(ops.join(file)).unwrap_or_default();
-        assert!(
-            committed == fresh,
-            "ops/prometheus/{file} is stale: run scripts/gen_ops.sh"
-        );
+        let plan_config = Config::from_toml_str(&text).unwrap();
+        let plan = Plan::new(&plan_config);
+        let ops = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../ops")
+            .join(dir);
+        for (file, fresh) in [
+            ("rules.yml", plan.rules_yaml()),
+            ("rules_test.yml", plan.tests_yaml("rules.yml")),
+        ] {
+            let committed = std::fs::read_to_string(ops.join(file)).unwrap_or_default();
+            assert!(
+                committed == fresh,
+                "ops/{dir}/{file} is stale: run scripts/gen_ops.sh"
+            );
+        }
     }
 }
 
@@ -592,6 +601,9 @@ fn native_rules_read_no_classic_series_of_a_native_family() {
     }
 }
 
+/// Label names and values, in order.
+type Labels = Vec<(String, String)>;
+
 /// Native and classic rules are the same rules: the same records with the same static labels,
 /// the same alerts with the same labels, in the same order; only the expressions differ.
 #[test]
@@ -600,13 +612,13 @@ fn native_and_classic_rules_have_the_same_names() {
         let classic = Config::from_toml_str(&text).unwrap();
         let native = Config::from_toml_str(&with_native(&text)).unwrap();
         let (c, n) = (Plan::new(&classic), Plan::new(&native));
-        let records = |p: &Plan<'_>| -> Vec<(String, Vec<(String, String)>)> {
+        let records = |p: &Plan<'_>| -> Vec<(String, Labels)> {
             p.records()
                 .into_iter()
                 .map(|r| (r.name, r.labels))
                 .collect()
         };
-        let alerts = |p: &Plan<'_>| -> Vec<(String, &'static str, Vec<(String, String)>)> {
+        let alerts = |p: &Plan<'_>| -> Vec<(String, &'static str, Labels)> {
             p.alerts()
                 .into_iter()
                 .map(|a| (a.name, a.severity, a.extra))
@@ -752,24 +764,5 @@ fn the_native_flag_is_the_native_key() {
         assert_eq!(read(&flagged), read(&key), "{f}");
         assert_eq!(read(&both), read(&key), "{f}");
         assert_ne!(read(&classic), read(&key), "{f}");
-    }
-}
-
-/// `ops/native/` is what `laptime rules --native` writes for the demo's configuration.
-#[test]
-fn committed_native_ops_rules_are_up_to_date() {
-    let text = with_native(&std::fs::read_to_string(demo_config()).unwrap());
-    let config = Config::from_toml_str(&text).unwrap();
-    let plan = Plan::new(&config);
-    let ops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/native/prometheus");
-    for (file, fresh) in [
-        ("rules.yml", plan.rules_yaml()),
-        ("rules_test.yml", plan.tests_yaml("rules.yml")),
-    ] {
-        let committed = std::fs::read_to_string(ops.join(file)).unwrap_or_default();
-        assert!(
-            committed == fresh,
-            "ops/native/prometheus/{file} is stale: run scripts/gen_ops.sh"
-        );
     }
 }
