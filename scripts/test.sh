@@ -23,7 +23,7 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 cargo clippy -p laptime-noop-check --all-targets -- -D warnings
 
 step "Grafana dashboard type-checks against @grafana/schema (tsc; npm, skipped without it unless CI)"
-scripts/check_dashboard.sh ops/grafana/dashboard.json
+scripts/check_dashboard.sh ops/grafana/dashboard.json ops/native/grafana/dashboard.json
 
 step "doc tests"
 cargo test --doc --all-features

@@ -918,6 +918,51 @@ fn each_mistake_names_its_key_line_and_column() {
             35,
             "is the trace's own: rename yours",
         ),
+        (
+            "native schema above 8",
+            "[prometheus]\nnative = true\nnative_schema = 9\n".into(),
+            Kind::Parse,
+            "prometheus.native_schema",
+            3,
+            17,
+            "schema 9 is not one Prometheus defines: give a whole number from -4 to 8",
+        ),
+        (
+            "native schema below -4",
+            "[prometheus]\nnative_schema = -5\n".into(),
+            Kind::Parse,
+            "prometheus.native_schema",
+            2,
+            17,
+            "from -4 to 8",
+        ),
+        (
+            "native schema not a whole number",
+            "[prometheus]\nnative_schema = 5.5\n".into(),
+            Kind::Parse,
+            "prometheus.native_schema",
+            2,
+            17,
+            "expected a whole number",
+        ),
+        (
+            "no native bucket at all",
+            "[prometheus]\nnative_max_buckets = 0\n".into(),
+            Kind::Parse,
+            "prometheus.native_max_buckets",
+            2,
+            22,
+            "give at least 1",
+        ),
+        (
+            "native not a boolean",
+            "[prometheus]\nnative = \"yes\"\n".into(),
+            Kind::Parse,
+            "prometheus.native",
+            2,
+            10,
+            "expected a boolean",
+        ),
     ];
     let mut failures = Vec::new();
     for (name, text, kind, key, line, column, fragment) in &cases {
@@ -950,6 +995,31 @@ fn each_mistake_names_its_key_line_and_column() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// `[prometheus]`'s native-histogram keys: off, schema 6 and 1 024 buckets unless the file says
+/// otherwise; every schema Prometheus defines is taken.
+#[test]
+fn native_histogram_keys_read_with_their_defaults() {
+    let p = Config::from_toml_str("").unwrap().prometheus;
+    assert_eq!(
+        (p.native, p.native_schema, p.native_max_buckets),
+        (false, 6, 1024)
+    );
+    for schema in -4..=8 {
+        let text = format!(
+            "[prometheus]\nnative = true\nnative_schema = {schema}\nnative_max_buckets = 1\n"
+        );
+        let p = Config::from_toml_str(&text)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .prometheus;
+        assert_eq!(
+            (p.native, p.native_schema, p.native_max_buckets),
+            (true, schema, 1)
+        );
+    }
+    let a = Config::from_toml_str("[prometheus]\nnative = true\n").unwrap();
+    assert_ne!(a, Config::default(), "native is part of the settings");
 }
 
 #[test]

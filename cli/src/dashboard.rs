@@ -3,8 +3,10 @@
 //!
 //! Every query names only families that [`MetricNames`] produces for the file's `[prometheus]`
 //! namespace and unit (plus the application gauges the file lists), and selects on the template
-//! variables `$job`, `$instance` and `$env` (the `[prometheus] env_label` label). The panels, in
-//! order:
+//! variables `$job`, `$instance` and `$env` (the `[prometheus] env_label` label). With
+//! `[prometheus] native = true` (or `laptime rules --native`) the same panels read the stage
+//! histograms as native histograms, the family itself rather than its `_bucket`, `_count` and
+//! `_sum` series ([`crate::promql`]). The panels, in order:
 //!
 //! * **per SLA'd stage**: p50/p95/p99 (and any other quantile or the mean a rule names) from the
 //!   histogram's buckets, with each latency rule's warning (orange) and critical (red) drawn as
@@ -34,9 +36,14 @@ use laptime::export::prometheus::{MetricNames, Unit};
 use laptime::{Metric, Value};
 use serde_json::{Value as Json, json};
 
+use crate::promql::{Agg, Histograms, Part};
+
 /// The `env` values the canary comparison reads (the seeds' canary rollout).
 const CANARY_ENV: &str = "canary";
 const BASELINE_ENV: &str = "baseline";
+
+/// The range of every panel's `rate()`.
+const RATE_RANGE: &str = "$__rate_interval";
 
 /// Grafana's dashboard schema version the JSON is written for.
 const SCHEMA_VERSION: u32 = 39;
@@ -60,6 +67,7 @@ pub fn dashboard(config: &Config) -> Json {
         ),
         env_label: &prom.env_label,
         labelled: &prom.labelled_stages,
+        hist: Histograms::of(prom),
     };
     let mut grid = Grid::default();
 
@@ -131,7 +139,7 @@ pub fn dashboard(config: &Config) -> Json {
         "time": { "from": "now-1h", "to": "now" },
         "refresh": "10s",
         "timezone": "browser",
-        "templating": { "list": variables(&names, prom) },
+        "templating": { "list": variables(&q, prom) },
         "annotations": { "list": [] },
         "panels": grid.panels,
     })
@@ -223,6 +231,8 @@ struct Queries<'a> {
     sel: String,
     env_label: &'a str,
     labelled: &'a [String],
+    /// How Prometheus stores the stage histograms.
+    hist: Histograms,
 }
 
 impl Queries<'_> {
@@ -253,18 +263,19 @@ impl Queries<'_> {
 
     fn quantile(&self, stage: &StageKey, q: f64) -> String {
         let (family, matchers) = self.family(stage);
-        format!(
-            "histogram_quantile({q}, sum by (le) (rate({family}_bucket{}[$__rate_interval])))",
-            self.selector(&matchers)
-        )
+        let sel = self.selector(&matchers);
+        self.hist.quantile(q, Agg::All, &family, &sel, RATE_RANGE)
+    }
+
+    /// Rate of the sum over rate of the count, each summed as `agg` says.
+    fn mean_of(&self, agg: Agg<'_>, family: &str, selector: &str) -> String {
+        let rate = |part| self.hist.rate(part, agg, family, selector, RATE_RANGE);
+        format!("{} / {}", rate(Part::Sum), rate(Part::Count))
     }
 
     fn mean(&self, stage: &StageKey) -> String {
         let (family, matchers) = self.family(stage);
-        let sel = self.selector(&matchers);
-        format!(
-            "sum(rate({family}_sum{sel}[$__rate_interval])) / sum(rate({family}_count{sel}[$__rate_interval]))"
-        )
+        self.mean_of(Agg::All, &family, &self.selector(&matchers))
     }
 }
 
@@ -416,10 +427,12 @@ fn corrected_panel(q: &Queries<'_>, stage: &str, interval: std::time::Duration) 
         name: stage.to_owned(),
         labels: Vec::new(),
     };
-    let corrected = format!(
-        "histogram_quantile(0.99, sum by (le) (rate({}_bucket{}[$__rate_interval])))",
+    let corrected = q.hist.quantile(
+        0.99,
+        Agg::All,
         q.names.stage_duration_corrected(),
-        q.selector(&format!(r#"stage="{}""#, escape(stage)))
+        &q.selector(&format!(r#"stage="{}""#, escape(stage))),
+        RATE_RANGE,
     );
     let interval =
         laptime::report::format_ns(u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX));
@@ -443,9 +456,7 @@ fn breakdown_panel(q: &Queries<'_>, config: &Config) -> Json {
         // The root stage holds the others: stacking it beside them would count its time twice.
         sel = format!(r#"stage!="{}",{sel}"#, escape(&root.root));
     }
-    let expr = format!(
-        "sum by (stage) (rate({family}_sum{{{sel}}}[$__rate_interval])) / sum by (stage) (rate({family}_count{{{sel}}}[$__rate_interval]))"
-    );
+    let expr = q.mean_of(Agg::By("stage"), family, &format!("{{{sel}}}"));
     let mut panel = timeseries(
         "Stage breakdown (mean per stage, stacked)",
         "Mean time of each unlabelled stage (rate of the sum over rate of the count), stacked; the trace root is left out because it contains the others.",
@@ -464,9 +475,12 @@ fn deadline_panel(q: &Queries<'_>, stage: &str, limits: &[RatioLimits]) -> Json 
         labels: Vec::new(),
     };
     let (family, matchers) = q.family(&key);
-    let count = format!(
-        "sum(rate({family}_count{}[$__rate_interval]))",
-        q.selector(&matchers)
+    let count = q.hist.rate(
+        Part::Count,
+        Agg::All,
+        &family,
+        &q.selector(&matchers),
+        RATE_RANGE,
     );
     let misses = format!(
         "sum(rate({}{}[$__rate_interval]))",
@@ -500,10 +514,10 @@ fn labelled_panel(q: &Queries<'_>, stage: &str) -> Json {
     // legend is Grafana's automatic one, and the percentile goes in as a label: a fixed "p50"
     // legend named all three label sets' lines alike.
     let by_labels = |p: f64| {
+        let selector = format!("{{{sel}}}");
         tagged(
-            &format!(
-                "histogram_quantile({p}, sum without (instance) (rate({family}_bucket{{{sel}}}[$__rate_interval])))"
-            ),
+            &q.hist
+                .quantile(p, Agg::Without("instance"), &family, &selector, RATE_RANGE),
             "percentile",
             &percentile_label(p),
         )
@@ -683,8 +697,13 @@ fn canary_p95_panel(q: &Queries<'_>, stages: &[&str]) -> Json {
     let family = q.names.stage_duration();
     let env = q.env_label;
     let sel = canary_selector(stages);
-    let expr = format!(
-        "histogram_quantile(0.95, sum by (le, stage, {env}) (rate({family}_bucket{{{sel}}}[$__rate_interval])))"
+    let by = format!("stage, {env}");
+    let expr = q.hist.quantile(
+        0.95,
+        Agg::By(&by),
+        family,
+        &format!("{{{sel}}}"),
+        RATE_RANGE,
     );
     timeseries(
         "p95 per env (canary vs baseline)",
@@ -699,9 +718,9 @@ fn canary_regression_panel(q: &Queries<'_>, config: &Config, stages: &[&str]) ->
     let env = q.env_label;
     let sel = canary_selector(stages);
     let p95 = |which: &str| {
-        format!(
-            r#"histogram_quantile(0.95, sum by (le, stage) (rate({family}_bucket{{{sel},{env}="{which}"}}[$__rate_interval])))"#
-        )
+        let selector = format!(r#"{{{sel},{env}="{which}"}}"#);
+        q.hist
+            .quantile(0.95, Agg::By("stage"), family, &selector, RATE_RANGE)
     };
     let expr = format!("({} / {} - 1) * 100", p95(CANARY_ENV), p95(BASELINE_ENV));
     let pct = config.alerts.canary_regression_pct;
@@ -726,11 +745,12 @@ fn canary_regression_panel(q: &Queries<'_>, config: &Config, stages: &[&str]) ->
 const ALL: &str = "$__all";
 
 /// The template variables: the Prometheus data source, then job, instance and env, each a
-/// query over the label values of the stage histogram's count.
-fn variables(names: &MetricNames, prom: &laptime::config::PrometheusSection) -> Vec<Json> {
-    let count = format!("{}_count", names.stage_duration());
+/// query over the label values of the stage histogram's count (a classic family) or of the
+/// histogram itself (a native one).
+fn variables(q: &Queries<'_>, prom: &laptime::config::PrometheusSection) -> Vec<Json> {
+    let family = q.names.stage_duration();
     let query = |name: &str, label: &str, filter: &str, current: Option<&str>| {
-        let q = format!("label_values({count}{filter}, {label})");
+        let q = format!("label_values({}, {label})", q.hist.presence(family, filter));
         let mut v = json!({
             "name": name,
             "label": name,

@@ -16,6 +16,7 @@
 pub mod dashboard;
 pub mod gate;
 pub mod interval;
+pub mod promql;
 pub mod rules;
 pub mod top;
 

@@ -83,6 +83,11 @@ enum Command {
         /// The directory to write into (created if missing).
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
+        /// Query the stage histograms as Prometheus native histograms (`histogram_quantile`,
+        /// `histogram_count`, `histogram_sum` over the family itself), as `[prometheus] native =
+        /// true` does; without either, as classic `_bucket`/`_count`/`_sum` series.
+        #[arg(long)]
+        native: bool,
         #[command(flatten)]
         limit: InputLimit,
     },
@@ -243,11 +248,18 @@ fn run(command: Command) -> anyhow::Result<u8> {
             write_report(&current, baseline.as_ref(), &output, shown)?;
             Ok(0)
         }
-        Command::Rules { config, out, limit } => {
+        Command::Rules {
+            config,
+            out,
+            native,
+            limit,
+        } => {
             let max = limit
                 .max_input_bytes
                 .unwrap_or(laptime::config::DEFAULT_MAX_BYTES);
-            let config = laptime::config::Config::from_path_with_limit(&config, max)?;
+            let mut config = laptime::config::Config::from_path_with_limit(&config, max)?;
+            // The flag turns native on; it never turns off a file's `native = true`.
+            config.prometheus.native |= native;
             let written = laptime_cli::rules::write_rules(&config, &out)
                 .with_context(|| format!("cannot write under {}", out.display()))?;
             let dashboard = out.join("grafana").join("dashboard.json");

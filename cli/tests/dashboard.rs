@@ -2,6 +2,8 @@
 //! threshold lines are the configuration's limits, and it is the same JSON every time.
 //! (`scripts/check_dashboard.sh` type-checks it against `@grafana/schema`.)
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -151,21 +153,45 @@ fn exported(names: &MetricNames) -> BTreeSet<String> {
     out
 }
 
+/// [`exported`] when the stage histograms go out as native histograms: each family under its
+/// bare name, none of its `_bucket`, `_sum` or `_count` series.
+fn exported_native(names: &MetricNames) -> BTreeSet<String> {
+    let families = [
+        names.stage_duration().to_owned(),
+        names.stage_duration_corrected().to_owned(),
+        names.labelled_stage("exchange_req"),
+    ];
+    let mut out = exported(names);
+    for f in &families {
+        for suffix in ["_bucket", "_sum", "_count"] {
+            assert!(out.remove(&format!("{f}{suffix}")), "{f}{suffix}");
+        }
+    }
+    out.extend(families);
+    out
+}
+
 /// Names in the dashboard's queries that the exporter does not produce.
 fn unknown_names(d: &Value, names: &MetricNames) -> Vec<String> {
-    let known = exported(names);
-    let mut unknown = Vec::new();
-    for p in panels(d) {
-        for e in exprs(p) {
-            unknown.extend(metric_names(e).into_iter().filter(|n| !known.contains(n)));
-        }
-    }
+    unknown_in(d, &exported(names))
+}
+
+/// Every query of the dashboard: its panels' and its variables'.
+fn queries(d: &Value) -> Vec<&str> {
+    let mut out: Vec<&str> = panels(d).into_iter().flat_map(exprs).collect();
     for v in d["templating"]["list"].as_array().expect("variables") {
-        if let Some(q) = v["query"]["query"].as_str() {
-            unknown.extend(metric_names(q).into_iter().filter(|n| !known.contains(n)));
-        }
+        out.extend(v["query"]["query"].as_str());
     }
-    unknown
+    out
+}
+
+/// Names in the dashboard's queries that are not in `known`.
+fn unknown_in(d: &Value, known: &BTreeSet<String>) -> Vec<String> {
+    queries(d)
+        .into_iter()
+        .flat_map(metric_names)
+        .filter(|n| !known.contains(n))
+        .collect()
 }
 
 #[test]
@@ -498,4 +524,68 @@ fn a_corrected_stage_gets_a_raw_vs_corrected_p99_panel() {
             .iter()
             .all(|p| p["title"] != "Coordinated omission")
     );
+}
+
+/// With `[prometheus] native = true` every query reads the stage histograms as native
+/// histograms: no `_bucket`, `_sum` or `_count` of a native family in any panel or variable,
+/// and every name one the exporter sends.
+#[test]
+fn native_queries_read_no_classic_series_of_a_native_family() {
+    for (unit, u) in [("seconds", Unit::Seconds), ("ms", Unit::Milliseconds)] {
+        let text = common::with_native(&CONFIG.replace("UNIT", unit));
+        let native = Config::from_toml_str(&text).unwrap();
+        let forbidden = common::classic_series_of_native_families(&native);
+        let reads = |d: &Value| -> Vec<String> {
+            queries(d)
+                .into_iter()
+                .flat_map(common::promql_identifiers)
+                .filter(|id| forbidden.iter().any(|f| f == id))
+                .map(str::to_owned)
+                .collect()
+        };
+        let d = dashboard(&native);
+        assert_eq!(reads(&d), Vec::<String>::new(), "{unit}");
+        // The check can fail: the classic dashboard reads those series.
+        assert!(!reads(&dashboard(&config(unit))).is_empty(), "{unit}");
+        let names = MetricNames::new("mm", u);
+        assert_eq!(
+            unknown_in(&d, &exported_native(&names)),
+            Vec::<String>::new()
+        );
+        let all = queries(&d).join("\n");
+        for form in [
+            "histogram_quantile(0.99, sum(rate(mm_stage_duration_",
+            "sum by (stage) (histogram_sum(rate(",
+            "sum(histogram_count(rate(",
+            "histogram_quantile(0.95, sum without (instance) (rate(mm_exchange_req_",
+            "histogram_quantile(0.95, sum by (stage, deployment) (rate(",
+        ] {
+            assert!(all.contains(form), "{unit}: no {form} in {all}");
+        }
+    }
+}
+
+/// A native dashboard is the classic one with other queries: the same panels, titles, places,
+/// legends and threshold lines, the same variables.
+#[test]
+fn native_and_classic_dashboards_differ_only_in_their_queries() {
+    let strip = |mut d: Value| {
+        for p in d["panels"].as_array_mut().expect("panels") {
+            for t in p["targets"].as_array_mut().into_iter().flatten() {
+                t["expr"] = Value::Null;
+            }
+        }
+        for v in d["templating"]["list"].as_array_mut().expect("variables") {
+            if v["query"].is_object() {
+                v["query"]["query"] = Value::Null;
+            }
+        }
+        d
+    };
+    let classic = dashboard(&config("seconds"));
+    let native = dashboard(
+        &Config::from_toml_str(&common::with_native(&CONFIG.replace("UNIT", "seconds"))).unwrap(),
+    );
+    assert_ne!(classic, native);
+    assert_eq!(strip(classic), strip(native));
 }

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{dir, laptime, stderr, stdout};
+use common::{dir, laptime, stderr, stdout, with_native};
 use laptime::config::Config;
 use laptime_cli::rules::Plan;
 
@@ -224,21 +224,30 @@ fn alerts_and_prometheus_sections_name_the_key_and_line_of_a_mistake() {
     assert_eq!(c.alerts.guard_trip_burst.len(), 2);
 }
 
+/// `ops/prometheus/` is what `laptime rules` writes for the demo's configuration, and
+/// `ops/native/prometheus/` what `laptime rules --native` writes.
 #[test]
 fn committed_ops_rules_are_up_to_date() {
     let text = std::fs::read_to_string(demo_config()).unwrap();
-    let plan_config = Config::from_toml_str(&text).unwrap();
-    let plan = Plan::new(&plan_config);
-    let ops = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/prometheus");
-    for (file, fresh) in [
-        ("rules.yml", plan.rules_yaml()),
-        ("rules_test.yml", plan.tests_yaml("rules.yml")),
+    for (dir, text) in [
+        ("prometheus", text.clone()),
+        ("native/prometheus", with_native(&text)),
     ] {
-        let committed = std::fs::read_to_string(ops.join(file)).unwrap_or_default();
-        assert!(
-            committed == fresh,
-            "ops/prometheus/{file} is stale: run scripts/gen_ops.sh"
-        );
+        let plan_config = Config::from_toml_str(&text).unwrap();
+        let plan = Plan::new(&plan_config);
+        let ops = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../ops")
+            .join(dir);
+        for (file, fresh) in [
+            ("rules.yml", plan.rules_yaml()),
+            ("rules_test.yml", plan.tests_yaml("rules.yml")),
+        ] {
+            let committed = std::fs::read_to_string(ops.join(file)).unwrap_or_default();
+            assert!(
+                committed == fresh,
+                "ops/{dir}/{file} is stale: run scripts/gen_ops.sh"
+            );
+        }
     }
 }
 
@@ -344,7 +353,24 @@ fn short_rate_windows_get_tests_that_pass() {
 /// name, so each fired for the other's series).
 #[test]
 fn many_stages_label_sets_and_windows_lint_clean_and_pass_their_tests() {
-    let config = r#"
+    let y = Plan::new(&Config::from_toml_str(MANY).unwrap()).rules_yaml();
+    for name in [
+        "MmExchangeReqVerbPostApiBatchP99SloCritical",
+        "MmExchangeReqVerbDeleteApiCancelNoData",
+        "MmTickTotalP99Over60sSloCritical",
+        "MmTickTotalP99Over5sSloWarning",
+        "MmStageSpreadP95SloCritical",
+    ] {
+        assert!(y.contains(&format!("alert: \"{name}\"")), "no {name}: {y}");
+    }
+    let Some(_) = promtool() else { return };
+    let failed = promtool_verdict("rules_many", MANY);
+    assert!(failed.is_empty(), "{failed}");
+}
+
+/// SLA rules on two stages, on two label sets of one stage (own family), on one metric over two
+/// windows, and two corrected stages.
+const MANY: &str = r#"
 [prometheus]
 namespace = "mm"
 labelled_stages = ["exchange_req"]
@@ -390,20 +416,6 @@ window = "60s"
 metric = "p95"
 critical = "30ms"
 "#;
-    let y = Plan::new(&Config::from_toml_str(config).unwrap()).rules_yaml();
-    for name in [
-        "MmExchangeReqVerbPostApiBatchP99SloCritical",
-        "MmExchangeReqVerbDeleteApiCancelNoData",
-        "MmTickTotalP99Over60sSloCritical",
-        "MmTickTotalP99Over5sSloWarning",
-        "MmStageSpreadP95SloCritical",
-    ] {
-        assert!(y.contains(&format!("alert: \"{name}\"")), "no {name}: {y}");
-    }
-    let Some(_) = promtool() else { return };
-    let failed = promtool_verdict("rules_many", config);
-    assert!(failed.is_empty(), "{failed}");
-}
 
 /// Two `[[sla]]` rules on one stage, window and metric: refused, naming both lines.
 #[test]
@@ -425,7 +437,23 @@ fn a_repeated_sla_rule_is_refused() {
 /// records carry `total="true"` beside those of its label sets (they share the stage label).
 #[test]
 fn a_rule_on_a_labelled_stages_name_judges_its_label_sets_together() {
-    let config = r#"
+    let y = Plan::new(&Config::from_toml_str(NAME_TOTAL).unwrap()).rules_yaml();
+    assert!(
+        y.contains(r#"sum by (le, env) (rate(mm_exchange_req_seconds_bucket{}[5m]))"#),
+        "{y}"
+    );
+    assert!(
+        !y.contains(r#"mm_stage_duration_seconds_bucket{stage=\"exchange_req\"}"#),
+        "{y}"
+    );
+    assert!(y.contains(r#"total: "true""#), "{y}");
+    let Some(_) = promtool() else { return };
+    let failed = promtool_verdict("rules_name_total", NAME_TOTAL);
+    assert!(failed.is_empty(), "{failed}");
+}
+
+/// A rule on a labelled stage's bare name (its label sets' total) beside one on a label set.
+const NAME_TOTAL: &str = r#"
 [prometheus]
 namespace = "mm"
 labelled_stages = ["exchange_req"]
@@ -447,17 +475,294 @@ window = "60s"
 metric = "p95"
 critical = "25ms"
 "#;
-    let y = Plan::new(&Config::from_toml_str(config).unwrap()).rules_yaml();
-    assert!(
-        y.contains(r#"sum by (le, env) (rate(mm_exchange_req_seconds_bucket{}[5m]))"#),
-        "{y}"
-    );
-    assert!(
-        !y.contains(r#"mm_stage_duration_seconds_bucket{stage=\"exchange_req\"}"#),
-        "{y}"
-    );
-    assert!(y.contains(r#"total: "true""#), "{y}");
+
+/// Every metric an SLA rule can name, on one deadline stage, in milliseconds.
+const EVERY_METRIC: &str = r#"
+[prometheus]
+namespace = "svc"
+unit = "ms"
+
+[deadlines]
+tick = "2ms"
+
+[[sla]]
+stage = "tick"
+window = "60s"
+metric = "p95"
+critical = "2ms"
+
+[[sla]]
+stage = "tick"
+window = "60s"
+metric = "p999"
+critical = "4ms"
+
+[[sla]]
+stage = "tick"
+window = "60s"
+metric = "max"
+critical = "5ms"
+
+[[sla]]
+stage = "tick"
+window = "60s"
+metric = "mean"
+warning = "800us"
+critical = "1ms"
+
+[[sla]]
+stage = "tick"
+window = "60s"
+metric = "deadline_miss_rate"
+critical = 0.02
+"#;
+
+/// The configurations the native tests run on: the demo's, and the shapes it lacks.
+fn native_cases() -> Vec<(&'static str, String)> {
+    let demo = std::fs::read_to_string(demo_config()).unwrap();
+    vec![
+        ("demo", demo),
+        ("many", MANY.to_owned()),
+        ("name_total", NAME_TOTAL.to_owned()),
+        ("every_metric", EVERY_METRIC.to_owned()),
+    ]
+}
+
+/// `(kind, name, expr)` of every rule of a generated rules.yml, `kind` being `record` or
+/// `alert`.
+fn rules_of(yaml: &str) -> Vec<(String, String, String)> {
+    let unquote = |v: &str| serde_json::from_str::<String>(v).expect("a quoted YAML string");
+    let mut out: Vec<(String, String, String)> = Vec::new();
+    for line in yaml.lines().map(str::trim) {
+        for kind in ["record", "alert"] {
+            if let Some(name) = line.strip_prefix(&format!("- {kind}: ")) {
+                out.push((kind.to_owned(), unquote(name), String::new()));
+            }
+        }
+        if let Some(expr) = line.strip_prefix("expr: ") {
+            out.last_mut().expect("an expr follows its rule").2 = unquote(expr);
+        }
+    }
+    out
+}
+
+/// Native rules read every stage histogram as a native histogram: no `_bucket`, `_count` or
+/// `_sum` of a native family anywhere, and each kind of figure in its native form.
+#[test]
+fn native_rules_read_no_classic_series_of_a_native_family() {
+    for (case, text) in native_cases() {
+        let config = Config::from_toml_str(&with_native(&text)).unwrap();
+        let forbidden = common::classic_series_of_native_families(&config);
+        let rules = rules_of(&Plan::new(&config).rules_yaml());
+        assert!(!rules.is_empty(), "{case}");
+        for (kind, name, expr) in &rules {
+            let classic: Vec<&str> = common::promql_identifiers(expr)
+                .into_iter()
+                .filter(|id| forbidden.iter().any(|f| f == id))
+                .collect();
+            assert!(
+                classic.is_empty(),
+                "{case}: {kind} {name} reads {classic:?}: {expr}"
+            );
+        }
+        // The check can fail: the same file's classic rules read those series.
+        let classic = Config::from_toml_str(&text).unwrap();
+        let classic_reads = rules_of(&Plan::new(&classic).rules_yaml())
+            .iter()
+            .flat_map(|r| {
+                common::promql_identifiers(&r.2)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .any(|id| forbidden.contains(&id));
+        assert!(
+            classic_reads,
+            "{case}: the classic rules read no classic series?"
+        );
+        let all: String = rules.iter().map(|r| r.2.as_str()).collect();
+        assert!(all.contains("histogram_quantile(0.99, sum by ("), "{case}");
+        assert!(all.contains("(histogram_count(rate("), "{case}");
+    }
+    let config = Config::from_toml_str(&with_native(EVERY_METRIC)).unwrap();
+    let y = Plan::new(&config).rules_yaml();
+    for form in [
+        // mean
+        r#"sum by (stage, env) (histogram_sum(rate(svc_stage_duration_ms{stage=\"tick\"}[5m]))) / sum by (stage, env) (histogram_count(rate(svc_stage_duration_ms{stage=\"tick\"}[5m]))) > 1"#,
+        // max, p99.9
+        r#"histogram_quantile(1, sum by (stage, env) (rate(svc_stage_duration_ms{stage=\"tick\"}[5m]))) > 5"#,
+        r#"histogram_quantile(0.999, sum by (stage, env) (rate(svc_stage_duration_ms{stage=\"tick\"}[5m]))) > 4"#,
+        // deadline misses: the counter over the histogram's count
+        r#"sum by (stage, env) (rate(svc_deadline_miss_total{stage=\"tick\"}[5m])) / sum by (stage, env) (histogram_count(rate(svc_stage_duration_ms{stage=\"tick\"}[5m]))) > 0.02"#,
+        // no data
+        r#"== 0 or absent(svc_stage_duration_ms{stage=\"tick\"})"#,
+    ] {
+        assert!(y.contains(form), "no {form} in {y}");
+    }
+}
+
+/// Label names and values, in order.
+type Labels = Vec<(String, String)>;
+
+/// Native and classic rules are the same rules: the same records with the same static labels,
+/// the same alerts with the same labels, in the same order; only the expressions differ.
+#[test]
+fn native_and_classic_rules_have_the_same_names() {
+    for (case, text) in native_cases() {
+        let classic = Config::from_toml_str(&text).unwrap();
+        let native = Config::from_toml_str(&with_native(&text)).unwrap();
+        let (c, n) = (Plan::new(&classic), Plan::new(&native));
+        let records = |p: &Plan<'_>| -> Vec<(String, Labels)> {
+            p.records()
+                .into_iter()
+                .map(|r| (r.name, r.labels))
+                .collect()
+        };
+        let alerts = |p: &Plan<'_>| -> Vec<(String, &'static str, Labels)> {
+            p.alerts()
+                .into_iter()
+                .map(|a| (a.name, a.severity, a.extra))
+                .collect()
+        };
+        assert_eq!(records(&c), records(&n), "{case}");
+        assert_eq!(alerts(&c), alerts(&n), "{case}");
+        let names = |y: String| -> Vec<(String, String)> {
+            rules_of(&y).into_iter().map(|(k, n, _)| (k, n)).collect()
+        };
+        assert_eq!(names(c.rules_yaml()), names(n.rules_yaml()), "{case}");
+        assert_ne!(c.rules_yaml(), n.rules_yaml(), "{case}");
+    }
+}
+
+/// Native rules lint clean, and their generated tests pass; the tests' head names every alert
+/// and record promtool 2.42 cannot test (it has no native samples), and every other alert has a
+/// test that fires and one that stays quiet.
+#[test]
+fn native_rules_pass_promtool_check_and_their_unit_tests() {
     let Some(_) = promtool() else { return };
-    let failed = promtool_verdict("rules_name_total", config);
-    assert!(failed.is_empty(), "{failed}");
+    for (case, text) in native_cases() {
+        let text = with_native(&text);
+        let failed = promtool_verdict(&format!("rules_native_{case}"), &text);
+        assert!(failed.is_empty(), "{case}: {failed}");
+        let config = Config::from_toml_str(&text).unwrap();
+        let plan = Plan::new(&config);
+        let tests = plan.tests_yaml("rules.yml");
+        assert!(
+            tests.contains(laptime_cli::rules::NATIVE_TESTS_NOTE),
+            "{case}"
+        );
+        for al in plan.alerts() {
+            let listed = tests.contains(&format!("#   alert {}\n", al.name));
+            let fires = tests.contains(&format!("\"{} fires", al.name));
+            let quiet = tests.contains(&format!("\"{} stays quiet", al.name));
+            assert_eq!(
+                (listed, fires, quiet),
+                if al.test.reads_histograms() {
+                    (true, false, false)
+                } else {
+                    (false, true, true)
+                },
+                "{case}: {}",
+                al.name
+            );
+        }
+        for r in plan.records() {
+            let listed = tests.contains(&format!("#   record {}\n", r.name));
+            assert_eq!(listed, r.reads_histograms, "{case}: {}", r.name);
+        }
+    }
+}
+
+/// The canary rollback is tested under native histograms too (from p95 records given as
+/// input, a canary +30 % and +7.5 % above its baseline): a rule file that rolls back only at
+/// +100 %, or at any regression, fails those tests.
+#[test]
+fn a_wrong_native_canary_threshold_fails_its_test() {
+    let Some(_) = promtool() else { return };
+    let text = with_native(&std::fs::read_to_string(demo_config()).unwrap());
+    let out = dir("rules_native_canary");
+    laptime_cli::rules::write_rules(&Config::from_toml_str(&text).unwrap(), &out).unwrap();
+    let prom = out.join("prometheus");
+    let rules = std::fs::read_to_string(prom.join("rules.yml")).unwrap();
+    assert!(rules.contains("> ignoring(env) 1.15 *"), "{rules}");
+    for (factor, failing) in [("2", "fires"), ("1", "stays quiet")] {
+        std::fs::write(
+            prom.join("rules.yml"),
+            rules.replace(
+                "> ignoring(env) 1.15 *",
+                &format!("> ignoring(env) {factor} *"),
+            ),
+        )
+        .unwrap();
+        let test = promtool_run(&["test", "rules", "rules_test.yml"], &prom);
+        assert!(!test.status.success(), "the rules at {factor}x passed");
+        let said = format!("{}{}", stdout(&test), stderr(&test));
+        let name = format!("MmTickTotalCanaryRegression {failing}");
+        assert!(said.contains(&name), "{factor}x: {said}");
+    }
+}
+
+/// Why the native tests leave rules out: promtool cannot read a native histogram sample in a
+/// test's input series. When a promtool that can is installed this fails, and the native tests
+/// should feed the histogram rules native samples as the classic tests feed them buckets.
+#[test]
+fn promtool_reads_no_native_histogram_sample() {
+    let Some(_) = promtool() else { return };
+    let out = dir("rules_native_notation");
+    std::fs::write(
+        out.join("rules.yml"),
+        "groups:\n  - name: t\n    rules:\n      - record: job:x:count\n        expr: histogram_count(sum by (job) (rate(x[5m])))\n",
+    )
+    .unwrap();
+    std::fs::write(
+        out.join("test.yml"),
+        "rule_files: [rules.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n      - series: 'x{job=\"a\"}'\n        values: '{{schema:0 sum:5 count:4 buckets:[1 2 1]}}x10'\n    promql_expr_test:\n      - expr: job:x:count\n        eval_time: 5m\n        exp_samples:\n          - labels: 'job:x:count{job=\"a\"}'\n            value: 0\n",
+    )
+    .unwrap();
+    let test = promtool_run(&["test", "rules", "test.yml"], &out);
+    let said = format!("{}{}", stdout(&test), stderr(&test));
+    assert!(
+        !test.status.success() && said.contains("unexpected character in series sequence: '{'"),
+        "this promtool reads native histogram samples: generate native tests for the rules \
+         NATIVE_TESTS_NOTE lists. It said: {said}"
+    );
+}
+
+/// `--native` makes the rules and dashboard of a classic file what `native = true` in the file
+/// makes them; the flag never turns a file's `native = true` off.
+#[test]
+fn the_native_flag_is_the_native_key() {
+    let demo = std::fs::read_to_string(demo_config()).unwrap();
+    let run = |test: &str, config: &Path, flag: bool| -> PathBuf {
+        let out = dir(test);
+        let mut args = vec![
+            "rules".as_ref(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ];
+        if flag {
+            args.push("--native".as_ref());
+        }
+        let o = laptime(args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        out
+    };
+    let keyed = dir("rules_native_key_config").join("native.toml");
+    std::fs::write(&keyed, with_native(&demo)).unwrap();
+    let flagged = run("rules_native_flag", &demo_config(), true);
+    let both = run("rules_native_flag_and_key", &keyed, true);
+    let key = run("rules_native_key", &keyed, false);
+    let classic = run("rules_native_none", &demo_config(), false);
+    for f in [
+        "prometheus/rules.yml",
+        "prometheus/rules_test.yml",
+        "grafana/dashboard.json",
+    ] {
+        let read = |d: &Path| std::fs::read_to_string(d.join(f)).unwrap();
+        assert_eq!(read(&flagged), read(&key), "{f}");
+        assert_eq!(read(&both), read(&key), "{f}");
+        assert_ne!(read(&classic), read(&key), "{f}");
+    }
 }

@@ -226,6 +226,10 @@ struct RawPrometheus {
     job: Option<Spanned<String>>,
     gauges: Option<Spanned<Vec<String>>>,
     labelled_stages: Option<Spanned<Vec<String>>>,
+    native: Option<Spanned<bool>>,
+    // Read wide, so an out-of-range value gets this file's message rather than serde's.
+    native_schema: Option<Spanned<i64>>,
+    native_max_buckets: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -402,6 +406,7 @@ fn reword(message: &str) -> String {
         ("expected usize", "expected a whole number, 0 or more"),
         ("expected u64", "expected a whole number, 0 or more"),
         ("expected f64", "expected a number"),
+        ("expected i64", "expected a whole number"),
         ("expected a sequence", "expected an array"),
         ("expected a string", "expected a string (in quotes)"),
         ("invalid type: map", "invalid type: table"),
@@ -689,7 +694,55 @@ fn convert_prometheus(
         }
         p.labelled_stages.clone_from(v.get_ref());
     }
+    convert_native(ctx, &raw, &mut p)?;
     Ok(p)
+}
+
+/// `native`, `native_schema` and `native_max_buckets` of `[prometheus]`.
+fn convert_native(
+    ctx: &mut Ctx<'_>,
+    raw: &RawPrometheus,
+    p: &mut PrometheusSection,
+) -> Result<(), ConfigFileError> {
+    if let Some(v) = &raw.native {
+        p.native = ctx.plain("prometheus.native", v);
+    }
+    if let Some(v) = &raw.native_schema {
+        let key = "prometheus.native_schema";
+        let schema = ctx.plain(key, v);
+        let range = super::NATIVE_SCHEMAS;
+        p.native_schema = i8::try_from(schema)
+            .ok()
+            .filter(|s| range.contains(s))
+            .ok_or_else(|| {
+                ctx.err(
+                    key,
+                    &v.span(),
+                    format!(
+                        "schema {schema} is not one Prometheus defines: give a whole number from \
+                         {} to {} (6: buckets about 1.1 % wide, 8: about 0.27 %)",
+                        range.start(),
+                        range.end()
+                    ),
+                )
+            })?;
+    }
+    if let Some(v) = &raw.native_max_buckets {
+        let key = "prometheus.native_max_buckets";
+        let n = ctx.plain(key, v);
+        p.native_max_buckets = usize::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| {
+            ctx.err(
+                key,
+                &v.span(),
+                format!(
+                    "{n} buckets: give at least 1, the buckets one histogram may hold before \
+                         its schema is lowered (default {})",
+                    super::DEFAULT_NATIVE_MAX_BUCKETS
+                ),
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// A namespace (`label` false) or label name (`label` true) at `key`, if Prometheus accepts it.

@@ -191,3 +191,68 @@ pub fn row<'a>(
         .unwrap_or_else(|| panic!("no {metric:?} row for {stage}"))
         .1
 }
+
+/// A configuration file's text with `[prometheus] native = true`.
+pub fn with_native(config: &str) -> String {
+    if config.contains("[prometheus]\n") {
+        config.replacen("[prometheus]\n", "[prometheus]\nnative = true\n", 1)
+    } else {
+        format!("{config}\n[prometheus]\nnative = true\n")
+    }
+}
+
+/// The series a native-histogram configuration must never query: the `_bucket`, `_count` and
+/// `_sum` of every stage histogram family its exporter sends as native (the shared stage family,
+/// the corrected one, and each own family of a labelled stage, listed or named by a rule).
+pub fn classic_series_of_native_families(config: &laptime::config::Config) -> Vec<String> {
+    let p = &config.prometheus;
+    let n = laptime::export::prometheus::MetricNames::new(&p.namespace, p.unit.into());
+    let mut families = vec![
+        n.stage_duration().to_owned(),
+        n.stage_duration_corrected().to_owned(),
+    ];
+    let labelled = config
+        .sla
+        .iter()
+        .filter(|r| !r.labels.is_empty())
+        .map(|r| &r.stage);
+    for stage in p.labelled_stages.iter().chain(labelled) {
+        families.push(n.labelled_stage(stage));
+    }
+    let mut out = Vec::new();
+    for f in families {
+        for suffix in ["_bucket", "_count", "_sum"] {
+            out.push(format!("{f}{suffix}"));
+        }
+    }
+    out
+}
+
+/// The identifiers of a PromQL expression outside its string literals (metric, label and
+/// function names): what to look a series name up in.
+pub fn promql_identifiers(expr: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut in_string = false;
+    let mut start = None;
+    let bytes = expr.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'"' && (i == 0 || bytes[i - 1] != b'\\') {
+            in_string = !in_string;
+            start = None;
+            continue;
+        }
+        let ident = !in_string && (b.is_ascii_alphanumeric() || b == b'_' || b == b':');
+        match (ident, start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                out.push(&expr[s..i]);
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push(&expr[s..]);
+    }
+    out
+}
