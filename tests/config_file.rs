@@ -946,13 +946,13 @@ fn each_mistake_names_its_key_line_and_column() {
             "expected a whole number",
         ),
         (
-            "no native bucket at all",
-            "[prometheus]\nnative_max_buckets = 0\n".into(),
+            "too few native buckets to hold every value",
+            "[prometheus]\nnative_max_buckets = 7\n".into(),
             Kind::Parse,
             "prometheus.native_max_buckets",
             2,
             22,
-            "give at least 1",
+            "give at least 8",
         ),
         (
             "native not a boolean",
@@ -1008,18 +1008,42 @@ fn native_histogram_keys_read_with_their_defaults() {
     );
     for schema in -4..=8 {
         let text = format!(
-            "[prometheus]\nnative = true\nnative_schema = {schema}\nnative_max_buckets = 1\n"
+            "[prometheus]\nnative = true\nnative_schema = {schema}\nnative_max_buckets = 8\n"
         );
         let p = Config::from_toml_str(&text)
             .unwrap_or_else(|e| panic!("{e}"))
             .prometheus;
         assert_eq!(
             (p.native, p.native_schema, p.native_max_buckets),
-            (true, schema, 1)
+            (true, schema, 8)
         );
     }
     let a = Config::from_toml_str("[prometheus]\nnative = true\n").unwrap();
     assert_ne!(a, Config::default(), "native is part of the settings");
+}
+
+/// The file's native keys become the exporter's settings, and every budget the file takes the
+/// exporter takes too (the two minimums are one rule).
+#[cfg(feature = "prometheus-native")]
+#[test]
+fn native_keys_build_the_exporter_s_native_histograms() {
+    use laptime::export::prometheus::{NativeHistograms, PrometheusExporter};
+    assert_eq!(Config::default().prometheus.native_histograms(), None);
+    let text = "[prometheus]\nnative = true\nnative_schema = 3\nnative_max_buckets = 8\n";
+    let native = Config::from_toml_str(text)
+        .unwrap()
+        .prometheus
+        .native_histograms()
+        .expect("native = true");
+    assert_eq!((native.schema(), native.max_buckets()), (3, 8));
+    assert_eq!(
+        laptime::config::MIN_NATIVE_MAX_BUCKETS,
+        NativeHistograms::MIN_MAX_BUCKETS
+    );
+    PrometheusExporter::builder()
+        .with_native_histograms(native)
+        .build()
+        .expect("the smallest budget the file takes builds");
 }
 
 #[test]

@@ -424,6 +424,23 @@ pub const DEFAULT_NATIVE_SCHEMA: i8 = 6;
 pub const NATIVE_SCHEMAS: std::ops::RangeInclusive<i8> = -4..=8;
 /// The bucket budget of one native histogram when the file gives none.
 pub const DEFAULT_NATIVE_MAX_BUCKETS: usize = 1024;
+/// The smallest bucket budget: every `u64` nanosecond value fits in 5 buckets at schema −4 (the
+/// exporter's `NativeHistograms::MIN_MAX_BUCKETS`).
+pub const MIN_NATIVE_MAX_BUCKETS: usize = 8;
+
+#[cfg(feature = "prometheus-native")]
+impl PrometheusSection {
+    /// What to give [`PrometheusBuilder::with_native_histograms`](crate::export::prometheus::PrometheusBuilder::with_native_histograms)
+    /// so the process exports what `laptime rules` generated rules for: `None` while `native`
+    /// is false, else the file's schema and budget.
+    pub fn native_histograms(&self) -> Option<crate::export::prometheus::NativeHistograms> {
+        self.native.then(|| {
+            crate::export::prometheus::NativeHistograms::default()
+                .with_schema(self.native_schema)
+                .with_max_buckets(self.native_max_buckets)
+        })
+    }
+}
 
 impl Default for PrometheusSection {
     fn default() -> Self {

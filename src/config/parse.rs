@@ -730,13 +730,14 @@ fn convert_native(
     if let Some(v) = &raw.native_max_buckets {
         let key = "prometheus.native_max_buckets";
         let n = ctx.plain(key, v);
-        p.native_max_buckets = usize::try_from(n).ok().filter(|&n| n >= 1).ok_or_else(|| {
+        let least = super::MIN_NATIVE_MAX_BUCKETS;
+        p.native_max_buckets = usize::try_from(n).ok().filter(|&n| n >= least).ok_or_else(|| {
             ctx.err(
                 key,
                 &v.span(),
                 format!(
-                    "{n} buckets: give at least 1, the buckets one histogram may hold before \
-                         its schema is lowered (default {})",
+                    "{n} buckets: give at least {least} (every value fits in 5 at schema -4), the \
+                     buckets one histogram may hold before its schema is lowered (default {})",
                     super::DEFAULT_NATIVE_MAX_BUCKETS
                 ),
             )
