@@ -997,14 +997,14 @@ fn each_mistake_names_its_key_line_and_column() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
-/// `[prometheus]`'s native-histogram keys: off, schema 6 and 1 024 buckets unless the file says
+/// `[prometheus]`'s native-histogram keys: off, schema 6 and 2 048 buckets unless the file says
 /// otherwise; every schema Prometheus defines is taken.
 #[test]
 fn native_histogram_keys_read_with_their_defaults() {
     let p = Config::from_toml_str("").unwrap().prometheus;
     assert_eq!(
         (p.native, p.native_schema, p.native_max_buckets),
-        (false, 6, 1024)
+        (false, 6, 2048)
     );
     for schema in -4..=8 {
         let text = format!(

@@ -134,7 +134,7 @@
 //! native = false                    # stage histograms exported as native histograms: rules and
 //!                                   # dashboard query them so (`laptime rules --native`)
 //! native_schema = 6                 # their schema, -4..=8: buckets grow by 2^(2^-schema)
-//! native_max_buckets = 1024         # buckets one histogram may hold before its schema is lowered
+//! native_max_buckets = 2048         # buckets one histogram may hold before its schema is lowered
 //!
 //! [alerts]                          # how the generated alerts judge (defaults shown)
 //! rate_window = "5m"                # the range of rate()/histogram_quantile in every rule
@@ -411,9 +411,10 @@ pub struct PrometheusSection {
     /// 2^(2^−schema), so schema 6 buckets are about 1.1 % wide and schema 8 about 0.27 %.
     pub native_schema: i8,
     /// How many native buckets one histogram may hold before its schema is lowered (default
-    /// 1024; at least 1). Lowering the schema by one merges neighbouring buckets in pairs, so
-    /// counts stay exact and only the resolution halves; at schema 6, 1 024 buckets span a
-    /// factor of 2^16 between the fastest and slowest span.
+    /// 2048; at least 8): the run of bucket indexes from its fastest to its slowest value, empty
+    /// ones between counted. Lowering the schema by one merges neighbouring buckets in pairs, so
+    /// counts stay exact and only the resolution halves; at schema 6, 2 048 buckets span a
+    /// factor of 2^32 between the fastest and slowest span (10 ns to 43 s).
     pub native_max_buckets: usize,
 }
 
@@ -423,7 +424,7 @@ pub const DEFAULT_NATIVE_SCHEMA: i8 = 6;
 /// The schemas Prometheus defines for exponential native buckets.
 pub const NATIVE_SCHEMAS: std::ops::RangeInclusive<i8> = -4..=8;
 /// The bucket budget of one native histogram when the file gives none.
-pub const DEFAULT_NATIVE_MAX_BUCKETS: usize = 1024;
+pub const DEFAULT_NATIVE_MAX_BUCKETS: usize = 2048;
 /// The smallest bucket budget: every `u64` nanosecond value fits in 5 buckets at schema −4 (the
 /// exporter's `NativeHistograms::MIN_MAX_BUCKETS`).
 pub const MIN_NATIVE_MAX_BUCKETS: usize = 8;

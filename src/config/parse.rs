@@ -731,8 +731,12 @@ fn convert_native(
         let key = "prometheus.native_max_buckets";
         let n = ctx.plain(key, v);
         let least = super::MIN_NATIVE_MAX_BUCKETS;
-        p.native_max_buckets = usize::try_from(n).ok().filter(|&n| n >= least).ok_or_else(|| {
-            ctx.err(
+        p.native_max_buckets =
+            usize::try_from(n)
+                .ok()
+                .filter(|&n| n >= least)
+                .ok_or_else(|| {
+                    ctx.err(
                 key,
                 &v.span(),
                 format!(
@@ -741,7 +745,7 @@ fn convert_native(
                     super::DEFAULT_NATIVE_MAX_BUCKETS
                 ),
             )
-        })?;
+                })?;
     }
     Ok(())
 }

@@ -30,9 +30,11 @@ impl NativeHistograms {
     /// the bucket holding the rank, so its answer is within 1.09 % of the true quantile, for one
     /// process or summed over a fleet. Schema 5 (2.2 %) would not keep a fleet quantile within 2 %.
     pub const DEFAULT_SCHEMA: i8 = 6;
-    /// The default bucket budget: at schema 6, 16 doublings (e.g. 1 µs to 65 ms) before the
-    /// schema is lowered; a histogram then keeps at most 8 KiB of counts.
-    pub const DEFAULT_MAX_BUCKETS: usize = 1024;
+    /// The default bucket budget: at schema 6, 32 doublings (e.g. 10 ns to 43 s) before the
+    /// schema is lowered; a histogram keeps at most 16 KiB of counts, and only as wide a run as
+    /// its values span (1 µs to 10 ms: 14 doublings, 7 KiB). With thousands of series, a lower
+    /// budget (or classic buckets for the family) keeps memory down.
+    pub const DEFAULT_MAX_BUCKETS: usize = 2048;
     /// The highest schema Prometheus accepts.
     pub const MAX_SCHEMA: i8 = 8;
     /// The lowest schema Prometheus accepts (a bucket spans 2^16).
