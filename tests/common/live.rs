@@ -41,8 +41,9 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// The demo's features these tests need: the endpoint (`http`) and `--config` (`config`).
-const DEMO_FEATURES: &str = "http,config";
+/// The demo's features these tests need: the endpoint with native histograms (`native`, which
+/// brings `http`), `--config` (`config`) and `--artifacts` (`report`).
+const DEMO_FEATURES: &str = "native,config,report";
 
 /// The demo (package `laptime-demo`, binary `trading_tick`), built here with [`DEMO_FEATURES`]
 /// into the test run's own target directory and profile: the test run does not build another
@@ -53,11 +54,19 @@ pub fn demo_binary() -> PathBuf {
     // target/<profile>/deps/<test>-<hash> -> target/<profile>/trading_tick
     let profile_dir = exe.parent().and_then(Path::parent).unwrap();
     let demo = profile_dir.join("trading_tick");
-    // A demo built with both features parses `--listen` and `--config` and stops at the bad
-    // `--seconds`; one built without either refuses that option first.
+    // A demo built with the features parses `--listen`, `--native` and `--config` and stops at
+    // the bad `--seconds`; one built without them refuses one of those options first.
     let capable = |p: &Path| {
         Command::new(p)
-            .args(["--listen", "127.0.0.1:0", "--config", "x", "--seconds", "x"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--native",
+                "--config",
+                "x",
+                "--seconds",
+                "x",
+            ])
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("--seconds takes"))
     };
@@ -83,7 +92,7 @@ pub fn demo_binary() -> PathBuf {
     assert!(status.success(), "building the demo failed");
     assert!(
         capable(&demo),
-        "{} lacks --listen or --config (features {DEMO_FEATURES})",
+        "{} lacks --listen, --native or --config (features {DEMO_FEATURES})",
         demo.display()
     );
     demo
@@ -99,9 +108,18 @@ pub fn free_loopback_port() -> SocketAddr {
 /// Starts the demo with `args` (plus `--listen 127.0.0.1:0`) and returns it, its stdout lines and
 /// the address it serves on (it prints it).
 pub fn start_demo(args: &[&str], name: &'static str) -> (Reaped, Lines, SocketAddr) {
+    start_demo_on("127.0.0.1:0".parse().unwrap(), args, name)
+}
+
+/// [`start_demo`] listening on `addr` (a port chosen before the scraper that targets it starts).
+pub fn start_demo_on(
+    addr: SocketAddr,
+    args: &[&str],
+    name: &'static str,
+) -> (Reaped, Lines, SocketAddr) {
     let mut demo = Reaped::spawn(
         Command::new(demo_binary())
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", &addr.to_string()])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -134,6 +152,12 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts `binary` with `config` (the text of a prometheus.yml) written into `dir`.
     pub fn start(binary: &Path, dir: &Path, config: &str) -> Self {
+        Self::start_with(binary, dir, config, &[])
+    }
+
+    /// [`start`](Self::start) with more command-line flags, e.g.
+    /// `--enable-feature=native-histograms`.
+    pub fn start_with(binary: &Path, dir: &Path, config: &str, flags: &[&str]) -> Self {
         let addr = free_loopback_port();
         let config_file = dir.join("prometheus.yml");
         std::fs::write(&config_file, config).unwrap();
@@ -148,6 +172,7 @@ impl Prometheus {
                 ))
                 .arg(format!("--web.listen-address={addr}"))
                 .arg("--web.enable-lifecycle")
+                .args(flags)
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().unwrap())
                 .stderr(out),
