@@ -3,6 +3,9 @@
 //! precision of the sorted values; every other route is checked with metrics-util's
 //! `DebuggingRecorder` or the recorder's counts.
 
+#[path = "../../../tests/common/reference.rs"]
+mod reference;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -10,6 +13,7 @@ use laptime::{Collector, CollectorHandle, Family, FamilyOptions, Metric, SlaRule
 use laptime_metrics::{BridgeCounts, LaptimeRecorder};
 use metrics::Unit;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use reference::{assert_matches_reference, spread_values};
 
 /// `cargo test` runs a file's tests as threads of one process, and the collector is process-wide.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -19,49 +23,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 fn install(builder: laptime::CollectorBuilder) -> CollectorHandle {
     builder.install().unwrap_or_else(|e| panic!("install: {e}"))
-}
-
-/// Values spread over 1 µs – 10 ms, as whole microseconds (exact in f64 and in nanoseconds).
-fn values_us(n: usize, seed: u64) -> Vec<u64> {
-    let mut x = seed;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            1 + x % 10_000
-        })
-        .collect()
-}
-
-/// Asserts `stage`'s cumulative figures against the sorted reference `sorted_ns`.
-fn assert_matches_reference(handle: &CollectorHandle, stage: Stage, sorted_ns: &[u64]) {
-    let stats = handle.get_stats(stage, Window::Cumulative).expect("stats");
-    let n = sorted_ns.len() as u64;
-    assert_eq!(
-        (stats.count, stats.dropped),
-        (n, 0),
-        "{stage}: count, dropped"
-    );
-    assert_eq!(
-        stats.min,
-        Duration::from_nanos(sorted_ns[0]),
-        "{stage}: min"
-    );
-    assert_eq!(
-        stats.max,
-        Duration::from_nanos(sorted_ns[sorted_ns.len() - 1])
-    );
-    let digits = stage.family().map_or(3, Family::significant_digits);
-    let tolerance = 10f64.powi(-i32::from(digits));
-    for q in [0.5, 0.9, 0.95, 0.99, 0.999] {
-        let exact = sorted_ns[(laptime::rank(q, n) - 1) as usize] as f64;
-        let got = stats.quantile(q).expect("reported quantile").as_nanos() as f64;
-        assert!(
-            (got - exact).abs() <= exact * tolerance,
-            "{stage} q{q}: {got} ns vs exact {exact} ns ({digits} digits)"
-        );
-    }
 }
 
 #[test]
@@ -75,7 +36,8 @@ fn labelled_time_histograms_match_the_sorted_reference() {
     metrics::with_local_recorder(&recorder, || {
         metrics::describe_histogram!("mb_order_latency", Unit::Microseconds, "order latency");
         for (i, pair) in pairs.iter().enumerate() {
-            for us in values_us(3_000, 7 + i as u64) {
+            // Whole microseconds: exact in f64 and in nanoseconds.
+            for us in spread_values(3_000, 7 + i as u64) {
                 metrics::histogram!("mb_order_latency", "pair" => *pair).record(us as f64);
                 reference[i].push(us * 1_000);
             }
