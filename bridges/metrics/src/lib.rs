@@ -323,6 +323,10 @@ impl Recorder for LaptimeRecorder {
     }
 
     fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        // A key seen before: one lookup (`histogram!` registers on every call).
+        if let Some(cached) = self.histograms.get_histogram(key) {
+            return Histogram::from_arc(cached);
+        }
         if self.shared.nanos_per_unit(key.name()).is_some() {
             return self
                 .histograms
