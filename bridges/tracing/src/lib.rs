@@ -60,6 +60,7 @@
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -202,7 +203,7 @@ impl LaptimeLayerBuilder {
             shared: Arc::new(Shared {
                 label_fields: self.label_fields,
                 target_in_name: self.target_in_name,
-                callsites: RwLock::new(HashMap::new()),
+                callsites: RwLock::new(HashMap::default()),
                 names: Mutex::new(HashMap::new()),
                 label_sets: Mutex::new(Vec::new()),
                 tally: LayerTally::default(),
@@ -264,12 +265,34 @@ struct Shared {
     label_fields: Vec<&'static str>,
     target_in_name: bool,
     /// Each span callsite's target, resolved on its first span.
-    callsites: RwLock<HashMap<Identifier, Target>>,
+    callsites: RwLock<HashMap<Identifier, Target, BuildHasherDefault<AddressHasher>>>,
     /// Stage names the layer had to build (sanitised, or with the target), interned.
     names: Mutex<HashMap<String, &'static str>>,
     /// Label-name lists given to laptime, interned.
     label_sets: Mutex<Vec<&'static [&'static str]>>,
     tally: LayerTally,
+}
+
+/// Hashes a callsite's identity (its static's address) with a multiply per word: the lookup runs
+/// once per span, and these keys are addresses in the program, not input an attacker chooses,
+/// so SipHash's protection buys nothing here.
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_usize(usize::from(*b));
+        }
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.0 = (self.0.rotate_left(26) ^ word as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// Where a callsite's spans go.
