@@ -592,3 +592,8 @@ impl HistogramFn for Unrouted {
         self.count();
     }
 }
+
+/// docs/bridges.md's examples, run as doc tests so the guide cannot drift from either bridge.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/bridges.md")]
+pub struct BridgesGuide;
