@@ -65,7 +65,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use laptime::{Family, LabelValues, Stage, StageError, TripReason};
+use laptime::{Destination, LabelValues, Stage, StageError, TripReason};
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SetRecorderError, SharedString, Unit,
@@ -343,20 +343,9 @@ struct Shared {
     /// Histogram names described with a unit.
     described: RwLock<HashMap<String, Unit>>,
     suffixes: Vec<(String, Unit)>,
-    /// Each time-histogram name's laptime target, resolved once.
-    names: Mutex<HashMap<String, Target>>,
+    /// Each time-histogram name's destination in laptime, resolved once (`None`: refused).
+    names: Mutex<HashMap<String, Option<Destination>>>,
     tally: Tally,
-}
-
-/// Where a time-histogram name goes in laptime.
-#[derive(Clone, Copy)]
-enum Target {
-    /// A name used without labels.
-    Stage(Stage),
-    /// A name with labels: the family of the first key's label names.
-    Family(Family),
-    /// A name laptime refused.
-    Refused,
 }
 
 impl Shared {
@@ -388,13 +377,13 @@ impl Shared {
     }
 
     /// The laptime target of `key`'s name, resolved on the name's first key.
-    fn target(&self, key: &Key) -> Target {
+    fn destination(&self, key: &Key) -> Option<Destination> {
         let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(target) = names.get(key.name()) {
             return *target;
         }
         if names.len() >= MAX_NAMES {
-            return Target::Refused;
+            return None;
         }
         let target = resolve(key);
         names.insert(key.name().to_owned(), target);
@@ -402,34 +391,17 @@ impl Shared {
     }
 }
 
-/// Declares `key`'s name in laptime: a stage without labels, a family with them. The name and
-/// label names are kept for the process (laptime's names are `&'static`); each name is resolved
-/// once and at most [`MAX_NAMES`] of them, so this is bounded.
-fn resolve(key: &Key) -> Target {
+/// Declares `key`'s name in laptime: a stage without labels, a family with them (a name labelled
+/// elsewhere is its family, whose overflow series takes keys with other label names). The name
+/// and label names are kept for the process (laptime's names are `&'static`); each name is
+/// resolved once and at most [`MAX_NAMES`] of them, so this is bounded.
+fn resolve(key: &Key) -> Option<Destination> {
     let name: &'static str = Box::leak(key.name().to_owned().into_boxed_str());
-    let existing = || {
-        Family::all()
-            .into_iter()
-            .find(|f| f.name() == name)
-            .map_or(Target::Refused, Target::Family)
-    };
-    if key.labels().next().is_none() {
-        return match Stage::new(name) {
-            Ok(stage) => Target::Stage(stage),
-            // Labelled elsewhere: its overflow series (counted by the family) takes the key.
-            Err(StageError::NameIsAFamily { .. }) => existing(),
-            Err(_) => Target::Refused,
-        };
-    }
     let label_names: Vec<&'static str> = key
         .labels()
         .map(|l| &*Box::leak(l.key().to_owned().into_boxed_str()))
         .collect();
-    match Family::new(name, label_names.leak()) {
-        Ok(family) => Target::Family(family),
-        Err(StageError::FamilyRedeclared { .. }) => existing(),
-        Err(_) => Target::Refused,
-    }
+    Destination::declare(name, label_names.leak()).ok()
 }
 
 /// The metrics-util registry's storage: creates a key's histogram handle, resolving its series.
@@ -450,14 +422,13 @@ impl Storage<Key> for Resolver {
 
     fn histogram(&self, key: &Key) -> Self::Histogram {
         let shared = &self.0;
-        let stage = match shared.target(key) {
-            Target::Stage(stage) => Some(stage),
-            Target::Family(family) => Some(family.series_or_overflow(&KeyValues {
-                key,
-                names: family.label_names(),
-            })),
-            Target::Refused => None,
-        };
+        let stage = shared.destination(key).map(|destination| {
+            let names = match destination {
+                Destination::Family(family) => family.label_names(),
+                _ => &[],
+            };
+            destination.stage(&KeyValues { key, names })
+        });
         Arc::new(TimeHistogram {
             stage,
             nanos_per_unit: shared.nanos_per_unit(key.name()).unwrap_or(1.0),

@@ -65,7 +65,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use laptime::{Family, LabelValues, Stage, StageError};
+use laptime::{Destination, Family, LabelValues};
 use parking_lot::{Mutex, RwLock};
 use tracing_core::callsite::Identifier;
 use tracing_core::field::{Field, Visit};
@@ -265,7 +265,8 @@ struct Shared {
     label_fields: Vec<&'static str>,
     target_in_name: bool,
     /// Each span callsite's target, resolved on its first span.
-    callsites: RwLock<HashMap<Identifier, Target, BuildHasherDefault<AddressHasher>>>,
+    /// `None`: laptime refused the callsite's name (or name and labels).
+    callsites: RwLock<HashMap<Identifier, Option<Destination>, BuildHasherDefault<AddressHasher>>>,
     /// Stage names the layer had to build (sanitised, or with the target), interned.
     names: Mutex<HashMap<String, &'static str>>,
     /// Label-name lists given to laptime, interned.
@@ -295,16 +296,8 @@ impl Hasher for AddressHasher {
     }
 }
 
-/// Where a callsite's spans go.
-#[derive(Clone, Copy)]
-enum Target {
-    Stage(Stage),
-    Family(Family),
-    Refused,
-}
-
 impl Shared {
-    fn target(&self, metadata: &'static Metadata<'static>) -> Target {
+    fn destination(&self, metadata: &'static Metadata<'static>) -> Option<Destination> {
         let id = metadata.callsite();
         if let Some(target) = self.callsites.read().get(&id) {
             return *target;
@@ -316,8 +309,9 @@ impl Shared {
             .or_insert_with(|| self.resolve(metadata))
     }
 
-    /// Declares the callsite's stage or family in laptime.
-    fn resolve(&self, metadata: &'static Metadata<'static>) -> Target {
+    /// Declares the callsite's stage, or its family when it declares label fields (a name
+    /// labelled at another callsite is that family: see [`Destination::declare`]).
+    fn resolve(&self, metadata: &'static Metadata<'static>) -> Option<Destination> {
         let name = self.stage_name(metadata);
         let declared: Vec<&'static str> = self
             .label_fields
@@ -325,25 +319,12 @@ impl Shared {
             .copied()
             .filter(|f| metadata.fields().field(f).is_some())
             .collect();
-        let existing = || {
-            Family::all()
-                .into_iter()
-                .find(|f| f.name() == name)
-                .map_or(Target::Refused, Target::Family)
+        let label_names = if declared.is_empty() {
+            &[]
+        } else {
+            self.intern_labels(declared)
         };
-        if declared.is_empty() {
-            return match Stage::new(name) {
-                Ok(stage) => Target::Stage(stage),
-                // Labelled at another callsite: its overflow series (counted) takes these.
-                Err(StageError::NameIsAFamily { .. }) => existing(),
-                Err(_) => Target::Refused,
-            };
-        }
-        match Family::new(name, self.intern_labels(declared)) {
-            Ok(family) => Target::Family(family),
-            Err(StageError::FamilyRedeclared { .. }) => existing(),
-            Err(_) => Target::Refused,
-        }
+        Destination::declare(name, label_names).ok()
     }
 
     /// The span's name, or `target::name`, as a laptime name: characters laptime does not take
@@ -419,7 +400,7 @@ impl Timings {
 
 /// One layer's state of a span.
 struct Timing {
-    target: Target,
+    destination: Destination,
     values: Values,
     created: u64,
     first_enter: Option<u64>,
@@ -480,10 +461,10 @@ impl fmt::Write for Slot {
 }
 
 impl Values {
-    fn new(target: Target) -> Values {
+    fn new(destination: Destination) -> Values {
         Values {
-            family: match target {
-                Target::Family(f) => Some(f),
+            family: match destination {
+                Destination::Family(f) => Some(f),
                 _ => None,
             },
             slots: [Slot::EMPTY; MAX_LABEL_FIELDS],
@@ -543,13 +524,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let target = self.shared.target(attrs.metadata());
-        if let Target::Refused = target {
+        let Some(destination) = self.shared.destination(attrs.metadata()) else {
             self.shared.tally.0.refused.fetch_add(1, Ordering::Relaxed);
             return;
-        }
+        };
         let Some(span) = ctx.span(id) else { return };
-        let mut values = Values::new(target);
+        let mut values = Values::new(destination);
         if values.family.is_some() {
             attrs.record(&mut values);
         }
@@ -559,7 +539,7 @@ where
             0
         };
         let timing = Timing {
-            target,
+            destination,
             values,
             created,
             first_enter: None,
@@ -646,11 +626,7 @@ where
                 return;
             }
         };
-        let stage = match timing.target {
-            Target::Stage(stage) => stage,
-            Target::Family(family) => family.series_or_overflow(&timing.values),
-            Target::Refused => return,
-        };
+        let stage = timing.destination.stage(&timing.values);
         laptime::record(stage, Duration::from_nanos(ns));
     }
 }
