@@ -19,19 +19,6 @@ use laptime_metrics::LaptimeRecorder;
 
 const ROUNDS: usize = 7;
 
-/// The CPU's model name, as `lscpu` prints it.
-fn cpu() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned())
-}
-
 fn main() {
     let iters: u64 = std::env::args()
         .nth(1)
@@ -62,26 +49,12 @@ fn main() {
             metrics::histogram!("npr_macro_seconds", "pair" => "BTC-USD").record(3e-6)
         }),
     ];
-    let mut figures = vec![Vec::new(); variants.len()];
-    for _ in 0..ROUNDS {
-        for (i, (_, body)) in variants.iter().enumerate() {
-            let t = common::timed_in_chunks(iters, 1, body);
-            figures[i].push(t.as_nanos() as f64 / iters as f64);
-        }
-    }
-    let medians: Vec<f64> = figures
-        .iter_mut()
-        .map(|f| {
-            f.sort_by(f64::total_cmp);
-            f[f.len() / 2]
-        })
-        .collect();
-    println!("CPU: {}; {iters} calls x {ROUNDS} rounds, medians", cpu());
-    println!("| path | ns per record | x laptime span |");
-    println!("|---|---:|---:|");
-    for ((name, _), ns) in variants.iter().zip(&medians) {
-        println!("| {name} | {ns:.1} | {:.2} |", ns / medians[1]);
-    }
+    let medians = common::median_ns_per_iter(iters, ROUNDS, variants.len(), |i| {
+        common::timed_in_chunks(iters, 1, variants[i].1)
+    });
+    let rows: Vec<(&str, f64)> = variants.iter().map(|v| v.0).zip(medians).collect();
+    let run = format!("{iters} calls x {ROUNDS} rounds, medians");
+    common::print_ratio_table(&run, "record", &rows, 1);
     laptime::flush();
     let recorded = laptime::get_stats("npr_macro_seconds", laptime::Window::Cumulative)
         .map_or(0, |s| s.count + s.dropped);

@@ -22,18 +22,8 @@ use tracing_subscriber::layer::SubscriberExt;
 
 const ROUNDS: usize = 7;
 
-/// The CPU's model name, as `lscpu` prints it.
-fn cpu() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned())
-}
+/// A path timed: its name, the dispatcher it runs under (none: laptime alone), its body.
+type Variant<'a> = (&'a str, Option<&'a Dispatch>, &'a dyn Fn());
 
 fn layer(time: SpanTime) -> LaptimeLayer {
     LaptimeLayer::builder()
@@ -66,7 +56,7 @@ fn main() {
     let own = || {
         let _g = laptime::start(span_stage);
     };
-    let variants: [(&str, Option<&Dispatch>, &dyn Fn()); 6] = [
+    let variants: [Variant<'_>; 6] = [
         ("TSC pair (bare clock reads)", None, &tsc),
         ("laptime::start guard (a span)", None, &own),
         (
@@ -82,30 +72,17 @@ fn main() {
             &labelled,
         ),
     ];
-    let mut figures = vec![Vec::new(); variants.len()];
-    for _ in 0..ROUNDS {
-        for (i, (_, dispatch, body)) in variants.iter().enumerate() {
-            let run = || common::timed_in_chunks(iters, 1, body);
-            let t = match dispatch {
-                Some(d) => tracing::dispatcher::with_default(d, run),
-                None => run(),
-            };
-            figures[i].push(t.as_nanos() as f64 / iters as f64);
+    let medians = common::median_ns_per_iter(iters, ROUNDS, variants.len(), |i| {
+        let (_, dispatch, body) = variants[i];
+        let run = || common::timed_in_chunks(iters, 1, body);
+        match dispatch {
+            Some(d) => tracing::dispatcher::with_default(d, run),
+            None => run(),
         }
-    }
-    let medians: Vec<f64> = figures
-        .iter_mut()
-        .map(|f| {
-            f.sort_by(f64::total_cmp);
-            f[f.len() / 2]
-        })
-        .collect();
-    println!("CPU: {}; {iters} spans x {ROUNDS} rounds, medians", cpu());
-    println!("| path | ns per span | x laptime span |");
-    println!("|---|---:|---:|");
-    for ((name, ..), ns) in variants.iter().zip(&medians) {
-        println!("| {name} | {ns:.1} | {:.2} |", ns / medians[1]);
-    }
+    });
+    let rows: Vec<(&str, f64)> = variants.iter().map(|v| v.0).zip(medians).collect();
+    let run = format!("{iters} spans x {ROUNDS} rounds, medians");
+    common::print_ratio_table(&run, "span", &rows, 1);
     laptime::flush();
     let count = |name| {
         laptime::get_stats(name, laptime::Window::Cumulative).map_or(0, |s| s.count + s.dropped)
