@@ -52,9 +52,11 @@
 //!   values never repeat (a request id) grows the cache, though laptime's own memory stays
 //!   bounded by its caps (such keys go to the overflow series).
 //! * Metric names become laptime stage names: at most [`laptime::MAX_NAME_LEN`] bytes of
-//!   `[A-Za-z0-9_.:/-]`; up to [`MAX_NAMES`] distinct time-histogram names are kept. A name laptime
-//!   refuses, or a name used both with and without labels, is counted in
-//!   [`BridgeCounts::refused`] (labels missing from a family's set go to its overflow series).
+//!   `[A-Za-z0-9_.:/-]`; up to [`MAX_NAMES`] distinct time-histogram names are kept. One name,
+//!   one label set: the first key of a name decides ([`laptime::Destination::declare`]). Once a
+//!   name has labels, a key with other label names (or none) goes to its family's overflow
+//!   series; once a name is a plain stage, its labelled keys are refused. Refused records (that,
+//!   a name or label name laptime refuses) are counted in [`BridgeCounts::refused`].
 //! * This crate depends on laptime without its `enable` feature: the final binary turns it on.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
