@@ -424,13 +424,15 @@ impl Storage<Key> for Resolver {
 
     fn histogram(&self, key: &Key) -> Self::Histogram {
         let shared = &self.0;
-        let stage = shared.destination(key).map(|destination| {
-            let names = match destination {
-                Destination::Family(family) => family.label_names(),
-                _ => &[],
-            };
-            destination.stage(&KeyValues { key, names })
-        });
+        let stage = match shared.destination(key) {
+            Some(Destination::Family(family)) => Some(family.series_or_overflow(&KeyValues {
+                key,
+                names: family.label_names(),
+            })),
+            // A plain stage's name with labels: refused, not recorded with its labels dropped.
+            Some(Destination::Stage(stage)) if key.labels().next().is_none() => Some(stage),
+            _ => None,
+        };
         Arc::new(TimeHistogram {
             stage,
             nanos_per_unit: shared.nanos_per_unit(key.name()).unwrap_or(1.0),

@@ -169,6 +169,9 @@ fn bad_values_and_keys_are_counted_never_recorded_never_a_panic() {
         // Names laptime refuses: a label name reserved by the export, a name with a space.
         metrics::histogram!("mb_refused_seconds", "le" => "1").record(1.0);
         metrics::histogram!("mb refused_seconds").record(1.0);
+        // A plain stage first: its labelled keys have nowhere to go.
+        metrics::histogram!("mb_plain_first_seconds").record(1e-6);
+        metrics::histogram!("mb_plain_first_seconds", "pair" => "a").record(1e-6);
         // Counters and gauges with no fallback.
         metrics::counter!("mb_unrouted_total").increment(1);
         metrics::gauge!("mb_unrouted").increment(1.0);
@@ -176,7 +179,10 @@ fn bad_values_and_keys_are_counted_never_recorded_never_a_panic() {
     assert!(handle.flush());
     let counts = recorder.tally().counts();
     assert_eq!(counts.invalid_values, 4, "NaN, -1, +inf, -inf");
-    assert_eq!(counts.refused, 2);
+    assert_eq!(
+        counts.refused, 3,
+        "le=, the space, the plain stage's labelled key"
+    );
     assert_eq!(counts.unrouted, 2);
     let s = handle
         .get_stats("mb_bad_values_seconds", Window::Cumulative)
