@@ -38,7 +38,7 @@
 //!
 //! | `metrics` | laptime |
 //! |---|---|
-//! | histogram described with a time [`Unit`], or whose name a [time filter](LaptimeRecorderBuilder::with_time_suffix) matches | a stage of the key's name; with labels, a [`laptime::Family`] of the key's label names (in the first key's order), a series per label-value set |
+//! | histogram described with a time [`Unit`], or whose name a [time filter](LaptimeRecorderBuilder::with_time_suffix) matches | a stage of the key's name (or without its time suffix: [`with_time_suffix_stripped`](LaptimeRecorderBuilder::with_time_suffix_stripped)); with labels, a [`laptime::Family`] of the key's label names (in the first key's order), a series per label-value set |
 //! | its `f64` value, in the unit | a `Duration` (rounded to the nanosecond) given to `laptime::record` |
 //! | a counter named by [`LaptimeRecorderBuilder::with_trip_counter`] | trips of a laptime trip reason |
 //! | every other counter, gauge and histogram, and every description | the [fallback](LaptimeRecorderBuilder::with_fallback) recorder, or counted in [`BridgeCounts::unrouted`] |
@@ -151,6 +151,7 @@ impl std::error::Error for BridgeError {}
 /// [`install`](Self::install).
 pub struct LaptimeRecorderBuilder {
     suffixes: Vec<(String, Unit)>,
+    strip_suffix: bool,
     trips: Vec<(String, &'static str)>,
     fallback: Option<Box<dyn Recorder + Send + Sync>>,
 }
@@ -179,6 +180,15 @@ impl LaptimeRecorderBuilder {
     /// No name filter: only histograms described with a time unit go to laptime.
     pub fn without_time_suffixes(mut self) -> Self {
         self.suffixes.clear();
+        self
+    }
+
+    /// Stage names without the time suffix the metric's name ends with (`order_latency_seconds`
+    /// is the stage `order_latency`): laptime's Prometheus export adds its own unit suffix, so
+    /// without this the exported name says `_seconds_seconds`. Off by default: the stage is then
+    /// the metric's name, as written.
+    pub fn with_time_suffix_stripped(mut self, on: bool) -> Self {
+        self.strip_suffix = on;
         self
     }
 
@@ -218,6 +228,7 @@ impl LaptimeRecorderBuilder {
         let shared = Arc::new(Shared {
             described: RwLock::new(HashMap::new()),
             suffixes: self.suffixes,
+            strip_suffix: self.strip_suffix,
             names: Mutex::new(HashMap::new()),
             tally: tally.clone(),
         });
@@ -266,6 +277,7 @@ impl LaptimeRecorder {
     pub fn builder() -> LaptimeRecorderBuilder {
         LaptimeRecorderBuilder {
             suffixes: vec![("_seconds".to_owned(), Unit::Seconds)],
+            strip_suffix: false,
             trips: Vec::new(),
             fallback: None,
         }
@@ -345,6 +357,7 @@ struct Shared {
     /// Histogram names described with a unit.
     described: RwLock<HashMap<String, Unit>>,
     suffixes: Vec<(String, Unit)>,
+    strip_suffix: bool,
     /// Each time-histogram name's destination in laptime, resolved once (`None`: refused).
     names: Mutex<HashMap<String, Option<Destination>>>,
     tally: Tally,
@@ -387,18 +400,31 @@ impl Shared {
         if names.len() >= MAX_NAMES {
             return None;
         }
-        let target = resolve(key);
+        let target = resolve(key, self.stage_name(key.name()));
         names.insert(key.name().to_owned(), target);
         target
     }
+
+    /// The stage name of the metric `name`: itself, or without its time suffix when asked (and
+    /// something is left).
+    fn stage_name<'a>(&self, name: &'a str) -> &'a str {
+        if !self.strip_suffix {
+            return name;
+        }
+        self.suffixes
+            .iter()
+            .filter_map(|(suffix, _)| name.strip_suffix(suffix.as_str()))
+            .find(|stem| !stem.is_empty())
+            .unwrap_or(name)
+    }
 }
 
-/// Declares `key`'s name in laptime: a stage without labels, a family with them (a name labelled
+/// Declares `key`'s name (as `stage_name`) in laptime: a stage without labels, a family with them (a name labelled
 /// elsewhere is its family, whose overflow series takes keys with other label names). The name
 /// and label names are kept for the process (laptime's names are `&'static`); each name is
 /// resolved once and at most [`MAX_NAMES`] of them, so this is bounded.
-fn resolve(key: &Key) -> Option<Destination> {
-    let name: &'static str = Box::leak(key.name().to_owned().into_boxed_str());
+fn resolve(key: &Key, stage_name: &str) -> Option<Destination> {
+    let name: &'static str = Box::leak(stage_name.to_owned().into_boxed_str());
     let label_names: Vec<&'static str> = key
         .labels()
         .map(|l| &*Box::leak(l.key().to_owned().into_boxed_str()))

@@ -226,3 +226,54 @@ fn sla_rules_judge_series_fed_through_the_bridge() {
     assert_eq!(violations.len(), 1, "{violations:?}");
     assert_eq!(violations[0].labels, &[("pair", "BTC-USD")]);
 }
+
+#[test]
+fn series_fed_through_the_bridge_reach_the_prometheus_export() {
+    let _s = serial();
+    let exporter = laptime::export::prometheus::PrometheusExporter::builder()
+        .with_namespace("mb")
+        .build()
+        .unwrap();
+    let handle = install(Collector::builder().with_prometheus(exporter.clone()));
+    let recorder = LaptimeRecorder::builder()
+        .with_trip_counter("mb_prom_trips_total", "mb_prom_trip")
+        .build()
+        .unwrap();
+    let stripped = LaptimeRecorder::builder()
+        .with_time_suffix_stripped(true)
+        .build()
+        .unwrap();
+    metrics::with_local_recorder(&recorder, || {
+        for _ in 0..3 {
+            metrics::histogram!("mb_prom_latency_seconds", "pair" => "BTC-USD").record(2e-6);
+        }
+        metrics::counter!("mb_prom_trips_total").increment(1);
+    });
+    metrics::with_local_recorder(&stripped, || {
+        metrics::histogram!("mb_prom_stripped_seconds", "pair" => "BTC-USD").record(2e-6);
+    });
+    assert!(handle.flush());
+    let text = exporter.render().unwrap();
+    let count = text
+        .lines()
+        .find(|l| l.contains("_count{") && l.contains(r#"pair="BTC-USD""#))
+        .unwrap_or_else(|| panic!("no count line for the series:\n{text}"));
+    // The stage keeps the metric's name, and the export adds its unit.
+    assert!(
+        count.starts_with("mb_mb_prom_latency_seconds_seconds_count"),
+        "{count}"
+    );
+    assert!(count.ends_with(" 3"), "{count}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains(r#"reason="mb_prom_trip""#) && l.ends_with(" 1")),
+        "the trip counter:\n{text}"
+    );
+    // Stripped: the stage is `mb_prom_stripped`, exported once with the unit.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("mb_mb_prom_stripped_seconds_count{") && l.ends_with(" 1")),
+        "the stripped name:\n{text}"
+    );
+    assert!(Stage::lookup("mb_prom_stripped", &[("pair", "BTC-USD")]).is_some());
+}
