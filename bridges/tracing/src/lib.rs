@@ -608,13 +608,13 @@ where
         let Some(timing) = taken else {
             return;
         };
-        let now = self.now();
+        // The clock is read only when the figure needs the close: not for a busy span.
         let ns = match (self.time, timing.first_enter) {
-            (SpanTime::Wall, _) => now.saturating_sub(timing.created),
-            (SpanTime::WallFromFirstEnter, Some(first)) => now.saturating_sub(first),
+            (SpanTime::Wall, _) => self.now().saturating_sub(timing.created),
+            (SpanTime::WallFromFirstEnter, Some(first)) => self.now().saturating_sub(first),
             // Still entered at its close (a guard moved away and leaked): count to now.
             (SpanTime::Busy, Some(_)) if timing.depth > 0 => {
-                timing.busy + now.saturating_sub(timing.entered_at)
+                timing.busy + self.now().saturating_sub(timing.entered_at)
             }
             (SpanTime::Busy, Some(_)) => timing.busy,
             (_, None) => {
