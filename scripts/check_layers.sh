@@ -38,7 +38,16 @@ if [ -n "$hits" ]; then
   failed=1
 fi
 
+# The bridges are crates of their own (issue 18): the core's dependencies name neither facade, so
+# a user who wants neither builds neither.
+hits=$(sed -n '/^\[dependencies\]/,/^\[/p' Cargo.toml | search -nE '^(metrics|metrics-util|tracing|tracing-core|tracing-subscriber|laptime-metrics|laptime-tracing) *=')
+if [ -n "$hits" ]; then
+  echo "the core depends on a bridge's facade (keep it in bridges/):"
+  echo "$hits"
+  failed=1
+fi
+
 if [ "$failed" -ne 0 ]; then
   exit 1
 fi
-echo "layers: the engine (${#present[@]} paths) names no edge and branches on no feature but enable/test-util"
+echo "layers: the engine (${#present[@]} paths) names no edge and branches on no feature but enable/test-util; the core depends on no bridge facade"

@@ -27,9 +27,12 @@ scripts/check_dashboard.sh ops/grafana/dashboard.json ops/native/grafana/dashboa
 
 step "doc tests"
 cargo test --doc --all-features
+# the bridges' crate docs and docs/bridges.md (included by laptime-metrics)
+cargo test --doc -p laptime-metrics -p laptime-tracing
 
 step "docs as docs.rs builds them (every feature), rustdoc warnings are errors"
-RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features -p laptime -p laptime-macros -p laptime-duration
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features -p laptime -p laptime-macros -p laptime-duration \
+  -p laptime-metrics -p laptime-tracing
 
 step "dependency policy: licenses, bans, sources (cargo deny; advisories need the network)"
 # cargo deny reads the whole graph, other platforms' crates too (windows-sys and the like), which

@@ -517,6 +517,65 @@ impl Family {
     }
 }
 
+/// Where the values of one name go when its label values are known only at run time, as for the
+/// bridges (a `metrics` key, a `tracing` callsite): the name's stage, or a series of its family.
+///
+/// ```
+/// use laptime::family::Destination;
+/// let venue = Destination::declare("doc_dest_rtt", &["venue"]).unwrap();
+/// let xnas = venue.stage(&["XNAS"]);
+/// assert_eq!(xnas.labels(), &[("venue", "XNAS")]);
+/// // The name is a family now: declaring it without labels finds the family, whose overflow
+/// // series takes values that do not match its labels (counted in `Family::overflowed`).
+/// let plain = Destination::declare("doc_dest_rtt", &[]).unwrap();
+/// assert_eq!(plain, venue);
+/// let Destination::Family(family) = plain else { unreachable!() };
+/// assert_eq!(plain.stage(&[] as &[&str]), family.overflow());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Destination {
+    /// A name used without labels.
+    Stage(Stage),
+    /// A name with runtime labels.
+    Family(Family),
+}
+
+impl Destination {
+    /// Declares `name` (or finds it): a stage when `label_names` is empty, else a family of
+    /// those label names. A name that is a family already is that family, whatever label names
+    /// are given here: values that do not match its labels go to its overflow series. Other
+    /// refusals (an invalid name, a name that is a stage of its own and is now given labels, a
+    /// cap) are the errors of [`Stage::new`] and [`Family::new`].
+    pub fn declare(
+        name: &'static str,
+        label_names: &'static [&'static str],
+    ) -> Result<Destination, StageError> {
+        let declared = if label_names.is_empty() {
+            Stage::new(name).map(Destination::Stage)
+        } else {
+            Family::new(name, label_names).map(Destination::Family)
+        };
+        match declared {
+            Err(e @ (StageError::NameIsAFamily { .. } | StageError::FamilyRedeclared { .. })) => {
+                named(name).map(Destination::Family).ok_or(e)
+            }
+            other => other,
+        }
+    }
+
+    /// The stage values labelled `values` go to: the name's stage (the values unused), or its
+    /// family's series for them ([`Family::series_or_overflow`]: no lock and no allocation once
+    /// the series exists).
+    #[inline]
+    pub fn stage<V: LabelValues + ?Sized>(self, values: &V) -> Stage {
+        match self {
+            Destination::Stage(stage) => stage,
+            Destination::Family(family) => family.series_or_overflow(values),
+        }
+    }
+}
+
 /// What [`Family::top`] ranks series by, slowest first.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]

@@ -181,7 +181,7 @@ pub use collector::{
 #[cfg(not(laptime_loom))]
 pub use error::{ConfigError, InstallError, InstallErrorKind, SeriesError, SinkError, StageError};
 #[cfg(not(laptime_loom))]
-pub use family::{Family, FamilyOptions, LabelValue, LabelValues, Rank};
+pub use family::{Destination, Family, FamilyOptions, LabelValue, LabelValues, Rank};
 #[cfg(not(laptime_loom))]
 pub use limits::{MAX_RING_CAPACITY, MAX_SLICES_PER_WINDOW};
 #[cfg(not(laptime_loom))]

@@ -74,6 +74,55 @@ pub fn timed_in_chunks_then(
     timed
 }
 
+/// The CPU's model name, as `lscpu` prints it (`model name` in `/proc/cpuinfo`): every figure is
+/// written down with its machine.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
+
+/// Times each of `paths` paths `rounds` times, interleaved (so a busy spell of the machine falls
+/// on every path alike): `time(i)` runs path `i` `iters` times and returns how long it took.
+/// Returns each path's median ns per iteration.
+pub fn median_ns_per_iter(
+    iters: u64,
+    rounds: usize,
+    paths: usize,
+    mut time: impl FnMut(usize) -> Duration,
+) -> Vec<f64> {
+    let mut figures = vec![Vec::with_capacity(rounds); paths];
+    for _ in 0..rounds {
+        for (i, figure) in figures.iter_mut().enumerate() {
+            figure.push(time(i).as_nanos() as f64 / iters as f64);
+        }
+    }
+    figures
+        .into_iter()
+        .map(|mut f| {
+            f.sort_by(f64::total_cmp);
+            f[f.len() / 2]
+        })
+        .collect()
+}
+
+/// Prints `rows` (a path, its ns per operation) as a markdown table, each also as a ratio to
+/// row `base`, under a line naming the CPU and the run.
+pub fn print_ratio_table(run: &str, per: &str, rows: &[(&str, f64)], base: usize) {
+    println!("CPU: {}; {run}", cpu_model());
+    println!("| path | ns per {per} | x {} |", rows[base].0);
+    println!("|---|---:|---:|");
+    for (name, ns) in rows {
+        println!("| {name} | {ns:.1} | {:.2} |", ns / rows[base].1);
+    }
+}
+
 /// The process's collector, installed before anything records, with rings big enough that the
 /// aggregator's default 10 ms interval never lets one fill between our flushes.
 pub fn collector() -> &'static CollectorHandle {
