@@ -1,4 +1,4 @@
-//! The generated operations files (`ops/`, written by `laptime rules --config
+//! The generated operations files (`ops/` and `ops/native/`, written by `laptime rules --config
 //! demo/trading_tick.toml --out ops`) against a real Prometheus server scraping the demo.
 //!
 //! Two demos run on loopback with `--config demo/trading_tick.toml`: `--env baseline`, and
@@ -62,15 +62,37 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Which of the generated sets is checked: `ops/` over classic buckets, or `ops/native/` (`laptime
+/// rules --native`) over the native histograms the demos export with `--native` to a Prometheus
+/// started with `--enable-feature=native-histograms`.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Classic,
+    Native,
+}
+
 #[test]
 fn generated_rules_and_dashboard_have_data_and_the_planted_slowdown_alerts() {
+    check_ops(Mode::Classic);
+}
+
+#[test]
+fn generated_native_rules_and_dashboard_have_data_and_the_planted_slowdown_alerts() {
+    check_ops(Mode::Native);
+}
+
+fn check_ops(mode: Mode) {
     let Some(prometheus) = find_tool("prometheus") else {
         skip_or_fail("no prometheus binary (apt-get install prometheus)");
         return;
     };
+    let ops = root().join(match mode {
+        Mode::Classic => "ops",
+        Mode::Native => "ops/native",
+    });
     let config_file = root().join("demo/trading_tick.toml");
-    let rules_file = root().join("ops/prometheus/rules.yml");
-    let dashboard_file = root().join("ops/grafana/dashboard.json");
+    let rules_file = ops.join("prometheus/rules.yml");
+    let dashboard_file = ops.join("grafana/dashboard.json");
     let job = prometheus_job(&config_file);
     let rules = Rule::parse_file(&rules_file);
     let dashboard: Value =
@@ -78,7 +100,7 @@ fn generated_rules_and_dashboard_have_data_and_the_planted_slowdown_alerts() {
     let work = TempDir::new("laptime-ops-live");
 
     let config = config_file.to_str().unwrap();
-    let common = [
+    let mut common = vec![
         "--config",
         config,
         "--seconds",
@@ -86,6 +108,9 @@ fn generated_rules_and_dashboard_have_data_and_the_planted_slowdown_alerts() {
         "--linger",
         LINGER_SECONDS,
     ];
+    if mode == Mode::Native {
+        common.push("--native");
+    }
     let (_baseline, _baseline_lines, baseline) = start_demo(
         &[&common[..], &["--env", "baseline"]].concat(),
         "baseline demo",
@@ -95,7 +120,11 @@ fn generated_rules_and_dashboard_have_data_and_the_planted_slowdown_alerts() {
         "canary demo",
     );
 
-    let mut prom = Prometheus::start(
+    let flags: &[&str] = match mode {
+        Mode::Classic => &[],
+        Mode::Native => &["--enable-feature=native-histograms"],
+    };
+    let mut prom = Prometheus::start_with(
         &prometheus,
         work.path(),
         &format!(
@@ -105,6 +134,7 @@ fn generated_rules_and_dashboard_have_data_and_the_planted_slowdown_alerts() {
              - targets: ['{baseline}', '{canary}']\n",
             serde_json::to_string(rules_file.to_str().unwrap()).unwrap()
         ),
+        flags,
     );
     if !prom.wait_up(&job, 2) {
         skip_or_fail(&format!(
@@ -117,15 +147,16 @@ fn generated_rules_and_dashboard_have_data_and_the_planted_slowdown_alerts() {
 
     // rate() needs two samples in its range; wait for three scrapes of both demos, and for the
     // rules to have recorded the p95 of both envs (the canary alert reads those series).
+    let count = match mode {
+        Mode::Classic => {
+            format!("mm_stage_duration_seconds_count{{stage=\"tick_total\",job=\"{job}\"}}[1m]")
+        }
+        Mode::Native => format!(
+            "histogram_count(mm_stage_duration_seconds{{stage=\"tick_total\",job=\"{job}\"}})[1m:1s]"
+        ),
+    };
     let ready = wait_for(Duration::from_secs(30), || {
-        let scraped = query(
-            addr,
-            &format!(
-                "count_over_time(mm_stage_duration_seconds_count\
-                 {{stage=\"tick_total\",job=\"{job}\"}}[1m]) >= 3"
-            ),
-        )
-        .ok()?;
+        let scraped = query(addr, &format!("count_over_time({count}) >= 3")).ok()?;
         let recorded = query(addr, "mm:stage_latency_seconds:p95{stage=\"tick_total\"}").ok()?;
         (scraped.len() == 2 && recorded.len() == 2).then_some(())
     });
