@@ -126,15 +126,17 @@ fn measure(c: &mut Criterion) {
     g.finish();
 }
 
-/// Pending once, then ready: one suspension.
+/// Pending once, then ready: one suspension, which wakes its task at once (as `yield_now` does),
+/// so `polls` has a wake to time before every poll but the first.
 struct Suspend(bool);
 
 impl Future for Suspend {
     type Output = ();
-    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if std::mem::replace(&mut self.0, true) {
             Poll::Ready(())
         } else {
+            cx.waker().wake_by_ref();
             Poll::Pending
         }
     }
@@ -149,6 +151,14 @@ async fn work_bare(k: u32) -> u32 {
 
 #[laptime::measure(name = "bench_async")]
 async fn work_measured(k: u32) -> u32 {
+    for _ in 0..k {
+        Suspend(false).await;
+    }
+    black_box(k)
+}
+
+#[laptime::measure(name = "bench_async_polls", polls)]
+async fn work_polls(k: u32) -> u32 {
     for _ in 0..k {
         Suspend(false).await;
     }
@@ -173,6 +183,10 @@ fn measure_async(c: &mut Criterion) {
     assert_records("bench_async", 100, || {
         run(work_measured(3));
     });
+    // Each call records its busy time once (beside its wall span, 4 polls and 3 delays).
+    assert_records("bench_async_polls.busy", 100, || {
+        run(work_polls(3));
+    });
 
     let mut g = c.benchmark_group("measure_async");
     g.throughput(Throughput::Elements(1));
@@ -187,6 +201,14 @@ fn measure_async(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 timed_in_chunks(iters, 1, || {
                     run(work_measured(black_box(k)));
+                })
+            })
+        });
+        // Records 2 + 2k values a call (wall, busy, k+1 polls, k delays): chunked like `measure`.
+        g.bench_function(format!("polls/k={k}"), |b| {
+            b.iter_custom(|iters| {
+                timed_in_chunks(iters, 2 + 2 * u64::from(k), || {
+                    run(work_polls(black_box(k)));
                 })
             })
         });

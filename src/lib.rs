@@ -249,7 +249,7 @@ pub const COMPILED_IN: bool = cfg!(feature = "enable");
 #[cfg(not(laptime_loom))]
 pub mod __private {
     pub use crate::instrument::{
-        AsyncSpan, CallSite, FamilySite, MethodSite, Outcome, OutcomeSpan,
+        AsyncSpan, CallSite, FamilySite, MethodSite, Outcome, OutcomeSpan, PollTimer,
     };
 }
 

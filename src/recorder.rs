@@ -232,7 +232,7 @@ fn push_or_count(stage: Stage, record: Record) {
 /// Without the `enable` feature this is `false` at compile time, and every entry point folds to
 /// an early return.
 #[inline(always)]
-fn recording() -> bool {
+pub(crate) fn recording() -> bool {
     crate::COMPILED_IN && CONTROL.state() & (ENABLED | STOPPED) == ENABLED
 }
 
@@ -505,6 +505,22 @@ pub fn record(stage: impl IntoStage, duration: Duration) {
             b: ticks(),
         },
     );
+}
+
+/// Records `stage` as a span from tick `start` to tick `end`, both read on this library's clock
+/// elsewhere (an async call's polls, a wake on another thread). Sampling and the switches apply
+/// as for spans.
+pub(crate) fn record_between(stage: impl IntoStage, start: u64, end: u64) {
+    if !recording() {
+        return;
+    }
+    let Some(stage) = stage.into_stage() else {
+        return;
+    };
+    if admit(stage).is_none() {
+        return;
+    }
+    push_or_count(stage, span_record(stage, 0, start, end));
 }
 
 /// Most splits a [`Lap`] holds before it writes them out.

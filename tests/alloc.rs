@@ -1,6 +1,7 @@
 //! A counting global allocator proves the hot path allocates nothing after a thread's first
 //! event: guards, the split timer, start/end tokens, manual values, sampled-out and disabled calls,
-//! guard trips, records dropped on a full ring, and `#[measure]` methods named after `Self`'s type.
+//! guard trips, records dropped on a full ring, `#[measure]` methods named after `Self`'s type,
+//! and `#[measure(polls)]` async calls (their wake cells come back from a per-thread pool).
 
 mod common;
 
@@ -24,7 +25,37 @@ struct Bats;
 impl Venue for Xnas {}
 impl Venue for Bats {}
 
+/// Pending once (waking its task at once, as `yield_now` does), then ready.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if std::mem::replace(&mut self.0, true) {
+            return std::task::Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+#[laptime::measure(name = "alloc_async", polls)]
+async fn polled_call() {
+    YieldOnce(false).await;
+}
+
+/// One `#[measure(polls)]` call, polled to completion on this thread's stack.
+fn run_polled_call() {
+    let mut call = std::pin::pin!(polled_call());
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    while call.as_mut().poll(&mut cx).is_pending() {}
+}
+
 fn hot_path(round: u32, stages: &[Stage; 4], sampled_out: Stage, watched: Stage) {
+    run_polled_call();
     // Runtime-labelled series that exist: looked up uncached by text, integer and mixed values;
     // one past the family's cap and one with a bad value, both sent to the overflow series.
     let family = laptime::family!("alloc_family", ["pair", "level"], max_series = 4);
@@ -119,6 +150,13 @@ fn nothing_on_the_hot_path_allocates_after_the_first_event() {
     );
     let s = handle.get_stats(sampled_out, Window::Cumulative).unwrap();
     assert_eq!((s.count, s.sampled_out), (0, 20_004));
+    let polls = Stage::lookup("alloc_async.poll", &[]).unwrap();
+    let p = handle.get_stats(polls, Window::Cumulative).unwrap();
+    assert_eq!(
+        p.count + p.dropped,
+        2 * 20_004,
+        "two polls a call, recorded or dropped"
+    );
 }
 
 /// Allocations made by a fresh thread's first event (which registers its ring), on a thread named

@@ -536,3 +536,181 @@ fn a_label_from_an_argument_selects_a_series_of_the_sites_family() {
     let routed = stats(&h, "macro_route", &[("pair", "XRP-USD")]);
     assert_eq!((routed.count, routed.max), (1, 4 * MS));
 }
+
+/// A door the test opens by hand: pending until opened, waking the waker it was last polled
+/// with (the wrapper `polls` puts around the runtime's).
+#[derive(Clone, Default)]
+struct Door(
+    std::sync::Arc<(
+        std::sync::atomic::AtomicBool,
+        std::sync::Mutex<Option<Waker>>,
+    )>,
+);
+
+impl Door {
+    fn open(&self) {
+        self.0.0.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(waker) = self.0.1.lock().unwrap().take() {
+            waker.wake();
+        }
+    }
+}
+
+impl Future for Door {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.0.load(std::sync::atomic::Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        *self.0.1.lock().unwrap() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+/// The runtime's waker in these tests: counts the wakes that reach it through the wrapper.
+#[derive(Default)]
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Works `work[k]` in its k-th poll, waiting for a door between polls.
+#[laptime::measure(name = "async_polled", polls)]
+async fn polled(doors: [Door; 2], work: [Duration; 3]) -> u32 {
+    clock().advance(work[0]);
+    doors[0].clone().await;
+    clock().advance(work[1]);
+    doors[1].clone().await;
+    clock().advance(work[2]);
+    7
+}
+
+/// Wall time, busy time, each poll and each wake-to-poll delay, exact under the mock clock: a call
+/// that works 5, 7 and 11 ms in three polls, waits 13 and 17 ms for its doors, and is polled 2
+/// and 3 ms after each wake.
+#[test]
+fn polls_split_an_async_call_into_busy_time_polls_and_scheduling_delay() {
+    let _s = serial();
+    let h = handle();
+    let doors = [Door::default(), Door::default()];
+    let runtime_waker = std::sync::Arc::new(CountingWaker::default());
+    let waker = Waker::from(runtime_waker.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut call = Box::pin(polled(doors.clone(), [5 * MS, 7 * MS, 11 * MS]));
+    assert!(call.as_mut().poll(&mut cx).is_pending());
+    for (k, (idle, queued)) in [(13 * MS, 2 * MS), (17 * MS, 3 * MS)]
+        .into_iter()
+        .enumerate()
+    {
+        clock().advance(idle);
+        doors[k].open();
+        clock().advance(queued);
+        let polled = call.as_mut().poll(&mut cx);
+        assert_eq!(polled.is_ready(), k == 1);
+    }
+    assert_eq!(
+        runtime_waker.0.load(std::sync::atomic::Ordering::Relaxed),
+        2,
+        "every wake reached the runtime's waker"
+    );
+    let wall = stats(&h, "async_polled", &[]);
+    assert_eq!((wall.count, wall.min), (1, 58 * MS), "5+13+2+7+17+3+11");
+    let busy = stats(&h, "async_polled.busy", &[]);
+    assert_eq!((busy.count, busy.min), (1, 23 * MS), "5+7+11");
+    let polls = stats(&h, "async_polled.poll", &[]);
+    assert_eq!((polls.count, polls.min, polls.max), (3, 5 * MS, 11 * MS));
+    let delays = stats(&h, "async_polled.wake_to_poll", &[]);
+    assert_eq!((delays.count, delays.min, delays.max), (2, 2 * MS, 3 * MS));
+}
+
+/// A runtime that hands each poll another waker (a task moved between executors): the delay of a
+/// wake through the old one is still recorded when the new one comes.
+#[test]
+fn a_new_runtime_waker_keeps_the_wake_the_old_one_saw() {
+    let _s = serial();
+    let h = handle();
+    let doors = [Door::default(), Door::default()];
+    let wakers: Vec<Waker> = (0..3)
+        .map(|_| Waker::from(std::sync::Arc::new(CountingWaker::default())))
+        .collect();
+    let mut call = Box::pin(polled(doors.clone(), [MS, MS, MS]));
+    assert!(
+        call.as_mut()
+            .poll(&mut Context::from_waker(&wakers[0]))
+            .is_pending()
+    );
+    for k in 0..2 {
+        clock().advance(4 * MS);
+        doors[k].open();
+        clock().advance((k as u32 + 5) * MS);
+        let _ = call.as_mut().poll(&mut Context::from_waker(&wakers[k + 1]));
+    }
+    let delays = stats(&h, "async_polled.wake_to_poll", &[]);
+    assert_eq!((delays.count, delays.min, delays.max), (2, 5 * MS, 6 * MS));
+}
+
+/// Recording switched off: the call runs and its wakes reach the runtime, nothing is recorded.
+#[test]
+fn polls_record_nothing_while_recording_is_off() {
+    let _s = serial();
+    let h = handle();
+    laptime::set_enabled(false);
+    let doors = [Door::default(), Door::default()];
+    let runtime_waker = std::sync::Arc::new(CountingWaker::default());
+    let waker = Waker::from(runtime_waker.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut call = Box::pin(polled(doors.clone(), [MS, MS, MS]));
+    assert!(call.as_mut().poll(&mut cx).is_pending());
+    doors[0].open();
+    assert!(call.as_mut().poll(&mut cx).is_pending());
+    doors[1].open();
+    assert_eq!(call.as_mut().poll(&mut cx), Poll::Ready(7));
+    laptime::set_enabled(true);
+    assert_eq!(
+        runtime_waker.0.load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    assert!(h.flush());
+    for name in ["async_polled", "async_polled.busy", "async_polled.poll"] {
+        let recorded = Stage::lookup(name, &[]).and_then(|s| h.get_stats(s, Window::Cumulative));
+        assert!(
+            recorded.as_ref().is_none_or(|s| s.count == 0),
+            "{name}: {recorded:?}"
+        );
+    }
+}
+
+#[laptime::measure(name = "async_yielding", polls)]
+async fn yielding(yields: u32) -> u32 {
+    for _ in 0..yields {
+        tokio::task::yield_now().await;
+    }
+    yields
+}
+
+/// On tokio's multi-thread runtime: a call that yields 4 times is polled 5 times and woken 4
+/// times, and its busy time is within its wall time.
+#[test]
+fn polls_on_a_multi_thread_runtime_count_every_poll_and_wake() {
+    let _s = serial();
+    let h = handle();
+    let calls = 20;
+    runtime().block_on(async {
+        let tasks: Vec<_> = (0..calls).map(|_| tokio::spawn(yielding(4))).collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 4);
+        }
+    });
+    let wall = stats(&h, "async_yielding", &[]);
+    let busy = stats(&h, "async_yielding.busy", &[]);
+    assert_eq!((wall.count, busy.count), (calls, calls));
+    assert_eq!(stats(&h, "async_yielding.poll", &[]).count, 5 * calls);
+    assert_eq!(
+        stats(&h, "async_yielding.wake_to_poll", &[]).count,
+        4 * calls
+    );
+    assert!(busy.max <= wall.max && busy.min <= wall.min);
+}

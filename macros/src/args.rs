@@ -22,6 +22,8 @@ pub(crate) struct Args {
     pub(crate) sample: Option<f64>,
     pub(crate) labels: Vec<(Ident, LabelArg)>,
     pub(crate) outcome: bool,
+    /// `polls`: an `async fn`'s busy time, polls and wake-to-poll delays besides its wall time.
+    pub(crate) polls: bool,
     pub(crate) krate: Option<Path>,
 }
 
@@ -33,7 +35,7 @@ pub(crate) enum LabelArg {
     Runtime(Box<Expr>),
 }
 
-const EXPECTED: &str = "expected `name = \"…\"`, `deadline = \"200ms\"`, `sample = 0.1`, `labels(key = \"value\", …)`, `outcome` or `crate = path`";
+const EXPECTED: &str = "expected `name = \"…\"`, `deadline = \"200ms\"`, `sample = 0.1`, `labels(key = \"value\", …)`, `outcome`, `polls` or `crate = path`";
 
 impl Args {
     /// Whether a label takes its value on each call: the site is then a family.
@@ -150,6 +152,12 @@ impl Args {
                 }
                 self.outcome = true;
             }
+            "polls" if accepts.outcome => {
+                if self.polls {
+                    return Err(duplicate());
+                }
+                self.polls = true;
+            }
             "crate" => {
                 if self.krate.is_some() {
                     return Err(duplicate());
@@ -167,6 +175,12 @@ impl Args {
                 return Err(syn::Error::new(
                     span,
                     "`outcome` is not taken here: put `#[laptime::measure(outcome)]` on the function that returns a `Result`",
+                ));
+            }
+            "polls" => {
+                return Err(syn::Error::new(
+                    span,
+                    "`polls` is not taken here: put `#[laptime::measure(polls)]` on the `async fn`",
                 ));
             }
             other => {

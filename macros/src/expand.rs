@@ -12,8 +12,19 @@ pub(crate) enum Name {
     /// A `&'static str` expression: `"stage_spread"`, `concat!(module_path!(), "::spread")`.
     Fixed(TokenStream),
     /// A method's default name, `module::Type::method`, with `Type` taken from `Self` on the first
-    /// call (`#[measure]` sees the method, not its `impl` block).
-    Method(Ident),
+    /// call (`#[measure]` sees the method, not its `impl` block). The string is the method's name
+    /// (with a [`Name::suffixed`] suffix).
+    Method(String),
+}
+
+impl Name {
+    /// The name with `suffix` appended (`.busy`: `stage.busy`, `module::Type::method.busy`).
+    pub(crate) fn suffixed(&self, suffix: &str) -> Name {
+        match self {
+            Name::Fixed(name) => Name::Fixed(quote!(::core::concat!(#name, #suffix))),
+            Name::Method(method) => Name::Method(format!("{method}{suffix}")),
+        }
+    }
 }
 
 /// `{ static SITE: CallSite = CallSite::new(..); &SITE }`: the stage handle a call site resolves
@@ -48,9 +59,8 @@ pub(crate) fn call_site(args: &Args, name: &Name, outcome: Option<&str>) -> Toke
                 &__LAPTIME_SITE
             }}
         }
-        Name::Method(ident) => {
-            let method = ident.to_string();
-            let template = site(&default_name(std::slice::from_ref(&method)));
+        Name::Method(method) => {
+            let template = site(&default_name(std::slice::from_ref(method)));
             quote! {{
                 static __LAPTIME_SITE: #krate::__private::MethodSite =
                     #krate::__private::MethodSite::new(::core::module_path!(), #method, #template);
@@ -92,6 +102,12 @@ pub(crate) fn check_signature(sig: &Signature, args: &Args, named: bool) -> syn:
         return Err(syn::Error::new_spanned(
             constness,
             "#[laptime::measure] cannot time a `const fn`: it may run at compile time, where there is no clock. Remove `const`, or time its callers",
+        ));
+    }
+    if args.polls && sig.asyncness.is_none() {
+        return Err(syn::Error::new_spanned(
+            &sig.ident,
+            "`polls` times the polls of an `async fn`: this function is not async (drop `polls`)",
         ));
     }
     if args.outcome && matches!(sig.output, ReturnType::Default) {
@@ -163,9 +179,26 @@ pub(crate) fn instrument(
                     }
                 }
             });
+            let body = quote!(async move { #hint #(#stmts)* });
+            let run = if args.polls {
+                // The body pinned on this call's own frame and polled through the timer: no
+                // allocation, no unsafe.
+                let timer = local("__laptime_polls");
+                let inner = local("__laptime_body");
+                let [busy, poll, woken] = [".busy", ".poll", ".wake_to_poll"]
+                    .map(|s| call_site(args, &name.suffixed(s), None));
+                quote! {
+                    let mut #timer = #krate::__private::PollTimer::new(#busy, #poll, #woken);
+                    let mut #inner = ::core::pin::pin!(#body);
+                    let #out = ::core::future::poll_fn(|cx| #timer.poll(#inner.as_mut(), cx)).await;
+                    #timer.finish();
+                }
+            } else {
+                quote!(let #out = #body.await;)
+            };
             quote! {{
                 let #span = #start;
-                let #out = async move { #hint #(#stmts)* }.await;
+                #run
                 #finish;
                 #out
             }}

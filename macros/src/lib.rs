@@ -52,7 +52,7 @@ fn measure_fn(
     // `module::function` (docs/measure.md).
     let name = |sig: &syn::Signature| match &args.name {
         Some(lit) => Name::Fixed(quote!(#lit)),
-        None if sig.receiver().is_some() => Name::Method(sig.ident.clone()),
+        None if sig.receiver().is_some() => Name::Method(sig.ident.to_string()),
         None => Name::Fixed(default_name(&[sig.ident.to_string()])),
     };
     // A family's name is fixed: given, or a free function's own.

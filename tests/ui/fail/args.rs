@@ -39,4 +39,10 @@ fn labels_empty() {}
 #[laptime::measure(labels(verb = "post", verb = "get"))]
 fn label_twice() {}
 
+#[laptime::measure(polls)]
+fn polls_not_async() {}
+
+#[laptime::measure(polls, polls)]
+async fn polls_twice() {}
+
 fn main() {}

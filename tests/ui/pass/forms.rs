@@ -101,6 +101,30 @@ async fn fetch_opaque() -> impl Display {
     3
 }
 
+#[laptime::measure(polls)]
+async fn fetch_polled(x: u32) -> u32 {
+    x + 1
+}
+
+#[laptime::measure(name = "fetch_polled_outcome", outcome, polls)]
+async fn fetch_polled_fallible(x: &str) -> Result<u32, std::num::ParseIntError> {
+    if x.is_empty() {
+        return Ok(0);
+    }
+    let n: u32 = x.parse()?;
+    Ok(n)
+}
+
+#[laptime::measure(name = "fetch_polled_pair", labels(pair = pair), polls)]
+async fn fetch_polled_pair(pair: &str) -> usize {
+    pair.len()
+}
+
+#[laptime::measure(polls)]
+async fn fetch_polled_opaque() -> impl Display {
+    3
+}
+
 struct Book {
     bids: Vec<f64>,
 }
@@ -128,6 +152,11 @@ impl Book {
 
     #[laptime::measure]
     async fn refresh(&mut self) -> usize {
+        self.bids.len()
+    }
+
+    #[laptime::measure(polls)]
+    async fn refresh_polled(&mut self) -> usize {
         self.bids.len()
     }
 }

@@ -6,6 +6,10 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
+mod polls;
+
+pub use polls::PollTimer;
+
 use crate::family::{Family, LabelValue};
 use crate::recorder::{SpanGuard, start};
 use crate::stage::{IntoStage, Labels, Stage, check_labels, check_name};
