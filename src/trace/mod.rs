@@ -88,11 +88,14 @@ use std::time::Duration;
 use crate::stage::Labels;
 
 mod format;
+mod kept;
 mod sink;
 mod tracer;
 mod writer;
 
 pub use format::{chrome_json, golden_json};
+pub(crate) use kept::{KeptValue, KeptValues};
+pub(crate) use tracer::Store;
 
 /// Why tracing cannot be set up as configured. The collector carries it inside
 /// [`ConfigError::Sink`](crate::ConfigError::Sink) (a setting, found by `validate` and
@@ -475,4 +478,6 @@ pub struct TraceSpan {
     pub depth: u32,
     /// The index in [`Trace::spans`] of the span it nests in; `None` for a child of the root.
     pub parent: Option<usize>,
+    /// The stage's id, which [`KeptValue`] carries to another sink.
+    pub(crate) stage_id: u32,
 }
