@@ -128,10 +128,13 @@ pub use ::prometheus::{Gauge, Registry};
 mod buckets;
 mod builder;
 mod encode;
+#[cfg(feature = "trace")]
+mod exemplars;
 mod families;
 mod names;
 #[cfg(feature = "prometheus-native")]
 mod native;
+mod openmetrics;
 #[cfg(feature = "prometheus-native")]
 mod protobuf;
 mod registry;
@@ -250,6 +253,25 @@ impl PrometheusExporter {
                 message: "a collector in the registry panicked while gathering".to_owned(),
             }),
         }
+    }
+
+    /// The OpenMetrics 1.0 text exposition of the whole registry (content type
+    /// `application/openmetrics-text; version=1.0.0; charset=utf-8`,
+    /// [`crate::export::Format::OpenMetrics`]), ending in `# EOF`: what a Prometheus without the
+    /// native-histograms flag asks for first. Counters and histograms of the export carry a
+    /// `_created` sample (the collector's install time), and stage histogram buckets an exemplar
+    /// naming a kept golden trace (feature `trace`) whose value they hold. Never panics, as
+    /// [`render`](Self::render).
+    pub fn render_openmetrics(&self) -> Result<String, ExportError> {
+        let created = self.shared.core.state.load().as_ref().map(|p| p.created);
+        let (registry, owned) = (&self.shared.registry, self.shared.owns_registry);
+        let names = &self.shared.core.config.names;
+        catch_unwind(AssertUnwindSafe(|| {
+            openmetrics::render(registry, owned, created, names)
+        }))
+        .map_err(|_| ExportError::Encode {
+            message: "a collector in the registry panicked while gathering".to_owned(),
+        })
     }
 
     /// The protobuf exposition of the whole registry (feature `prometheus-native`; content type
@@ -406,8 +428,10 @@ impl PrometheusExporter {
     }
 }
 
-/// What [`crate::export::http::MetricsServer`] serves: [`PrometheusExporter::render`] on
-/// `/metrics`, [`PrometheusExporter::health`] on `/health`.
+/// What [`crate::export::http::MetricsServer`] serves: on `/metrics`
+/// [`PrometheusExporter::render`], [`PrometheusExporter::render_openmetrics`] or
+/// [`PrometheusExporter::render_protobuf`] as the request's `Accept` header asks;
+/// [`PrometheusExporter::health`] on `/health`.
 #[cfg(feature = "http")]
 impl crate::export::http::Exposition for PrometheusExporter {
     fn metrics(&self) -> Result<String, ExportError> {
@@ -415,14 +439,16 @@ impl crate::export::http::Exposition for PrometheusExporter {
     }
 
     fn formats(&self) -> Vec<crate::export::Format> {
+        use crate::export::Format;
         #[cfg(feature = "prometheus-native")]
-        return vec![crate::export::Format::Protobuf];
+        return vec![Format::OpenMetrics, Format::Protobuf];
         #[cfg(not(feature = "prometheus-native"))]
-        Vec::new()
+        vec![Format::OpenMetrics]
     }
 
     fn metrics_in(&self, format: crate::export::Format) -> Result<Vec<u8>, ExportError> {
         match format {
+            crate::export::Format::OpenMetrics => self.render_openmetrics().map(String::into_bytes),
             #[cfg(feature = "prometheus-native")]
             crate::export::Format::Protobuf => self.render_protobuf(),
             _ => self.render().map(String::into_bytes),

@@ -374,6 +374,25 @@ impl MetricNames {
         .chain(self.health.iter().map(|(n, _)| n))
     }
 
+    /// Whether the export's counter `name` counts from the collector's install (OpenMetrics'
+    /// `_created`): every one but the family overflow and rejected-call counts, which the
+    /// process keeps across collectors.
+    pub(super) fn since_install(&self, name: &str) -> bool {
+        let stage_counters = [
+            &self.deadline_miss,
+            &self.guard_trips,
+            &self.dropped,
+            &self.sampled_out,
+            &self.cancelled,
+            &self.produced,
+            &self.unwound,
+            &self.synthesized,
+        ];
+        stage_counters.into_iter().any(|n| n == name)
+            || (self.health.iter())
+                .any(|(n, m)| n == name && m.counter && m.suffix != "rejected_calls_total")
+    }
+
     /// The family of a labelled stage: the namespace, the stage name with the characters a
     /// metric name cannot hold replaced by `_`, and the unit.
     pub(super) fn own_family(ns: &str, unit: Unit, stage: &str) -> String {
