@@ -134,6 +134,12 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts `binary` with `config` (the text of a prometheus.yml) written into `dir`.
     pub fn start(binary: &Path, dir: &Path, config: &str) -> Self {
+        Self::start_with(binary, dir, config, &[])
+    }
+
+    /// [`start`](Self::start) with more command-line flags (e.g.
+    /// `--enable-feature=exemplar-storage`).
+    pub fn start_with(binary: &Path, dir: &Path, config: &str, flags: &[&str]) -> Self {
         let addr = free_loopback_port();
         let config_file = dir.join("prometheus.yml");
         std::fs::write(&config_file, config).unwrap();
@@ -148,6 +154,7 @@ impl Prometheus {
                 ))
                 .arg(format!("--web.listen-address={addr}"))
                 .arg("--web.enable-lifecycle")
+                .args(flags)
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().unwrap())
                 .stderr(out),
@@ -160,7 +167,18 @@ impl Prometheus {
     /// Starts `binary` scraping `target` every second as job `job`, and waits until it is up;
     /// `None` (after `skip_or_fail` with the log) when it never scrapes the target.
     pub fn scraping(binary: &Path, dir: &Path, job: &str, target: SocketAddr) -> Option<Self> {
-        let mut prom = Self::start(
+        Self::scraping_with(binary, dir, job, target, &[])
+    }
+
+    /// [`scraping`](Self::scraping) with more command-line flags.
+    pub fn scraping_with(
+        binary: &Path,
+        dir: &Path,
+        job: &str,
+        target: SocketAddr,
+        flags: &[&str],
+    ) -> Option<Self> {
+        let mut prom = Self::start_with(
             binary,
             dir,
             &format!(
@@ -168,6 +186,7 @@ impl Prometheus {
                  scrape_configs:\n  - job_name: {job}\n    static_configs:\n      \
                  - targets: ['{target}']\n"
             ),
+            flags,
         );
         if prom.wait_up(job, 1) {
             return Some(prom);
