@@ -25,6 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use common::{clock, install, serial};
+use laptime::export::http::Exposition as _;
 use laptime::export::prometheus::{PrometheusExporter, default_buckets};
 use laptime::trace::{Reason, Trace, TraceConfig};
 use laptime::{Collector, CollectorBuilder, Stage};
@@ -405,8 +406,15 @@ fn a_real_openmetrics_parser_reads_the_text_exposition_plus_created() {
     }
     laptime::record("om_big", Duration::from_secs(20));
     handle.flush();
-    let text = exporter.render().expect("renders");
-    let om = exporter.render_openmetrics().expect("renders");
+    // Both renders from one publication: a cycle between them changes the health figures.
+    let (text, om) = (0..20)
+        .find_map(|_| {
+            let generation = exporter.generation();
+            let text = exporter.render().expect("renders");
+            let om = exporter.render_openmetrics().expect("renders");
+            (exporter.generation() == generation).then_some((text, om))
+        })
+        .expect("a quiet moment between two cycles");
     assert!(om.ends_with("\n# EOF\n"), "ends in # EOF");
     assert!(om.contains(" # {trace_id=\"tick_"), "with exemplars");
 
@@ -479,4 +487,50 @@ fn a_real_openmetrics_parser_reads_the_text_exposition_plus_created() {
         );
     }
     assert!(report["samples"].as_u64().expect("count") > 300);
+}
+
+/// What Prometheus 2.42 sends, without and with `--enable-feature=native-histograms`.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+const NATIVE_ACCEPT: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+#[test]
+fn metrics_answers_in_the_format_the_scraper_weighs_highest() {
+    let _serial = serial();
+    let exporter = exporter("om_http");
+    let handle = install(builder(&exporter));
+    tick(1);
+    handle.flush();
+    let server = laptime::export::http::MetricsServer::builder()
+        .with_addr("127.0.0.1:0".parse().expect("address"))
+        .start(exporter.clone())
+        .expect("server starts");
+    let addr = server.local_addr();
+    let ask = |accept: Option<&str>| {
+        let header = accept.map_or_else(String::new, |a| format!("Accept: {a}\r\n"));
+        let raw = format!("GET /metrics HTTP/1.1\r\nHost: t\r\n{header}Connection: close\r\n\r\n");
+        let r = http_client::send(addr, raw.as_bytes()).expect("GET /metrics");
+        assert_eq!(r.status, 200, "{accept:?}");
+        (r.header("content-type").map(str::to_owned), r.body)
+    };
+    let (ty, body) = ask(Some(PROMETHEUS_ACCEPT));
+    assert_eq!(
+        ty.as_deref(),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    assert!(body.ends_with("# EOF\n") && body.contains("om_http_stage_duration_seconds_created"));
+    for plain in [None, Some("text/plain"), Some("*/*")] {
+        let (ty, body) = ask(plain);
+        assert_eq!(
+            ty.as_deref(),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        assert!(!body.contains("# EOF") && body.contains("om_http_stage_duration_seconds_count"));
+    }
+    #[cfg(feature = "prometheus-native")]
+    assert_eq!(
+        ask(Some(NATIVE_ACCEPT)).0.as_deref(),
+        Some(laptime::export::prometheus::PROTOBUF_CONTENT_TYPE)
+    );
+    #[cfg(not(feature = "prometheus-native"))]
+    let _ = NATIVE_ACCEPT;
 }
