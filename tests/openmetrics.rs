@@ -22,13 +22,14 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use common::{clock, install, serial};
 use laptime::export::http::Exposition as _;
 use laptime::export::prometheus::{PrometheusExporter, default_buckets};
 use laptime::trace::{Reason, Trace, TraceConfig};
 use laptime::{Collector, CollectorBuilder, Stage};
+use live::unix_now;
 
 const US: Duration = Duration::from_micros(1);
 const REQ: &[(&str, &str)] = &[("verb", "post")];
@@ -191,27 +192,23 @@ fn check_exemplars(text: &str, namespace: &str, traces: &[Trace], from: f64, to:
     shown.len()
 }
 
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs_f64()
+/// An exporter under namespace `ns` and a collector tracing as `config` says, half the ticks
+/// sampled and every kept trace held in memory; and the time just before the install.
+fn traced(ns: &str, config: TraceConfig) -> (PrometheusExporter, laptime::CollectorHandle, f64) {
+    let exporter = exporter(ns);
+    let from = unix_now();
+    let config = config
+        .with_sample_rate(0.5)
+        .with_keep(laptime::trace::MAX_KEEP);
+    let handle = install(builder(&exporter).with_tracing(config));
+    (exporter, handle, from)
 }
 
 #[test]
 fn exemplars_are_the_latest_kept_value_of_each_bucket() {
     let _serial = serial();
     let ns = "om_ex";
-    let exporter = exporter(ns);
-    let from = unix_now();
-    let handle = install(
-        builder(&exporter).with_tracing(
-            TraceConfig::new("om_tick")
-                .with_sample_rate(0.5)
-                .with_golden(false)
-                .with_keep(laptime::trace::MAX_KEEP),
-        ),
-    );
+    let (exporter, handle, from) = traced(ns, TraceConfig::new("om_tick").with_golden(false));
     for i in 0..400 {
         tick(i);
         if i % 100 == 99 {
@@ -300,18 +297,11 @@ fn with_an_output_directory_exemplars_name_only_written_traces() {
     let ns = "om_files";
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("openmetrics-traces");
     let _ = std::fs::remove_dir_all(&dir);
-    let exporter = exporter(ns);
-    let from = unix_now();
-    let handle = install(
-        builder(&exporter).with_tracing(
-            TraceConfig::new("om_tick")
-                .with_sample_rate(0.5)
-                .with_golden_interval(25)
-                .with_deadline(600 * US)
-                .with_keep(laptime::trace::MAX_KEEP)
-                .with_output_dir(&dir),
-        ),
-    );
+    let config = TraceConfig::new("om_tick")
+        .with_golden_interval(25)
+        .with_deadline(600 * US)
+        .with_output_dir(&dir);
+    let (exporter, handle, from) = traced(ns, config);
     for i in 0..300 {
         tick(i);
     }

@@ -15,20 +15,13 @@ mod http_client;
 mod live;
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http_client::{encode, get, wait_for};
-use live::{Prometheus, TempDir, find_tool, query, skip_or_fail, start_demo};
+use live::{Prometheus, TempDir, find_tool, query, skip_or_fail, start_demo, unix_now};
 use serde_json::Value;
 
 const JOB: &str = "laptime-openmetrics";
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs_f64()
-}
 
 #[test]
 fn prometheus_stores_created_and_the_trace_exemplars() {

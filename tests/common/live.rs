@@ -218,6 +218,14 @@ impl Prometheus {
     }
 }
 
+/// Now, in unix seconds: what Prometheus' API and OpenMetrics timestamps are in.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+}
+
 /// One series of an instant query's result: its labels and value.
 pub type Sample = (serde_json::Map<String, Value>, f64);
 

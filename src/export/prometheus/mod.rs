@@ -1,5 +1,6 @@
 //! Prometheus export: the aggregator's figures as Prometheus metric families, in a registry of your
-//! own or one the exporter owns, rendered in the text exposition format.
+//! own or one the exporter owns, rendered as Prometheus text, OpenMetrics or (feature
+//! `prometheus-native`) protobuf.
 //!
 //! Nothing here touches the hot path. The aggregator keeps each stage's bucket counts as plain
 //! `u64`s (a table lookup and a comparison per drained record, with the same nanosecond
@@ -31,6 +32,34 @@
 //! assert!(text.contains(r#"mm_parallel_symbols{env="canary"} 4"#));
 //! # Ok::<(), laptime::export::ExportError>(())
 //! ```
+//!
+//! # Formats
+//!
+//! | render | content type | adds |
+//! |---|---|---|
+//! | [`PrometheusExporter::render`] | `text/plain; version=0.0.4` | |
+//! | [`PrometheusExporter::render_openmetrics`] | `application/openmetrics-text; version=1.0.0` | `_created`, exemplars, `# EOF` |
+//! | `PrometheusExporter::render_protobuf` (`prometheus-native`) | [`crate::export::Format::Protobuf`]'s | native histograms, start time, exemplars |
+//!
+//! [`crate::export::http::MetricsServer`] answers `/metrics` in the one the scraper's `Accept`
+//! header weighs highest (text on a tie or for a client that names none): Prometheus 2.42 asks
+//! for OpenMetrics first, or protobuf first with `--enable-feature=native-histograms`.
+//!
+//! **OpenMetrics** carries the same families and values as the text, as OpenMetrics writes them
+//! (a counter `x_total` is the family `x`, untyped is `unknown`, no `# UNIT`), `le` as canonical
+//! numbers (`1e-06`, `1.0`: a Prometheus 2.x switching a target from text stores those buckets
+//! under new series), and `_created` on every counter and histogram series: the install time of
+//! the collector, when every count started (not on `family_overflowed_total` and
+//! `rejected_calls_total`, which count across collectors).
+//!
+//! **Exemplars.** With golden traces (feature `trace`, [`crate::trace`]), each stage histogram
+//! bucket carries the latest value of a kept trace that falls in it,
+//! `… # {trace_id="tick_2911"} 0.000312 <unix seconds>`: the trace's own duration for the stage,
+//! and a trace the user can open (with an output directory, `golden_trace_2911.json`; without,
+//! one [`crate::CollectorHandle::traces`] returned). The trace sink offers kept ticks' values;
+//! this exporter's sink, on the same aggregator thread, makes each the exemplar of its bucket.
+//! The protobuf exposition carries them on its classic buckets. A registry the exporter does not
+//! own gets neither `_created` nor exemplars. More: `docs/export.md`, "Formats".
 //!
 //! # What is exported
 //!
