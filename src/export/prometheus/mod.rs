@@ -41,7 +41,7 @@
 //! | [`PrometheusExporter::render_openmetrics`] | `application/openmetrics-text; version=1.0.0` | `_created`, exemplars, `# EOF` |
 //! | `PrometheusExporter::render_protobuf` (`prometheus-native`) | [`crate::export::Format::Protobuf`]'s | native histograms, start time, exemplars |
 //!
-//! [`crate::export::http::MetricsServer`] answers `/metrics` in the one the scraper's `Accept`
+//! The `/metrics` endpoint (feature `http`) answers in the one the scraper's `Accept`
 //! header weighs highest (text on a tie or for a client that names none): Prometheus 2.42 asks
 //! for OpenMetrics first, or protobuf first with `--enable-feature=native-histograms`.
 //!
@@ -52,11 +52,11 @@
 //! the collector, when every count started (not on `family_overflowed_total` and
 //! `rejected_calls_total`, which count across collectors).
 //!
-//! **Exemplars.** With golden traces (feature `trace`, [`crate::trace`]), each stage histogram
+//! **Exemplars.** With golden traces (feature `trace`, `laptime::trace`), each stage histogram
 //! bucket carries the latest value of a kept trace that falls in it,
 //! `… # {trace_id="tick_2911"} 0.000312 <unix seconds>`: the trace's own duration for the stage,
 //! and a trace the user can open (with an output directory, `golden_trace_2911.json`; without,
-//! one [`crate::CollectorHandle::traces`] returned). The trace sink offers kept ticks' values;
+//! one `CollectorHandle::traces` returned). The trace sink offers kept ticks' values;
 //! this exporter's sink, on the same aggregator thread, makes each the exemplar of its bucket.
 //! The protobuf exposition carries them on its classic buckets. A registry the exporter does not
 //! own gets neither `_created` nor exemplars. More: `docs/export.md`, "Formats".
