@@ -96,12 +96,7 @@ fn prometheus_stores_created_and_the_trace_exemplars() {
         } else {
             le.parse().expect("le")
         };
-        let lower = bounds
-            .iter()
-            .copied()
-            .filter(|b| *b < upper)
-            .last()
-            .unwrap_or(0.0);
+        let lower = bounds.iter().copied().rfind(|b| *b < upper).unwrap_or(0.0);
         for e in s["exemplars"].as_array().expect("exemplars") {
             let trace_id = e["labels"]["trace_id"].as_str().expect("trace_id");
             let tick: u64 = (trace_id.strip_prefix("tick_").and_then(|t| t.parse().ok()))

@@ -34,6 +34,8 @@ pub(crate) struct KeptValues {
     waiting: Mutex<VecDeque<KeptValue>>,
 }
 
+// `subscribe` and `take` are the reader's: the Prometheus export's exemplars.
+#[cfg_attr(not(feature = "prometheus"), allow(dead_code))]
 impl KeptValues {
     /// From now on, kept ticks' values wait here for [`take`](Self::take).
     pub(crate) fn subscribe(&self) {
@@ -66,5 +68,63 @@ impl KeptValues {
     /// Moves every waiting value into `into`, oldest first.
     pub(crate) fn take(&self, into: &mut Vec<KeptValue>) {
         into.extend(self.waiting.lock().drain(..));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{Reason, TraceSpan};
+
+    fn trace(tick: u64, spans: usize) -> Trace {
+        let span = |i: usize| TraceSpan {
+            name: "unit_kept_span",
+            labels: &[],
+            start_ns: 0,
+            duration_ns: i as u64,
+            depth: 1,
+            parent: None,
+            stage_id: 7,
+        };
+        Trace {
+            tick,
+            reason: Reason::Sampled,
+            root: "unit_kept_root",
+            thread: "t".into(),
+            start_ns: 0,
+            duration_ns: 1_000 + tick,
+            spans: (0..spans).map(span).collect(),
+            complete: true,
+        }
+    }
+
+    #[test]
+    fn nothing_waits_until_a_reader_subscribes_and_then_at_most_the_latest() {
+        let kept = KeptValues::default();
+        let mut taken = Vec::new();
+        kept.offer(&trace(1, 2), 3);
+        kept.take(&mut taken);
+        assert!(taken.is_empty(), "no reader, nothing kept");
+
+        kept.subscribe();
+        kept.offer(&trace(2, 2), 3);
+        kept.take(&mut taken);
+        let got: Vec<_> = taken
+            .iter()
+            .map(|v| (v.stage, v.tick, v.duration_ns))
+            .collect();
+        assert_eq!(
+            got,
+            [(3, 2, 1_002), (7, 2, 0), (7, 2, 1)],
+            "the root, then each span"
+        );
+
+        taken.clear();
+        for tick in 0..3 {
+            kept.offer(&trace(tick, MAX_WAITING / 2), 3);
+        }
+        kept.take(&mut taken);
+        assert_eq!(taken.len(), MAX_WAITING, "bounded");
+        assert_eq!(taken.last().map(|v| v.tick), Some(2), "the latest stay");
     }
 }

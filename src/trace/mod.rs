@@ -94,7 +94,11 @@ mod tracer;
 mod writer;
 
 pub use format::{chrome_json, golden_json};
-pub(crate) use kept::{KeptValue, KeptValues};
+// Read by the Prometheus export, which links its buckets to kept traces (exemplars).
+#[cfg(feature = "prometheus")]
+pub(crate) use kept::KeptValue;
+pub(crate) use kept::KeptValues;
+#[cfg(feature = "prometheus")]
 pub(crate) use tracer::Store;
 
 /// Why tracing cannot be set up as configured. The collector carries it inside
