@@ -17,7 +17,8 @@
 //!   the stages that moved. Throughput is `N`, so criterion prints records/s. `drain_one_window`
 //!   is the same with one 1 s window of one slice.
 //! * `scrape`: `exporter.render()` of 64 stages (histograms, counters, health), with and without
-//!   windowed quantiles; and of 20 000 series (4 families × 5 000 symbols, ~20 values each)
+//!   windowed quantiles, beside `render_openmetrics()` and (feature `prometheus-native`)
+//!   `render_protobuf()` of the same figures; and of 20 000 series (4 families × 5 000 symbols, ~20 values each)
 //!   beside the prometheus crate's own path for the same registry (`gather` then its
 //!   `TextEncoder`), which the export used before it wrote its histograms itself.
 
@@ -216,17 +217,35 @@ fn scrape(c: &mut Criterion) {
         assert!(handle.flush());
         let text = exporter.render().expect("render");
         assert_eq!(exported_count(&exporter, stages[0]), (N / STAGES) as u64);
+        let om = exporter.render_openmetrics().expect("render");
+        assert!(om.ends_with("# EOF\n"));
+        #[cfg(feature = "prometheus-native")]
+        let protobuf = exporter.render_protobuf().expect("render").len();
+        #[cfg(not(feature = "prometheus-native"))]
+        let protobuf = 0;
         println!(
-            "scrape, 64 stages, window quantiles {window_quantiles}: {} bytes, {} lines",
+            "scrape, 64 stages, window quantiles {window_quantiles}: text {} bytes, {} lines; \
+             OpenMetrics {} bytes, {} lines; protobuf {protobuf} bytes",
             text.len(),
-            text.lines().count()
+            text.lines().count(),
+            om.len(),
+            om.lines().count(),
         );
-        let name = if window_quantiles {
-            "render/64_stages_window_quantiles"
+        let stages = if window_quantiles {
+            "64_stages_window_quantiles"
         } else {
-            "render/64_stages"
+            "64_stages"
         };
-        g.bench_function(name, |b| b.iter(|| black_box(exporter.render())));
+        g.bench_function(format!("render/{stages}"), |b| {
+            b.iter(|| black_box(exporter.render()))
+        });
+        g.bench_function(format!("render_openmetrics/{stages}"), |b| {
+            b.iter(|| black_box(exporter.render_openmetrics()))
+        });
+        #[cfg(feature = "prometheus-native")]
+        g.bench_function(format!("render_protobuf/{stages}"), |b| {
+            b.iter(|| black_box(exporter.render_protobuf()))
+        });
         drop(handle);
     }
     g.finish();

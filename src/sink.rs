@@ -154,6 +154,17 @@ pub trait Sink: Send + 'static {
 pub struct Install {
     /// The collector's generation: 1 for the first collector of the process, then 2, …
     pub generation: u64,
+    pub(crate) extensions: crate::collector::Extensions,
+}
+
+impl Install {
+    /// A value the builder was given with
+    /// [`with_extension`](crate::CollectorBuilder::with_extension), found by type: how a sink
+    /// finds another sink's shared state (whichever was added first), with no name of it in the
+    /// engine.
+    pub fn extension<T: std::any::Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.extensions.get::<T>()
+    }
 }
 
 /// The records one ring visit drained, in the order the thread wrote them.

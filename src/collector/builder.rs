@@ -556,6 +556,14 @@ impl CollectorBuilder {
 #[derive(Default, Clone)]
 pub(crate) struct Extensions(Vec<Arc<dyn Any + Send + Sync>>);
 
+impl std::fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Extensions")
+            .field("len", &self.0.len())
+            .finish()
+    }
+}
+
 impl Extensions {
     pub(crate) fn get<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
         self.0.iter().find_map(|e| e.clone().downcast::<T>().ok())

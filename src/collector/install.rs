@@ -76,7 +76,10 @@ impl CollectorBuilder {
         }
         // Before the aggregator, so a directory that cannot be created or a thread that cannot
         // be spawned fails the install (dropped with the closure if the aggregator's spawn fails).
-        let install = Install { generation };
+        let install = Install {
+            generation,
+            extensions: self.extensions.clone(),
+        };
         for i in 0..self.sinks.len() {
             if let Err(kind) = self.sinks[i].start(&install) {
                 return fail(kind, self);

@@ -15,6 +15,7 @@ mod install;
 mod query;
 mod shared;
 
+pub(crate) use builder::Extensions;
 pub use builder::{AdaptiveSampling, Collector, CollectorBuilder, SlaCallback, WindowSpec};
 pub(crate) use globals::{current_or_default, set_adaptive_ceiling, set_base_sampling};
 pub use install::CollectorHandle;

@@ -2,10 +2,12 @@
 //!
 //! [`prometheus::PrometheusExporter`] turns what the aggregator publishes into Prometheus metric
 //! families (stage histograms, guard-trip and deadline-miss counters, gauges, the library's own
-//! health) and renders them in the text exposition format. The aggregator feeds it in batches after
-//! each drain; nothing here runs on the hot path.
+//! health) and renders them as Prometheus text, OpenMetrics (with golden-trace exemplars) or
+//! protobuf. The aggregator feeds it in batches after each drain; nothing here runs on the hot
+//! path.
 //!
-//! With `http`, [`http::MetricsServer`] serves that exposition on `/metrics`, and
+//! With `http`, [`http::MetricsServer`] serves that exposition on `/metrics`, in the format the
+//! scraper's `Accept` header asks for, and
 //! [`stats_json`] one window of the published snapshot as JSON on `/stats` (what `laptime top`
 //! reads).
 
@@ -117,7 +119,7 @@ pub enum ExportError {
         /// What the registry said.
         message: String,
     },
-    /// The text exposition could not be produced.
+    /// The exposition could not be produced.
     Encode {
         /// What went wrong.
         message: String,
@@ -198,7 +200,7 @@ impl fmt::Display for ExportError {
             ),
             Self::Registry { message } => write!(f, "the Prometheus registry refused: {message}"),
             Self::Encode { message } => {
-                write!(f, "could not produce the text exposition: {message}")
+                write!(f, "could not produce the exposition: {message}")
             }
         }
     }

@@ -261,6 +261,7 @@ mod tests {
                     duration_ns: 68_300_000,
                     depth: 1,
                     parent: None,
+                    stage_id: 0,
                 },
                 TraceSpan {
                     name: "stage_emit",
@@ -269,6 +270,7 @@ mod tests {
                     duration_ns: 92_300_000,
                     depth: 1,
                     parent: None,
+                    stage_id: 0,
                 },
                 TraceSpan {
                     name: "exchange_req",
@@ -277,6 +279,7 @@ mod tests {
                     duration_ns: 1_500,
                     depth: 2,
                     parent: Some(1),
+                    stage_id: 0,
                 },
             ],
             complete: true,

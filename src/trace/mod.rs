@@ -88,11 +88,18 @@ use std::time::Duration;
 use crate::stage::Labels;
 
 mod format;
+mod kept;
 mod sink;
 mod tracer;
 mod writer;
 
 pub use format::{chrome_json, golden_json};
+// Read by the Prometheus export, which links its buckets to kept traces (exemplars).
+#[cfg(feature = "prometheus")]
+pub(crate) use kept::KeptValue;
+pub(crate) use kept::KeptValues;
+#[cfg(feature = "prometheus")]
+pub(crate) use tracer::Store;
 
 /// Why tracing cannot be set up as configured. The collector carries it inside
 /// [`ConfigError::Sink`](crate::ConfigError::Sink) (a setting, found by `validate` and
@@ -475,4 +482,6 @@ pub struct TraceSpan {
     pub depth: u32,
     /// The index in [`Trace::spans`] of the span it nests in; `None` for a child of the root.
     pub parent: Option<usize>,
+    /// The stage's id, which [`KeptValue`] carries to another sink.
+    pub(crate) stage_id: u32,
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::writer::Writer;
-use super::{Reason, Trace, TraceConfig, TraceHealth, TraceSpan};
+use super::{KeptValues, Reason, Trace, TraceConfig, TraceHealth, TraceSpan};
 use crate::InstallErrorKind;
 use crate::clock::Calibration;
 use crate::record::{Kind, Record};
@@ -90,6 +90,8 @@ pub(crate) struct Store {
     traces: Mutex<VecDeque<Arc<Trace>>>,
     /// As of the aggregator's last cycle.
     pub(crate) health: Mutex<TraceHealth>,
+    /// The values of the traces a user can open, for the sink that links to them.
+    pub(crate) kept: KeptValues,
 }
 
 impl Store {
@@ -98,6 +100,7 @@ impl Store {
             keep,
             traces: Mutex::new(VecDeque::new()),
             health: Mutex::new(TraceHealth::default()),
+            kept: KeptValues::default(),
         }
     }
 
@@ -311,6 +314,7 @@ impl Tracer {
                 duration_ns: ns(p.end).saturating_sub(start_ns),
                 depth: u32::try_from(open.len() + 1).unwrap_or(u32::MAX),
                 parent: open.last().map(|&(i, _, _)| i),
+                stage_id: p.stage,
             });
             if !p.is_instant() {
                 open.push((spans.len() - 1, p.start, p.end));
@@ -331,12 +335,20 @@ impl Tracer {
     fn keep(&mut self, trace: Trace) {
         self.kept += 1;
         self.incomplete += u64::from(!trace.complete);
-        if matches!(trace.reason, Reason::Slow | Reason::Golden)
-            && let (Some(writer), Some(dir)) = (&mut self.writer, &self.output_dir)
-        {
+        let written = matches!(trace.reason, Reason::Slow | Reason::Golden);
+        if written && let (Some(writer), Some(dir)) = (&mut self.writer, &self.output_dir) {
             let path = dir.join(format!("golden_trace_{}.json", trace.tick));
             // Serialised only once the writer has room: a full queue skips the work too.
             writer.submit(path, || super::golden_json(&trace, &self.metadata));
+        }
+        // Linked only to traces the user can open: with an output directory the files written
+        // (slow and golden), without one those `traces()` returns.
+        let openable = match self.writer {
+            Some(_) => written,
+            None => self.store.keep > 0,
+        };
+        if openable {
+            self.store.kept.offer(&trace, self.root.id());
         }
         self.store.push(Arc::new(trace));
     }

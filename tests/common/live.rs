@@ -156,7 +156,7 @@ impl Prometheus {
     }
 
     /// [`start`](Self::start) with more command-line flags, e.g.
-    /// `--enable-feature=native-histograms`.
+    /// `--enable-feature=native-histograms` or `--enable-feature=exemplar-storage`.
     pub fn start_with(binary: &Path, dir: &Path, config: &str, flags: &[&str]) -> Self {
         let addr = free_loopback_port();
         let config_file = dir.join("prometheus.yml");
@@ -185,7 +185,18 @@ impl Prometheus {
     /// Starts `binary` scraping `target` every second as job `job`, and waits until it is up;
     /// `None` (after `skip_or_fail` with the log) when it never scrapes the target.
     pub fn scraping(binary: &Path, dir: &Path, job: &str, target: SocketAddr) -> Option<Self> {
-        let mut prom = Self::start(
+        Self::scraping_with(binary, dir, job, target, &[])
+    }
+
+    /// [`scraping`](Self::scraping) with more command-line flags.
+    pub fn scraping_with(
+        binary: &Path,
+        dir: &Path,
+        job: &str,
+        target: SocketAddr,
+        flags: &[&str],
+    ) -> Option<Self> {
+        let mut prom = Self::start_with(
             binary,
             dir,
             &format!(
@@ -193,6 +204,7 @@ impl Prometheus {
                  scrape_configs:\n  - job_name: {job}\n    static_configs:\n      \
                  - targets: ['{target}']\n"
             ),
+            flags,
         );
         if prom.wait_up(job, 1) {
             return Some(prom);
@@ -222,6 +234,14 @@ impl Prometheus {
         })
         .is_some()
     }
+}
+
+/// Now, in unix seconds: what Prometheus' API and OpenMetrics timestamps are in.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
 }
 
 /// One series of an instant query's result: its labels and value.

@@ -135,6 +135,26 @@ pub(crate) struct StageBuckets {
     #[cfg(feature = "prometheus-native")]
     native: Option<super::native::NativeBuckets>,
     published: Option<Arc<StageExport>>,
+    /// The latest exemplar of each bucket (the last one of values above every bound), once a
+    /// golden trace linked one; shared with the publications until the next one changes.
+    exemplars: Option<Exemplars>,
+}
+
+/// The latest exemplar of each bucket of one stage's histogram, by bucket.
+pub(crate) type Exemplars = Arc<Vec<Option<Exemplar>>>;
+
+/// A value of a kept golden trace, shown on its bucket (OpenMetrics, and the protobuf
+/// exposition's classic buckets): the bucket then names a trace the user can open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Only golden traces (feature `trace`) make them.
+#[cfg_attr(not(feature = "trace"), allow(dead_code))]
+pub(crate) struct Exemplar {
+    /// The tick: the trace is `tick_<n>`.
+    pub(crate) tick: u64,
+    /// The value, in nanoseconds: the trace's duration for the stage.
+    pub(crate) value_ns: u64,
+    /// When the trace was kept.
+    pub(crate) at: std::time::SystemTime,
 }
 
 impl StageBuckets {
@@ -146,7 +166,27 @@ impl StageBuckets {
             #[cfg(feature = "prometheus-native")]
             native: None,
             published: None,
+            exemplars: None,
         }
+    }
+
+    /// Makes `e` the exemplar of the bucket its value falls in.
+    #[cfg(feature = "trace")]
+    pub(crate) fn set_exemplar(&mut self, e: Exemplar) {
+        let bucket = self.bounds.bucket(e.value_ns);
+        let buckets = self.bounds.len + 1;
+        let all = self
+            .exemplars
+            .get_or_insert_with(|| Arc::new(vec![None; buckets]));
+        // Copies the list only while a publication still shares it: once per cycle at most.
+        if let Some(slot) = Arc::make_mut(all).get_mut(bucket) {
+            *slot = Some(e);
+        }
+    }
+
+    /// The exemplars as of now, shared.
+    pub(crate) fn exemplars(&self) -> Option<Exemplars> {
+        self.exemplars.clone()
     }
 
     /// Counts in native buckets too, from the next value on.
@@ -233,6 +273,8 @@ impl StageBuckets {
 pub(crate) struct StageFigures {
     pub(crate) raw: Arc<StageExport>,
     pub(crate) corrected: Option<Arc<StageExport>>,
+    /// The raw histogram's exemplars, by bucket.
+    pub(crate) exemplars: Option<Exemplars>,
 }
 
 /// One stage's cumulative figures as of a cycle.
@@ -340,6 +382,7 @@ mod tests {
             #[cfg(feature = "prometheus-native")]
             native: None,
             published: None,
+            exemplars: None,
         };
         for v in [0, 10, 11, 20, 21, 50, 51, u64::MAX] {
             b.record(v);

@@ -3,12 +3,14 @@
 use ::prometheus::proto::{self, MetricFamily, MetricType};
 
 use super::Unit;
-use super::buckets::StageExport;
+use super::buckets::{Exemplars, StageExport};
 
 /// One series of a histogram family before it is written: its labels and its published counts.
 pub(super) struct HistSeries {
     pub(super) labels: Vec<proto::LabelPair>,
     pub(super) export: std::sync::Arc<StageExport>,
+    /// Golden-trace exemplars by bucket (raw histograms only).
+    pub(super) exemplars: Option<Exemplars>,
 }
 
 /// A histogram family before it is written: name, help, the unit its exporter writes, and series.

@@ -296,10 +296,12 @@ impl StageSeries {
         s: &StageScrape<'_>,
     ) {
         let export = s.figures.raw.clone();
-        self.hists
-            .entry(family)
-            .or_default()
-            .push(HistSeries { labels, export });
+        let exemplars = s.figures.exemplars.clone();
+        self.hists.entry(family).or_default().push(HistSeries {
+            labels,
+            export,
+            exemplars,
+        });
     }
 
     /// Deadline misses, for a stage with a deadline or a miss.
@@ -340,6 +342,7 @@ impl StageSeries {
             self.corrected_hists.push(HistSeries {
                 labels: s.with_stage(&[]),
                 export: export.clone(),
+                exemplars: None,
             });
         }
         if let Some(co) = s.cumulative.and_then(|c| c.corrected.as_ref()) {

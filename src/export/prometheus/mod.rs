@@ -1,5 +1,6 @@
 //! Prometheus export: the aggregator's figures as Prometheus metric families, in a registry of your
-//! own or one the exporter owns, rendered in the text exposition format.
+//! own or one the exporter owns, rendered as Prometheus text, OpenMetrics or (feature
+//! `prometheus-native`) protobuf.
 //!
 //! Nothing here touches the hot path. The aggregator keeps each stage's bucket counts as plain
 //! `u64`s (a table lookup and a comparison per drained record, with the same nanosecond
@@ -31,6 +32,34 @@
 //! assert!(text.contains(r#"mm_parallel_symbols{env="canary"} 4"#));
 //! # Ok::<(), laptime::export::ExportError>(())
 //! ```
+//!
+//! # Formats
+//!
+//! | render | content type | adds |
+//! |---|---|---|
+//! | [`PrometheusExporter::render`] | `text/plain; version=0.0.4` | |
+//! | [`PrometheusExporter::render_openmetrics`] | `application/openmetrics-text; version=1.0.0` | `_created`, exemplars, `# EOF` |
+//! | `PrometheusExporter::render_protobuf` (`prometheus-native`) | [`crate::export::Format::Protobuf`]'s | native histograms, start time, exemplars |
+//!
+//! The `/metrics` endpoint (feature `http`) answers in the one the scraper's `Accept`
+//! header weighs highest (text on a tie or for a client that names none): Prometheus 2.42 asks
+//! for OpenMetrics first, or protobuf first with `--enable-feature=native-histograms`.
+//!
+//! **OpenMetrics** carries the same families and values as the text, as OpenMetrics writes them
+//! (a counter `x_total` is the family `x`, untyped is `unknown`, no `# UNIT`), `le` as canonical
+//! numbers (`1e-06`, `1.0`: a Prometheus 2.x switching a target from text stores those buckets
+//! under new series), and `_created` on every counter and histogram series: the install time of
+//! the collector, when every count started (not on `family_overflowed_total` and
+//! `rejected_calls_total`, which count across collectors).
+//!
+//! **Exemplars.** With golden traces (feature `trace`, `laptime::trace`), each stage histogram
+//! bucket carries the latest value of a kept trace that falls in it,
+//! `… # {trace_id="tick_2911"} 0.000312 <unix seconds>`: the trace's own duration for the stage,
+//! and a trace the user can open (with an output directory, `golden_trace_2911.json`; without,
+//! one `CollectorHandle::traces` returned). The trace sink offers kept ticks' values;
+//! this exporter's sink, on the same aggregator thread, makes each the exemplar of its bucket.
+//! The protobuf exposition carries them on its classic buckets. A registry the exporter does not
+//! own gets neither `_created` nor exemplars. More: `docs/export.md`, "Formats".
 //!
 //! # What is exported
 //!
@@ -137,10 +166,13 @@ pub use ::prometheus::{Gauge, Registry};
 mod buckets;
 mod builder;
 mod encode;
+#[cfg(feature = "trace")]
+mod exemplars;
 mod families;
 mod names;
 #[cfg(feature = "prometheus-native")]
 mod native;
+mod openmetrics;
 #[cfg(feature = "prometheus-native")]
 mod protobuf;
 mod registry;
@@ -259,6 +291,25 @@ impl PrometheusExporter {
                 message: "a collector in the registry panicked while gathering".to_owned(),
             }),
         }
+    }
+
+    /// The OpenMetrics 1.0 text exposition of the whole registry (content type
+    /// `application/openmetrics-text; version=1.0.0; charset=utf-8`,
+    /// [`crate::export::Format::OpenMetrics`]), ending in `# EOF`: what a Prometheus without the
+    /// native-histograms flag asks for first. Counters and histograms of the export carry a
+    /// `_created` sample (the collector's install time), and stage histogram buckets an exemplar
+    /// naming a kept golden trace (feature `trace`) whose value they hold. Never panics, as
+    /// [`render`](Self::render).
+    pub fn render_openmetrics(&self) -> Result<String, ExportError> {
+        let created = self.shared.core.state.load().as_ref().map(|p| p.created);
+        let (registry, owned) = (&self.shared.registry, self.shared.owns_registry);
+        let names = &self.shared.core.config.names;
+        catch_unwind(AssertUnwindSafe(|| {
+            openmetrics::render(registry, owned, created, names)
+        }))
+        .map_err(|_| ExportError::Encode {
+            message: "a collector in the registry panicked while gathering".to_owned(),
+        })
     }
 
     /// The protobuf exposition of the whole registry (feature `prometheus-native`; content type
@@ -415,8 +466,10 @@ impl PrometheusExporter {
     }
 }
 
-/// What [`crate::export::http::MetricsServer`] serves: [`PrometheusExporter::render`] on
-/// `/metrics`, [`PrometheusExporter::health`] on `/health`.
+/// What [`crate::export::http::MetricsServer`] serves: on `/metrics`
+/// [`PrometheusExporter::render`], [`PrometheusExporter::render_openmetrics`] or
+/// [`PrometheusExporter::render_protobuf`] as the request's `Accept` header asks;
+/// [`PrometheusExporter::health`] on `/health`.
 #[cfg(feature = "http")]
 impl crate::export::http::Exposition for PrometheusExporter {
     fn metrics(&self) -> Result<String, ExportError> {
@@ -424,14 +477,16 @@ impl crate::export::http::Exposition for PrometheusExporter {
     }
 
     fn formats(&self) -> Vec<crate::export::Format> {
+        use crate::export::Format;
         #[cfg(feature = "prometheus-native")]
-        return vec![crate::export::Format::Protobuf];
+        return vec![Format::OpenMetrics, Format::Protobuf];
         #[cfg(not(feature = "prometheus-native"))]
-        Vec::new()
+        vec![Format::OpenMetrics]
     }
 
     fn metrics_in(&self, format: crate::export::Format) -> Result<Vec<u8>, ExportError> {
         match format {
+            crate::export::Format::OpenMetrics => self.render_openmetrics().map(String::into_bytes),
             #[cfg(feature = "prometheus-native")]
             crate::export::Format::Protobuf => self.render_protobuf(),
             _ => self.render().map(String::into_bytes),

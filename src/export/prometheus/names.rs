@@ -354,24 +354,40 @@ impl MetricNames {
         [
             &self.stage_duration,
             &self.window_quantile,
+            &self.in_rings,
+            &self.stage_duration_corrected,
+            &self.window_quantile_corrected,
+            &self.expected_interval,
+            &self.family_series,
+            &self.family_series_max,
+            &self.family_overflowed,
+        ]
+        .into_iter()
+        .chain(self.stage_counters())
+        .chain(self.health.iter().map(|(n, _)| n))
+    }
+
+    /// The per-stage counters, each counting from the collector's install.
+    fn stage_counters(&self) -> [&String; 8] {
+        [
             &self.deadline_miss,
             &self.guard_trips,
             &self.dropped,
             &self.sampled_out,
             &self.cancelled,
             &self.produced,
-            &self.in_rings,
             &self.unwound,
-            &self.stage_duration_corrected,
-            &self.window_quantile_corrected,
-            &self.expected_interval,
             &self.synthesized,
-            &self.family_series,
-            &self.family_series_max,
-            &self.family_overflowed,
         ]
-        .into_iter()
-        .chain(self.health.iter().map(|(n, _)| n))
+    }
+
+    /// Whether the export's counter `name` counts from the collector's install (OpenMetrics'
+    /// `_created`): every one but the family overflow and rejected-call counts, which the
+    /// process keeps across collectors.
+    pub(super) fn since_install(&self, name: &str) -> bool {
+        self.stage_counters().into_iter().any(|n| n == name)
+            || (self.health.iter())
+                .any(|(n, m)| n == name && m.counter && m.suffix != "rejected_calls_total")
     }
 
     /// The family of a labelled stage: the namespace, the stage name with the characters a

@@ -15,7 +15,7 @@ use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as p
 use prost::Message;
 
 use super::Unit;
-use super::buckets::StageExport;
+use super::buckets::{Exemplar, StageExport};
 use super::encode::{HistFamily, label_order};
 use super::native::NativeExport;
 
@@ -160,7 +160,12 @@ fn histogram_family(mut f: HistFamily, start: Option<prost_types::Timestamp>) ->
         metric: (f.series.iter())
             .map(|s| pb::Metric {
                 label: labels(&s.labels),
-                histogram: Some(histogram(&s.export, f.unit, start)),
+                histogram: Some(histogram(
+                    &s.export,
+                    s.exemplars.as_deref().map(Vec::as_slice),
+                    f.unit,
+                    start,
+                )),
                 ..Default::default()
             })
             .collect(),
@@ -168,18 +173,25 @@ fn histogram_family(mut f: HistFamily, start: Option<prost_types::Timestamp>) ->
     }
 }
 
+/// A stage histogram with its classic buckets (each with its exemplar, if it has one: the one
+/// of values above every bound has no bucket here, `+Inf` being implied by the count) and its
+/// native ones.
 pub(super) fn histogram(
     e: &StageExport,
+    exemplars: Option<&[Option<Exemplar>]>,
     unit: Unit,
     start: Option<prost_types::Timestamp>,
 ) -> pb::Histogram {
     let mut cumulative = 0u64;
-    let bucket = (e.bounds.as_slice().iter().zip(e.counts.iter()))
-        .map(|(bound, n)| {
+    let bucket = (e.bounds.as_slice().iter().zip(e.counts.iter()).enumerate())
+        .map(|(i, (bound, n))| {
             cumulative += n;
             pb::Bucket {
                 cumulative_count: cumulative,
                 upper_bound: unit.of_ns(*bound),
+                exemplar: exemplars
+                    .and_then(|all| all.get(i)?.as_ref())
+                    .map(|x| exemplar(x, unit)),
                 ..Default::default()
             }
         })
@@ -195,6 +207,17 @@ pub(super) fn histogram(
         add_native(&mut h, native);
     }
     h
+}
+
+fn exemplar(x: &Exemplar, unit: Unit) -> pb::Exemplar {
+    pb::Exemplar {
+        label: vec![pb::LabelPair {
+            name: "trace_id".to_owned(),
+            value: format!("tick_{}", x.tick),
+        }],
+        value: unit.of_ns(x.value_ns),
+        timestamp: Some(timestamp(x.at)),
+    }
 }
 
 fn add_native(h: &mut pb::Histogram, native: &NativeExport) {

@@ -23,6 +23,8 @@ impl CollectorBuilder {
             figures: SharedTable::default(),
             primed: false,
             created: std::time::SystemTime::now(),
+            #[cfg(feature = "trace")]
+            traces: None,
         })
     }
 }
@@ -40,6 +42,9 @@ struct PrometheusSink {
     primed: bool,
     /// When the collector was installed: where every count starts.
     created: std::time::SystemTime,
+    /// The kept golden traces' values, which become the buckets' exemplars.
+    #[cfg(feature = "trace")]
+    traces: Option<super::exemplars::TraceLink>,
 }
 
 impl PrometheusSink {
@@ -61,8 +66,13 @@ impl Sink for PrometheusSink {
         "prometheus"
     }
 
-    fn start(&mut self, _install: &Install) -> Result<(), InstallErrorKind> {
+    fn start(&mut self, install: &Install) -> Result<(), InstallErrorKind> {
         self.created = std::time::SystemTime::now();
+        #[cfg(feature = "trace")]
+        {
+            self.traces = super::exemplars::TraceLink::subscribe(install);
+        }
+        let _ = install;
         Ok(())
     }
 
@@ -92,6 +102,8 @@ impl Sink for PrometheusSink {
     }
 
     fn cycle(&mut self, cycle: &Cycle<'_>) {
+        #[cfg(feature = "trace")]
+        let linked = (self.traces.as_mut()).map_or_else(Vec::new, |t| t.apply(&mut self.raw));
         // Stages whose figures did not change keep last cycle's export: with thousands of
         // series, a cycle re-exports the few hundred it refreshed, not every one.
         let views: Box<dyn Iterator<Item = StageView<'_>>> = if self.primed {
@@ -111,8 +123,26 @@ impl Sink for PrometheusSink {
                 Self::buckets(&self.exporter, &mut self.corrected, stage)
                     .export(stage, c.histogram.tally)
             });
-            self.figures
-                .set(stage.id() as usize, StageFigures { raw, corrected });
+            let exemplars = self.raw[stage.id() as usize]
+                .as_ref()
+                .and_then(StageBuckets::exemplars);
+            self.figures.set(
+                stage.id() as usize,
+                StageFigures {
+                    raw,
+                    corrected,
+                    exemplars,
+                },
+            );
+        }
+        // A kept tick's earlier spans may belong to stages this cycle did not refresh.
+        #[cfg(feature = "trace")]
+        for id in linked {
+            let id = id as usize;
+            if let Some(mut figures) = self.figures.get(id).cloned() {
+                figures.exemplars = self.raw[id].as_ref().and_then(StageBuckets::exemplars);
+                self.figures.set(id, figures);
+            }
         }
         self.primed = true;
         self.exporter.publish(

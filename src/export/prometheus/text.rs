@@ -9,6 +9,9 @@
 //! through the crate and the two are merged family by family in name order, as a gather orders
 //! them.
 //!
+//! The same writer renders them in OpenMetrics ([`Dialect::OpenMetrics`], for
+//! [`super::openmetrics`]): canonical `le` floats, exemplars and `_created` lines.
+//!
 //! Only an exporter that owns its registry renders this way: a registry given by the application
 //! may carry a prefix or common labels that a gather adds and this writer cannot see.
 
@@ -52,20 +55,45 @@ pub(super) fn render(registry: &Registry) -> Result<String, String> {
         others_text.push((family.name(), encode(family)?));
     }
     let mut le = LeCache::default();
-    let room = ours.iter_mut().map(|f| room_for(f, &mut le)).sum::<usize>()
+    let room = ours
+        .iter_mut()
+        .map(|f| room_for(f, &mut le, Dialect::Text))
+        .sum::<usize>()
         + others_text.iter().map(|(_, t)| t.len()).sum::<usize>();
     let mut out = String::with_capacity(room);
-    let mut ours = ours.into_iter().peekable();
-    for (name, text) in &others_text {
-        while let Some(mut f) = ours.next_if(|f| f.name.as_str() < *name) {
-            histogram_family(&mut out, &mut f, &mut le);
+    for entry in in_name_order(others_text, |(name, _)| name, ours) {
+        match entry {
+            Entry::Other((_, text)) => out.push_str(&text),
+            Entry::Ours(mut f) => histogram_family(&mut out, &mut f, &mut le, Dialect::Text),
         }
-        out.push_str(text);
-    }
-    for mut f in ours {
-        histogram_family(&mut out, &mut f, &mut le);
     }
     Ok(out)
+}
+
+/// A family of the registry: another collector's (as gathered, or already encoded), or one of
+/// the stage histograms this module writes.
+pub(super) enum Entry<O> {
+    Other(O),
+    Ours(HistFamily),
+}
+
+/// `others` (in name order, as a gather returns them) with `ours` (in name order) merged in, as
+/// one gather would order them all.
+pub(super) fn in_name_order<O>(
+    others: Vec<O>,
+    name: impl Fn(&O) -> &str,
+    ours: Vec<HistFamily>,
+) -> Vec<Entry<O>> {
+    let mut all = Vec::with_capacity(others.len() + ours.len());
+    let mut ours = ours.into_iter().peekable();
+    for other in others {
+        while let Some(f) = ours.next_if(|f| f.name.as_str() < name(&other)) {
+            all.push(Entry::Ours(f));
+        }
+        all.push(Entry::Other(other));
+    }
+    all.extend(ours.map(Entry::Ours));
+    all
 }
 
 /// The registry's families: the other collectors' as the prometheus crate gathers them, and the
@@ -110,9 +138,26 @@ fn encode(family: &MetricFamily) -> Result<String, String> {
     String::from_utf8(buf).map_err(|e| e.to_string())
 }
 
+/// How a histogram family is written.
+#[derive(Clone, Copy)]
+pub(super) enum Dialect<'a> {
+    /// The Prometheus text format, byte for byte as the prometheus crate's encoder writes it.
+    Text,
+    /// OpenMetrics 1.0: `le` as canonical floats, each bucket's exemplar, and a `_created`
+    /// sample per series when the start is known (unix seconds, written once).
+    OpenMetrics { created: Option<&'a str> },
+}
+
+impl Dialect<'_> {
+    fn is_openmetrics(self) -> bool {
+        matches!(self, Dialect::OpenMetrics { .. })
+    }
+}
+
 /// At least the bytes [`histogram_family`] writes for `f`: every line at its longest (a count
 /// of 20 digits), labels escaped at worst. Room never touched costs no page.
-fn room_for(f: &HistFamily, le: &mut LeCache) -> usize {
+pub(super) fn room_for(f: &HistFamily, le: &mut LeCache, dialect: Dialect<'_>) -> usize {
+    let om = dialect.is_openmetrics();
     let mut room = f.help.len() * 2 + f.name.len() * 2 + 32;
     for s in &f.series {
         let labels: usize = s
@@ -121,100 +166,135 @@ fn room_for(f: &HistFamily, le: &mut LeCache) -> usize {
             .map(|l| l.name().len() + 2 * l.value().len() + 4)
             .sum();
         let line = f.name.len() + 16 + labels + 22;
-        let bounds = le.get(&s.export.bounds, f.unit);
+        let bounds = le.get(&s.export.bounds, f.unit, om);
         room += bounds.iter().map(|b| line + b.len()).sum::<usize>();
         room += 3 * line + 32;
+        if om {
+            // `_created`, and each exemplar: labels, value and timestamp.
+            room += line + 32;
+            room += s.exemplars.as_ref().map_or(0, |e| e.len() * 96);
+        }
     }
     room
 }
 
-/// The `le` values of the last bucket list and unit seen: stages mostly share one list.
+/// The `le` values of the last bucket list, unit and dialect seen: stages mostly share one list.
 #[derive(Default)]
-struct LeCache {
-    bounds: Option<(Arc<Bounds>, Unit)>,
+pub(super) struct LeCache {
+    bounds: Option<(Arc<Bounds>, Unit, bool)>,
     le: Vec<String>,
 }
 
 impl LeCache {
-    fn get(&mut self, bounds: &Arc<Bounds>, unit: Unit) -> &[String] {
-        let same =
-            (self.bounds.as_ref()).is_some_and(|(b, u)| Arc::ptr_eq(b, bounds) && *u == unit);
+    fn get(&mut self, bounds: &Arc<Bounds>, unit: Unit, openmetrics: bool) -> &[String] {
+        let same = (self.bounds.as_ref())
+            .is_some_and(|(b, u, om)| Arc::ptr_eq(b, bounds) && *u == unit && *om == openmetrics);
         if !same {
-            self.le = bounds
-                .as_slice()
-                .iter()
-                .map(|ns| unit.of_ns(*ns).to_string())
-                .collect();
-            self.bounds = Some((bounds.clone(), unit));
+            let le = |ns: &u64| match openmetrics {
+                true => super::openmetrics::canonical(unit.of_ns(*ns)),
+                false => unit.of_ns(*ns).to_string(),
+            };
+            self.le = bounds.as_slice().iter().map(le).collect();
+            self.bounds = Some((bounds.clone(), unit, openmetrics));
         }
         &self.le
     }
 }
 
-/// One histogram family as the prometheus crate's encoder writes it: `# HELP`, `# TYPE`, then
-/// each series (ordered by label values, as a gather orders them) as its buckets, `+Inf`, `_sum`
-/// and `_count`.
-fn histogram_family(out: &mut String, f: &mut HistFamily, le: &mut LeCache) {
-    let (name, unit) = (f.name.as_str(), f.unit);
+/// One histogram family as the prometheus crate's encoder writes it (or in OpenMetrics):
+/// `# HELP`, `# TYPE`, then each series (ordered by label values, as a gather orders them) as
+/// its buckets, `+Inf`, `_sum` and `_count` (and `_created`).
+pub(super) fn histogram_family(
+    out: &mut String,
+    f: &mut HistFamily,
+    le: &mut LeCache,
+    dialect: Dialect<'_>,
+) {
+    let (name, unit, om) = (f.name.as_str(), f.unit, dialect.is_openmetrics());
     f.series
         .sort_by(|a, b| super::encode::label_order(&a.labels, &b.labels));
     if !f.help.is_empty() {
-        let _ = writeln!(out, "# HELP {name} {}", escape(f.help, false));
+        // OpenMetrics escapes the double quote in help texts too.
+        let _ = writeln!(out, "# HELP {name} {}", escape(f.help, om));
     }
     let _ = writeln!(out, "# TYPE {name} histogram");
     let mut labels = String::new();
     let mut bucket = String::new();
-    let mut sum = String::new();
-    let mut count = String::new();
+    let mut line = String::new();
     for s in &f.series {
-        labels.clear();
-        for l in &s.labels {
-            if !labels.is_empty() {
-                labels.push(',');
-            }
-            push_all(
-                &mut labels,
-                &[l.name(), "=\"", &escape(l.value(), true), "\""],
-            );
-        }
+        label_text(&mut labels, &s.labels);
         let e = &*s.export;
+        let exemplars = s.exemplars.as_deref().filter(|_| om);
+        let exemplar = |out: &mut String, i: usize| {
+            if let Some(x) = exemplars.and_then(|all| all.get(i)?.as_ref()) {
+                super::openmetrics::push_exemplar(out, x, unit);
+            }
+        };
         // Plain pushes, no formatting machinery: half a million lines at 20 000 series.
         let sep = if labels.is_empty() { "" } else { "," };
         bucket.clear();
         push_all(&mut bucket, &[name, "_bucket{", &labels, sep, "le=\""]);
         let mut cumulative = 0u64;
-        for (bound, n) in le.get(&e.bounds, unit).iter().zip(e.counts.iter()) {
+        let bounds = le.get(&e.bounds, unit, om);
+        for (i, (bound, n)) in bounds.iter().zip(e.counts.iter()).enumerate() {
             cumulative += n;
-            push_line(out, &[&bucket, bound, "\"} "], cumulative);
+            push_all(out, &[&bucket, bound, "\"} "]);
+            push_count(out, cumulative);
+            exemplar(out, i);
+            out.push('\n');
         }
-        push_line(out, &[&bucket, "+Inf\"} "], e.count);
+        push_all(out, &[&bucket, "+Inf\"} "]);
+        push_count(out, e.count);
+        exemplar(out, bounds.len());
+        out.push('\n');
         let (open, close) = if labels.is_empty() {
             ("", "")
         } else {
             ("{", "}")
         };
-        sum.clear();
-        push_all(&mut sum, &[name, "_sum", open, &labels, close, " "]);
-        let _ = writeln!(sum, "{}", e.sum_ns as f64 / unit.ns_per_unit());
-        out.push_str(&sum);
-        count.clear();
-        push_all(&mut count, &[name, "_count", open, &labels, close, " "]);
-        push_line(out, &[&count], e.count);
+        line.clear();
+        push_all(&mut line, &[name, "_sum", open, &labels, close, " "]);
+        let _ = writeln!(line, "{}", e.sum_ns as f64 / unit.ns_per_unit());
+        out.push_str(&line);
+        push_line(out, &[name, "_count", open, &labels, close, " "], e.count);
+        if let Dialect::OpenMetrics { created: Some(at) } = dialect {
+            push_all(
+                out,
+                &[name, "_created", open, &labels, close, " ", at, "\n"],
+            );
+        }
     }
 }
 
-fn push_all(out: &mut String, parts: &[&str]) {
+/// A series' labels as `name="value",…`, values escaped, into `out` (cleared first).
+pub(super) fn label_text(out: &mut String, labels: &[::prometheus::proto::LabelPair]) {
+    out.clear();
+    for l in labels {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        push_all(out, &[l.name(), "=\"", &escape(l.value(), true), "\""]);
+    }
+}
+
+pub(super) fn push_all(out: &mut String, parts: &[&str]) {
     for p in parts {
         out.push_str(p);
     }
 }
 
-/// `parts`, then a count as the encoder writes it (an `f64`: below 2^53 that is the integer's
-/// digits, written here without the float's shortest-digits search), then a newline.
+/// `parts`, then a count as the encoder writes it, then a newline.
 fn push_line(out: &mut String, parts: &[&str], n: u64) {
     push_all(out, parts);
+    push_count(out, n);
+    out.push('\n');
+}
+
+/// A count as the encoder writes it (an `f64`: below 2^53 that is the integer's digits, written
+/// here without the float's shortest-digits search).
+fn push_count(out: &mut String, n: u64) {
     if n >= 1 << 53 {
-        let _ = writeln!(out, "{}", n as f64);
+        let _ = write!(out, "{}", n as f64);
         return;
     }
     let mut digits = [0u8; 20];
@@ -230,11 +310,10 @@ fn push_line(out: &mut String, parts: &[&str], n: u64) {
     }
     // Only ASCII digits were written.
     out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
-    out.push('\n');
 }
 
 /// The text format's escaping: backslash and newline, and in label values the double quote.
-fn escape(v: &str, quote: bool) -> std::borrow::Cow<'_, str> {
+pub(super) fn escape(v: &str, quote: bool) -> std::borrow::Cow<'_, str> {
     let special = |c: char| c == '\\' || c == '\n' || (quote && c == '"');
     if !v.contains(special) {
         return v.into();
