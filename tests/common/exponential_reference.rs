@@ -1,29 +1,37 @@
 //! The exact reference for exponential buckets, shared by the Prometheus native histograms'
 //! tests and the OTLP bridge's (`#[path]`): client_golang's way of finding a value's bucket
 //! (`frexp` of the value in the unit, then a search of the schema's bounds), in floating point,
-//! where laptime uses integer tables; and the values both record. Prometheus' bucket numbering
+//! where laptime uses integer tables; and the values they record (log-normal, also the
+//! Prometheus quantile test's). Prometheus' bucket numbering
 //! (bucket `i` is `(2^((i−1)/2^s), 2^(i/2^s)]`); OpenTelemetry's is one less.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 
-/// Log-normal durations (median 80 µs, shape 1.2: 1 µs to tens of ms), zeros, a few seconds-long
-/// stalls, and values exactly on bucket bounds and just past them (2^-9 s and 2^-8 s are whole
-/// nanoseconds).
-pub fn values() -> Vec<u64> {
+/// `count` log-normal durations in nanoseconds, median 80 µs and shape `shape`, from a seeded
+/// xorshift64* and the Box–Muller transform.
+pub fn log_normal_ns(count: usize, shape: f64) -> Vec<u64> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     let mut unit = move || {
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
+        // 53 bits into (0, 1].
         ((x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) + 1) as f64 / (1u64 << 53) as f64
     };
-    let mut v: Vec<u64> = (0..40_000)
+    (0..count)
         .map(|_| {
             let normal = (-2.0 * unit().ln()).sqrt() * (std::f64::consts::TAU * unit()).cos();
-            (80_000f64.ln() + 1.2 * normal).exp().round() as u64
+            (80_000f64.ln() + shape * normal).exp().round() as u64
         })
-        .collect();
+        .collect()
+}
+
+/// Log-normal durations (median 80 µs, shape 1.2: 1 µs to tens of ms), zeros, a few seconds-long
+/// stalls, and values exactly on bucket bounds and just past them (2^-9 s and 2^-8 s are whole
+/// nanoseconds).
+pub fn values() -> Vec<u64> {
+    let mut v = log_normal_ns(40_000, 1.2);
     v.extend([0; 25]);
     v.extend([3_000_000_000; 3]);
     v.extend([1_953_125, 1_953_126, 3_906_250, 3_906_251, 1, 2]);

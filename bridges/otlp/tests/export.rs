@@ -382,6 +382,17 @@ fn every_bucket_count_sum_min_and_max_match_the_values_recorded() {
     );
 }
 
+/// Records `n` values into `stage`, each followed by a flush (a cycle, so a batch each); how long
+/// that took.
+fn record_and_flush(handle: &CollectorHandle, stage: Stage, n: u64) -> Duration {
+    let began = Instant::now();
+    for k in 1..=n {
+        laptime::record(stage, Duration::from_micros(k));
+        assert!(handle.flush());
+    }
+    began.elapsed()
+}
+
 /// Waits up to 10 s for `exporter` to count a failure.
 fn first_failure(exporter: &OtlpExporter) -> OtlpStats {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -425,16 +436,8 @@ fn refusing_hanging_and_garbage_endpoints_are_counted_and_the_host_carries_on() 
     let stage = Stage::new("otlp_faults").unwrap();
     // The host records and flushes as if nothing were wrong: a flush waits for the aggregator,
     // which never waits for the network.
-    let began = Instant::now();
-    for k in 1..=50u64 {
-        laptime::record(stage, Duration::from_micros(k));
-        assert!(handle.flush());
-    }
-    assert!(
-        began.elapsed() < Duration::from_secs(5),
-        "50 flushes took {:?}",
-        began.elapsed()
-    );
+    let took = record_and_flush(&handle, stage, 50);
+    assert!(took < Duration::from_secs(5), "50 flushes took {took:?}");
     assert_eq!(
         handle.get_stats(stage, Window::Cumulative).unwrap().count,
         50
@@ -475,17 +478,9 @@ fn a_full_queue_drops_its_oldest_batch_and_counts_it() {
         .unwrap();
     let handle = install(Collector::builder().with_sink(exporter.sink()));
     let stage = Stage::new("otlp_full_queue").unwrap();
-    let began = Instant::now();
-    for k in 1..=20u64 {
-        laptime::record(stage, Duration::from_micros(k));
-        assert!(handle.flush());
-    }
+    let took = record_and_flush(&handle, stage, 20);
     // The thread is stuck in its first request for 2 s: the aggregator was not.
-    assert!(
-        began.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        began.elapsed()
-    );
+    assert!(took < Duration::from_secs(2), "20 flushes took {took:?}");
     let stats = exporter.stats();
     assert!(stats.batches_queued >= 20, "{stats:?}");
     assert!(stats.batches_dropped >= 15, "{stats:?}");
