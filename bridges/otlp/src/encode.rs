@@ -12,10 +12,13 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-use crate::sink::{Batch, StagePoint};
+use crate::sink::{Batch, HistogramPoint, StagePoint};
 
 /// The metrics every stage is exported as.
 pub const DURATION_METRIC: &str = "laptime.stage.duration";
+/// The coordinated-omission-corrected durations of a stage with an expected interval: its values
+/// and those the spans a stall held back would have measured.
+pub const CORRECTED_DURATION_METRIC: &str = "laptime.stage.duration.corrected";
 /// Spans that missed their deadline, per stage (a monotonic cumulative sum).
 pub const DEADLINE_MISSES_METRIC: &str = "laptime.stage.deadline_misses";
 /// Records lost to a full ring, per stage (a monotonic cumulative sum).
@@ -48,10 +51,15 @@ fn attributes(point: &StagePoint) -> Vec<KeyValue> {
 
 /// The histogram point: OpenTelemetry numbers a bucket one lower than laptime's exponential
 /// counts do (its bucket `k` is `(base^k, base^(k+1)]`, theirs `i` is `(base^(i−1), base^i]`).
-fn histogram_point(p: &StagePoint, start: u64, time: u64) -> ExponentialHistogramDataPoint {
+fn histogram_point(
+    attributes: Vec<KeyValue>,
+    p: &HistogramPoint,
+    start: u64,
+    time: u64,
+) -> ExponentialHistogramDataPoint {
     let seconds = |ns: u64| ns as f64 / NS_PER_SECOND;
     ExponentialHistogramDataPoint {
-        attributes: attributes(p),
+        attributes,
         start_time_unix_nano: start,
         time_unix_nano: time,
         count: p.count,
@@ -97,28 +105,52 @@ fn sum_metric(name: &str, unit: &str, description: &str, points: Vec<NumberDataP
     }
 }
 
-fn metrics(batch: &Batch) -> Vec<Metric> {
+/// An exponential histogram metric of the stages' `pick`ed histograms that have values.
+fn histogram_metric(
+    batch: &Batch,
+    name: &str,
+    description: &str,
+    pick: fn(&StagePoint) -> Option<&HistogramPoint>,
+) -> Metric {
     let (start, time) = (unix_nanos(batch.start), unix_nanos(batch.time));
-    let histogram = Metric {
-        name: DURATION_METRIC.to_owned(),
-        description: "Duration of each recorded span or value of a laptime stage".to_owned(),
+    let data_points = (batch.points.iter())
+        .filter_map(|p| Some((p, pick(p).filter(|h| h.count > 0)?)))
+        .map(|(p, h)| histogram_point(attributes(p), h, start, time))
+        .collect();
+    Metric {
+        name: name.to_owned(),
+        description: description.to_owned(),
         unit: "s".to_owned(),
         data: Some(metric::Data::ExponentialHistogram(ExponentialHistogram {
-            data_points: (batch.points.iter())
-                .filter(|p| p.count > 0)
-                .map(|p| histogram_point(p, start, time))
-                .collect(),
+            data_points,
             aggregation_temporality: AggregationTemporality::Cumulative as i32,
         })),
         ..Default::default()
-    };
+    }
+}
+
+fn metrics(batch: &Batch) -> Vec<Metric> {
+    let (start, time) = (unix_nanos(batch.start), unix_nanos(batch.time));
+    let mut metrics = vec![histogram_metric(
+        batch,
+        DURATION_METRIC,
+        "Duration of each recorded span or value of a laptime stage",
+        |p| Some(&p.raw),
+    )];
+    if batch.points.iter().any(|p| p.corrected.is_some()) {
+        metrics.push(histogram_metric(
+            batch,
+            CORRECTED_DURATION_METRIC,
+            "Durations of a laptime stage corrected for coordinated omission",
+            |p| p.corrected.as_ref(),
+        ));
+    }
     let counter = |pick: fn(&StagePoint) -> u64| {
         (batch.points.iter())
             .map(|p| counter_point(p, pick(p), start, time))
             .collect()
     };
-    vec![
-        histogram,
+    metrics.extend([
         sum_metric(
             DEADLINE_MISSES_METRIC,
             "{span}",
@@ -131,7 +163,8 @@ fn metrics(batch: &Batch) -> Vec<Metric> {
             "Records of a laptime stage lost to a full ring",
             counter(|p| p.dropped),
         ),
-    ]
+    ]);
+    metrics
 }
 
 /// The request for `batch`, under `resource`'s attributes.

@@ -51,6 +51,7 @@
 //! | metric | type | unit |
 //! |---|---|---|
 //! | [`DURATION_METRIC`] | `ExponentialHistogram`, cumulative; zero bucket = values of 0 ns | `s` |
+//! | [`CORRECTED_DURATION_METRIC`] | the same, of the coordinated-omission-corrected values (stages with an expected interval) | `s` |
 //! | [`DEADLINE_MISSES_METRIC`] | `Sum`, monotonic, cumulative, integer | `{span}` |
 //! | [`DROPPED_METRIC`] | `Sum`, monotonic, cumulative, integer | `{record}` |
 //!
@@ -66,7 +67,7 @@
 //! * Tested against a loopback server that decodes the request with the official definitions;
 //!   no real OpenTelemetry Collector was run (none can be installed on the machines this was
 //!   written on).
-//! * The coordinated-omission-corrected histograms are not exported, nor guard trips.
+//! * Guard trips are not exported (they are counted per reason, not per stage).
 //! * This crate depends on laptime without its `enable` feature: the final binary turns it on.
 
 mod encode;
@@ -81,7 +82,9 @@ use std::time::Duration;
 
 use laptime::exponential::{ExponentialError, ExponentialIndex, MAX_SCALE};
 
-pub use encode::{DEADLINE_MISSES_METRIC, DROPPED_METRIC, DURATION_METRIC};
+pub use encode::{
+    CORRECTED_DURATION_METRIC, DEADLINE_MISSES_METRIC, DROPPED_METRIC, DURATION_METRIC,
+};
 pub use export::CONTENT_TYPE;
 pub use sink::OtlpSink;
 pub use stats::OtlpStats;

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use laptime::{Collector, CollectorHandle, Stage, Window};
+use laptime::{Collector, CollectorHandle, Family, Stage, Window};
 use laptime_otlp::{OtlpError, OtlpExporter, OtlpStats};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
@@ -308,8 +308,13 @@ fn every_bucket_count_sum_min_and_max_match_the_values_recorded() {
         laptime::record(plain, Duration::from_nanos(v));
     }
     let few = &all[..100];
+    let btc = Family::new("otlp_family", &["pair"])
+        .unwrap()
+        .series(&["BTC-USD"])
+        .unwrap();
     for &v in few {
         laptime::record(labelled, Duration::from_nanos(v));
+        laptime::record(btc, Duration::from_nanos(v));
     }
     assert!(handle.flush());
     let misses = handle
@@ -352,7 +357,15 @@ fn every_bucket_count_sum_min_and_max_match_the_values_recorded() {
         };
         h.data_points.len()
     };
-    assert_eq!(points(&req), 2, "otlp_exact and otlp_labelled{{venue=x}}");
+    let p = histogram_point(&req, "otlp_family").unwrap();
+    assert_eq!(string_of(&p.attributes, "pair").as_deref(), Some("BTC-USD"));
+    assert_point_matches(p, few, before);
+    // Nor is the family's total.
+    assert_eq!(
+        points(&req),
+        3,
+        "otlp_exact, otlp_labelled{{venue=x}}, otlp_family{{pair=BTC-USD}}"
+    );
 
     let (_, req) = request_counting(&lowered_rx, "otlp_exact", all.len() as u64);
     let p = histogram_point(&req, "otlp_exact").unwrap();
@@ -380,6 +393,61 @@ fn every_bucket_count_sum_min_and_max_match_the_values_recorded() {
         (0, 0),
         "{stats:?}"
     );
+}
+
+#[test]
+fn corrected_durations_are_a_histogram_of_their_own_matching_the_reference() {
+    let _s = serial();
+    let (addr, rx) = server(OK, false);
+    let exporter = OtlpExporter::builder()
+        .with_endpoint(url(addr))
+        .with_period(Duration::ZERO)
+        .with_scale(4)
+        .with_max_size(1024)
+        .start()
+        .unwrap();
+    let handle = install(
+        Collector::builder()
+            .with_ring_capacity(1 << 12)
+            .with_sink(exporter.sink()),
+    );
+    let stage = Stage::new("otlp_corrected").unwrap();
+    let interval = 100_000u64;
+    stage
+        .set_expected_interval(Some(Duration::from_nanos(interval)))
+        .unwrap();
+    let raw: Vec<u64> = (1..=300u64).map(|k| k * 7_001).collect();
+    for &v in &raw {
+        laptime::record(stage, Duration::from_nanos(v));
+    }
+    assert!(handle.flush());
+    // HdrHistogram's correction: a value `d` adds `d − interval`, `d − 2·interval`, … down to
+    // `interval`.
+    let mut corrected = raw.clone();
+    for &d in &raw {
+        corrected.extend(
+            (1..)
+                .map(|k| d.saturating_sub(k * interval))
+                .take_while(|&m| m >= interval),
+        );
+    }
+    let (_, req) = request_counting(&rx, "otlp_corrected", raw.len() as u64);
+    let stats = handle.get_stats(stage, Window::Cumulative).unwrap();
+    assert_eq!(
+        stats.corrected.as_ref().unwrap().count,
+        corrected.len() as u64
+    );
+    let m = metric(&req, laptime_otlp::CORRECTED_DURATION_METRIC);
+    let Some(metric::Data::ExponentialHistogram(h)) = &m.data else {
+        panic!("not an exponential histogram")
+    };
+    let p = (h.data_points.iter())
+        .find(|p| string_of(&p.attributes, "stage").as_deref() == Some("otlp_corrected"))
+        .expect("a corrected point");
+    assert_eq!(p.scale, 4);
+    assert_point_matches(p, &corrected, 0);
+    assert_point_matches(histogram_point(&req, "otlp_corrected").unwrap(), &raw, 0);
+    drop(handle);
 }
 
 /// Records `n` values into `stage`, each followed by a flush (a cycle, so a batch each); how long
