@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use prost::Message;
 
@@ -37,8 +38,8 @@ impl Sender {
             .into()
     }
 
-    /// One POST; the error's text on failure.
-    fn send(&self, batch: &Batch) -> Result<(), String> {
+    /// One POST: the data points the endpoint rejected (a partial success), or the error's text.
+    fn send(&self, batch: &Batch) -> Result<u64, String> {
         let body = encode::request(batch, &self.resource).encode_to_vec();
         let mut request = self
             .agent
@@ -49,17 +50,19 @@ impl Sender {
         }
         let mut answer = request.send(&body[..]).map_err(|e| e.to_string())?;
         let status = answer.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        let text = answer
-            .body_mut()
-            .with_config()
-            .limit(MAX_ANSWER)
+        // Read (up to a bound) either way, so the connection can carry the next request.
+        let body = (answer.body_mut().with_config().limit(MAX_ANSWER))
             .read_to_vec()
-            .map(|b| String::from_utf8_lossy(&b[..b.len().min(256)]).into_owned())
             .unwrap_or_default();
-        Err(format!("HTTP {status}: {text}"))
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned();
+            return Err(format!("HTTP {status}: {text}"));
+        }
+        // An empty or undecodable body is a full success: only a partial one says otherwise.
+        let partial = ExportMetricsServiceResponse::decode(&body[..])
+            .ok()
+            .and_then(|r| r.partial_success);
+        Ok(partial.map_or(0, |p| u64::try_from(p.rejected_data_points).unwrap_or(0)))
     }
 
     pub(crate) fn run(self, shared: Arc<Shared>) {
@@ -67,8 +70,8 @@ impl Sender {
         let mut pause = first_pause;
         while let Some(batch) = shared.queue.take_newest(&shared.counters) {
             match self.send(&batch) {
-                Ok(()) => {
-                    shared.counters.add_ok();
+                Ok(rejected) => {
+                    shared.counters.add_ok(rejected);
                     pause = first_pause;
                 }
                 Err(error) => {

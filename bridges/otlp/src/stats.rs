@@ -18,6 +18,8 @@ pub struct OtlpStats {
     pub batches_superseded: u64,
     /// Requests the endpoint answered with a 2xx status.
     pub exports_ok: u64,
+    /// Data points the endpoint rejected in requests it otherwise took (OTLP's partial success).
+    pub points_rejected: u64,
     /// Requests that failed: refused, timed out, not HTTP, or answered with another status.
     pub exports_failed: u64,
     /// The last failure, as text (cleared by nothing: compare `exports_failed` to see if it is new).
@@ -32,6 +34,7 @@ pub(crate) struct Counters {
     dropped: AtomicU64,
     superseded: AtomicU64,
     ok: AtomicU64,
+    rejected: AtomicU64,
     failed: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
@@ -49,8 +52,9 @@ impl Counters {
         self.superseded.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn add_ok(&self) {
+    pub(crate) fn add_ok(&self, rejected_points: u64) {
         self.ok.fetch_add(1, Ordering::Relaxed);
+        self.rejected.fetch_add(rejected_points, Ordering::Relaxed);
     }
 
     /// Only the export thread calls this, and `stats` copies the text: never the aggregator.
@@ -65,6 +69,7 @@ impl Counters {
             batches_dropped: self.dropped.load(Ordering::Relaxed),
             batches_superseded: self.superseded.load(Ordering::Relaxed),
             exports_ok: self.ok.load(Ordering::Relaxed),
+            points_rejected: self.rejected.load(Ordering::Relaxed),
             exports_failed: self.failed.load(Ordering::Relaxed),
             last_error: self
                 .last_error

@@ -450,6 +450,44 @@ fn corrected_durations_are_a_histogram_of_their_own_matching_the_reference() {
     drop(handle);
 }
 
+#[test]
+fn a_partial_success_counts_the_rejected_points() {
+    use opentelemetry_proto::tonic::collector::metrics::v1::{
+        ExportMetricsPartialSuccess, ExportMetricsServiceResponse,
+    };
+    let _s = serial();
+    let body = ExportMetricsServiceResponse {
+        partial_success: Some(ExportMetricsPartialSuccess {
+            rejected_data_points: 2,
+            error_message: "two points rejected".to_owned(),
+        }),
+    }
+    .encode_to_vec();
+    let mut answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend(body);
+    let (addr, rx) = server(answer.leak(), false);
+    let exporter = OtlpExporter::builder()
+        .with_endpoint(url(addr))
+        .with_period(Duration::ZERO)
+        .start()
+        .unwrap();
+    let handle = install(Collector::builder().with_sink(exporter.sink()));
+    let stage = Stage::new("otlp_partial").unwrap();
+    record_and_flush(&handle, stage, 1);
+    request_counting(&rx, "otlp_partial", 1);
+    drop(handle);
+    let stats = exporter.stats();
+    drop(exporter);
+    // Every answer rejected two points, and none was a failure.
+    assert!(stats.exports_ok >= 1, "{stats:?}");
+    assert_eq!(stats.points_rejected, 2 * stats.exports_ok, "{stats:?}");
+    assert_eq!(stats.exports_failed, 0, "{stats:?}");
+}
+
 /// Records `n` values into `stage`, each followed by a flush (a cycle, so a batch each); how long
 /// that took.
 fn record_and_flush(handle: &CollectorHandle, stage: Stage, n: u64) -> Duration {
