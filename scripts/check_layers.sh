@@ -38,9 +38,9 @@ if [ -n "$hits" ]; then
   failed=1
 fi
 
-# The bridges are crates of their own (issue 18): the core's dependencies name neither facade, so
-# a user who wants neither builds neither.
-hits=$(sed -n '/^\[dependencies\]/,/^\[/p' Cargo.toml | search -nE '^(metrics|metrics-util|tracing|tracing-core|tracing-subscriber|laptime-metrics|laptime-tracing) *=')
+# The bridges are crates of their own (issue 18): the core's dependencies name no bridge's facade
+# or wire crates (OTLP's definitions, its HTTP client), so a user who wants none builds none.
+hits=$(sed -n '/^\[dependencies\]/,/^\[/p' Cargo.toml | search -nE '^(metrics|metrics-util|tracing|tracing-core|tracing-subscriber|opentelemetry|opentelemetry-proto|opentelemetry_sdk|ureq|laptime-metrics|laptime-tracing|laptime-otlp) *=')
 if [ -n "$hits" ]; then
   echo "the core depends on a bridge's facade (keep it in bridges/):"
   echo "$hits"

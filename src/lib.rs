@@ -132,6 +132,8 @@ mod collector;
 pub mod config;
 #[cfg(not(laptime_loom))]
 mod error;
+#[cfg(not(laptime_loom))]
+pub mod exponential;
 #[cfg(all(not(laptime_loom), any(feature = "prometheus", feature = "http")))]
 pub mod export;
 #[cfg(not(laptime_loom))]

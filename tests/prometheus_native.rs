@@ -8,6 +8,9 @@
 //! request that asks for it (Prometheus' own `Accept` header) and text to one that does not.
 #![cfg(all(feature = "prometheus-native", feature = "http"))]
 
+#[path = "common/exponential_reference.rs"]
+mod exponential_reference;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,56 +22,12 @@ use laptime::{Collector, Stage};
 use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as pb;
 use prost::Message;
 
+use exponential_reference::{reference_buckets, reference_index, values};
+
 /// What Debian's Prometheus 2.42 sends with `--enable-feature=native-histograms`.
 const PROMETHEUS_NATIVE_ACCEPT: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
 /// What it sends without the flag.
 const PROMETHEUS_TEXT_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-
-/// Log-normal durations (median 80 µs, shape 1.2: 1 µs to tens of ms), zeros, a few seconds-long
-/// stalls, and values exactly on bucket bounds and just past them (2^-9 s and 2^-8 s are whole
-/// nanoseconds).
-fn values() -> Vec<u64> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut unit = move || {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        ((x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) + 1) as f64 / (1u64 << 53) as f64
-    };
-    let mut v: Vec<u64> = (0..40_000)
-        .map(|_| {
-            let normal = (-2.0 * unit().ln()).sqrt() * (std::f64::consts::TAU * unit()).cos();
-            (80_000f64.ln() + 1.2 * normal).exp().round() as u64
-        })
-        .collect();
-    v.extend([0; 25]);
-    v.extend([3_000_000_000; 3]);
-    v.extend([1_953_125, 1_953_126, 3_906_250, 3_906_251, 1, 2]);
-    v
-}
-
-/// `(fraction in [0.5, 1), exponent)` with `v = fraction · 2^exponent`, for a positive normal `v`.
-fn frexp(v: f64) -> (f64, i32) {
-    let bits = v.to_bits();
-    let exp = ((bits >> 52) & 0x7ff) as i32 - 1022;
-    let frac = f64::from_bits((bits & !(0x7ff << 52)) | (1022 << 52));
-    (frac, exp)
-}
-
-/// client_golang's bucket of `v` (positive) at `schema`.
-fn reference_index(v: f64, schema: i32) -> i32 {
-    let (frac, exp) = frexp(v);
-    if schema > 0 {
-        let n = 1 << schema;
-        let bounds: Vec<f64> = (0..n)
-            .map(|j| 0.5 * (f64::from(j) / f64::from(n)).exp2())
-            .collect();
-        return bounds.partition_point(|&b| b < frac) as i32 + (exp - 1) * n;
-    }
-    let key = if frac == 0.5 { exp - 1 } else { exp };
-    let offset = (1 << -schema) - 1;
-    (key + offset) >> -schema
-}
 
 /// The native buckets of `h`: index to count, empty ones left out.
 fn native_buckets(h: &pb::Histogram) -> BTreeMap<i32, u64> {
@@ -86,15 +45,6 @@ fn native_buckets(h: &pb::Histogram) -> BTreeMap<i32, u64> {
         assert!(k > 0 || span.length > 0 || h.positive_span.len() == 1);
     }
     assert!(deltas.next().is_none(), "no delta outside the spans");
-    out
-}
-
-fn reference_buckets(values: &[u64], schema: i32, ns_per_unit: f64) -> BTreeMap<i32, u64> {
-    let mut out = BTreeMap::new();
-    for &v in values.iter().filter(|&&v| v > 0) {
-        *out.entry(reference_index(v as f64 / ns_per_unit, schema))
-            .or_insert(0) += 1;
-    }
     out
 }
 

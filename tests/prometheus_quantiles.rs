@@ -14,6 +14,8 @@
 //! own PID. Without it the test prints SKIP, unless `CI` is set: then it fails.
 #![cfg(feature = "http")]
 
+#[path = "common/exponential_reference.rs"]
+mod exponential_reference;
 #[path = "common/http_client.rs"]
 mod http_client;
 #[path = "common/live.rs"]
@@ -32,21 +34,10 @@ const PER_DOUBLING: u32 = 8;
 const QUANTILES: [f64; 5] = [0.5, 0.9, 0.95, 0.99, 0.999];
 
 /// The values, in nanoseconds: log-normal with median 80 µs and shape 0.8 (most between 10 µs
-/// and 1 ms), from a seeded xorshift64* and the Box–Muller transform.
+/// and 1 ms).
 fn values() -> Vec<u64> {
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut unit = move || {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        // 53 bits into (0, 1].
-        ((x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) + 1) as f64 / (1u64 << 53) as f64
-    };
-    (0..VALUES)
-        .map(|_| {
-            let normal = (-2.0 * unit().ln()).sqrt() * (std::f64::consts::TAU * unit()).cos();
-            ((80_000f64.ln() + 0.8 * normal).exp().round() as u64).max(1)
-        })
+    (exponential_reference::log_normal_ns(VALUES, 0.8).into_iter())
+        .map(|v| v.max(1))
         .collect()
 }
 

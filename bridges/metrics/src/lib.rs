@@ -594,7 +594,7 @@ impl HistogramFn for Unrouted {
     }
 }
 
-/// docs/bridges.md's examples, run as doc tests so the guide cannot drift from either bridge.
+/// docs/bridges.md's examples, run as doc tests so the guide cannot drift from any bridge.
 #[cfg(doctest)]
 #[doc = include_str!("../../../docs/bridges.md")]
 pub struct BridgesGuide;

@@ -133,7 +133,7 @@ pub(crate) struct StageBuckets {
     counts: Box<[u64]>,
     /// The same values in native buckets, when the exporter keeps them.
     #[cfg(feature = "prometheus-native")]
-    native: Option<super::native::NativeBuckets>,
+    native: Option<crate::exponential::ExponentialBuckets>,
     published: Option<Arc<StageExport>>,
     /// The latest exemplar of each bucket (the last one of values above every bound), once a
     /// golden trace linked one; shared with the publications until the next one changes.
@@ -191,7 +191,7 @@ impl StageBuckets {
 
     /// Counts in native buckets too, from the next value on.
     #[cfg(feature = "prometheus-native")]
-    pub(super) fn with_native(mut self, native: super::native::NativeBuckets) -> Self {
+    pub(super) fn with_native(mut self, native: crate::exponential::ExponentialBuckets) -> Self {
         self.native = Some(native);
         self
     }
@@ -260,7 +260,7 @@ impl StageBuckets {
             native: self
                 .native
                 .as_ref()
-                .map(super::native::NativeBuckets::export),
+                .map(crate::exponential::ExponentialBuckets::export),
         });
         self.published = Some(export.clone());
         export
@@ -290,7 +290,7 @@ pub(crate) struct StageExport {
     pub(super) cancelled: u64,
     /// The native buckets, when the exporter keeps them.
     #[cfg(feature = "prometheus-native")]
-    pub(super) native: Option<super::native::NativeExport>,
+    pub(super) native: Option<crate::exponential::ExponentialCounts>,
 }
 
 /// Checks a bucket list and converts it to nanoseconds.

@@ -226,10 +226,11 @@ impl PrometheusBuilder {
             return Err(ExportError::NativeNeedsOwnRegistry);
         }
         Ok(Some(super::NativeConfig {
-            index: Arc::new(super::native::NativeIndex::new(
-                native.schema(),
-                self.unit.ns_per_unit(),
-            )),
+            // `validate` held the schema in range, and a unit is whole nanoseconds.
+            index: Arc::new(
+                crate::exponential::ExponentialIndex::new(native.schema(), self.unit.ns_per_unit())
+                    .expect("a validated schema and a unit of whole nanoseconds"),
+            ),
             max_buckets: native.max_buckets(),
         }))
     }

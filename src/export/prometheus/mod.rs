@@ -405,7 +405,8 @@ impl PrometheusExporter {
         let buckets = StageBuckets::new(bounds);
         #[cfg(feature = "prometheus-native")]
         if let Some(n) = &config.native {
-            let native = native::NativeBuckets::new(n.index.clone(), n.max_buckets);
+            let native =
+                crate::exponential::ExponentialBuckets::new(n.index.clone(), n.max_buckets);
             return buckets.with_native(native);
         }
         buckets
@@ -557,7 +558,7 @@ struct Config {
 /// by every stage, and each histogram's budget.
 #[cfg(feature = "prometheus-native")]
 struct NativeConfig {
-    index: Arc<native::NativeIndex>,
+    index: Arc<crate::exponential::ExponentialIndex>,
     max_buckets: usize,
 }
 

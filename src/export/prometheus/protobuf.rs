@@ -17,7 +17,8 @@ use prost::Message;
 use super::Unit;
 use super::buckets::{Exemplar, StageExport};
 use super::encode::{HistFamily, label_order};
-use super::native::NativeExport;
+use super::native::spans;
+use crate::exponential::ExponentialCounts;
 
 /// The content type of this exposition.
 pub const CONTENT_TYPE: &str =
@@ -220,9 +221,9 @@ fn exemplar(x: &Exemplar, unit: Unit) -> pb::Exemplar {
     }
 }
 
-fn add_native(h: &mut pb::Histogram, native: &NativeExport) {
-    let (spans, deltas) = native.spans();
-    h.schema = i32::from(native.schema);
+fn add_native(h: &mut pb::Histogram, native: &ExponentialCounts) {
+    let (spans, deltas) = spans(native);
+    h.schema = i32::from(native.scale);
     h.zero_threshold = ZERO_THRESHOLD;
     h.zero_count = native.zero;
     h.positive_span = spans
