@@ -270,3 +270,44 @@ fn bad_native_settings_are_refused_with_what_to_change() {
         "{with_registry}"
     );
 }
+
+/// A collector installed again (after the first stopped) counts from zero, and says so with a
+/// later start: what a scraper's `rate()` needs to tell a restart from a drop in the counts.
+#[test]
+fn a_new_collector_starts_the_counts_again_from_a_later_start() {
+    let exporter = PrometheusExporter::builder()
+        .with_namespace("again")
+        .with_native_histograms(NativeHistograms::default())
+        .build()
+        .unwrap();
+    let stage = Stage::new("again").unwrap();
+    let mut seen = Vec::new();
+    for values in [3u64, 1] {
+        let collector = Collector::builder()
+            .with_prometheus(exporter.clone())
+            .install()
+            .expect("one collector at a time");
+        for v in 0..values {
+            laptime::record(stage, Duration::from_micros(10 + v));
+        }
+        assert!(collector.flush());
+        let families = decode(&exporter.render_protobuf().unwrap());
+        let h = histogram(&families, "again_stage_duration_seconds", "again");
+        let start = h.start_timestamp.expect("a start");
+        seen.push((
+            h.sample_count,
+            native_buckets(h).values().sum::<u64>(),
+            start,
+        ));
+        drop(collector);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!((seen[0].0, seen[0].1), (3, 3));
+    assert_eq!(
+        (seen[1].0, seen[1].1),
+        (1, 1),
+        "the second collector counts from zero"
+    );
+    let at = |t: &prost_types::Timestamp| (t.seconds, t.nanos);
+    assert!(at(&seen[1].2) > at(&seen[0].2), "{:?}", seen);
+}
