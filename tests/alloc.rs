@@ -47,11 +47,51 @@ async fn polled_call() {
     YieldOnce(false).await;
 }
 
-/// One `#[measure(polls)]` call, polled to completion on this thread's stack.
-fn run_polled_call() {
-    let mut call = std::pin::pin!(polled_call());
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+thread_local! {
+    /// A resource that keeps the last waker it was given past the call (as a channel does).
+    static KEEPER: std::cell::RefCell<Option<std::task::Waker>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Pending once, leaving its waker with [`KEEPER`] and waking it, then ready.
+struct Kept(bool);
+
+impl std::future::Future for Kept {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if std::mem::replace(&mut self.0, true) {
+            return std::task::Poll::Ready(());
+        }
+        KEEPER.with(|k| k.borrow_mut().clone_from(&Some(cx.waker().clone())));
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+#[laptime::measure(name = "alloc_async_kept", polls)]
+async fn polled_kept_call() {
+    Kept(false).await;
+}
+
+/// A `#[measure(polls)]` call polled to completion on this thread's stack, by a runtime whose
+/// waker for it is `waker`.
+fn run_to_end(call: impl std::future::Future<Output = ()>, waker: &std::task::Waker) {
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut call = std::pin::pin!(call);
     while call.as_mut().poll(&mut cx).is_pending() {}
+}
+
+fn run_polled_call() {
+    run_to_end(polled_call(), std::task::Waker::noop());
+}
+
+/// A task's waker of its own (the no-op waker would match every pooled cell).
+struct TaskWaker;
+
+impl std::task::Wake for TaskWaker {
+    fn wake(self: std::sync::Arc<Self>) {}
 }
 
 fn hot_path(round: u32, stages: &[Stage; 4], sampled_out: Stage, watched: Stage) {
@@ -118,12 +158,20 @@ fn nothing_on_the_hot_path_allocates_after_the_first_event() {
 
     // The thread's first event creates its ring; first uses resolve literals and guard reasons,
     // and create the family's series.
+    // A task whose waker a resource keeps past each call (below): its first call, and the
+    // plain calls after it, fill this thread's pool of wake cells.
+    let task = std::task::Waker::from(std::sync::Arc::new(TaskWaker));
+    run_to_end(polled_kept_call(), &task);
     for round in 0..4 {
         hot_path(round, &stages, sampled_out, watched);
     }
     COUNTING.with(|c| c.set(true));
     for round in 0..20_000 {
         hot_path(round, &stages, sampled_out, watched);
+    }
+    // Calls whose waker a resource keeps past the call: the same task's cell is reused.
+    for _ in 0..1000 {
+        run_to_end(polled_kept_call(), &task);
     }
     laptime::set_enabled(false);
     for round in 0..1000 {

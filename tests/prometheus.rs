@@ -1538,3 +1538,51 @@ fn two_exporters_in_one_registry_keep_their_units() {
         "{names:?}"
     );
 }
+
+#[laptime::measure(name = "zero_outcome", outcome)]
+fn parse_qty(text: &str) -> Result<u32, std::num::ParseIntError> {
+    text.parse()
+}
+
+/// Series exist at zero before their first record, so `rate()` counts that record: a registered
+/// stage, and the `err` series of an `outcome` function from its first call. A family's overflow
+/// series (registered with the family, seldom used) appears only once something goes to it.
+#[test]
+fn series_appear_at_zero_before_their_first_record_but_overflow_only_once_used() {
+    let _s = serial();
+    let exporter = PrometheusExporter::builder().build().unwrap();
+    let handle = install(builder(&exporter));
+    let registered = Stage::new(unique("zero_registered")).unwrap();
+    let family = laptime::Family::new(unique("zero_family"), &["pair"]).unwrap();
+    laptime::record(family.series(&["BTC"]).unwrap(), US);
+    assert_eq!(parse_qty("7"), Ok(7));
+    assert!(handle.flush());
+    let samples = parse(&exporter.render().unwrap());
+    let shared = "laptime_stage_duration_seconds_count";
+    assert_eq!(
+        value(&samples, shared, &[("stage", registered.name())]),
+        0.0
+    );
+    let own = |name: &str| format!("laptime_{name}_seconds_count");
+    assert_eq!(
+        value(&samples, &own("zero_outcome"), &[("outcome", "ok")]),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, &own("zero_outcome"), &[("outcome", "err")]),
+        0.0
+    );
+    let family_count = own(family.name());
+    assert_eq!(value(&samples, &family_count, &[("pair", "BTC")]), 1.0);
+    assert!(
+        find(&samples, &family_count, &[("pair", "__overflow__")]).is_empty(),
+        "no overflow series before anything overflowed"
+    );
+    laptime::record(family.series_or_overflow(&[""]), US);
+    assert!(handle.flush());
+    let samples = parse(&exporter.render().unwrap());
+    assert_eq!(
+        value(&samples, &family_count, &[("pair", "__overflow__")]),
+        1.0
+    );
+}

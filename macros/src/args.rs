@@ -12,6 +12,8 @@ use syn::{Expr, Ident, LitStr, Path, Token};
 pub(crate) struct Accepts {
     pub(crate) name: bool,
     pub(crate) outcome: bool,
+    /// `polls`: only `#[measure]` itself, which may sit on an `async fn`.
+    pub(crate) polls: bool,
 }
 
 #[derive(Default, Clone)]
@@ -152,7 +154,7 @@ impl Args {
                 }
                 self.outcome = true;
             }
-            "polls" if accepts.outcome => {
+            "polls" if accepts.polls => {
                 if self.polls {
                     return Err(duplicate());
                 }
@@ -180,7 +182,7 @@ impl Args {
             "polls" => {
                 return Err(syn::Error::new(
                     span,
-                    "`polls` is not taken here: put `#[laptime::measure(polls)]` on the `async fn`",
+                    "`polls` is not taken here: it times an `async fn`'s polls; put `#[laptime::measure(polls)]` on the `async fn`",
                 ));
             }
             other => {
@@ -299,6 +301,7 @@ impl Parse for BlockInput {
         let accepts = Accepts {
             name: false,
             outcome: true,
+            polls: false,
         };
         let args = Args::parse_list(input, accepts, true)?;
         if !input.peek(syn::token::Brace) {

@@ -185,8 +185,13 @@ pub(crate) fn instrument(
                 // allocation, no unsafe.
                 let timer = local("__laptime_polls");
                 let inner = local("__laptime_body");
+                // The deadline is the whole call's: a poll or a delay is not judged by it.
+                let parts = Args {
+                    deadline: None,
+                    ..args.clone()
+                };
                 let [busy, poll, woken] = [".busy", ".poll", ".wake_to_poll"]
-                    .map(|s| call_site(args, &name.suffixed(s), None));
+                    .map(|s| call_site(&parts, &name.suffixed(s), None));
                 quote! {
                     let mut #timer = #krate::__private::PollTimer::new(#busy, #poll, #woken);
                     let mut #inner = ::core::pin::pin!(#body);

@@ -44,6 +44,7 @@ fn measure_fn(
     let accepts = Accepts {
         name: true,
         outcome: true,
+        polls: true,
     };
     let args = args::parse_attr(attr, accepts)?;
     // A method (a function with a receiver) is named after `Self`'s type too, so two impls of
@@ -168,6 +169,7 @@ pub fn measure_all(attr: TokenStream, item: TokenStream) -> TokenStream {
     let accepts = Accepts {
         name: false,
         outcome: false,
+        polls: false,
     };
     let result = args::parse_attr(attr.into(), accepts)
         .and_then(|args| all::measure_all(&args, item.clone(), ENABLED));

@@ -30,11 +30,13 @@ impl Format {
 
 /// How much a request's `Accept` header wants each format, in thousandths (`q=0.8` is 800); 0
 /// for not acceptable. Without the header, or with one that names none of them, text.
+#[cfg(feature = "http")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Accept {
     weights: [u16; 3],
 }
 
+#[cfg(feature = "http")]
 impl Default for Accept {
     fn default() -> Self {
         Self {
@@ -43,6 +45,7 @@ impl Default for Accept {
     }
 }
 
+#[cfg(feature = "http")]
 impl Accept {
     /// Reads an `Accept` header. A media range that does not parse is skipped: a client that
     /// sends garbage gets text, the format every scraper takes.
@@ -63,7 +66,8 @@ impl Accept {
                     continue;
                 };
                 let k = format as usize;
-                if rank > specificity[k] {
+                // Of two ranges as specific, the one that weighs it more.
+                if rank > specificity[k] || (rank == specificity[k] && parsed.q > weights[k]) {
                     specificity[k] = rank;
                     weights[k] = parsed.q;
                 }
@@ -90,6 +94,7 @@ impl Accept {
     }
 }
 
+#[cfg(feature = "http")]
 /// One media range of an `Accept` header: type, subtype, the parameters that tell Prometheus'
 /// formats apart, and the weight.
 struct MediaRange<'a> {
@@ -101,6 +106,7 @@ struct MediaRange<'a> {
     q: u16,
 }
 
+#[cfg(feature = "http")]
 impl<'a> MediaRange<'a> {
     fn parse(range: &'a str) -> Option<Self> {
         let mut parts = range.split(';');
@@ -165,6 +171,7 @@ impl<'a> MediaRange<'a> {
     }
 }
 
+#[cfg(feature = "http")]
 /// A `q` value: `0` to `1` with at most three decimals, in thousandths.
 fn parse_q(v: &str) -> Option<u16> {
     let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
@@ -179,7 +186,7 @@ fn parse_q(v: &str) -> Option<u16> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "http"))]
 mod tests {
     use super::*;
 
@@ -241,6 +248,11 @@ mod tests {
             choose("application/openmetrics-text;version=2.0.0", &ALL),
             Format::Text
         );
+        // Two ranges as specific (two versions): the higher weight counts, in either order.
+        let versions = "application/openmetrics-text;version=0.0.1;q=0.3, application/openmetrics-text;version=1.0.0, text/plain;q=0.5";
+        assert_eq!(choose(versions, &ALL), Format::OpenMetrics);
+        let reversed = "text/plain;q=0.5, application/openmetrics-text;version=1.0.0;q=0.3, application/openmetrics-text;version=0.0.1";
+        assert_eq!(choose(reversed, &ALL), Format::OpenMetrics);
     }
 
     #[test]

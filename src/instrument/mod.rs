@@ -315,8 +315,14 @@ impl OutcomeSpan {
     /// Starts a span of a function or block.
     #[inline]
     pub fn start(ok: &'static CallSite, err: &'static CallSite) -> OutcomeSpan {
+        let guard = start(ok);
+        if guard.is_recording() {
+            // Both series exist (exported at zero) from the first call, not from the first
+            // error: a scraper's `rate()` of the errors then counts the first one too.
+            let _ = err.into_stage();
+        }
         OutcomeSpan {
-            guard: Some(start(ok)),
+            guard: Some(guard),
             err,
             cancel_on_drop: false,
         }

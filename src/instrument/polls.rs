@@ -9,8 +9,9 @@
 //!   poll has none).
 //!
 //! The wake time is taken by a waker wrapped around the runtime's: a small shared cell, reused
-//! while the runtime's waker stays the same, and kept in a per-thread pool between calls, so a
-//! steady stream of calls allocates nothing once the pool is warm.
+//! while the runtime's waker stays the same, and kept in a per-thread pool between calls (the
+//! same task's cell even while a resource still holds it), so a steady stream of calls
+//! allocates nothing once the pool is warm.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -37,31 +38,46 @@ impl Wake for WakeCell {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        // Relaxed: the poll that reads it was scheduled by the wake below, which orders it.
-        self.woken_at.store(ticks().max(1), Ordering::Relaxed);
+        // The first wake since the last poll is the one the delay runs from: later ones (a timer
+        // and a channel both firing) find the task already woken. Relaxed: the poll that reads
+        // it was scheduled by the wake below, which orders it.
+        let _ =
+            self.woken_at
+                .compare_exchange(0, ticks().max(1), Ordering::Relaxed, Ordering::Relaxed);
         self.waker.wake_by_ref();
     }
 }
 
-/// Cells no waker refers to any more, for the next calls on this thread.
+/// Cells of finished calls, for the next calls on this thread.
 const POOL: usize = 16;
 
 thread_local! {
     static CELLS: RefCell<Vec<Arc<WakeCell>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A cell wrapping `waker`: a pooled one when this thread has one, else a new one.
+/// A cell wrapping `waker`, from this thread's pool when it has one that fits: the same task's
+/// cell (a resource such as a channel may still hold it from the last call: its wakes are this
+/// task's all the same), else one nothing else holds, rewrapped. Otherwise a new one.
 fn cell_for(waker: &Waker) -> Arc<WakeCell> {
     let pooled = CELLS
-        .try_with(|c| c.try_borrow_mut().ok()?.pop())
+        .try_with(|c| {
+            let mut pool = c.try_borrow_mut().ok()?;
+            let at = (pool.iter().position(|cell| cell.waker.will_wake(waker)))
+                .or_else(|| pool.iter().position(|cell| Arc::strong_count(cell) == 1))?;
+            Some(pool.swap_remove(at))
+        })
         .ok()
         .flatten();
-    if let Some(mut cell) = pooled
-        && let Some(unique) = Arc::get_mut(&mut cell)
-    {
-        unique.waker.clone_from(waker);
-        *unique.woken_at.get_mut() = 0;
-        return cell;
+    if let Some(mut cell) = pooled {
+        if let Some(unique) = Arc::get_mut(&mut cell) {
+            unique.waker.clone_from(waker);
+            *unique.woken_at.get_mut() = 0;
+            return cell;
+        }
+        if cell.waker.will_wake(waker) {
+            cell.woken_at.store(0, Ordering::Relaxed);
+            return cell;
+        }
     }
     Arc::new(WakeCell {
         woken_at: AtomicU64::new(0),
@@ -69,17 +85,22 @@ fn cell_for(waker: &Waker) -> Arc<WakeCell> {
     })
 }
 
-/// Back to the pool, if nothing else holds it (a runtime may keep a waker after the call ended).
-fn release(cell: Arc<WakeCell>) {
-    if Arc::strong_count(&cell) == 1 {
-        let _ = CELLS.try_with(|c| {
-            if let Ok(mut pool) = c.try_borrow_mut()
-                && pool.len() < POOL
-            {
-                pool.push(cell);
-            }
-        });
+/// Back to this thread's pool (when it has room). A cell nothing else holds lets go of the
+/// runtime's waker first, so the pool keeps no finished task alive.
+fn release(mut cell: Arc<WakeCell>) {
+    if let Some(unique) = Arc::get_mut(&mut cell) {
+        unique.waker = Waker::noop().clone();
     }
+    let _ = CELLS.try_with(|c| {
+        if let Ok(mut pool) = c.try_borrow_mut()
+            && pool.len() < POOL
+        {
+            // Room for the whole pool at once: it never grows on a later call.
+            let room = POOL - pool.len();
+            pool.reserve_exact(room);
+            pool.push(cell);
+        }
+    });
 }
 
 /// Times one call's polls; made by the expansion of `#[measure(polls)]`, which polls the body

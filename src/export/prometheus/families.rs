@@ -140,7 +140,9 @@ impl Core {
         let mut series = StageSeries::default();
         let mut homes = HashMap::new();
         for f in p.stages.iter() {
-            let s = StageScrape::new(c, f, &p.snapshot);
+            let Some(s) = StageScrape::new(c, f, &p.snapshot) else {
+                continue;
+            };
             let stage = s.stage();
             // A family's series: its histogram and deadline misses, by its labels. The family
             // total: the accounting and window percentiles for the family as a whole, but no
@@ -230,10 +232,22 @@ impl<'a> StageScrape<'a> {
     /// Every stage the process registered, recorded into or not: a series exported at zero
     /// before its first record is what lets `rate()` count that record (a series that first
     /// appears with counts in it has no earlier sample to subtract). Register stages at start
-    /// (`Stage::new`, `stage!`) to have them from the first scrape.
-    fn new(c: &'a Config, figures: &'a StageFigures, snap: &'a Snapshot) -> Self {
+    /// (`Stage::new`, `stage!`) to have them from the first scrape. The exception, `None`: a
+    /// family's overflow series (every label `__overflow__`) before anything went to it, which
+    /// every family registers at its declaration and most never use.
+    fn new(c: &'a Config, figures: &'a StageFigures, snap: &'a Snapshot) -> Option<Self> {
         let stage = figures.raw.stage;
         let cumulative = snap.stats(stage, Window::Cumulative);
+        let e = &figures.raw;
+        let idle = e.count == 0
+            && e.misses == 0
+            && e.dropped == 0
+            && e.sampled_out == 0
+            && e.cancelled == 0
+            && cumulative.is_none_or(|s| s.in_rings == 0);
+        if idle && stage.family().is_some_and(|f| f.overflow() == stage) {
+            return None;
+        }
         let own_labels = stage
             .labels()
             .iter()
@@ -245,12 +259,12 @@ impl<'a> StageScrape<'a> {
                 }
             })
             .collect();
-        Self {
+        Some(Self {
             figures,
             cumulative,
             own_labels,
             const_pairs: &c.const_pairs,
-        }
+        })
     }
 
     fn stage(&self) -> Stage {

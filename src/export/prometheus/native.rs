@@ -53,8 +53,8 @@ impl NativeHistograms {
     /// The widest run of bucket indexes one histogram keeps, counting empty buckets between the
     /// lowest and the highest (as OpenTelemetry's `max_size`). A value that would widen it past
     /// this lowers that histogram's schema by one, merging neighbouring buckets, until it fits:
-    /// no count is lost, the histogram's resolution halves. Memory per histogram is at most 8
-    /// bytes a bucket.
+    /// no count is lost, the histogram's resolution halves. Memory per histogram: 8
+    /// bytes a bucket of the run, up to about twice that while it grows, plus the published copy.
     pub fn with_max_buckets(mut self, max_buckets: usize) -> Self {
         self.max_buckets = max_buckets;
         self

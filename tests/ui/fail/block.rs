@@ -11,4 +11,5 @@ fn main() {
     laptime::measure_block!(EventId::Emit, deadline = "1ms", {});
     laptime::measure_block!("stage_emit", {}, {});
     laptime::measure_block!("stage_emit", name = "x", {});
+    laptime::measure_block!("stage_emit", polls, {});
 }

@@ -15,6 +15,11 @@ impl Book {
     fn b(&self) {}
 }
 
+#[laptime::measure_all(polls)]
+impl Book {
+    async fn c(&self) {}
+}
+
 #[laptime::measure_all]
 mod elsewhere;
 
