@@ -482,18 +482,24 @@ impl Drop for SpanToken {
     }
 }
 
+/// The stage a value of `stage` is recorded into, if recording is on, the stage resolves and this
+/// call is sampled in: what every entry point without a span of its own checks first.
+#[inline(always)]
+fn admitted(stage: impl IntoStage) -> Option<Stage> {
+    if !recording() {
+        return None;
+    }
+    let stage = stage.into_stage()?;
+    admit(stage)?;
+    Some(stage)
+}
+
 /// Records a duration measured elsewhere (a value from an exchange's reply, a simulated latency).
 /// Sampling and the switches apply as for spans; deadlines are judged on the value.
 pub fn record(stage: impl IntoStage, duration: Duration) {
-    if !recording() {
-        return;
-    }
-    let Some(stage) = stage.into_stage() else {
+    let Some(stage) = admitted(stage) else {
         return;
     };
-    if admit(stage).is_none() {
-        return;
-    }
     let ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
     push_or_count(
         stage,
@@ -511,15 +517,9 @@ pub fn record(stage: impl IntoStage, duration: Duration) {
 /// elsewhere (an async call's polls, a wake on another thread). Sampling and the switches apply
 /// as for spans.
 pub(crate) fn record_between(stage: impl IntoStage, start: u64, end: u64) {
-    if !recording() {
-        return;
-    }
-    let Some(stage) = stage.into_stage() else {
+    let Some(stage) = admitted(stage) else {
         return;
     };
-    if admit(stage).is_none() {
-        return;
-    }
     push_or_count(stage, span_record(stage, 0, start, end));
 }
 

@@ -25,17 +25,29 @@ struct Bats;
 impl Venue for Xnas {}
 impl Venue for Bats {}
 
-/// Pending once (waking its task at once, as `yield_now` does), then ready.
-struct YieldOnce(bool);
+thread_local! {
+    /// A resource that keeps the last waker it was given past the call (as a channel does).
+    static KEEPER: std::cell::RefCell<Option<std::task::Waker>> = const { std::cell::RefCell::new(None) };
+}
 
-impl std::future::Future for YieldOnce {
+/// Pending once, waking its task at once (as `yield_now` does), then ready; with `keep`, it also
+/// leaves its waker with [`KEEPER`].
+struct Suspend {
+    done: bool,
+    keep: bool,
+}
+
+impl std::future::Future for Suspend {
     type Output = ();
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
-        if std::mem::replace(&mut self.0, true) {
+        if std::mem::replace(&mut self.done, true) {
             return std::task::Poll::Ready(());
+        }
+        if self.keep {
+            KEEPER.with(|k| k.borrow_mut().clone_from(&Some(cx.waker().clone())));
         }
         cx.waker().wake_by_ref();
         std::task::Poll::Pending
@@ -44,35 +56,20 @@ impl std::future::Future for YieldOnce {
 
 #[laptime::measure(name = "alloc_async", polls)]
 async fn polled_call() {
-    YieldOnce(false).await;
-}
-
-thread_local! {
-    /// A resource that keeps the last waker it was given past the call (as a channel does).
-    static KEEPER: std::cell::RefCell<Option<std::task::Waker>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Pending once, leaving its waker with [`KEEPER`] and waking it, then ready.
-struct Kept(bool);
-
-impl std::future::Future for Kept {
-    type Output = ();
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        if std::mem::replace(&mut self.0, true) {
-            return std::task::Poll::Ready(());
-        }
-        KEEPER.with(|k| k.borrow_mut().clone_from(&Some(cx.waker().clone())));
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
+    Suspend {
+        done: false,
+        keep: false,
     }
+    .await;
 }
 
 #[laptime::measure(name = "alloc_async_kept", polls)]
 async fn polled_kept_call() {
-    Kept(false).await;
+    Suspend {
+        done: false,
+        keep: true,
+    }
+    .await;
 }
 
 /// A `#[measure(polls)]` call polled to completion on this thread's stack, by a runtime whose
