@@ -63,12 +63,27 @@ fn install_with(
 }
 
 fn exporter(window_quantiles: bool) -> PrometheusExporter {
-    PrometheusExporter::builder()
+    exporter_with(window_quantiles, false)
+}
+
+/// With `native` (feature `prometheus-native`), native histograms at the default schema beside
+/// the classic buckets.
+fn exporter_with(window_quantiles: bool, native: bool) -> PrometheusExporter {
+    let builder = PrometheusExporter::builder()
         .with_namespace("mm")
         .with_const_label("env", "bench")
-        .with_window_quantiles(window_quantiles)
-        .build()
-        .expect("valid exporter configuration")
+        .with_window_quantiles(window_quantiles);
+    #[cfg(feature = "prometheus-native")]
+    let builder = if native {
+        builder.with_native_histograms(laptime::export::prometheus::NativeHistograms::default())
+    } else {
+        builder
+    };
+    assert!(
+        !native || cfg!(feature = "prometheus-native"),
+        "native histograms need feature prometheus-native"
+    );
+    builder.build().expect("valid exporter configuration")
 }
 
 /// Deterministic durations spread log-uniformly over 1 µs – 10 ms (xorshift64*): every bucket
@@ -208,8 +223,13 @@ fn scrape(c: &mut Criterion) {
     let stages = stages("bench_prom_scrape", STAGES);
     let mut g = c.benchmark_group("scrape");
     baselines(&mut g);
-    for window_quantiles in [false, true] {
-        let exporter = exporter(window_quantiles);
+    let mut variants = vec![(false, false), (true, false)];
+    // Native histograms where the feature is on: their protobuf carries both kinds of buckets.
+    if cfg!(feature = "prometheus-native") {
+        variants.push((false, true));
+    }
+    for (window_quantiles, native) in variants {
+        let exporter = exporter_with(window_quantiles, native);
         let handle = install(Some(&exporter), Duration::from_secs(60));
         for (i, d) in durations(N, 7).into_iter().enumerate() {
             laptime::record(stages[i % STAGES], d);
@@ -224,17 +244,17 @@ fn scrape(c: &mut Criterion) {
         #[cfg(not(feature = "prometheus-native"))]
         let protobuf = 0;
         println!(
-            "scrape, 64 stages, window quantiles {window_quantiles}: text {} bytes, {} lines; \
+            "scrape, 64 stages, window quantiles {window_quantiles}, native {native}: text {} bytes, {} lines; \
              OpenMetrics {} bytes, {} lines; protobuf {protobuf} bytes",
             text.len(),
             text.lines().count(),
             om.len(),
             om.lines().count(),
         );
-        let stages = if window_quantiles {
-            "64_stages_window_quantiles"
-        } else {
-            "64_stages"
+        let stages = match (window_quantiles, native) {
+            (true, _) => "64_stages_window_quantiles",
+            (false, true) => "64_stages_native",
+            (false, false) => "64_stages",
         };
         g.bench_function(format!("render/{stages}"), |b| {
             b.iter(|| black_box(exporter.render()))
