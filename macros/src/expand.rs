@@ -126,6 +126,16 @@ pub(crate) fn instrument(
     block: &Block,
     name: &Name,
 ) -> syn::Result<Block> {
+    // With `polls` four call sites read the labels: each expression is evaluated once, into a
+    // local all four read, as it is for a call without `polls`.
+    let (bind_labels, bound);
+    let args = if args.polls && args.has_runtime_labels() {
+        (bind_labels, bound) = bind_runtime_labels(args);
+        &bound
+    } else {
+        bind_labels = TokenStream::new();
+        args
+    };
     let krate = args.krate();
     let span = local("__laptime_span");
     let out = local("__laptime_out");
@@ -202,6 +212,7 @@ pub(crate) fn instrument(
                 quote!(let #out = #body.await;)
             };
             quote! {{
+                #bind_labels
                 let #span = #start;
                 #run
                 #finish;
@@ -210,6 +221,22 @@ pub(crate) fn instrument(
         }
     };
     syn::parse2(tokens)
+}
+
+/// `let` statements evaluating each label from an argument once, and `args` with those labels
+/// reading the locals instead.
+fn bind_runtime_labels(args: &Args) -> (TokenStream, Args) {
+    let krate = args.krate();
+    let mut bound = args.clone();
+    let mut lets = TokenStream::new();
+    for (i, (_, value)) in bound.labels.iter_mut().enumerate() {
+        if let LabelArg::Runtime(expr) = value {
+            let id = local(&format!("__laptime_label_{i}"));
+            lets.extend(quote!(let #id: &dyn #krate::LabelValue = &(#expr);));
+            **expr = syn::parse_quote!(*#id);
+        }
+    }
+    (lets, bound)
 }
 
 /// The declared return type, unless it cannot be written in a `let` or a closure (`impl Trait`).

@@ -32,9 +32,10 @@ impl NativeHistograms {
     /// process or summed over a fleet. Schema 5 (2.2 %) would not keep a fleet quantile within 2 %.
     pub const DEFAULT_SCHEMA: i8 = 6;
     /// The default bucket budget: at schema 6, 32 doublings (e.g. 10 ns to 43 s) before the
-    /// schema is lowered; a histogram keeps at most 16 KiB of counts, and only as wide a run as
-    /// its values span (1 µs to 10 ms: 14 doublings, 7 KiB). With thousands of series, a lower
-    /// budget (or classic buckets for the family) keeps memory down.
+    /// schema is lowered. A histogram keeps 8 bytes a bucket of the run its values span (1 µs to
+    /// 10 ms: 14 doublings, 7 KiB), up to twice that while the run grows, plus the copy the last
+    /// cycle published. With thousands of series, a lower budget (or classic buckets for the
+    /// family) keeps memory down.
     pub const DEFAULT_MAX_BUCKETS: usize = 2048;
     /// The highest schema Prometheus accepts.
     pub const MAX_SCHEMA: i8 = MAX_SCALE;

@@ -120,6 +120,11 @@ async fn fetch_polled_pair(pair: &str) -> usize {
     pair.len()
 }
 
+#[laptime::measure(name = "fetch_polled_owned", labels(pair = pair), polls)]
+async fn fetch_polled_owned(pair: String) -> String {
+    pair
+}
+
 #[laptime::measure(polls)]
 async fn fetch_polled_opaque() -> impl Display {
     3
