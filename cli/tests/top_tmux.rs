@@ -166,7 +166,18 @@ fn p99s(screen: &str) -> Vec<f64> {
         .skip_while(|l| !l.starts_with("stage "))
         .skip(1)
         .take_while(|l| !l.trim().is_empty())
-        .map(|l| l.split_whitespace().rev().nth(4).unwrap().parse().unwrap())
+        .map(|l| {
+            // From the right: the p99 trend (a sparkline, once a row has history), sla, misses,
+            // max, p99.9, then p99; stage names may hold a space (`Σ exchange_req`).
+            let mut fields: Vec<&str> = l.split_whitespace().collect();
+            if fields
+                .last()
+                .is_some_and(|f| f.chars().all(|c| ('▁'..='█').contains(&c)))
+            {
+                fields.pop();
+            }
+            fields[fields.len() - 5].parse().unwrap()
+        })
         .collect()
 }
 
