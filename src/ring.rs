@@ -1,6 +1,7 @@
 //! A bounded, wait-free single-producer single-consumer ring of `Copy` records.
 //!
-//! This module and the TSC read in `clock.rs` are the only places with `unsafe` code. The design
+//! One of the four small modules with `unsafe` code (with the TSC read in `clock.rs`, the barrier
+//! and the hot path's thread-local slot in `recorder/tls.rs`). The design
 //! follows rtrb: the SPSC property is a type-level fact (`ring()` returns one [`Producer`] and one
 //! [`Consumer`], each `Send`, neither `Sync`, writes take `&mut self`), head and tail live on their
 //! own cache lines, and each side caches the other's index so the shared atomic is read only when
@@ -123,6 +124,38 @@ impl<T: Copy> Producer<T> {
         // Release: the slot write above is visible to a consumer that Acquire-loads this tail.
         self.shared.tail.store(self.tail, Ordering::Release);
         Ok(self.tail.wrapping_sub(self.cached_head))
+    }
+
+    /// Appends the values `value(0)`, `value(1)`, … up to `n` of them, as many as fit, and
+    /// publishes them with one store: a consumer sees all of them or none. Returns how many were
+    /// written (`value` is not called for the rest). Never blocks, never allocates.
+    #[inline]
+    pub fn push_with(&mut self, n: usize, mut value: impl FnMut(usize) -> T) -> usize {
+        let capacity = self.shared.mask + 1;
+        let mut free = capacity - self.tail.wrapping_sub(self.cached_head);
+        if free < n {
+            // Acquire: as in `push`.
+            self.cached_head = self.shared.head.load(Ordering::Acquire);
+            free = capacity - self.tail.wrapping_sub(self.cached_head);
+        }
+        let written = n.min(free);
+        // Read once: a slot write could alias them as far as the compiler knows.
+        let (mask, slots, tail) = (self.shared.mask, &self.shared.slots[..], self.tail);
+        for i in 0..written {
+            let index = tail.wrapping_add(i) & mask;
+            // SAFETY: `index <= mask < slots.len()`.
+            let slot = unsafe { slots.get_unchecked(index) };
+            let v = value(i);
+            // SAFETY: the slot is among the `free` ones outside `head..tail`, which the consumer
+            // does not read until the tail published below covers it; we are the only producer.
+            slot.with_mut(|p| unsafe { p.write(MaybeUninit::new(v)) });
+        }
+        if written > 0 {
+            self.tail = self.tail.wrapping_add(written);
+            // Release: every slot write above is visible to a consumer that Acquire-loads it.
+            self.shared.tail.store(self.tail, Ordering::Release);
+        }
+        written
     }
 
     /// Re-reads the consumer's index and returns the exact occupancy at this instant.
@@ -405,6 +438,49 @@ mod tests {
         c.drain(usize::MAX, |v| rest.push(v));
         assert_eq!(rest, vec![3, 4]);
         assert_eq!(p.refresh_len(), 0);
+    }
+
+    #[test]
+    fn a_batch_writes_what_fits_across_the_wrap_and_publishes_once() {
+        let (mut p, mut c) = ring::<u32>(8);
+        assert_eq!(p.push_with(6, |i| i as u32), 6);
+        c.drain(5, drop);
+        // Slots 6, 7, then 0..: the batch wraps; 8 − 1 are free, 9 asked.
+        assert_eq!(p.push_with(9, |i| 100 + i as u32), 7);
+        let mut got = Vec::new();
+        c.drain(usize::MAX, |v| got.push(v));
+        assert_eq!(got, vec![5, 100, 101, 102, 103, 104, 105, 106]);
+        assert_eq!(p.push_with(0, |_| unreachable!("nothing asked")), 0);
+        assert_eq!(c.pushed(), 13);
+    }
+
+    #[test]
+    fn two_threads_batches_keep_order_and_lose_nothing() {
+        let n: u64 = if cfg!(miri) { 200 } else { 200_000 };
+        let (mut p, mut c) = ring::<u64>(16);
+        let producer = std::thread::spawn(move || {
+            let mut i = 0;
+            while i < n {
+                let want = ((i % 7) as usize + 1).min((n - i) as usize);
+                let written = p.push_with(want, |k| i + k as u64);
+                i += written as u64;
+                if written == 0 {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let mut expected = 0;
+        while expected < n {
+            if c.drain(usize::MAX, |v| {
+                assert_eq!(v, expected);
+                expected += 1;
+            }) == 0
+            {
+                std::thread::yield_now();
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(c.pop(), None);
     }
 
     #[test]

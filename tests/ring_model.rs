@@ -39,6 +39,8 @@ enum Op {
     Push(u16),
     /// Push until the ring refuses, so full-ring behaviour is hit on large capacities too.
     Fill,
+    /// `push_with` of this many records: as many as fit, one publication.
+    PushBatch(usize),
     Pop,
     /// Drain with this limit (`usize::MAX` too: "everything").
     Drain(usize),
@@ -49,6 +51,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => any::<u16>().prop_map(Op::Push),
         1 => Just(Op::Fill),
+        2 => (0usize..=12).prop_map(Op::PushBatch),
         3 => Just(Op::Pop),
         3 => (0usize..=20).prop_map(Op::Drain),
         1 => Just(Op::Drain(usize::MAX)),
@@ -112,6 +115,8 @@ fn run(requested: usize, ops: &[Op]) -> Result<(), TestCaseError> {
         }
     };
 
+    // Batches number their records apart from single pushes (whose closure holds `seq`).
+    let mut batch_seq: u64 = 1 << 40;
     for op in ops {
         match *op {
             Op::Push(v) => {
@@ -124,6 +129,31 @@ fn run(requested: usize, ops: &[Op]) -> Result<(), TestCaseError> {
                     prop_assert!(pushed <= cap);
                 }
                 prop_assert_eq!(model.len(), cap);
+            }
+            Op::PushBatch(n) => {
+                let recs: Vec<Rec> = (0..n)
+                    .map(|i| {
+                        batch_seq += 1;
+                        (batch_seq, batch_seq as u32 ^ 0x5A5A_5A5A, i as u16)
+                    })
+                    .collect();
+                let mut asked = Vec::new();
+                let written = p.push_with(n, |i| {
+                    asked.push(i);
+                    recs[i]
+                });
+                let fits = n.min(cap - model.len());
+                prop_assert_eq!(written, fits, "writes as many as fit");
+                prop_assert_eq!(
+                    asked,
+                    (0..fits).collect::<Vec<_>>(),
+                    "asks in order, no more"
+                );
+                model.extend(&recs[..written]);
+                if written < n {
+                    // Short of room, it re-read the consumer's index.
+                    producer_view_exact = true;
+                }
             }
             Op::Pop => {
                 let got = c.pop();
