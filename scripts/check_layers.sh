@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-engine=(src/aggregator src/collector src/recorder.rs src/record.rs src/stats src/stage.rs
+engine=(src/aggregator src/collector src/recorder src/recorder.rs src/record.rs src/stats src/stage.rs
         src/ring.rs src/clock.rs src/hist.rs src/sink.rs src/limits.rs src/sla.rs)
 failed=0
 # Only the paths that exist (the check must also run on an older tree, to show it fails there).

@@ -114,7 +114,8 @@
 //!   fence and a 1 ms pause make it exact in practice, not by proof).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
-// The two modules that read the TSC and own the ring's slots opt back in, each with a SAFETY line
+// The modules that read the TSC, own the ring's slots, issue the process-wide barrier and hold the
+// hot path's thread-local slot (`recorder/tls.rs`) opt back in, each with a SAFETY line
 // on every block.
 #![cfg_attr(not(laptime_loom), doc(test(attr(deny(warnings)))))]
 

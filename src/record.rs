@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 
+use crate::recorder::sampling::SamplingRate;
+
 /// What a record says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
@@ -76,8 +78,8 @@ pub(crate) struct Control {
     /// `ENABLED` (the user's switch) | `STOPPED` (a collector was stopped and none replaced it) |
     /// generation << 2 (which collector threads should be registered with; 0 = none yet).
     state: AtomicU64,
-    /// Sampling threshold: a call is kept when its random draw is below it; `u64::MAX` keeps all.
-    sampling: AtomicU64,
+    /// The global sampling rate (`u64::MAX` threshold keeps all).
+    sampling: SamplingRate,
 }
 
 pub(crate) const ENABLED: u64 = 1;
@@ -86,7 +88,7 @@ pub(crate) const GEN_SHIFT: u32 = 2;
 
 pub(crate) static CONTROL: CachePadded<Control> = CachePadded::new(Control {
     state: AtomicU64::new(ENABLED),
-    sampling: AtomicU64::new(u64::MAX),
+    sampling: SamplingRate::keep_all(),
 });
 
 impl Control {
@@ -128,12 +130,16 @@ impl Control {
     }
 
     #[inline(always)]
+    pub(crate) fn sampling(&self) -> &SamplingRate {
+        &self.sampling
+    }
+
     pub(crate) fn sampling_threshold(&self) -> u64 {
-        self.sampling.load(Ordering::Relaxed)
+        self.sampling.threshold()
     }
 
     pub(crate) fn set_sampling_threshold(&self, threshold: u64) {
-        self.sampling.store(threshold, Ordering::Relaxed);
+        self.sampling.set(threshold);
     }
 }
 

@@ -27,6 +27,7 @@ use parking_lot::Mutex;
 
 use crate::error::StageError;
 use crate::prom_name::is_label_name;
+use crate::recorder::sampling::SamplingRate;
 
 use crate::limits::{DEFAULT_MAX_SERIES, MAX_FAMILIES, MAX_SERIES_LIMIT};
 pub use crate::limits::{DEFAULT_MAX_STAGES, MAX_NAME_LEN, MAX_STAGES_LIMIT};
@@ -52,8 +53,8 @@ pub(crate) struct StageInfo {
     pub(crate) labels: Labels,
     /// `FLAG_*` bits, read once per span on the hot path.
     flags: AtomicU32,
-    /// Sampling threshold used when `FLAG_SAMPLED` is set (see `recorder::rate_to_threshold`).
-    pub(crate) sample_threshold: AtomicU64,
+    /// The stage's own sampling rate, used when `FLAG_SAMPLED` is set.
+    pub(crate) sampling: SamplingRate,
     /// Deadline in nanoseconds; 0 = none. Read by the aggregator.
     pub(crate) deadline_ns: AtomicU64,
     /// Expected interval between spans for coordinated-omission correction, in nanoseconds;
@@ -117,7 +118,7 @@ impl StageInfo {
             name,
             labels,
             flags: AtomicU32::new(0),
-            sample_threshold: AtomicU64::new(u64::MAX),
+            sampling: SamplingRate::keep_all(),
             deadline_ns: AtomicU64::new(0),
             expected_interval_ns: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -238,7 +239,7 @@ impl Stage {
         match rate {
             Some(r) => {
                 let t = crate::record::rate_to_threshold(r)?;
-                self.0.sample_threshold.store(t, Ordering::Relaxed);
+                self.0.sampling.set(t);
                 self.0.set_flag(FLAG_SAMPLED, true);
             }
             None => self.0.set_flag(FLAG_SAMPLED, false),
@@ -308,7 +309,9 @@ impl Stage {
         }
     }
 
-    /// Records lost to full rings for this stage since the process started.
+    /// Records lost to full rings for this stage since the process started. A thread counts its
+    /// own ring's drops, and the aggregator adds them here each cycle: a drop shows here after its
+    /// next cycle (or a [`crate::flush`]), as it does in the stats.
     pub fn dropped(self) -> u64 {
         self.0.dropped.load(Ordering::Relaxed)
     }

@@ -128,6 +128,10 @@ fn hot_path(round: u32, stages: &[Stage; 4], sampled_out: Stage, watched: Stage)
     lap.split("alloc_literal_split");
     lap.split(stages[2]);
     lap.end_with(stages[3]);
+    // A lap with a disabled split: its records are gathered around the gap.
+    let mut lap = laptime::lap(stages[0]);
+    lap.split("alloc_disabled_split");
+    lap.end_with(stages[1]);
     let token = laptime::record_start(stages[1]);
     laptime::record_end(token);
     laptime::record(stages[2], Duration::from_nanos(u64::from(round)));
@@ -152,6 +156,9 @@ fn nothing_on_the_hot_path_allocates_after_the_first_event() {
     let sampled_out = Stage::new("alloc_sampled_out").unwrap();
     sampled_out.set_sampling_rate(Some(0.0)).unwrap();
     let watched = Stage::new("alloc_watched").unwrap();
+    Stage::new("alloc_disabled_split")
+        .unwrap()
+        .set_enabled(false);
 
     // The thread's first event creates its ring; first uses resolve literals and guard reasons,
     // and create the family's series.
@@ -186,7 +193,7 @@ fn nothing_on_the_hot_path_allocates_after_the_first_event() {
     let a = handle.get_stats(stages[0], Window::Cumulative).unwrap();
     assert_eq!(
         a.count + a.dropped,
-        2 * 20_004,
+        3 * 20_004,
         "every call is either recorded or counted as dropped"
     );
     assert!(

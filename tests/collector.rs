@@ -535,6 +535,55 @@ fn a_lap_with_many_splits_keeps_every_boundary() {
     );
 }
 
+/// A lap's records go into the ring in one batch: what fits is written in order, the rest is
+/// counted as dropped on its own stage (on the thread, then added to the stage's count), and a
+/// split whose stage is disabled takes its boundary but no slot.
+#[test]
+fn a_lap_larger_than_the_ring_keeps_what_fits_and_counts_the_rest_per_stage() {
+    let _s = serial();
+    let clock = clock();
+    let handle = install(builder().with_ring_capacity(4));
+    let total = unique("tight_lap");
+    let stages: Vec<&'static str> = (0..5).map(|_| unique("tight_lap_stage")).collect();
+    let mut lap = laptime::lap(total);
+    for s in &stages {
+        clock.advance(MS);
+        lap.split(*s);
+    }
+    lap.finish(); // 6 records into 4 slots
+    assert!(handle.flush());
+    let get = |n| handle.get_stats(n, Window::Cumulative).unwrap();
+    for s in &stages[..4] {
+        assert_eq!((get(*s).count, get(*s).dropped, get(*s).max), (1, 0, MS));
+    }
+    assert_eq!((get(stages[4]).count, get(stages[4]).dropped), (0, 1));
+    assert_eq!((get(total).count, get(total).dropped), (0, 1));
+    assert_eq!(Stage::new(stages[4]).unwrap().dropped(), 1);
+    assert_eq!(handle.health().dropped, 2);
+
+    // The same lap with its second stage disabled: 5 records, the first 4 fit.
+    Stage::new(stages[1]).unwrap().set_enabled(false);
+    let mut lap = laptime::lap(total);
+    for s in &stages {
+        clock.advance(MS);
+        lap.split(*s);
+    }
+    lap.finish();
+    Stage::new(stages[1]).unwrap().set_enabled(true);
+    assert!(handle.flush());
+    let counts: Vec<(u64, u64)> = stages
+        .iter()
+        .map(|s| (get(*s).count, get(*s).dropped))
+        .collect();
+    assert_eq!(counts, vec![(2, 0), (1, 0), (2, 0), (2, 0), (1, 1)]);
+    assert_eq!((get(total).count, get(total).dropped), (0, 2));
+    assert_eq!(
+        get(stages[2]).min,
+        MS,
+        "the disabled stage's boundary still ends it"
+    );
+}
+
 #[test]
 fn cancelled_and_abandoned_spans_are_counted_not_recorded_and_leave_nothing_in_flight() {
     let _s = serial();

@@ -13,7 +13,7 @@ pub(crate) mod window;
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::hist::Layout;
@@ -25,7 +25,7 @@ use crate::AdaptiveSampling;
 use crate::clock::Calibration;
 use crate::collector::{CollectorShared, SlaCallback, WindowSpec, set_adaptive_ceiling};
 use crate::record::{CONTROL, Kind, Record, threshold_to_rate};
-use crate::recorder::ThreadShared;
+use crate::recorder::{ThreadCounts, ThreadShared};
 use crate::ring::{Consumer, Visit};
 use crate::sink::{Cycle, Interest, RecordBatch, Recorded, Sink, Synthesized, ValueBatch};
 use crate::sla::{ReasonInfo, SlaRule};
@@ -37,8 +37,8 @@ use crate::sync::Arc;
 pub(crate) struct ThreadRing {
     consumer: Consumer<Record>,
     shared: std::sync::Arc<ThreadShared>,
-    /// Last value seen of each `sampled_out` counter.
-    seen_sampled: Box<[u64]>,
+    /// Last values seen of each stage's per-thread counters: (sampled out, dropped).
+    seen_counts: Box<[(u64, u64)]>,
     ring_id: u64,
     /// The registering thread's name, copied only when a sink reads records (it labels them).
     thread: Option<Box<str>>,
@@ -57,7 +57,7 @@ impl ThreadRing {
         Self {
             consumer,
             shared,
-            seen_sampled: vec![0; stages].into_boxed_slice(),
+            seen_counts: vec![(0, 0); stages].into_boxed_slice(),
             ring_id,
             thread: thread_name
                 .then(|| std::thread::current().name().map(Box::from))
@@ -658,7 +658,7 @@ impl Aggregator {
                             true
                         }
                         Visit::Finished => {
-                            this.scan_sampled(ring, now, true);
+                            this.scan_thread_counts(ring, now, true);
                             this.health.rings_reclaimed += 1;
                             this.reclaimed_since_trim = true;
                             this.pushed_reclaimed += ring.consumer.pushed() as u64;
@@ -842,33 +842,47 @@ impl Aggregator {
         state.dirty = true;
     }
 
-    /// Counts the ring's new sampled-out calls. `last` scans even if the flag is clear: the thread
-    /// has exited, and its closed ring (Acquire) orders every counter store before this read.
-    fn scan_sampled(&mut self, ring: &mut ThreadRing, now: u64, last: bool) {
+    /// Counts the ring's new sampled-out calls and drops. `last` scans even if the flag is clear:
+    /// the thread has exited, and its closed ring (Acquire) orders every counter store before
+    /// this read.
+    fn scan_thread_counts(&mut self, ring: &mut ThreadRing, now: u64, last: bool) {
         // Acquire: pairs with the producer's Release store of the flag.
         if !ring.shared.touched.swap(false, Ordering::Acquire) && !last {
             return;
         }
-        let counters: &[AtomicU64] = &ring.shared.sampled_out;
-        for (id, (counter, seen)) in counters
-            .iter()
-            .zip(ring.seen_sampled.iter_mut())
-            .enumerate()
-        {
-            let value = counter.load(Ordering::Relaxed);
-            if value != *seen {
-                let delta = value - *seen;
-                *seen = value;
+        let counters: &[ThreadCounts] = &ring.shared.counts;
+        for (id, (counts, seen)) in counters.iter().zip(ring.seen_counts.iter_mut()).enumerate() {
+            let sampled = counts.sampled_out.load(Ordering::Relaxed);
+            if sampled != seen.0 {
+                let delta = sampled - seen.0;
+                seen.0 = sampled;
                 self.health.sampled_out += delta;
                 self.count_event(id as u32, now, Event::SampledOut, delta);
             }
+            let dropped = counts.dropped.load(Ordering::Relaxed);
+            if dropped != seen.1 {
+                let delta = dropped - seen.1;
+                seen.1 = dropped;
+                self.count_thread_drops(id as u32, now, delta);
+            }
         }
+    }
+
+    /// Drops a thread counted on its own: added to the stage's process-wide count too (already
+    /// seen, so `count_drops` does not count them again), so `Stage::dropped` stays whole.
+    fn count_thread_drops(&mut self, id: u32, now: u64, delta: u64) {
+        if let Some(state) = self.stage_state(id) {
+            state.stage.0.dropped.fetch_add(delta, Ordering::Relaxed);
+            state.dropped_seen += delta;
+        }
+        self.health.dropped += delta;
+        self.count_event(id, now, Event::Dropped, delta);
     }
 
     fn count_sampled_out(&mut self, now: u64) {
         self.with_rings(|this, rings| {
             for ring in rings {
-                this.scan_sampled(ring, now, false);
+                this.scan_thread_counts(ring, now, false);
             }
         });
     }

@@ -4,20 +4,30 @@
 //! A span reads the clock at its start, keeps the reading on the stack, and at its end writes one
 //! 32-byte record into the calling thread's ring. The ring is created (one allocation) and
 //! registered with the collector on the thread's first record; after that nothing here allocates,
-//! locks or blocks. A full ring hands the record back and the stage's drop counter goes up.
+//! locks or blocks. A full ring hands the record back and the thread's drop counter for the stage
+//! goes up.
+//!
+//! `thread` holds a thread's ring and counters and the one way to reach them (`with_ring`), `tls`
+//! the thread-locals behind it, `sampling` the per-call sampling decision, `lap` the split timer.
 
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::clock::ticks;
-use crate::collector::{self, CollectorShared};
+use crate::collector;
 use crate::record::{
-    CONTROL, ENABLED, GEN_SHIFT, Kind, Record, STOPPED, rate_to_threshold, threshold_to_rate,
+    CONTROL, ENABLED, Kind, Record, STOPPED, rate_to_threshold, threshold_to_rate,
 };
-use crate::ring::Producer;
 use crate::stage::{FLAG_DISABLED, FLAG_SAMPLED, FLAG_WATCHED, IntoStage, Stage};
-use crate::sync::Arc;
+
+mod lap;
+pub(crate) mod sampling;
+mod thread;
+mod tls;
+
+pub use lap::{Lap, lap};
+use thread::with_ring;
+pub(crate) use thread::{ThreadCounts, ThreadShared};
 
 /// Turns all recording on or off, at once, for every thread. Disabled spans cost one load and a
 /// branch, record nothing and count nothing.
@@ -46,183 +56,11 @@ pub fn sampling_rate() -> f64 {
     threshold_to_rate(CONTROL.sampling_threshold())
 }
 
-/// Per-thread state shared with the aggregator: counters of calls skipped by sampling.
-pub(crate) struct ThreadShared {
-    /// Sampled-out calls per stage id; written only by the owning thread (load + store, no RMW).
-    pub(crate) sampled_out: Box<[AtomicU64]>,
-    /// Set when `sampled_out` changed since the aggregator last looked.
-    pub(crate) touched: std::sync::atomic::AtomicBool,
-    /// Set while the thread is between reading the control word and finishing a push: a stopping
-    /// aggregator waits for it to clear before its final drain (see [`with_local`]). On its own
-    /// cache line: the aggregator reads it only when stopping, the thread writes it twice a push.
-    pub(crate) pushing: crossbeam_utils::CachePadded<std::sync::atomic::AtomicBool>,
-}
-
-impl ThreadShared {
-    pub(crate) fn new(stages: usize) -> Self {
-        Self {
-            sampled_out: (0..stages).map(|_| AtomicU64::new(0)).collect(),
-            touched: std::sync::atomic::AtomicBool::new(false),
-            pushing: crossbeam_utils::CachePadded::new(std::sync::atomic::AtomicBool::new(false)),
-        }
-    }
-}
-
-struct Local {
-    generation: u64,
-    producer: Producer<Record>,
-    shared: std::sync::Arc<ThreadShared>,
-    collector: Arc<CollectorShared>,
-    /// Occupancy at which the aggregator is woken early (half the ring).
-    wake_at: usize,
-    /// Pushes between two looks at the real occupancy (a quarter of the ring): the producer's view
-    /// of the consumer's index is stale, so it re-reads it on this schedule, not on a guess.
-    check_every: u32,
-    since_check: u32,
-    /// xorshift64* state for sampling draws.
-    rng: u64,
-    /// Span ids: the ring id (process-wide) in the top 32 bits, a per-thread sequence below.
-    next_span: u64,
-}
-
-thread_local! {
-    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
-}
-
-impl Local {
-    #[cold]
-    fn register() -> Option<Local> {
-        let (collector, generation) = collector::current_or_default()?;
-        let (producer, shared, ring_id) = collector.register_thread()?;
-        let wake_at = producer.capacity() / 2;
-        let check_every = u32::try_from(producer.capacity() / 4)
-            .unwrap_or(u32::MAX)
-            .max(1);
-        let seed = (ring_id.wrapping_mul(0x9E37_79B9_7F4A_7C15)) ^ ticks() | 1;
-        Some(Local {
-            generation,
-            producer,
-            shared,
-            collector,
-            wake_at,
-            check_every,
-            since_check: 0,
-            rng: seed,
-            next_span: (ring_id & 0xFFFF_FFFF) << 32,
-        })
-    }
-
-    /// Announces a push, before the control word is read.
-    #[inline(always)]
-    fn announce(&mut self) {
-        self.shared.pushing.store(true, Ordering::Relaxed);
-        // Ordered before the control-word load against the stopping aggregator's barrier.
-        crate::barrier::light();
-    }
-
-    /// Ends the announced push.
-    #[inline(always)]
-    fn done(&mut self) {
-        // Release: the push is visible to whoever sees the announcement cleared.
-        self.shared.pushing.store(false, Ordering::Release);
-    }
-
-    #[inline]
-    fn push(&mut self, record: Record) -> bool {
-        if self.producer.push(record).is_err() {
-            return false;
-        }
-        self.since_check += 1;
-        if self.since_check >= self.check_every {
-            self.check_fill();
-        }
-        true
-    }
-
-    /// Wakes the aggregator if the ring is at least half full. Between two checks at most a
-    /// quarter of the ring fills, so the aggregator is woken with a quarter still free.
-    #[cold]
-    fn check_fill(&mut self) {
-        self.since_check = 0;
-        if self.producer.refresh_len() >= self.wake_at {
-            self.collector.wake();
-        }
-    }
-
-    #[inline]
-    fn draw(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
-/// Runs `f` on this thread's registered ring, registering it first if needed. `None` when there is
-/// no ring to be had (thread exiting, re-entered, no collector, the collector stopping): the caller
-/// counts a drop.
-///
-/// A stop must lose nothing: the thread announces the push (`ThreadShared::pushing`) before it
-/// reads the control word, and the stopping aggregator sets "stopped", runs a process-wide barrier
-/// and waits for every announcement to clear before its final drain. So a push either sees the
-/// collector stopped (and is counted as a drop) or is drained by the final cycle.
-#[inline(always)]
-fn with_local<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
-    LOCAL
-        .try_with(|cell| {
-            let mut slot = cell.try_borrow_mut().ok()?;
-            if let Some(l) = slot.as_mut() {
-                l.announce();
-            }
-            let state = CONTROL.state();
-            match slot.as_mut() {
-                Some(l) if state & STOPPED == 0 && l.generation == state >> GEN_SHIFT => {
-                    let r = f(l);
-                    l.done();
-                    Some(r)
-                }
-                _ => with_new_local(&mut slot, state, f),
-            }
-        })
-        .ok()
-        .flatten()
-}
-
-/// [`with_local`] when the thread has no ring of the current collector: clears the old ring's
-/// announcement, registers a new ring (unless the collector is stopping) and runs `f` on it,
-/// announced in turn.
-#[cold]
-fn with_new_local<R>(
-    slot: &mut Option<Local>,
-    state: u64,
-    f: impl FnOnce(&mut Local) -> R,
-) -> Option<R> {
-    if let Some(old) = slot.as_mut() {
-        old.done();
-    }
-    if state & STOPPED != 0 {
-        return None; // the collector is making its final drain: count, don't strand
-    }
-    // Acquire: the install that published this generation (AcqRel) stored the collector first;
-    // registration must find it, not the one before.
-    std::sync::atomic::fence(Ordering::Acquire);
-    let local = slot.insert(Local::register()?);
-    local.announce();
-    // The collector may have begun stopping since it took the ring: look again, announced.
-    if CONTROL.state() & STOPPED != 0 {
-        local.done();
-        return None;
-    }
-    let r = f(local);
-    local.done();
-    Some(r)
-}
-
+/// Pushes `record` into this thread's ring. A full ring counts the drop on this thread; no ring
+/// at all (thread exiting, re-entered, collector stopping) counts it on the stage.
 #[inline(always)]
 fn push_or_count(stage: Stage, record: Record) {
-    if with_local(|l| l.push(record)) != Some(true) {
+    if with_ring(|l| l.push_or_count(record)).is_none() {
         stage.0.count_drop();
     }
 }
@@ -244,35 +82,30 @@ fn admit(stage: Stage) -> Option<u32> {
     if flags & FLAG_DISABLED != 0 {
         return None;
     }
-    let threshold = if flags & FLAG_SAMPLED != 0 {
-        stage.0.sample_threshold.load(Ordering::Relaxed)
+    let rate = if flags & FLAG_SAMPLED != 0 {
+        &stage.0.sampling
     } else {
-        CONTROL.sampling_threshold()
+        CONTROL.sampling()
     };
-    (threshold == u64::MAX || sample(stage, threshold)).then_some(flags)
+    let threshold = rate.threshold();
+    (threshold == u64::MAX || sample(stage, threshold, rate.hazard())).then_some(flags)
 }
 
-// Not `#[cold]`: at a low sampling rate this is the common path (3.6 ns cold, 3.0 ns inlined).
-#[inline]
-fn sample(stage: Stage, threshold: u64) -> bool {
-    // Some(true): kept; Some(false): skipped and counted; None: no ring or no counter to count
-    // it in (thread exiting, re-entered, no collector), so it is counted as dropped.
-    let kept = with_local(|l| {
-        if l.draw() < threshold {
-            return Some(true);
-        }
-        let c = l.shared.sampled_out.get(stage.id() as usize)?;
-        // Single writer: a plain load + store, no read-modify-write.
-        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        // Release: an aggregator that sees the flag (Acquire) sees this count or a later one.
-        l.shared.touched.store(true, Ordering::Release);
-        Some(false)
-    })
-    .flatten();
-    kept.unwrap_or_else(|| {
+/// Decides a sampled call (see [`sampling`]), counting it on this thread if it is skipped.
+// Out of line but not `#[cold]`: at a low sampling rate this is the common path, and keeping it
+// out of `start` keeps `start` small enough to inline (a disabled call is then a load and a
+// branch in the caller).
+#[inline(never)]
+fn sample(stage: Stage, threshold: u64, hazard: u64) -> bool {
+    if tls::with_sampler(|s| s.keep(threshold, hazard)) {
+        return true;
+    }
+    // Counted on this thread; without a ring or a counter for it (thread exiting, re-entered,
+    // no collector, a stage past the cap) it is counted as dropped, so the call is accounted.
+    if with_ring(|l| l.count_sampled_out(stage)) != Some(true) {
         stage.0.count_drop();
-        false
-    })
+    }
+    false
 }
 
 /// Tells the aggregator a span was abandoned: it counts a cancellation and, for a published start,
@@ -295,7 +128,7 @@ fn record_cancel(stage: Stage, span: u64) {
 /// made the compiler stop inlining it into `end_span`, the hot path (+3.5 ns a span).
 #[cold]
 fn push_or_count_cold(stage: Stage, record: Record) {
-    if with_local(|l| l.push(record)) != Some(true) {
+    if with_ring(|l| l.push_or_count(record)).is_none() {
         stage.0.count_drop();
     }
 }
@@ -304,9 +137,8 @@ fn push_or_count_cold(stage: Stage, record: Record) {
 /// published: the span is then judged by its duration alone when it ends).
 #[cold]
 fn publish_start(stage: Stage, start: u64) -> u64 {
-    with_local(|l| {
-        l.next_span += 1;
-        let span = l.next_span;
+    with_ring(|l| {
+        let span = l.next_span();
         let published = l.push(Record {
             stage: stage.id(),
             kind: Kind::Start,
@@ -521,166 +353,4 @@ pub(crate) fn record_between(stage: impl IntoStage, start: u64, end: u64) {
         return;
     };
     push_or_count(stage, span_record(stage, 0, start, end));
-}
-
-/// Most splits a [`Lap`] holds before it writes them out.
-const LAP_SPLITS: usize = 7;
-/// Marks a split whose stage records nothing (disabled, or a name that could not be registered).
-const SKIPPED: u32 = u32::MAX;
-
-/// The split timer: sequential stages of one tick, one clock read per boundary.
-///
-/// ```
-/// let mut lap = laptime::lap("tick_total");
-/// // fetch market data ...
-/// lap.split("stage_fetch_md");
-/// // compute the spread ...
-/// lap.split("stage_spread");
-/// // check guards, emit orders ...
-/// lap.end_with("stage_emit"); // last stage and the total share one clock read
-/// ```
-///
-/// Each split records its stage from the previous boundary (the lap's start or the last split) to
-/// now. The total is recorded when the lap ends: at [`Lap::end_with`]'s boundary, or at
-/// [`Lap::finish`] / drop (one more clock read). Splits are kept on the stack and written to the
-/// ring together when the lap ends (or every 7 splits), so a split costs a clock read and a few
-/// stores. Sampling and the switches are decided once per lap, by its total stage: a sampled-out
-/// lap (or one whose total stage is disabled) records none of its stages, and counts one skipped
-/// call, for the total only.
-#[must_use = "the lap's total is recorded when it drops: binding it to `_` ends it at once"]
-pub struct Lap {
-    total: Option<Stage>,
-    start: u64,
-    span: u64,
-    /// The boundary the first pending split starts at.
-    flushed_at: u64,
-    len: usize,
-    /// (stage id or `SKIPPED`, boundary tick) of each split not yet written.
-    splits: [(u32, u64); LAP_SPLITS],
-}
-
-impl std::fmt::Debug for Lap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lap")
-            .field("total", &self.total)
-            .field("pending_splits", &self.len)
-            .finish()
-    }
-}
-
-/// Starts a split timer whose total is recorded as `total`.
-#[inline]
-pub fn lap(total: impl IntoStage) -> Lap {
-    // The guard only decides admission and reads the start; taking its stage leaves it inert.
-    let mut guard = start(total);
-    Lap {
-        total: guard.stage.take(),
-        start: guard.start,
-        span: guard.span,
-        flushed_at: guard.start,
-        len: 0,
-        splits: [(0, 0); LAP_SPLITS],
-    }
-}
-
-impl Lap {
-    /// Ends the stage `stage` here: it is recorded from the previous boundary to now.
-    #[inline]
-    pub fn split(&mut self, stage: impl IntoStage) {
-        if self.total.is_none() {
-            return;
-        }
-        let now = ticks();
-        self.add_split(stage, now);
-    }
-
-    #[inline(always)]
-    fn add_split(&mut self, stage: impl IntoStage, now: u64) {
-        // A disabled or unknown stage records nothing but still ends at this boundary.
-        let id = match stage.into_stage() {
-            Some(s) if s.0.flags() & FLAG_DISABLED == 0 => s.id(),
-            _ => SKIPPED,
-        };
-        self.splits[self.len] = (id, now);
-        self.len += 1;
-        if self.len == LAP_SPLITS {
-            self.flush(None);
-        }
-    }
-
-    /// Writes the pending splits, and the total if `total_end` is given, into the ring in one
-    /// visit to the thread's ring, counting any record that does not fit as dropped.
-    fn flush(&mut self, total_end: Option<u64>) {
-        let splits = &self.splits[..self.len];
-        let first = self.flushed_at;
-        let total = total_end.and_then(|end| {
-            let stage = self.total.take()?;
-            let mut record = span_record(stage, self.span, self.start, end);
-            // A lap ending while its thread unwinds says so in its total.
-            if std::thread::panicking() {
-                record.kind = Kind::Unwound;
-            }
-            Some((stage, record))
-        });
-        let (written, total_written) = with_local(|l| {
-            let mut from = first;
-            for (i, &(id, at)) in splits.iter().enumerate() {
-                let record = Record {
-                    stage: id,
-                    kind: Kind::Span,
-                    span: 0,
-                    a: from,
-                    b: at,
-                };
-                if id != SKIPPED && !l.push(record) {
-                    return (i, false);
-                }
-                from = at;
-            }
-            (
-                splits.len(),
-                total.is_some_and(|(_, record)| l.push(record)),
-            )
-        })
-        .unwrap_or((0, false));
-        for &(id, _) in &splits[written..] {
-            if let Some(stage) = crate::stage::registry().get(id) {
-                stage.0.count_drop();
-            }
-        }
-        if let Some((stage, _)) = total
-            && !total_written
-        {
-            stage.0.count_drop();
-        }
-        self.flushed_at = splits.last().map_or(self.flushed_at, |&(_, at)| at);
-        self.len = 0;
-    }
-
-    /// Ends the lap at the boundary of its last stage: records `stage` and the total with one
-    /// clock read.
-    pub fn end_with(mut self, stage: impl IntoStage) {
-        if self.total.is_none() {
-            return;
-        }
-        let now = ticks();
-        self.add_split(stage, now);
-        self.close(now);
-    }
-
-    /// Ends the lap now (same as dropping it).
-    pub fn finish(self) {}
-
-    fn close(&mut self, end: u64) {
-        self.flush(Some(end));
-    }
-}
-
-impl Drop for Lap {
-    fn drop(&mut self) {
-        if self.total.is_some() {
-            let now = ticks();
-            self.close(now);
-        }
-    }
 }
