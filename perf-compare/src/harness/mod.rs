@@ -32,6 +32,8 @@ pub struct Sizes {
     /// Spans of the memory workload (flushed every `chunk`), then spans of one unflushed burst.
     pub rss_spans: u64,
     pub burst_spans: u64,
+    /// Milliseconds of spans back to back, after the burst, without a flush: the sustained flood.
+    pub flood_ms: u64,
 }
 
 impl Sizes {
@@ -45,6 +47,7 @@ impl Sizes {
         spins: 20_000,
         rss_spans: 10_000_000,
         burst_spans: 1_000_000,
+        flood_ms: 2_000,
     };
     pub const QUICK: Sizes = Sizes {
         chunk: 1_024,
@@ -56,6 +59,7 @@ impl Sizes {
         spins: 200,
         rss_spans: 20_000,
         burst_spans: 5_000,
+        flood_ms: 20,
     };
 }
 
@@ -142,6 +146,14 @@ pub struct RssRun {
     /// One burst of spans without a flush between them, then one flush.
     pub burst_spans: u64,
     pub burst_reported: Option<u64>,
+    /// Spans made back to back for `flood_ms` without a flush (the library drains, or not, on
+    /// its own meanwhile), then one flush: how many it made, and how many it then reports.
+    #[serde(default)]
+    pub flood_spans: u64,
+    #[serde(default)]
+    pub flood_reported: Option<u64>,
+    #[serde(default)]
+    pub flood_seconds: f64,
     pub seconds: f64,
 }
 

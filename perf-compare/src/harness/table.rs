@@ -92,11 +92,15 @@ fn cells(run: &PeerRun, rss: Option<&RssRun>) -> Vec<String> {
         rss.map_or("failed".to_owned(), |r| {
             kept(r.burst_reported, r.burst_spans)
         }),
+        rss.map_or("failed".to_owned(), |r| {
+            let rate = r.flood_spans as f64 / r.flood_seconds.max(1e-9) / 1e6;
+            format!("{} ({rate:.1} M/s)", kept(r.flood_reported, r.flood_spans))
+        }),
         format!("{} / {}", p99(run.values.as_ref()), p99(Some(&run.spins))),
     ]
 }
 
-const HEADER: [&str; 11] = [
+const HEADER: [&str; 12] = [
     "peer",
     "ns/span, 1 thread: median (min–max)",
     "÷ TSC pair",
@@ -107,6 +111,7 @@ const HEADER: [&str; 11] = [
     "peak RSS, 10 M spans",
     "samples kept",
     "kept of a 1 M burst",
+    "kept of a 2 s flood (spans made/s)",
     "p99 error: values / spins",
 ];
 

@@ -5,7 +5,7 @@
 
 use std::hint::black_box;
 use std::sync::Barrier;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Accuracy, Allocs, Cost, PeerRun, RssRun, Sizes, StageCount, Tick, alloc, rss};
 use crate::clock::{self, ticks, to_ns};
@@ -327,6 +327,19 @@ fn value_accuracy(peer: &Peer, sizes: Sizes, produced: &mut Produced) -> Option<
     ))
 }
 
+/// Spans back to back for `sizes.flood_ms`, in chunks between looks at the clock, with no flush:
+/// how many were made, over how many seconds.
+fn flood(peer: &Peer, sizes: Sizes) -> (u64, f64) {
+    let started = Instant::now();
+    let until = Duration::from_millis(sizes.flood_ms);
+    let mut spans = 0;
+    while started.elapsed() < until {
+        timed_chunk(peer.empty_span, sizes.chunk);
+        spans += sizes.chunk;
+    }
+    (spans, started.elapsed().as_secs_f64())
+}
+
 /// The memory workload, in a process of its own: `rss_spans` spans flushed every chunk, the peak
 /// resident memory then, and afterwards one burst of `burst_spans` spans without a flush.
 pub fn run_rss(peer: &'static Peer, sizes: Sizes) -> RssRun {
@@ -346,9 +359,15 @@ pub fn run_rss(peer: &'static Peer, sizes: Sizes) -> RssRun {
 
     timed_chunk(peer.empty_span, sizes.burst_spans);
     (peer.flush)();
-    let burst_reported = (peer.report)("span")
-        .count
+    let after_burst = (peer.report)("span").count;
+    let burst_reported = after_burst
         .zip(reported)
+        .map(|(after, before)| after.saturating_sub(before));
+    let (flood_spans, flood_seconds) = flood(peer, sizes);
+    (peer.flush)();
+    let flood_reported = (peer.report)("span")
+        .count
+        .zip(after_burst)
         .map(|(after, before)| after.saturating_sub(before));
     RssRun {
         peer: peer.name.into(),
@@ -358,6 +377,9 @@ pub fn run_rss(peer: &'static Peer, sizes: Sizes) -> RssRun {
         reported,
         burst_spans: sizes.burst_spans,
         burst_reported,
+        flood_spans,
+        flood_reported,
+        flood_seconds,
         seconds: started.elapsed().as_secs_f64(),
     }
 }
