@@ -97,11 +97,34 @@ fn admit(stage: Stage) -> Option<u32> {
 // branch in the caller).
 #[inline(never)]
 fn sample(stage: Stage, threshold: u64, hazard: u64) -> bool {
-    if tls::with_sampler(|s| s.keep(threshold, hazard)) {
-        return true;
+    // The uncommon cases go out of line, keeping this path short.
+    match tls::with_sampler(|s| s.decide(threshold, hazard)) {
+        Some(true) => true,
+        Some(false) => {
+            if !thread::count_sampled_out(stage) {
+                return count_sampled_out_cold(stage);
+            }
+            false
+        }
+        None => sampler_spent(stage, threshold, hazard),
     }
-    // Counted on this thread; without a ring or a counter for it (thread exiting, re-entered,
-    // no collector, a stage past the cap) it is counted as dropped, so the call is accounted.
+}
+
+/// The sampler's budget is spent or was never drawn: settles the call, counting it if skipped.
+#[cold]
+fn sampler_spent(stage: Stage, threshold: u64, hazard: u64) -> bool {
+    let kept = tls::with_sampler(|s| s.spent(threshold, hazard));
+    if !kept && !thread::count_sampled_out(stage) {
+        count_sampled_out_cold(stage);
+    }
+    kept
+}
+
+/// Counts a skipped call when the fast path could not: registers a ring first if needed; without
+/// a ring or a counter for it (thread exiting, re-entered, no collector, a stage past the cap) it
+/// is counted as dropped, so the call is still accounted. Always false (the call is skipped).
+#[cold]
+fn count_sampled_out_cold(stage: Stage) -> bool {
     if with_ring(|l| l.count_sampled_out(stage)) != Some(true) {
         stage.0.count_drop();
     }

@@ -67,8 +67,8 @@ pub(crate) fn hazard(threshold: u64) -> u64 {
     (-(-p).ln_1p() * ONE).round() as u64
 }
 
-/// A thread's sampling state: its skip budget and its xorshift64* generator. Both start at 0,
-/// which means "not seeded yet".
+/// A thread's sampling state: its skip budget and its xorshift64* generator. Both start at 0; a
+/// generator state of 0 means "not seeded yet".
 pub(crate) struct Sampler {
     budget: Cell<u64>,
     rng: Cell<u64>,
@@ -84,25 +84,35 @@ impl Sampler {
 
     /// Whether to keep a call at `threshold` (not `u64::MAX`: the caller keeps those without a
     /// decision), whose rate's hazard is `hazard`.
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn keep(&self, threshold: u64, hazard: u64) -> bool {
+        self.decide(threshold, hazard)
+            .unwrap_or_else(|| self.spent(threshold, hazard))
+    }
+
+    /// The common cases of a decision: `None` when the budget is spent or the sampler was never
+    /// seeded, for [`Sampler::spent`] to settle out of line.
+    #[inline(always)]
+    pub(crate) fn decide(&self, threshold: u64, hazard: u64) -> Option<bool> {
         if threshold >= DIRECT_FROM {
-            return self.draw() < threshold;
+            let x = self.rng.get();
+            return (x != 0).then(|| self.step(x) < threshold);
         }
         let budget = self.budget.get();
         if budget > hazard {
             self.budget.set(budget - hazard);
-            return false;
+            return Some(false);
         }
-        self.spend_all(budget, hazard)
+        None
     }
 
-    /// The budget is spent (this call is kept) or was never drawn.
+    /// Settles what [`Sampler::decide`] left: seeds a sampler that never was, then decides; else
+    /// the budget is spent, so this call is kept and a new budget drawn.
     #[inline(never)]
-    fn spend_all(&self, budget: u64, hazard: u64) -> bool {
-        if budget == 0 {
+    pub(crate) fn spent(&self, threshold: u64, hazard: u64) -> bool {
+        if self.rng.get() == 0 {
             self.seed();
-            return self.keep(0, hazard);
+            return self.decide(threshold, hazard).unwrap_or(true);
         }
         self.refill();
         true
@@ -118,19 +128,15 @@ impl Sampler {
     }
 
     /// Draws a new budget from the unit exponential distribution: `−ln U` for `U` uniform in
-    /// (0, 1], at least 1 so that 0 keeps meaning "not seeded".
+    /// (0, 1], at least 1 (a budget of 0 would keep the next call at any rate, even 0).
     fn refill(&self) {
-        let u = ((self.draw() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let u = ((self.step(self.rng.get()) >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
         self.budget.set(((-u.ln() * ONE) as u64).max(1));
     }
 
+    /// Advances the xorshift64* generator from state `x` (not 0) and returns its output.
     #[inline(always)]
-    fn draw(&self) -> u64 {
-        let mut x = self.rng.get();
-        if x == 0 {
-            self.seed();
-            x = self.rng.get();
-        }
+    fn step(&self, mut x: u64) -> u64 {
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;

@@ -189,6 +189,19 @@ impl Local {
     }
 }
 
+/// Counts a skipped call of `stage` on this thread's counter, if the thread has a ring of the
+/// current collector and a counter for the stage; false (nothing counted) otherwise.
+#[inline(always)]
+pub(super) fn count_sampled_out(stage: Stage) -> bool {
+    tls::with_local(stage, |l, stage| {
+        l.announce();
+        let counted = l.accepts(CONTROL.state()) && l.count_sampled_out(stage);
+        l.done();
+        counted
+    })
+    .unwrap_or(false)
+}
+
 /// Counts a drop of stage `id` on the stage's shared counter (no ring, or a stage past the cap).
 #[cold]
 pub(super) fn count_shared_drop(id: u32) {
