@@ -106,13 +106,8 @@ impl<T: Copy> Producer<T> {
     /// consumer has not popped since the producer last looked at its index).
     #[inline]
     pub fn push(&mut self, value: T) -> Result<usize, T> {
-        let capacity = self.shared.mask + 1;
-        if self.tail.wrapping_sub(self.cached_head) == capacity {
-            // Acquire: the consumer's reads of the slots it released happen before our writes.
-            self.cached_head = self.shared.head.load(Ordering::Acquire);
-            if self.tail.wrapping_sub(self.cached_head) == capacity {
-                return Err(value);
-            }
+        if self.free_for(1) == 0 {
+            return Err(value);
         }
         let index = self.tail & self.shared.mask;
         // SAFETY: `index <= mask < slots.len()`.
@@ -131,14 +126,7 @@ impl<T: Copy> Producer<T> {
     /// written (`value` is not called for the rest). Never blocks, never allocates.
     #[inline]
     pub fn push_with(&mut self, n: usize, mut value: impl FnMut(usize) -> T) -> usize {
-        let capacity = self.shared.mask + 1;
-        let mut free = capacity - self.tail.wrapping_sub(self.cached_head);
-        if free < n {
-            // Acquire: as in `push`.
-            self.cached_head = self.shared.head.load(Ordering::Acquire);
-            free = capacity - self.tail.wrapping_sub(self.cached_head);
-        }
-        let written = n.min(free);
+        let written = n.min(self.free_for(n));
         // Read once: a slot write could alias them as far as the compiler knows.
         let (mask, slots, tail) = (self.shared.mask, &self.shared.slots[..], self.tail);
         for i in 0..written {
@@ -156,6 +144,20 @@ impl<T: Copy> Producer<T> {
             self.shared.tail.store(self.tail, Ordering::Release);
         }
         written
+    }
+
+    /// Free slots: as the cached head says, or, when that is fewer than `want`, as the consumer's
+    /// index says now.
+    #[inline(always)]
+    fn free_for(&mut self, want: usize) -> usize {
+        let capacity = self.shared.mask + 1;
+        let free = capacity - self.tail.wrapping_sub(self.cached_head);
+        if free >= want {
+            return free;
+        }
+        // Acquire: the consumer's reads of the slots it released happen before our writes.
+        self.cached_head = self.shared.head.load(Ordering::Acquire);
+        capacity - self.tail.wrapping_sub(self.cached_head)
     }
 
     /// Re-reads the consumer's index and returns the exact occupancy at this instant.
@@ -334,7 +336,7 @@ impl<T: Copy> Consumer<T> {
     }
 }
 
-/// Hands memory freed by reclaimed rings back to the OS. A ring (256 KiB by default) is
+/// Hands memory freed by reclaimed rings back to the OS. A ring (1 MiB by default) is
 /// allocated by its thread and freed by the aggregator when the thread has exited; glibc keeps
 /// such freed chunks resident in the arena of the thread that allocated them, so a process that
 /// keeps starting short-lived threads would grow by megabytes that are free but never returned.

@@ -275,6 +275,23 @@ fn sampling_counts_every_call_and_draws_at_random() {
     assert!(runs > 9_000 && runs < 11_000, "{runs} alternations");
     assert!(kept.windows(4).any(|w| w.iter().all(|k| *k)));
 
+    // Below ½ the thread's skip budget decides; the global rate follows the same path.
+    laptime::set_sampling_rate(0.1).unwrap();
+    let other = Stage::new(unique("sampled_global")).unwrap();
+    let n = 40_000u64;
+    let kept = (0..n)
+        .filter(|_| laptime::start(other).is_recording())
+        .count() as u64;
+    laptime::set_sampling_rate(1.0).unwrap();
+    assert!(handle.flush());
+    let s = handle.get_stats(other, Window::Cumulative).unwrap();
+    assert_eq!((s.count + s.dropped, s.sampled_out), (kept, n - kept));
+    // Binomial(40000, 0.1): 6 standard deviations is ±360.
+    assert!(
+        (kept as i64 - 4_000).abs() < 360,
+        "kept {kept} of {n} at 0.1"
+    );
+
     assert!(laptime::set_sampling_rate(f64::NAN).is_err());
     assert!(laptime::set_sampling_rate(1.01).is_err());
     assert!(laptime::set_sampling_rate(-0.1).is_err());

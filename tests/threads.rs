@@ -153,3 +153,43 @@ fn a_ring_passing_half_full_wakes_the_aggregator_before_its_interval() {
     let s = handle.get_stats(stage, Window::Cumulative).unwrap();
     assert_eq!(s.count + s.dropped, 4000);
 }
+
+/// A thread-local whose destructor records, destroyed after laptime's own at thread exit (it was
+/// created first, and destructors run last-created first).
+struct RecordsWhenDropped(Stage);
+
+impl Drop for RecordsWhenDropped {
+    fn drop(&mut self) {
+        for i in 0..50 {
+            laptime::record(self.0, Duration::from_nanos(i + 1));
+        }
+    }
+}
+
+thread_local! {
+    static LATE: std::cell::Cell<Option<RecordsWhenDropped>> = const { std::cell::Cell::new(None) };
+}
+
+#[test]
+fn records_made_after_the_threads_ring_is_gone_are_counted_and_register_nothing() {
+    let _s = common::serial();
+    let handle = common::install(Collector::builder());
+    let stage = Stage::new(common::unique("late")).unwrap();
+    assert!(handle.flush());
+    let before = handle.health();
+    std::thread::spawn(move || {
+        LATE.set(Some(RecordsWhenDropped(stage)));
+        laptime::record(stage, Duration::from_nanos(7)); // registers the ring
+    })
+    .join()
+    .unwrap();
+    assert!(handle.flush());
+    let s = handle.get_stats(stage, Window::Cumulative).unwrap();
+    assert_eq!(s.count + s.dropped, 51, "every record accounted for");
+    let after = handle.health();
+    assert_eq!(
+        after.rings_reclaimed - before.rings_reclaimed,
+        1,
+        "the thread's one ring, and none registered by its late records"
+    );
+}

@@ -500,7 +500,7 @@ impl Aggregator {
         self.adopt_rings();
         self.adopt_sinks();
         self.drain(now);
-        self.count_sampled_out(now);
+        self.scan_all_thread_counts(now);
         self.count_drops(now);
         self.count_guard_trips(now);
         self.watch_deadlines(now);
@@ -591,7 +591,7 @@ impl Aggregator {
     }
 
     /// Before the final drain: waits until every thread that read the control word before the
-    /// collector was marked stopped has finished its push (see `recorder::with_local`), so the
+    /// collector was marked stopped has finished its push (see `recorder::thread::with_ring`), so the
     /// drain holds every record admitted. A thread descheduled in the middle of a push is waited
     /// for up to [`QUIESCE_LIMIT`].
     fn quiesce(&mut self) {
@@ -852,17 +852,11 @@ impl Aggregator {
         }
         let counters: &[ThreadCounts] = &ring.shared.counts;
         for (id, (counts, seen)) in counters.iter().zip(ring.seen_counts.iter_mut()).enumerate() {
-            let sampled = counts.sampled_out.load(Ordering::Relaxed);
-            if sampled != seen.0 {
-                let delta = sampled - seen.0;
-                seen.0 = sampled;
+            if let Some(delta) = advance(&counts.sampled_out, &mut seen.0) {
                 self.health.sampled_out += delta;
                 self.count_event(id as u32, now, Event::SampledOut, delta);
             }
-            let dropped = counts.dropped.load(Ordering::Relaxed);
-            if dropped != seen.1 {
-                let delta = dropped - seen.1;
-                seen.1 = dropped;
+            if let Some(delta) = advance(&counts.dropped, &mut seen.1) {
                 self.count_thread_drops(id as u32, now, delta);
             }
         }
@@ -879,7 +873,7 @@ impl Aggregator {
         self.count_event(id, now, Event::Dropped, delta);
     }
 
-    fn count_sampled_out(&mut self, now: u64) {
+    fn scan_all_thread_counts(&mut self, now: u64) {
         self.with_rings(|this, rings| {
             for ring in rings {
                 this.scan_thread_counts(ring, now, false);
@@ -1316,6 +1310,14 @@ fn new_correction(windows: &[WindowSpec], base_slice_ns: u64, interval_ns: u64) 
 /// The id of the total `stage` also records into: its family's if it is a series, its name's if
 /// it is a static labelled stage.
 #[inline]
+/// How far `counter` moved since `seen`, which it moves along; `None` if it did not.
+fn advance(counter: &std::sync::atomic::AtomicU64, seen: &mut u64) -> Option<u64> {
+    let value = counter.load(Ordering::Relaxed);
+    let delta = value - *seen;
+    *seen = value;
+    (delta > 0).then_some(delta)
+}
+
 fn total_of(stage: Stage) -> Option<u32> {
     stage.sums_into().map(Stage::id)
 }

@@ -1,6 +1,6 @@
 //! The split timer.
 
-use super::thread::{Local, count_shared_drop, with_ring};
+use super::thread::push_batch_or_count;
 use super::{span_record, start};
 use crate::clock::ticks;
 use crate::record::{Kind, Record};
@@ -148,13 +148,7 @@ impl Lap {
                     last
                 }
             };
-            let written = with_ring(|l| {
-                let written = l.push_batch(n, record);
-                (written..n).for_each(|i| l.count_dropped(record(i).stage));
-            });
-            if written.is_none() {
-                (0..n).for_each(|i| count_shared_drop(record(i).stage));
-            }
+            push_batch_or_count(n, record);
         }
         self.bounds[0] = self.bounds[splits];
         self.len = 0;
@@ -172,16 +166,7 @@ impl Lap {
             kept[n] = record;
             n += 1;
         }
-        let kept = &kept[..n];
-        let written = with_ring(|l: &mut Local| {
-            let written = l.push_batch(n, |i| kept[i]);
-            kept[written..]
-                .iter()
-                .for_each(|r| l.count_dropped(r.stage));
-        });
-        if written.is_none() {
-            kept.iter().for_each(|r| count_shared_drop(r.stage));
-        }
+        push_batch_or_count(n, |i| kept[i]);
     }
 
     /// Ends the lap at the boundary of its last stage: records `stage` and the total with one

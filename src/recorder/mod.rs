@@ -98,11 +98,12 @@ fn admit(stage: Stage) -> Option<u32> {
 #[inline(never)]
 fn sample(stage: Stage, threshold: u64, hazard: u64) -> bool {
     // The uncommon cases go out of line, keeping this path short.
-    match tls::with_sampler(|s| s.decide(threshold, hazard)) {
+    // No sampler (the thread's storage is gone): kept, and counted as dropped for want of a ring.
+    match tls::with_sampler(|s| s.decide(threshold, hazard)).unwrap_or(Some(true)) {
         Some(true) => true,
         Some(false) => {
-            if !thread::count_sampled_out(stage) {
-                return count_sampled_out_cold(stage);
+            if !thread::try_count_sampled_out(stage) {
+                return count_sampled_out_slow(stage);
             }
             false
         }
@@ -113,9 +114,9 @@ fn sample(stage: Stage, threshold: u64, hazard: u64) -> bool {
 /// The sampler's budget is spent or was never drawn: settles the call, counting it if skipped.
 #[cold]
 fn sampler_spent(stage: Stage, threshold: u64, hazard: u64) -> bool {
-    let kept = tls::with_sampler(|s| s.spent(threshold, hazard));
-    if !kept && !thread::count_sampled_out(stage) {
-        count_sampled_out_cold(stage);
+    let kept = tls::with_sampler(|s| s.spent(threshold, hazard)).unwrap_or(true);
+    if !kept && !thread::try_count_sampled_out(stage) {
+        count_sampled_out_slow(stage);
     }
     kept
 }
@@ -124,7 +125,7 @@ fn sampler_spent(stage: Stage, threshold: u64, hazard: u64) -> bool {
 /// a ring or a counter for it (thread exiting, re-entered, no collector, a stage past the cap) it
 /// is counted as dropped, so the call is still accounted. Always false (the call is skipped).
 #[cold]
-fn count_sampled_out_cold(stage: Stage) -> bool {
+fn count_sampled_out_slow(stage: Stage) -> bool {
     if with_ring(|l| l.count_sampled_out(stage)) != Some(true) {
         stage.0.count_drop();
     }

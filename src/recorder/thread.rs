@@ -95,19 +95,21 @@ impl Local {
         state & !ENABLED == self.live
     }
 
-    /// Announces a push, before the control word is read.
+    /// Runs `f` announced (see [`with_ring`]) if the control word lets this ring take records;
+    /// hands `f` back, not run, if it does not.
     #[inline(always)]
-    fn announce(&mut self) {
+    fn announced<R, F: FnOnce(&mut Local) -> R>(&mut self, f: F) -> Result<R, F> {
         self.shared.pushing.store(true, Ordering::Relaxed);
         // Ordered before the control-word load against the stopping aggregator's barrier.
         crate::barrier::light();
-    }
-
-    /// Ends the announced push.
-    #[inline(always)]
-    fn done(&mut self) {
+        let r = if self.accepts(CONTROL.state()) {
+            Ok(f(self))
+        } else {
+            Err(f)
+        };
         // Release: the push is visible to whoever sees the announcement cleared.
         self.shared.pushing.store(false, Ordering::Release);
+        r
     }
 
     /// Pushes one record; false (and nothing counted) when the ring is full.
@@ -192,19 +194,29 @@ impl Local {
 /// Counts a skipped call of `stage` on this thread's counter, if the thread has a ring of the
 /// current collector and a counter for the stage; false (nothing counted) otherwise.
 #[inline(always)]
-pub(super) fn count_sampled_out(stage: Stage) -> bool {
+pub(super) fn try_count_sampled_out(stage: Stage) -> bool {
     tls::with_local(stage, |l, stage| {
-        l.announce();
-        let counted = l.accepts(CONTROL.state()) && l.count_sampled_out(stage);
-        l.done();
-        counted
+        l.announced(|l| l.count_sampled_out(stage)).unwrap_or(false)
     })
     .unwrap_or(false)
 }
 
+/// Pushes `n` records made by `record(i)` into this thread's ring with one publication. Those
+/// that do not fit are counted as dropped on the thread; with no ring, all on their stages.
+#[inline]
+pub(super) fn push_batch_or_count(n: usize, record: impl Fn(usize) -> Record) {
+    let pushed = with_ring(|l| {
+        let written = l.push_batch(n, &record);
+        (written..n).for_each(|i| l.count_dropped(record(i).stage));
+    });
+    if pushed.is_none() {
+        (0..n).for_each(|i| count_shared_drop(record(i).stage));
+    }
+}
+
 /// Counts a drop of stage `id` on the stage's shared counter (no ring, or a stage past the cap).
 #[cold]
-pub(super) fn count_shared_drop(id: u32) {
+fn count_shared_drop(id: u32) {
     if let Some(stage) = crate::stage::registry().get(id) {
         stage.0.count_drop();
     }
@@ -220,18 +232,7 @@ pub(super) fn count_shared_drop(id: u32) {
 /// collector stopped (and is counted as a drop) or is drained by the final cycle.
 #[inline(always)]
 pub(super) fn with_ring<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
-    let entered = tls::with_local(f, |l, f| {
-        l.announce();
-        let state = CONTROL.state();
-        if !l.accepts(state) {
-            l.done();
-            return Err(f);
-        }
-        let r = f(l);
-        l.done();
-        Ok(r)
-    });
-    match entered {
+    match tls::with_local(f, |l, f| l.announced(f)) {
         Ok(Ok(r)) => Some(r),
         Ok(Err(f)) | Err(Unavailable::Empty(f)) => with_new_ring(f),
         Err(Unavailable::Busy) => None,
@@ -251,12 +252,7 @@ fn with_new_ring<R>(f: impl FnOnce(&mut Local) -> R) -> Option<R> {
     tls::install(Local::register)?;
     // The collector may have begun stopping (or been replaced) since it gave the ring: the
     // announced check decides, once.
-    tls::with_local(f, |l, f| {
-        l.announce();
-        let r = l.accepts(CONTROL.state()).then(|| f(l));
-        l.done();
-        r
-    })
-    .ok()
-    .flatten()
+    tls::with_local(f, |l, f| l.announced(f).ok())
+        .ok()
+        .flatten()
 }

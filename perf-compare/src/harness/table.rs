@@ -111,7 +111,7 @@ const HEADER: [&str; 12] = [
     "peak RSS, 10 M spans",
     "samples kept",
     "kept of a 1 M burst",
-    "kept of a 2 s flood (spans made/s)",
+    "kept of a flood: 2 s, 20 ms with --quick (spans made/s)",
     "p99 error: values / spins",
 ];
 
