@@ -13,7 +13,10 @@
 #                            scripts/heavy.sh runs this.
 #
 # Under miri the clock is `Instant` (miri runs no CPUID or RDTSC), and the publication test runs
-# without strict provenance: parking_lot_core (the collector's locks) casts integers to pointers.
+# without strict provenance (parking_lot_core, the collector's locks, casts integers to pointers)
+# and without isolation (the collector reads the wall clock for its snapshots' timestamps). It
+# also covers the hot path's thread-local slot (src/recorder/tls.rs): threads register, record
+# and exit.
 #
 # Prints `SKIP: miri unavailable (...)` and exits 0 only when the nightly miri component cannot be
 # installed; any other failure fails the script.
@@ -69,8 +72,8 @@ else
     env MIRIFLAGS="-Zmiri-strict-provenance -Zmiri-many-seeds=0..$seeds" \
     cargo +nightly miri test --lib handoff::tests::rings_handed_over
   pass "publication: install, two producers and a reader, drain, store, stop, under ${PUBLICATION_SEEDS:-32} seeds" \
-    env MIRIFLAGS="-Zmiri-many-seeds=0..${PUBLICATION_SEEDS:-32}" \
-    cargo +nightly miri test --lib collector::tests::publication
+    env MIRIFLAGS="-Zmiri-disable-isolation -Zmiri-many-seeds=0..${PUBLICATION_SEEDS:-32}" \
+    cargo +nightly miri test --lib collector::install::tests::publication
   pass "ring and handoff unit tests under tree borrows" \
     env MIRIFLAGS="-Zmiri-tree-borrows" cargo +nightly miri test --lib -- ring:: handoff::
 fi
