@@ -13,7 +13,8 @@
 //!
 //! Kinds: `spans` (a guard on a resolved stage), `laps` (a 4-stage split lap: 5 clock reads,
 //! 5 records), `sampled_out` (the `spans` loop on a stage at rate 0: collect in `spans`),
-//! `values` (`laptime::record`). The ring holds
+//! `values` (`laptime::record`), `drops` (the `spans` loop into a full 2-record ring, the aggregator
+//! asleep: every span is counted as dropped). Except for `drops`, the ring holds
 //! every record of the run, so the figure is that of a kept record; the driver checks after a
 //! flush that every call landed where it should.
 use std::hint::black_box;
@@ -64,11 +65,12 @@ fn main() {
         _ => ("", None),
     };
     let Some(n) = n.filter(|&n| n <= 1 << 20) else {
-        eprintln!("usage: hot_path_instructions spans|laps|sampled_out|values N (N ≤ 2^20)");
+        eprintln!("usage: hot_path_instructions spans|laps|sampled_out|values|drops N (N ≤ 2^20)");
         std::process::exit(2);
     };
+    let ring = if kind == "drops" { 2 } else { 8 << 20 };
     let _collector = Collector::builder()
-        .with_ring_capacity(8 << 20)
+        .with_ring_capacity(ring)
         .with_interval(Duration::from_secs(60))
         .install()
         .expect("install a collector");
@@ -82,11 +84,17 @@ fn main() {
     // One call first, so the thread's ring is registered outside the counted loop.
     drop(laptime::start(s));
     laptime::flush();
+    if kind == "drops" {
+        // Fill the ring; the aggregator sleeps for its 60 s interval meanwhile.
+        (0..2).for_each(|_| drop(laptime::start(s)));
+    }
     let before = count(s);
+    let dropped_before = s.dropped();
     let expect = match kind {
         "spans" => (spans(s, n), (n, 0)).1,
         "laps" => (laps(s, parts, n), (n, 0)).1,
         "values" => (values(s, n), (n, 0)).1,
+        "drops" => (spans(s, n), (2, 0)).1,
         "sampled_out" => {
             s.set_sampling_rate(Some(0.0)).expect("0 is a valid rate");
             (spans(s, n), (0, n)).1
@@ -100,6 +108,13 @@ fn main() {
     let after = count(s);
     let got = (after.0 - before.0, after.1 - before.1);
     assert_eq!(got, expect, "(recorded, sampled out) of {kind}");
+    if kind == "drops" {
+        assert_eq!(
+            s.dropped() - dropped_before,
+            n,
+            "every span of the loop dropped"
+        );
+    }
     if kind == "laps" {
         for p in parts {
             assert_eq!(count(p).0, n, "{p}: one record per lap");
