@@ -156,6 +156,7 @@ impl PrometheusBuilder {
             config: self.config()?,
             state: ArcSwapOption::empty(),
             gauge_names: Mutex::new(HashSet::new()),
+            series_labels: Mutex::new(Vec::new()),
         });
         let owns_registry = self.registry.is_none();
         let registry = self.registry.unwrap_or_default();

@@ -11,7 +11,8 @@ use ::prometheus::proto::{self, MetricFamily, MetricType};
 
 use super::buckets::StageFigures;
 use super::encode::{
-    HistFamily, HistSeries, counter_metric, family, gauge_metric, histogram_metric, pair,
+    HistFamily, HistSeries, SeriesLabels, counter_metric, family, gauge_metric, histogram_metric,
+    pair,
 };
 use super::{Config, Core, MetricNames, Published, RESERVED_LABELS, Unit, text};
 use crate::export::ExportError;
@@ -139,6 +140,7 @@ impl Core {
             .collect();
         let mut series = StageSeries::default();
         let mut homes = HashMap::new();
+        let mut cache = self.series_labels.lock();
         for f in p.stages.iter() {
             let Some(s) = StageScrape::new(c, f, &p.snapshot) else {
                 continue;
@@ -151,8 +153,9 @@ impl Core {
             let is_total = stage.is_family_total();
             let is_series = !is_total && stage.family().is_some();
             if !is_total {
-                let (family, labels) = histogram_home(c, &s, &owners, &gauge_names, &mut homes);
-                series.add_histogram(family, labels, &s);
+                let home = histogram_home(c, &s, &owners, &gauge_names, &mut homes);
+                let labels = series_labels(&mut cache, &s, home.1);
+                series.add_histogram(home.0, labels, &s);
                 series.add_misses(&s);
                 series.add_corrected(&s, c.unit);
             }
@@ -189,32 +192,60 @@ fn family_owners(c: &Config, p: &Published) -> HashMap<String, &'static str> {
     owners
 }
 
-/// The family a stage's histogram goes in, and its labels: a labelled stage's own family when the
-/// stage owns the name and neither the export nor an application gauge uses it, else the shared
-/// `stage_duration` family with a `stage` label.
+/// The family a stage's histogram goes in, and whether that is its own: a labelled stage's own
+/// family when the stage owns the name and neither the export nor an application gauge uses it,
+/// else the shared `stage_duration` family (with a `stage` label).
 fn histogram_home(
     c: &Config,
     s: &StageScrape<'_>,
     owners: &HashMap<String, &'static str>,
     gauge_names: &HashSet<String>,
-    homes: &mut HashMap<&'static str, Option<String>>,
-) -> (String, Vec<proto::LabelPair>) {
+    homes: &mut HashMap<&'static str, Option<Arc<str>>>,
+) -> (Arc<str>, bool) {
     let stage = s.stage();
-    if !s.own_labels.is_empty() {
+    if !stage.labels().is_empty() {
         // Decided once per name: a family's series all go where its first one goes.
         let home = homes.entry(stage.name()).or_insert_with(|| {
             let own = MetricNames::own_family(&c.namespace, c.unit, stage.name());
             let owner = owners.get(&own).copied().unwrap_or(stage.name());
             let taken = c.names.fixed().any(|f| *f == own) || gauge_names.contains(&own);
-            (owner == stage.name() && !taken).then_some(own)
+            (owner == stage.name() && !taken).then(|| own.into())
         });
         if let Some(own) = home {
-            let mut labels = s.own_labels.clone();
-            labels.extend(c.const_pairs.iter().cloned());
-            return (own.clone(), labels);
+            return (own.clone(), true);
         }
     }
-    (c.names.stage_duration().to_owned(), s.with_stage(&[]))
+    (c.names.stage_duration().into(), false)
+}
+
+/// The labels of a stage's histogram series: in its own family, its own labels and the const
+/// ones; in `stage_duration`, the `stage` label first. Kept per stage id across scrapes (a
+/// stage's labels never change; where its histogram goes may, when an application gauge takes
+/// its family's name).
+fn series_labels(
+    cache: &mut Vec<Option<(bool, Arc<SeriesLabels>)>>,
+    s: &StageScrape<'_>,
+    own_home: bool,
+) -> Arc<SeriesLabels> {
+    let id = s.stage().id() as usize;
+    if let Some(Some((own, labels))) = cache.get(id)
+        && *own == own_home
+    {
+        return labels.clone();
+    }
+    let labels = SeriesLabels::new(match own_home {
+        true => {
+            let mut labels = s.own_labels();
+            labels.extend(s.const_pairs.iter().cloned());
+            labels
+        }
+        false => s.with_stage(&[]),
+    });
+    if cache.len() <= id {
+        cache.resize(id + 1, None);
+    }
+    cache[id] = Some((own_home, labels.clone()));
+    labels
 }
 
 /// One stage as a scrape sees it: the figures its sink published, and its cumulative statistics
@@ -222,9 +253,7 @@ fn histogram_home(
 struct StageScrape<'a> {
     figures: &'a StageFigures,
     cumulative: Option<&'a StageStats>,
-    /// The stage's static labels, a name the export uses itself (or a const label's) exported
-    /// as `exported_<name>`.
-    own_labels: Vec<proto::LabelPair>,
+    config: &'a Config,
     const_pairs: &'a [proto::LabelPair],
 }
 
@@ -248,21 +277,10 @@ impl<'a> StageScrape<'a> {
         if idle && stage.family().is_some_and(|f| f.overflow() == stage) {
             return None;
         }
-        let own_labels = stage
-            .labels()
-            .iter()
-            .map(|(k, v)| {
-                if c.const_labels.iter().any(|(ck, _)| ck == k) || RESERVED_LABELS.contains(k) {
-                    pair(&format!("exported_{k}"), v)
-                } else {
-                    pair(k, v)
-                }
-            })
-            .collect();
         Some(Self {
             figures,
             cumulative,
-            own_labels,
+            config: c,
             const_pairs: &c.const_pairs,
         })
     }
@@ -271,11 +289,28 @@ impl<'a> StageScrape<'a> {
         self.figures.raw.stage
     }
 
+    /// The stage's static labels, a name the export uses itself (or a const label's) exported
+    /// as `exported_<name>`. Built when asked: a family's series find theirs in the exporter's
+    /// cache ([`series_labels`]).
+    fn own_labels(&self) -> Vec<proto::LabelPair> {
+        let c = self.config;
+        (self.stage().labels().iter())
+            .map(|(k, v)| {
+                if c.const_labels.iter().any(|(ck, _)| ck == k) || RESERVED_LABELS.contains(k) {
+                    pair(&format!("exported_{k}"), v)
+                } else {
+                    pair(k, v)
+                }
+            })
+            .collect()
+    }
+
     /// The labels of a per-stage series: `stage`, the stage's own, `extra`, the const labels.
     fn with_stage(&self, extra: &[proto::LabelPair]) -> Vec<proto::LabelPair> {
-        let mut l = Vec::with_capacity(2 + self.own_labels.len() + self.const_pairs.len());
+        let own = self.own_labels();
+        let mut l = Vec::with_capacity(2 + own.len() + self.const_pairs.len());
         l.push(pair("stage", self.stage().name()));
-        l.extend(self.own_labels.iter().cloned());
+        l.extend(own);
         l.extend(extra.iter().cloned());
         l.extend(self.const_pairs.iter().cloned());
         l
@@ -286,7 +321,7 @@ impl<'a> StageScrape<'a> {
 #[derive(Default)]
 struct StageSeries {
     /// By family name: the shared `stage_duration` family and the labelled stages' own.
-    hists: BTreeMap<String, Vec<HistSeries>>,
+    hists: BTreeMap<Arc<str>, Vec<HistSeries>>,
     corrected_hists: Vec<HistSeries>,
     quantiles: Vec<proto::Metric>,
     corrected_quantiles: Vec<proto::Metric>,
@@ -303,19 +338,13 @@ struct StageSeries {
 
 impl StageSeries {
     /// The stage's cumulative histogram, in `family` (see [`histogram_home`]).
-    fn add_histogram(
-        &mut self,
-        family: String,
-        labels: Vec<proto::LabelPair>,
-        s: &StageScrape<'_>,
-    ) {
-        let export = s.figures.raw.clone();
-        let exemplars = s.figures.exemplars.clone();
-        self.hists.entry(family).or_default().push(HistSeries {
+    fn add_histogram(&mut self, family: Arc<str>, labels: Arc<SeriesLabels>, s: &StageScrape<'_>) {
+        let series = HistSeries {
             labels,
-            export,
-            exemplars,
-        });
+            export: s.figures.raw.clone(),
+            exemplars: s.figures.exemplars.clone(),
+        };
+        self.hists.entry(family).or_default().push(series);
     }
 
     /// Deadline misses, for a stage with a deadline or a miss.
@@ -354,7 +383,7 @@ impl StageSeries {
     fn add_corrected(&mut self, s: &StageScrape<'_>, unit: Unit) {
         if let Some(export) = &s.figures.corrected {
             self.corrected_hists.push(HistSeries {
-                labels: s.with_stage(&[]),
+                labels: SeriesLabels::new(s.with_stage(&[])),
                 export: export.clone(),
                 exemplars: None,
             });
@@ -404,13 +433,13 @@ impl StageSeries {
             .hists
             .into_iter()
             .map(|(name, series)| {
-                let help = if name == n.stage_duration() {
+                let help = if &*name == n.stage_duration() {
                     STAGE_HIST_HELP
                 } else {
                     LABELLED_HIST_HELP
                 };
                 HistFamily {
-                    name,
+                    name: name.to_string(),
                     help,
                     unit,
                     series,
@@ -430,7 +459,7 @@ impl StageSeries {
                 let metrics = f
                     .series
                     .into_iter()
-                    .map(|s| histogram_metric(s.labels, &s.export, unit))
+                    .map(|s| histogram_metric(s.labels.pairs.clone(), &s.export, unit))
                     .collect();
                 family(&f.name, f.help, MetricType::HISTOGRAM, metrics)
             })

@@ -532,6 +532,9 @@ struct Core {
     state: ArcSwapOption<Published>,
     /// Full names of the application gauges, which labelled stages' families must not take.
     gauge_names: Mutex<HashSet<String>>,
+    /// By stage id, the labels its histogram series was last exported with and whether that was
+    /// in its own family: kept across scrapes (see `families::series_labels`).
+    series_labels: Mutex<Vec<Option<(bool, Arc<encode::SeriesLabels>)>>>,
 }
 
 impl Core {
