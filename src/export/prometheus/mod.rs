@@ -535,7 +535,13 @@ struct Core {
     /// By stage id, the labels its histogram series was last exported with and whether that was
     /// in its own family: kept across scrapes (see `families::series_labels`).
     series_labels: Mutex<Vec<Option<(bool, Arc<encode::SeriesLabels>)>>>,
+    /// The owners of labelled stages' family names, with the (number of stages, highest id) they
+    /// were worked out from (see `Core::family_owners`).
+    owners: Mutex<Option<((usize, Option<u32>), Arc<Owners>)>>,
 }
+
+/// Own family name → the name of the stage that owns it.
+type Owners = HashMap<String, &'static str>;
 
 impl Core {
     /// The generation of the next publication: one more than the last one's.
