@@ -140,7 +140,7 @@ impl Core {
             .filter(|w| *w != Window::Cumulative)
             .collect();
         let mut series = StageSeries::default();
-        let mut homes = HashMap::new();
+        let mut homes = Homes::default();
         let mut cache = self.series_labels.lock();
         for f in p.stages.iter() {
             let Some(s) = StageScrape::new(c, f, &p.snapshot) else {
@@ -224,22 +224,48 @@ fn histogram_home(
     s: &StageScrape<'_>,
     owners: &HashMap<String, &'static str>,
     gauge_names: &HashSet<String>,
-    homes: &mut HashMap<&'static str, Option<Arc<str>>>,
+    homes: &mut Homes,
 ) -> (Arc<str>, bool) {
     let stage = s.stage();
     if !stage.labels().is_empty() {
-        // Decided once per name: a family's series all go where its first one goes.
-        let home = homes.entry(stage.name()).or_insert_with(|| {
+        let home = homes.get(stage.name(), || {
             let own = MetricNames::own_family(&c.namespace, c.unit, stage.name());
             let owner = owners.get(&own).copied().unwrap_or(stage.name());
             let taken = c.names.fixed().any(|f| *f == own) || gauge_names.contains(&own);
             (owner == stage.name() && !taken).then(|| own.into())
         });
         if let Some(own) = home {
-            return (own.clone(), true);
+            return (own, true);
         }
     }
     (c.names.stage_duration().into(), false)
+}
+
+/// Where each labelled name's histograms go in one scrape, decided once per name: a family's
+/// series all go where its first one goes.
+#[derive(Default)]
+struct Homes {
+    by_name: HashMap<&'static str, Option<Arc<str>>>,
+    /// The last name asked for: a family's series come one after another (ids in creation
+    /// order), so most lookups are this one and need no hashing of the name.
+    last: Option<(&'static str, Option<Arc<str>>)>,
+}
+
+impl Homes {
+    fn get(
+        &mut self,
+        name: &'static str,
+        decide: impl FnOnce() -> Option<Arc<str>>,
+    ) -> Option<Arc<str>> {
+        if let Some((last, home)) = &self.last
+            && std::ptr::eq(*last, name)
+        {
+            return home.clone();
+        }
+        let home = self.by_name.entry(name).or_insert_with(decide).clone();
+        self.last = Some((name, home.clone()));
+        home
+    }
 }
 
 /// The labels of a stage's histogram series: in its own family, its own labels and the const
