@@ -15,7 +15,9 @@ use super::encode::{
     HistFamily, HistSeries, SeriesLabels, counter_metric, family, gauge_metric, histogram_metric,
     pair,
 };
-use super::{Config, Core, MetricNames, Owners, Published, RESERVED_LABELS, Unit, text};
+use super::{
+    Config, Core, LabelCache, MetricNames, Owners, Published, RESERVED_LABELS, Unit, text,
+};
 use crate::export::ExportError;
 use crate::stage::Stage;
 use crate::stats::{Snapshot, StageStats, Window};
@@ -272,11 +274,7 @@ impl Homes {
 /// ones; in `stage_duration`, the `stage` label first. Kept per stage id across scrapes (a
 /// stage's labels never change; where its histogram goes may, when an application gauge takes
 /// its family's name).
-fn series_labels(
-    cache: &mut Vec<Option<(bool, Arc<SeriesLabels>)>>,
-    s: &StageScrape<'_>,
-    own_home: bool,
-) -> Arc<SeriesLabels> {
+fn series_labels(cache: &mut LabelCache, s: &StageScrape<'_>, own_home: bool) -> Arc<SeriesLabels> {
     let id = s.stage().id() as usize;
     if let Some(Some((own, labels))) = cache.get(id)
         && *own == own_home
