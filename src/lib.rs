@@ -114,8 +114,8 @@
 //!   fence and a 1 ms pause make it exact in practice, not by proof).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
-// The modules that read the TSC, own the ring's slots, issue the stop's barrier and advise huge
-// pages for the exposition's buffer opt back in, each with a SAFETY line on every block.
+// The two modules that read the TSC and own the ring's slots opt back in, each with a SAFETY line
+// on every block.
 #![cfg_attr(not(laptime_loom), doc(test(attr(deny(warnings)))))]
 
 // Under `--cfg laptime_loom` only the loom-checked core builds (`tests/loom.rs`): the ring, the
@@ -152,8 +152,6 @@ mod hist;
 mod instrument;
 #[cfg(not(laptime_loom))]
 pub mod limits;
-#[cfg(all(not(laptime_loom), feature = "prometheus"))]
-mod pages;
 #[cfg(all(not(laptime_loom), feature = "profile"))]
 pub mod profile;
 #[cfg(not(laptime_loom))]

@@ -49,7 +49,7 @@ pub(super) fn render(
             .iter()
             .map(|f| 256 + 192 * f.get_metric().len())
             .sum::<usize>();
-    let mut out = crate::pages::string_with_capacity(room);
+    let mut out = String::with_capacity(room);
     for entry in text::in_name_order(others, |f| f.name(), ours) {
         match entry {
             Entry::Other(f) => {

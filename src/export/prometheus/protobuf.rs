@@ -43,7 +43,7 @@ pub(super) fn render(registry: &Registry, owned: bool, created: Option<SystemTim
     families.extend(ours.into_iter().map(|f| histogram_family(f, start)));
     families.sort_by(|a, b| a.name.cmp(&b.name));
     let room = families.iter().map(|f| f.encoded_len() + 10).sum();
-    let mut out = crate::pages::bytes_with_capacity(room);
+    let mut out = Vec::with_capacity(room);
     for f in &families {
         // Writing into a Vec that grows as needed cannot fail.
         let _ = f.encode_length_delimited(&mut out);

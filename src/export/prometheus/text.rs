@@ -60,7 +60,7 @@ pub(super) fn render(registry: &Registry) -> Result<String, String> {
         .map(|f| room_for(f, &mut le, Dialect::Text))
         .sum::<usize>()
         + others_text.iter().map(|(_, t)| t.len()).sum::<usize>();
-    let mut out = crate::pages::string_with_capacity(room);
+    let mut out = String::with_capacity(room);
     for entry in in_name_order(others_text, |(name, _)| name, ours) {
         match entry {
             Entry::Other((_, text)) => out.push_str(&text),
