@@ -322,6 +322,32 @@ fn a_family_name_two_stages_map_to_keeps_its_owner_between_scrapes() {
 }
 
 #[test]
+fn a_labelled_stage_follows_its_family_name_to_the_stage_family_when_a_gauge_takes_it() {
+    let _s = serial();
+    let exporter = PrometheusExporter::builder().build().unwrap();
+    let handle = install(builder(&exporter));
+    let name = unique("prom_moved");
+    let stage = Stage::with_labels(name, &[("k", "v")]).unwrap();
+    laptime::record(stage, US);
+    assert!(handle.flush());
+    let own = format!("laptime_{name}_seconds");
+    let samples = parse(&exporter.render().unwrap());
+    assert_eq!(value(&samples, &format!("{own}_count"), &[("k", "v")]), 1.0);
+
+    // The exporter keeps each series' labels between scrapes: they must follow the series into
+    // `stage_duration`, with the `stage` label that family needs.
+    let gauge = exporter
+        .gauge(&format!("{name}_seconds"), "Taken.")
+        .unwrap();
+    gauge.set(2.0);
+    let samples = parse(&exporter.render().unwrap());
+    let shared = "laptime_stage_duration_seconds_count";
+    assert_eq!(value(&samples, shared, &[("stage", name), ("k", "v")]), 1.0);
+    assert_eq!(value(&samples, &own, &[]), 2.0);
+    assert!(find(&samples, &format!("{own}_count"), &[]).is_empty());
+}
+
+#[test]
 fn labelled_stages_get_their_own_family_and_every_series_the_const_labels() {
     let _s = serial();
     let exporter = PrometheusExporter::builder()

@@ -156,6 +156,8 @@ impl PrometheusBuilder {
             config: self.config()?,
             state: ArcSwapOption::empty(),
             gauge_names: Mutex::new(HashSet::new()),
+            series_labels: Mutex::new(Vec::new()),
+            owners: Mutex::new(None),
         });
         let owns_registry = self.registry.is_none();
         let registry = self.registry.unwrap_or_default();

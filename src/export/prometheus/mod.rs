@@ -532,7 +532,22 @@ struct Core {
     state: ArcSwapOption<Published>,
     /// Full names of the application gauges, which labelled stages' families must not take.
     gauge_names: Mutex<HashSet<String>>,
+    /// By stage id, the labels its histogram series was last exported with and whether that was
+    /// in its own family: kept across scrapes (see `families::series_labels`).
+    series_labels: Mutex<LabelCache>,
+    /// The owners of labelled stages' family names, with the (number of stages, highest id) they
+    /// were worked out from (see `Core::family_owners`).
+    owners: Mutex<Option<(StagesSeen, Arc<Owners>)>>,
 }
+
+/// By stage id: whether its histogram went to its own family, and the labels it had there.
+type LabelCache = Vec<Option<(bool, Arc<encode::SeriesLabels>)>>;
+
+/// How many stages a publication holds and the highest id among them.
+type StagesSeen = (usize, Option<u32>);
+
+/// Own family name → the name of the stage that owns it.
+type Owners = HashMap<String, &'static str>;
 
 impl Core {
     /// The generation of the next publication: one more than the last one's.

@@ -153,14 +153,15 @@ fn metric(m: &crate_proto::Metric, ty: MetricType) -> pb::Metric {
 
 /// One of the export's histogram families, each series with its classic and native buckets.
 fn histogram_family(mut f: HistFamily, start: Option<prost_types::Timestamp>) -> pb::MetricFamily {
-    f.series.sort_by(|a, b| label_order(&a.labels, &b.labels));
+    f.series
+        .sort_by(|a, b| label_order(&a.labels.pairs, &b.labels.pairs));
     pb::MetricFamily {
         name: f.name,
         help: f.help.to_owned(),
         r#type: pb::MetricType::Histogram as i32,
         metric: (f.series.iter())
             .map(|s| pb::Metric {
-                label: labels(&s.labels),
+                label: labels(&s.labels.pairs),
                 histogram: Some(histogram(
                     &s.export,
                     s.exemplars.as_deref().map(Vec::as_slice),
