@@ -40,6 +40,18 @@ pub struct Record {
 }
 
 impl Record {
+    /// A finished span of stage `stage` (its id) from tick `start` to tick `end`.
+    #[inline(always)]
+    pub(crate) const fn span(stage: u32, span: u64, start: u64, end: u64) -> Record {
+        Record {
+            stage,
+            kind: Kind::Span,
+            span,
+            a: start,
+            b: end,
+        }
+    }
+
     /// The stage's id ([`crate::Stage::id`]).
     pub fn stage_id(&self) -> u32 {
         self.stage

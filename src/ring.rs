@@ -473,16 +473,21 @@ mod tests {
         });
         let mut expected = 0;
         while expected < n {
-            if c.drain(usize::MAX, |v| {
-                assert_eq!(v, expected);
-                expected += 1;
-            }) == 0
-            {
+            if !drain_in_sequence(&mut c, &mut expected) {
                 std::thread::yield_now();
             }
         }
         producer.join().unwrap();
         assert_eq!(c.pop(), None);
+    }
+
+    /// Drains what is waiting, checking it continues the sequence at `expected`; false if
+    /// nothing was.
+    fn drain_in_sequence(c: &mut Consumer<u64>, expected: &mut u64) -> bool {
+        c.drain(usize::MAX, |v| {
+            assert_eq!(v, *expected);
+            *expected += 1;
+        }) > 0
     }
 
     #[test]
@@ -519,11 +524,7 @@ mod tests {
                 next += 1;
             });
             assert_eq!(tail as u64, next);
-            if c.drain(usize::MAX, |v| {
-                assert_eq!(v, expected);
-                expected += 1;
-            }) == 0
-            {
+            if !drain_in_sequence(&mut c, &mut expected) {
                 std::thread::yield_now();
             }
         }

@@ -130,13 +130,7 @@ impl Engine {
 }
 
 fn span(stage: Stage, span: u64, start: u64, end: u64) -> Record {
-    Record {
-        stage: stage.id(),
-        kind: Kind::Span,
-        span,
-        a: start,
-        b: end,
-    }
+    Record::span(stage.id(), span, start, end)
 }
 
 fn start(stage: Stage, span: u64, at: u64) -> Record {

@@ -106,13 +106,7 @@ impl Lap {
     /// The record of pending split `i`.
     #[inline(always)]
     fn split_record(&self, i: usize) -> Record {
-        Record {
-            stage: self.ids[i],
-            kind: Kind::Span,
-            span: 0,
-            a: self.bounds[i],
-            b: self.bounds[i + 1],
-        }
+        Record::span(self.ids[i], 0, self.bounds[i], self.bounds[i + 1])
     }
 
     /// The total's record when the lap ends at `end` (taking the total: the lap is then over).

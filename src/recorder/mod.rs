@@ -184,13 +184,7 @@ pub(crate) static UNTRACKED_STARTS: AtomicU64 = AtomicU64::new(0);
 
 #[inline(always)]
 fn span_record(stage: Stage, span: u64, start: u64, end: u64) -> Record {
-    Record {
-        stage: stage.id(),
-        kind: Kind::Span,
-        span,
-        a: start,
-        b: end,
-    }
+    Record::span(stage.id(), span, start, end)
 }
 
 /// An open span: records `stage` from its creation until it drops.
