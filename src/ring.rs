@@ -336,7 +336,7 @@ impl<T: Copy> Consumer<T> {
     }
 }
 
-/// Hands memory freed by reclaimed rings back to the OS. A ring (1 MiB by default) is
+/// Hands memory freed by reclaimed rings back to the OS. A ring (256 KiB by default) is
 /// allocated by its thread and freed by the aggregator when the thread has exited; glibc keeps
 /// such freed chunks resident in the arena of the thread that allocated them, so a process that
 /// keeps starting short-lived threads would grow by megabytes that are free but never returned.

@@ -134,7 +134,7 @@ impl std::fmt::Debug for CollectorBuilder {
 impl Default for CollectorBuilder {
     fn default() -> Self {
         Self {
-            ring_capacity: 32_768,
+            ring_capacity: 8192,
             interval: Duration::from_millis(10),
             windows: vec![
                 WindowSpec::new(Duration::from_secs(1), Duration::from_millis(250)),
@@ -168,7 +168,7 @@ impl Default for CollectorBuilder {
 pub struct Collector(());
 
 impl Collector {
-    /// A builder with the defaults: 32 768-record rings, 10 ms interval, windows of 1 s (250 ms
+    /// A builder with the defaults: 8 192-record rings, 10 ms interval, windows of 1 s (250 ms
     /// slices), 5 s (1 s) and 60 s (5 s), 1 ns – 1 h at 3 significant digits, 1 024 stages.
     pub fn builder() -> CollectorBuilder {
         CollectorBuilder::default()

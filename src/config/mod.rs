@@ -67,7 +67,7 @@
 //!
 //! ```toml
 //! [collector]                       # CollectorBuilder::with_* (defaults shown)
-//! ring_capacity = 32768             # records per thread ring
+//! ring_capacity = 8192              # records per thread ring
 //! interval = "10ms"                 # how often the aggregator wakes
 //! windows = [                       # the sliding windows, each { length, slice }
 //!   { length = "1s", slice = "250ms" },

@@ -49,7 +49,7 @@
 //!       "highest_ns": 3600000000000,
 //!       "sampling_rate": 1.0,
 //!       "interval_ns": 10000000,
-//!       "ring_capacity": 32768
+//!       "ring_capacity": 8192
 //!     }
 //!   },
 //!   "stages": [
