@@ -27,9 +27,9 @@ const SKIPPED: u32 = u32::MAX;
 /// now. The total is recorded when the lap ends: at [`Lap::end_with`]'s boundary, or at
 /// [`Lap::finish`] / drop (one more clock read). Splits are kept on the stack and written to the
 /// ring together when the lap ends (or every 7 splits), published to the aggregator with one
-/// store, so a split costs a clock read and a few stores. Sampling and the switches are decided once per lap, by its total stage: a sampled-out
-/// lap (or one whose total stage is disabled) records none of its stages, and counts one skipped
-/// call, for the total only.
+/// store, so a split costs a clock read and a few stores. Sampling and the switches are decided
+/// once per lap, by its total stage: a sampled-out lap (or one whose total stage is disabled)
+/// records none of its stages, and counts one skipped call, for the total only.
 #[must_use = "the lap's total is recorded when it drops: binding it to `_` ends it at once"]
 pub struct Lap {
     total: Option<Stage>,
